@@ -1,0 +1,72 @@
+# luasmtpd — see README.md. `make run` and `make test` are the two set-up
+# commands; both install missing Debian packages first (root or sudo).
+
+CC      ?= cc
+PKGS    := luajit openssl
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm -ldl
+PYTHON  ?= /usr/bin/python3
+
+# Debian packages: the build needs the -dev ones; the tests need the clients.
+APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev openssl \
+            lua-busted swaks curl python3 clang
+DEPS_STAMP := build/.deps-ok
+
+CORE_SRC  := $(filter-out core/main.c,$(wildcard core/*.c))
+CORE_OBJ  := $(CORE_SRC:core/%.c=build/obj/%.o)
+ASAN_OBJ  := $(CORE_SRC:core/%.c=build/asan/%.o)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: all deps run test unit spec e2e test-asan certs clean
+all: build/luasmtpd
+
+$(DEPS_STAMP):
+	@missing=""; \
+	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
+	[ -f /usr/include/ev.h ] || missing=1; \
+	for c in cc luajit busted swaks curl openssl $(PYTHON) clang; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $(APT_PKGS)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PKGS) || exit 1; \
+	fi
+	@mkdir -p build && touch $@
+deps: $(DEPS_STAMP)
+
+build/obj/%.o: core/%.c $(wildcard core/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+build/asan/%.o: core/%.c $(wildcard core/*.h) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+
+build/luasmtpd: build/obj/main.o $(CORE_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+build/test_%: tests/unit/test_%.c $(CORE_OBJ)
+	$(CC) $(CFLAGS) -Icore -o $@ $^ $(LDLIBS)
+
+certs: $(DEPS_STAMP)
+	@sh certs/mkcert.sh
+
+run: build/luasmtpd certs
+	build/luasmtpd scripts/default.lua
+
+unit: $(UNIT_BIN)
+spec: $(DEPS_STAMP)
+e2e: build/luasmtpd certs
+test-asan: build/luasmtpd-asan certs
+
+test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) certs
+	@sh tests/run.sh
+
+clean:
+	rm -rf build var

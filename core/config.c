@@ -1,0 +1,442 @@
+#include "config.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum opt_kind {
+	OPT_BOOL,
+	OPT_STRING,
+	OPT_DURATION,
+	OPT_SIZE,
+	OPT_COUNT,
+	OPT_LISTEN,
+	OPT_AUTH_METHODS,
+	OPT_DISABLED_COMMANDS,
+	OPT_BARE_MODE,
+	OPT_HOOK,
+	OPT_LATER, /* part of the contract, not in this build yet: refused by name */
+};
+
+struct option_def {
+	const char *name;
+	enum opt_kind kind;
+	size_t offset; /* into struct smtp_options; the hook id for OPT_HOOK */
+};
+
+#define OPT(name, kind, field) {name, kind, offsetof(struct smtp_options, field)}
+#define HOOK(name, id) {name, OPT_HOOK, id}
+#define LATER(name) {name, OPT_LATER, 0}
+
+static const struct option_def option_defs[] = {
+	OPT("listen", OPT_LISTEN, listen),
+	OPT("name", OPT_STRING, name),
+	OPT("banner", OPT_STRING, banner),
+	OPT("heloResponse", OPT_STRING, helo_response),
+	OPT("authRequiredMessage", OPT_STRING, auth_required_message),
+	OPT("authMethods", OPT_AUTH_METHODS, auth_methods),
+	OPT("authOptional", OPT_BOOL, auth_optional),
+	OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
+	OPT("maxAllowedUnauthenticatedCommands", OPT_COUNT, max_unauth_commands),
+	OPT("size", OPT_SIZE, size),
+	OPT("hideSize", OPT_BOOL, hide_size),
+	OPT("maxClients", OPT_COUNT, max_clients),
+	OPT("maxRecipients", OPT_COUNT, max_recipients),
+	OPT("maxCommandLength", OPT_SIZE, max_command_length),
+	OPT("socketTimeout", OPT_DURATION, socket_timeout),
+	OPT("closeTimeout", OPT_DURATION, close_timeout),
+	OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
+	OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),
+	OPT("hide8BITMIME", OPT_BOOL, hide_8bitmime),
+	OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
+	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
+	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
+	OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
+	OPT("bareLineEndings", OPT_BARE_MODE, bare_line_endings),
+	HOOK("onConnect", HOOK_CONNECT),
+	HOOK("onSecure", HOOK_SECURE),
+	HOOK("SNICallback", HOOK_SNI),
+	HOOK("onAuth", HOOK_AUTH),
+	HOOK("onMailFrom", HOOK_MAIL_FROM),
+	HOOK("onRcptTo", HOOK_RCPT_TO),
+	HOOK("onData", HOOK_DATA),
+	HOOK("onClose", HOOK_CLOSE),
+	HOOK("onError", HOOK_ERROR),
+	LATER("secure"), LATER("key"), LATER("cert"), LATER("ca"), LATER("pfx"),
+	LATER("passphrase"), LATER("sniOptions"), LATER("minVersion"), LATER("maxVersion"),
+	LATER("ciphers"), LATER("ciphersuites"), LATER("honorCipherOrder"), LATER("ecdhCurve"),
+	LATER("requestCert"), LATER("rejectUnauthorized"), LATER("sessionIdContext"),
+	LATER("sessionTimeout"), LATER("ticketKeys"), LATER("requestOCSP"), LATER("hideSTARTTLS"),
+	LATER("needsUpgrade"), LATER("lmtp"), LATER("hideDSN"), LATER("hideREQUIRETLS"),
+	LATER("hideCHUNKING"), LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
+};
+
+static const char *const hook_names[HOOK_COUNT] = {
+	"onConnect", "onSecure", "SNICallback", "onAuth", "onMailFrom",
+	"onRcptTo", "onData", "onClose", "onError",
+};
+
+static const char *const auth_names[] = {"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"};
+
+const char *hook_name(enum hook_id id) { return hook_names[id]; }
+
+const char *auth_method_name(enum auth_method m)
+{
+	for (size_t i = 0; i < sizeof auth_names / sizeof *auth_names; i++)
+		if (m == 1u << i)
+			return auth_names[i];
+	return "?";
+}
+
+bool config_verb_disabled(const struct smtp_options *o, enum smtp_verb v)
+{
+	return (o->disabled_commands >> v) & 1u;
+}
+
+struct cfg_err {
+	char *buf;
+	size_t len;
+};
+
+static bool cfg_fail(struct cfg_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool cfg_fail(struct cfg_err *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->buf, e->len, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+static bool cfg_expect(lua_State *L, struct cfg_err *e, const char *name, int type)
+{
+	if (lua_type(L, -1) == type)
+		return true;
+	return cfg_fail(e, "option '%s': expected a %s, got %s", name, lua_typename(L, type),
+	                luaL_typename(L, -1));
+}
+
+static char *cfg_strdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		abort();
+	return d;
+}
+
+static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+{
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		o->listen[0] = cfg_strdup(lua_tostring(L, -1));
+		o->nlisten = 1;
+		return true;
+	}
+	if (!cfg_expect(L, e, "listen", LUA_TTABLE))
+		return false;
+	size_t n = lua_objlen(L, -1);
+	if (n == 0 || n > CONFIG_MAX_LISTEN)
+		return cfg_fail(e, "option 'listen': expected 1 to %d addresses", CONFIG_MAX_LISTEN);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (int)i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			return cfg_fail(e, "option 'listen': entry %zu is not a \"host:port\" string", i);
+		o->listen[o->nlisten++] = cfg_strdup(lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	return true;
+}
+
+/* Calls fn(word) for each string of a string-or-array value. */
+static bool cfg_words(lua_State *L, struct cfg_err *e, const char *name,
+                      bool (*fn)(struct smtp_options *, const char *, struct cfg_err *, const char *),
+                      struct smtp_options *o)
+{
+	if (!cfg_expect(L, e, name, LUA_TTABLE))
+		return false;
+	size_t n = lua_objlen(L, -1);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (int)i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			return cfg_fail(e, "option '%s': entry %zu is not a string", name, i);
+		bool ok = fn(o, lua_tostring(L, -1), e, name);
+		lua_pop(L, 1);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+static bool cfg_auth_word(struct smtp_options *o, const char *w, struct cfg_err *e, const char *name)
+{
+	for (size_t i = 0; i < sizeof auth_names / sizeof *auth_names; i++) {
+		if (strcasecmp(w, auth_names[i]) != 0)
+			continue;
+		enum auth_method m = (enum auth_method)(1u << i);
+		for (size_t j = 0; j < o->nauth_methods; j++)
+			if (o->auth_methods[j] == m)
+				return true;
+		o->auth_methods[o->nauth_methods++] = m;
+		return true;
+	}
+	return cfg_fail(e, "option '%s': unknown method '%s' (PLAIN, LOGIN, CRAM-MD5, XOAUTH2)", name, w);
+}
+
+static bool cfg_command_word(struct smtp_options *o, const char *w, struct cfg_err *e,
+                             const char *name)
+{
+	enum smtp_verb v = smtp_verb_from_name(w, strlen(w));
+	if (v == SMTP_VERB_UNKNOWN)
+		return cfg_fail(e, "option '%s': unknown command '%s'", name, w);
+	o->disabled_commands |= 1u << v;
+	return true;
+}
+
+static bool cfg_number(lua_State *L, struct cfg_err *e, const char *name, double max, double *out)
+{
+	if (!cfg_expect(L, e, name, LUA_TNUMBER))
+		return false;
+	double d = lua_tonumber(L, -1);
+	if (!(d >= 0) || d > max || isinf(d))
+		return cfg_fail(e, "option '%s': %g is out of range (0 to %.0f)", name, d, max);
+	*out = d;
+	return true;
+}
+
+static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_options *o,
+                      struct cfg_err *e)
+{
+	char *field = (char *)o + d->offset;
+	double num;
+	switch (d->kind) {
+	case OPT_BOOL:
+		if (!cfg_expect(L, e, d->name, LUA_TBOOLEAN))
+			return false;
+		*(bool *)field = lua_toboolean(L, -1);
+		return true;
+	case OPT_STRING:
+		if (!cfg_expect(L, e, d->name, LUA_TSTRING))
+			return false;
+		free(*(char **)field);
+		*(char **)field = cfg_strdup(lua_tostring(L, -1));
+		return true;
+	case OPT_DURATION:
+		if (!cfg_number(L, e, d->name, 86400.0 * 365, &num))
+			return false;
+		*(double *)field = num;
+		return true;
+	case OPT_SIZE:
+		if (!cfg_number(L, e, d->name, 9007199254740992.0, &num))
+			return false;
+		if (d->offset == offsetof(struct smtp_options, size))
+			o->size = (uint64_t)num;
+		else
+			*(size_t *)field = (size_t)num;
+		return true;
+	case OPT_COUNT:
+		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+			*(unsigned *)field = 0; /* false: no limit, as in smtp-server */
+			return true;
+		}
+		if (!cfg_number(L, e, d->name, 4294967295.0, &num))
+			return false;
+		*(unsigned *)field = (unsigned)num;
+		return true;
+	case OPT_LISTEN:
+		return cfg_listen(L, o, e);
+	case OPT_AUTH_METHODS:
+		o->nauth_methods = 0;
+		return cfg_words(L, e, d->name, cfg_auth_word, o);
+	case OPT_DISABLED_COMMANDS:
+		return cfg_words(L, e, d->name, cfg_command_word, o);
+	case OPT_BARE_MODE: {
+		if (!cfg_expect(L, e, d->name, LUA_TSTRING))
+			return false;
+		const char *s = lua_tostring(L, -1);
+		if (strcmp(s, "reject") == 0)
+			o->bare_line_endings = SMTP_BARE_REJECT;
+		else if (strcmp(s, "normalize") == 0)
+			o->bare_line_endings = SMTP_BARE_NORMALIZE;
+		else
+			return cfg_fail(e, "option '%s': expected \"reject\" or \"normalize\", got \"%s\"",
+			                d->name, s);
+		return true;
+	}
+	case OPT_HOOK:
+		if (!cfg_expect(L, e, d->name, LUA_TFUNCTION))
+			return false;
+		lua_pushvalue(L, -1);
+		o->hook_ref[d->offset] = luaL_ref(L, LUA_REGISTRYINDEX);
+		return true;
+	case OPT_LATER:
+		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+			return true;
+		return cfg_fail(e, "option '%s' is not supported by this build yet", d->name);
+	}
+	return false;
+}
+
+static void cfg_defaults(struct smtp_options *o)
+{
+	memset(o, 0, sizeof *o);
+	char host[256] = "localhost";
+	if (gethostname(host, sizeof host - 1) != 0)
+		strcpy(host, "localhost");
+	o->name = cfg_strdup(host);
+	o->helo_response = cfg_strdup("%s Nice to meet you, %s");
+	o->auth_required_message = cfg_strdup("Error: authentication Required");
+	o->auth_methods[0] = AUTH_PLAIN;
+	o->auth_methods[1] = AUTH_LOGIN;
+	o->nauth_methods = 2;
+	o->max_unauth_commands = 10;
+	o->max_command_length = 16384;
+	o->socket_timeout = 60;
+	o->close_timeout = 30;
+	o->bare_line_endings = SMTP_BARE_REJECT;
+	for (int i = 0; i < HOOK_COUNT; i++)
+		o->hook_ref[i] = LUA_NOREF;
+	o->table_ref = LUA_NOREF;
+}
+
+static const struct option_def *cfg_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof option_defs / sizeof *option_defs; i++)
+		if (strcmp(option_defs[i].name, name) == 0)
+			return &option_defs[i];
+	return NULL;
+}
+
+/* Reads the options table at the top of L. */
+static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+{
+	cfg_defaults(o);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		if (lua_type(L, -2) != LUA_TSTRING) {
+			lua_pop(L, 2);
+			return cfg_fail(e, "options table has a key that is not a name (%s)",
+			                luaL_typename(L, -1));
+		}
+		const char *name = lua_tostring(L, -2);
+		const struct option_def *d = cfg_find(name);
+		if (!d) {
+			cfg_fail(e, "unknown option '%s'", name);
+			lua_pop(L, 2);
+			return false;
+		}
+		int top = lua_gettop(L);
+		bool ok = cfg_apply(L, d, o, e);
+		lua_settop(L, top - 1);
+		if (!ok) {
+			lua_pop(L, 1);
+			return false;
+		}
+	}
+	if (o->nlisten == 0) {
+		o->listen[0] = cfg_strdup("127.0.0.1:2525");
+		o->nlisten = 1;
+	}
+	if (o->max_command_length < 512)
+		return cfg_fail(e, "option 'maxCommandLength': must be at least 512 (RFC 5321 4.5.3.1.4)");
+	lua_pushvalue(L, -1);
+	o->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return true;
+}
+
+static bool cfg_is_listener_array(lua_State *L)
+{
+	lua_rawgeti(L, -1, 1);
+	bool arr = lua_type(L, -1) == LUA_TTABLE;
+	lua_pop(L, 1);
+	return arr;
+}
+
+static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, struct cfg_err *e)
+{
+	if (n == 0)
+		return true;
+	if (cfg->nlisteners == 1) {
+		struct smtp_options *o = &cfg->listeners[0];
+		if (n > CONFIG_MAX_LISTEN)
+			return cfg_fail(e, "too many --listen addresses");
+		for (size_t i = 0; i < o->nlisten; i++)
+			free(o->listen[i]);
+		for (size_t i = 0; i < n; i++)
+			o->listen[i] = cfg_strdup(addrs[i]);
+		o->nlisten = n;
+		return true;
+	}
+	if (n > cfg->nlisteners)
+		return cfg_fail(e, "%zu --listen addresses for %zu listeners", n, cfg->nlisteners);
+	for (size_t k = 0; k < n; k++) {
+		struct smtp_options *o = &cfg->listeners[k];
+		for (size_t i = 0; i < o->nlisten; i++)
+			free(o->listen[i]);
+		o->listen[0] = cfg_strdup(addrs[k]);
+		o->nlisten = 1;
+	}
+	return true;
+}
+
+bool config_from_lua(lua_State *L, struct config *cfg, char **listen_override, size_t noverride,
+                     char *errbuf, size_t errlen)
+{
+	struct cfg_err e = {errbuf, errlen};
+	memset(cfg, 0, sizeof *cfg);
+	if (lua_type(L, -1) != LUA_TTABLE)
+		return cfg_fail(&e, "the script must return an options table (or an array of them), not %s",
+		                luaL_typename(L, -1));
+	size_t n = cfg_is_listener_array(L) ? lua_objlen(L, -1) : 1;
+	cfg->listeners = calloc(n, sizeof *cfg->listeners);
+	if (!cfg->listeners)
+		abort();
+	bool ok = true;
+	if (n == 1 && !cfg_is_listener_array(L)) {
+		ok = cfg_listener(L, &cfg->listeners[0], &e);
+		cfg->nlisteners = 1;
+	} else {
+		for (size_t i = 1; ok && i <= n; i++) {
+			lua_rawgeti(L, -1, (int)i);
+			if (lua_type(L, -1) != LUA_TTABLE)
+				ok = cfg_fail(&e, "listener %zu is not an options table", i);
+			else
+				ok = cfg_listener(L, &cfg->listeners[i - 1], &e);
+			cfg->nlisteners = i;
+			lua_pop(L, 1);
+			if (!ok) {
+				size_t l = strlen(errbuf);
+				snprintf(errbuf + l, errlen - l, " (listener %zu)", i);
+			}
+		}
+	}
+	if (ok)
+		ok = cfg_override_listen(cfg, listen_override, noverride, &e);
+	if (!ok)
+		config_free(L, cfg);
+	return ok;
+}
+
+void config_free(lua_State *L, struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct smtp_options *o = &cfg->listeners[i];
+		for (size_t j = 0; j < o->nlisten; j++)
+			free(o->listen[j]);
+		free(o->name);
+		free(o->banner);
+		free(o->helo_response);
+		free(o->auth_required_message);
+		for (int h = 0; h < HOOK_COUNT; h++)
+			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
+		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);
+	}
+	free(cfg->listeners);
+	free(cfg->script_path);
+	memset(cfg, 0, sizeof *cfg);
+}

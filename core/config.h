@@ -1,0 +1,93 @@
+/* config — the options a script returns, checked and turned into C. Names
+ * are smtp-server's; an unknown name or a value of the wrong kind is an
+ * error that names the option, so `luasmtpd -t` catches typos. */
+#ifndef LUASMTPD_CONFIG_H
+#define LUASMTPD_CONFIG_H
+
+#include "smtp_parse.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct lua_State;
+
+enum hook_id {
+	HOOK_CONNECT,
+	HOOK_SECURE,
+	HOOK_SNI,
+	HOOK_AUTH,
+	HOOK_MAIL_FROM,
+	HOOK_RCPT_TO,
+	HOOK_DATA,
+	HOOK_CLOSE,
+	HOOK_ERROR,
+	HOOK_COUNT
+};
+
+enum auth_method {
+	AUTH_PLAIN = 1 << 0,
+	AUTH_LOGIN = 1 << 1,
+	AUTH_CRAM_MD5 = 1 << 2,
+	AUTH_XOAUTH2 = 1 << 3,
+};
+
+#define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_AUTH_METHODS 4
+
+/* One listener's options (a script may return several). */
+struct smtp_options {
+	char *listen[CONFIG_MAX_LISTEN];
+	size_t nlisten;
+	char *name;
+	char *banner;
+	char *helo_response; /* printf-free template: first %s name, second %s client */
+	char *auth_required_message;
+
+	enum auth_method auth_methods[CONFIG_MAX_AUTH_METHODS]; /* advertised in this order */
+	size_t nauth_methods;
+	bool auth_optional;
+	bool allow_insecure_auth;
+	unsigned max_unauth_commands; /* 0: no limit */
+
+	uint64_t size; /* 0: no limit */
+	bool hide_size;
+	unsigned max_clients;    /* 0: no limit */
+	unsigned max_recipients; /* 0: no limit */
+	size_t max_command_length;
+	double socket_timeout;
+	double close_timeout;
+
+	uint32_t disabled_commands; /* bit per enum smtp_verb */
+	bool hide_pipelining;
+	bool hide_8bitmime;
+	bool hide_smtputf8;
+	bool hide_enhanced;
+	bool lenient_address_parsing;
+	bool disable_reverse_lookup;
+	enum smtp_bare_mode bare_line_endings;
+
+	int hook_ref[HOOK_COUNT]; /* Lua registry refs; LUA_NOREF when absent */
+	int table_ref;            /* the options table itself */
+};
+
+/* A loaded script: its listeners' options. */
+struct config {
+	struct smtp_options *listeners;
+	size_t nlisteners;
+	char *script_path;
+};
+
+/* Reads the value on top of L (an options table, or an array of them) into
+ * cfg. listen_override (may be NULL/0) replaces the scripts' listen per
+ * the command line rules. On error returns false and writes a message
+ * naming the option into err. */
+bool config_from_lua(struct lua_State *L, struct config *cfg, char **listen_override,
+                     size_t noverride, char *err, size_t errlen);
+void config_free(struct lua_State *L, struct config *cfg);
+
+const char *hook_name(enum hook_id id);
+const char *auth_method_name(enum auth_method m);
+bool config_verb_disabled(const struct smtp_options *o, enum smtp_verb v);
+
+#endif

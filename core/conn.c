@@ -1,0 +1,414 @@
+#include "conn.h"
+
+#include "lua_hook.h"
+#include "lua_runtime.h"
+#include "lua_session.h"
+#include "lua_stream.h"
+#include "server.h"
+#include "smtp_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Input beyond these stays in the kernel until the session catches up:
+ * back-pressure instead of unbounded buffers. */
+#define CONN_OUT_HIGH (256 * 1024)
+#define CONN_PENDING_HIGH (1024 * 1024)
+#define CONN_READ_CMD 16384
+#define CONN_READ_DATA 65536
+
+static void conn_make_id(char id[17])
+{
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+	static uint64_t state;
+	if (state == 0 && getrandom(&state, sizeof state, 0) != sizeof state)
+		state = (uint64_t)getpid() ^ (uint64_t)time(NULL) << 20;
+	/* splitmix64: ids must be unique and unguessable enough for logs,
+	 * not secret. */
+	uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	uint64_t y = z * 0xff51afd7ed558ccdull;
+	for (int i = 0; i < 16; i++) {
+		uint64_t src = i < 12 ? z >> (5 * i) : y >> (5 * (i - 12));
+		id[i] = alphabet[src & 31];
+	}
+	id[16] = '\0';
+}
+
+static void conn_addr_string(const struct sockaddr *sa, char *out, size_t len, int *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], out, (socklen_t)len);
+		else
+			inet_ntop(AF_INET6, &s6->sin6_addr, out, (socklen_t)len);
+		*port = ntohs(s6->sin6_port);
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)len);
+		*port = ntohs(s4->sin_port);
+	} else {
+		snprintf(out, len, "unknown");
+		*port = 0;
+	}
+}
+
+static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
+                      const struct sockaddr *peer, socklen_t peerlen)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c)
+		abort();
+	c->srv = srv;
+	c->lst = lst;
+	c->opt = lst->opt;
+	c->fd = fd;
+	c->phase = PHASE_CONNECT;
+	c->session_ref = LUA_NOREF;
+	c->hook.co_ref = LUA_NOREF;
+	c->pending_ref = LUA_NOREF;
+	c->body.save_fd = -1;
+	c->body.stream_ref = LUA_NOREF;
+	conn_make_id(c->id);
+	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof local;
+	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+		conn_addr_string((struct sockaddr *)&local, c->local_addr, sizeof c->local_addr,
+		                 &c->local_port);
+	smtp_line_reader_init(&c->lines, c->opt->max_command_length);
+	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
+	ev_init(&c->timer, conn_on_timer);
+	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
+	(void)peerlen;
+	return c;
+}
+
+void conn_log(struct conn *c, enum log_level level, const char *msg, ...)
+{
+	if (!log_enabled(level))
+		return;
+	struct buf line = {0};
+	log_begin(&line, level, c->id, msg);
+	va_list ap;
+	va_start(ap, msg);
+	const char *k;
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		const char *v = va_arg(ap, const char *);
+		if (v)
+			log_field(&line, k, v, strlen(v));
+	}
+	va_end(ap);
+	log_end(&line);
+}
+
+/* Writes directly: used only for the refusal of a client over maxClients,
+ * which never gets a session. */
+static void conn_refuse_now(struct conn *c, const char *line)
+{
+	ssize_t w = send(c->fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+}
+
+void conn_start(struct conn *c)
+{
+	char port[16];
+	snprintf(port, sizeof port, "%d", c->remote_port);
+	conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
+	         c->lst->addr, NULL);
+	if (c->opt->max_clients && c->srv->nconns > c->opt->max_clients) {
+		char line[320];
+		snprintf(line, sizeof line, "421 %s Too many connected clients, try again in a moment\r\n",
+		         c->opt->name);
+		conn_refuse_now(c, line);
+		conn_close(c, "too many clients");
+		return;
+	}
+	lua_session_new(c);
+	ev_io_start(c->srv->loop, &c->io);
+	if (c->timer.repeat > 0)
+		ev_timer_again(c->srv->loop, &c->timer);
+	smtp_session_connect(c);
+	conn_flush(c);
+}
+
+static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced, const char *fmt,
+                        va_list ap)
+{
+	if (c->phase == PHASE_CLOSED)
+		return;
+	if (enhanced && *enhanced && !c->opt->hide_enhanced)
+		buf_appendf(&c->out, "%d%c%s ", code, sep, enhanced);
+	else
+		buf_appendf(&c->out, "%d%c", code, sep);
+	char text[1024];
+	int n = vsnprintf(text, sizeof text, fmt, ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof text)
+		n = sizeof text - 1;
+	/* A reply never carries a control byte, whatever was formatted into it. */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)text[i] < ' ' || text[i] == 0x7f)
+			text[i] = ' ';
+	buf_append(&c->out, text, (size_t)n);
+	buf_append(&c->out, "\r\n", 2);
+}
+
+void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	conn_vreply(c, code, ' ', enhanced, fmt, ap);
+	va_end(ap);
+}
+
+void conn_reply_more(struct conn *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	conn_vreply(c, code, '-', NULL, fmt, ap);
+	va_end(ap);
+}
+
+void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
+{
+	conn_reply(c, o->code, o->enhanced, "%s", o->text);
+}
+
+static void conn_update_io(struct conn *c);
+
+bool conn_flush(struct conn *c)
+{
+	while (buf_used(&c->out) > 0) {
+		ssize_t w = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			conn_close(c, strerror(errno));
+			return false;
+		}
+		buf_consume(&c->out, (size_t)w);
+	}
+	buf_release_if_empty(&c->out);
+	if (c->phase == PHASE_CLOSING && buf_used(&c->out) == 0) {
+		conn_close(c, NULL);
+		return false;
+	}
+	conn_update_io(c);
+	return true;
+}
+
+void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
+{
+	if (c->phase == PHASE_CLOSED || c->phase == PHASE_CLOSING)
+		return;
+	conn_reply(c, code, enhanced, "%s", text);
+	hook_cancel(c);
+	c->phase = PHASE_CLOSING;
+	/* Whatever the client pipelined after the last reply is not executed. */
+	buf_free(&c->in);
+	conn_flush(c);
+}
+
+static void conn_finish(struct conn *c);
+
+static void conn_on_close_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
+                               int nres)
+{
+	(void)o;
+	(void)co;
+	(void)nres;
+	conn_finish(c);
+}
+
+/* Runs after conn_close from the loop, with nothing of c on the stack. */
+static void conn_finalize(struct conn *c)
+{
+	lua_State *co = c->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
+	if (!co) {
+		conn_finish(c);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 1, conn_on_close_done);
+}
+
+static void conn_finish(struct conn *c)
+{
+	struct server *srv = c->srv;
+	ev_timer_stop(srv->loop, &c->timer);
+	lua_stream_detach(c);
+	lua_session_free(c);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->body.pending);
+	free(c->sasl_user);
+	server_conn_gone(srv, c);
+	free(c);
+}
+
+void conn_close(struct conn *c, const char *reason)
+{
+	if (c->phase == PHASE_CLOSED)
+		return;
+	c->phase = PHASE_CLOSED;
+	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
+	hook_cancel(c);
+	lua_stream_detach(c);
+	ev_io_stop(c->srv->loop, &c->io);
+	close(c->fd);
+	c->fd = -1;
+	ev_timer_stop(c->srv->loop, &c->timer);
+	ev_timer_set(&c->timer, 0., 0.);
+	ev_timer_start(c->srv->loop, &c->timer);
+}
+
+/* Should the session stop taking input for now? */
+static bool conn_input_blocked(const struct conn *c)
+{
+	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA)
+		return true;
+	if (buf_used(&c->out) > CONN_OUT_HIGH)
+		return true;
+	if (c->phase == PHASE_DATA) {
+		if (c->body.ended)
+			return true; /* until onData has answered */
+		if (c->hook.active && c->hook.wait != WAIT_STREAM)
+			return buf_used(&c->body.pending) > CONN_PENDING_HIGH;
+		return false;
+	}
+	return c->hook.active;
+}
+
+static void conn_update_io(struct conn *c)
+{
+	if (c->phase == PHASE_CLOSED)
+		return;
+	int want = 0;
+	if (!conn_input_blocked(c) || c->phase == PHASE_CONNECT)
+		want |= EV_READ;
+	if (c->phase == PHASE_CONNECT && c->hook.active)
+		want &= ~EV_READ;
+	if (buf_used(&c->out) > 0)
+		want |= EV_WRITE;
+	if (want == (c->io.events & (EV_READ | EV_WRITE)) && ev_is_active(&c->io))
+		return;
+	ev_io_stop(c->srv->loop, &c->io);
+	ev_io_set(&c->io, c->fd, want);
+	if (want)
+		ev_io_start(c->srv->loop, &c->io);
+}
+
+void conn_process(struct conn *c)
+{
+	while (buf_used(&c->in) > 0 && !conn_input_blocked(c)) {
+		const char *p = buf_head(&c->in);
+		size_t n = buf_used(&c->in);
+		if (c->phase == PHASE_DATA) {
+			buf_consume(&c->in, smtp_session_data(c, p, n));
+			continue;
+		}
+		const char *line;
+		size_t line_len, used;
+		enum smtp_line_status st = smtp_line_next(&c->lines, p, n, &line, &line_len, &used);
+		if (st == SMTP_LINE_NEED_MORE)
+			break;
+		if (st == SMTP_LINE_SKIPPING) {
+			buf_consume(&c->in, used);
+			continue;
+		}
+		/* The line stays valid until consumed: handlers may read it first. */
+		if (st == SMTP_LINE_TOO_LONG)
+			smtp_session_line_too_long(c);
+		else
+			smtp_session_line(c, line, line_len);
+		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
+			buf_consume(&c->in, used);
+	}
+	buf_release_if_empty(&c->in);
+}
+
+void conn_resume(struct conn *c)
+{
+	if (c->phase == PHASE_CLOSED)
+		return;
+	conn_process(c);
+	conn_flush(c);
+}
+
+void conn_stop(struct conn *c)
+{
+	c->stopping = true;
+	smtp_session_stop(c);
+	if (c->phase != PHASE_CLOSED)
+		conn_flush(c);
+}
+
+static void conn_read(struct conn *c)
+{
+	size_t want = c->phase == PHASE_DATA ? CONN_READ_DATA : CONN_READ_CMD;
+	char *dst = buf_reserve(&c->in, want);
+	ssize_t r = recv(c->fd, dst, want, 0);
+	if (r == 0) {
+		conn_close(c, "client closed the connection");
+		return;
+	}
+	if (r < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			conn_close(c, strerror(errno));
+		buf_release_if_empty(&c->in);
+		return;
+	}
+	c->in.len += (size_t)r;
+	if (c->timer.repeat > 0)
+		ev_timer_again(c->srv->loop, &c->timer);
+	conn_process(c);
+}
+
+static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = (struct conn *)w;
+	if (revents & EV_READ)
+		conn_read(c);
+	if (c->phase != PHASE_CLOSED)
+		conn_flush(c);
+}
+
+static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, timer));
+	if (c->phase == PHASE_CLOSED) {
+		conn_finalize(c);
+		return;
+	}
+	/* Time spent waiting on the script is not the client's idleness. */
+	if (c->hook.active && c->hook.wait != WAIT_STREAM) {
+		ev_timer_again(loop, w);
+		return;
+	}
+	conn_log(c, LOG_INFO, "timeout", NULL);
+	if (c->phase == PHASE_CLOSING) {
+		conn_close(c, "timeout while closing");
+		return;
+	}
+	conn_end(c, 421, "4.4.2", "Timeout - closing connection");
+}

@@ -1,0 +1,123 @@
+/* conn — one client connection. It owns its socket, watchers, buffers,
+ * parser state, Lua session table and any running hook: conn_free()
+ * releases all of them. */
+#ifndef LUASMTPD_CONN_H
+#define LUASMTPD_CONN_H
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "lua_hook.h"
+#include "smtp_parse.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct server;
+struct listener;
+
+enum conn_phase {
+	PHASE_CONNECT,  /* onConnect running, no greeting yet */
+	PHASE_COMMAND,  /* reading command lines */
+	PHASE_AUTH,     /* reading SASL continuation lines */
+	PHASE_DATA,     /* reading a message body */
+	PHASE_CLOSING,  /* flushing the last reply, then close */
+	PHASE_CLOSED,   /* socket closed; onClose may still run */
+};
+
+enum sasl_step { SASL_NONE, SASL_PLAIN_RESPONSE, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+
+/* The mail transaction: what MAIL and RCPT have set so far. */
+struct transaction {
+	bool has_mail;
+	bool smtputf8;
+	unsigned nrcpt;
+	uint64_t declared_size;
+};
+
+/* The message body as it streams in (DATA). */
+struct body {
+	struct smtp_data_decoder dec;
+	struct buf pending;  /* decoded bytes not yet handed to the hook */
+	uint64_t byte_length;
+	bool size_exceeded;
+	bool ended;
+	bool hook_done;      /* onData returned (or there is none) */
+	struct hook_outcome outcome; /* what onData said, once hook_done */
+	int save_fd;         /* stream:save() target, -1 when none */
+	char *save_path;
+	int save_errno;
+	int stream_ref;      /* the Lua stream object */
+};
+
+struct conn {
+	ev_io io;
+	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
+	struct server *srv;
+	struct listener *lst;
+	const struct smtp_options *opt;
+	int fd;
+	enum conn_phase phase;
+	char id[17];
+	char remote_addr[64];
+	int remote_port;
+	char local_addr[64];
+	int local_port;
+
+	struct buf in;  /* unprocessed input */
+	struct buf out; /* replies not yet written */
+	struct smtp_line_reader lines;
+
+	/* session state */
+	bool greeted;      /* HELO/EHLO/LHLO seen */
+	bool esmtp;        /* EHLO rather than HELO */
+	bool authenticated;
+	bool stopping;     /* server shutdown: end after the current transaction */
+	bool io_writing;   /* the watcher waits for EV_WRITE */
+	bool disabled_override; /* a hook set session.disabledCommands */
+	uint32_t disabled_commands;
+	unsigned unauth_commands;
+	unsigned unknown_commands;
+	unsigned transactions;
+	struct transaction tx;
+	enum sasl_step sasl;
+	enum auth_method sasl_method;
+	char *sasl_user;   /* LOGIN: the username while the password is awaited */
+	struct body body;
+
+	struct hook_run hook; /* the hook in flight, if any */
+	int session_ref;      /* the Lua session table */
+	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+
+	struct conn *prev, *next; /* the server's list of connections */
+};
+
+struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
+                      const struct sockaddr *peer, socklen_t peerlen);
+/* Starts the session (onConnect, then the greeting). */
+void conn_start(struct conn *c);
+/* Queues a reply line; multi-line replies call this once per line. */
+void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Queues a non-final line of a multi-line reply ("250-PIPELINING"). */
+void conn_reply_more(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Queues the reply a hook's rejection asks for. */
+void conn_reply_outcome(struct conn *c, const struct hook_outcome *o);
+/* Sends what is queued; returns false if the connection died. */
+bool conn_flush(struct conn *c);
+/* Queues a final reply, then closes once it is written. */
+void conn_end(struct conn *c, int code, const char *enhanced, const char *text);
+/* Closes now; the struct is freed later from the loop. */
+void conn_close(struct conn *c, const char *reason);
+/* Consumes buffered input until a hook suspends it or input runs out. */
+void conn_process(struct conn *c);
+/* After an asynchronous hook has finished: go on with buffered input. */
+void conn_resume(struct conn *c);
+/* Server shutdown: end the session now if idle, else after its transaction. */
+void conn_stop(struct conn *c);
+static inline const char *conn_session_id(const struct conn *c) { return c->id; }
+void conn_log(struct conn *c, enum log_level level, const char *msg, ...) __attribute__((sentinel));
+
+#endif

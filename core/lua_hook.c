@@ -1,0 +1,234 @@
+#include "lua_hook.h"
+
+#include "conn.h"
+#include "lua_runtime.h"
+#include "server.h"
+
+#include <lauxlib.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The connection whose hook is executing right now (resumes nest only
+ * through our own calls, so one pointer saved and restored suffices). */
+static struct conn *hook_running;
+
+static const struct {
+	int code;
+	const char *enhanced;
+} enhanced_codes[] = {
+	{211, "2.0.0"}, {214, "2.0.0"}, {220, "2.0.0"}, {221, "2.0.0"}, {235, "2.7.0"},
+	{250, "2.0.0"}, {251, "2.1.5"}, {252, "2.0.0"}, {421, "4.4.2"}, {450, "4.2.1"},
+	{451, "4.3.0"}, {452, "4.2.2"}, {454, "4.7.0"}, {500, "5.5.2"}, {501, "5.5.4"},
+	{502, "5.5.1"}, {503, "5.5.1"}, {504, "5.5.4"}, {521, "5.3.2"}, {523, "5.3.4"},
+	{530, "5.7.0"}, {534, "5.7.9"}, {535, "5.7.8"}, {538, "5.7.11"}, {550, "5.1.1"},
+	{551, "5.1.6"}, {552, "5.2.2"}, {553, "5.1.3"}, {554, "5.6.0"}, {555, "5.5.4"},
+};
+
+const char *smtp_enhanced_for(int code)
+{
+	for (size_t i = 0; i < sizeof enhanced_codes / sizeof *enhanced_codes; i++)
+		if (enhanced_codes[i].code == code)
+			return enhanced_codes[i].enhanced;
+	return code >= 500 ? "5.0.0" : code >= 400 ? "4.0.0" : "2.0.0";
+}
+
+struct conn *hook_current(lua_State *L)
+{
+	return hook_running && hook_running->hook.co == L ? hook_running : NULL;
+}
+
+/* Does text start with an enhanced code ("5.1.1 ")? */
+static bool hook_has_enhanced(const char *t)
+{
+	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
+		return false;
+	const char *p = t + 2;
+	for (int part = 0; part < 2; part++) {
+		int digits = 0;
+		while (isdigit((unsigned char)*p) && digits < 3) {
+			p++;
+			digits++;
+		}
+		if (digits == 0)
+			return false;
+		if (part == 0 && *p++ != '.')
+			return false;
+	}
+	return *p == ' ' || *p == '\0';
+}
+
+static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
+{
+	if (len >= sizeof o->text)
+		len = sizeof o->text - 1;
+	/* A reply line must never carry a control byte (response splitting). */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		o->text[i] = ch < ' ' || ch == 0x7f ? ' ' : (char)ch;
+	}
+	o->text[len] = '\0';
+	if (hook_has_enhanced(o->text))
+		o->enhanced[0] = '\0';
+	else
+		snprintf(o->enhanced, sizeof o->enhanced, "%s", smtp_enhanced_for(o->code));
+}
+
+void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o)
+{
+	o->kind = HOOK_REJECT;
+	o->code = default_code;
+	size_t len = 0;
+	const char *msg = NULL;
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		lua_getfield(L, idx, "code");
+		lua_Integer code = lua_tointeger(L, -1);
+		if (code >= 400 && code <= 599)
+			o->code = (int)code;
+		lua_pop(L, 1);
+		lua_getfield(L, idx, "message");
+		msg = lua_tolstring(L, -1, &len);
+		if (msg)
+			hook_set_text(o, msg, len);
+		lua_pop(L, 1);
+	} else {
+		msg = lua_tolstring(L, idx, &len);
+		if (msg)
+			hook_set_text(o, msg, len);
+	}
+	if (!msg)
+		hook_set_text(o, "Error: rejected", 15);
+}
+
+static const int hook_default_codes[HOOK_COUNT] = {
+	[HOOK_CONNECT] = 554, [HOOK_SECURE] = 554, [HOOK_SNI] = 554,  [HOOK_AUTH] = 535,
+	[HOOK_MAIL_FROM] = 550, [HOOK_RCPT_TO] = 550, [HOOK_DATA] = 450, [HOOK_CLOSE] = 451,
+	[HOOK_ERROR] = 451,
+};
+
+static void hook_internal_error(struct hook_outcome *o)
+{
+	o->kind = HOOK_FAILED;
+	o->code = 451;
+	hook_set_text(o, "4.3.0 Error: internal server error", 34);
+}
+
+lua_State *hook_prepare(struct conn *c, enum hook_id id)
+{
+	int fn = c->opt->hook_ref[id];
+	if (fn == LUA_NOREF)
+		return NULL;
+	struct hook_run *h = &c->hook;
+	h->co = lua_thread_acquire(&h->co_ref);
+	h->id = id;
+	h->wait = WAIT_NONE;
+	h->active = true;
+	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
+	return h->co;
+}
+
+static void hook_log_error(struct conn *c, lua_State *co, const char *what)
+{
+	const char *err = lua_tostring(co, -1);
+	luaL_traceback(co, co, err ? err : "(error object is not a string)", 0);
+	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(c->hook.id), "error", what,
+	         "traceback", lua_tostring(co, -1), NULL);
+	lua_pop(co, 1);
+}
+
+/* The hook has returned or raised: tell the connection, free the coroutine. */
+static void hook_finish(struct conn *c, int status)
+{
+	struct hook_run *h = &c->hook;
+	lua_State *co = h->co;
+	struct hook_outcome o = {.kind = HOOK_ACCEPT, .code = 0};
+	int nres = 0;
+	if (status == 0) {
+		nres = lua_gettop(co);
+		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
+			hook_outcome_from_value(co, 2, hook_default_codes[h->id], &o);
+		else if (nres >= 1 && lua_is_reject(co, 1))
+			hook_outcome_from_value(co, 1, hook_default_codes[h->id], &o);
+	} else if (status == LUA_YIELD) {
+		/* A bare coroutine.yield() nobody will resume: a script bug. */
+		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
+		hook_log_error(c, co, "yield");
+		hook_internal_error(&o);
+	} else if (lua_is_reject(co, -1)) {
+		hook_outcome_from_value(co, lua_gettop(co), hook_default_codes[h->id], &o);
+	} else {
+		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
+		hook_internal_error(&o);
+	}
+	/* done() may start the next hook on this connection: clear first. */
+	int ref = h->co_ref;
+	hook_done_fn done = h->done;
+	h->active = false;
+	h->wait = WAIT_NONE;
+	h->done = NULL;
+	h->co = NULL;
+	h->co_ref = LUA_NOREF;
+	done(c, &o, co, nres);
+	lua_thread_release(co, ref, status == 0);
+}
+
+static void hook_resume(struct conn *c, int nargs)
+{
+	struct hook_run *h = &c->hook;
+	struct conn *outer = hook_running;
+	hook_running = c;
+	h->wait = WAIT_NONE;
+	int status = lua_resume(h->co, nargs);
+	hook_running = outer;
+	if (status == LUA_YIELD && h->wait != WAIT_NONE)
+		return;
+	hook_finish(c, status);
+}
+
+void hook_start(struct conn *c, int nargs, hook_done_fn done)
+{
+	c->hook.done = done;
+	hook_resume(c, nargs);
+}
+
+void hook_wake(struct conn *c, int nres)
+{
+	hook_resume(c, nres);
+}
+
+static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, hook.sleep));
+	/* onClose frees the connection when it ends: touch nothing after. */
+	bool closing = c->hook.id == HOOK_CLOSE;
+	hook_resume(c, 0);
+	if (!closing)
+		conn_resume(c);
+}
+
+int hook_sleep(lua_State *L, double s)
+{
+	struct conn *c = hook_current(L);
+	if (!c)
+		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
+	struct hook_run *h = &c->hook;
+	ev_timer_init(&h->sleep, hook_sleep_done, s, 0.);
+	ev_timer_start(c->srv->loop, &h->sleep);
+	h->wait = WAIT_SLEEP;
+	return lua_yield(L, 0);
+}
+
+void hook_cancel(struct conn *c)
+{
+	struct hook_run *h = &c->hook;
+	if (!h->active)
+		return;
+	ev_timer_stop(c->srv->loop, &h->sleep);
+	/* A suspended coroutine cannot be reused; the GC takes it. */
+	lua_thread_release(h->co, h->co_ref, false);
+	h->co = NULL;
+	h->active = false;
+	h->wait = WAIT_NONE;
+	h->done = NULL;
+}

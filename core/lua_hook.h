@@ -1,0 +1,61 @@
+/* lua_hook — runs a script's hook in its own coroutine. A hook that calls a
+ * yielding function (smtp.sleep, stream:read) suspends only its own
+ * session; the loop resumes it when the awaited event comes. */
+#ifndef LUASMTPD_LUA_HOOK_H
+#define LUASMTPD_LUA_HOOK_H
+
+#include "config.h"
+#include "log.h"
+
+#include <ev.h>
+#include <lua.h>
+#include <stdbool.h>
+
+struct conn;
+
+enum hook_kind { HOOK_ACCEPT, HOOK_REJECT, HOOK_FAILED };
+
+/* What a finished hook said, reduced to an SMTP reply for the non-accept
+ * cases. The hook's return values stay on the coroutine for the done
+ * callback (onAuth's table, onData's text). */
+struct hook_outcome {
+	enum hook_kind kind;
+	int code;
+	char enhanced[16]; /* "5.1.1"; "" when the text already starts with one */
+	char text[512];    /* sanitised: no control bytes */
+};
+
+typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
+
+enum hook_wait { WAIT_NONE, WAIT_SLEEP, WAIT_STREAM };
+
+struct hook_run {
+	lua_State *co;
+	int co_ref;
+	enum hook_id id;
+	hook_done_fn done;
+	ev_timer sleep;
+	enum hook_wait wait;
+	bool active;
+};
+
+/* Readies hook id of c's options: returns the coroutine with the function
+ * pushed (push the arguments next), or NULL when the script has no such hook. */
+lua_State *hook_prepare(struct conn *c, enum hook_id id);
+/* Runs it. done is called once, possibly before hook_start returns. */
+void hook_start(struct conn *c, int nargs, hook_done_fn done);
+/* Resumes a hook waiting on its message stream, with nres values pushed. */
+void hook_wake(struct conn *c, int nres);
+/* Drops a hook in flight (the connection is gone). */
+void hook_cancel(struct conn *c);
+/* The connection whose hook is running on L, or NULL (wrong coroutine). */
+struct conn *hook_current(lua_State *L);
+/* Suspends the running hook for s seconds (smtp.sleep). */
+int hook_sleep(lua_State *L, double s);
+
+/* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
+void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
+/* The enhanced status code smtp-server gives a reply code. */
+const char *smtp_enhanced_for(int code);
+
+#endif

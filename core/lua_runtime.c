@@ -1,0 +1,244 @@
+#include "lua_runtime.h"
+
+#include "log.h"
+#include "lua_hook.h"
+#include "lua_stream.h"
+#include "conn.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#ifndef LUASMTPD_LUA_DIR
+#define LUASMTPD_LUA_DIR "/usr/local/share/luasmtpd/lua"
+#endif
+
+lua_State *lua_main;
+static int reject_mt_ref = LUA_NOREF;
+
+#define THREAD_POOL_MAX 1024
+static struct {
+	lua_State *co;
+	int ref;
+} thread_pool[THREAD_POOL_MAX];
+static size_t thread_pool_len;
+
+lua_State *lua_thread_acquire(int *ref)
+{
+	if (thread_pool_len > 0) {
+		thread_pool_len--;
+		*ref = thread_pool[thread_pool_len].ref;
+		return thread_pool[thread_pool_len].co;
+	}
+	lua_State *co = lua_newthread(lua_main);
+	*ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
+	return co;
+}
+
+void lua_thread_release(lua_State *co, int ref, bool reusable)
+{
+	if (reusable && thread_pool_len < THREAD_POOL_MAX) {
+		lua_settop(co, 0);
+		thread_pool[thread_pool_len].co = co;
+		thread_pool[thread_pool_len].ref = ref;
+		thread_pool_len++;
+		return;
+	}
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, ref);
+}
+
+bool lua_is_reject(lua_State *L, int idx)
+{
+	if (reject_mt_ref == LUA_NOREF || lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+		return false;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, reject_mt_ref);
+	bool is = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	return is;
+}
+
+static int lua_core_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	if (!(s >= 0))
+		return luaL_argerror(L, 1, "expected seconds >= 0");
+	return hook_sleep(L, s);
+}
+
+static int lua_core_log(lua_State *L)
+{
+	enum log_level level;
+	if (!log_parse_level(luaL_checkstring(L, 1), &level))
+		return luaL_argerror(L, 1, "expected debug, info, warn or error");
+	if (!log_enabled(level))
+		return 0;
+	const char *msg = luaL_checkstring(L, 2);
+	struct conn *c = hook_current(L);
+	struct buf line = {0};
+	log_begin(&line, level, c ? conn_session_id(c) : NULL, msg);
+	if (lua_type(L, 3) == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, 3)) {
+			if (lua_type(L, -2) == LUA_TSTRING) {
+				lua_getglobal(L, "tostring");
+				lua_pushvalue(L, -2);
+				lua_call(L, 1, 1);
+				size_t len;
+				const char *v = lua_tolstring(L, -1, &len);
+				log_field(&line, lua_tostring(L, -3), v ? v : "", v ? len : 0);
+				lua_pop(L, 1);
+			}
+			lua_pop(L, 1);
+		}
+	}
+	log_end(&line);
+	return 0;
+}
+
+static int lua_core_now(lua_State *L)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6);
+	return 1;
+}
+
+static int lua_core_pid(lua_State *L)
+{
+	lua_pushinteger(L, getpid());
+	return 1;
+}
+
+static int lua_core_set_reject_metatable(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_unref(L, LUA_REGISTRYINDEX, reject_mt_ref);
+	lua_pushvalue(L, 1);
+	reject_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+static int lua_core_open(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{"sleep", lua_core_sleep},
+		{"log", lua_core_log},
+		{"now", lua_core_now},
+		{"pid", lua_core_pid},
+		{"set_reject_metatable", lua_core_set_reject_metatable},
+		{NULL, NULL},
+	};
+	lua_newtable(L);
+	luaL_register(L, NULL, fns);
+	return 1;
+}
+
+/* The lua/ folder: $LUASMTPD_LUA_DIR, else ../lua next to the binary (a
+ * build tree), else the installed one. */
+static void lua_find_dir(char *out, size_t len)
+{
+	const char *env = getenv("LUASMTPD_LUA_DIR");
+	if (env && *env) {
+		snprintf(out, len, "%s", env);
+		return;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	char *slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
+	if (slash) {
+		static const char rel[] = "/../lua";
+		static const char probe[] = "/smtp/init.lua";
+		size_t dir_len = (size_t)(slash - exe);
+		struct stat st;
+		if (dir_len + sizeof rel + sizeof probe < sizeof exe) {
+			memcpy(exe + dir_len, rel, sizeof rel);
+			memcpy(exe + dir_len + sizeof rel - 1, probe, sizeof probe);
+			if (stat(exe, &st) == 0 && dir_len + sizeof rel <= len) {
+				exe[dir_len + sizeof rel - 1] = '\0';
+				memcpy(out, exe, dir_len + sizeof rel);
+				return;
+			}
+		}
+	}
+	snprintf(out, len, "%s", LUASMTPD_LUA_DIR);
+}
+
+bool lua_runtime_init(char *err, size_t errlen)
+{
+	lua_main = luaL_newstate();
+	if (!lua_main) {
+		snprintf(err, errlen, "cannot create the Lua state");
+		return false;
+	}
+	luaL_openlibs(lua_main);
+	char dir[PATH_MAX];
+	lua_find_dir(dir, sizeof dir);
+	lua_getglobal(lua_main, "package");
+	lua_getfield(lua_main, -1, "path");
+	lua_pushfstring(lua_main, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(lua_main, -1));
+	lua_setfield(lua_main, -3, "path");
+	lua_pop(lua_main, 1);
+	lua_getfield(lua_main, -1, "preload");
+	lua_pushcfunction(lua_main, lua_core_open);
+	lua_setfield(lua_main, -2, "smtp.core");
+	lua_pop(lua_main, 2);
+	lua_stream_register(lua_main);
+	/* Load the public module now so smtp.reject objects are recognised
+	 * even in a script that never requires it. */
+	lua_getglobal(lua_main, "require");
+	lua_pushstring(lua_main, "smtp");
+	if (lua_pcall(lua_main, 1, 0, 0) != 0) {
+		snprintf(err, errlen, "cannot load the smtp module from %s: %s", dir,
+		         lua_tostring(lua_main, -1));
+		return false;
+	}
+	return true;
+}
+
+static int lua_traceback_handler(lua_State *L)
+{
+	luaL_traceback(L, L, lua_tostring(L, 1), 1);
+	return 1;
+}
+
+bool lua_runtime_load(const char *path, struct config *cfg, char **listen_override,
+                      size_t noverride, char *err, size_t errlen)
+{
+	lua_State *L = lua_main;
+	int top = lua_gettop(L);
+	lua_pushcfunction(L, lua_traceback_handler);
+	if (luaL_loadfile(L, path) != 0) {
+		snprintf(err, errlen, "%s", lua_tostring(L, -1));
+		lua_settop(L, top);
+		return false;
+	}
+	if (lua_pcall(L, 0, 1, top + 1) != 0) {
+		snprintf(err, errlen, "%s", lua_tostring(L, -1));
+		lua_settop(L, top);
+		return false;
+	}
+	char cfgerr[512];
+	bool ok = config_from_lua(L, cfg, listen_override, noverride, cfgerr, sizeof cfgerr);
+	if (!ok)
+		snprintf(err, errlen, "%s: %s", path, cfgerr);
+	else
+		cfg->script_path = strdup(path);
+	lua_settop(L, top);
+	return ok;
+}
+
+void lua_runtime_close(void)
+{
+	if (lua_main)
+		lua_close(lua_main);
+	lua_main = NULL;
+	thread_pool_len = 0;
+	reject_mt_ref = LUA_NOREF;
+}

@@ -1,0 +1,26 @@
+/* lua_runtime — the one LuaJIT state of the process: package paths, the
+ * C half of the `smtp` module (smtp.core), loading a script. */
+#ifndef LUASMTPD_LUA_RUNTIME_H
+#define LUASMTPD_LUA_RUNTIME_H
+
+#include "config.h"
+
+#include <lua.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+extern lua_State *lua_main;
+
+bool lua_runtime_init(char *err, size_t errlen);
+/* Runs the script and reads its options into cfg. */
+bool lua_runtime_load(const char *path, struct config *cfg, char **listen_override,
+                      size_t noverride, char *err, size_t errlen);
+void lua_runtime_close(void);
+/* Is the value at idx an smtp.reject object? */
+bool lua_is_reject(lua_State *L, int idx);
+/* A coroutine from the pool, and its return. Only a coroutine that ended
+ * normally is reusable; one that raised is dead and just unreferenced. */
+lua_State *lua_thread_acquire(int *ref);
+void lua_thread_release(lua_State *co, int ref, bool reusable);
+
+#endif

@@ -1,0 +1,236 @@
+#include "lua_stream.h"
+
+#include "conn.h"
+#include "lua_hook.h"
+#include "lua_runtime.h"
+
+#include <lauxlib.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STREAM_MT "luasmtpd.stream"
+
+struct lua_stream {
+	struct conn *c; /* NULL once detached */
+	double byte_length;
+	int size_exceeded;
+};
+
+static struct lua_stream *stream_check(lua_State *L)
+{
+	return luaL_checkudata(L, 1, STREAM_MT);
+}
+
+static int stream_fail(lua_State *L, const char *err)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, err);
+	return 2;
+}
+
+/* Pushes everything pending as one chunk. */
+static void stream_push_pending(lua_State *L, struct conn *c)
+{
+	struct buf *p = &c->body.pending;
+	lua_pushlstring(L, buf_head(p), buf_used(p));
+	buf_consume(p, buf_used(p));
+}
+
+static int stream_read(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	struct conn *c = st->c;
+	if (!c)
+		return 0; /* detached: the body is over */
+	if (buf_used(&c->body.pending) > 0) {
+		stream_push_pending(L, c);
+		return 1;
+	}
+	if (c->body.ended)
+		return 0;
+	if (hook_current(L) != c)
+		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
+	c->hook.wait = WAIT_STREAM;
+	return lua_yield(L, 0);
+}
+
+static int stream_chunks_next(lua_State *L)
+{
+	lua_settop(L, 0);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	return stream_read(L);
+}
+
+static int stream_chunks(lua_State *L)
+{
+	stream_check(L);
+	lua_pushvalue(L, 1);
+	lua_pushcclosure(L, stream_chunks_next, 1);
+	return 1;
+}
+
+static bool stream_write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Writes what is pending to the save file; remembers the first error. */
+static void stream_save_pending(struct conn *c)
+{
+	struct body *b = &c->body;
+	if (b->save_errno == 0 && !stream_write_all(b->save_fd, buf_head(&b->pending), buf_used(&b->pending)))
+		b->save_errno = errno;
+	buf_consume(&b->pending, buf_used(&b->pending));
+}
+
+/* Closes the save file at the end of the body; pushes true or nil, err. */
+static int stream_save_finish(lua_State *L, struct conn *c)
+{
+	struct body *b = &c->body;
+	if (b->save_errno == 0 && fsync(b->save_fd) != 0)
+		b->save_errno = errno;
+	if (close(b->save_fd) != 0 && b->save_errno == 0)
+		b->save_errno = errno;
+	b->save_fd = -1;
+	if (b->save_errno != 0)
+		unlink(b->save_path);
+	free(b->save_path);
+	b->save_path = NULL;
+	if (b->save_errno != 0)
+		return stream_fail(L, strerror(b->save_errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int stream_save(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	const char *path = luaL_checkstring(L, 2);
+	size_t prefix_len = 0;
+	const char *prefix = luaL_optlstring(L, 3, "", &prefix_len);
+	struct conn *c = st->c;
+	if (!c)
+		return stream_fail(L, "the message is no longer available");
+	struct body *b = &c->body;
+	if (b->save_fd >= 0)
+		return luaL_error(L, "stream:save: already saving");
+	if (!b->ended && hook_current(L) != c)
+		return luaL_error(L, "stream:save: only the onData hook's coroutine may wait for the body");
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return stream_fail(L, strerror(errno));
+	b->save_fd = fd;
+	b->save_errno = 0;
+	b->save_path = strdup(path);
+	if (!stream_write_all(fd, prefix, prefix_len))
+		b->save_errno = errno;
+	stream_save_pending(c);
+	if (b->ended)
+		return stream_save_finish(L, c);
+	c->hook.wait = WAIT_STREAM;
+	return lua_yield(L, 0);
+}
+
+static int stream_index(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	const char *key = luaL_checkstring(L, 2);
+	if (strcmp(key, "byteLength") == 0) {
+		lua_pushnumber(L, st->c ? (double)st->c->body.byte_length : st->byte_length);
+		return 1;
+	}
+	if (strcmp(key, "sizeExceeded") == 0) {
+		lua_pushboolean(L, st->c ? st->c->body.size_exceeded : st->size_exceeded);
+		return 1;
+	}
+	luaL_getmetatable(L, STREAM_MT);
+	lua_getfield(L, -1, "methods");
+	lua_getfield(L, -1, key);
+	return 1;
+}
+
+void lua_stream_register(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{"read", stream_read},
+		{"chunks", stream_chunks},
+		{"save", stream_save},
+		{NULL, NULL},
+	};
+	luaL_newmetatable(L, STREAM_MT);
+	lua_newtable(L);
+	luaL_register(L, NULL, methods);
+	lua_setfield(L, -2, "methods");
+	lua_pushcfunction(L, stream_index);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}
+
+void lua_stream_push(lua_State *L, struct conn *c)
+{
+	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
+	memset(st, 0, sizeof *st);
+	st->c = c;
+	luaL_getmetatable(L, STREAM_MT);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	c->body.stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void lua_stream_feed(struct conn *c)
+{
+	struct body *b = &c->body;
+	if (b->save_fd >= 0)
+		stream_save_pending(c);
+	if (!c->hook.active || c->hook.wait != WAIT_STREAM || c->hook.id != HOOK_DATA)
+		return;
+	lua_State *co = c->hook.co;
+	if (b->save_fd >= 0) {
+		if (b->ended)
+			hook_wake(c, stream_save_finish(co, c));
+		return;
+	}
+	if (buf_used(&b->pending) > 0) {
+		stream_push_pending(co, c);
+		hook_wake(c, 1);
+	} else if (b->ended) {
+		hook_wake(c, 0);
+	}
+}
+
+void lua_stream_detach(struct conn *c)
+{
+	struct body *b = &c->body;
+	if (b->save_fd >= 0) {
+		close(b->save_fd);
+		unlink(b->save_path);
+		b->save_fd = -1;
+	}
+	free(b->save_path);
+	b->save_path = NULL;
+	if (b->stream_ref == LUA_NOREF)
+		return;
+	lua_State *L = lua_main;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, b->stream_ref);
+	struct lua_stream *st = lua_touserdata(L, -1);
+	st->c = NULL;
+	st->byte_length = (double)b->byte_length;
+	st->size_exceeded = b->size_exceeded;
+	lua_pop(L, 1);
+	luaL_unref(L, LUA_REGISTRYINDEX, b->stream_ref);
+	b->stream_ref = LUA_NOREF;
+}

@@ -1,0 +1,21 @@
+/* lua_stream — the message body as onData sees it: stream:read(),
+ * stream:chunks(), stream:save(path [, prefix]), stream.byteLength,
+ * stream.sizeExceeded. The stream reads from its connection while the
+ * message is in flight and keeps its final figures once detached. */
+#ifndef LUASMTPD_LUA_STREAM_H
+#define LUASMTPD_LUA_STREAM_H
+
+#include <lua.h>
+
+struct conn;
+
+void lua_stream_register(lua_State *L);
+/* Pushes a new stream for c's current message onto L. */
+void lua_stream_push(lua_State *L, struct conn *c);
+/* New body bytes are pending or the body ended: wake a waiting reader/saver. */
+void lua_stream_feed(struct conn *c);
+/* The message is over or the connection is gone: cut the stream loose and
+ * drop an unfinished stream:save() file. */
+void lua_stream_detach(struct conn *c);
+
+#endif

@@ -1,0 +1,125 @@
+/* luasmtpd — an SMTP server whose policies are Lua. See README.md. */
+#include "config.h"
+#include "log.h"
+#include "lua_runtime.h"
+#include "server.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LUASMTPD_VERSION "0.1.0"
+
+struct cli {
+	bool check;
+	char *listen[CONFIG_MAX_LISTEN];
+	size_t nlisten;
+	const char *script;
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: luasmtpd [options] SCRIPT\n"
+	      "  -t, --check              load the script and report errors, then exit 0/1\n"
+	      "      --listen HOST:PORT   listen here instead of the script's `listen` (repeatable)\n"
+	      "      --workers N          worker processes (this build: 1)\n"
+	      "      --log-level LEVEL    debug, info, warn or error (default info)\n"
+	      "  -h, --help               this text\n"
+	      "  -V, --version            the version\n",
+	      f);
+}
+
+/* Returns 0 to run, or an exit code (+1) when done. */
+static int cli_parse(int argc, char **argv, struct cli *cli)
+{
+	static const struct option longopts[] = {
+		{"check", no_argument, NULL, 't'},
+		{"listen", required_argument, NULL, 'l'},
+		{"workers", required_argument, NULL, 'w'},
+		{"log-level", required_argument, NULL, 'L'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "thV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 't':
+			cli->check = true;
+			break;
+		case 'l':
+			if (cli->nlisten == CONFIG_MAX_LISTEN) {
+				fprintf(stderr, "luasmtpd: too many --listen addresses\n");
+				return 2;
+			}
+			cli->listen[cli->nlisten++] = optarg;
+			break;
+		case 'w':
+			if (strcmp(optarg, "1") != 0) {
+				fprintf(stderr, "luasmtpd: --workers %s: this build runs one process\n", optarg);
+				return 2;
+			}
+			break;
+		case 'L':
+			if (!log_parse_level(optarg, &log_min_level)) {
+				fprintf(stderr, "luasmtpd: --log-level %s: expected debug, info, warn or error\n",
+				        optarg);
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			puts("luasmtpd " LUASMTPD_VERSION);
+			return 1;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	cli->script = argv[optind];
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli cli = {0};
+	int rc = cli_parse(argc, argv, &cli);
+	if (rc)
+		return rc - 1;
+	signal(SIGPIPE, SIG_IGN);
+	char err[1024];
+	struct server srv = {0};
+	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	if (!lua_runtime_init(err, sizeof err) ||
+	    !lua_runtime_load(cli.script, &srv.cfg, cli.listen, cli.nlisten, err, sizeof err)) {
+		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);
+		if (cli.check)
+			fprintf(stderr, "luasmtpd: %s\n", err);
+		lua_runtime_close();
+		return 1;
+	}
+	if (cli.check) {
+		printf("luasmtpd: %s is ok\n", cli.script);
+		server_free(&srv);
+		lua_runtime_close();
+		return 0;
+	}
+	if (!server_listen(&srv, err, sizeof err)) {
+		log_kv(LOG_ERROR, NULL, "cannot listen", "error", err, NULL);
+		server_free(&srv);
+		lua_runtime_close();
+		return 1;
+	}
+	server_run(&srv);
+	server_free(&srv);
+	lua_runtime_close();
+	return 0;
+}

@@ -1,0 +1,829 @@
+#include "smtp_session.h"
+
+#include "conn.h"
+#include "lua_hook.h"
+#include "lua_runtime.h"
+#include "lua_session.h"
+#include "lua_stream.h"
+#include "server.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define UNKNOWN_COMMANDS_MAX 10
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static bool session_may_auth(const struct conn *c)
+{
+	return !config_verb_disabled(c->opt, SMTP_VERB_AUTH) && c->opt->nauth_methods > 0;
+}
+
+/* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
+static bool session_auth_required(const struct conn *c)
+{
+	return session_may_auth(c) && !c->opt->auth_optional && !c->authenticated;
+}
+
+/* AUTH is offered only where the password cannot be sniffed, unless the
+ * operator says otherwise (TLS arrives with the TLS issue). */
+static bool session_auth_offered(const struct conn *c)
+{
+	return session_may_auth(c) && c->opt->allow_insecure_auth;
+}
+
+static void session_update_transmission(struct conn *c)
+{
+	char t[16];
+	snprintf(t, sizeof t, "%s%s", c->esmtp ? "ESMTP" : "SMTP", c->authenticated ? "A" : "");
+	lua_session_set(c, "transmissionType", t);
+}
+
+static void session_reset_transaction(struct conn *c)
+{
+	memset(&c->tx, 0, sizeof c->tx);
+	lua_session_reset_envelope(c);
+}
+
+/* session.disabledCommands, when a hook has set it, replaces the option. */
+static uint32_t session_disabled_mask(struct conn *c)
+{
+	return c->disabled_override ? c->disabled_commands : c->opt->disabled_commands;
+}
+
+static void session_sync_disabled(struct conn *c)
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_getfield(L, -1, "disabledCommands");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		uint32_t mask = 0;
+		size_t n = lua_objlen(L, -1);
+		for (size_t i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, (int)i);
+			size_t len;
+			const char *name = lua_tolstring(L, -1, &len);
+			if (name)
+				mask |= 1u << smtp_verb_from_name(name, len);
+			lua_pop(L, 1);
+		}
+		c->disabled_override = true;
+		c->disabled_commands = mask & ~1u;
+	} else {
+		c->disabled_override = false;
+	}
+	lua_pop(L, 2);
+}
+
+static void session_greet(struct conn *c)
+{
+	c->phase = PHASE_COMMAND;
+	if (c->opt->banner)
+		conn_reply(c, 220, NULL, "%s ESMTP %s", c->opt->name, c->opt->banner);
+	else
+		conn_reply(c, 220, NULL, "%s ESMTP", c->opt->name);
+}
+
+/* ---- connect ------------------------------------------------------------ */
+
+static void session_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
+                                 int nres)
+{
+	session_sync_disabled(c);
+	if (o->kind != HOOK_ACCEPT) {
+		conn_end(c, o->code, o->enhanced, o->text);
+		return;
+	}
+	session_greet(c);
+}
+
+void smtp_session_connect(struct conn *c)
+{
+	lua_State *co = hook_prepare(c, HOOK_CONNECT);
+	if (!co) {
+		session_greet(c);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 1, session_connect_done);
+}
+
+/* ---- HELO / EHLO -------------------------------------------------------- */
+
+/* heloResponse with its two %s filled in by hand: the template is the
+ * operator's, the client hostname is not trusted to be format-free. */
+static void session_helo_text(struct conn *c, char *out, size_t len)
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_getfield(L, -1, "clientHostname");
+	const char *client = lua_tostring(L, -1);
+	const char *subst[2] = {c->opt->name, client ? client : ""};
+	size_t o = 0, k = 0;
+	for (const char *p = c->opt->helo_response; *p && o + 1 < len; p++) {
+		if (p[0] == '%' && p[1] == 's' && k < 2) {
+			o += (size_t)snprintf(out + o, len - o, "%s", subst[k++]);
+			if (o >= len)
+				o = len - 1;
+			p++;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+	lua_pop(L, 2);
+}
+
+static void session_ehlo_keywords(struct conn *c)
+{
+	const struct smtp_options *o = c->opt;
+	if (!o->hide_pipelining)
+		conn_reply_more(c, 250, "PIPELINING");
+	if (!o->hide_8bitmime)
+		conn_reply_more(c, 250, "8BITMIME");
+	if (!o->hide_smtputf8)
+		conn_reply_more(c, 250, "SMTPUTF8");
+	if (!o->hide_enhanced)
+		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
+	if (session_auth_offered(c) && !c->authenticated &&
+	    !((session_disabled_mask(c) >> SMTP_VERB_AUTH) & 1u)) {
+		char methods[64] = "";
+		for (size_t i = 0; i < o->nauth_methods; i++) {
+			strcat(methods, " ");
+			strcat(methods, auth_method_name(o->auth_methods[i]));
+		}
+		conn_reply_more(c, 250, "AUTH%s", methods);
+	}
+	if (o->size && o->hide_size)
+		conn_reply_more(c, 250, "SIZE");
+	else if (o->size)
+		conn_reply_more(c, 250, "SIZE %llu", (unsigned long long)o->size);
+}
+
+static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
+{
+	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len) || memchr(cmd->arg, '\t', cmd->arg_len)) {
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
+		return;
+	}
+	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
+		conn_reply(c, 501, "5.5.4", "Error: Bad hostname syntax");
+		return;
+	}
+	c->greeted = true;
+	c->esmtp = ehlo;
+	session_reset_transaction(c);
+	char host[256];
+	size_t n = cmd->arg_len < sizeof host ? cmd->arg_len : sizeof host - 1;
+	for (size_t i = 0; i < n; i++)
+		host[i] = (char)tolower((unsigned char)cmd->arg[i]);
+	host[n] = '\0';
+	lua_session_set(c, "hostNameAppearsAs", host);
+	lua_session_set(c, "openingCommand", ehlo ? "EHLO" : "HELO");
+	session_update_transmission(c);
+	char text[512];
+	session_helo_text(c, text, sizeof text);
+	if (!ehlo) {
+		conn_reply(c, 250, NULL, "%s", text);
+		return;
+	}
+	/* Every line but the last is "250-"; the last keyword closes with
+	 * "250 ", so the lines are built first and the last one fixed up. */
+	size_t start = c->out.len;
+	conn_reply_more(c, 250, "%s", text);
+	session_ehlo_keywords(c);
+	char *last = c->out.data + c->out.len - 3;
+	while (last > c->out.data + start && last[-1] != '\n')
+		last--;
+	last[3] = ' ';
+}
+
+/* ---- MAIL / RCPT -------------------------------------------------------- */
+
+static bool session_check_transaction_start(struct conn *c)
+{
+	if (!c->greeted) {
+		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return false;
+	}
+	if (session_auth_required(c)) {
+		conn_reply(c, 530, "5.7.0", "%s", c->opt->auth_required_message);
+		return false;
+	}
+	return true;
+}
+
+/* Replies to a path that did not parse; returns false then. */
+static bool session_path_ok(struct conn *c, enum smtp_path_status st, const struct smtp_path *p,
+                            bool mail)
+{
+	switch (st) {
+	case SMTP_PATH_OK:
+		return true;
+	case SMTP_PATH_SYNTAX:
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s", mail ? "MAIL FROM:<address>" : "RCPT TO:<address>");
+		return false;
+	case SMTP_PATH_BAD_ADDRESS:
+		if (mail)
+			conn_reply(c, 501, "5.1.7", "Error: Bad sender address syntax");
+		else
+			conn_reply(c, 501, "5.1.3", "Error: Bad recipient address syntax");
+		return false;
+	case SMTP_PATH_DUP_PARAM:
+		conn_reply(c, 501, "5.5.4", "Error: duplicate %.*s parameter",
+		           (int)p->params[p->nparams].key_len, p->params[p->nparams].key);
+		return false;
+	case SMTP_PATH_BAD_PARAM:
+		conn_reply(c, 501, "5.5.4", "Error: Bad parameter syntax");
+		return false;
+	case SMTP_PATH_TOO_MANY_PARAMS:
+		conn_reply(c, 501, "5.5.4", "Error: too many parameters");
+		return false;
+	}
+	return false;
+}
+
+static bool param_is(const struct smtp_param *p, const char *key)
+{
+	return strlen(key) == p->key_len && strncasecmp(p->key, key, p->key_len) == 0;
+}
+
+static bool value_is(const struct smtp_param *p, const char *v)
+{
+	return p->value && strlen(v) == p->value_len && strncasecmp(p->value, v, p->value_len) == 0;
+}
+
+/* MAIL parameters smtp-server validates; the others go to the hook. */
+static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
+{
+	for (size_t i = 0; i < path->nparams; i++) {
+		const struct smtp_param *p = &path->params[i];
+		bool needs_value = param_is(p, "SIZE") || param_is(p, "BODY");
+		if (needs_value && (!p->value || p->value_len == 0)) {
+			conn_reply(c, 501, "5.5.4", "Error: %.*s parameter requires a value", (int)p->key_len, p->key);
+			return false;
+		}
+		if (param_is(p, "SIZE")) {
+			uint64_t size;
+			if (!smtp_parse_size(p->value, p->value_len, &size)) {
+				conn_reply(c, 501, "5.5.4", "Error: Bad message size syntax");
+				return false;
+			}
+			if (c->opt->size && !c->opt->hide_size && size > c->opt->size) {
+				conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
+				           (unsigned long long)c->opt->size);
+				return false;
+			}
+			c->tx.declared_size = size;
+		} else if (param_is(p, "BODY")) {
+			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME")) {
+				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT or 8BITMIME");
+				return false;
+			}
+		} else if (param_is(p, "SMTPUTF8")) {
+			if (p->value) {
+				conn_reply(c, 501, "5.5.4", "Error: Invalid SMTPUTF8 parameter. This flag does not accept a value");
+				return false;
+			}
+			c->tx.smtputf8 = true;
+		}
+	}
+	return true;
+}
+
+/* Keeps the address table for the done callback, pushes it for the hook. */
+static void session_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
+{
+	lua_push_address(co, path);
+	lua_pushvalue(co, -1);
+	luaL_unref(co, LUA_REGISTRYINDEX, c->pending_ref);
+	c->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+}
+
+static void session_take_address(struct conn *c, lua_State *L)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->pending_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, c->pending_ref);
+	c->pending_ref = LUA_NOREF;
+}
+
+static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	lua_State *L = lua_main;
+	session_take_address(c, L);
+	session_sync_disabled(c);
+	if (o->kind != HOOK_ACCEPT) {
+		lua_pop(L, 1);
+		c->tx.smtputf8 = false;
+		conn_reply_outcome(c, o);
+		return;
+	}
+	lua_getfield(L, -1, "args");
+	lua_getfield(L, -1, "BODY");
+	const char *body = lua_tostring(L, -1);
+	bool eight_bit = body && strcasecmp(body, "8BITMIME") == 0;
+	lua_pop(L, 2);
+	lua_session_set_mail_from(c, L, -1);
+	lua_pop(L, 1);
+	lua_session_push(L, c);
+	lua_getfield(L, -1, "envelope");
+	lua_pushstring(L, eight_bit ? "8bitmime" : "7bit");
+	lua_setfield(L, -2, "bodyType");
+	lua_pushboolean(L, c->tx.smtputf8);
+	lua_setfield(L, -2, "smtpUtf8");
+	lua_pop(L, 2);
+	c->tx.has_mail = true;
+	conn_reply(c, 250, "2.1.0", "Accepted");
+}
+
+static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (!session_check_transaction_start(c))
+		return;
+	if (c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: nested MAIL command");
+		return;
+	}
+	struct smtp_path path;
+	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_MAIL, cmd->arg, cmd->arg_len,
+	                                           c->opt->lenient_address_parsing, &path);
+	if (!session_path_ok(c, st, &path, true))
+		return;
+	c->tx.smtputf8 = false;
+	if (!session_mail_params_ok(c, &path))
+		return;
+	if (path.has_8bit && !c->tx.smtputf8) {
+		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		return;
+	}
+	lua_State *co = hook_prepare(c, HOOK_MAIL_FROM);
+	lua_State *L = co ? co : lua_main;
+	session_hold_address(c, L, &path);
+	if (!co) {
+		lua_pop(L, 1);
+		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
+		session_mail_done(c, &ok, NULL, 0);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 2, session_mail_done);
+}
+
+static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	lua_State *L = lua_main;
+	session_take_address(c, L);
+	session_sync_disabled(c);
+	if (o->kind != HOOK_ACCEPT) {
+		lua_pop(L, 1);
+		conn_reply_outcome(c, o);
+		return;
+	}
+	if (lua_session_add_rcpt(c, L, -1))
+		c->tx.nrcpt++;
+	lua_pop(L, 1);
+	conn_reply(c, 250, "2.1.5", "Accepted");
+}
+
+static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (!session_check_transaction_start(c))
+		return;
+	if (!c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	struct smtp_path path;
+	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
+	                                           c->opt->lenient_address_parsing, &path);
+	if (!session_path_ok(c, st, &path, false))
+		return;
+	if (path.has_8bit && !c->tx.smtputf8) {
+		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		return;
+	}
+	if (c->opt->max_recipients && c->tx.nrcpt >= c->opt->max_recipients &&
+	    !lua_session_has_rcpt(c, path.address)) {
+		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
+		return;
+	}
+	lua_State *co = hook_prepare(c, HOOK_RCPT_TO);
+	lua_State *L = co ? co : lua_main;
+	session_hold_address(c, L, &path);
+	if (!co) {
+		lua_pop(L, 1);
+		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
+		session_rcpt_done(c, &ok, NULL, 0);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 2, session_rcpt_done);
+}
+
+/* ---- DATA --------------------------------------------------------------- */
+
+/* The reply after the final dot: the core's limits first, then onData. */
+static void session_data_finish(struct conn *c)
+{
+	struct body *b = &c->body;
+	if (b->size_exceeded)
+		conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
+		           (unsigned long long)c->opt->size);
+	else if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)
+		conn_reply(c, 554, "5.5.2", "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
+	else if (b->outcome.kind != HOOK_ACCEPT)
+		conn_reply_outcome(c, &b->outcome);
+	else if (b->outcome.text[0])
+		conn_reply(c, 250, "2.6.0", "%s", b->outcome.text);
+	else
+		conn_reply(c, 250, "2.6.0", "OK: message queued");
+	char size[24];
+	snprintf(size, sizeof size, "%llu", (unsigned long long)b->byte_length);
+	conn_log(c, LOG_INFO, "message", "size", size, NULL);
+	lua_stream_detach(c);
+	buf_free(&b->pending);
+	c->transactions++;
+	c->unknown_commands = 0;
+	c->phase = PHASE_COMMAND;
+	session_reset_transaction(c);
+	if (c->stopping)
+		conn_end(c, 421, "4.4.2", "Server shutting down");
+}
+
+static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct body *b = &c->body;
+	b->hook_done = true;
+	b->outcome = *o;
+	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TSTRING) {
+		struct hook_outcome t;
+		hook_outcome_from_value(co, 1, 250, &t);
+		memcpy(b->outcome.text, t.text, sizeof t.text);
+	}
+	session_sync_disabled(c);
+	/* A hook that returned early leaves the rest of the body to drain. */
+	buf_free(&b->pending);
+	if (b->ended)
+		session_data_finish(c);
+}
+
+static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (!session_check_transaction_start(c))
+		return;
+	if (!c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if (c->tx.nrcpt == 0) {
+		conn_reply(c, 503, "5.5.1", "Error: need RCPT command");
+		return;
+	}
+	if (cmd->arg_len) {
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
+		return;
+	}
+	struct body *b = &c->body;
+	smtp_data_init(&b->dec, c->opt->bare_line_endings);
+	b->byte_length = 0;
+	b->size_exceeded = false;
+	b->ended = false;
+	b->hook_done = false;
+	memset(&b->outcome, 0, sizeof b->outcome);
+	c->phase = PHASE_DATA;
+	conn_reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	lua_State *co = hook_prepare(c, HOOK_DATA);
+	if (!co) {
+		b->hook_done = true;
+		return;
+	}
+	lua_stream_push(co, c);
+	lua_session_push(co, c);
+	hook_start(c, 2, session_data_done);
+}
+
+size_t smtp_session_data(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = &c->body;
+	char *out = buf_reserve(&b->pending, 2 * n + 4);
+	size_t out_len = 0;
+	bool done = false;
+	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
+	b->byte_length += out_len;
+	if (c->opt->size && b->byte_length > c->opt->size)
+		b->size_exceeded = true;
+	/* Bytes the message will be refused for are not worth a disk write. */
+	bool keep = !b->hook_done && !(b->size_exceeded && b->save_fd >= 0);
+	if (keep)
+		b->pending.len += out_len;
+	if (done) {
+		b->ended = true;
+		if (b->save_fd >= 0 && (b->size_exceeded || (b->dec.bare_seen &&
+		                                                c->opt->bare_line_endings == SMTP_BARE_REJECT)))
+			b->save_errno = b->size_exceeded ? EFBIG : EILSEQ;
+	}
+	lua_stream_feed(c);
+	if (b->ended && b->hook_done && c->phase == PHASE_DATA)
+		session_data_finish(c);
+	return used;
+}
+
+/* ---- AUTH --------------------------------------------------------------- */
+
+static void session_auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	free(c->sasl_user);
+	c->sasl_user = NULL;
+	if (o->kind != HOOK_ACCEPT) {
+		conn_reply_outcome(c, o);
+		return;
+	}
+	bool has_user = co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
+	if (has_user) {
+		lua_getfield(co, 1, "user");
+		has_user = !lua_isnil(co, -1);
+		if (has_user)
+			lua_session_set_value(c, "user", co, -1);
+		lua_pop(co, 1);
+	}
+	if (!has_user) {
+		conn_reply(c, 535, "5.7.8", "Error: Authentication credentials invalid");
+		return;
+	}
+	c->authenticated = true;
+	session_update_transmission(c);
+	lua_getfield(co, 1, "message");
+	const char *msg = lua_tostring(co, -1);
+	conn_reply(c, 235, "2.7.0", "%s", msg ? msg : "Authentication successful");
+	lua_pop(co, 1);
+	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(c->sasl_method), NULL);
+}
+
+/* Hands username and password to onAuth. */
+static void session_auth_check(struct conn *c, const char *user, size_t ulen, const char *pass,
+                               size_t plen)
+{
+	c->phase = PHASE_COMMAND;
+	lua_State *co = hook_prepare(c, HOOK_AUTH);
+	if (!co) {
+		conn_reply(c, 535, "5.7.8", "Error: Authentication not implemented");
+		free(c->sasl_user);
+		c->sasl_user = NULL;
+		return;
+	}
+	lua_createtable(co, 0, 3);
+	lua_pushstring(co, auth_method_name(c->sasl_method));
+	lua_setfield(co, -2, "method");
+	lua_pushlstring(co, user, ulen);
+	lua_setfield(co, -2, "username");
+	lua_pushlstring(co, pass, plen);
+	lua_setfield(co, -2, "password");
+	lua_session_push(co, c);
+	hook_start(c, 2, session_auth_done);
+}
+
+static void session_auth_plain(struct conn *c, const char *b64, size_t len)
+{
+	char dec[SMTP_PATH_MAX * 4 + 8];
+	if (len / 4 * 3 + 1 > sizeof dec) {
+		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+		c->phase = PHASE_COMMAND;
+		return;
+	}
+	long n = smtp_base64_decode(b64, len, dec);
+	struct smtp_auth_plain pl;
+	if (n < 0 || !smtp_auth_plain_split(dec, (size_t)n, &pl)) {
+		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+		c->phase = PHASE_COMMAND;
+		return;
+	}
+	session_auth_check(c, pl.authcid, pl.authcid_len, pl.password, pl.password_len);
+}
+
+/* Decodes one base64 LOGIN answer into out; false (and 501) if bad. */
+static bool session_login_decode(struct conn *c, const char *b64, size_t len, char *out, size_t cap,
+                                 long *n)
+{
+	*n = len / 4 * 3 + 1 <= cap ? smtp_base64_decode(b64, len, out) : -1;
+	for (long i = 0; i < *n; i++)
+		if ((unsigned char)out[i] < ' ')
+			*n = -1;
+	if (*n < 0 || (*n == 0 && c->sasl == SASL_LOGIN_USER)) {
+		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+		c->phase = PHASE_COMMAND;
+		c->sasl = SASL_NONE;
+		return false;
+	}
+	return true;
+}
+
+static void session_auth_login_user(struct conn *c, const char *b64, size_t len)
+{
+	char dec[1024];
+	long n;
+	c->sasl = SASL_LOGIN_USER;
+	if (!session_login_decode(c, b64, len, dec, sizeof dec, &n))
+		return;
+	free(c->sasl_user);
+	c->sasl_user = strndup(dec, (size_t)n);
+	c->sasl = SASL_LOGIN_PASS;
+	c->phase = PHASE_AUTH;
+	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
+}
+
+static void session_sasl_line(struct conn *c, const char *line, size_t len)
+{
+	enum sasl_step step = c->sasl;
+	c->sasl = SASL_NONE;
+	if (len == 1 && line[0] == '*') {
+		c->phase = PHASE_COMMAND;
+		free(c->sasl_user);
+		c->sasl_user = NULL;
+		conn_reply(c, 501, "5.0.0", "Authentication aborted");
+		return;
+	}
+	if (step == SASL_PLAIN_RESPONSE) {
+		session_auth_plain(c, line, len);
+	} else if (step == SASL_LOGIN_USER) {
+		session_auth_login_user(c, line, len);
+	} else {
+		char dec[1024];
+		long n;
+		c->sasl = SASL_LOGIN_PASS;
+		if (!session_login_decode(c, line, len, dec, sizeof dec, &n))
+			return;
+		c->sasl = SASL_NONE;
+		session_auth_check(c, c->sasl_user, strlen(c->sasl_user), dec, (size_t)n);
+	}
+}
+
+static void cmd_auth(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (!c->greeted) {
+		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return;
+	}
+	if (c->authenticated) {
+		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
+		return;
+	}
+	if (!session_auth_offered(c)) {
+		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
+		return;
+	}
+	if (c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
+		return;
+	}
+	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
+	size_t mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
+	const char *ir = sp ? sp + 1 : NULL;
+	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
+	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
+		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	enum auth_method m = 0;
+	for (size_t i = 0; i < c->opt->nauth_methods; i++) {
+		const char *name = auth_method_name(c->opt->auth_methods[i]);
+		if (strlen(name) == mlen && strncasecmp(name, cmd->arg, mlen) == 0)
+			m = c->opt->auth_methods[i];
+	}
+	if (m != AUTH_PLAIN && m != AUTH_LOGIN) {
+		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
+		return;
+	}
+	c->sasl_method = m;
+	c->phase = PHASE_AUTH;
+	if (m == AUTH_PLAIN && ir) {
+		/* RFC 4954: "=" is an empty initial response. */
+		session_auth_plain(c, ir, irlen == 1 && ir[0] == '=' ? 0 : irlen);
+	} else if (m == AUTH_PLAIN) {
+		c->sasl = SASL_PLAIN_RESPONSE;
+		conn_reply(c, 334, NULL, "%s", "");
+	} else if (ir) {
+		session_auth_login_user(c, ir, irlen);
+	} else {
+		c->sasl = SASL_LOGIN_USER;
+		conn_reply(c, 334, NULL, "VXNlcm5hbWU6");
+	}
+}
+
+/* ---- the rest ----------------------------------------------------------- */
+
+static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
+{
+	session_reset_transaction(c);
+	conn_reply(c, 250, "2.0.0", "Flushed");
+}
+
+static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd)
+{
+	conn_reply(c, 250, "2.0.0", "OK");
+}
+
+static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd)
+{
+	conn_end(c, 221, "2.0.0", "Bye");
+}
+
+static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (cmd->arg_len == 0)
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: VRFY address");
+	else
+		conn_reply(c, 252, "2.0.0", "Try to send something. No promises though");
+}
+
+static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
+{
+	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
+}
+
+static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
+{
+	conn_end(c, 421, "4.4.2", "HTTP requests not allowed");
+}
+
+static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (++c->unknown_commands >= UNKNOWN_COMMANDS_MAX) {
+		conn_end(c, 421, "4.4.2", "Error: too many unrecognized commands");
+		return;
+	}
+	conn_reply(c, 500, "5.5.2", "Error: command not recognized");
+}
+
+typedef void (*cmd_fn)(struct conn *, const struct smtp_cmd *);
+
+static const cmd_fn commands[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_helo, [SMTP_VERB_MAIL] = cmd_mail,
+	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
+	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
+	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = cmd_auth, [SMTP_VERB_HTTP] = cmd_http,
+};
+
+/* smtp-server's limit: a client that must log in gets a few commands to do so. */
+static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
+{
+	unsigned max = c->opt->max_unauth_commands;
+	if (!max || !session_auth_required(c) || v == SMTP_VERB_AUTH)
+		return false;
+	if (++c->unauth_commands < max)
+		return false;
+	conn_end(c, 421, "4.4.2", "Error: too many unauthenticated commands");
+	return true;
+}
+
+void smtp_session_line(struct conn *c, const char *line, size_t len)
+{
+	if (c->phase == PHASE_AUTH) {
+		session_sasl_line(c, line, len);
+		return;
+	}
+	struct smtp_cmd cmd;
+	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
+	if (st == SMTP_CMD_BAD_CHAR) {
+		conn_reply(c, 501, "5.5.2", "Error: command contains a control character");
+		return;
+	}
+	if (st == SMTP_CMD_EMPTY) {
+		cmd_unknown(c, &cmd);
+		return;
+	}
+	if (log_enabled(LOG_DEBUG))
+		conn_log(c, LOG_DEBUG, "command", "verb", smtp_verb_name(cmd.verb), NULL);
+	if (c->stopping && !c->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {
+		conn_end(c, 421, "4.4.2", "Server shutting down");
+		return;
+	}
+	if (session_unauth_limit_hit(c, cmd.verb))
+		return;
+	cmd_fn fn = commands[cmd.verb];
+	if (!fn || ((session_disabled_mask(c) >> cmd.verb) & 1u))
+		fn = cmd_unknown;
+	fn(c, &cmd);
+}
+
+void smtp_session_line_too_long(struct conn *c)
+{
+	if (c->phase == PHASE_AUTH) {
+		c->phase = PHASE_COMMAND;
+		c->sasl = SASL_NONE;
+	}
+	conn_reply(c, 500, "5.5.6", "Error: line too long");
+}
+
+void smtp_session_stop(struct conn *c)
+{
+	bool idle = c->phase == PHASE_COMMAND && !c->tx.has_mail && !c->hook.active &&
+	            buf_used(&c->in) == 0;
+	if (idle)
+		conn_end(c, 421, "4.4.2", "Server shutting down");
+}

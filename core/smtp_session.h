@@ -1,0 +1,22 @@
+/* smtp_session — the SMTP state machine: what each command does to a
+ * connection's session, which hook it asks, and the reply. Input comes
+ * from conn (framed lines, body bytes); replies go to conn's buffer. */
+#ifndef LUASMTPD_SMTP_SESSION_H
+#define LUASMTPD_SMTP_SESSION_H
+
+#include <stddef.h>
+
+struct conn;
+
+/* After accept: onConnect, then the greeting. */
+void smtp_session_connect(struct conn *c);
+/* One command or SASL line, without its line ending. */
+void smtp_session_line(struct conn *c, const char *line, size_t len);
+void smtp_session_line_too_long(struct conn *c);
+/* Body bytes during DATA; returns how many were consumed (the end marker
+ * included, pipelined commands after it not). */
+size_t smtp_session_data(struct conn *c, const char *p, size_t n);
+/* Server shutdown: end an idle session now. */
+void smtp_session_stop(struct conn *c);
+
+#endif

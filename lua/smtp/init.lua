@@ -1,0 +1,63 @@
+-- The public `smtp` module: what policy scripts `require "smtp"` for.
+-- Inside luasmtpd the C core (smtp.core) backs sleep and logging; under a
+-- plain `busted` run the pure-Lua parts still work, so policies can be
+-- unit-tested without the server.
+local has_core, core = pcall(require, "smtp.core")
+if not has_core then core = nil end
+
+local smtp = { _VERSION = "0.1.0" }
+
+local Reject = { __name = "smtp.reject" }
+Reject.__index = Reject
+Reject.__tostring = function(r) return r.code .. " " .. r.message end
+
+--- A rejection: return `nil, smtp.reject(550, "no such user")` from a hook,
+--- or raise it with error(). code is a 4xx or 5xx reply code.
+function smtp.reject(code, message)
+  if type(code) ~= "number" or code < 400 or code > 599 or code % 1 ~= 0 then
+    error("smtp.reject: code must be an integer from 400 to 599, got " .. tostring(code), 2)
+  end
+  if message ~= nil and type(message) ~= "string" then
+    error("smtp.reject: message must be a string", 2)
+  end
+  return setmetatable({ code = code, message = message or "Error: rejected" }, Reject)
+end
+
+--- Is v an smtp.reject object?
+function smtp.is_reject(v)
+  return getmetatable(v) == Reject
+end
+
+local function fallback_log(level, msg, fields)
+  local parts = { "level=" .. level, string.format("msg=%q", msg) }
+  for k, v in pairs(fields or {}) do parts[#parts + 1] = k .. "=" .. string.format("%q", tostring(v)) end
+  io.stderr:write(table.concat(parts, " "), "\n")
+end
+
+smtp.log = {}
+for _, level in ipairs { "debug", "info", "warn", "error" } do
+  smtp.log[level] = function(msg, fields)
+    if core then core.log(level, tostring(msg), fields) else fallback_log(level, tostring(msg), fields) end
+  end
+end
+
+--- Suspends the calling hook for s seconds; other sessions go on.
+function smtp.sleep(s)
+  if not core then error("smtp.sleep needs the luasmtpd runtime", 2) end
+  return core.sleep(s)
+end
+
+--- The current time in seconds (a float, microsecond precision).
+function smtp.now()
+  if core then return core.now() end
+  return os.time()
+end
+
+--- The process id of this worker.
+function smtp.pid()
+  return core and core.pid() or 0
+end
+
+if core then core.set_reject_metatable(Reject) end
+
+return smtp

@@ -1,0 +1,24 @@
+-- The default policy: take mail for any recipient and store every message
+-- in a Maildir (var/mail/, or $LUASMTPD_MAILDIR). Copy it and edit.
+local smtp = require "smtp"
+local maildir = require "smtp.maildir"
+
+local name = os.getenv("LUASMTPD_NAME") or "localhost"
+local box = assert(maildir.open(os.getenv("LUASMTPD_MAILDIR") or "var/mail"))
+
+return {
+  listen = os.getenv("LUASMTPD_LISTEN") or "127.0.0.1:2525",
+  name = name,
+  size = 50 * 1024 * 1024,
+  authOptional = true, -- an MX takes mail from strangers
+
+  onData = function(stream, session)
+    local path, err = box:deliver(stream, session, name)
+    if not path then
+      smtp.log.error("delivery failed", { error = err })
+      return nil, smtp.reject(451, "4.3.0 Error: local delivery failed, try again later")
+    end
+    smtp.log.info("delivered", { path = path, size = stream.byteLength })
+    return "OK: message queued as " .. path:match("[^/]+$")
+  end,
+}
