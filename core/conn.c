@@ -303,11 +303,7 @@ static void conn_update_io(struct conn *c)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	int want = 0;
-	if (!conn_input_blocked(c) || c->phase == PHASE_CONNECT)
-		want |= EV_READ;
-	if (c->phase == PHASE_CONNECT && c->hook.active)
-		want &= ~EV_READ;
+	int want = conn_input_blocked(c) ? 0 : EV_READ;
 	if (buf_used(&c->out) > 0)
 		want |= EV_WRITE;
 	if (want == (c->io.events & (EV_READ | EV_WRITE)) && ev_is_active(&c->io))
