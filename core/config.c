@@ -1,5 +1,8 @@
 #include "config.h"
 
+#include "log.h"
+#include "tls_context.h"
+
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -22,6 +25,8 @@ enum opt_kind {
 	OPT_DISABLED_COMMANDS,
 	OPT_BARE_MODE,
 	OPT_HOOK,
+	OPT_TLS, /* read by tls_context_from_lua once the table is complete */
+	OPT_SNI,
 	OPT_LATER, /* part of the contract, not in this build yet: refused by name */
 };
 
@@ -69,12 +74,17 @@ static const struct option_def option_defs[] = {
 	HOOK("onData", HOOK_DATA),
 	HOOK("onClose", HOOK_CLOSE),
 	HOOK("onError", HOOK_ERROR),
-	LATER("secure"), LATER("key"), LATER("cert"), LATER("ca"), LATER("pfx"),
-	LATER("passphrase"), LATER("sniOptions"), LATER("minVersion"), LATER("maxVersion"),
-	LATER("ciphers"), LATER("ciphersuites"), LATER("honorCipherOrder"), LATER("ecdhCurve"),
-	LATER("requestCert"), LATER("rejectUnauthorized"), LATER("sessionIdContext"),
-	LATER("sessionTimeout"), LATER("ticketKeys"), LATER("requestOCSP"), LATER("hideSTARTTLS"),
-	LATER("needsUpgrade"), LATER("lmtp"), LATER("hideDSN"), LATER("hideREQUIRETLS"),
+	OPT("secure", OPT_BOOL, secure),
+	OPT("needsUpgrade", OPT_BOOL, needs_upgrade),
+	OPT("hideSTARTTLS", OPT_BOOL, hide_starttls),
+	OPT("sniOptions", OPT_SNI, sni),
+	{"key", OPT_TLS, 0}, {"cert", OPT_TLS, 0}, {"ca", OPT_TLS, 0}, {"pfx", OPT_TLS, 0},
+	{"passphrase", OPT_TLS, 0}, {"minVersion", OPT_TLS, 0}, {"maxVersion", OPT_TLS, 0},
+	{"ciphers", OPT_TLS, 0}, {"ciphersuites", OPT_TLS, 0}, {"honorCipherOrder", OPT_TLS, 0},
+	{"ecdhCurve", OPT_TLS, 0}, {"requestCert", OPT_TLS, 0}, {"rejectUnauthorized", OPT_TLS, 0},
+	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
+	{"requestOCSP", OPT_TLS, 0},
+	LATER("lmtp"), LATER("hideDSN"), LATER("hideREQUIRETLS"),
 	LATER("hideCHUNKING"), LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
 };
 
@@ -274,6 +284,10 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 		lua_pushvalue(L, -1);
 		o->hook_ref[d->offset] = luaL_ref(L, LUA_REGISTRYINDEX);
 		return true;
+	case OPT_TLS:
+		return true;
+	case OPT_SNI:
+		return cfg_expect(L, e, d->name, LUA_TTABLE);
 	case OPT_LATER:
 		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
 			return true;
@@ -312,6 +326,109 @@ static const struct option_def *cfg_find(const char *name)
 	return NULL;
 }
 
+/* Pushes smtp.tls.options(the table at idx): the options over the defaults. */
+static bool cfg_tls_merged(lua_State *L, int idx, struct cfg_err *e)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	lua_getglobal(L, "require");
+	lua_pushstring(L, "smtp");
+	if (lua_pcall(L, 1, 1, 0) != 0) {
+		cfg_fail(e, "cannot load the smtp module: %s", lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return false;
+	}
+	lua_getfield(L, -1, "tls");
+	lua_getfield(L, -1, "options");
+	lua_pushvalue(L, idx);
+	if (lua_pcall(L, 1, 1, 0) != 0) {
+		cfg_fail(e, "smtp.tls.options: %s", lua_tostring(L, -1));
+		lua_pop(L, 3);
+		return false;
+	}
+	lua_replace(L, -3);
+	lua_pop(L, 1);
+	return true;
+}
+
+static bool cfg_has(lua_State *L, const char *field)
+{
+	lua_getfield(L, -1, field);
+	bool has = !lua_isnil(L, -1);
+	lua_pop(L, 1);
+	return has;
+}
+
+static bool cfg_sni(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+{
+	lua_getfield(L, -1, "sniOptions");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return true;
+	}
+	size_t n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		n++;
+		lua_pop(L, 1);
+	}
+	o->sni = calloc(n ? n : 1, sizeof *o->sni);
+	if (!o->sni)
+		abort();
+	bool ok = true;
+	lua_pushnil(L);
+	while (ok && lua_next(L, -2)) {
+		if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+			ok = cfg_fail(e, "option 'sniOptions': expected servername = {key = ..., cert = ...}");
+			lua_pop(L, 2);
+			break;
+		}
+		char *name = cfg_strdup(lua_tostring(L, -2));
+		for (char *p = name; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		char err[400];
+		/* Each entry over the defaults only, as smtp-server does. */
+		ok = cfg_tls_merged(L, -1, e);
+		SSL_CTX *ctx = ok ? tls_context_from_lua(L, -1, err, sizeof err) : NULL;
+		if (ok)
+			lua_pop(L, 1);
+		if (ok && !ctx)
+			ok = cfg_fail(e, "option 'sniOptions' [\"%s\"]: %s", name, err);
+		if (ok) {
+			o->sni[o->nsni].name = name;
+			o->sni[o->nsni++].ctx = ctx;
+		} else {
+			free(name);
+			lua_pop(L, 1);
+			break;
+		}
+		lua_pop(L, 1);
+	}
+	if (ok)
+		lua_pop(L, 1);
+	else
+		lua_pop(L, 1);
+	return ok;
+}
+
+/* The listener's TLS context. Without a key of its own, a STARTTLS
+ * listener falls back to the development certificate, and without that it
+ * simply does not offer STARTTLS. */
+static bool cfg_tls(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+{
+	bool own_identity = cfg_has(L, "key") || cfg_has(L, "cert") || cfg_has(L, "pfx");
+	if (!cfg_tls_merged(L, -1, e))
+		return false;
+	char err[400];
+	o->tls_ctx = tls_context_from_lua(L, -1, err, sizeof err);
+	lua_pop(L, 1);
+	if (!o->tls_ctx) {
+		if (own_identity || o->secure || o->needs_upgrade)
+			return cfg_fail(e, "%s", err);
+		log_kv(LOG_WARN, NULL, "STARTTLS is not offered: no usable certificate", "error", err, NULL);
+	}
+	return cfg_sni(L, o, e);
+}
+
 /* Reads the options table at the top of L. */
 static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 {
@@ -346,7 +463,7 @@ static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e
 		return cfg_fail(e, "option 'maxCommandLength': must be at least 512 (RFC 5321 4.5.3.1.4)");
 	lua_pushvalue(L, -1);
 	o->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	return true;
+	return cfg_tls(L, o, e);
 }
 
 static bool cfg_is_listener_array(lua_State *L)
@@ -435,6 +552,12 @@ void config_free(lua_State *L, struct config *cfg)
 		for (int h = 0; h < HOOK_COUNT; h++)
 			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
 		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);
+		SSL_CTX_free(o->tls_ctx);
+		for (size_t j = 0; j < o->nsni; j++) {
+			free(o->sni[j].name);
+			SSL_CTX_free(o->sni[j].ctx);
+		}
+		free(o->sni);
 	}
 	free(cfg->listeners);
 	free(cfg->script_path);

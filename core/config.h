@@ -6,6 +6,7 @@
 
 #include "smtp_parse.h"
 
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,12 @@ enum auth_method {
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_AUTH_METHODS 4
+
+/* A certificate chosen by the name the client asks for (sniOptions). */
+struct sni_entry {
+	char *name; /* lower-case */
+	SSL_CTX *ctx;
+};
 
 /* One listener's options (a script may return several). */
 struct smtp_options {
@@ -66,6 +73,13 @@ struct smtp_options {
 	bool lenient_address_parsing;
 	bool disable_reverse_lookup;
 	enum smtp_bare_mode bare_line_endings;
+
+	bool secure;        /* implicit TLS from the first byte */
+	bool needs_upgrade; /* nothing but EHLO/STARTTLS/QUIT before TLS */
+	bool hide_starttls;
+	SSL_CTX *tls_ctx;   /* NULL: no TLS on this listener */
+	struct sni_entry *sni;
+	size_t nsni;
 
 	int hook_ref[HOOK_COUNT]; /* Lua registry refs; LUA_NOREF when absent */
 	int table_ref;            /* the options table itself */

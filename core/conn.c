@@ -1,6 +1,8 @@
 #include "conn.h"
 
+#include "conn_tls.h"
 #include "lua_hook.h"
+#include "lua_tls.h"
 #include "lua_runtime.h"
 #include "lua_session.h"
 #include "lua_stream.h"
@@ -84,6 +86,7 @@ struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
 	c->pending_ref = LUA_NOREF;
 	c->body.save_fd = -1;
 	c->body.stream_ref = LUA_NOREF;
+	c->tls_obj_ref = LUA_NOREF;
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
 	struct sockaddr_storage local;
@@ -143,6 +146,10 @@ void conn_start(struct conn *c)
 	ev_io_start(c->srv->loop, &c->io);
 	if (c->timer.repeat > 0)
 		ev_timer_again(c->srv->loop, &c->timer);
+	if (c->opt->secure) {
+		conn_tls_begin(c); /* onConnect follows the handshake */
+		return;
+	}
 	smtp_session_connect(c);
 	conn_flush(c);
 }
@@ -191,12 +198,21 @@ void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
 	conn_reply(c, o->code, o->enhanced, "%s", o->text);
 }
 
-static void conn_update_io(struct conn *c);
+
+/* One send through TLS or the socket; -1 with errno EAGAIN to wait. */
+static ssize_t conn_send(struct conn *c, const char *p, size_t n)
+{
+	if (c->ssl && c->phase != PHASE_HANDSHAKE && !c->starttls_pending) {
+		ssize_t w = conn_tls_send(c, p, n, &c->tls_write_wants_read);
+		return w;
+	}
+	return send(c->fd, p, n, MSG_NOSIGNAL);
+}
 
 bool conn_flush(struct conn *c)
 {
 	while (buf_used(&c->out) > 0) {
-		ssize_t w = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
+		ssize_t w = conn_send(c, buf_head(&c->out), buf_used(&c->out));
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -211,6 +227,12 @@ bool conn_flush(struct conn *c)
 	if (c->phase == PHASE_CLOSING && buf_used(&c->out) == 0) {
 		conn_close(c, NULL);
 		return false;
+	}
+	if (c->starttls_pending && buf_used(&c->out) == 0) {
+		/* The 220 is on the wire in plaintext: from here on, TLS. */
+		c->starttls_pending = false;
+		conn_tls_begin(c);
+		return c->phase != PHASE_CLOSED;
 	}
 	conn_update_io(c);
 	return true;
@@ -256,6 +278,8 @@ static void conn_finish(struct conn *c)
 	struct server *srv = c->srv;
 	ev_timer_stop(srv->loop, &c->timer);
 	lua_stream_detach(c);
+	lua_tls_detach(c);
+	conn_tls_free(c);
 	lua_session_free(c);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
 	buf_free(&c->in);
@@ -275,6 +299,8 @@ void conn_close(struct conn *c, const char *reason)
 	hook_cancel(c);
 	lua_stream_detach(c);
 	ev_io_stop(c->srv->loop, &c->io);
+	if (c->ssl && c->secure)
+		SSL_shutdown(c->ssl); /* close_notify, best effort, never waited for */
 	close(c->fd);
 	c->fd = -1;
 	ev_timer_stop(c->srv->loop, &c->timer);
@@ -286,6 +312,8 @@ void conn_close(struct conn *c, const char *reason)
 static bool conn_input_blocked(const struct conn *c)
 {
 	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA)
+		return true;
+	if (c->starttls_pending)
 		return true;
 	if (buf_used(&c->out) > CONN_OUT_HIGH)
 		return true;
@@ -299,19 +327,26 @@ static bool conn_input_blocked(const struct conn *c)
 	return c->hook.active;
 }
 
-static void conn_update_io(struct conn *c)
+void conn_update_io(struct conn *c)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	int want = conn_input_blocked(c) ? 0 : EV_READ;
+	int want;
+	if (c->phase == PHASE_HANDSHAKE)
+		want = c->hook.active ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
+	else
+		want = conn_input_blocked(c) ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
 	if (buf_used(&c->out) > 0)
-		want |= EV_WRITE;
-	if (want == (c->io.events & (EV_READ | EV_WRITE)) && ev_is_active(&c->io))
-		return;
-	ev_io_stop(c->srv->loop, &c->io);
-	ev_io_set(&c->io, c->fd, want);
-	if (want)
-		ev_io_start(c->srv->loop, &c->io);
+		want |= c->tls_write_wants_read ? EV_READ : EV_WRITE;
+	if (want != (c->io.events & (EV_READ | EV_WRITE)) || !ev_is_active(&c->io)) {
+		ev_io_stop(c->srv->loop, &c->io);
+		ev_io_set(&c->io, c->fd, want);
+		if (want)
+			ev_io_start(c->srv->loop, &c->io);
+	}
+	/* Bytes OpenSSL has already decrypted will not wake the socket watcher. */
+	if ((want & EV_READ) && c->ssl && c->secure && SSL_has_pending(c->ssl))
+		ev_feed_event(c->srv->loop, &c->io, EV_READ);
 }
 
 void conn_process(struct conn *c)
@@ -339,6 +374,12 @@ void conn_process(struct conn *c)
 			smtp_session_line(c, line, line_len);
 		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
 			buf_consume(&c->in, used);
+		if (c->starttls_pending) {
+			/* Plaintext pipelined after STARTTLS is never executed
+			 * (CVE-2011-0411). */
+			buf_consume(&c->in, buf_used(&c->in));
+			break;
+		}
 	}
 	buf_release_if_empty(&c->in);
 }
@@ -363,7 +404,7 @@ static void conn_read(struct conn *c)
 {
 	size_t want = c->phase == PHASE_DATA ? CONN_READ_DATA : CONN_READ_CMD;
 	char *dst = buf_reserve(&c->in, want);
-	ssize_t r = recv(c->fd, dst, want, 0);
+	ssize_t r = c->ssl ? conn_tls_recv(c, dst, want) : recv(c->fd, dst, want, 0);
 	if (r == 0) {
 		conn_close(c, "client closed the connection");
 		return;
@@ -383,6 +424,14 @@ static void conn_read(struct conn *c)
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = (struct conn *)w;
+	if (c->phase == PHASE_HANDSHAKE) {
+		if (c->timer.repeat > 0)
+			ev_timer_again(loop, &c->timer);
+		conn_tls_handshake(c);
+		return;
+	}
+	if (c->ssl && c->tls_want_write && (revents & EV_WRITE))
+		revents |= EV_READ; /* the read OpenSSL was writing for */
 	if (revents & EV_READ)
 		conn_read(c);
 	if (c->phase != PHASE_CLOSED)
@@ -402,6 +451,10 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	conn_log(c, LOG_INFO, "timeout", NULL);
+	if (c->phase == PHASE_HANDSHAKE) {
+		conn_close(c, "TLS handshake timeout");
+		return;
+	}
 	if (c->phase == PHASE_CLOSING) {
 		conn_close(c, "timeout while closing");
 		return;

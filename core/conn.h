@@ -11,6 +11,7 @@
 #include "smtp_parse.h"
 
 #include <ev.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@ struct server;
 struct listener;
 
 enum conn_phase {
+	PHASE_HANDSHAKE, /* TLS handshake (implicit TLS or after STARTTLS) */
 	PHASE_CONNECT,  /* onConnect running, no greeting yet */
 	PHASE_COMMAND,  /* reading command lines */
 	PHASE_AUTH,     /* reading SASL continuation lines */
@@ -87,6 +89,19 @@ struct conn {
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
 	struct body body;
 
+	/* TLS */
+	SSL *ssl;
+	bool secure;           /* the handshake has completed */
+	bool starttls_pending; /* 220 queued: the handshake starts once it is sent */
+	bool sni_done;         /* SNICallback has answered for this handshake */
+	bool sni_failed;       /* ... and refused the name */
+	bool sni_async;        /* ... after yielding: the handshake waits for it */
+	bool tls_want_write;   /* OpenSSL must write before it can read on */
+	bool tls_write_wants_read; /* ... or read before it can write on */
+	SSL_CTX *sni_ctx;      /* what it chose (a reference), NULL: the default */
+	char servername[256];
+	int tls_obj_ref;       /* the conn object onSecure gets */
+
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
 	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
@@ -118,6 +133,8 @@ void conn_resume(struct conn *c);
 /* Server shutdown: end the session now if idle, else after its transaction. */
 void conn_stop(struct conn *c);
 static inline const char *conn_session_id(const struct conn *c) { return c->id; }
+/* Re-arms the watcher for what the connection waits on now. */
+void conn_update_io(struct conn *c);
 void conn_log(struct conn *c, enum log_level level, const char *msg, ...) __attribute__((sentinel));
 
 #endif

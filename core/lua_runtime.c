@@ -3,12 +3,14 @@
 #include "log.h"
 #include "lua_hook.h"
 #include "lua_stream.h"
+#include "tls_context.h"
 #include "conn.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +127,23 @@ static int lua_core_set_reject_metatable(lua_State *L)
 	return 0;
 }
 
+static int lua_core_tls_context(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	char err[512];
+	SSL_CTX *ctx = tls_context_from_lua(L, 1, err, sizeof err);
+	if (!ctx) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	tls_context_push(L, ctx);
+	return 1;
+}
+
+static char lua_dir[PATH_MAX];
+static char session_id_context[33];
+
 static int lua_core_open(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
@@ -133,10 +152,17 @@ static int lua_core_open(lua_State *L)
 		{"now", lua_core_now},
 		{"pid", lua_core_pid},
 		{"set_reject_metatable", lua_core_set_reject_metatable},
+		{"tls_context", lua_core_tls_context},
 		{NULL, NULL},
 	};
 	lua_newtable(L);
 	luaL_register(L, NULL, fns);
+	lua_pushfstring(L, "%s/../certs/dev/localhost.key", lua_dir);
+	lua_setfield(L, -2, "dev_key");
+	lua_pushfstring(L, "%s/../certs/dev/localhost.crt", lua_dir);
+	lua_setfield(L, -2, "dev_cert");
+	lua_pushstring(L, session_id_context);
+	lua_setfield(L, -2, "session_id_context");
 	return 1;
 }
 
@@ -170,16 +196,36 @@ static void lua_find_dir(char *out, size_t len)
 	snprintf(out, len, "%s", LUASMTPD_LUA_DIR);
 }
 
-bool lua_runtime_init(char *err, size_t errlen)
+/* smtp-server's default: the first 32 hex digits of sha1(argv joined by
+ * " "), so restarts of one command line share TLS sessions. */
+static void lua_session_id_context(int argc, char **argv)
 {
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(md, EVP_sha1(), NULL);
+	for (int i = 0; i < argc; i++) {
+		if (i)
+			EVP_DigestUpdate(md, " ", 1);
+		EVP_DigestUpdate(md, argv[i], strlen(argv[i]));
+	}
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned len = 0;
+	EVP_DigestFinal_ex(md, digest, &len);
+	EVP_MD_CTX_free(md);
+	for (unsigned i = 0; i < 16 && i < len; i++)
+		snprintf(session_id_context + 2 * i, 3, "%02x", digest[i]);
+}
+
+bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
+{
+	lua_session_id_context(argc, argv);
 	lua_main = luaL_newstate();
 	if (!lua_main) {
 		snprintf(err, errlen, "cannot create the Lua state");
 		return false;
 	}
 	luaL_openlibs(lua_main);
-	char dir[PATH_MAX];
-	lua_find_dir(dir, sizeof dir);
+	char *dir = lua_dir;
+	lua_find_dir(lua_dir, sizeof lua_dir);
 	lua_getglobal(lua_main, "package");
 	lua_getfield(lua_main, -1, "path");
 	lua_pushfstring(lua_main, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(lua_main, -1));
@@ -190,6 +236,7 @@ bool lua_runtime_init(char *err, size_t errlen)
 	lua_setfield(lua_main, -2, "smtp.core");
 	lua_pop(lua_main, 2);
 	lua_stream_register(lua_main);
+	tls_context_register(lua_main);
 	/* Load the public module now so smtp.reject objects are recognised
 	 * even in a script that never requires it. */
 	lua_getglobal(lua_main, "require");

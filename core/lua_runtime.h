@@ -11,7 +11,7 @@
 
 extern lua_State *lua_main;
 
-bool lua_runtime_init(char *err, size_t errlen);
+bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen);
 /* Runs the script and reads its options into cfg. */
 bool lua_runtime_load(const char *path, struct config *cfg, char **listen_override,
                       size_t noverride, char *err, size_t errlen);

@@ -1,10 +1,12 @@
 #include "server.h"
 
 #include "conn.h"
+#include "conn_tls.h"
 #include "log.h"
 #include "lua_runtime.h"
 
 #include <arpa/inet.h>
+#include <lauxlib.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -101,6 +103,8 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < srv->cfg.nlisteners; i++) {
 		const struct smtp_options *o = &srv->cfg.listeners[i];
+		if (o->tls_ctx)
+			conn_tls_prepare_context(o->tls_ctx);
 		for (size_t j = 0; j < o->nlisten; j++) {
 			int fd = server_bind(o->listen[j], err, errlen);
 			if (fd < 0)
@@ -111,6 +115,7 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 			l->srv = srv;
 			l->opt = o;
 			l->fd = fd;
+			l->sni_cache_ref = LUA_NOREF;
 			snprintf(l->addr, sizeof l->addr, "%s", o->listen[j]);
 			ev_io_init(&l->io, server_accept, fd, EV_READ);
 			ev_io_start(srv->loop, &l->io);
@@ -122,13 +127,26 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 	return true;
 }
 
-static void server_close_listeners(struct server *srv)
+/* Stops accepting; the structs stay until server_free, since sessions
+ * still open refer to their listener. */
+static void server_stop_listening(struct server *srv)
 {
+	for (struct listener *l = srv->listeners; l; l = l->next) {
+		if (l->fd < 0)
+			continue;
+		ev_io_stop(srv->loop, &l->io);
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+static void server_free_listeners(struct server *srv)
+{
+	server_stop_listening(srv);
 	while (srv->listeners) {
 		struct listener *l = srv->listeners;
 		srv->listeners = l->next;
-		ev_io_stop(srv->loop, &l->io);
-		close(l->fd);
+		luaL_unref(lua_main, LUA_REGISTRYINDEX, l->sni_cache_ref);
 		free(l);
 	}
 }
@@ -178,7 +196,7 @@ static void server_on_stop_signal(struct ev_loop *loop, ev_signal *w, int revent
 	srv->stopping = true;
 	log_kv(LOG_INFO, NULL, "stopping", "signal", w->signum == SIGTERM ? "TERM" : "INT",
 	       NULL);
-	server_close_listeners(srv);
+	server_stop_listening(srv);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
 		conn_stop(c);
@@ -208,6 +226,6 @@ void server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
-	server_close_listeners(srv);
+	server_free_listeners(srv);
 	config_free(lua_main, &srv->cfg);
 }

@@ -16,6 +16,7 @@ struct listener {
 	const struct smtp_options *opt;
 	int fd;
 	char addr[96];
+	int sni_cache_ref; /* servername -> context, as SNICallback answered */
 	struct listener *next;
 };
 

@@ -5,6 +5,7 @@
 #include "lua_runtime.h"
 #include "lua_session.h"
 #include "lua_stream.h"
+#include "lua_tls.h"
 #include "server.h"
 
 #include <ctype.h>
@@ -31,16 +32,25 @@ static bool session_auth_required(const struct conn *c)
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
- * operator says otherwise (TLS arrives with the TLS issue). */
+ * operator says otherwise. */
 static bool session_auth_offered(const struct conn *c)
 {
-	return session_may_auth(c) && c->opt->allow_insecure_auth;
+	return session_may_auth(c) && (c->secure || c->opt->allow_insecure_auth);
 }
 
+static bool session_verb_disabled(struct conn *c, enum smtp_verb v);
+
+static bool session_starttls_offered(struct conn *c)
+{
+	return c->opt->tls_ctx && !c->secure && !session_verb_disabled(c, SMTP_VERB_STARTTLS);
+}
+
+/* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
 static void session_update_transmission(struct conn *c)
 {
 	char t[16];
-	snprintf(t, sizeof t, "%s%s", c->esmtp ? "ESMTP" : "SMTP", c->authenticated ? "A" : "");
+	snprintf(t, sizeof t, "%s%s%s", c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
+	         c->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
 }
 
@@ -54,6 +64,11 @@ static void session_reset_transaction(struct conn *c)
 static uint32_t session_disabled_mask(struct conn *c)
 {
 	return c->disabled_override ? c->disabled_commands : c->opt->disabled_commands;
+}
+
+static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
+{
+	return (session_disabled_mask(c) >> v) & 1u;
 }
 
 static void session_sync_disabled(struct conn *c)
@@ -150,8 +165,7 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "SMTPUTF8");
 	if (!o->hide_enhanced)
 		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
-	if (session_auth_offered(c) && !c->authenticated &&
-	    !((session_disabled_mask(c) >> SMTP_VERB_AUTH) & 1u)) {
+	if (session_auth_offered(c) && !c->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
 		char methods[64] = "";
 		for (size_t i = 0; i < o->nauth_methods; i++) {
 			strcat(methods, " ");
@@ -159,6 +173,8 @@ static void session_ehlo_keywords(struct conn *c)
 		}
 		conn_reply_more(c, 250, "AUTH%s", methods);
 	}
+	if (session_starttls_offered(c) && !o->hide_starttls)
+		conn_reply_more(c, 250, "STARTTLS");
 	if (o->size && o->hide_size)
 		conn_reply_more(c, 250, "SIZE");
 	else if (o->size)
@@ -746,6 +762,136 @@ static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
 }
 
+static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
+
+/* RFC 3207 4.2: everything learnt before TLS is forgotten. */
+static void session_forget_identity(struct conn *c)
+{
+	c->greeted = false;
+	c->esmtp = false;
+	c->authenticated = false;
+	c->unauth_commands = 0;
+	session_reset_transaction(c);
+	lua_session_set(c, "hostNameAppearsAs", NULL);
+	lua_session_set(c, "openingCommand", NULL);
+	lua_session_set(c, "user", NULL);
+}
+
+static void cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (c->secure) {
+		conn_reply(c, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	if (!session_starttls_offered(c)) {
+		cmd_unknown(c, cmd);
+		return;
+	}
+	if (cmd->arg_len) {
+		conn_reply(c, 501, "5.5.4", "Error: syntax: STARTTLS");
+		return;
+	}
+	conn_reply(c, 220, "2.0.0", "Ready to start TLS");
+	session_forget_identity(c);
+	c->starttls_pending = true; /* conn_flush starts the handshake */
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static void session_secure_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	session_sync_disabled(c);
+	if (o->kind != HOOK_ACCEPT) {
+		conn_end(c, o->code, o->enhanced, o->text);
+		return;
+	}
+	if (c->opt->secure)
+		session_greet(c);
+	else
+		c->phase = PHASE_COMMAND;
+}
+
+static void session_run_on_secure(struct conn *c)
+{
+	lua_State *co = hook_prepare(c, HOOK_SECURE);
+	if (!co) {
+		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
+		session_secure_done(c, &ok, NULL, 0);
+		return;
+	}
+	lua_tls_push_conn(co, c);
+	lua_session_push(co, c);
+	hook_start(c, 2, session_secure_done);
+}
+
+static void session_connect_secure_done(struct conn *c, const struct hook_outcome *o,
+                                        lua_State *co, int nres)
+{
+	session_sync_disabled(c);
+	if (o->kind != HOOK_ACCEPT) {
+		conn_end(c, o->code, o->enhanced, o->text);
+		return;
+	}
+	session_run_on_secure(c);
+}
+
+void smtp_session_secured(struct conn *c)
+{
+	c->secure = true;
+	c->phase = PHASE_CONNECT;
+	lua_tls_session_fields(c);
+	session_update_transmission(c);
+	char version[16];
+	snprintf(version, sizeof version, "%s", SSL_get_version(c->ssl));
+	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
+	         SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), "servername",
+	         c->servername[0] ? c->servername : NULL, NULL);
+	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
+	lua_State *co = c->opt->secure ? hook_prepare(c, HOOK_CONNECT) : NULL;
+	if (!co) {
+		session_run_on_secure(c);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 1, session_connect_secure_done);
+}
+
+static void session_error_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	conn_close(c, "TLS handshake failed");
+}
+
+void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason)
+{
+	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
+	c->phase = PHASE_CLOSING;
+	lua_State *co = hook_prepare(c, HOOK_ERROR);
+	if (!co) {
+		conn_close(c, "TLS handshake failed");
+		return;
+	}
+	lua_createtable(co, 0, 4);
+	lua_pushstring(co, code);
+	lua_setfield(co, -2, "code");
+	lua_pushstring(co, strcmp(code, "SocketError") == 0 ? "Socket closed while initiating TLS" : reason);
+	lua_setfield(co, -2, "message");
+	lua_pushstring(co, c->remote_addr);
+	lua_setfield(co, -2, "remoteAddress");
+	lua_createtable(co, 0, 6);
+	lua_pushstring(co, c->opt->secure ? "tls" : "starttls");
+	lua_setfield(co, -2, "tlsProtocol");
+	lua_pushstring(co, "smtp");
+	lua_setfield(co, -2, "protocol");
+	lua_pushstring(co, "connect");
+	lua_setfield(co, -2, "stage");
+	lua_pushstring(co, c->remote_addr);
+	lua_setfield(co, -2, "remoteAddress");
+	lua_pushstring(co, reason);
+	lua_setfield(co, -2, "reason");
+	lua_setfield(co, -2, "meta");
+	hook_start(c, 1, session_error_done);
+}
+
 static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
 {
 	conn_end(c, 421, "4.4.2", "HTTP requests not allowed");
@@ -767,6 +913,7 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
 	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = cmd_auth, [SMTP_VERB_HTTP] = cmd_http,
+	[SMTP_VERB_STARTTLS] = cmd_starttls,
 };
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
@@ -806,8 +953,13 @@ void smtp_session_line(struct conn *c, const char *line, size_t len)
 	if (session_unauth_limit_hit(c, cmd.verb))
 		return;
 	cmd_fn fn = commands[cmd.verb];
-	if (!fn || ((session_disabled_mask(c) >> cmd.verb) & 1u))
+	if (!fn || session_verb_disabled(c, cmd.verb))
 		fn = cmd_unknown;
+	if (c->opt->needs_upgrade && !c->secure && fn != cmd_unknown && fn != cmd_helo &&
+	    fn != cmd_starttls && fn != cmd_quit) {
+		conn_reply(c, 530, "5.7.0", "Error: Must issue a STARTTLS command first");
+		return;
+	}
 	fn(c, &cmd);
 }
 

@@ -58,6 +58,34 @@ function smtp.pid()
   return core and core.pid() or 0
 end
 
+-- TLS: smtp.tls.options(opts) is smtp-server's getTLSOptions, opts over
+-- the defaults; smtp.tls.context(opts) compiles them into a reusable
+-- OpenSSL context (what SNICallback returns).
+smtp.tls = {}
+
+function smtp.tls.options(opts)
+  local o = {
+    honorCipherOrder = true,
+    requestOCSP = false,
+    minVersion = "TLSv1.2",
+  }
+  if core then
+    o.sessionIdContext = core.session_id_context
+    o.key = core.dev_key
+    o.cert = core.dev_cert
+  end
+  for k, v in pairs(opts or {}) do o[k] = v end
+  -- A pfx replaces the default key and certificate rather than joining them.
+  if opts and opts.pfx and not opts.key then o.key = nil end
+  if opts and opts.pfx and not opts.cert then o.cert = nil end
+  return o
+end
+
+function smtp.tls.context(opts)
+  if not core then error("smtp.tls.context needs the luasmtpd runtime", 2) end
+  return core.tls_context(smtp.tls.options(opts))
+end
+
 if core then core.set_reject_metatable(Reject) end
 
 return smtp

@@ -1,0 +1,252 @@
+#include "conn_tls.h"
+
+#include "conn.h"
+#include "lua_hook.h"
+#include "lua_runtime.h"
+#include "server.h"
+#include "smtp_session.h"
+#include "tls_context.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <openssl/err.h>
+#include <string.h>
+#include <strings.h>
+
+/* The servername of a ClientHello (RFC 6066 3), lower-cased; "" if none. */
+static void tls_hello_servername(SSL *ssl, char *out, size_t cap)
+{
+	const unsigned char *p;
+	size_t len;
+	out[0] = '\0';
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5)
+		return;
+	size_t list = (size_t)p[0] << 8 | p[1];
+	if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name)
+		return;
+	size_t n = (size_t)p[3] << 8 | p[4];
+	if (n + 5 > len || n == 0 || n >= cap)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = p[5 + i];
+		if (ch <= ' ' || ch >= 0x7f)
+			return; /* not a hostname: treat as no SNI */
+		out[i] = (char)tolower(ch);
+	}
+	out[n] = '\0';
+}
+
+/* Moves the handshake to another context, as nginx does for SNI: the
+ * certificate comes with SSL_set_SSL_CTX, verification settings do not. */
+static void tls_switch_context(SSL *ssl, SSL_CTX *ctx)
+{
+	SSL_set_SSL_CTX(ssl, ctx);
+	SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
+	SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx));
+	SSL_clear_options(ssl, SSL_get_options(ssl) & ~SSL_CTX_get_options(ctx));
+	SSL_set_options(ssl, SSL_CTX_get_options(ctx));
+}
+
+static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
+{
+	for (size_t i = 0; i < o->nsni; i++)
+		if (strcmp(o->sni[i].name, name) == 0)
+			return o->sni[i].ctx;
+	return NULL;
+}
+
+/* The SNICallback's answers are kept per listener, by name. */
+static SSL_CTX *tls_cache_get(struct conn *c)
+{
+	if (c->lst->sni_cache_ref == LUA_NOREF)
+		return NULL;
+	lua_State *L = lua_main;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->lst->sni_cache_ref);
+	lua_getfield(L, -1, c->servername);
+	SSL_CTX *ctx = tls_context_check(L, -1);
+	lua_pop(L, 2);
+	return ctx;
+}
+
+static void tls_cache_put(struct conn *c, lua_State *L, int idx)
+{
+	if (c->lst->sni_cache_ref == LUA_NOREF) {
+		lua_newtable(lua_main);
+		c->lst->sni_cache_ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
+	}
+	lua_pushvalue(L, idx);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->lst->sni_cache_ref);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, c->servername);
+	lua_pop(L, 1);
+}
+
+static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	c->sni_done = true;
+	if (o->kind == HOOK_REJECT) {
+		c->sni_failed = true;
+		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
+		         "reason", o->text, NULL);
+	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
+		SSL_CTX *ctx = tls_context_check(co, 1);
+		if (ctx) {
+			SSL_CTX_up_ref(ctx);
+			c->sni_ctx = ctx;
+			tls_cache_put(c, co, 1);
+		} else if (!lua_isnil(co, 1)) {
+			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
+			         "servername", c->servername, NULL);
+		}
+	}
+	/* A hook that failed is logged by the hook runner: the default serves.
+	 * An answer that came after a yield resumes the paused handshake. */
+	if (c->sni_async && c->phase == PHASE_HANDSHAKE)
+		conn_tls_handshake(c);
+}
+
+static int tls_client_hello(SSL *ssl, int *alert, void *arg)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+	if (!c)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	if (!c->sni_done) {
+		tls_hello_servername(ssl, c->servername, sizeof c->servername);
+		SSL_CTX *cached = c->servername[0] ? tls_cache_get(c) : NULL;
+		lua_State *co = c->servername[0] && !cached ? hook_prepare(c, HOOK_SNI) : NULL;
+		if (cached) {
+			SSL_CTX_up_ref(cached);
+			c->sni_ctx = cached;
+			c->sni_done = true;
+		} else if (co) {
+			lua_pushstring(co, c->servername);
+			c->sni_async = false;
+			hook_start(c, 1, tls_sni_done);
+			if (!c->sni_done) {
+				c->sni_async = true; /* it yielded: ask again when it answers */
+				return SSL_CLIENT_HELLO_RETRY;
+			}
+		} else {
+			c->sni_done = true;
+		}
+	}
+	if (c->sni_failed) {
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	SSL_CTX *ctx = c->sni_ctx ? c->sni_ctx : tls_sni_lookup(c->opt, c->servername);
+	if (ctx)
+		tls_switch_context(ssl, ctx);
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+void conn_tls_prepare_context(SSL_CTX *ctx)
+{
+	SSL_CTX_set_client_hello_cb(ctx, tls_client_hello, NULL);
+}
+
+void conn_tls_begin(struct conn *c)
+{
+	c->ssl = SSL_new(c->opt->tls_ctx);
+	if (!c->ssl) {
+		conn_close(c, "cannot create a TLS session");
+		return;
+	}
+	SSL_set_fd(c->ssl, c->fd);
+	SSL_set_app_data(c->ssl, c);
+	SSL_set_accept_state(c->ssl);
+	c->phase = PHASE_HANDSHAKE;
+	c->sni_done = c->sni_failed = false;
+	conn_tls_handshake(c);
+}
+
+/* The OpenSSL reason of the last failure, for logs and onError. */
+static void tls_reason(char *out, size_t cap)
+{
+	unsigned long code = ERR_peek_last_error();
+	if (code)
+		ERR_error_string_n(code, out, cap);
+	else
+		snprintf(out, cap, "%s", errno ? strerror(errno) : "connection closed");
+	ERR_clear_error();
+}
+
+void conn_tls_handshake(struct conn *c)
+{
+	ERR_clear_error();
+	errno = 0;
+	int rc = SSL_do_handshake(c->ssl);
+	if (rc == 1) {
+		smtp_session_secured(c);
+		conn_flush(c);
+		return;
+	}
+	int err = SSL_get_error(c->ssl, rc);
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+		c->tls_want_write = err == SSL_ERROR_WANT_WRITE;
+		conn_update_io(c);
+		return;
+	}
+	if (err == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
+		c->tls_want_write = false;
+		conn_update_io(c); /* nothing to read until SNICallback answers */
+		return;
+	}
+	char reason[256];
+	tls_reason(reason, sizeof reason);
+	bool dropped = err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN;
+	smtp_session_tls_failed(c, dropped && !strstr(reason, ":") ? "SocketError" : "TLSError", reason);
+}
+
+ssize_t conn_tls_recv(struct conn *c, void *buf, size_t n)
+{
+	ERR_clear_error();
+	int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	if (r > 0)
+		return r;
+	int err = SSL_get_error(c->ssl, r);
+	c->tls_want_write = err == SSL_ERROR_WANT_WRITE;
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (err == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (err == SSL_ERROR_SYSCALL && errno == 0)
+		return 0;
+	if (errno == 0)
+		errno = EPROTO;
+	ERR_clear_error();
+	return -1;
+}
+
+ssize_t conn_tls_send(struct conn *c, const void *buf, size_t n, bool *want_read)
+{
+	ERR_clear_error();
+	*want_read = false;
+	int w = SSL_write(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	if (w > 0)
+		return w;
+	int err = SSL_get_error(c->ssl, w);
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+		*want_read = err == SSL_ERROR_WANT_READ;
+		errno = EAGAIN;
+		return -1;
+	}
+	if (errno == 0)
+		errno = EPIPE;
+	ERR_clear_error();
+	return -1;
+}
+
+void conn_tls_free(struct conn *c)
+{
+	if (c->ssl) {
+		SSL_set_app_data(c->ssl, NULL);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	SSL_CTX_free(c->sni_ctx);
+	c->sni_ctx = NULL;
+}
