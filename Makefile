@@ -21,7 +21,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit
 all: build/luasmtpd
 
 $(DEPS_STAMP):
@@ -67,6 +67,11 @@ test-asan: build/luasmtpd-asan certs
 
 test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) certs
 	@sh tests/run.sh
+
+# testssl.sh against a live server; not part of `make test` (it takes minutes).
+tls-audit: build/luasmtpd certs
+	@command -v testssl >/dev/null || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -q testssl.sh; }
+	@sh tests/tls-audit.sh
 
 clean:
 	rm -rf build var

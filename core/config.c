@@ -410,6 +410,19 @@ static bool cfg_sni(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 	return ok;
 }
 
+/* Do the merged options' key and cert (the development ones) exist? */
+static bool cfg_files_exist(lua_State *L)
+{
+	bool ok = true;
+	for (int i = 0; i < 2; i++) {
+		lua_getfield(L, -1, i ? "cert" : "key");
+		const char *path = lua_tostring(L, -1);
+		ok = ok && path && access(path, R_OK) == 0;
+		lua_pop(L, 1);
+	}
+	return ok;
+}
+
 /* The listener's TLS context. Without a key of its own, a STARTTLS
  * listener falls back to the development certificate, and without that it
  * simply does not offer STARTTLS. */
@@ -418,14 +431,19 @@ static bool cfg_tls(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 	bool own_identity = cfg_has(L, "key") || cfg_has(L, "cert") || cfg_has(L, "pfx");
 	if (!cfg_tls_merged(L, -1, e))
 		return false;
+	if (!own_identity && !cfg_files_exist(L)) {
+		lua_pop(L, 1);
+		if (o->secure || o->needs_upgrade)
+			return cfg_fail(e, "option 'key': TLS needs a key and a certificate "
+			                   "(the development certificate is missing: run make certs)");
+		log_kv(LOG_WARN, NULL, "STARTTLS is not offered: no certificate (set key and cert)", NULL);
+		return cfg_sni(L, o, e);
+	}
 	char err[400];
 	o->tls_ctx = tls_context_from_lua(L, -1, err, sizeof err);
 	lua_pop(L, 1);
-	if (!o->tls_ctx) {
-		if (own_identity || o->secure || o->needs_upgrade)
-			return cfg_fail(e, "%s", err);
-		log_kv(LOG_WARN, NULL, "STARTTLS is not offered: no usable certificate", "error", err, NULL);
-	}
+	if (!o->tls_ctx)
+		return cfg_fail(e, "%s", err);
 	return cfg_sni(L, o, e);
 }
 

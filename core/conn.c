@@ -104,20 +104,10 @@ struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
 
 void conn_log(struct conn *c, enum log_level level, const char *msg, ...)
 {
-	if (!log_enabled(level))
-		return;
-	struct buf line = {0};
-	log_begin(&line, level, c->id, msg);
 	va_list ap;
 	va_start(ap, msg);
-	const char *k;
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		const char *v = va_arg(ap, const char *);
-		if (v)
-			log_field(&line, k, v, strlen(v));
-	}
+	log_vkv(level, c->id, msg, ap);
 	va_end(ap);
-	log_end(&line);
 }
 
 /* Writes directly: used only for the refusal of a client over maxClients,

@@ -93,20 +93,25 @@ void log_end(struct buf *line)
 	buf_free(line);
 }
 
-void log_kv(enum log_level level, const char *session, const char *msg, ...)
+void log_vkv(enum log_level level, const char *session, const char *msg, va_list pairs)
 {
 	if (!log_enabled(level))
 		return;
 	struct buf line = {0};
 	log_begin(&line, level, session, msg);
-	va_list ap;
-	va_start(ap, msg);
 	const char *k;
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		const char *v = va_arg(ap, const char *);
+	while ((k = va_arg(pairs, const char *)) != NULL) {
+		const char *v = va_arg(pairs, const char *);
 		if (v)
 			log_field(&line, k, v, strlen(v));
 	}
-	va_end(ap);
 	log_end(&line);
+}
+
+void log_kv(enum log_level level, const char *session, const char *msg, ...)
+{
+	va_list ap;
+	va_start(ap, msg);
+	log_vkv(level, session, msg, ap);
+	va_end(ap);
 }

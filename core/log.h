@@ -21,6 +21,10 @@ static inline bool log_enabled(enum log_level level) { return level >= log_min_l
 void log_kv(enum log_level level, const char *session, const char *msg, ...)
 	__attribute__((sentinel));
 
+#include <stdarg.h>
+/* log_kv with the pairs as a va_list. */
+void log_vkv(enum log_level level, const char *session, const char *msg, va_list pairs);
+
 /* The building blocks, for callers (the Lua API) whose pairs are not literal. */
 struct buf;
 void log_begin(struct buf *line, enum log_level level, const char *session, const char *msg);

@@ -192,6 +192,12 @@ void hook_start(struct conn *c, int nargs, hook_done_fn done)
 	hook_resume(c, nargs);
 }
 
+void hook_accept_now(struct conn *c, hook_done_fn done)
+{
+	static const struct hook_outcome accept = {.kind = HOOK_ACCEPT};
+	done(c, &accept, NULL, 0);
+}
+
 void hook_wake(struct conn *c, int nres)
 {
 	hook_resume(c, nres);

@@ -44,6 +44,8 @@ struct hook_run {
 lua_State *hook_prepare(struct conn *c, enum hook_id id);
 /* Runs it. done is called once, possibly before hook_start returns. */
 void hook_start(struct conn *c, int nargs, hook_done_fn done);
+/* For a hook the script does not define: done(accept), at once. */
+void hook_accept_now(struct conn *c, hook_done_fn done);
 /* Resumes a hook waiting on its message stream, with nres values pushed. */
 void hook_wake(struct conn *c, int nres);
 /* Drops a hook in flight (the connection is gone). */

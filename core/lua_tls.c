@@ -146,9 +146,9 @@ static int tls_conn_peer_certificate(lua_State *L)
 	return 1;
 }
 
-static int tls_conn_cipher(lua_State *L)
+/* {name, standardName, version}: getCipher() and session.tlsOptions. */
+static void tls_push_cipher(lua_State *L, const struct lua_tls_conn *t)
 {
-	struct lua_tls_conn *t = tls_conn_check(L);
 	lua_createtable(L, 0, 3);
 	lua_pushstring(L, t->cipher);
 	lua_setfield(L, -2, "name");
@@ -156,6 +156,11 @@ static int tls_conn_cipher(lua_State *L)
 	lua_setfield(L, -2, "standardName");
 	lua_pushstring(L, t->protocol);
 	lua_setfield(L, -2, "version");
+}
+
+static int tls_conn_cipher(lua_State *L)
+{
+	tls_push_cipher(L, tls_conn_check(L));
 	return 1;
 }
 
@@ -279,13 +284,7 @@ void lua_tls_session_fields(struct conn *c)
 	else
 		lua_pushnil(L);
 	lua_setfield(L, -2, "servername");
-	lua_createtable(L, 0, 3);
-	lua_pushstring(L, t->cipher);
-	lua_setfield(L, -2, "name");
-	lua_pushstring(L, t->standard_cipher);
-	lua_setfield(L, -2, "standardName");
-	lua_pushstring(L, t->protocol);
-	lua_setfield(L, -2, "version");
+	tls_push_cipher(L, t);
 	lua_setfield(L, -2, "tlsOptions");
 	lua_pop(L, 2);
 }

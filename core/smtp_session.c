@@ -267,12 +267,12 @@ static bool session_path_ok(struct conn *c, enum smtp_path_status st, const stru
 
 static bool param_is(const struct smtp_param *p, const char *key)
 {
-	return strlen(key) == p->key_len && strncasecmp(p->key, key, p->key_len) == 0;
+	return smtp_ascii_ieq(p->key, p->key_len, key, strlen(key));
 }
 
 static bool value_is(const struct smtp_param *p, const char *v)
 {
-	return p->value && strlen(v) == p->value_len && strncasecmp(p->value, v, p->value_len) == 0;
+	return p->value && smtp_ascii_ieq(p->value, p->value_len, v, strlen(v));
 }
 
 /* MAIL parameters smtp-server validates; the others go to the hook. */
@@ -320,6 +320,21 @@ static void session_hold_address(struct conn *c, lua_State *co, const struct smt
 	lua_pushvalue(co, -1);
 	luaL_unref(co, LUA_REGISTRYINDEX, c->pending_ref);
 	c->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+}
+
+/* Asks onMailFrom/onRcptTo (id) about path; done gets the verdict. */
+static void session_judge_address(struct conn *c, enum hook_id id, const struct smtp_path *path,
+                                  hook_done_fn done)
+{
+	lua_State *co = hook_prepare(c, id);
+	session_hold_address(c, co ? co : lua_main, path);
+	if (!co) {
+		lua_pop(lua_main, 1);
+		hook_accept_now(c, done);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 2, done);
 }
 
 static void session_take_address(struct conn *c, lua_State *L)
@@ -378,17 +393,7 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
 		return;
 	}
-	lua_State *co = hook_prepare(c, HOOK_MAIL_FROM);
-	lua_State *L = co ? co : lua_main;
-	session_hold_address(c, L, &path);
-	if (!co) {
-		lua_pop(L, 1);
-		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
-		session_mail_done(c, &ok, NULL, 0);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 2, session_mail_done);
+	session_judge_address(c, HOOK_MAIL_FROM, &path, session_mail_done);
 }
 
 static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -429,17 +434,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
 		return;
 	}
-	lua_State *co = hook_prepare(c, HOOK_RCPT_TO);
-	lua_State *L = co ? co : lua_main;
-	session_hold_address(c, L, &path);
-	if (!co) {
-		lua_pop(L, 1);
-		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
-		session_rcpt_done(c, &ok, NULL, 0);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 2, session_rcpt_done);
+	session_judge_address(c, HOOK_RCPT_TO, &path, session_rcpt_done);
 }
 
 /* ---- DATA --------------------------------------------------------------- */
@@ -815,8 +810,7 @@ static void session_run_on_secure(struct conn *c)
 {
 	lua_State *co = hook_prepare(c, HOOK_SECURE);
 	if (!co) {
-		struct hook_outcome ok = {.kind = HOOK_ACCEPT};
-		session_secure_done(c, &ok, NULL, 0);
+		hook_accept_now(c, session_secure_done);
 		return;
 	}
 	lua_tls_push_conn(co, c);
