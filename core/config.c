@@ -141,13 +141,38 @@ static char *cfg_strdup(const char *s)
 	return d;
 }
 
+/* "host:port", "[v6]:port" or ":port", port 0 to 65535 (0: any free one). */
+static bool cfg_valid_listen(const char *spec)
+{
+	const char *colon = strrchr(spec, ':');
+	if (!colon || colon[1] == '\0' || strlen(colon + 1) > 5)
+		return false;
+	long port = 0;
+	for (const char *p = colon + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		port = port * 10 + (*p - '0');
+	}
+	if (port > 65535)
+		return false;
+	for (const char *p = spec; p < colon; p++)
+		if ((unsigned char)*p <= ' ')
+			return false;
+	return true;
+}
+
+static bool cfg_add_listen(struct smtp_options *o, const char *spec, struct cfg_err *e)
+{
+	if (!cfg_valid_listen(spec))
+		return cfg_fail(e, "option 'listen': \"%s\" is not host:port (port 0 to 65535)", spec);
+	o->listen[o->nlisten++] = cfg_strdup(spec);
+	return true;
+}
+
 static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 {
-	if (lua_type(L, -1) == LUA_TSTRING) {
-		o->listen[0] = cfg_strdup(lua_tostring(L, -1));
-		o->nlisten = 1;
-		return true;
-	}
+	if (lua_type(L, -1) == LUA_TSTRING)
+		return cfg_add_listen(o, lua_tostring(L, -1), e);
 	if (!cfg_expect(L, e, "listen", LUA_TTABLE))
 		return false;
 	size_t n = lua_objlen(L, -1);
@@ -157,7 +182,8 @@ static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 		lua_rawgeti(L, -1, (int)i);
 		if (lua_type(L, -1) != LUA_TSTRING)
 			return cfg_fail(e, "option 'listen': entry %zu is not a \"host:port\" string", i);
-		o->listen[o->nlisten++] = cfg_strdup(lua_tostring(L, -1));
+		if (!cfg_add_listen(o, lua_tostring(L, -1), e))
+			return false;
 		lua_pop(L, 1);
 	}
 	return true;
@@ -496,6 +522,9 @@ static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, stru
 {
 	if (n == 0)
 		return true;
+	for (size_t i = 0; i < n; i++)
+		if (!cfg_valid_listen(addrs[i]))
+			return cfg_fail(e, "--listen \"%s\" is not host:port (port 0 to 65535)", addrs[i]);
 	if (cfg->nlisteners == 1) {
 		struct smtp_options *o = &cfg->listeners[0];
 		if (n > CONFIG_MAX_LISTEN)

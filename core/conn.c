@@ -126,8 +126,8 @@ void conn_start(struct conn *c)
 	         c->lst->addr, NULL);
 	if (c->opt->max_clients && c->srv->nconns > c->opt->max_clients) {
 		char line[320];
-		snprintf(line, sizeof line, "421 %s Too many connected clients, try again in a moment\r\n",
-		         c->opt->name);
+		snprintf(line, sizeof line, "421 %s%s Too many connected clients, try again in a moment\r\n",
+		         c->opt->hide_enhanced ? "" : "4.4.2 ", c->opt->name);
 		conn_refuse_now(c, line);
 		conn_close(c, "too many clients");
 		return;

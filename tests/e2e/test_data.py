@@ -1,0 +1,351 @@
+"""DATA and Maildir delivery: the stored file must be one Received header
+followed by the message exactly as sent after dot-unstuffing (default
+script), and the stream API must hand hooks the exact body."""
+
+import hashlib
+import os
+import smtplib
+import socket
+import time
+
+from harness import (DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
+                     split_received, stuff, wait_for)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class MaildirDelivery(SharedServerTest):
+    SCRIPT = DEFAULT_SCRIPT
+
+    def setUp(self):
+        self.before = set(self.srv.maildir_new())
+
+    def new_files(self, n=1, timeout=5.0):
+        got = wait_for(lambda: [p for p in self.srv.maildir_new() if p not in self.before]
+                       if len(set(self.srv.maildir_new()) - self.before) >= n else None, timeout)
+        self.assertTrue(got, "expected %d new Maildir file(s), have %r" % (n, self.srv.maildir_new()))
+        self.assertEqual(len(got), n, got)
+        return got
+
+    def send_raw(self, wire, chunk=None):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<sender@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RCPT TO:<rcpt@example.com>"), 250, "2.1.5")
+            self.assertReply(c.cmd("DATA"), 354)
+            data = wire + b".\r\n"
+            if chunk:
+                c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(0, len(data), chunk):
+                    c.send(data[i:i + chunk])
+            else:
+                c.send(data)
+            r = c.read_reply(timeout=30)
+            self.assertReply(r, 250, "2.6.0")
+            self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
+        return r
+
+    def check_stored(self, expected, n=1):
+        files = self.new_files(n)
+        data = read(files[-1])
+        header, rest = split_received(data)
+        if rest != expected:
+            # find the first difference for a readable failure
+            i = next((k for k in range(min(len(rest), len(expected))) if rest[k] != expected[k]),
+                     min(len(rest), len(expected)))
+            self.fail("stored body differs at byte %d (stored %d bytes, sent %d): stored %r... expected %r..."
+                      % (i, len(rest), len(expected), rest[max(0, i - 20):i + 40], expected[max(0, i - 20):i + 40]))
+        self.assertEqual(self.srv.maildir_tmp(), [], "tmp/ must be empty after delivery")
+        return header
+
+    def test_simple_message_smtplib(self):
+        msg = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nHello world.\r\n"
+        with smtplib.SMTP("127.0.0.1", self.srv.port, local_hostname="client.example", timeout=10) as s:
+            refused = s.sendmail("a@example.com", ["b@example.com"], msg)
+            self.assertEqual(refused, {})
+        header = self.check_stored(msg)
+        self.assertTrue(header.startswith(b"Received: "), header)
+        for line in header.split(b"\r\n")[:-1]:
+            for ch in line:
+                self.assertTrue(32 <= ch < 127 or ch == 9, "non-printable byte in Received: %r" % header)
+
+    def test_dot_lines(self):
+        body = (b"Subject: dots\r\n\r\n.\r\n..\r\n...\r\n.x\r\n..x\r\na.b\r\n .\r\n.\t\r\n"
+                b"line\r\n.\r\nend\r\n")
+        wire, expected = stuff(body)
+        self.assertIn(b"\r\n..\r\n", wire)
+        self.send_raw(wire)
+        self.check_stored(expected)
+
+    def test_leading_dot_first_line(self):
+        wire, expected = stuff(b".starts with a dot\r\nsecond\r\n")
+        self.assertTrue(wire.startswith(b".."))
+        self.send_raw(wire)
+        self.check_stored(expected)
+
+    def test_empty_message(self):
+        self.send_raw(b"")
+        self.check_stored(b"")
+
+    def test_eight_bit_bytes(self):
+        body = (b"Subject: =?utf-8?q?x?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                + "héllo wörld – ✓ 😀\r\n".encode("utf-8") + bytes(range(0x80, 0x100)) + b"\r\n")
+        wire, expected = stuff(body)
+        self.send_raw(wire)
+        self.check_stored(expected)
+
+    def test_binary_ish_content(self):
+        allbytes = bytes(b for b in range(256) if b not in (10, 13))
+        lines = [allbytes[i:i + 61] for i in range(0, len(allbytes), 61)]
+        lines += [b"\x00", b"\x00.\x00", b".\x00", b"\x1b[31mred\x1b[0m", b"\x7f\xff\xfe"]
+        body = b"\r\n".join(lines) + b"\r\n"
+        wire, expected = stuff(body)
+        self.send_raw(wire)
+        self.check_stored(expected)
+
+    def test_long_body_line(self):
+        body = b"Subject: long\r\n\r\n" + b"x" * 200000 + b"\r\n" + b"." + b"y" * 70000 + b"\r\n"
+        wire, expected = stuff(body)
+        self.send_raw(wire)
+        self.check_stored(expected)
+
+    def test_ten_mib_message(self):
+        lines = []
+        size = 0
+        i = 0
+        while size < 10 * 1024 * 1024:
+            seed = hashlib.sha256(str(i).encode()).hexdigest()
+            line = (("." if i % 7 == 0 else "") + seed * 15)[:998].encode()
+            lines.append(line)
+            size += len(line) + 2
+            i += 1
+        body = b"Subject: big\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+        wire, expected = stuff(body)
+        t0 = time.monotonic()
+        self.send_raw(wire)
+        files = self.new_files(1, timeout=10)
+        data = read(files[0])
+        _, rest = split_received(data)
+        self.assertEqual(len(rest), len(expected))
+        self.assertEqual(hashlib.sha256(rest).hexdigest(), hashlib.sha256(expected).hexdigest())
+        self.assertLess(time.monotonic() - t0, 20)
+
+    def test_chunked_writes(self):
+        """fuzz-test.js chunked session: the same message in 1, 3 and 17
+        byte writes is stored identically."""
+        body = b"Subject: chunks\r\n\r\n.leading dot\r\n..two dots\r\nend\r\n.\r\nafter\r\n"
+        wire, expected = stuff(body)
+        for n, chunk in enumerate([1, 3, 17], 1):
+            with self.subTest(chunk=chunk):
+                self.send_raw(wire, chunk=chunk)
+                files = self.new_files(n)
+                _, rest = split_received(read(files[-1]))
+                self.assertEqual(rest, expected)
+
+    def test_two_messages_one_connection(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.transaction(b"Subject: one\r\n\r\nfirst\r\n"), 250, "2.6.0")
+            self.assertReply(c.transaction(b"Subject: two\r\n\r\nsecond\r\n"), 250, "2.6.0")
+        files = self.new_files(2)
+        bodies = sorted(split_received(read(p))[1] for p in files)
+        self.assertEqual(bodies, [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\nsecond\r\n"])
+        self.assertNotEqual(os.path.basename(files[0]), os.path.basename(files[1]))
+
+    def test_several_recipients_one_file(self):
+        with self.ehlo_client() as c:
+            r = c.transaction(b"Subject: many\r\n\r\nhi\r\n",
+                              rcpts=("<a@example.com>", "<b@example.com>", "<c@example.org>"))
+            self.assertReply(r, 250, "2.6.0")
+        self.check_stored(b"Subject: many\r\n\r\nhi\r\n")
+
+    def test_disconnect_mid_data_stores_nothing(self):
+        for how in ["close", "rst", "close-after-partial-end"]:
+            with self.subTest(how=how):
+                c = self.ehlo_client()
+                self.assertReply(c.cmd("MAIL FROM:<sender@example.com>"), 250, "2.1.0")
+                self.assertReply(c.cmd("RCPT TO:<rcpt@example.com>"), 250, "2.1.5")
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(b"Subject: partial\r\n\r\n" + b"z" * 100000 + b"\r\nmore")
+                if how == "close-after-partial-end":
+                    c.send(b"\r\n.")
+                time.sleep(0.2)
+                if how == "rst":
+                    c.rst()
+                else:
+                    c.close()
+                time.sleep(0.5)
+                self.assertEqual(set(self.srv.maildir_new()) - self.before, set(),
+                                 "an interrupted message must not be delivered")
+        # the server still works
+        self.send_raw(b"Subject: after\r\n\r\nok\r\n")
+        self.check_stored(b"Subject: after\r\n\r\nok\r\n")
+
+
+class SizeLimitMaildir(SharedServerTest):
+    SCRIPT = default_with(size=1024)
+
+    def test_body_over_size_552_and_not_delivered(self):
+        before = set(self.srv.maildir_new())
+        with self.ehlo_client() as c:
+            r = c.transaction(b"x" * 2000 + b"\r\n")
+            self.assertReply(r, 552, "5.3.4")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+        time.sleep(0.3)
+        self.assertEqual(set(self.srv.maildir_new()) - before, set(), "a message answered 552 must not be delivered")
+
+    def test_body_at_size_accepted(self):
+        before = set(self.srv.maildir_new())
+        with self.ehlo_client() as c:
+            body = b"y" * 1022 + b"\r\n"
+            self.assertEqual(len(body), 1024)
+            self.assertReply(c.transaction(body), 250, "2.6.0")
+        files = wait_for(lambda: set(self.srv.maildir_new()) - before)
+        self.assertEqual(len(files), 1)
+        self.assertEqual(split_received(read(files.pop()))[1], b"y" * 1022 + b"\r\n")
+
+
+STREAM_HOOKS = {
+    "onData": Lua(r'''function(stream, session)
+    local mode = session.envelope.rcptTo[1].address:match("^([^@]+)")
+    local base = OUT .. "/" .. session.id .. "-" .. tostring(session.transaction)
+    local info = {mode = mode}
+    if mode == "read" then
+      local parts, n = {}, 0
+      while true do
+        local c = stream:read()
+        if c == nil then break end
+        n = n + 1
+        parts[#parts + 1] = c
+      end
+      info.nchunks = n
+      writefile(base .. ".body", table.concat(parts))
+    elseif mode == "chunks" then
+      writefile(base .. ".body", readall(stream))
+    elseif mode == "save" then
+      local ok, err = stream:save(base .. ".body")
+      info.ok, info.err = ok, err
+    elseif mode == "saveprefix" then
+      local ok, err = stream:save(base .. ".body", "X-Prefix: yes\r\n")
+      info.ok, info.err = ok, err
+    elseif mode == "ignore" then
+      -- does not read: the core drains the body
+    elseif mode == "partial" then
+      info.first = #(stream:read() or "")
+    elseif mode == "rejectafter" then
+      readall(stream)
+      record("stream", {id = session.id, byteLength = stream.byteLength, sizeExceeded = stream.sizeExceeded})
+      return nil, "not wanted"
+    end
+    info.byteLength = stream.byteLength
+    info.sizeExceeded = stream.sizeExceeded
+    info.id = session.id
+    record("stream", info)
+    return "done " .. tostring(stream.byteLength)
+  end'''),
+}
+
+
+class StreamApi(SharedServerTest):
+    SCRIPT = script(size=4096, hooks=STREAM_HOOKS)
+
+    BODY = b"Subject: s\r\n\r\n.dotted\r\nline two\r\n" + b"0123456789" * 300 + b"\r\n"
+
+    def deliver(self, mode, body=None):
+        body = self.BODY if body is None else body
+        wire, expected = stuff(body)
+        with self.ehlo_client() as c:
+            r = c.transaction(wire, rcpts=("<%s@example.com>" % mode,))
+            c.cmd("QUIT")
+        ev = [e for e in self.srv.events("stream") if e.get("mode") == mode]
+        return r, expected, ev[-1] if ev else None
+
+    def body_file(self, info):
+        return self.srv.out_file("%s-1.body" % info["id"])
+
+    def test_read_loop(self):
+        r, expected, info = self.deliver("read")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertIn("done %d" % len(expected), r.text)
+        self.assertEqual(self.body_file(info), expected)
+        self.assertEqual(info["byteLength"], len(expected))
+        self.assertIs(info["sizeExceeded"], False)
+        self.assertGreaterEqual(info["nchunks"], 1)
+
+    def test_chunks_iterator(self):
+        r, expected, info = self.deliver("chunks")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertEqual(self.body_file(info), expected)
+        self.assertEqual(info["byteLength"], len(expected))
+
+    def test_save(self):
+        r, expected, info = self.deliver("save")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertIs(info["ok"], True, info)
+        self.assertEqual(self.body_file(info), expected)
+
+    def test_save_with_prefix(self):
+        r, expected, info = self.deliver("saveprefix")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertIs(info["ok"], True, info)
+        self.assertEqual(self.body_file(info), b"X-Prefix: yes\r\n" + expected)
+
+    def test_unread_body_is_drained(self):
+        r, expected, info = self.deliver("ignore")
+        self.assertReply(r, 250, "2.6.0")
+        with self.ehlo_client() as c:
+            self.assertReply(c.transaction(b"next\r\n", rcpts=("<read@example.com>",)), 250, "2.6.0")
+
+    def test_partial_read_is_drained(self):
+        r, expected, info = self.deliver("partial")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertGreater(info["first"], 0)
+
+    def test_byte_length_after_unstuffing(self):
+        r, expected, info = self.deliver("read", b"..\r\n.a\r\n")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertEqual(expected, b"..\r\n.a\r\n")
+        self.assertEqual(info["byteLength"], 8)
+
+    def test_size_exceeded_552_whatever_ondata_says(self):
+        body = b"z" * 5000 + b"\r\n"
+        r, expected, info = self.deliver("read", body)
+        self.assertReply(r, 552, "5.3.4")
+        self.assertIs(info["sizeExceeded"], True, info)
+        self.assertGreater(info["byteLength"], 4096, info)
+
+    def test_size_exceeded_with_rejecting_ondata(self):
+        r, expected, info = self.deliver("rejectafter", b"z" * 5000 + b"\r\n")
+        self.assertReply(r, 552, "5.3.4")
+
+    def test_size_exceeded_unread(self):
+        r, expected, info = self.deliver("ignore", b"z" * 50000 + b"\r\n")
+        self.assertReply(r, 552, "5.3.4")
+
+    def test_at_size_not_exceeded(self):
+        body = b"q" * 4094 + b"\r\n"
+        r, expected, info = self.deliver("read", body)
+        self.assertReply(r, 250, "2.6.0")
+        self.assertIs(info["sizeExceeded"], False)
+        self.assertEqual(info["byteLength"], 4096)
+
+
+class SaveError(E2ETest):
+    def test_save_to_missing_directory(self):
+        hooks = {"onData": Lua(r'''function(stream, session)
+            local ok, err = stream:save(OUT .. "/no/such/dir/file")
+            record("save", {ok = ok, err = err})
+            if not ok then return nil, smtp.reject(451, "save failed") end
+            return "saved"
+          end''')}
+        with Server(script(hooks=hooks)) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                r = c.transaction(b"hello\r\n")
+                self.assertReply(r, 451, "4.3.0")
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            ev = srv.events("save")
+            self.assertEqual(len(ev), 1)
+            self.assertIsNone(ev[0].get("ok"))
+            self.assertIsInstance(ev[0].get("err"), str)

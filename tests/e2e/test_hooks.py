@@ -1,0 +1,439 @@
+"""Hooks: each hook, the three reject forms, Lua errors (451 4.3.0, the
+session and the server go on), session fields, session isolation,
+smtp.sleep concurrency, smtp.log."""
+
+import os
+import re
+import threading
+import time
+
+from harness import Lua, SharedServerTest, script, wait_for
+
+HOOKS = {
+    "onConnect": Lua(r'''function(session)
+    record("connect", {port = session.remotePort, had = session.counter, id = session.id})
+    local f = io.open(OUT .. "/connect-mode", "rb")
+    local mode = f and f:read("*a") or ""
+    if f then f:close() end
+    if mode == "reject-string" then return nil, "go away" end
+    if mode == "reject-421" then return nil, smtp.reject(421, "busy") end
+    if mode == "reject-enh" then return nil, smtp.reject(550, "5.7.1 blocked") end
+    if mode == "raise" then error(smtp.reject(554, "raised")) end
+    if mode == "lua-error" then error("connect boom") end
+    session.counter = 0
+  end'''),
+    "onMailFrom": Lua(r'''function(address, session)
+    local a = address.address
+    session.counter = (session.counter or 0) + 1
+    local s = snap(session)
+    s.counter = session.counter
+    s.tag = session.tag
+    record("mail", s)
+    if a:match("^reject@") then return nil, "sender refused" end
+    if a:match("^tempfail@") then return nil, smtp.reject(451, "try later") end
+    local code = a:match("^code(%d+)@")
+    if code then return nil, smtp.reject(tonumber(code), "coded") end
+    if a:match("^enh@") then return nil, smtp.reject(553, "5.7.1 not you") end
+    if a:match("^enhstr@") then return nil, "5.7.2 string with its own code" end
+    if a:match("^raise@") then error(smtp.reject(554, "raised reject")) end
+    if a:match("^throw@") then error("mail boom") end
+    if a:match("^nilindex@") then local t = nil; return t.x end
+    if a:match("^crlf@") then return nil, smtp.reject(550, "bad\r\n250 2.1.0 fake") end
+    if a:match("^sleep@") then smtp.sleep(1) end
+    if a:match("^shortsleep@") then smtp.sleep(0.05) end
+    if a:match("^log@") then smtp.log.info("hello from lua", {answer = 42, who = "e2e"}) end
+    if a:match("^true@") then return true end
+    if a:match("^tag%-") then session.tag = a end
+  end'''),
+    "onRcptTo": Lua(r'''function(address, session)
+    local a = address.address
+    record("rcpt", {port = session.remotePort, a = addr(address)})
+    if a:match("^nobody@") then return nil, "no such user" end
+    if a:match("^full@") then return nil, smtp.reject(452, "mailbox full") end
+    if a:match("^throw@") then error("rcpt boom") end
+    if a:match("^raise@") then error(smtp.reject(550, "5.1.2 raised")) end
+  end'''),
+    "onData": Lua(r'''function(stream, session)
+    local first = session.envelope.rcptTo[1].address
+    if first:match("^dthrowunread@") then error("data boom unread") end
+    local body = readall(stream)
+    local s = snap(session)
+    s.tag = session.tag
+    s.counter = session.counter
+    s.body = body
+    record("data", s)
+    if first:match("^dreject@") then return nil, "rejected data" end
+    if first:match("^dreject554@") then return nil, smtp.reject(554, "5.7.1 spam") end
+    if first:match("^draise@") then error(smtp.reject(550, "raised in data")) end
+    if first:match("^dthrow@") then error("data boom") end
+    return "stored " .. tostring(stream.byteLength)
+  end'''),
+    "onClose": Lua(r'''function(session)
+    local s = snap(session)
+    s.counter = session.counter
+    record("close", s)
+  end'''),
+}
+
+
+class Hooks(SharedServerTest):
+    SCRIPT = script(hooks=HOOKS, disableReverseLookup=True)
+
+    def tearDown(self):
+        try:
+            os.unlink(os.path.join(self.srv.out, "connect-mode"))
+        except FileNotFoundError:
+            pass
+
+    def connect_mode(self, mode):
+        with open(os.path.join(self.srv.out, "connect-mode"), "w") as f:
+            f.write(mode)
+
+    def mine(self, kind, c):
+        return [e for e in self.srv.events(kind)
+                if e.get("remotePort", e.get("port")) == c.local_port]
+
+    # ---- onConnect
+    def test_connect_reject_string(self):
+        self.connect_mode("reject-string")
+        c = self.srv.client(greet=False)
+        self.assertReply(c.read_reply(), 554, "5.6.0")
+        c.expect_close()
+
+    def test_connect_reject_object(self):
+        self.connect_mode("reject-421")
+        c = self.srv.client(greet=False)
+        self.assertReply(c.read_reply(), 421, "4.4.2")
+        c.expect_close()
+
+    def test_connect_reject_with_enhanced_code(self):
+        self.connect_mode("reject-enh")
+        c = self.srv.client(greet=False)
+        self.assertReply(c.read_reply(), 550, "5.7.1")
+        c.expect_close()
+
+    def test_connect_raise_reject(self):
+        self.connect_mode("raise")
+        c = self.srv.client(greet=False)
+        self.assertReply(c.read_reply(), 554, "5.6.0")
+        c.expect_close()
+
+    def test_connect_lua_error(self):
+        self.connect_mode("lua-error")
+        c = self.srv.client(greet=False)
+        self.assertReply(c.read_reply(), 451, "4.3.0")
+        c.close()
+        os.unlink(os.path.join(self.srv.out, "connect-mode"))
+        with self.srv.client() as c2:
+            self.assertReply(c2.greeting, 220)
+            self.assertReply(c2.ehlo(), 250)
+        self.assertIn("connect boom", self.srv.log())
+
+    # ---- onMailFrom
+    def test_mail_accept(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RSET"), 250, "2.0.0")
+            self.assertReply(c.cmd("MAIL FROM:<true@example.com>"), 250, "2.1.0")
+
+    def test_mail_reject_forms(self):
+        cases = [("reject", 550, "5.1.1"), ("tempfail", 451, "4.3.0"), ("code452", 452, "4.2.2"),
+                 ("enh", 553, "5.7.1"), ("enhstr", 550, "5.7.2"), ("raise", 554, "5.6.0")]
+        with self.ehlo_client() as c:
+            for who, code, enh in cases:
+                with self.subTest(sender=who):
+                    self.assertReply(c.cmd("MAIL FROM:<%s@example.com>" % who), code, enh)
+            # the session goes on and the transaction is not open
+            self.assertReply(c.cmd("RCPT TO:<a@example.com>"), 503, "5.5.1")
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+
+    def test_enhanced_code_table(self):
+        """docs/replies.md: the enhanced code comes from smtp-server's table,
+        otherwise X.0.0."""
+        table = {450: "4.2.1", 451: "4.3.0", 452: "4.2.2", 454: "4.7.0", 530: "5.7.0", 535: "5.7.8",
+                 550: "5.1.1", 551: "5.1.6", 552: "5.2.2", 553: "5.1.3", 554: "5.6.0", 555: "5.5.4",
+                 456: "4.0.0", 557: "5.0.0", 599: "5.0.0"}
+        with self.ehlo_client() as c:
+            for code, enh in table.items():
+                with self.subTest(code=code):
+                    self.assertReply(c.cmd("MAIL FROM:<code%d@example.com>" % code), code, enh)
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+
+    def test_reject_text_is_used(self):
+        with self.ehlo_client() as c:
+            r = c.cmd("MAIL FROM:<reject@example.com>")
+            self.assertIn("sender refused", r.text)
+            r = c.cmd("MAIL FROM:<enh@example.com>")
+            self.assertEqual(r.text, "5.7.1 not you")
+
+    def test_mail_lua_error(self):
+        """robustness-test.js: a throwing onMailFrom gets 451, the next MAIL
+        works, a new connection still works."""
+        for who in ["throw", "nilindex"]:
+            with self.subTest(sender=who):
+                with self.ehlo_client() as c:
+                    self.assertReply(c.cmd("MAIL FROM:<%s@example.com>" % who), 451, "4.3.0")
+                    self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+                    self.assertReply(c.cmd("RCPT TO:<a@example.com>"), 250, "2.1.5")
+                with self.ehlo_client() as c:
+                    self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+        log = self.srv.log()
+        self.assertIn("mail boom", log)
+        self.assertRegex(log, re.compile("traceback", re.I), "a Lua error is logged with its traceback")
+
+    def test_reply_splitting_prevented(self):
+        """A hook message with CR/LF must not produce a second reply."""
+        with self.ehlo_client() as c:
+            r = c.cmd("MAIL FROM:<crlf@example.com>")
+            self.assertEqual(r.code, 550, r)
+            self.assertEqual(len(r.lines), 1, r)
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            c.no_reply(0.2)
+
+    # ---- onRcptTo
+    def test_rcpt_rejections(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RCPT TO:<nobody@example.com>"), 550, "5.1.1")
+            self.assertReply(c.cmd("RCPT TO:<full@example.com>"), 452, "4.2.2")
+            self.assertReply(c.cmd("RCPT TO:<throw@example.com>"), 451, "4.3.0")
+            self.assertReply(c.cmd("RCPT TO:<raise@example.com>"), 550, "5.1.2")
+            self.assertReply(c.cmd("DATA"), 503, "5.5.1", "no recipient accepted yet")
+            self.assertReply(c.cmd("RCPT TO:<good1@example.com>"), 250, "2.1.5")
+            self.assertReply(c.cmd("RCPT TO:<nobody@example.org>"), 550, "5.1.1")
+            self.assertReply(c.cmd("RCPT TO:<good2@example.com>"), 250, "2.1.5")
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(b"hi\r\n.\r\n")
+            self.assertReply(c.read_reply(), 250, "2.6.0")
+        d = self.mine("data", c)
+        self.assertEqual(len(d), 1)
+        self.assertEqual([a["address"] for a in d[0]["rcptTo"]], ["good1@example.com", "good2@example.com"])
+        self.assertIn("rcpt boom", self.srv.log())
+
+    # ---- onData
+    def test_data_reply_text(self):
+        with self.ehlo_client() as c:
+            r = c.transaction(b"12345\r\n")
+            self.assertReply(r, 250, "2.6.0")
+            self.assertIn("stored 7", r.text)
+
+    def test_data_reject_forms(self):
+        cases = [("dreject", 450, "4.2.1"), ("dreject554", 554, "5.7.1"), ("draise", 550, "5.1.1"),
+                 ("dthrow", 451, "4.3.0"), ("dthrowunread", 451, "4.3.0")]
+        for who, code, enh in cases:
+            with self.subTest(rcpt=who), self.ehlo_client() as c:
+                r = c.transaction(b"Subject: x\r\n\r\n" + b"body line\r\n" * 2000,
+                                  rcpts=("<%s@example.com>" % who,))
+                self.assertReply(r, code, enh)
+                # the session goes on: a new transaction works
+                self.assertReply(c.transaction(b"again\r\n"), 250, "2.6.0")
+        self.assertIn("data boom", self.srv.log())
+
+    def test_envelope_in_ondata(self):
+        with self.ehlo_client() as c:
+            r = c.transaction(b"x\r\n", mail="<env@example.com> BODY=8BITMIME",
+                              rcpts=("<r1@example.com>", "<r2@example.org>"))
+            self.assertReply(r, 250, "2.6.0")
+        d = self.mine("data", c)[0]
+        self.assertEqual(d["mailFrom"]["address"], "env@example.com")
+        self.assertEqual(d["mailFrom"]["args"].get("BODY"), "8BITMIME")
+        self.assertEqual([a["address"] for a in d["rcptTo"]], ["r1@example.com", "r2@example.org"])
+        self.assertEqual(d["body"], "x\r\n")
+
+    # ---- session fields
+    def test_session_fields_ehlo(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("EHLO Client.Example"), 250)
+            self.assertReply(c.transaction(b"x\r\n"), 250, "2.6.0")
+            self.assertReply(c.transaction(b"y\r\n"), 250, "2.6.0")
+        m = self.mine("mail", c)
+        d = self.mine("data", c)
+        self.assertEqual(len(m), 2)
+        self.assertEqual(len(d), 2)
+        s = d[0]
+        self.assertIsInstance(s["id"], str)
+        self.assertTrue(len(s["id"]) >= 8, s["id"])
+        self.assertEqual(s["remoteAddress"], "127.0.0.1")
+        self.assertEqual(s["remotePort"], c.local_port)
+        self.assertEqual(s["localAddress"], "127.0.0.1")
+        self.assertEqual(s["localPort"], self.srv.port)
+        self.assertEqual(s["clientHostname"], "[127.0.0.1]")
+        self.assertEqual(s["hostNameAppearsAs"], "client.example")
+        self.assertEqual(s["openingCommand"], "EHLO")
+        self.assertEqual(s["transmissionType"], "ESMTP")
+        self.assertIn(s["secure"], (False, None))
+        self.assertIsNone(s.get("servername"))
+        self.assertEqual(s["tlsOptionsType"], "nil")
+        self.assertIsNone(s.get("user"))
+        self.assertEqual([x["transaction"] for x in m], [1, 2])
+        self.assertEqual([x["transaction"] for x in d], [1, 2])
+        self.assertEqual(d[1]["id"], s["id"], "one session, one id")
+        # the session id is on the session's log lines
+        self.assertIn("session=" + s["id"], self.srv.log())
+
+    def test_session_fields_helo(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("HELO old.example"), 250)
+            self.assertReply(c.transaction(b"x\r\n"), 250, "2.6.0")
+        s = self.mine("data", c)[0]
+        self.assertEqual(s["openingCommand"], "HELO")
+        self.assertEqual(s["transmissionType"], "SMTP")
+        self.assertEqual(s["hostNameAppearsAs"], "old.example")
+
+    def test_session_ids_unique(self):
+        ids = set()
+        for _ in range(5):
+            with self.ehlo_client() as c:
+                self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+            ids.add(self.mine("mail", c)[0]["id"])
+        self.assertEqual(len(ids), 5)
+
+    def test_session_storage_persists_and_is_isolated(self):
+        a = self.ehlo_client()
+        b = self.ehlo_client()
+        try:
+            self.assertReply(a.cmd("MAIL FROM:<tag-a@example.com>"), 250, "2.1.0")
+            self.assertReply(b.cmd("MAIL FROM:<tag-b@example.com>"), 250, "2.1.0")
+            for c in (a, b):
+                self.assertReply(c.cmd("RCPT TO:<r@example.com>"), 250, "2.1.5")
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(b"x\r\n.\r\n")
+                self.assertReply(c.read_reply(), 250, "2.6.0")
+            self.assertReply(a.transaction(b"second\r\n"), 250, "2.6.0")
+        finally:
+            a.close()
+            b.close()
+        da, db = self.mine("data", a), self.mine("data", b)
+        self.assertEqual([d["tag"] for d in da], ["tag-a@example.com"] * 2)
+        self.assertEqual([d["tag"] for d in db], ["tag-b@example.com"])
+        self.assertEqual([d["counter"] for d in da], [1, 2], "session data survives transactions")
+        self.assertEqual(db[0]["counter"], 1)
+        # a new session starts clean
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+        m = self.mine("mail", c)[0]
+        self.assertIsNone(m.get("tag"), "session data leaked into another session")
+        self.assertEqual(m["counter"], 1)
+        conn = self.mine("connect", c)
+        self.assertEqual(len(conn), 1)
+        self.assertIsNone(conn[0].get("had"))
+
+    # ---- onClose
+    def test_onclose_once_per_connection(self):
+        clients = []
+        c = self.ehlo_client()
+        c.cmd("QUIT")
+        c.expect_close()
+        clients.append(c)
+        c = self.ehlo_client()
+        c.close()
+        clients.append(c)
+        c = self.ehlo_client()
+        c.cmd("MAIL FROM:<ok@example.com>")
+        c.cmd("RCPT TO:<a@example.com>")
+        c.cmd("DATA")
+        c.send(b"partial")
+        c.rst()
+        clients.append(c)
+        for c in clients:
+            ev = wait_for(lambda: self.mine("close", c), 5)
+            self.assertTrue(ev, "onClose not called for client port %d" % c.local_port)
+        time.sleep(0.3)
+        for c in clients:
+            self.assertEqual(len(self.mine("close", c)), 1)
+
+    def test_onclose_fifty_clients(self):
+        clients = [self.srv.client() for _ in range(50)]
+        for c in clients:
+            c.close()
+        ok = wait_for(lambda: all(self.mine("close", c) for c in clients), 10)
+        self.assertTrue(ok, "onClose missing for %d of 50 clients"
+                        % sum(1 for c in clients if not self.mine("close", c)))
+
+    # ---- smtp.sleep and smtp.log
+    def test_sleep_does_not_block_other_sessions(self):
+        n = 5
+        clients = [self.ehlo_client() for _ in range(n)]
+        try:
+            t0 = time.monotonic()
+            for c in clients:
+                c.line("MAIL FROM:<sleep@example.com>")
+            # while they sleep, another session is served at once
+            with self.ehlo_client() as other:
+                t1 = time.monotonic()
+                self.assertReply(other.cmd("NOOP"), 250, "2.0.0")
+                self.assertReply(other.cmd("MAIL FROM:<ok@example.com>"), 250, "2.1.0")
+                self.assertLess(time.monotonic() - t1, 0.5, "a sleeping hook blocked another session")
+            for c in clients:
+                self.assertReply(c.read_reply(), 250, "2.1.0")
+            dt = time.monotonic() - t0
+            self.assertGreaterEqual(dt, 0.9, "smtp.sleep(1) returned too early")
+            self.assertLess(dt, 2.5, "5 concurrent smtp.sleep(1) took %.2fs: not concurrent" % dt)
+        finally:
+            for c in clients:
+                c.close()
+
+    def test_sleep_in_pipeline_keeps_order(self):
+        with self.ehlo_client() as c:
+            c.send(b"MAIL FROM:<shortsleep@example.com>\r\nRCPT TO:<a@example.com>\r\nNOOP\r\nRSET\r\n"
+                   b"MAIL FROM:<shortsleep@example.com>\r\nQUIT\r\n")
+            rs = c.read_replies(6)
+            self.assertCodes(rs, [250, 250, 250, 250, 250, 221])
+            self.assertEqual([r.enh for r in rs], ["2.1.0", "2.1.5", "2.0.0", "2.0.0", "2.1.0", "2.0.0"])
+
+    def test_client_gone_while_hook_sleeps(self):
+        c = self.ehlo_client()
+        c.line("MAIL FROM:<sleep@example.com>")
+        time.sleep(0.1)
+        c.rst()
+        time.sleep(1.3)
+        with self.ehlo_client() as c2:
+            self.assertReply(c2.cmd("NOOP"), 250, "2.0.0")
+        self.assertTrue(wait_for(lambda: self.mine("close", c), 3))
+
+    def test_smtp_log(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<log@example.com>"), 250, "2.1.0")
+        sid = self.mine("mail", c)[0]["id"]
+        line = wait_for(lambda: [l for l in self.srv.log().splitlines() if "hello from lua" in l], 3)
+        self.assertTrue(line, "smtp.log.info line not found")
+        l = line[-1]
+        self.assertRegex(l, r"(^|\s)level=info(\s|$)")
+        self.assertRegex(l, r"(^|\s)answer=42(\s|$)")
+        self.assertRegex(l, r"(^|\s)who=e2e(\s|$)")
+        self.assertIn("session=" + sid, l)
+
+
+class HookConcurrencyAcrossThreads(SharedServerTest):
+    """Many clients at once through the hooks (each runs in its own coroutine)."""
+    SCRIPT = script(hooks=HOOKS, disableReverseLookup=True)
+
+    def test_twenty_parallel_sessions(self):
+        errors = []
+
+        def run(i):
+            try:
+                with self.srv.client() as c:
+                    c.ehlo("c%d.example" % i)
+                    r = c.cmd("MAIL FROM:<shortsleep@example.com>")
+                    assert r.code == 250, r
+                    r = c.cmd("RSET")
+                    assert r.code == 250, r
+                    r = c.transaction(b"msg %d\r\n" % i, mail="<tag-%d@example.com>" % i)
+                    assert r.code == 250, r
+                    c.cmd("QUIT")
+            except Exception as e:  # noqa: BLE001
+                errors.append("%d: %r" % (i, e))
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(20)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertEqual(errors, [])
+        data = self.srv.events("data")
+        tags = sorted(d["tag"] for d in data)
+        self.assertEqual(tags, sorted("tag-%d@example.com" % i for i in range(20)))
+        for d in data:
+            i = d["tag"].split("-")[1].split("@")[0]
+            self.assertEqual(d["body"], "msg %s\r\n" % i, "a body went to the wrong session")
+            self.assertEqual(d["hostNameAppearsAs"], "c%s.example" % i)

@@ -1,0 +1,244 @@
+"""Limits: command line length, maxRecipients, maxClients, socketTimeout
+(also mid-DATA), the unrecognized-command cap,
+maxAllowedUnauthenticatedCommands, pipelining order."""
+
+import socket
+import time
+
+from harness import DEFAULT_SCRIPT, E2ETest, Server, SharedServerTest, default_with, script, wait_for
+
+
+class LineLength(SharedServerTest):
+    SCRIPT = script()
+
+    def test_line_just_under_default_limit(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("NOOP " + "x" * 16000), 250, "2.0.0")
+
+    def test_line_over_default_limit_session_goes_on(self):
+        with self.client() as c:
+            c.send(b"NOOP " + b"x" * 17000 + b"\r\n")
+            self.assertReply(c.read_reply(), 500, "5.5.6")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.ehlo(), 250)
+            c.no_reply(0.2)
+
+    def test_long_line_then_pipelined_commands(self):
+        with self.client() as c:
+            c.send(b"NOOP " + b"x" * 40000 + b"\r\nNOOP\r\nHELP\r\n")
+            self.assertCodes(c.read_replies(3), [500, 250, 214])
+
+    def test_long_mail_line(self):
+        with self.client() as c:
+            c.ehlo()
+            c.send(b"MAIL FROM:<a@example.com> X=" + b"y" * 20000 + b"\r\n")
+            self.assertReply(c.read_reply(), 500, "5.5.6")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+
+
+class MaxRecipients(SharedServerTest):
+    SCRIPT = script(maxRecipients=3)
+
+    def test_fourth_recipient_refused(self):
+        with self.client() as c:
+            c.ehlo()
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            for i in range(3):
+                self.assertReply(c.cmd("RCPT TO:<r%d@example.com>" % i), 250, "2.1.5")
+            self.assertReply(c.cmd("RCPT TO:<r3@example.com>"), 452, "4.5.3")
+            self.assertReply(c.cmd("RCPT TO:<r4@example.com>"), 452, "4.5.3")
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(b"x\r\n.\r\n")
+            self.assertReply(c.read_reply(), 250, "2.6.0")
+            # the limit is per transaction
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            for i in range(3):
+                self.assertReply(c.cmd("RCPT TO:<s%d@example.com>" % i), 250, "2.1.5")
+
+    def test_pipelined_over_limit(self):
+        with self.client() as c:
+            c.ehlo()
+            c.send(b"MAIL FROM:<a@example.com>\r\n" + b"".join(b"RCPT TO:<p%d@example.com>\r\n" % i
+                                                              for i in range(6)))
+            rs = c.read_replies(7)
+            self.assertCodes(rs, [250, 250, 250, 250, 452, 452, 452])
+
+
+class ManyRecipientsDefault(SharedServerTest):
+    SCRIPT = DEFAULT_SCRIPT
+
+    def test_thousand_recipients(self):
+        """security.md 1.5: 1000 RCPTs are either accepted or refused with
+        452 4.5.3 past a limit; never anything else, and the message still
+        goes through."""
+        with self.client() as c:
+            c.ehlo()
+            c.send(b"MAIL FROM:<a@example.com>\r\n" + b"".join(b"RCPT TO:<u%d@example.com>\r\n" % i
+                                                              for i in range(1000)))
+            rs = c.read_replies(1001, timeout=20)
+            self.assertReply(rs[0], 250, "2.1.0")
+            codes = [r.code for r in rs[1:]]
+            self.assertTrue(set(codes) <= {250, 452}, set(codes))
+            first452 = codes.index(452) if 452 in codes else len(codes)
+            self.assertGreaterEqual(first452, 100, "RFC 5321: at least 100 recipients must be accepted")
+            self.assertEqual(codes[first452:], [452] * (len(codes) - first452))
+            for r in rs[1 + first452:]:
+                self.assertEqual(r.enh, "4.5.3")
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(b"x\r\n.\r\n")
+            self.assertReply(c.read_reply(timeout=20), 250, "2.6.0")
+
+
+class MaxClients(E2ETest):
+    def test_extra_client_refused(self):
+        with Server(script(maxClients=2)) as srv:
+            a = srv.client()
+            b = srv.client()
+            self.assertReply(a.greeting, 220)
+            self.assertReply(b.greeting, 220)
+            x = srv.client(greet=False)
+            self.assertReply(x.read_reply(), 421, "4.4.2")
+            x.expect_close()
+            # the first two still work
+            self.assertReply(a.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(b.cmd("NOOP"), 250, "2.0.0")
+            a.cmd("QUIT")
+            a.expect_close()
+
+            def try_again():
+                c = srv.client(greet=False)
+                r = c.read_reply()
+                if r.code == 220:
+                    return c
+                c.close()
+                return None
+            c = wait_for(try_again, 3, 0.1)
+            self.assertTrue(c, "a slot freed by QUIT was not reused")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            c.close()
+            b.close()
+
+    def test_seven_clients_five_slots(self):
+        with Server(script(maxClients=5)) as srv:
+            cs = [srv.client(greet=False) for _ in range(7)]
+            codes = sorted(c.read_reply().code for c in cs)
+            self.assertEqual(codes, [220] * 5 + [421] * 2)
+            for c in cs:
+                c.close()
+
+
+class SocketTimeout(E2ETest):
+    def test_idle_mid_data_times_out_and_stores_nothing(self):
+        with Server(default_with(socketTimeout=0.5)) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                c.cmd("MAIL FROM:<a@example.com>")
+                c.cmd("RCPT TO:<b@example.com>")
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(b"Subject: stalled\r\n\r\npartial")
+                r = c.read_reply(timeout=5)
+                self.assertReply(r, 421, "4.4.2")
+                c.expect_close(3)
+            time.sleep(0.3)
+            self.assertEqual(srv.maildir_new(), [])
+
+    def test_idle_before_ehlo(self):
+        with Server(script(socketTimeout=0.3)) as srv:
+            clients = [srv.client() for _ in range(5)]
+            for c in clients:
+                self.assertReply(c.read_reply(timeout=5), 421, "4.4.2")
+                c.expect_close(3)
+            with srv.client() as c:
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+
+class UnrecognizedCap(SharedServerTest):
+    SCRIPT = script()
+
+    def test_tenth_unknown_command_closes(self):
+        with self.client() as c:
+            for i in range(9):
+                self.assertReply(c.cmd("FOO%d" % i), 500, "5.5.2")
+            self.assertReply(c.cmd("FOO9"), 421, "4.4.2")
+            c.expect_close()
+
+    def test_known_commands_do_not_count(self):
+        with self.client() as c:
+            for i in range(8):
+                self.assertReply(c.cmd("BAR"), 500, "5.5.2")
+            for i in range(20):
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.cmd("BAR"), 500, "5.5.2")
+            self.assertReply(c.cmd("BAR"), 421, "4.4.2")
+            c.expect_close()
+
+
+class UnauthenticatedCommands(E2ETest):
+    def test_default_limit_ten(self):
+        with Server(script(authOptional=False, allowInsecureAuth=True)) as srv:
+            with srv.client() as c:
+                for i in range(9):
+                    self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+                self.assertReply(c.cmd("NOOP"), 421, "4.4.2")
+                c.expect_close()
+
+    def test_custom_limit(self):
+        with Server(script(authOptional=False, allowInsecureAuth=True, maxAllowedUnauthenticatedCommands=3)) as srv:
+            with srv.client() as c:
+                self.assertReply(c.ehlo(), 250)
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+                self.assertReply(c.cmd("NOOP"), 421, "4.4.2")
+                c.expect_close()
+
+    def test_not_counted_when_auth_optional(self):
+        with Server(script(authOptional=True, allowInsecureAuth=True)) as srv:
+            with srv.client() as c:
+                for i in range(30):
+                    self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+
+class PipeliningOrder(SharedServerTest):
+    SCRIPT = DEFAULT_SCRIPT
+
+    def test_flood_of_noops_unread(self):
+        """security.md case 20: 20 000 NOOPs in one write, replies unread
+        until the end: all answered in order (or a 421)."""
+        n = 20000
+        with self.client() as c:
+            sender_err = []
+
+            import threading
+
+            def send():
+                try:
+                    c.sock.sendall(b"NOOP\r\n" * n + b"QUIT\r\n")
+                except OSError as e:
+                    sender_err.append(e)
+            t = threading.Thread(target=send)
+            t.start()
+            time.sleep(1.0)
+            data = b""
+            c.sock.settimeout(10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    d = c.sock.recv(1 << 20)
+                except socket.timeout:
+                    break
+                if not d:
+                    break
+                data += d
+            t.join(5)
+            lines = data.split(b"\r\n")
+            self.assertEqual(lines[-1], b"")
+            lines = lines[:-1]
+            codes = [l[:3] for l in lines]
+            if b"421" in codes:
+                self.assertEqual(codes[-1], b"421")
+                self.assertEqual(set(codes[:-1]), {b"250"})
+            else:
+                self.assertEqual(len(lines), n + 1, "expected %d replies" % (n + 1))
+                self.assertEqual(set(codes[:-1]), {b"250"})
+                self.assertEqual(codes[-1], b"221")
+        with self.client() as c2:
+            self.assertReply(c2.cmd("NOOP"), 250, "2.0.0")

@@ -1,0 +1,266 @@
+"""Protocol basics and command sequencing (smtp-server protocol-test.js,
+"Sequencing", "Basic" and "Enhanced codes"), checked against docs/replies.md."""
+
+import re
+
+from harness import STORE_ONDATA, SharedServerTest, script
+
+ENH_LINE = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3} ")
+
+
+class Sequencing(SharedServerTest):
+    SCRIPT = script(hooks={"onData": STORE_ONDATA})
+
+    def test_greeting(self):
+        with self.client() as c:
+            self.assertReply(c.greeting, 220)
+            self.assertTrue(c.greeting.text.startswith("mx.test"), c.greeting)
+            self.assertIn("ESMTP", c.greeting.text)
+            self.assertIsNone(c.greeting.enh, "the greeting carries no enhanced code")
+
+    def test_mail_rcpt_data_before_ehlo(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 503, "5.5.1")
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 503, "5.5.1")
+            self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+
+    def test_rcpt_before_mail(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 503, "5.5.1")
+
+    def test_data_before_mail(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+
+    def test_data_before_rcpt(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+
+    def test_nested_mail(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 503, "5.5.1")
+
+    def test_rset_ends_transaction(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RSET"), 250, "2.0.0")
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 503, "5.5.1")
+
+    def test_ehlo_again_ends_transaction(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.ehlo(), 250)
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 503, "5.5.1")
+
+    def test_helo_again_ends_transaction(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("HELO client.example"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("HELO client.example"), 250)
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 503, "5.5.1")
+
+    def test_rset_keeps_identity(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("RSET"), 250, "2.0.0")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+
+    def test_lower_case_commands(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("ehlo client.example"), 250)
+            self.assertReply(c.cmd("mail from:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("rcpt to:<b@example.com>"), 250, "2.1.5")
+            self.assertReply(c.cmd("Data"), 354)
+
+    def test_full_transaction_codes(self):
+        with self.client() as c:
+            rs = [c.ehlo(), c.cmd("MAIL FROM:<a@example.com>"), c.cmd("RCPT TO:<b@example.com>"), c.cmd("DATA")]
+            c.send(b"Subject: x\r\n\r\nhello\r\n.\r\n")
+            rs.append(c.read_reply())
+            rs.append(c.cmd("QUIT"))
+            self.assertCodes(rs, [250, 250, 250, 354, 250, 221])
+            self.assertEqual([r.enh for r in rs[1:]], ["2.1.0", "2.1.5", None, "2.6.0", "2.0.0"],
+                             [r.raw for r in rs])
+            c.expect_close()
+
+    def test_second_transaction_on_same_connection(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.transaction(b"one\r\n"), 250, "2.6.0")
+            self.assertReply(c.transaction(b"two\r\n"), 250, "2.6.0")
+
+    def test_after_rejected_data_new_transaction(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250, "2.1.5")
+            self.assertReply(c.cmd("RSET"), 250, "2.0.0")
+            self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+            self.assertReply(c.transaction(b"x\r\n"), 250, "2.6.0")
+
+
+class Basic(SharedServerTest):
+    SCRIPT = script()
+
+    def test_helo(self):
+        with self.client() as c:
+            r = c.cmd("HELO client.example")
+            self.assertReply(r, 250)
+            self.assertEqual(len(r.lines), 1, r)
+            self.assertTrue(r.text.startswith("mx.test"), r)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+
+    def test_helo_ehlo_argument_errors(self):
+        for line in ["HELO", "HELO a b", "EHLO", "EHLO a b"]:
+            with self.subTest(line=line), self.client() as c:
+                self.assertReply(c.cmd(line), 501, "5.5.4")
+                # the session goes on
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_bad_hostname(self):
+        for line in ["EHLO " + "a" * 300, "HELO " + "b" * 300]:
+            with self.subTest(line=line[:10]), self.client() as c:
+                self.assertReply(c.cmd(line), 501, "5.5.4")
+                self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 503, "5.5.1", "no identity after a bad EHLO")
+
+    def test_address_literal_hostname(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("EHLO [127.0.0.1]"), 250)
+            self.assertReply(c.cmd("EHLO [IPv6:::1]"), 250)
+
+    def test_ehlo_capabilities_default(self):
+        with self.client() as c:
+            r = c.ehlo()
+            self.assertReply(r, 250)
+            self.assertTrue(r.lines[0].startswith("mx.test"), r)
+            self.assertIsNone(r.enh, "EHLO lines carry no enhanced code")
+            caps = [l.upper() for l in r.lines[1:]]
+            for kw in ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]:
+                self.assertIn(kw, caps, r)
+            self.assertFalse([k for k in caps if k.startswith("AUTH")],
+                             "AUTH must not be offered without TLS or allowInsecureAuth: %r" % r)
+            self.assertFalse([k for k in caps if k.startswith("SIZE")], "no SIZE without size: %r" % r)
+            self.assertNotIn("DSN", caps, "DSN hidden by default")
+            self.assertNotIn("REQUIRETLS", caps)
+            self.assertEqual(caps[:4], ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"], r)
+
+    def test_noop_before_ehlo(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_noop_with_argument(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("NOOP anything here"), 250, "2.0.0")
+
+    def test_help(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("HELP"), 214, "2.0.0")
+
+    def test_vrfy(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("VRFY user"), 252, "2.0.0")
+            self.assertReply(c.cmd("VRFY"), 501, "5.5.4")
+
+    def test_expn_unknown(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("EXPN list"), 500, "5.5.2")
+
+    def test_unknown_command(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("FOO bar"), 500, "5.5.2")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_empty_line(self):
+        with self.client() as c:
+            self.assertReply(c.cmd(""), 500, "5.5.2")
+            self.assertReply(c.cmd("   "), 500, "5.5.2")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_quit_closes(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
+            rest = c.expect_close()
+            self.assertEqual(rest, b"")
+
+    def test_quit_then_pipelined_noop_not_answered(self):
+        with self.client() as c:
+            c.send(b"QUIT\r\nNOOP\r\n")
+            self.assertReply(c.read_reply(), 221, "2.0.0")
+            self.assertEqual(c.expect_close(), b"", "nothing may be answered after QUIT")
+
+    def test_command_with_bare_lf(self):
+        with self.client() as c:
+            c.send(b"EHLO client.example\n")
+            self.assertReply(c.read_reply(), 250)
+            c.send(b"NOOP\n")
+            self.assertReply(c.read_reply(), 250, "2.0.0")
+
+    def test_tab_separator(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.cmd("HELO\tclient.example"), 250)
+
+    def test_http_request_line(self):
+        for line in ["GET / HTTP/1.1", "POST /x HTTP/1.0"]:
+            with self.subTest(line=line), self.client() as c:
+                self.assertReply(c.cmd(line), 421, "4.4.2")
+                c.expect_close()
+
+    def test_enhanced_codes_on_every_reply(self):
+        """Every reply but the greeting, EHLO/HELO and 3xx carries an
+        enhanced code (protocol-test.js "Enhanced codes")."""
+        with self.client() as c:
+            lines = ["NOOP", "MAIL FROM:<a@example.com>", "EHLO client.example", "MAIL FROM:<a@example.com>",
+                     "RCPT TO:<bad", "RCPT TO:<b@example.com>", "FOO", "VRFY x", "HELP", "RSET", "DATA", "QUIT"]
+            for l in lines:
+                c.line(l)
+            rs = c.read_replies(len(lines))
+            self.assertCodes(rs, [250, 503, 250, 250, 501, 250, 500, 252, 214, 250, 503, 221])
+            for l, r in zip(lines, rs):
+                if l.startswith("EHLO"):
+                    continue
+                for raw in r.raw.decode("latin-1").split("\r\n")[:-1]:
+                    self.assertRegex(raw, ENH_LINE, "reply to %r" % l)
+
+
+class Pipelining(SharedServerTest):
+    SCRIPT = script(hooks={"onData": STORE_ONDATA})
+
+    def test_pipelined_transaction_in_one_write(self):
+        """fuzz-test.js: MAIL, RCPT a, RCPT <bad, RCPT b, DATA in one write."""
+        with self.ehlo_client() as c:
+            c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<bad\r\n"
+                   b"RCPT TO:<b@example.com>\r\nDATA\r\n")
+            rs = c.read_replies(5)
+            self.assertCodes(rs, [250, 250, 501, 250, 354])
+            c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            rs = c.read_replies(2)
+            self.assertCodes(rs, [250, 221])
+            c.expect_close()
+        ev = self.srv.wait_events("data", 1)
+        mine = [e for e in ev if e["session"]["remotePort"] == c.local_port]
+        self.assertEqual(len(mine), 1, ev)
+        self.assertEqual([a["address"] for a in mine[0]["session"]["rcptTo"]], ["a@example.com", "b@example.com"])
+
+    def test_many_commands_answered_in_order(self):
+        with self.ehlo_client() as c:
+            cmds = []
+            expect = []
+            for i in range(50):
+                cmds += ["NOOP", "MAIL FROM:<s%d@example.com>" % i, "RCPT TO:<r%d@example.com>" % i,
+                         "VRFY x%d" % i, "RSET", "HELP"]
+                expect += [250, 250, 250, 252, 250, 214]
+            c.send("".join(x + "\r\n" for x in cmds))
+            rs = c.read_replies(len(cmds))
+            self.assertCodes(rs, expect)
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            c.no_reply(0.2)
+
+    def test_pipelined_two_messages(self):
+        with self.ehlo_client() as c:
+            msg = (b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            c.send(msg)
+            self.assertCodes(c.read_replies(3), [250, 250, 354])
+            c.send(b"first\r\n.\r\n" + msg)
+            self.assertCodes(c.read_replies(4), [250, 250, 250, 354])
+            c.send(b"second\r\n.\r\nQUIT\r\n")
+            self.assertCodes(c.read_replies(2), [250, 221])
