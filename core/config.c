@@ -77,7 +77,7 @@ static const struct option_def option_defs[] = {
 	OPT("secure", OPT_BOOL, secure),
 	OPT("needsUpgrade", OPT_BOOL, needs_upgrade),
 	OPT("hideSTARTTLS", OPT_BOOL, hide_starttls),
-	OPT("sniOptions", OPT_SNI, sni),
+	OPT("sniOptions", OPT_SNI, tls),
 	{"key", OPT_TLS, 0}, {"cert", OPT_TLS, 0}, {"ca", OPT_TLS, 0}, {"pfx", OPT_TLS, 0},
 	{"passphrase", OPT_TLS, 0}, {"minVersion", OPT_TLS, 0}, {"maxVersion", OPT_TLS, 0},
 	{"ciphers", OPT_TLS, 0}, {"ciphersuites", OPT_TLS, 0}, {"honorCipherOrder", OPT_TLS, 0},
@@ -142,7 +142,7 @@ static char *cfg_strdup(const char *s)
 }
 
 /* "host:port", "[v6]:port" or ":port", port 0 to 65535 (0: any free one). */
-static bool cfg_valid_listen(const char *spec)
+bool config_valid_listen(const char *spec)
 {
 	const char *colon = strrchr(spec, ':');
 	if (!colon || colon[1] == '\0' || strlen(colon + 1) > 5)
@@ -163,7 +163,7 @@ static bool cfg_valid_listen(const char *spec)
 
 static bool cfg_add_listen(struct smtp_options *o, const char *spec, struct cfg_err *e)
 {
-	if (!cfg_valid_listen(spec))
+	if (!config_valid_listen(spec))
 		return cfg_fail(e, "option 'listen': \"%s\" is not host:port (port 0 to 65535)", spec);
 	o->listen[o->nlisten++] = cfg_strdup(spec);
 	return true;
@@ -342,6 +342,7 @@ static void cfg_defaults(struct smtp_options *o)
 	for (int i = 0; i < HOOK_COUNT; i++)
 		o->hook_ref[i] = LUA_NOREF;
 	o->table_ref = LUA_NOREF;
+	o->sni_cache_ref = LUA_NOREF;
 }
 
 static const struct option_def *cfg_find(const char *name)
@@ -376,64 +377,46 @@ static bool cfg_tls_merged(lua_State *L, int idx, struct cfg_err *e)
 	return true;
 }
 
-static bool cfg_has(lua_State *L, const char *field)
+static bool cfg_has(lua_State *L, int idx, const char *field)
 {
-	lua_getfield(L, -1, field);
+	lua_getfield(L, idx, field);
 	bool has = !lua_isnil(L, -1);
 	lua_pop(L, 1);
 	return has;
 }
 
-static bool cfg_sni(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+/* Remembers a file the context was read from (not PEM or PKCS#12 bytes). */
+static void cfg_watch_value(struct tls_set *t, const char *v, size_t len)
 {
-	lua_getfield(L, -1, "sniOptions");
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return true;
-	}
-	size_t n = 0;
-	lua_pushnil(L);
-	while (lua_next(L, -2)) {
-		n++;
-		lua_pop(L, 1);
-	}
-	o->sni = calloc(n ? n : 1, sizeof *o->sni);
-	if (!o->sni)
-		abort();
-	bool ok = true;
-	lua_pushnil(L);
-	while (ok && lua_next(L, -2)) {
-		if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
-			ok = cfg_fail(e, "option 'sniOptions': expected servername = {key = ..., cert = ...}");
-			lua_pop(L, 2);
-			break;
-		}
-		char *name = cfg_strdup(lua_tostring(L, -2));
-		for (char *p = name; *p; p++)
-			*p = (char)tolower((unsigned char)*p);
-		char err[400];
-		/* Each entry over the defaults only, as smtp-server does. */
-		ok = cfg_tls_merged(L, -1, e);
-		SSL_CTX *ctx = ok ? tls_context_from_lua(L, -1, err, sizeof err) : NULL;
-		if (ok)
-			lua_pop(L, 1);
-		if (ok && !ctx)
-			ok = cfg_fail(e, "option 'sniOptions' [\"%s\"]: %s", name, err);
-		if (ok) {
-			o->sni[o->nsni].name = name;
-			o->sni[o->nsni++].ctx = ctx;
-		} else {
-			free(name);
-			lua_pop(L, 1);
-			break;
+	if (t->nwatch == CONFIG_MAX_WATCH || memchr(v, '\0', len) || memmem(v, len, "-----BEGIN", 10) ||
+	    len > 1024)
+		return;
+	for (size_t i = 0; i < t->nwatch; i++)
+		if (strcmp(t->watch[i], v) == 0)
+			return;
+	t->watch[t->nwatch++] = cfg_strdup(v);
+}
+
+static void cfg_watch_files(lua_State *L, int idx, struct tls_set *t)
+{
+	static const char *const fields[] = {"key", "cert", "ca", "pfx"};
+	for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
+		lua_getfield(L, idx, fields[f]);
+		size_t len;
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			const char *v = lua_tolstring(L, -1, &len);
+			cfg_watch_value(t, v, len);
+		} else if (lua_type(L, -1) == LUA_TTABLE) {
+			for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
+				lua_rawgeti(L, -1, i);
+				const char *v = lua_tolstring(L, -1, &len);
+				if (v)
+					cfg_watch_value(t, v, len);
+				lua_pop(L, 1);
+			}
 		}
 		lua_pop(L, 1);
 	}
-	if (ok)
-		lua_pop(L, 1);
-	else
-		lua_pop(L, 1);
-	return ok;
 }
 
 /* Do the merged options' key and cert (the development ones) exist? */
@@ -449,13 +432,87 @@ static bool cfg_files_exist(lua_State *L)
 	return ok;
 }
 
-/* The listener's TLS context. Without a key of its own, a STARTTLS
- * listener falls back to the development certificate, and without that it
- * simply does not offer STARTTLS. */
-static bool cfg_tls(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+/* One context from the merged options at the top of L. */
+static SSL_CTX *cfg_context(lua_State *L, struct tls_set *t, struct cfg_err *e)
 {
-	bool own_identity = cfg_has(L, "key") || cfg_has(L, "cert") || cfg_has(L, "pfx");
-	if (!cfg_tls_merged(L, -1, e))
+	char err[400];
+	SSL_CTX *ctx = tls_context_from_lua(L, -1, err, sizeof err);
+	if (!ctx)
+		cfg_fail(e, "%s", err);
+	else
+		cfg_watch_files(L, lua_gettop(L), t);
+	return ctx;
+}
+
+static bool cfg_sni(lua_State *L, int idx, struct tls_set *t, struct cfg_err *e)
+{
+	lua_getfield(L, idx, "sniOptions");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return true;
+	}
+	size_t n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		n++;
+		lua_pop(L, 1);
+	}
+	t->sni = calloc(n ? n : 1, sizeof *t->sni);
+	if (!t->sni)
+		abort();
+	bool ok = true;
+	lua_pushnil(L);
+	while (ok && lua_next(L, -2)) {
+		int top = lua_gettop(L);
+		if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+			ok = cfg_fail(e, "option 'sniOptions': expected servername = {key = ..., cert = ...}");
+			lua_pop(L, 2);
+			break;
+		}
+		char *name = cfg_strdup(lua_tostring(L, -2));
+		for (char *p = name; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		/* Each entry over the defaults only, as smtp-server does. */
+		SSL_CTX *ctx = cfg_tls_merged(L, -1, e) ? cfg_context(L, t, e) : NULL;
+		if (ctx) {
+			t->sni[t->nsni].name = name;
+			t->sni[t->nsni++].ctx = ctx;
+		} else {
+			size_t l = strlen(e->buf);
+			snprintf(e->buf + l, e->len - l, " (sniOptions[\"%s\"])", name);
+			free(name);
+			ok = false;
+		}
+		lua_settop(L, top - 1);
+		if (!ok)
+			lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return ok;
+}
+
+void config_free_tls(struct tls_set *t)
+{
+	SSL_CTX_free(t->ctx);
+	for (size_t i = 0; i < t->nsni; i++) {
+		free(t->sni[i].name);
+		SSL_CTX_free(t->sni[i].ctx);
+	}
+	free(t->sni);
+	for (size_t i = 0; i < t->nwatch; i++)
+		free(t->watch[i]);
+	memset(t, 0, sizeof *t);
+}
+
+/* The listener's TLS from the options table at idx. Without a key of its
+ * own, a STARTTLS listener falls back to the development certificate, and
+ * without that it simply does not offer STARTTLS. */
+static bool cfg_tls(lua_State *L, int idx, const struct smtp_options *o, struct tls_set *t,
+                    struct cfg_err *e)
+{
+	memset(t, 0, sizeof *t);
+	bool own_identity = cfg_has(L, idx, "key") || cfg_has(L, idx, "cert") || cfg_has(L, idx, "pfx");
+	if (!cfg_tls_merged(L, idx, e))
 		return false;
 	if (!own_identity && !cfg_files_exist(L)) {
 		lua_pop(L, 1);
@@ -463,14 +520,44 @@ static bool cfg_tls(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 			return cfg_fail(e, "option 'key': TLS needs a key and a certificate "
 			                   "(the development certificate is missing: run make certs)");
 		log_kv(LOG_WARN, NULL, "STARTTLS is not offered: no certificate (set key and cert)", NULL);
-		return cfg_sni(L, o, e);
+	} else {
+		t->ctx = cfg_context(L, t, e);
+		lua_pop(L, 1);
+		if (!t->ctx)
+			return false;
 	}
-	char err[400];
-	o->tls_ctx = tls_context_from_lua(L, -1, err, sizeof err);
-	lua_pop(L, 1);
-	if (!o->tls_ctx)
-		return cfg_fail(e, "%s", err);
-	return cfg_sni(L, o, e);
+	if (cfg_sni(L, idx, t, e))
+		return true;
+	config_free_tls(t);
+	return false;
+}
+
+bool config_build_tls(lua_State *L, struct smtp_options *o, int extra_idx, struct tls_set *out,
+                      char *errbuf, size_t errlen)
+{
+	struct cfg_err e = {errbuf, errlen};
+	int top = lua_gettop(L);
+	extra_idx = extra_idx < 0 ? top + extra_idx + 1 : extra_idx;
+	/* A copy of the options with the extra ones over them. */
+	lua_newtable(L);
+	for (int src = 0; src < 2; src++) {
+		if (src == 0)
+			lua_rawgeti(L, LUA_REGISTRYINDEX, o->table_ref);
+		else if (extra_idx)
+			lua_pushvalue(L, extra_idx);
+		else
+			break;
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -5);
+		}
+		lua_pop(L, 1);
+	}
+	bool ok = cfg_tls(L, lua_gettop(L), o, out, &e);
+	lua_settop(L, top);
+	return ok;
 }
 
 /* Reads the options table at the top of L. */
@@ -507,7 +594,7 @@ static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e
 		return cfg_fail(e, "option 'maxCommandLength': must be at least 512 (RFC 5321 4.5.3.1.4)");
 	lua_pushvalue(L, -1);
 	o->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	return cfg_tls(L, o, e);
+	return cfg_tls(L, lua_gettop(L), o, &o->tls, e);
 }
 
 static bool cfg_is_listener_array(lua_State *L)
@@ -523,7 +610,7 @@ static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, stru
 	if (n == 0)
 		return true;
 	for (size_t i = 0; i < n; i++)
-		if (!cfg_valid_listen(addrs[i]))
+		if (!config_valid_listen(addrs[i]))
 			return cfg_fail(e, "--listen \"%s\" is not host:port (port 0 to 65535)", addrs[i]);
 	if (cfg->nlisteners == 1) {
 		struct smtp_options *o = &cfg->listeners[0];
@@ -548,14 +635,20 @@ static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, stru
 	return true;
 }
 
-bool config_from_lua(lua_State *L, struct config *cfg, char **listen_override, size_t noverride,
-                     char *errbuf, size_t errlen)
+struct config *config_from_lua(lua_State *L, char **listen_override, size_t noverride,
+                               char *errbuf, size_t errlen)
 {
 	struct cfg_err e = {errbuf, errlen};
-	memset(cfg, 0, sizeof *cfg);
-	if (lua_type(L, -1) != LUA_TTABLE)
-		return cfg_fail(&e, "the script must return an options table (or an array of them), not %s",
-		                luaL_typename(L, -1));
+	struct config *cfg = calloc(1, sizeof *cfg);
+	if (!cfg)
+		abort();
+	cfg->refs = 1;
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		cfg_fail(&e, "the script must return an options table (or an array of them), not %s",
+		         luaL_typename(L, -1));
+		free(cfg);
+		return NULL;
+	}
 	size_t n = cfg_is_listener_array(L) ? lua_objlen(L, -1) : 1;
 	cfg->listeners = calloc(n, sizeof *cfg->listeners);
 	if (!cfg->listeners)
@@ -581,13 +674,22 @@ bool config_from_lua(lua_State *L, struct config *cfg, char **listen_override, s
 	}
 	if (ok)
 		ok = cfg_override_listen(cfg, listen_override, noverride, &e);
-	if (!ok)
-		config_free(L, cfg);
-	return ok;
+	if (!ok) {
+		config_unref(L, cfg);
+		return NULL;
+	}
+	return cfg;
 }
 
-void config_free(lua_State *L, struct config *cfg)
+void config_ref(struct config *cfg)
 {
+	cfg->refs++;
+}
+
+void config_unref(lua_State *L, struct config *cfg)
+{
+	if (!cfg || --cfg->refs > 0)
+		return;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		struct smtp_options *o = &cfg->listeners[i];
 		for (size_t j = 0; j < o->nlisten; j++)
@@ -599,14 +701,10 @@ void config_free(lua_State *L, struct config *cfg)
 		for (int h = 0; h < HOOK_COUNT; h++)
 			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
 		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);
-		SSL_CTX_free(o->tls_ctx);
-		for (size_t j = 0; j < o->nsni; j++) {
-			free(o->sni[j].name);
-			SSL_CTX_free(o->sni[j].ctx);
-		}
-		free(o->sni);
+		luaL_unref(L, LUA_REGISTRYINDEX, o->sni_cache_ref);
+		config_free_tls(&o->tls);
 	}
 	free(cfg->listeners);
 	free(cfg->script_path);
-	memset(cfg, 0, sizeof *cfg);
+	free(cfg);
 }

@@ -42,6 +42,18 @@ struct sni_entry {
 	SSL_CTX *ctx;
 };
 
+#define CONFIG_MAX_WATCH 32
+
+/* A listener's TLS: its contexts and the files they were read from (watched
+ * for renewals). Rebuilt as a whole, swapped as a whole. */
+struct tls_set {
+	SSL_CTX *ctx; /* NULL: no TLS on this listener */
+	struct sni_entry *sni;
+	size_t nsni;
+	char *watch[CONFIG_MAX_WATCH];
+	size_t nwatch;
+};
+
 /* One listener's options (a script may return several). */
 struct smtp_options {
 	char *listen[CONFIG_MAX_LISTEN];
@@ -77,28 +89,38 @@ struct smtp_options {
 	bool secure;        /* implicit TLS from the first byte */
 	bool needs_upgrade; /* nothing but EHLO/STARTTLS/QUIT before TLS */
 	bool hide_starttls;
-	SSL_CTX *tls_ctx;   /* NULL: no TLS on this listener */
-	struct sni_entry *sni;
-	size_t nsni;
+	struct tls_set tls;
 
+	int sni_cache_ref; /* servername -> context, as SNICallback answered */
 	int hook_ref[HOOK_COUNT]; /* Lua registry refs; LUA_NOREF when absent */
 	int table_ref;            /* the options table itself */
 };
 
-/* A loaded script: its listeners' options. */
+/* A loaded script: its listeners' options. Sessions hold a reference, so a
+ * reload replaces the config for new connections while open ones finish
+ * on the one they started with. */
 struct config {
+	int refs;
 	struct smtp_options *listeners;
 	size_t nlisteners;
 	char *script_path;
 };
 
-/* Reads the value on top of L (an options table, or an array of them) into
- * cfg. listen_override (may be NULL/0) replaces the scripts' listen per
- * the command line rules. On error returns false and writes a message
- * naming the option into err. */
-bool config_from_lua(struct lua_State *L, struct config *cfg, char **listen_override,
-                     size_t noverride, char *err, size_t errlen);
-void config_free(struct lua_State *L, struct config *cfg);
+/* Reads the value on top of L (an options table, or an array of them).
+ * listen_override (may be NULL/0) replaces the scripts' listen per the
+ * command line rules. On error returns NULL and writes a message naming
+ * the option into err. The result holds one reference. */
+struct config *config_from_lua(struct lua_State *L, char **listen_override, size_t noverride,
+                               char *err, size_t errlen);
+void config_ref(struct config *cfg);
+void config_unref(struct lua_State *L, struct config *cfg);
+/* Builds o's TLS afresh from its options table (and extra, a table of
+ * options over them, at index extra_idx, or 0) into out. */
+bool config_build_tls(struct lua_State *L, struct smtp_options *o, int extra_idx,
+                      struct tls_set *out, char *err, size_t errlen);
+void config_free_tls(struct tls_set *t);
+/* The listen spec is valid ("host:port", port 0..65535). */
+bool config_valid_listen(const char *spec);
 
 const char *hook_name(enum hook_id id);
 const char *auth_method_name(enum auth_method m);

@@ -70,15 +70,16 @@ static void conn_addr_string(const struct sockaddr *sa, char *out, size_t len, i
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
-struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
-                      const struct sockaddr *peer, socklen_t peerlen)
+struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
+                      const struct sockaddr *peer)
 {
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		abort();
 	c->srv = srv;
-	c->lst = lst;
-	c->opt = lst->opt;
+	c->cfg = cfg;
+	config_ref(cfg);
+	c->opt = opt;
 	c->fd = fd;
 	c->phase = PHASE_CONNECT;
 	c->session_ref = LUA_NOREF;
@@ -98,7 +99,6 @@ struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
-	(void)peerlen;
 	return c;
 }
 
@@ -118,12 +118,12 @@ static void conn_refuse_now(struct conn *c, const char *line)
 	(void)w;
 }
 
-void conn_start(struct conn *c)
+void conn_start(struct conn *c, const char *listen_addr)
 {
 	char port[16];
 	snprintf(port, sizeof port, "%d", c->remote_port);
 	conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
-	         c->lst->addr, NULL);
+	         listen_addr, NULL);
 	if (c->opt->max_clients && c->srv->nconns > c->opt->max_clients) {
 		char line[320];
 		snprintf(line, sizeof line, "421 %s%s Too many connected clients, try again in a moment\r\n",
@@ -192,7 +192,7 @@ void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
 /* One send through TLS or the socket; -1 with errno EAGAIN to wait. */
 static ssize_t conn_send(struct conn *c, const char *p, size_t n)
 {
-	if (c->ssl && c->phase != PHASE_HANDSHAKE && !c->starttls_pending) {
+	if (c->ssl && c->secure) {
 		ssize_t w = conn_tls_send(c, p, n, &c->tls_write_wants_read);
 		return w;
 	}
@@ -232,6 +232,10 @@ void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
 {
 	if (c->phase == PHASE_CLOSED || c->phase == PHASE_CLOSING)
 		return;
+	if (c->phase == PHASE_HANDSHAKE) {
+		conn_close(c, text); /* no channel to say it on */
+		return;
+	}
 	conn_reply(c, code, enhanced, "%s", text);
 	hook_cancel(c);
 	c->phase = PHASE_CLOSING;
@@ -276,6 +280,7 @@ static void conn_finish(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->body.pending);
 	free(c->sasl_user);
+	config_unref(lua_main, c->cfg);
 	server_conn_gone(srv, c);
 	free(c);
 }

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 
 struct server;
-struct listener;
 
 enum conn_phase {
 	PHASE_HANDSHAKE, /* TLS handshake (implicit TLS or after STARTTLS) */
@@ -58,8 +57,8 @@ struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
 	struct server *srv;
-	struct listener *lst;
-	const struct smtp_options *opt;
+	struct config *cfg;       /* a reference: the script generation this session runs */
+	struct smtp_options *opt; /* its listener's options, within cfg */
 	int fd;
 	enum conn_phase phase;
 	char id[17];
@@ -109,10 +108,10 @@ struct conn {
 	struct conn *prev, *next; /* the server's list of connections */
 };
 
-struct conn *conn_new(struct server *srv, struct listener *lst, int fd,
-                      const struct sockaddr *peer, socklen_t peerlen);
+struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
+                      const struct sockaddr *peer);
 /* Starts the session (onConnect, then the greeting). */
-void conn_start(struct conn *c);
+void conn_start(struct conn *c, const char *listen_addr);
 /* Queues a reply line; multi-line replies call this once per line. */
 void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -50,19 +50,20 @@ static void tls_switch_context(SSL *ssl, SSL_CTX *ctx)
 
 static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
 {
-	for (size_t i = 0; i < o->nsni; i++)
-		if (strcmp(o->sni[i].name, name) == 0)
-			return o->sni[i].ctx;
+	for (size_t i = 0; i < o->tls.nsni; i++)
+		if (strcmp(o->tls.sni[i].name, name) == 0)
+			return o->tls.sni[i].ctx;
 	return NULL;
 }
 
-/* The SNICallback's answers are kept per listener, by name. */
+/* The SNICallback's answers are kept per listener options, by name, until
+ * a reload or updateSecureContext. */
 static SSL_CTX *tls_cache_get(struct conn *c)
 {
-	if (c->lst->sni_cache_ref == LUA_NOREF)
+	if (c->opt->sni_cache_ref == LUA_NOREF)
 		return NULL;
 	lua_State *L = lua_main;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->lst->sni_cache_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
 	lua_getfield(L, -1, c->servername);
 	SSL_CTX *ctx = tls_context_check(L, -1);
 	lua_pop(L, 2);
@@ -71,12 +72,12 @@ static SSL_CTX *tls_cache_get(struct conn *c)
 
 static void tls_cache_put(struct conn *c, lua_State *L, int idx)
 {
-	if (c->lst->sni_cache_ref == LUA_NOREF) {
+	if (c->opt->sni_cache_ref == LUA_NOREF) {
 		lua_newtable(lua_main);
-		c->lst->sni_cache_ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
+		c->opt->sni_cache_ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
 	}
 	lua_pushvalue(L, idx);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->lst->sni_cache_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
 	lua_insert(L, -2);
 	lua_setfield(L, -2, c->servername);
 	lua_pop(L, 1);
@@ -141,14 +142,11 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-void conn_tls_prepare_context(SSL_CTX *ctx)
-{
-	SSL_CTX_set_client_hello_cb(ctx, tls_client_hello, NULL);
-}
-
 void conn_tls_begin(struct conn *c)
 {
-	c->ssl = SSL_new(c->opt->tls_ctx);
+	/* Setting a pointer: cheaper than tracking which contexts have it. */
+	SSL_CTX_set_client_hello_cb(c->opt->tls.ctx, tls_client_hello, NULL);
+	c->ssl = SSL_new(c->opt->tls.ctx);
 	if (!c->ssl) {
 		conn_close(c, "cannot create a TLS session");
 		return;
@@ -193,10 +191,12 @@ void conn_tls_handshake(struct conn *c)
 		conn_update_io(c); /* nothing to read until SNICallback answers */
 		return;
 	}
+	/* OpenSSL 3 reports a peer gone mid-handshake as an SSL error. */
+	bool dropped = err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN ||
+	               ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 	char reason[256];
 	tls_reason(reason, sizeof reason);
-	bool dropped = err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN;
-	smtp_session_tls_failed(c, dropped && !strstr(reason, ":") ? "SocketError" : "TLSError", reason);
+	smtp_session_tls_failed(c, dropped ? "SocketError" : "TLSError", reason);
 }
 
 ssize_t conn_tls_recv(struct conn *c, void *buf, size_t n)

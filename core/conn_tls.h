@@ -10,8 +10,6 @@
 
 struct conn;
 
-/* Installs the SNI machinery on a listener's context. */
-void conn_tls_prepare_context(SSL_CTX *ctx);
 /* Starts the server side of a handshake on c's socket. */
 void conn_tls_begin(struct conn *c);
 /* Drives the handshake on I/O readiness. */

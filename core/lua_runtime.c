@@ -2,6 +2,7 @@
 
 #include "log.h"
 #include "lua_hook.h"
+#include "lua_server.h"
 #include "lua_stream.h"
 #include "tls_context.h"
 #include "conn.h"
@@ -23,6 +24,8 @@
 #endif
 
 lua_State *lua_main;
+
+static void lua_remember_base_modules(lua_State *L);
 static int reject_mt_ref = LUA_NOREF;
 
 #define THREAD_POOL_MAX 1024
@@ -157,6 +160,7 @@ static int lua_core_open(lua_State *L)
 	};
 	lua_newtable(L);
 	luaL_register(L, NULL, fns);
+	lua_server_register(L);
 	lua_pushfstring(L, "%s/../certs/dev/localhost.key", lua_dir);
 	lua_setfield(L, -2, "dev_key");
 	lua_pushfstring(L, "%s/../certs/dev/localhost.crt", lua_dir);
@@ -246,6 +250,7 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
+	lua_remember_base_modules(lua_main);
 	return true;
 }
 
@@ -255,30 +260,70 @@ static int lua_traceback_handler(lua_State *L)
 	return 1;
 }
 
-bool lua_runtime_load(const char *path, struct config *cfg, char **listen_override,
-                      size_t noverride, char *err, size_t errlen)
+/* Forgets the modules loaded since start-up (the script's own), so that
+ * a reload reads them again and no script state outlives it. */
+static void lua_forget_script_modules(lua_State *L)
+{
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "loaded");
+	lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
+	lua_pushnil(L);
+	while (lua_next(L, -3)) {
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_rawget(L, -3);
+		bool base = !lua_isnil(L, -1);
+		lua_pop(L, 1);
+		if (!base) {
+			lua_pushvalue(L, -1);
+			lua_pushnil(L);
+			lua_rawset(L, -5); /* clearing a field during lua_next is allowed */
+		}
+	}
+	lua_pop(L, 3);
+}
+
+static void lua_remember_base_modules(lua_State *L)
+{
+	lua_newtable(L);
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "loaded");
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_pushboolean(L, 1);
+		lua_rawset(L, -6);
+	}
+	lua_pop(L, 2);
+	lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
+}
+
+struct config *lua_runtime_load(const char *path, char **listen_override, size_t noverride,
+                                char *err, size_t errlen)
 {
 	lua_State *L = lua_main;
 	int top = lua_gettop(L);
+	lua_forget_script_modules(L);
 	lua_pushcfunction(L, lua_traceback_handler);
 	if (luaL_loadfile(L, path) != 0) {
 		snprintf(err, errlen, "%s", lua_tostring(L, -1));
 		lua_settop(L, top);
-		return false;
+		return NULL;
 	}
 	if (lua_pcall(L, 0, 1, top + 1) != 0) {
 		snprintf(err, errlen, "%s", lua_tostring(L, -1));
 		lua_settop(L, top);
-		return false;
+		return NULL;
 	}
 	char cfgerr[512];
-	bool ok = config_from_lua(L, cfg, listen_override, noverride, cfgerr, sizeof cfgerr);
-	if (!ok)
+	struct config *cfg = config_from_lua(L, listen_override, noverride, cfgerr, sizeof cfgerr);
+	if (!cfg)
 		snprintf(err, errlen, "%s: %s", path, cfgerr);
 	else
 		cfg->script_path = strdup(path);
 	lua_settop(L, top);
-	return ok;
+	return cfg;
 }
 
 void lua_runtime_close(void)

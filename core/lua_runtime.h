@@ -12,9 +12,10 @@
 extern lua_State *lua_main;
 
 bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen);
-/* Runs the script and reads its options into cfg. */
-bool lua_runtime_load(const char *path, struct config *cfg, char **listen_override,
-                      size_t noverride, char *err, size_t errlen);
+/* Runs the script (afresh: modules it required before are forgotten) and
+ * reads its options. NULL and a message in err on failure. */
+struct config *lua_runtime_load(const char *path, char **listen_override, size_t noverride,
+                                char *err, size_t errlen);
 void lua_runtime_close(void);
 /* Is the value at idx an smtp.reject object? */
 bool lua_is_reject(lua_State *L, int idx);

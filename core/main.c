@@ -98,8 +98,11 @@ int main(int argc, char **argv)
 	char err[1024];
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	srv.script = cli.script;
+	srv.listen_override = cli.listen;
+	srv.noverride = cli.nlisten;
 	if (!lua_runtime_init(argc, argv, err, sizeof err) ||
-	    !lua_runtime_load(cli.script, &srv.cfg, cli.listen, cli.nlisten, err, sizeof err)) {
+	    !(srv.cfg = lua_runtime_load(cli.script, cli.listen, cli.nlisten, err, sizeof err))) {
 		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);
 		if (cli.check)
 			fprintf(stderr, "luasmtpd: %s\n", err);

@@ -1,14 +1,13 @@
 #include "server.h"
 
 #include "conn.h"
-#include "conn_tls.h"
 #include "log.h"
 #include "lua_runtime.h"
 
 #include <arpa/inet.h>
-#include <lauxlib.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <lauxlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +16,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+struct server *server_current;
 
 /* Splits "host:port", "[v6]:port" or ":port" (all addresses). */
 static bool server_split_addr(const char *spec, char *host, size_t hostlen, char *port,
@@ -89,67 +90,253 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		struct conn *c = conn_new(srv, l, fd, (struct sockaddr *)&peer, plen);
+		struct conn *c = conn_new(srv, srv->cfg, l->opt, fd, (struct sockaddr *)&peer);
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;
 		srv->conns = c;
 		srv->nconns++;
-		conn_start(c);
+		conn_start(c, l->addr);
 	}
 }
 
-bool server_listen(struct server *srv, char *err, size_t errlen)
+static struct listener *server_new_listener(struct server *srv, struct smtp_options *o,
+                                            const char *addr, int fd)
 {
-	for (size_t i = 0; i < srv->cfg.nlisteners; i++) {
-		const struct smtp_options *o = &srv->cfg.listeners[i];
-		if (o->tls_ctx)
-			conn_tls_prepare_context(o->tls_ctx);
+	struct listener *l = calloc(1, sizeof *l);
+	if (!l)
+		abort();
+	l->srv = srv;
+	l->opt = o;
+	l->fd = fd;
+	snprintf(l->addr, sizeof l->addr, "%s", addr);
+	ev_io_init(&l->io, server_accept, fd, EV_READ);
+	return l;
+}
+
+static void server_free_listener(struct server *srv, struct listener *l)
+{
+	if (l->fd >= 0) {
+		ev_io_stop(srv->loop, &l->io);
+		close(l->fd);
+	}
+	free(l);
+}
+
+static struct listener *server_find_listener(struct server *srv, const char *addr)
+{
+	for (struct listener *l = srv->listeners; l; l = l->next)
+		if (l->fd >= 0 && strcmp(l->addr, addr) == 0)
+			return l;
+	return NULL;
+}
+
+/* Binds every address of cfg that srv does not listen on yet, into *fresh;
+ * addresses it does listen on are noted in keep (parallel to listeners).
+ * On a failure, what was bound is closed again. */
+static bool server_bind_config(struct server *srv, struct config *cfg, struct listener **fresh,
+                               char *err, size_t errlen)
+{
+	*fresh = NULL;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct smtp_options *o = &cfg->listeners[i];
 		for (size_t j = 0; j < o->nlisten; j++) {
+			if (server_find_listener(srv, o->listen[j]))
+				continue;
 			int fd = server_bind(o->listen[j], err, errlen);
-			if (fd < 0)
+			if (fd < 0) {
+				while (*fresh) {
+					struct listener *l = *fresh;
+					*fresh = l->next;
+					server_free_listener(srv, l);
+				}
 				return false;
-			struct listener *l = calloc(1, sizeof *l);
-			if (!l)
-				abort();
-			l->srv = srv;
-			l->opt = o;
-			l->fd = fd;
-			l->sni_cache_ref = LUA_NOREF;
-			snprintf(l->addr, sizeof l->addr, "%s", o->listen[j]);
-			ev_io_init(&l->io, server_accept, fd, EV_READ);
-			ev_io_start(srv->loop, &l->io);
-			l->next = srv->listeners;
-			srv->listeners = l;
-			log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, NULL);
+			}
+			struct listener *l = server_new_listener(srv, o, o->listen[j], fd);
+			l->next = *fresh;
+			*fresh = l;
 		}
 	}
 	return true;
 }
 
-/* Stops accepting; the structs stay until server_free, since sessions
- * still open refer to their listener. */
-static void server_stop_listening(struct server *srv)
+/* The options of cfg that listen on addr, or NULL. */
+static struct smtp_options *server_options_for(struct config *cfg, const char *addr)
 {
-	for (struct listener *l = srv->listeners; l; l = l->next) {
-		if (l->fd < 0)
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
+			if (strcmp(cfg->listeners[i].listen[j], addr) == 0)
+				return &cfg->listeners[i];
+	return NULL;
+}
+
+static void server_watch_certs(struct server *srv);
+
+/* Makes cfg current: kept listeners take its options, others close, fresh
+ * ones open. */
+static void server_adopt(struct server *srv, struct config *cfg, struct listener *fresh)
+{
+	struct listener **pl = &srv->listeners;
+	while (*pl) {
+		struct listener *l = *pl;
+		struct smtp_options *o = server_options_for(cfg, l->addr);
+		if (o) {
+			l->opt = o;
+			pl = &l->next;
 			continue;
-		ev_io_stop(srv->loop, &l->io);
-		close(l->fd);
-		l->fd = -1;
+		}
+		*pl = l->next;
+		log_kv(LOG_INFO, NULL, "stopped listening", "listen", l->addr, NULL);
+		server_free_listener(srv, l);
+	}
+	while (fresh) {
+		struct listener *l = fresh;
+		fresh = l->next;
+		l->next = srv->listeners;
+		srv->listeners = l;
+		ev_io_start(srv->loop, &l->io);
+		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, NULL);
+	}
+	struct config *old = srv->cfg;
+	srv->cfg = cfg;
+	config_unref(lua_main, old); /* sessions still on it keep it alive */
+	server_watch_certs(srv);
+}
+
+bool server_listen(struct server *srv, char *err, size_t errlen)
+{
+	struct listener *fresh;
+	if (!server_bind_config(srv, srv->cfg, &fresh, err, errlen))
+		return false;
+	config_ref(srv->cfg); /* server_adopt drops the "old" one: the same */
+	server_adopt(srv, srv->cfg, fresh);
+	return true;
+}
+
+bool server_reload(struct server *srv, char *err, size_t errlen)
+{
+	struct config *cfg = lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err,
+	                                      errlen);
+	if (!cfg)
+		return false;
+	struct listener *fresh;
+	if (!server_bind_config(srv, cfg, &fresh, err, errlen)) {
+		config_unref(lua_main, cfg);
+		return false;
+	}
+	server_adopt(srv, cfg, fresh);
+	return true;
+}
+
+/* ---- certificates ------------------------------------------------------- */
+
+/* Swaps in freshly built TLS for every listener of the current script;
+ * all or nothing. extra_idx: options over the script's (0: none). */
+static bool server_rebuild_tls(struct server *srv, lua_State *L, int extra_idx, char *err,
+                               size_t errlen)
+{
+	struct config *cfg = srv->cfg;
+	struct tls_set *built = calloc(cfg->nlisteners, sizeof *built);
+	if (!built)
+		abort();
+	bool ok = true;
+	for (size_t i = 0; ok && i < cfg->nlisteners; i++)
+		ok = config_build_tls(L, &cfg->listeners[i], extra_idx, &built[i], err, errlen);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct smtp_options *o = &cfg->listeners[i];
+		if (ok) {
+			/* Handshakes in flight hold their own reference to the old context. */
+			config_free_tls(&o->tls);
+			o->tls = built[i];
+			luaL_unref(L, LUA_REGISTRYINDEX, o->sni_cache_ref);
+			o->sni_cache_ref = LUA_NOREF;
+		} else {
+			config_free_tls(&built[i]);
+		}
+	}
+	free(built);
+	if (ok)
+		server_watch_certs(srv);
+	return ok;
+}
+
+bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
+                                  size_t errlen)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	if (!server_rebuild_tls(srv, L, idx, err, errlen))
+		return false;
+	/* The new values become the listeners' own, so a later renewal on
+	 * disk rebuilds from them. */
+	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cfg->listeners[i].table_ref);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -4);
+		}
+		lua_pop(L, 1);
+	}
+	log_kv(LOG_INFO, NULL, "secure context updated", NULL);
+	return true;
+}
+
+static void server_cert_settled(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = (struct server *)((char *)w - offsetof(struct server, cert_settle));
+	char err[512];
+	if (server_rebuild_tls(srv, lua_main, 0, err, sizeof err))
+		log_kv(LOG_INFO, NULL, "certificates reloaded", NULL);
+	else
+		log_kv(LOG_ERROR, NULL, "certificate reload failed, the old ones keep serving", "error",
+		       err, NULL);
+}
+
+static void server_cert_changed(struct ev_loop *loop, ev_stat *w, int revents)
+{
+	struct cert_watch *cw = (struct cert_watch *)w;
+	log_kv(LOG_INFO, NULL, "certificate file changed", "path", w->path, NULL);
+	ev_timer_stop(loop, &cw->srv->cert_settle);
+	ev_timer_set(&cw->srv->cert_settle, 0.3, 0.);
+	ev_timer_start(loop, &cw->srv->cert_settle);
+}
+
+static void server_unwatch_certs(struct server *srv)
+{
+	for (size_t i = 0; i < srv->nwatches; i++)
+		ev_stat_stop(srv->loop, &srv->watches[i].stat);
+	free(srv->watches);
+	srv->watches = NULL;
+	srv->nwatches = 0;
+}
+
+/* Watches every file the current TLS contexts were read from: renewals
+ * written in place or renamed over (certbot) are picked up without HUP. */
+static void server_watch_certs(struct server *srv)
+{
+	server_unwatch_certs(srv);
+	size_t n = 0;
+	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
+		n += srv->cfg->listeners[i].tls.nwatch;
+	if (n == 0)
+		return;
+	srv->watches = calloc(n, sizeof *srv->watches);
+	if (!srv->watches)
+		abort();
+	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
+		const struct tls_set *t = &srv->cfg->listeners[i].tls;
+		for (size_t j = 0; j < t->nwatch; j++) {
+			struct cert_watch *cw = &srv->watches[srv->nwatches++];
+			cw->srv = srv;
+			/* The path string lives in the config, as long as the watch. */
+			ev_stat_init(&cw->stat, server_cert_changed, t->watch[j], 1.0);
+			ev_stat_start(srv->loop, &cw->stat);
+		}
 	}
 }
 
-static void server_free_listeners(struct server *srv)
-{
-	server_stop_listening(srv);
-	while (srv->listeners) {
-		struct listener *l = srv->listeners;
-		srv->listeners = l->next;
-		luaL_unref(lua_main, LUA_REGISTRYINDEX, l->sni_cache_ref);
-		free(l);
-	}
-}
+/* ---- stopping ----------------------------------------------------------- */
 
 static void server_maybe_done(struct server *srv)
 {
@@ -182,41 +369,66 @@ static void server_close_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 static double server_close_timeout_value(const struct server *srv)
 {
 	double t = 0;
-	for (size_t i = 0; i < srv->cfg.nlisteners; i++)
-		if (srv->cfg.listeners[i].close_timeout > t)
-			t = srv->cfg.listeners[i].close_timeout;
+	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
+		if (srv->cfg->listeners[i].close_timeout > t)
+			t = srv->cfg->listeners[i].close_timeout;
 	return t;
 }
 
-static void server_on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void server_stop_listening(struct server *srv)
 {
-	struct server *srv = w->data;
+	for (struct listener *l = srv->listeners; l; l = l->next) {
+		if (l->fd < 0)
+			continue;
+		ev_io_stop(srv->loop, &l->io);
+		close(l->fd);
+		l->fd = -1;
+	}
+	server_unwatch_certs(srv);
+	ev_timer_stop(srv->loop, &srv->cert_settle);
+}
+
+void server_stop(struct server *srv, const char *why)
+{
 	if (srv->stopping)
 		return;
 	srv->stopping = true;
-	log_kv(LOG_INFO, NULL, "stopping", "signal", w->signum == SIGTERM ? "TERM" : "INT",
-	       NULL);
+	log_kv(LOG_INFO, NULL, "stopping", "reason", why, NULL);
 	server_stop_listening(srv);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
 		conn_stop(c);
 	}
 	ev_timer_init(&srv->close_timer, server_close_timeout, server_close_timeout_value(srv), 0.);
-	ev_timer_start(loop, &srv->close_timer);
+	ev_timer_start(srv->loop, &srv->close_timer);
 	server_maybe_done(srv);
+}
+
+static void server_on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	server_stop(w->data, w->signum == SIGTERM ? "TERM" : "INT");
 }
 
 static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	log_kv(LOG_WARN, NULL, "reload requested, but this build does not reload yet", NULL);
+	struct server *srv = w->data;
+	if (srv->stopping)
+		return;
+	char err[1024];
+	if (server_reload(srv, err, sizeof err))
+		log_kv(LOG_INFO, NULL, "reloaded", "script", srv->script, NULL);
+	else
+		log_kv(LOG_ERROR, NULL, "reload failed, the old script keeps serving", "error", err, NULL);
 }
 
 void server_run(struct server *srv)
 {
+	server_current = srv;
+	ev_init(&srv->cert_settle, server_cert_settled);
 	ev_signal_init(&srv->sig_term, server_on_stop_signal, SIGTERM);
 	ev_signal_init(&srv->sig_int, server_on_stop_signal, SIGINT);
 	ev_signal_init(&srv->sig_hup, server_on_hup, SIGHUP);
-	srv->sig_term.data = srv->sig_int.data = srv;
+	srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
 	ev_signal_start(srv->loop, &srv->sig_term);
 	ev_signal_start(srv->loop, &srv->sig_int);
 	ev_signal_start(srv->loop, &srv->sig_hup);
@@ -226,6 +438,13 @@ void server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
-	server_free_listeners(srv);
-	config_free(lua_main, &srv->cfg);
+	server_stop_listening(srv);
+	while (srv->listeners) {
+		struct listener *l = srv->listeners;
+		srv->listeners = l->next;
+		server_free_listener(srv, l);
+	}
+	config_unref(lua_main, srv->cfg);
+	srv->cfg = NULL;
+	server_current = NULL;
 }

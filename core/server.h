@@ -1,4 +1,5 @@
-/* server — the listening sockets, the set of connections, signals and the
+/* server — the listening sockets, the set of connections, signals, reload
+ * (HUP, certificate renewals on disk, updateSecureContext) and the
  * graceful stop. */
 #ifndef LUASMTPD_SERVER_H
 #define LUASMTPD_SERVER_H
@@ -6,6 +7,7 @@
 #include "config.h"
 
 #include <ev.h>
+#include <lua.h>
 #include <stdbool.h>
 
 struct conn;
@@ -13,26 +15,46 @@ struct conn;
 struct listener {
 	ev_io io;
 	struct server *srv;
-	const struct smtp_options *opt;
+	struct smtp_options *opt; /* in srv->cfg */
 	int fd;
 	char addr[96];
-	int sni_cache_ref; /* servername -> context, as SNICallback answered */
 	struct listener *next;
+};
+
+struct cert_watch {
+	ev_stat stat;
+	struct server *srv;
 };
 
 struct server {
 	struct ev_loop *loop;
-	struct config cfg;
+	struct config *cfg; /* the current script; sessions may hold older ones */
+	const char *script;
+	char **listen_override;
+	size_t noverride;
 	struct listener *listeners;
 	struct conn *conns;
 	unsigned nconns;
 	bool stopping;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer close_timer;
+	struct cert_watch *watches;
+	size_t nwatches;
+	ev_timer cert_settle; /* a renewal writes several files: wait for the last */
 };
+
+/* The running server, for the smtp.server Lua API. */
+extern struct server *server_current;
 
 bool server_listen(struct server *srv, char *err, size_t errlen);
 void server_run(struct server *srv);
+/* Loads the script again; on failure nothing changes. */
+bool server_reload(struct server *srv, char *err, size_t errlen);
+/* smtp.server:updateSecureContext(opts at idx of L). */
+bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
+                                  size_t errlen);
+/* Stops accepting; open sessions end as on TERM. */
+void server_stop(struct server *srv, const char *why);
 void server_conn_gone(struct server *srv, struct conn *c);
 void server_free(struct server *srv);
 

@@ -42,7 +42,7 @@ static bool session_verb_disabled(struct conn *c, enum smtp_verb v);
 
 static bool session_starttls_offered(struct conn *c)
 {
-	return c->opt->tls_ctx && !c->secure && !session_verb_disabled(c, SMTP_VERB_STARTTLS);
+	return c->opt->tls.ctx && !c->secure && !session_verb_disabled(c, SMTP_VERB_STARTTLS);
 }
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
@@ -968,6 +968,10 @@ void smtp_session_line_too_long(struct conn *c)
 
 void smtp_session_stop(struct conn *c)
 {
+	if (c->phase == PHASE_HANDSHAKE) {
+		conn_close(c, "server stopping during the TLS handshake");
+		return;
+	}
 	bool idle = c->phase == PHASE_COMMAND && !c->tx.has_mail && !c->hook.active &&
 	            buf_used(&c->in) == 0;
 	if (idle)

@@ -86,6 +86,28 @@ function smtp.tls.context(opts)
   return core.tls_context(smtp.tls.options(opts))
 end
 
+-- The running server (smtp-server's SMTPServer instance): available to
+-- hooks once the server runs.
+smtp.server = setmetatable({}, {
+  __index = function(_, key)
+    if key == "connections" then return core and core.server_connections() or 0 end
+  end,
+})
+
+--- Swaps the default and SNI certificates for new connections; opts are
+--- TLS options (key, cert, sniOptions, ...) over the script's. Returns
+--- true, or nil, err (and nothing changes).
+function smtp.server:updateSecureContext(opts)
+  if not core then error("smtp.server needs the luasmtpd runtime", 2) end
+  return core.server_update_secure_context(opts)
+end
+
+--- Stops accepting; open sessions end as on TERM.
+function smtp.server:close()
+  if not core then error("smtp.server needs the luasmtpd runtime", 2) end
+  core.server_close()
+end
+
 if core then core.set_reject_metatable(Reject) end
 
 return smtp
