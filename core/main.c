@@ -2,6 +2,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_runtime.h"
+#include "master.h"
 #include "server.h"
 
 #include <getopt.h>
@@ -14,6 +15,7 @@
 
 struct cli {
 	bool check;
+	unsigned workers;
 	char *listen[CONFIG_MAX_LISTEN];
 	size_t nlisten;
 	const char *script;
@@ -24,7 +26,7 @@ static void usage(FILE *f)
 	fputs("usage: luasmtpd [options] SCRIPT\n"
 	      "  -t, --check              load the script and report errors, then exit 0/1\n"
 	      "      --listen HOST:PORT   listen here instead of the script's `listen` (repeatable)\n"
-	      "      --workers N          worker processes (this build: 1)\n"
+	      "      --workers N          worker processes sharing the listeners (default 1: no master)\n"
 	      "      --log-level LEVEL    debug, info, warn or error (default info)\n"
 	      "  -h, --help               this text\n"
 	      "  -V, --version            the version\n",
@@ -56,12 +58,16 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 			}
 			cli->listen[cli->nlisten++] = optarg;
 			break;
-		case 'w':
-			if (strcmp(optarg, "1") != 0) {
-				fprintf(stderr, "luasmtpd: --workers %s: this build runs one process\n", optarg);
+		case 'w': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end || n < 1 || n > 64) {
+				fprintf(stderr, "luasmtpd: --workers %s: expected 1 to 64\n", optarg);
 				return 2;
 			}
+			cli->workers = (unsigned)n;
 			break;
+		}
 		case 'L':
 			if (!log_parse_level(optarg, &log_min_level)) {
 				fprintf(stderr, "luasmtpd: --log-level %s: expected debug, info, warn or error\n",
@@ -121,8 +127,15 @@ int main(int argc, char **argv)
 		lua_runtime_close();
 		return 1;
 	}
-	server_run(&srv);
+	if (cli.workers > 1) {
+		rc = master_run(&srv, cli.workers);
+	} else if (!server_drop_privileges(&srv, err, sizeof err)) {
+		log_kv(LOG_ERROR, NULL, "cannot drop privileges", "error", err, NULL);
+		rc = 1;
+	} else {
+		server_run(&srv);
+	}
 	server_free(&srv);
 	lua_runtime_close();
-	return 0;
+	return rc;
 }

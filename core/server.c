@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 struct server *server_current;
@@ -59,6 +61,8 @@ static int server_bind(const char *spec, char *err, size_t errlen)
 	int one = 1;
 	if (fd >= 0) {
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		/* Lets a second instance (a binary upgrade) bind beside this one. */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 		if (res->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
 	}
@@ -194,13 +198,15 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 		fresh = l->next;
 		l->next = srv->listeners;
 		srv->listeners = l;
-		ev_io_start(srv->loop, &l->io);
+		if (srv->accepting)
+			ev_io_start(srv->loop, &l->io);
 		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, NULL);
 	}
 	struct config *old = srv->cfg;
 	srv->cfg = cfg;
 	config_unref(lua_main, old); /* sessions still on it keep it alive */
-	server_watch_certs(srv);
+	if (srv->accepting)
+		server_watch_certs(srv);
 }
 
 bool server_listen(struct server *srv, char *err, size_t errlen)
@@ -340,7 +346,7 @@ static void server_watch_certs(struct server *srv)
 
 static void server_maybe_done(struct server *srv)
 {
-	if (srv->stopping && srv->conns == NULL) {
+	if ((srv->stopping || srv->draining) && srv->conns == NULL) {
 		ev_timer_stop(srv->loop, &srv->close_timer);
 		ev_break(srv->loop, EVBREAK_ALL);
 	}
@@ -409,11 +415,30 @@ static void server_on_stop_signal(struct ev_loop *loop, ev_signal *w, int revent
 	server_stop(w->data, w->signum == SIGTERM ? "TERM" : "INT");
 }
 
+void server_drain(struct server *srv)
+{
+	if (srv->draining || srv->stopping)
+		return;
+	srv->draining = true;
+	log_kv(LOG_INFO, NULL, "draining: no new sessions, open ones go on", NULL);
+	server_stop_listening(srv);
+	server_maybe_done(srv);
+}
+
+static void server_on_quit(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	server_drain(w->data);
+}
+
 static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct server *srv = w->data;
-	if (srv->stopping)
+	if (srv->stopping || srv->draining)
 		return;
+	if (srv->worker) {
+		log_kv(LOG_WARN, NULL, "HUP ignored: send it to the master process", NULL);
+		return;
+	}
 	char err[1024];
 	if (server_reload(srv, err, sizeof err))
 		log_kv(LOG_INFO, NULL, "reloaded", "script", srv->script, NULL);
@@ -421,17 +446,43 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		log_kv(LOG_ERROR, NULL, "reload failed, the old script keeps serving", "error", err, NULL);
 }
 
+bool server_drop_privileges(struct server *srv, char *err, size_t errlen)
+{
+	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0].user : NULL;
+	if (!user || getuid() != 0)
+		return true;
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		snprintf(err, errlen, "option 'user': no such user \"%s\"", user);
+		return false;
+	}
+	if (setgroups(1, &pw->pw_gid) != 0 || setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) != 0 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) != 0) {
+		snprintf(err, errlen, "cannot become %s: %s", user, strerror(errno));
+		return false;
+	}
+	log_kv(LOG_INFO, NULL, "running as", "user", user, NULL);
+	return true;
+}
+
 void server_run(struct server *srv)
 {
 	server_current = srv;
+	srv->accepting = true;
+	for (struct listener *l = srv->listeners; l; l = l->next)
+		if (l->fd >= 0)
+			ev_io_start(srv->loop, &l->io);
+	server_watch_certs(srv);
 	ev_init(&srv->cert_settle, server_cert_settled);
 	ev_signal_init(&srv->sig_term, server_on_stop_signal, SIGTERM);
 	ev_signal_init(&srv->sig_int, server_on_stop_signal, SIGINT);
 	ev_signal_init(&srv->sig_hup, server_on_hup, SIGHUP);
-	srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+	ev_signal_init(&srv->sig_quit, server_on_quit, SIGQUIT);
+	srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv->sig_quit.data = srv;
 	ev_signal_start(srv->loop, &srv->sig_term);
 	ev_signal_start(srv->loop, &srv->sig_int);
 	ev_signal_start(srv->loop, &srv->sig_hup);
+	ev_signal_start(srv->loop, &srv->sig_quit);
 	ev_run(srv->loop, 0);
 	log_kv(LOG_INFO, NULL, "stopped", NULL);
 }

@@ -36,7 +36,10 @@ struct server {
 	struct conn *conns;
 	unsigned nconns;
 	bool stopping;
-	ev_signal sig_term, sig_int, sig_hup;
+	bool accepting; /* false in a master, whose workers accept */
+	bool draining;  /* an old worker after a reload: no new sessions */
+	bool worker;    /* one of a master's workers: HUP is the master's */
+	ev_signal sig_term, sig_int, sig_hup, sig_quit;
 	ev_timer close_timer;
 	struct cert_watch *watches;
 	size_t nwatches;
@@ -47,7 +50,13 @@ struct server {
 extern struct server *server_current;
 
 bool server_listen(struct server *srv, char *err, size_t errlen);
+/* Serves: sets up signals, accepts, runs the loop until stopped. */
 void server_run(struct server *srv);
+/* Stops accepting and ends the loop once the open sessions have ended by
+ * themselves (an old worker after a reload). */
+void server_drain(struct server *srv);
+/* Drops root for the script's `user`, if any; false and err on failure. */
+bool server_drop_privileges(struct server *srv, char *err, size_t errlen);
 /* Loads the script again; on failure nothing changes. */
 bool server_reload(struct server *srv, char *err, size_t errlen);
 /* smtp.server:updateSecureContext(opts at idx of L). */
