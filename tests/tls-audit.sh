@@ -9,14 +9,21 @@ bin=${LUASMTPD_BIN:-build/luasmtpd}
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 sh certs/mkca.sh certs/test >/dev/null
+# The audited certificate names a CRL, as a production one would (a
+# certificate without revocation information is itself a HIGH finding).
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+	-keyout "$work/audit.key" -out "$work/audit.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\ncrlDistributionPoints=URI:http://localhost/test-ca.crl\nextendedKeyUsage=serverAuth\n' >"$work/ext"
+openssl x509 -req -in "$work/audit.csr" -CA certs/test/ca.crt -CAkey certs/test/ca.key -CAcreateserial \
+	-days 397 -extfile "$work/ext" -out "$work/audit.crt" 2>/dev/null
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/audit.lua" <<LUA
 return {
   listen = "127.0.0.1:$port",
   name = "localhost",
   authOptional = true,
-  key = "$PWD/certs/test/localhost.key",
-  cert = "$PWD/certs/test/localhost.crt",
+  key = "$work/audit.key",
+  cert = "$work/audit.crt",
 }
 LUA
 "$bin" "$work/audit.lua" 2>"$work/server.log" &
