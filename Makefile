@@ -11,7 +11,7 @@ PYTHON  ?= /usr/bin/python3
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev openssl \
-            lua-busted swaks curl python3 clang
+            lua-busted lua-socket lua-sec swaks curl python3 clang
 DEPS_STAMP := build/.deps-ok
 
 CORE_SRC  := $(filter-out core/main.c,$(wildcard core/*.c))
@@ -21,7 +21,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak
 all: build/luasmtpd
 
 $(DEPS_STAMP):
@@ -29,6 +29,7 @@ $(DEPS_STAMP):
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
 	for c in cc luajit busted swaks curl openssl $(PYTHON) clang; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	luajit -e 'require "socket"; require "ssl"' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -72,6 +73,10 @@ test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) certs
 tls-audit: build/luasmtpd certs
 	@command -v testssl >/dev/null || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -q testssl.sh; }
 	@sh tests/tls-audit.sh
+
+# Long-running checks, not part of `make test`.
+soak: build/luasmtpd certs
+	$(PYTHON) tests/soak/reload_soak.py
 
 clean:
 	rm -rf build var
