@@ -2,15 +2,15 @@
 # commands; both install missing Debian packages first (root or sudo).
 
 CC      ?= cc
-PKGS    := luajit openssl
+PKGS    := luajit openssl libcares
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm -ldl
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm -ldl -lpthread
 PYTHON  ?= /usr/bin/python3
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
-APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev openssl \
+APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev openssl \
             lua-busted lua-socket lua-sec swaks curl python3 clang
 DEPS_STAMP := build/.deps-ok
 

@@ -58,6 +58,8 @@ static const struct option_def option_defs[] = {
 	OPT("maxCommandLength", OPT_SIZE, max_command_length),
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
+	OPT("hookTimeout", OPT_DURATION, hook_timeout),
+	OPT("luaMemoryLimit", OPT_SIZE, lua_memory_limit),
 	OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
 	OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),
 	OPT("hide8BITMIME", OPT_BOOL, hide_8bitmime),
@@ -271,8 +273,9 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 	case OPT_SIZE:
 		if (!cfg_number(L, e, d->name, 9007199254740992.0, &num))
 			return false;
-		if (d->offset == offsetof(struct smtp_options, size))
-			o->size = (uint64_t)num;
+		if (d->offset == offsetof(struct smtp_options, size) ||
+		    d->offset == offsetof(struct smtp_options, lua_memory_limit))
+			*(uint64_t *)field = (uint64_t)num;
 		else
 			*(size_t *)field = (size_t)num;
 		return true;
@@ -339,6 +342,8 @@ static void cfg_defaults(struct smtp_options *o)
 	o->max_command_length = 16384;
 	o->socket_timeout = 60;
 	o->close_timeout = 30;
+	o->hook_timeout = 10;
+	o->lua_memory_limit = 1024ull * 1024 * 1024;
 	o->bare_line_endings = SMTP_BARE_REJECT;
 	for (int i = 0; i < HOOK_COUNT; i++)
 		o->hook_ref[i] = LUA_NOREF;

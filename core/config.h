@@ -77,6 +77,8 @@ struct smtp_options {
 	size_t max_command_length;
 	double socket_timeout;
 	double close_timeout;
+	double hook_timeout;  /* a hook running longer fails with 451 */
+	uint64_t lua_memory_limit; /* the Lua heap ceiling while hooks run (process-wide: first listener) */
 
 	uint32_t disabled_commands; /* bit per enum smtp_verb */
 	bool hide_pipelining;

@@ -1,6 +1,7 @@
 #include "lua_hook.h"
 
 #include "conn.h"
+#include "lua_guard.h"
 #include "lua_runtime.h"
 #include "server.h"
 
@@ -161,6 +162,7 @@ static void hook_finish(struct conn *c, int status)
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);
 	}
+	ev_timer_stop(c->srv->loop, &h->deadline);
 	/* done() may start the next hook on this connection: clear first. */
 	int ref = h->co_ref;
 	hook_done_fn done = h->done;
@@ -179,15 +181,47 @@ static void hook_resume(struct conn *c, int nargs)
 	struct conn *outer = hook_running;
 	hook_running = c;
 	h->wait = WAIT_NONE;
+	lua_guard_enter(c->opt->hook_timeout);
 	int status = lua_resume(h->co, nargs);
+	lua_guard_leave();
 	hook_running = outer;
-	if (status == LUA_YIELD && h->wait != WAIT_NONE)
+	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
+		/* Waiting on the client (the message body) is not the script's time. */
+		if (h->wait == WAIT_STREAM)
+			ev_timer_stop(c->srv->loop, &h->deadline);
+		else if (!ev_is_active(&h->deadline) && c->opt->hook_timeout > 0) {
+			ev_timer_set(&h->deadline, c->opt->hook_timeout, 0.);
+			ev_timer_start(c->srv->loop, &h->deadline);
+		}
 		return;
+	}
 	hook_finish(c, status);
+}
+
+/* A suspended hook outlived hookTimeout: it is dropped and fails. */
+static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, hook.deadline));
+	struct hook_run *h = &c->hook;
+	bool closing = h->id == HOOK_CLOSE;
+	char timeout[32];
+	snprintf(timeout, sizeof timeout, "%g", c->opt->hook_timeout);
+	luaL_traceback(lua_main, h->co, "hook timed out while suspended", 0);
+	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(h->id), "error", "hookTimeout",
+	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);
+	lua_pop(lua_main, 1);
+	hook_done_fn done = h->done;
+	hook_cancel(c);
+	struct hook_outcome o;
+	hook_internal_error(&o);
+	done(c, &o, NULL, 0);
+	if (!closing)
+		conn_resume(c);
 }
 
 void hook_start(struct conn *c, int nargs, hook_done_fn done)
 {
+	ev_init(&c->hook.deadline, hook_deadline_passed);
 	c->hook.done = done;
 	hook_resume(c, nargs);
 }
@@ -203,14 +237,36 @@ void hook_wake(struct conn *c, int nres)
 	hook_resume(c, nres);
 }
 
-static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
+/* Resumes a hook from the loop (a timer, a socket): afterwards the session
+ * goes on with what it had buffered. */
+static void hook_resume_async(struct conn *c, int nargs)
 {
-	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, hook.sleep));
 	/* onClose frees the connection when it ends: touch nothing after. */
 	bool closing = c->hook.id == HOOK_CLOSE;
-	hook_resume(c, 0);
+	c->hook.waiter = NULL;
+	hook_resume(c, nargs);
 	if (!closing)
 		conn_resume(c);
+}
+
+static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	hook_resume_async((struct conn *)((char *)w - offsetof(struct conn, hook.sleep)), 0);
+}
+
+int hook_wait_io(lua_State *L, struct hook_waiter *w)
+{
+	struct conn *c = hook_current(L);
+	if (!c)
+		return luaL_error(L, "only a hook's own coroutine can wait for the network");
+	c->hook.wait = WAIT_IO;
+	c->hook.waiter = w;
+	return lua_yield(L, 0);
+}
+
+void hook_io_done(struct conn *c, int nres)
+{
+	hook_resume_async(c, nres);
 }
 
 int hook_sleep(lua_State *L, double s)
@@ -231,6 +287,10 @@ void hook_cancel(struct conn *c)
 	if (!h->active)
 		return;
 	ev_timer_stop(c->srv->loop, &h->sleep);
+	ev_timer_stop(c->srv->loop, &h->deadline);
+	if (h->wait == WAIT_IO && h->waiter)
+		h->waiter->cancel(h->waiter);
+	h->waiter = NULL;
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);
 	h->co = NULL;

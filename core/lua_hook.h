@@ -27,7 +27,13 @@ struct hook_outcome {
 
 typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
 
-enum hook_wait { WAIT_NONE, WAIT_SLEEP, WAIT_STREAM };
+enum hook_wait { WAIT_NONE, WAIT_SLEEP, WAIT_STREAM, WAIT_IO };
+
+/* Something a suspended hook waits on (a cosocket, a DNS query): dropped
+ * with the hook if the connection goes first. */
+struct hook_waiter {
+	void (*cancel)(struct hook_waiter *w);
+};
 
 struct hook_run {
 	lua_State *co;
@@ -35,7 +41,9 @@ struct hook_run {
 	enum hook_id id;
 	hook_done_fn done;
 	ev_timer sleep;
+	ev_timer deadline; /* hookTimeout, for the time the hook spends suspended */
 	enum hook_wait wait;
+	struct hook_waiter *waiter; /* with WAIT_IO */
 	bool active;
 };
 
@@ -54,6 +62,12 @@ void hook_cancel(struct conn *c);
 struct conn *hook_current(lua_State *L);
 /* Suspends the running hook for s seconds (smtp.sleep). */
 int hook_sleep(lua_State *L, double s);
+/* Suspends the running hook until w's operation completes; the operation
+ * then calls hook_io_done with its results pushed on the hook's coroutine.
+ * Returns what lua_yield returns, or raises when L is not a hook's own
+ * coroutine. */
+int hook_wait_io(lua_State *L, struct hook_waiter *w);
+void hook_io_done(struct conn *c, int nres);
 
 /* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
 void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);

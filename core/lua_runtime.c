@@ -1,9 +1,12 @@
 #include "lua_runtime.h"
 
 #include "log.h"
+#include "lua_guard.h"
+#include "lua_dns.h"
 #include "lua_hook.h"
 #include "lua_server.h"
 #include "lua_stream.h"
+#include "lua_tcp.h"
 #include "tls_context.h"
 #include "conn.h"
 
@@ -161,6 +164,8 @@ static int lua_core_open(lua_State *L)
 	lua_newtable(L);
 	luaL_register(L, NULL, fns);
 	lua_server_register(L);
+	lua_tcp_register(L);
+	lua_dns_register(L);
 	lua_pushfstring(L, "%s/../certs/dev/localhost.key", lua_dir);
 	lua_setfield(L, -2, "dev_key");
 	lua_pushfstring(L, "%s/../certs/dev/localhost.crt", lua_dir);
@@ -222,7 +227,7 @@ static void lua_session_id_context(int argc, char **argv)
 bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 {
 	lua_session_id_context(argc, argv);
-	lua_main = luaL_newstate();
+	lua_main = lua_guard_newstate();
 	if (!lua_main) {
 		snprintf(err, errlen, "cannot create the Lua state");
 		return false;
@@ -299,12 +304,35 @@ static void lua_remember_base_modules(lua_State *L)
 	lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
 }
 
+static int lua_global_write(lua_State *L)
+{
+	return luaL_error(L, "assignment to global '%s' while serving: globals are read-only after the "
+	                     "script has loaded; keep per-session data on the session",
+	                  lua_tostring(L, 2));
+}
+
+/* A script's top level may define globals; hooks may only read them, so no
+ * state leaks from one session into another through them. */
+static void lua_protect_globals(lua_State *L)
+{
+	lua_pushvalue(L, LUA_GLOBALSINDEX);
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, lua_global_write);
+	lua_setfield(L, -2, "__newindex");
+	lua_setmetatable(L, -2);
+	lua_pop(L, 1);
+}
+
 struct config *lua_runtime_load(const char *path, char **listen_override, size_t noverride,
                                 char *err, size_t errlen)
 {
 	lua_State *L = lua_main;
 	int top = lua_gettop(L);
 	lua_forget_script_modules(L);
+	lua_pushvalue(L, LUA_GLOBALSINDEX);
+	lua_pushnil(L);
+	lua_setmetatable(L, -2); /* the script being loaded may define globals */
+	lua_pop(L, 1);
 	lua_pushcfunction(L, lua_traceback_handler);
 	if (luaL_loadfile(L, path) != 0) {
 		snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -318,6 +346,7 @@ struct config *lua_runtime_load(const char *path, char **listen_override, size_t
 	}
 	char cfgerr[512];
 	struct config *cfg = config_from_lua(L, listen_override, noverride, cfgerr, sizeof cfgerr);
+	lua_protect_globals(L);
 	if (!cfg)
 		snprintf(err, errlen, "%s: %s", path, cfgerr);
 	else

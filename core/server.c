@@ -2,6 +2,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "lua_guard.h"
 #include "lua_runtime.h"
 
 #include <arpa/inet.h>
@@ -205,6 +206,7 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 	struct config *old = srv->cfg;
 	srv->cfg = cfg;
 	config_unref(lua_main, old); /* sessions still on it keep it alive */
+	lua_guard_set_memory_limit(cfg->nlisteners ? cfg->listeners[0].lua_memory_limit : 0);
 	if (srv->accepting)
 		server_watch_certs(srv);
 }
@@ -469,6 +471,7 @@ void server_run(struct server *srv)
 {
 	server_current = srv;
 	srv->accepting = true;
+	lua_guard_start(lua_main);
 	for (struct listener *l = srv->listeners; l; l = l->next)
 		if (l->fd >= 0)
 			ev_io_start(srv->loop, &l->io);

@@ -86,6 +86,32 @@ function smtp.tls.context(opts)
   return core.tls_context(smtp.tls.options(opts))
 end
 
+--- A non-blocking TCP client for hooks (OpenResty's cosocket API):
+--- sock:connect(host, port), sock:send(data), sock:receive("*l" | "*a" | n),
+--- sock:sslhandshake(servername, verify), sock:settimeout(seconds),
+--- sock:close(). Each returns nil, err on failure or timeout.
+function smtp.tcp()
+  if not core then error("smtp.tcp needs the luasmtpd runtime", 2) end
+  return core.tcp()
+end
+
+--- Asynchronous DNS (c-ares): smtp.dns.query(name, type) with type "A",
+--- "AAAA", "MX", "TXT" or "PTR" (name may then be an IP address) returns an
+--- array of records -- addresses, {exchange=, priority=}, strings, names --
+--- or nil, err ("not found", "timeout", ...). smtp.dns.configure{servers =
+--- {"127.0.0.1:53"}, timeout = 2, tries = 2} overrides /etc/resolv.conf.
+smtp.dns = {}
+
+function smtp.dns.query(name, qtype)
+  if not core then error("smtp.dns needs the luasmtpd runtime", 2) end
+  return core.dns_query(name, qtype)
+end
+
+function smtp.dns.configure(opts)
+  if not core then error("smtp.dns needs the luasmtpd runtime", 2) end
+  return core.dns_configure(opts)
+end
+
 -- The running server (smtp-server's SMTPServer instance): available to
 -- hooks once the server runs.
 smtp.server = setmetatable({}, {
