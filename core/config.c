@@ -67,6 +67,7 @@ static const struct option_def option_defs[] = {
 	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
 	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
 	OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
+	OPT("resolveClientHostname", OPT_BOOL, resolve_client_hostname),
 	OPT("bareLineEndings", OPT_BARE_MODE, bare_line_endings),
 	HOOK("onConnect", HOOK_CONNECT),
 	HOOK("onSecure", HOOK_SECURE),

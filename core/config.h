@@ -87,6 +87,7 @@ struct smtp_options {
 	bool hide_enhanced;
 	bool lenient_address_parsing;
 	bool disable_reverse_lookup;
+	bool resolve_client_hostname; /* forward-confirmed reverse DNS for clientHostname */
 	enum smtp_bare_mode bare_line_endings;
 
 	bool secure;        /* implicit TLS from the first byte */

@@ -7,6 +7,7 @@
 #include "lua_session.h"
 #include "lua_stream.h"
 #include "server.h"
+#include "smtp_rdns.h"
 #include "smtp_session.h"
 
 #include <arpa/inet.h>
@@ -291,6 +292,7 @@ void conn_close(struct conn *c, const char *reason)
 		return;
 	c->phase = PHASE_CLOSED;
 	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
+	smtp_rdns_cancel(c);
 	hook_cancel(c);
 	lua_stream_detach(c);
 	ev_io_stop(c->srv->loop, &c->io);

@@ -101,6 +101,13 @@ struct conn {
 	char servername[256];
 	int tls_obj_ref;       /* the conn object onSecure gets */
 
+	/* reverse DNS of the client (resolveClientHostname) */
+	struct dns_query *rdns;
+	void (*rdns_next)(struct conn *c);
+	bool rdns_starting;
+	bool rdns_done_sync;
+	char rdns_name[256];
+
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
 	int pending_ref;      /* the address a MAIL/RCPT hook is judging */

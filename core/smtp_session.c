@@ -6,6 +6,7 @@
 #include "lua_session.h"
 #include "lua_stream.h"
 #include "lua_tls.h"
+#include "smtp_rdns.h"
 #include "server.h"
 
 #include <ctype.h>
@@ -117,7 +118,7 @@ static void session_connect_done(struct conn *c, const struct hook_outcome *o, l
 	session_greet(c);
 }
 
-void smtp_session_connect(struct conn *c)
+static void session_run_on_connect(struct conn *c)
 {
 	lua_State *co = hook_prepare(c, HOOK_CONNECT);
 	if (!co) {
@@ -126,6 +127,14 @@ void smtp_session_connect(struct conn *c)
 	}
 	lua_session_push(co, c);
 	hook_start(c, 1, session_connect_done);
+}
+
+void smtp_session_connect(struct conn *c)
+{
+	if (c->opt->resolve_client_hostname)
+		smtp_rdns_start(c, session_run_on_connect);
+	else
+		session_run_on_connect(c);
 }
 
 /* ---- HELO / EHLO -------------------------------------------------------- */
@@ -829,6 +838,17 @@ static void session_connect_secure_done(struct conn *c, const struct hook_outcom
 	session_run_on_secure(c);
 }
 
+static void session_run_on_connect_secure(struct conn *c)
+{
+	lua_State *co = hook_prepare(c, HOOK_CONNECT);
+	if (!co) {
+		session_run_on_secure(c);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 1, session_connect_secure_done);
+}
+
 void smtp_session_secured(struct conn *c)
 {
 	c->secure = true;
@@ -840,14 +860,15 @@ void smtp_session_secured(struct conn *c)
 	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
 	         SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), "servername",
 	         c->servername[0] ? c->servername : NULL, NULL);
-	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
-	lua_State *co = c->opt->secure ? hook_prepare(c, HOOK_CONNECT) : NULL;
-	if (!co) {
+	if (!c->opt->secure) {
 		session_run_on_secure(c);
 		return;
 	}
-	lua_session_push(co, c);
-	hook_start(c, 1, session_connect_secure_done);
+	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
+	if (c->opt->resolve_client_hostname)
+		smtp_rdns_start(c, session_run_on_connect_secure);
+	else
+		session_run_on_connect_secure(c);
 }
 
 static void session_error_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
