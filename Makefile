@@ -24,7 +24,7 @@ ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 .PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak
 all: build/luasmtpd
 
-$(DEPS_STAMP):
+$(DEPS_STAMP): Makefile
 	@missing=""; \
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
