@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <unistd.h>
 
 enum opt_kind {
@@ -65,6 +66,7 @@ static const struct option_def option_defs[] = {
 	OPT("hide8BITMIME", OPT_BOOL, hide_8bitmime),
 	OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
 	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
+	OPT("hideCHUNKING", OPT_BOOL, hide_chunking),
 	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
 	OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
 	OPT("resolveClientHostname", OPT_BOOL, resolve_client_hostname),
@@ -89,7 +91,7 @@ static const struct option_def option_defs[] = {
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
 	LATER("lmtp"), LATER("hideDSN"), LATER("hideREQUIRETLS"),
-	LATER("hideCHUNKING"), LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
+	LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
 };
 
 static const char *const hook_names[HOOK_COUNT] = {
@@ -597,6 +599,8 @@ static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e
 		o->listen[0] = cfg_strdup("127.0.0.1:2525");
 		o->nlisten = 1;
 	}
+	if (o->user && !getpwnam(o->user))
+		return cfg_fail(e, "option 'user': no such user \"%s\"", o->user);
 	if (o->max_command_length < 512)
 		return cfg_fail(e, "option 'maxCommandLength': must be at least 512 (RFC 5321 4.5.3.1.4)");
 	lua_pushvalue(L, -1);

@@ -85,6 +85,7 @@ struct smtp_options {
 	bool hide_8bitmime;
 	bool hide_smtputf8;
 	bool hide_enhanced;
+	bool hide_chunking;
 	bool lenient_address_parsing;
 	bool disable_reverse_lookup;
 	bool resolve_client_hostname; /* forward-confirmed reverse DNS for clientHostname */

@@ -308,20 +308,22 @@ void conn_close(struct conn *c, const char *reason)
 /* Should the session stop taking input for now? */
 static bool conn_input_blocked(const struct conn *c)
 {
-	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA)
+	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA &&
+	    c->phase != PHASE_BDAT)
 		return true;
 	if (c->starttls_pending)
 		return true;
 	if (buf_used(&c->out) > CONN_OUT_HIGH)
 		return true;
-	if (c->phase == PHASE_DATA) {
+	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
 		if (c->body.ended)
 			return true; /* until onData has answered */
 		if (c->hook.active && c->hook.wait != WAIT_STREAM)
 			return buf_used(&c->body.pending) > CONN_PENDING_HIGH;
 		return false;
 	}
-	return c->hook.active;
+	/* Between BDAT chunks onData waits for the next one: commands go on. */
+	return c->hook.active && !(c->tx.chunking && c->hook.wait == WAIT_STREAM);
 }
 
 void conn_update_io(struct conn *c)
@@ -353,6 +355,10 @@ void conn_process(struct conn *c)
 		size_t n = buf_used(&c->in);
 		if (c->phase == PHASE_DATA) {
 			buf_consume(&c->in, smtp_session_data(c, p, n));
+			continue;
+		}
+		if (c->phase == PHASE_BDAT) {
+			buf_consume(&c->in, smtp_session_bdat(c, p, n));
 			continue;
 		}
 		const char *line;
@@ -399,7 +405,7 @@ void conn_stop(struct conn *c)
 
 static void conn_read(struct conn *c)
 {
-	size_t want = c->phase == PHASE_DATA ? CONN_READ_DATA : CONN_READ_CMD;
+	size_t want = c->phase == PHASE_DATA || c->phase == PHASE_BDAT ? CONN_READ_DATA : CONN_READ_CMD;
 	char *dst = buf_reserve(&c->in, want);
 	ssize_t r = c->ssl ? conn_tls_recv(c, dst, want) : recv(c->fd, dst, want, 0);
 	if (r == 0) {

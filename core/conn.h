@@ -24,6 +24,7 @@ enum conn_phase {
 	PHASE_COMMAND,  /* reading command lines */
 	PHASE_AUTH,     /* reading SASL continuation lines */
 	PHASE_DATA,     /* reading a message body */
+	PHASE_BDAT,     /* reading a BDAT chunk */
 	PHASE_CLOSING,  /* flushing the last reply, then close */
 	PHASE_CLOSED,   /* socket closed; onClose may still run */
 };
@@ -34,6 +35,8 @@ enum sasl_step { SASL_NONE, SASL_PLAIN_RESPONSE, SASL_LOGIN_USER, SASL_LOGIN_PAS
 struct transaction {
 	bool has_mail;
 	bool smtputf8;
+	bool binarymime; /* BODY=BINARYMIME: BDAT only */
+	bool chunking;   /* a BDAT has started the message */
 	unsigned nrcpt;
 	uint64_t declared_size;
 };
@@ -83,6 +86,10 @@ struct conn {
 	unsigned unknown_commands;
 	unsigned transactions;
 	struct transaction tx;
+	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
+	bool bdat_last;
+	char bdat_refusal[96];   /* a refused chunk's reply, sent once it is read */
+	int bdat_refusal_code;
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */

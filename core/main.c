@@ -33,7 +33,7 @@ static void usage(FILE *f)
 	      f);
 }
 
-/* Returns 0 to run, or an exit code (+1) when done. */
+/* Returns 0 to run, or an exit code + 1 when done (usage errors exit 2). */
 static int cli_parse(int argc, char **argv, struct cli *cli)
 {
 	static const struct option longopts[] = {
@@ -54,7 +54,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 		case 'l':
 			if (cli->nlisten == CONFIG_MAX_LISTEN) {
 				fprintf(stderr, "luasmtpd: too many --listen addresses\n");
-				return 2;
+				return 3;
 			}
 			cli->listen[cli->nlisten++] = optarg;
 			break;
@@ -63,7 +63,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 			long n = strtol(optarg, &end, 10);
 			if (*end || n < 1 || n > 64) {
 				fprintf(stderr, "luasmtpd: --workers %s: expected 1 to 64\n", optarg);
-				return 2;
+				return 3;
 			}
 			cli->workers = (unsigned)n;
 			break;
@@ -72,7 +72,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 			if (!log_parse_level(optarg, &log_min_level)) {
 				fprintf(stderr, "luasmtpd: --log-level %s: expected debug, info, warn or error\n",
 				        optarg);
-				return 2;
+				return 3;
 			}
 			break;
 		case 'h':
@@ -83,12 +83,12 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 			return 1;
 		default:
 			usage(stderr);
-			return 2;
+			return 3;
 		}
 	}
 	if (optind != argc - 1) {
 		usage(stderr);
-		return 2;
+		return 3;
 	}
 	cli->script = argv[optind];
 	return 0;

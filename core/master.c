@@ -168,6 +168,9 @@ static void master_on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 		else
 			master_forget(m, wk); /* waiting for a restart that will not come */
 	}
+	/* The master's copies of the listening sockets must go too, or the
+	 * kernel would keep accepting connections nobody serves. */
+	server_stop_listening(m->srv);
 	if (m->alive == 0)
 		ev_break(loop, EVBREAK_ALL);
 }

@@ -383,7 +383,7 @@ static double server_close_timeout_value(const struct server *srv)
 	return t;
 }
 
-static void server_stop_listening(struct server *srv)
+void server_stop_listening(struct server *srv)
 {
 	for (struct listener *l = srv->listeners; l; l = l->next) {
 		if (l->fd < 0)

@@ -62,6 +62,8 @@ bool server_reload(struct server *srv, char *err, size_t errlen);
 /* smtp.server:updateSecureContext(opts at idx of L). */
 bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
                                   size_t errlen);
+/* Closes the listening sockets (a master stopping its workers). */
+void server_stop_listening(struct server *srv);
 /* Stops accepting; open sessions end as on TERM. */
 void server_stop(struct server *srv, const char *why);
 void server_conn_gone(struct server *srv, struct conn *c);

@@ -57,6 +57,13 @@ static void session_update_transmission(struct conn *c)
 
 static void session_reset_transaction(struct conn *c)
 {
+	if (c->tx.chunking && c->phase == PHASE_COMMAND) {
+		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
+		 * abandoned, and so is the onData waiting for the rest of it. */
+		hook_cancel(c);
+		lua_stream_detach(c);
+		buf_free(&c->body.pending);
+	}
 	memset(&c->tx, 0, sizeof c->tx);
 	lua_session_reset_envelope(c);
 }
@@ -163,6 +170,11 @@ static void session_helo_text(struct conn *c, char *out, size_t len)
 	lua_pop(L, 2);
 }
 
+static bool session_chunking_offered(struct conn *c)
+{
+	return !c->opt->hide_chunking && !session_verb_disabled(c, SMTP_VERB_BDAT);
+}
+
 static void session_ehlo_keywords(struct conn *c)
 {
 	const struct smtp_options *o = c->opt;
@@ -174,6 +186,10 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "SMTPUTF8");
 	if (!o->hide_enhanced)
 		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
+	if (session_chunking_offered(c)) {
+		conn_reply_more(c, 250, "CHUNKING");
+		conn_reply_more(c, 250, "BINARYMIME");
+	}
 	if (session_auth_offered(c) && !c->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
 		char methods[64] = "";
 		for (size_t i = 0; i < o->nauth_methods; i++) {
@@ -307,8 +323,9 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 			}
 			c->tx.declared_size = size;
 		} else if (param_is(p, "BODY")) {
-			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME")) {
-				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT or 8BITMIME");
+			c->tx.binarymime = value_is(p, "BINARYMIME") && session_chunking_offered(c);
+			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !c->tx.binarymime) {
+				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT, 8BITMIME or BINARYMIME");
 				return false;
 			}
 		} else if (param_is(p, "SMTPUTF8")) {
@@ -367,13 +384,15 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	lua_getfield(L, -1, "args");
 	lua_getfield(L, -1, "BODY");
 	const char *body = lua_tostring(L, -1);
-	bool eight_bit = body && strcasecmp(body, "8BITMIME") == 0;
+	const char *body_type = !body ? "7bit" : strcasecmp(body, "8BITMIME") == 0 ? "8bitmime"
+	                      : strcasecmp(body, "BINARYMIME") == 0       ? "binarymime"
+	                                                                  : "7bit";
 	lua_pop(L, 2);
 	lua_session_set_mail_from(c, L, -1);
 	lua_pop(L, 1);
 	lua_session_push(L, c);
 	lua_getfield(L, -1, "envelope");
-	lua_pushstring(L, eight_bit ? "8bitmime" : "7bit");
+	lua_pushstring(L, body_type);
 	lua_setfield(L, -2, "bodyType");
 	lua_pushboolean(L, c->tx.smtputf8);
 	lua_setfield(L, -2, "smtpUtf8");
@@ -429,6 +448,10 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
 		return;
 	}
+	if (c->tx.chunking) {
+		conn_reply(c, 503, "5.5.1", "Error: RCPT is not allowed once BDAT has begun");
+		return;
+	}
 	struct smtp_path path;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
 	                                           c->opt->lenient_address_parsing, &path);
@@ -468,6 +491,7 @@ static void session_data_finish(struct conn *c)
 	conn_log(c, LOG_INFO, "message", "size", size, NULL);
 	lua_stream_detach(c);
 	buf_free(&b->pending);
+	b->ended = false; /* no message in flight any more */
 	c->transactions++;
 	c->unknown_commands = 0;
 	c->phase = PHASE_COMMAND;
@@ -493,22 +517,25 @@ static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_
 		session_data_finish(c);
 }
 
-static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
+/* DATA and BDAT share the checks before a message. */
+static bool session_check_message_start(struct conn *c)
 {
 	if (!session_check_transaction_start(c))
-		return;
+		return false;
 	if (!c->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
-		return;
+		return false;
 	}
 	if (c->tx.nrcpt == 0) {
 		conn_reply(c, 503, "5.5.1", "Error: need RCPT command");
-		return;
+		return false;
 	}
-	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
-		return;
-	}
+	return true;
+}
+
+/* A message begins: the body state, and onData with its stream. */
+static void session_body_begin(struct conn *c)
+{
 	struct body *b = &c->body;
 	smtp_data_init(&b->dec, c->opt->bare_line_endings);
 	b->byte_length = 0;
@@ -516,8 +543,6 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 	b->ended = false;
 	b->hook_done = false;
 	memset(&b->outcome, 0, sizeof b->outcome);
-	c->phase = PHASE_DATA;
-	conn_reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	lua_State *co = hook_prepare(c, HOOK_DATA);
 	if (!co) {
 		b->hook_done = true;
@@ -528,6 +553,49 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 	hook_start(c, 2, session_data_done);
 }
 
+static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (c->tx.chunking) {
+		conn_reply(c, 503, "5.5.1", "Error: DATA is not allowed after BDAT");
+		return;
+	}
+	if (!session_check_message_start(c))
+		return;
+	if (c->tx.binarymime) {
+		conn_reply(c, 503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT, not DATA");
+		return;
+	}
+	if (cmd->arg_len) {
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
+		return;
+	}
+	c->phase = PHASE_DATA;
+	conn_reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	session_body_begin(c);
+}
+
+/* n message bytes are in the spare room of the pending buffer: count them
+ * and hand them on (or drop them when nobody will read them). */
+static void session_body_bytes(struct conn *c, size_t n)
+{
+	struct body *b = &c->body;
+	b->byte_length += n;
+	if (c->opt->size && b->byte_length > c->opt->size)
+		b->size_exceeded = true;
+	/* Bytes the message will be refused for are not worth a disk write. */
+	if (!b->hook_done && !(b->size_exceeded && b->save_fd >= 0))
+		b->pending.len += n;
+}
+
+static void session_body_end(struct conn *c)
+{
+	struct body *b = &c->body;
+	b->ended = true;
+	if (b->save_fd >= 0 && (b->size_exceeded ||
+	                        (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)))
+		b->save_errno = b->size_exceeded ? EFBIG : EILSEQ;
+}
+
 size_t smtp_session_data(struct conn *c, const char *p, size_t n)
 {
 	struct body *b = &c->body;
@@ -535,23 +603,102 @@ size_t smtp_session_data(struct conn *c, const char *p, size_t n)
 	size_t out_len = 0;
 	bool done = false;
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
-	b->byte_length += out_len;
-	if (c->opt->size && b->byte_length > c->opt->size)
-		b->size_exceeded = true;
-	/* Bytes the message will be refused for are not worth a disk write. */
-	bool keep = !b->hook_done && !(b->size_exceeded && b->save_fd >= 0);
-	if (keep)
-		b->pending.len += out_len;
-	if (done) {
-		b->ended = true;
-		if (b->save_fd >= 0 && (b->size_exceeded || (b->dec.bare_seen &&
-		                                                c->opt->bare_line_endings == SMTP_BARE_REJECT)))
-			b->save_errno = b->size_exceeded ? EFBIG : EILSEQ;
-	}
+	session_body_bytes(c, out_len);
+	if (done)
+		session_body_end(c);
 	lua_stream_feed(c);
 	if (b->ended && b->hook_done && c->phase == PHASE_DATA)
 		session_data_finish(c);
 	return used;
+}
+
+/* ---- BDAT (RFC 3030) ---------------------------------------------------- */
+
+static void session_bdat_chunk_done(struct conn *c);
+
+/* "BDAT <size> [LAST]": false on bad syntax. */
+static bool session_parse_bdat(const struct smtp_cmd *cmd, uint64_t *size, bool *last)
+{
+	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
+	size_t nlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
+	if (!smtp_parse_size(cmd->arg, nlen, size))
+		return false;
+	*last = false;
+	if (!sp)
+		return true;
+	const char *rest = sp + 1;
+	size_t rlen = cmd->arg_len - nlen - 1;
+	*last = smtp_ascii_ieq(rest, rlen, "LAST", 4);
+	return *last;
+}
+
+static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
+{
+	uint64_t size;
+	bool last;
+	if (!session_parse_bdat(cmd, &size, &last)) {
+		/* Without a size the chunk cannot be skipped: the session ends. */
+		conn_end(c, 501, "5.5.4", "Error: Syntax: BDAT <size> [LAST]");
+		return;
+	}
+	c->bdat_remaining = size;
+	c->bdat_last = last;
+	c->phase = PHASE_BDAT;
+	/* A refused chunk is still read (RFC 3030 2): its reply waits for it. */
+	c->bdat_refusal[0] = '\0';
+	if (!c->tx.chunking) {
+		if (!c->tx.has_mail || c->tx.nrcpt == 0 || !c->greeted || session_auth_required(c)) {
+			snprintf(c->bdat_refusal, sizeof c->bdat_refusal, "%s",
+			         !c->greeted ? "5.5.1 Error: send HELO/EHLO first"
+			         : session_auth_required(c) ? "5.7.0 Error: authentication Required"
+			         : !c->tx.has_mail ? "5.5.1 Error: need MAIL command"
+			                           : "5.5.1 Error: need RCPT command");
+			c->bdat_refusal_code = session_auth_required(c) && c->greeted ? 530 : 503;
+			if (c->bdat_remaining == 0)
+				session_bdat_chunk_done(c);
+			return;
+		}
+		c->tx.chunking = true;
+		session_body_begin(c);
+	}
+	if (c->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+		session_bdat_chunk_done(c);
+}
+
+/* The end of a chunk: its reply, or the message's after LAST. */
+static void session_bdat_chunk_done(struct conn *c)
+{
+	struct body *b = &c->body;
+	if (c->bdat_refusal[0]) {
+		c->phase = PHASE_COMMAND;
+		conn_reply(c, c->bdat_refusal_code, NULL, "%s", c->bdat_refusal);
+		return;
+	}
+	if (!c->bdat_last) {
+		c->phase = PHASE_COMMAND;
+		conn_reply(c, 250, "2.0.0", "%llu octets received",
+		           (unsigned long long)b->byte_length);
+		return;
+	}
+	c->phase = PHASE_DATA; /* the reply waits for onData */
+	session_body_end(c);
+	lua_stream_feed(c);
+	if (b->hook_done && c->phase == PHASE_DATA)
+		session_data_finish(c);
+}
+
+size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
+{
+	size_t take = n < c->bdat_remaining ? n : (size_t)c->bdat_remaining;
+	if (!c->bdat_refusal[0] && take) {
+		memcpy(buf_reserve(&c->body.pending, take), p, take);
+		session_body_bytes(c, take);
+		lua_stream_feed(c);
+	}
+	c->bdat_remaining -= take;
+	if (c->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+		session_bdat_chunk_done(c);
+	return take;
 }
 
 /* ---- AUTH --------------------------------------------------------------- */
@@ -928,7 +1075,7 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
 	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = cmd_auth, [SMTP_VERB_HTTP] = cmd_http,
-	[SMTP_VERB_STARTTLS] = cmd_starttls,
+	[SMTP_VERB_STARTTLS] = cmd_starttls, [SMTP_VERB_BDAT] = cmd_bdat,
 };
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
