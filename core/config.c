@@ -67,6 +67,8 @@ static const struct option_def option_defs[] = {
 	OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
 	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
 	OPT("hideCHUNKING", OPT_BOOL, hide_chunking),
+	OPT("hideDSN", OPT_BOOL, hide_dsn),
+	OPT("hideREQUIRETLS", OPT_BOOL, hide_requiretls),
 	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
 	OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
 	OPT("resolveClientHostname", OPT_BOOL, resolve_client_hostname),
@@ -90,7 +92,7 @@ static const struct option_def option_defs[] = {
 	{"ecdhCurve", OPT_TLS, 0}, {"requestCert", OPT_TLS, 0}, {"rejectUnauthorized", OPT_TLS, 0},
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
-	LATER("lmtp"), LATER("hideDSN"), LATER("hideREQUIRETLS"),
+	LATER("lmtp"),
 	LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
 };
 
@@ -348,6 +350,8 @@ static void cfg_defaults(struct smtp_options *o)
 	o->hook_timeout = 10;
 	o->lua_memory_limit = 1024ull * 1024 * 1024;
 	o->bare_line_endings = SMTP_BARE_REJECT;
+	o->hide_dsn = true;
+	o->hide_requiretls = true;
 	for (int i = 0; i < HOOK_COUNT; i++)
 		o->hook_ref[i] = LUA_NOREF;
 	o->table_ref = LUA_NOREF;

@@ -86,6 +86,8 @@ struct smtp_options {
 	bool hide_smtputf8;
 	bool hide_enhanced;
 	bool hide_chunking;
+	bool hide_dsn;        /* default true, as in smtp-server */
+	bool hide_requiretls; /* default true */
 	bool lenient_address_parsing;
 	bool disable_reverse_lookup;
 	bool resolve_client_hostname; /* forward-confirmed reverse DNS for clientHostname */

@@ -41,6 +41,11 @@ static bool session_auth_offered(const struct conn *c)
 
 static bool session_verb_disabled(struct conn *c, enum smtp_verb v);
 
+static bool session_dsn_on(const struct conn *c)
+{
+	return !c->opt->hide_dsn;
+}
+
 static bool session_starttls_offered(struct conn *c)
 {
 	return c->opt->tls.ctx && !c->secure && !session_verb_disabled(c, SMTP_VERB_STARTTLS);
@@ -186,6 +191,8 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "SMTPUTF8");
 	if (!o->hide_enhanced)
 		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
+	if (session_dsn_on(c))
+		conn_reply_more(c, 250, "DSN");
 	if (session_chunking_offered(c)) {
 		conn_reply_more(c, 250, "CHUNKING");
 		conn_reply_more(c, 250, "BINARYMIME");
@@ -200,6 +207,8 @@ static void session_ehlo_keywords(struct conn *c)
 	}
 	if (session_starttls_offered(c) && !o->hide_starttls)
 		conn_reply_more(c, 250, "STARTTLS");
+	if (c->secure && !o->hide_requiretls)
+		conn_reply_more(c, 250, "REQUIRETLS");
 	if (o->size && o->hide_size)
 		conn_reply_more(c, 250, "SIZE");
 	else if (o->size)
@@ -300,12 +309,77 @@ static bool value_is(const struct smtp_param *p, const char *v)
 	return p->value && smtp_ascii_ieq(p->value, p->value_len, v, strlen(v));
 }
 
+/* An RFC 3461 xtext value of at most max decoded bytes. */
+static bool session_xtext_ok(const struct smtp_param *p, size_t max)
+{
+	char out[SMTP_PATH_MAX + 1];
+	long n = smtp_xtext_decode(p->value, p->value_len, out, sizeof out);
+	return n >= 0 && (size_t)n <= max;
+}
+
+/* RFC 3461 NOTIFY: NEVER alone, or a list of SUCCESS, FAILURE, DELAY. */
+static bool session_notify_ok(const struct smtp_param *p)
+{
+	const char *v = p->value, *end = p->value + p->value_len;
+	bool never = false;
+	int n = 0;
+	while (v < end) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
+		if (smtp_ascii_ieq(v, len, "NEVER", 5))
+			never = true;
+		else if (!smtp_ascii_ieq(v, len, "SUCCESS", 7) && !smtp_ascii_ieq(v, len, "FAILURE", 7) &&
+		         !smtp_ascii_ieq(v, len, "DELAY", 5))
+			return false;
+		n++;
+		v = comma ? comma + 1 : end;
+	}
+	return n > 0 && !(never && n > 1);
+}
+
+/* RFC 3461 ORCPT: addr-type ";" xtext. */
+static bool session_orcpt_ok(const struct smtp_param *p)
+{
+	const char *semi = memchr(p->value, ';', p->value_len);
+	if (!semi || semi == p->value)
+		return false;
+	for (const char *q = p->value; q < semi; q++)
+		if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+		      *q == '-'))
+			return false;
+	struct smtp_param rest = {.value = semi + 1, .value_len = p->value_len - (size_t)(semi + 1 - p->value)};
+	return rest.value_len > 0 && session_xtext_ok(&rest, SMTP_PATH_MAX);
+}
+
+/* RCPT parameters: DSN's, when DSN is on. */
+static bool session_rcpt_params_ok(struct conn *c, const struct smtp_path *path)
+{
+	for (size_t i = 0; session_dsn_on(c) && i < path->nparams; i++) {
+		const struct smtp_param *p = &path->params[i];
+		bool notify = param_is(p, "NOTIFY"), orcpt = param_is(p, "ORCPT");
+		if ((notify || orcpt) && (!p->value || p->value_len == 0)) {
+			conn_reply(c, 501, "5.5.4", "Error: %s parameter requires a value", notify ? "NOTIFY" : "ORCPT");
+			return false;
+		}
+		if (notify && !session_notify_ok(p)) {
+			conn_reply(c, 501, "5.5.4", "Error: NOTIFY parameter must be NEVER, or SUCCESS, FAILURE and DELAY");
+			return false;
+		}
+		if (orcpt && !session_orcpt_ok(p)) {
+			conn_reply(c, 501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+			return false;
+		}
+	}
+	return true;
+}
+
 /* MAIL parameters smtp-server validates; the others go to the hook. */
 static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 {
 	for (size_t i = 0; i < path->nparams; i++) {
 		const struct smtp_param *p = &path->params[i];
-		bool needs_value = param_is(p, "SIZE") || param_is(p, "BODY");
+		bool dsn_param = session_dsn_on(c) && (param_is(p, "RET") || param_is(p, "ENVID"));
+		bool needs_value = param_is(p, "SIZE") || param_is(p, "BODY") || dsn_param;
 		if (needs_value && (!p->value || p->value_len == 0)) {
 			conn_reply(c, 501, "5.5.4", "Error: %.*s parameter requires a value", (int)p->key_len, p->key);
 			return false;
@@ -334,6 +408,21 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				return false;
 			}
 			c->tx.smtputf8 = true;
+		} else if (param_is(p, "REQUIRETLS")) {
+			if (p->value) {
+				conn_reply(c, 501, "5.5.4", "Error: REQUIRETLS does not accept a value");
+				return false;
+			}
+			if (!c->secure) {
+				conn_reply(c, 530, "5.7.10", "Error: REQUIRETLS not permitted on non-TLS connections");
+				return false;
+			}
+		} else if (dsn_param && param_is(p, "RET") && !value_is(p, "FULL") && !value_is(p, "HDRS")) {
+			conn_reply(c, 501, "5.5.4", "Error: Invalid RET parameter value. Must be FULL or HDRS");
+			return false;
+		} else if (dsn_param && param_is(p, "ENVID") && !session_xtext_ok(p, 100)) {
+			conn_reply(c, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
+			return false;
 		}
 	}
 	return true;
@@ -348,12 +437,43 @@ static void session_hold_address(struct conn *c, lua_State *co, const struct smt
 	c->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 }
 
+/* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
+ * address table at the top of L. */
+static void session_add_rcpt_dsn(lua_State *L, const struct smtp_path *path)
+{
+	const struct smtp_param *notify = smtp_path_param(path, "NOTIFY");
+	const struct smtp_param *orcpt = smtp_path_param(path, "ORCPT");
+	lua_createtable(L, 0, 2);
+	lua_newtable(L);
+	const char *v = notify ? notify->value : NULL, *end = v ? v + notify->value_len : NULL;
+	for (int n = 1; v && v < end; n++) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
+		char word[8];
+		for (size_t i = 0; i < len && i < sizeof word; i++)
+			word[i] = (char)(v[i] >= 'a' && v[i] <= 'z' ? v[i] - 32 : v[i]);
+		lua_pushlstring(L, word, len < sizeof word ? len : sizeof word);
+		lua_rawseti(L, -2, n);
+		v = comma ? comma + 1 : end;
+	}
+	lua_setfield(L, -2, "notify");
+	if (orcpt) {
+		lua_getfield(L, -2, "args");
+		lua_getfield(L, -1, "ORCPT");
+		lua_setfield(L, -3, "orcpt");
+		lua_pop(L, 1);
+	}
+	lua_setfield(L, -2, "dsn");
+}
+
 /* Asks onMailFrom/onRcptTo (id) about path; done gets the verdict. */
 static void session_judge_address(struct conn *c, enum hook_id id, const struct smtp_path *path,
                                   hook_done_fn done)
 {
 	lua_State *co = hook_prepare(c, id);
 	session_hold_address(c, co ? co : lua_main, path);
+	if (id == HOOK_RCPT_TO && session_dsn_on(c))
+		session_add_rcpt_dsn(co ? co : lua_main, path);
 	if (!co) {
 		lua_pop(lua_main, 1);
 		hook_accept_now(c, done);
@@ -396,7 +516,19 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	lua_setfield(L, -2, "bodyType");
 	lua_pushboolean(L, c->tx.smtputf8);
 	lua_setfield(L, -2, "smtpUtf8");
-	lua_pop(L, 2);
+	lua_getfield(L, -1, "mailFrom");
+	lua_getfield(L, -1, "args");
+	lua_getfield(L, -1, "REQUIRETLS");
+	lua_setfield(L, -4, "requireTLS");
+	if (session_dsn_on(c)) {
+		lua_createtable(L, 0, 2);
+		lua_getfield(L, -2, "RET");
+		lua_setfield(L, -2, "ret");
+		lua_getfield(L, -2, "ENVID");
+		lua_setfield(L, -2, "envid");
+		lua_setfield(L, -4, "dsn");
+	}
+	lua_pop(L, 4);
 	c->tx.has_mail = true;
 	conn_reply(c, 250, "2.1.0", "Accepted");
 }
@@ -455,7 +587,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	struct smtp_path path;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
 	                                           c->opt->lenient_address_parsing, &path);
-	if (!session_path_ok(c, st, &path, false))
+	if (!session_path_ok(c, st, &path, false) || !session_rcpt_params_ok(c, &path))
 		return;
 	if (path.has_8bit && !c->tx.smtputf8) {
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
