@@ -312,15 +312,48 @@ static int lua_global_write(lua_State *L)
 }
 
 /* A script's top level may define globals; hooks may only read them, so no
- * state leaks from one session into another through them. */
+ * state leaks from one session into another through them. The globals move
+ * into a table behind an empty _G, so that assigning an existing one is
+ * caught as well as creating a new one. */
 static void lua_protect_globals(lua_State *L)
 {
-	lua_pushvalue(L, LUA_GLOBALSINDEX);
-	lua_createtable(L, 0, 1);
+	lua_newtable(L); /* the real globals */
+	lua_pushnil(L);
+	while (lua_next(L, LUA_GLOBALSINDEX)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -4);
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_pushnil(L);
+		lua_rawset(L, LUA_GLOBALSINDEX);
+	}
+	lua_createtable(L, 0, 2);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, lua_global_write);
 	lua_setfield(L, -2, "__newindex");
-	lua_setmetatable(L, -2);
-	lua_pop(L, 1);
+	lua_setmetatable(L, LUA_GLOBALSINDEX);
+}
+
+/* Puts the globals back in _G, writable, for a script being (re)loaded. */
+static void lua_unprotect_globals(lua_State *L)
+{
+	if (!lua_getmetatable(L, LUA_GLOBALSINDEX))
+		return;
+	lua_getfield(L, -1, "__index");
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, LUA_GLOBALSINDEX);
+	}
+	lua_pop(L, 2);
+	lua_pushnil(L);
+	lua_setmetatable(L, LUA_GLOBALSINDEX);
 }
 
 struct config *lua_runtime_load(const char *path, char **listen_override, size_t noverride,
@@ -328,11 +361,8 @@ struct config *lua_runtime_load(const char *path, char **listen_override, size_t
 {
 	lua_State *L = lua_main;
 	int top = lua_gettop(L);
+	lua_unprotect_globals(L); /* the script being loaded may define globals */
 	lua_forget_script_modules(L);
-	lua_pushvalue(L, LUA_GLOBALSINDEX);
-	lua_pushnil(L);
-	lua_setmetatable(L, -2); /* the script being loaded may define globals */
-	lua_pop(L, 1);
 	lua_pushcfunction(L, lua_traceback_handler);
 	if (luaL_loadfile(L, path) != 0) {
 		snprintf(err, errlen, "%s", lua_tostring(L, -1));
