@@ -52,6 +52,7 @@ static const struct option_def option_defs[] = {
 	OPT("authOptional", OPT_BOOL, auth_optional),
 	OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
 	OPT("maxAllowedUnauthenticatedCommands", OPT_COUNT, max_unauth_commands),
+	OPT("maxAuthFailures", OPT_COUNT, max_auth_failures),
 	OPT("size", OPT_SIZE, size),
 	OPT("hideSize", OPT_BOOL, hide_size),
 	OPT("maxClients", OPT_COUNT, max_clients),
@@ -344,6 +345,7 @@ static void cfg_defaults(struct smtp_options *o)
 	o->auth_methods[1] = AUTH_LOGIN;
 	o->nauth_methods = 2;
 	o->max_unauth_commands = 10;
+	o->max_auth_failures = 5;
 	o->max_command_length = 16384;
 	o->socket_timeout = 60;
 	o->close_timeout = 30;

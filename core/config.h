@@ -69,6 +69,7 @@ struct smtp_options {
 	bool auth_optional;
 	bool allow_insecure_auth;
 	unsigned max_unauth_commands; /* 0: no limit */
+	unsigned max_auth_failures;   /* failed AUTH attempts before 421; 0: no limit */
 
 	uint64_t size; /* 0: no limit */
 	bool hide_size;

@@ -281,6 +281,7 @@ static void conn_finish(struct conn *c)
 	buf_free(&c->out);
 	buf_free(&c->body.pending);
 	free(c->sasl_user);
+	free(c->sasl_challenge);
 	config_unref(lua_main, c->cfg);
 	server_conn_gone(srv, c);
 	free(c);

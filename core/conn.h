@@ -29,7 +29,15 @@ enum conn_phase {
 	PHASE_CLOSED,   /* socket closed; onClose may still run */
 };
 
-enum sasl_step { SASL_NONE, SASL_PLAIN_RESPONSE, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+enum sasl_step {
+	SASL_NONE,
+	SASL_PLAIN_RESPONSE,
+	SASL_LOGIN_USER,
+	SASL_LOGIN_PASS,
+	SASL_CRAM_RESPONSE,
+	SASL_XOAUTH2_RESPONSE,
+	SASL_XOAUTH2_ERROR, /* the JSON challenge is out: the client's next line ends it */
+};
 
 /* The mail transaction: what MAIL and RCPT have set so far. */
 struct transaction {
@@ -93,6 +101,8 @@ struct conn {
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
+	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
+	unsigned auth_failures;
 	struct body body;
 
 	/* TLS */

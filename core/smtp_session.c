@@ -6,6 +6,7 @@
 #include "lua_session.h"
 #include "lua_stream.h"
 #include "lua_tls.h"
+#include "smtp_auth.h"
 #include "smtp_rdns.h"
 #include "server.h"
 
@@ -34,7 +35,7 @@ static bool session_auth_required(const struct conn *c)
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
  * operator says otherwise. */
-static bool session_auth_offered(const struct conn *c)
+bool smtp_session_auth_offered(const struct conn *c)
 {
 	return session_may_auth(c) && (c->secure || c->opt->allow_insecure_auth);
 }
@@ -52,7 +53,7 @@ static bool session_starttls_offered(struct conn *c)
 }
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
-static void session_update_transmission(struct conn *c)
+void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
 	snprintf(t, sizeof t, "%s%s%s", c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
@@ -197,7 +198,7 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "CHUNKING");
 		conn_reply_more(c, 250, "BINARYMIME");
 	}
-	if (session_auth_offered(c) && !c->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
+	if (smtp_session_auth_offered(c) && !c->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
 		char methods[64] = "";
 		for (size_t i = 0; i < o->nauth_methods; i++) {
 			strcat(methods, " ");
@@ -236,7 +237,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 	host[n] = '\0';
 	lua_session_set(c, "hostNameAppearsAs", host);
 	lua_session_set(c, "openingCommand", ehlo ? "EHLO" : "HELO");
-	session_update_transmission(c);
+	smtp_session_update_transmission(c);
 	char text[512];
 	session_helo_text(c, text, sizeof text);
 	if (!ehlo) {
@@ -833,187 +834,6 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 	return take;
 }
 
-/* ---- AUTH --------------------------------------------------------------- */
-
-static void session_auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
-{
-	free(c->sasl_user);
-	c->sasl_user = NULL;
-	if (o->kind != HOOK_ACCEPT) {
-		conn_reply_outcome(c, o);
-		return;
-	}
-	bool has_user = co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
-	if (has_user) {
-		lua_getfield(co, 1, "user");
-		has_user = !lua_isnil(co, -1);
-		if (has_user)
-			lua_session_set_value(c, "user", co, -1);
-		lua_pop(co, 1);
-	}
-	if (!has_user) {
-		conn_reply(c, 535, "5.7.8", "Error: Authentication credentials invalid");
-		return;
-	}
-	c->authenticated = true;
-	session_update_transmission(c);
-	lua_getfield(co, 1, "message");
-	const char *msg = lua_tostring(co, -1);
-	conn_reply(c, 235, "2.7.0", "%s", msg ? msg : "Authentication successful");
-	lua_pop(co, 1);
-	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(c->sasl_method), NULL);
-}
-
-/* Hands username and password to onAuth. */
-static void session_auth_check(struct conn *c, const char *user, size_t ulen, const char *pass,
-                               size_t plen)
-{
-	c->phase = PHASE_COMMAND;
-	lua_State *co = hook_prepare(c, HOOK_AUTH);
-	if (!co) {
-		conn_reply(c, 535, "5.7.8", "Error: Authentication not implemented");
-		free(c->sasl_user);
-		c->sasl_user = NULL;
-		return;
-	}
-	lua_createtable(co, 0, 3);
-	lua_pushstring(co, auth_method_name(c->sasl_method));
-	lua_setfield(co, -2, "method");
-	lua_pushlstring(co, user, ulen);
-	lua_setfield(co, -2, "username");
-	lua_pushlstring(co, pass, plen);
-	lua_setfield(co, -2, "password");
-	lua_session_push(co, c);
-	hook_start(c, 2, session_auth_done);
-}
-
-static void session_auth_plain(struct conn *c, const char *b64, size_t len)
-{
-	char dec[SMTP_PATH_MAX * 4 + 8];
-	if (len / 4 * 3 + 1 > sizeof dec) {
-		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
-		c->phase = PHASE_COMMAND;
-		return;
-	}
-	long n = smtp_base64_decode(b64, len, dec);
-	struct smtp_auth_plain pl;
-	if (n < 0 || !smtp_auth_plain_split(dec, (size_t)n, &pl)) {
-		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
-		c->phase = PHASE_COMMAND;
-		return;
-	}
-	session_auth_check(c, pl.authcid, pl.authcid_len, pl.password, pl.password_len);
-}
-
-/* Decodes one base64 LOGIN answer into out; false (and 501) if bad. */
-static bool session_login_decode(struct conn *c, const char *b64, size_t len, char *out, size_t cap,
-                                 long *n)
-{
-	*n = len / 4 * 3 + 1 <= cap ? smtp_base64_decode(b64, len, out) : -1;
-	for (long i = 0; i < *n; i++)
-		if ((unsigned char)out[i] < ' ')
-			*n = -1;
-	if (*n < 0 || (*n == 0 && c->sasl == SASL_LOGIN_USER)) {
-		conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
-		c->phase = PHASE_COMMAND;
-		c->sasl = SASL_NONE;
-		return false;
-	}
-	return true;
-}
-
-static void session_auth_login_user(struct conn *c, const char *b64, size_t len)
-{
-	char dec[1024];
-	long n;
-	c->sasl = SASL_LOGIN_USER;
-	if (!session_login_decode(c, b64, len, dec, sizeof dec, &n))
-		return;
-	free(c->sasl_user);
-	c->sasl_user = strndup(dec, (size_t)n);
-	c->sasl = SASL_LOGIN_PASS;
-	c->phase = PHASE_AUTH;
-	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
-}
-
-static void session_sasl_line(struct conn *c, const char *line, size_t len)
-{
-	enum sasl_step step = c->sasl;
-	c->sasl = SASL_NONE;
-	if (len == 1 && line[0] == '*') {
-		c->phase = PHASE_COMMAND;
-		free(c->sasl_user);
-		c->sasl_user = NULL;
-		conn_reply(c, 501, "5.0.0", "Authentication aborted");
-		return;
-	}
-	if (step == SASL_PLAIN_RESPONSE) {
-		session_auth_plain(c, line, len);
-	} else if (step == SASL_LOGIN_USER) {
-		session_auth_login_user(c, line, len);
-	} else {
-		char dec[1024];
-		long n;
-		c->sasl = SASL_LOGIN_PASS;
-		if (!session_login_decode(c, line, len, dec, sizeof dec, &n))
-			return;
-		c->sasl = SASL_NONE;
-		session_auth_check(c, c->sasl_user, strlen(c->sasl_user), dec, (size_t)n);
-	}
-}
-
-static void cmd_auth(struct conn *c, const struct smtp_cmd *cmd)
-{
-	if (!c->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
-		return;
-	}
-	if (c->authenticated) {
-		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
-		return;
-	}
-	if (!session_auth_offered(c)) {
-		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
-		return;
-	}
-	if (c->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
-		return;
-	}
-	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
-	size_t mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
-	const char *ir = sp ? sp + 1 : NULL;
-	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
-	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
-		return;
-	}
-	enum auth_method m = 0;
-	for (size_t i = 0; i < c->opt->nauth_methods; i++) {
-		const char *name = auth_method_name(c->opt->auth_methods[i]);
-		if (strlen(name) == mlen && strncasecmp(name, cmd->arg, mlen) == 0)
-			m = c->opt->auth_methods[i];
-	}
-	if (m != AUTH_PLAIN && m != AUTH_LOGIN) {
-		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
-		return;
-	}
-	c->sasl_method = m;
-	c->phase = PHASE_AUTH;
-	if (m == AUTH_PLAIN && ir) {
-		/* RFC 4954: "=" is an empty initial response. */
-		session_auth_plain(c, ir, irlen == 1 && ir[0] == '=' ? 0 : irlen);
-	} else if (m == AUTH_PLAIN) {
-		c->sasl = SASL_PLAIN_RESPONSE;
-		conn_reply(c, 334, NULL, "%s", "");
-	} else if (ir) {
-		session_auth_login_user(c, ir, irlen);
-	} else {
-		c->sasl = SASL_LOGIN_USER;
-		conn_reply(c, 334, NULL, "VXNlcm5hbWU6");
-	}
-}
-
 /* ---- the rest ----------------------------------------------------------- */
 
 static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
@@ -1044,6 +864,7 @@ static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 {
 	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
 }
+
 
 static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
 
@@ -1133,7 +954,7 @@ void smtp_session_secured(struct conn *c)
 	c->secure = true;
 	c->phase = PHASE_CONNECT;
 	lua_tls_session_fields(c);
-	session_update_transmission(c);
+	smtp_session_update_transmission(c);
 	char version[16];
 	snprintf(version, sizeof version, "%s", SSL_get_version(c->ssl));
 	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
@@ -1206,7 +1027,7 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_helo, [SMTP_VERB_MAIL] = cmd_mail,
 	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
-	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = cmd_auth, [SMTP_VERB_HTTP] = cmd_http,
+	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = smtp_auth_command, [SMTP_VERB_HTTP] = cmd_http,
 	[SMTP_VERB_STARTTLS] = cmd_starttls, [SMTP_VERB_BDAT] = cmd_bdat,
 };
 
@@ -1225,7 +1046,7 @@ static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 void smtp_session_line(struct conn *c, const char *line, size_t len)
 {
 	if (c->phase == PHASE_AUTH) {
-		session_sasl_line(c, line, len);
+		smtp_auth_line(c, line, len);
 		return;
 	}
 	struct smtp_cmd cmd;

@@ -4,6 +4,7 @@
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct conn;
@@ -22,6 +23,10 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n);
 void smtp_session_secured(struct conn *c);
 /* A handshake failed: onError({code, message, meta}), then close. */
 void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason);
+/* May this session authenticate now (TLS, or allowInsecureAuth)? */
+bool smtp_session_auth_offered(const struct conn *c);
+/* session.transmissionType from what the session is now. */
+void smtp_session_update_transmission(struct conn *c);
 /* Server shutdown: end an idle session now. */
 void smtp_session_stop(struct conn *c);
 

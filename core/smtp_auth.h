@@ -1,0 +1,16 @@
+/* smtp_auth — AUTH (RFC 4954) and its SASL mechanisms: PLAIN, LOGIN,
+ * CRAM-MD5 (auth.validatePassword) and XOAUTH2 (auth.accessToken), each
+ * handing onAuth what smtp-server hands it. */
+#ifndef LUASMTPD_SMTP_AUTH_H
+#define LUASMTPD_SMTP_AUTH_H
+
+#include <stddef.h>
+
+struct conn;
+struct smtp_cmd;
+
+void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd);
+/* A continuation line while a mechanism waits for one. */
+void smtp_auth_line(struct conn *c, const char *line, size_t len);
+
+#endif
