@@ -62,7 +62,8 @@ run: build/luasmtpd certs
 	build/luasmtpd scripts/default.lua
 
 unit: $(UNIT_BIN)
-spec: $(DEPS_STAMP)
+spec: build/luasmtpd certs
+	busted -o TAP
 e2e: build/luasmtpd certs
 test-asan: build/luasmtpd-asan certs
 

@@ -68,6 +68,7 @@ static const struct option_def option_defs[] = {
 	OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
 	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
 	OPT("hideCHUNKING", OPT_BOOL, hide_chunking),
+	OPT("lmtp", OPT_BOOL, lmtp),
 	OPT("hideDSN", OPT_BOOL, hide_dsn),
 	OPT("hideREQUIRETLS", OPT_BOOL, hide_requiretls),
 	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
@@ -93,7 +94,6 @@ static const struct option_def option_defs[] = {
 	{"ecdhCurve", OPT_TLS, 0}, {"requestCert", OPT_TLS, 0}, {"rejectUnauthorized", OPT_TLS, 0},
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
-	LATER("lmtp"),
 	LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
 };
 

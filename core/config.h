@@ -87,6 +87,7 @@ struct smtp_options {
 	bool hide_smtputf8;
 	bool hide_enhanced;
 	bool hide_chunking;
+	bool lmtp; /* RFC 2033: LHLO, one reply per recipient after the message */
 	bool hide_dsn;        /* default true, as in smtp-server */
 	bool hide_requiretls; /* default true */
 	bool lenient_address_parsing;

@@ -88,6 +88,7 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	c->pending_ref = LUA_NOREF;
 	c->body.save_fd = -1;
 	c->body.stream_ref = LUA_NOREF;
+	c->body.lmtp_ref = LUA_NOREF;
 	c->tls_obj_ref = LUA_NOREF;
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
@@ -277,6 +278,7 @@ static void conn_finish(struct conn *c)
 	conn_tls_free(c);
 	lua_session_free(c);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->body.lmtp_ref);
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->body.pending);

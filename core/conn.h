@@ -62,6 +62,7 @@ struct body {
 	char *save_path;
 	int save_errno;
 	int stream_ref;      /* the Lua stream object */
+	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
 };
 
 struct conn {

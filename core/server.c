@@ -177,6 +177,27 @@ static struct smtp_options *server_options_for(struct config *cfg, const char *a
 
 static void server_watch_certs(struct server *srv);
 
+/* "host:port" as bound: the real port of a "127.0.0.1:0" listener. */
+static void server_bound_address(int fd, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	char host[INET6_ADDRSTRLEN] = "";
+	int port = 0;
+	if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+		port = ntohs(s6->sin6_port);
+		snprintf(out, len, "[%s]:%d", host, port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+		snprintf(out, len, "%s:%d", host, ntohs(s4->sin_port));
+	}
+}
+
 /* Makes cfg current: kept listeners take its options, others close, fresh
  * ones open. */
 static void server_adopt(struct server *srv, struct config *cfg, struct listener *fresh)
@@ -201,7 +222,9 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 		srv->listeners = l;
 		if (srv->accepting)
 			ev_io_start(srv->loop, &l->io);
-		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, NULL);
+		char bound[80] = "";
+		server_bound_address(l->fd, bound, sizeof bound);
+		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, "address", bound, NULL);
 	}
 	struct config *old = srv->cfg;
 	srv->cfg = cfg;

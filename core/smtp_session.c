@@ -41,6 +41,7 @@ bool smtp_session_auth_offered(const struct conn *c)
 }
 
 static bool session_verb_disabled(struct conn *c, enum smtp_verb v);
+static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
 
 static bool session_dsn_on(const struct conn *c)
 {
@@ -56,7 +57,7 @@ static bool session_starttls_offered(struct conn *c)
 void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
-	snprintf(t, sizeof t, "%s%s%s", c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
+	snprintf(t, sizeof t, "%s%s%s", c->opt->lmtp ? "LMTP" : c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
 	         c->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
 }
@@ -113,9 +114,10 @@ static void session_greet(struct conn *c)
 {
 	c->phase = PHASE_COMMAND;
 	if (c->opt->banner)
-		conn_reply(c, 220, NULL, "%s ESMTP %s", c->opt->name, c->opt->banner);
+		conn_reply(c, 220, NULL, "%s %s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP",
+		           c->opt->banner);
 	else
-		conn_reply(c, 220, NULL, "%s ESMTP", c->opt->name);
+		conn_reply(c, 220, NULL, "%s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP");
 }
 
 /* ---- connect ------------------------------------------------------------ */
@@ -218,7 +220,15 @@ static void session_ehlo_keywords(struct conn *c)
 
 static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 {
-	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
+	if (c->opt->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
+		if (c->opt->lmtp)
+			conn_reply(c, 500, "5.5.1", "Error: %s not allowed in LMTP server", smtp_verb_name(cmd->verb));
+		else
+			cmd_unknown(c, cmd);
+		return;
+	}
+	bool ehlo = cmd->verb != SMTP_VERB_HELO;
 	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len) || memchr(cmd->arg, '\t', cmd->arg_len)) {
 		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
 		return;
@@ -236,7 +246,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 		host[i] = (char)tolower((unsigned char)cmd->arg[i]);
 	host[n] = '\0';
 	lua_session_set(c, "hostNameAppearsAs", host);
-	lua_session_set(c, "openingCommand", ehlo ? "EHLO" : "HELO");
+	lua_session_set(c, "openingCommand", smtp_verb_name(cmd->verb));
 	smtp_session_update_transmission(c);
 	char text[512];
 	session_helo_text(c, text, sizeof text);
@@ -604,21 +614,65 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 
 /* ---- DATA --------------------------------------------------------------- */
 
-/* The reply after the final dot: the core's limits first, then onData. */
+/* The reply for one recipient (LMTP) or the message (SMTP) after the final
+ * dot: the core's limits first, then what onData said. lmtp_idx: the index
+ * in onData's per-recipient table at the top of lua_main, or 0. */
+static void session_message_reply(struct conn *c, int lmtp_idx)
+{
+	struct body *b = &c->body;
+	if (b->size_exceeded) {
+		conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
+		           (unsigned long long)c->opt->size);
+		return;
+	}
+	if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT) {
+		conn_reply(c, 554, "5.5.2", "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
+		return;
+	}
+	if (b->outcome.kind != HOOK_ACCEPT) {
+		conn_reply_outcome(c, &b->outcome);
+		return;
+	}
+	if (lmtp_idx) {
+		lua_State *L = lua_main;
+		lua_rawgeti(L, -1, lmtp_idx);
+		int t = lua_type(L, -1);
+		struct hook_outcome o;
+		if (t == LUA_TSTRING) {
+			hook_outcome_from_value(L, -1, 250, &o);
+			conn_reply(c, 250, "2.6.0", "%s", o.text);
+		} else if (lua_is_reject(L, -1)) {
+			hook_outcome_from_value(L, lua_gettop(L), 450, &o);
+			conn_reply_outcome(c, &o);
+		} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
+			conn_reply(c, 250, "2.6.0", "OK: message accepted");
+		} else {
+			conn_reply(c, 450, "4.2.1", "Error: message not accepted for this recipient");
+		}
+		lua_pop(L, 1);
+		return;
+	}
+	if (b->outcome.text[0])
+		conn_reply(c, 250, "2.6.0", "%s", b->outcome.text);
+	else
+		conn_reply(c, 250, "2.6.0", c->opt->lmtp ? "OK: message accepted" : "OK: message queued");
+}
+
 static void session_data_finish(struct conn *c)
 {
 	struct body *b = &c->body;
-	if (b->size_exceeded)
-		conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
-		           (unsigned long long)c->opt->size);
-	else if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)
-		conn_reply(c, 554, "5.5.2", "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
-	else if (b->outcome.kind != HOOK_ACCEPT)
-		conn_reply_outcome(c, &b->outcome);
-	else if (b->outcome.text[0])
-		conn_reply(c, 250, "2.6.0", "%s", b->outcome.text);
-	else
-		conn_reply(c, 250, "2.6.0", "OK: message queued");
+	if (!c->opt->lmtp) {
+		session_message_reply(c, 0);
+	} else {
+		/* RFC 2033 4.2: one reply per accepted recipient, in order. */
+		lua_rawgeti(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
+		bool table = lua_type(lua_main, -1) == LUA_TTABLE;
+		for (unsigned i = 1; i <= c->tx.nrcpt; i++)
+			session_message_reply(c, table ? (int)i : 0);
+		lua_pop(lua_main, 1);
+		luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
+		b->lmtp_ref = LUA_NOREF;
+	}
 	char size[24];
 	snprintf(size, sizeof size, "%llu", (unsigned long long)b->byte_length);
 	conn_log(c, LOG_INFO, "message", "size", size, NULL);
@@ -642,6 +696,12 @@ static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_
 		struct hook_outcome t;
 		hook_outcome_from_value(co, 1, 250, &t);
 		memcpy(b->outcome.text, t.text, sizeof t.text);
+	}
+	/* LMTP: a table answers per recipient. */
+	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE &&
+	    !lua_is_reject(co, 1) && c->opt->lmtp) {
+		lua_pushvalue(co, 1);
+		b->lmtp_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 	}
 	session_sync_disabled(c);
 	/* A hook that returned early leaves the rest of the body to drain. */
@@ -1024,7 +1084,8 @@ static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
 typedef void (*cmd_fn)(struct conn *, const struct smtp_cmd *);
 
 static const cmd_fn commands[SMTP_VERB_COUNT] = {
-	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_helo, [SMTP_VERB_MAIL] = cmd_mail,
+	[SMTP_VERB_HELO] = cmd_helo, [SMTP_VERB_EHLO] = cmd_helo, [SMTP_VERB_LHLO] = cmd_helo,
+	[SMTP_VERB_MAIL] = cmd_mail,
 	[SMTP_VERB_RCPT] = cmd_rcpt, [SMTP_VERB_DATA] = cmd_data, [SMTP_VERB_RSET] = cmd_rset,
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
 	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = smtp_auth_command, [SMTP_VERB_HTTP] = cmd_http,
