@@ -28,6 +28,7 @@ enum opt_kind {
 	OPT_HOOK,
 	OPT_TLS, /* read by tls_context_from_lua once the table is complete */
 	OPT_SNI,
+	OPT_TRUSTED, /* true, or a list of addresses/CIDRs */
 	OPT_LATER, /* part of the contract, not in this build yet: refused by name */
 };
 
@@ -94,7 +95,8 @@ static const struct option_def option_defs[] = {
 	{"ecdhCurve", OPT_TLS, 0}, {"requestCert", OPT_TLS, 0}, {"rejectUnauthorized", OPT_TLS, 0},
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
-	LATER("useProxy"), LATER("useXClient"), LATER("useXForward"),
+	OPT("useProxy", OPT_TRUSTED, use_proxy),
+	LATER("useXClient"), LATER("useXForward"),
 };
 
 static const char *const hook_names[HOOK_COUNT] = {
@@ -195,6 +197,36 @@ static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 			return false;
 		lua_pop(L, 1);
 	}
+	return true;
+}
+
+/* useProxy: true (every peer may send the header) or a list of the load
+ * balancers' addresses/CIDRs ("*" for all). */
+static bool cfg_trusted(lua_State *L, const char *name, struct smtp_options *o, struct cfg_err *e)
+{
+	if (lua_type(L, -1) == LUA_TBOOLEAN) {
+		o->use_proxy = lua_toboolean(L, -1);
+		return true;
+	}
+	if (!cfg_expect(L, e, name, LUA_TTABLE))
+		return false;
+	o->use_proxy = true;
+	size_t n = lua_objlen(L, -1);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, (int)i);
+		const char *s = lua_tostring(L, -1);
+		lua_pop(L, 1);
+		if (s && strcmp(s, "*") == 0) {
+			o->nproxy_trusted = 0;
+			return true;
+		}
+		if (!s || o->nproxy_trusted == CONFIG_MAX_TRUSTED ||
+		    !cidr_parse(s, &o->proxy_trusted[o->nproxy_trusted]))
+			return cfg_fail(e, "option '%s': entry %zu is not an address or CIDR (or too many)", name, i);
+		o->nproxy_trusted++;
+	}
+	if (n == 0)
+		return cfg_fail(e, "option '%s': an empty list trusts nobody; use false", name);
 	return true;
 }
 
@@ -322,6 +354,8 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 		return true;
 	case OPT_TLS:
 		return true;
+	case OPT_TRUSTED:
+		return cfg_trusted(L, d->name, o, e);
 	case OPT_SNI:
 		return cfg_expect(L, e, d->name, LUA_TTABLE);
 	case OPT_LATER:

@@ -4,6 +4,7 @@
 #ifndef LUASMTPD_CONFIG_H
 #define LUASMTPD_CONFIG_H
 
+#include "cidr.h"
 #include "smtp_parse.h"
 
 #include <openssl/ssl.h>
@@ -43,6 +44,7 @@ struct sni_entry {
 };
 
 #define CONFIG_MAX_WATCH 32
+#define CONFIG_MAX_TRUSTED 32
 
 /* A listener's TLS: its contexts and the files they were read from (watched
  * for renewals). Rebuilt as a whole, swapped as a whole. */
@@ -88,6 +90,9 @@ struct smtp_options {
 	bool hide_enhanced;
 	bool hide_chunking;
 	bool lmtp; /* RFC 2033: LHLO, one reply per recipient after the message */
+	bool use_proxy; /* a PROXY protocol header comes first */
+	struct cidr proxy_trusted[CONFIG_MAX_TRUSTED]; /* none: every peer */
+	size_t nproxy_trusted;
 	bool hide_dsn;        /* default true, as in smtp-server */
 	bool hide_requiretls; /* default true */
 	bool lenient_address_parsing;

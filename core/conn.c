@@ -3,6 +3,7 @@
 #include "conn_tls.h"
 #include "lua_hook.h"
 #include "lua_tls.h"
+#include "proxy_parse.h"
 #include "lua_runtime.h"
 #include "lua_session.h"
 #include "lua_stream.h"
@@ -11,6 +12,7 @@
 #include "smtp_session.h"
 
 #include <arpa/inet.h>
+#include "cidr.h"
 #include <errno.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
@@ -70,6 +72,11 @@ static void conn_addr_string(const struct sockaddr *sa, char *out, size_t len, i
 
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_begin_session(struct conn *c);
+static void conn_run_session(struct conn *c);
+static void conn_proxy_start(struct conn *c);
+static void conn_proxy_read(struct conn *c);
+static void conn_proxy_timer(struct conn *c);
 
 struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
                       const struct sockaddr *peer)
@@ -134,7 +141,23 @@ void conn_start(struct conn *c, const char *listen_addr)
 		conn_close(c, "too many clients");
 		return;
 	}
+	if (c->opt->use_proxy) {
+		conn_proxy_start(c);
+		return;
+	}
+	conn_begin_session(c);
+}
+
+/* The session proper: after accept, or after the PROXY header. */
+static void conn_begin_session(struct conn *c)
+{
 	lua_session_new(c);
+	conn_run_session(c);
+}
+
+/* TLS first (implicit), or onConnect and the greeting. */
+static void conn_run_session(struct conn *c)
+{
 	ev_io_start(c->srv->loop, &c->io);
 	if (c->timer.repeat > 0)
 		ev_timer_again(c->srv->loop, &c->timer);
@@ -144,6 +167,121 @@ void conn_start(struct conn *c, const char *listen_addr)
 	}
 	smtp_session_connect(c);
 	conn_flush(c);
+}
+
+/* ---- PROXY protocol ------------------------------------------------------ */
+
+static bool conn_proxy_trusted(const struct conn *c)
+{
+	if (c->opt->nproxy_trusted == 0)
+		return true;
+	for (size_t i = 0; i < c->opt->nproxy_trusted; i++)
+		if (cidr_match(&c->opt->proxy_trusted[i], c->remote_addr))
+			return true;
+	return false;
+}
+
+static void conn_proxy_start(struct conn *c)
+{
+	if (!conn_proxy_trusted(c)) {
+		/* Behind a load balancer, a direct connection is not a client. */
+		conn_close(c, "not a trusted PROXY peer");
+		return;
+	}
+	c->phase = PHASE_PROXY;
+	c->proxy_deadline = ev_now(c->srv->loop) + (c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 60);
+	ev_io_set(&c->io, c->fd, EV_READ);
+	ev_io_start(c->srv->loop, &c->io);
+	ev_timer_set(&c->timer, c->proxy_deadline - ev_now(c->srv->loop), 0.);
+	ev_timer_start(c->srv->loop, &c->timer);
+}
+
+/* Puts the header's addresses on the session. */
+static void conn_proxy_apply(struct conn *c, const struct proxy_info *pi)
+{
+	char port[16];
+	if (!pi->local) {
+		snprintf(c->remote_addr, sizeof c->remote_addr, "%s", pi->src);
+		c->remote_port = pi->src_port;
+		snprintf(c->local_addr, sizeof c->local_addr, "%s", pi->dst);
+		c->local_port = pi->dst_port;
+	}
+	snprintf(port, sizeof port, "%d", c->remote_port);
+	conn_log(c, LOG_INFO, "proxy", "version", pi->version == 1 ? "1" : "2", "client", c->remote_addr,
+	         "port", port, NULL);
+	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
+	ev_timer_stop(c->srv->loop, &c->timer);
+	ev_io_stop(c->srv->loop, &c->io);
+	lua_session_new(c);
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, pi->version);
+	lua_setfield(L, -2, "version");
+	if (!pi->local) {
+		lua_pushstring(L, pi->src);
+		lua_setfield(L, -2, "sourceAddress");
+		lua_pushinteger(L, pi->src_port);
+		lua_setfield(L, -2, "sourcePort");
+		lua_pushstring(L, pi->dst);
+		lua_setfield(L, -2, "destinationAddress");
+		lua_pushinteger(L, pi->dst_port);
+		lua_setfield(L, -2, "destinationPort");
+	}
+	lua_setfield(L, -2, "proxy");
+	lua_pop(L, 1);
+	conn_run_session(c);
+}
+
+/* The header is read with MSG_PEEK and then exactly its length, so the
+ * bytes after it (a TLS ClientHello) stay in the socket for OpenSSL. */
+static void conn_proxy_read(struct conn *c)
+{
+	unsigned char peek[PROXY_HEADER_MAX];
+	ssize_t r = recv(c->fd, peek, sizeof peek, MSG_PEEK);
+	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		conn_close(c, "closed before the PROXY header");
+		return;
+	}
+	if (r < 0)
+		return;
+	struct proxy_info pi;
+	enum proxy_status st = proxy_parse(peek, (size_t)r, &pi);
+	if (st == PROXY_BAD || (st == PROXY_NEED_MORE && (size_t)r == sizeof peek)) {
+		conn_log(c, LOG_WARN, "bad PROXY header", NULL);
+		conn_close(c, "bad PROXY header");
+		return;
+	}
+	if (st == PROXY_NEED_MORE) {
+		/* Peeked bytes would wake the watcher at once: poll a little
+		 * later instead, within the deadline. */
+		ev_io_stop(c->srv->loop, &c->io);
+		double left = c->proxy_deadline - ev_now(c->srv->loop);
+		ev_timer_stop(c->srv->loop, &c->timer);
+		ev_timer_set(&c->timer, left < 0.05 ? (left > 0 ? left : 0.) : 0.05, 0.);
+		ev_timer_start(c->srv->loop, &c->timer);
+		return;
+	}
+	unsigned char sink[PROXY_HEADER_MAX];
+	if (recv(c->fd, sink, pi.length, 0) != (ssize_t)pi.length) {
+		conn_close(c, "PROXY header read failed");
+		return;
+	}
+	conn_proxy_apply(c, &pi);
+}
+
+static void conn_proxy_timer(struct conn *c)
+{
+	if (ev_now(c->srv->loop) >= c->proxy_deadline) {
+		conn_close(c, "no PROXY header within socketTimeout");
+		return;
+	}
+	conn_proxy_read(c);
+	if (c->phase == PHASE_PROXY && !ev_is_active(&c->timer)) {
+		ev_io_start(c->srv->loop, &c->io);
+		ev_timer_set(&c->timer, c->proxy_deadline - ev_now(c->srv->loop), 0.);
+		ev_timer_start(c->srv->loop, &c->timer);
+	}
 }
 
 static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced, const char *fmt,
@@ -234,7 +372,7 @@ void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
 {
 	if (c->phase == PHASE_CLOSED || c->phase == PHASE_CLOSING)
 		return;
-	if (c->phase == PHASE_HANDSHAKE) {
+	if (c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY) {
 		conn_close(c, text); /* no channel to say it on */
 		return;
 	}
@@ -430,6 +568,10 @@ static void conn_read(struct conn *c)
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = (struct conn *)w;
+	if (c->phase == PHASE_PROXY) {
+		conn_proxy_read(c);
+		return;
+	}
 	if (c->phase == PHASE_HANDSHAKE) {
 		if (c->timer.repeat > 0)
 			ev_timer_again(loop, &c->timer);
@@ -449,6 +591,10 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, timer));
 	if (c->phase == PHASE_CLOSED) {
 		conn_finalize(c);
+		return;
+	}
+	if (c->phase == PHASE_PROXY) {
+		conn_proxy_timer(c);
 		return;
 	}
 	/* Time spent waiting on the script is not the client's idleness. */

@@ -19,6 +19,7 @@
 struct server;
 
 enum conn_phase {
+	PHASE_PROXY,     /* waiting for the PROXY protocol header */
 	PHASE_HANDSHAKE, /* TLS handshake (implicit TLS or after STARTTLS) */
 	PHASE_CONNECT,  /* onConnect running, no greeting yet */
 	PHASE_COMMAND,  /* reading command lines */
@@ -78,6 +79,7 @@ struct conn {
 	int remote_port;
 	char local_addr[64];
 	int local_port;
+	ev_tstamp proxy_deadline;
 
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */

@@ -1150,8 +1150,8 @@ void smtp_session_line_too_long(struct conn *c)
 
 void smtp_session_stop(struct conn *c)
 {
-	if (c->phase == PHASE_HANDSHAKE) {
-		conn_close(c, "server stopping during the TLS handshake");
+	if (c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY) {
+		conn_close(c, "server stopping before the session began");
 		return;
 	}
 	bool idle = c->phase == PHASE_COMMAND && !c->tx.has_mail && !c->hook.active &&
