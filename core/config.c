@@ -29,7 +29,6 @@ enum opt_kind {
 	OPT_TLS, /* read by tls_context_from_lua once the table is complete */
 	OPT_SNI,
 	OPT_TRUSTED, /* true, or a list of addresses/CIDRs */
-	OPT_LATER, /* part of the contract, not in this build yet: refused by name */
 };
 
 struct option_def {
@@ -40,7 +39,6 @@ struct option_def {
 
 #define OPT(name, kind, field) {name, kind, offsetof(struct smtp_options, field)}
 #define HOOK(name, id) {name, OPT_HOOK, id}
-#define LATER(name) {name, OPT_LATER, 0}
 
 static const struct option_def option_defs[] = {
 	OPT("listen", OPT_LISTEN, listen),
@@ -96,7 +94,8 @@ static const struct option_def option_defs[] = {
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
 	OPT("useProxy", OPT_TRUSTED, use_proxy),
-	LATER("useXClient"), LATER("useXForward"),
+	OPT("useXClient", OPT_TRUSTED, use_xclient),
+	OPT("useXForward", OPT_TRUSTED, use_xforward),
 };
 
 static const char *const hook_names[HOOK_COUNT] = {
@@ -200,33 +199,39 @@ static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 	return true;
 }
 
-/* useProxy: true (every peer may send the header) or a list of the load
- * balancers' addresses/CIDRs ("*" for all). */
-static bool cfg_trusted(lua_State *L, const char *name, struct smtp_options *o, struct cfg_err *e)
+/* useProxy, useXClient, useXForward: true (every peer) or a list of the
+ * trusted front ends' addresses/CIDRs ("*" for all). */
+static bool cfg_trusted(lua_State *L, const struct option_def *d, struct smtp_options *o,
+                        struct cfg_err *e)
 {
+	bool *on = (bool *)((char *)o + d->offset);
+	struct cidr *list = on == &o->use_proxy ? o->proxy_trusted
+	                    : on == &o->use_xclient ? o->xclient_trusted : o->xforward_trusted;
+	size_t *n = on == &o->use_proxy ? &o->nproxy_trusted
+	            : on == &o->use_xclient ? &o->nxclient_trusted : &o->nxforward_trusted;
 	if (lua_type(L, -1) == LUA_TBOOLEAN) {
-		o->use_proxy = lua_toboolean(L, -1);
+		*on = lua_toboolean(L, -1);
 		return true;
 	}
-	if (!cfg_expect(L, e, name, LUA_TTABLE))
+	if (!cfg_expect(L, e, d->name, LUA_TTABLE))
 		return false;
-	o->use_proxy = true;
-	size_t n = lua_objlen(L, -1);
-	for (size_t i = 1; i <= n; i++) {
+	*on = true;
+	size_t len = lua_objlen(L, -1);
+	for (size_t i = 1; i <= len; i++) {
 		lua_rawgeti(L, -1, (int)i);
 		const char *s = lua_tostring(L, -1);
 		lua_pop(L, 1);
 		if (s && strcmp(s, "*") == 0) {
-			o->nproxy_trusted = 0;
+			*n = 0;
 			return true;
 		}
-		if (!s || o->nproxy_trusted == CONFIG_MAX_TRUSTED ||
-		    !cidr_parse(s, &o->proxy_trusted[o->nproxy_trusted]))
-			return cfg_fail(e, "option '%s': entry %zu is not an address or CIDR (or too many)", name, i);
-		o->nproxy_trusted++;
+		if (!s || *n == CONFIG_MAX_TRUSTED || !cidr_parse(s, &list[*n]))
+			return cfg_fail(e, "option '%s': entry %zu is not an address or CIDR (or too many)",
+			                d->name, i);
+		(*n)++;
 	}
-	if (n == 0)
-		return cfg_fail(e, "option '%s': an empty list trusts nobody; use false", name);
+	if (len == 0)
+		return cfg_fail(e, "option '%s': an empty list trusts nobody; use false", d->name);
 	return true;
 }
 
@@ -355,13 +360,9 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 	case OPT_TLS:
 		return true;
 	case OPT_TRUSTED:
-		return cfg_trusted(L, d->name, o, e);
+		return cfg_trusted(L, d, o, e);
 	case OPT_SNI:
 		return cfg_expect(L, e, d->name, LUA_TTABLE);
-	case OPT_LATER:
-		if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
-			return true;
-		return cfg_fail(e, "option '%s' is not supported by this build yet", d->name);
 	}
 	return false;
 }

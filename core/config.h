@@ -93,6 +93,9 @@ struct smtp_options {
 	bool use_proxy; /* a PROXY protocol header comes first */
 	struct cidr proxy_trusted[CONFIG_MAX_TRUSTED]; /* none: every peer */
 	size_t nproxy_trusted;
+	bool use_xclient, use_xforward;
+	struct cidr xclient_trusted[CONFIG_MAX_TRUSTED], xforward_trusted[CONFIG_MAX_TRUSTED];
+	size_t nxclient_trusted, nxforward_trusted;
 	bool hide_dsn;        /* default true, as in smtp-server */
 	bool hide_requiretls; /* default true */
 	bool lenient_address_parsing;

@@ -80,6 +80,8 @@ struct conn {
 	char local_addr[64];
 	int local_port;
 	ev_tstamp proxy_deadline;
+	char x_peer[64]; /* the peer that used XCLIENT/XFORWARD first: trust is its */
+	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */

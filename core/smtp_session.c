@@ -8,6 +8,7 @@
 #include "lua_tls.h"
 #include "smtp_auth.h"
 #include "smtp_rdns.h"
+#include "smtp_xclient.h"
 #include "server.h"
 
 #include <ctype.h>
@@ -62,7 +63,7 @@ void smtp_session_update_transmission(struct conn *c)
 	lua_session_set(c, "transmissionType", t);
 }
 
-static void session_reset_transaction(struct conn *c)
+void smtp_session_reset_transaction(struct conn *c)
 {
 	if (c->tx.chunking && c->phase == PHASE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
@@ -110,7 +111,7 @@ static void session_sync_disabled(struct conn *c)
 	lua_pop(L, 2);
 }
 
-static void session_greet(struct conn *c)
+void smtp_session_greet(struct conn *c)
 {
 	c->phase = PHASE_COMMAND;
 	if (c->opt->banner)
@@ -130,14 +131,14 @@ static void session_connect_done(struct conn *c, const struct hook_outcome *o, l
 		conn_end(c, o->code, o->enhanced, o->text);
 		return;
 	}
-	session_greet(c);
+	smtp_session_greet(c);
 }
 
 static void session_run_on_connect(struct conn *c)
 {
 	lua_State *co = hook_prepare(c, HOOK_CONNECT);
 	if (!co) {
-		session_greet(c);
+		smtp_session_greet(c);
 		return;
 	}
 	lua_session_push(co, c);
@@ -216,6 +217,10 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "SIZE");
 	else if (o->size)
 		conn_reply_more(c, 250, "SIZE %llu", (unsigned long long)o->size);
+	if (smtp_xclient_offered(c, false))
+		conn_reply_more(c, 250, "XCLIENT NAME ADDR PORT PROTO HELO LOGIN");
+	if (smtp_xclient_offered(c, true))
+		conn_reply_more(c, 250, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
 }
 
 static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
@@ -239,7 +244,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 	}
 	c->greeted = true;
 	c->esmtp = ehlo;
-	session_reset_transaction(c);
+	smtp_session_reset_transaction(c);
 	char host[256];
 	size_t n = cmd->arg_len < sizeof host ? cmd->arg_len : sizeof host - 1;
 	for (size_t i = 0; i < n; i++)
@@ -682,7 +687,7 @@ static void session_data_finish(struct conn *c)
 	c->transactions++;
 	c->unknown_commands = 0;
 	c->phase = PHASE_COMMAND;
-	session_reset_transaction(c);
+	smtp_session_reset_transaction(c);
 	if (c->stopping)
 		conn_end(c, 421, "4.4.2", "Server shutting down");
 }
@@ -898,7 +903,7 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 
 static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
 {
-	session_reset_transaction(c);
+	smtp_session_reset_transaction(c);
 	conn_reply(c, 250, "2.0.0", "Flushed");
 }
 
@@ -929,13 +934,13 @@ static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
 
 /* RFC 3207 4.2: everything learnt before TLS is forgotten. */
-static void session_forget_identity(struct conn *c)
+void smtp_session_forget_identity(struct conn *c)
 {
 	c->greeted = false;
 	c->esmtp = false;
 	c->authenticated = false;
 	c->unauth_commands = 0;
-	session_reset_transaction(c);
+	smtp_session_reset_transaction(c);
 	lua_session_set(c, "hostNameAppearsAs", NULL);
 	lua_session_set(c, "openingCommand", NULL);
 	lua_session_set(c, "user", NULL);
@@ -956,7 +961,7 @@ static void cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	conn_reply(c, 220, "2.0.0", "Ready to start TLS");
-	session_forget_identity(c);
+	smtp_session_forget_identity(c);
 	c->starttls_pending = true; /* conn_flush starts the handshake */
 }
 
@@ -970,7 +975,7 @@ static void session_secure_done(struct conn *c, const struct hook_outcome *o, lu
 		return;
 	}
 	if (c->opt->secure)
-		session_greet(c);
+		smtp_session_greet(c);
 	else
 		c->phase = PHASE_COMMAND;
 }
@@ -1090,6 +1095,7 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
 	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = smtp_auth_command, [SMTP_VERB_HTTP] = cmd_http,
 	[SMTP_VERB_STARTTLS] = cmd_starttls, [SMTP_VERB_BDAT] = cmd_bdat,
+	[SMTP_VERB_XCLIENT] = smtp_xclient_command, [SMTP_VERB_XFORWARD] = smtp_xforward_command,
 };
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */

@@ -27,6 +27,12 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 bool smtp_session_auth_offered(const struct conn *c);
 /* session.transmissionType from what the session is now. */
 void smtp_session_update_transmission(struct conn *c);
+/* The 220 greeting (again, after XCLIENT). */
+void smtp_session_greet(struct conn *c);
+/* A new, empty mail transaction. */
+void smtp_session_reset_transaction(struct conn *c);
+/* Back to before HELO: after STARTTLS (RFC 3207 4.2) and XCLIENT. */
+void smtp_session_forget_identity(struct conn *c);
 /* Server shutdown: end an idle session now. */
 void smtp_session_stop(struct conn *c);
 
