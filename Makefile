@@ -21,7 +21,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -67,7 +67,26 @@ spec: build/luasmtpd certs
 e2e: build/luasmtpd certs
 test-asan: build/luasmtpd-asan certs
 
-test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) certs
+# libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
+# FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS := command data sasl proxy
+FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
+FUZZ_SRC := core/smtp_parse.c core/smtp_path.c core/smtp_data.c core/smtp_sasl.c core/proxy_parse.c
+
+build/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard core/*.h) | $(DEPS_STAMP)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(FUZZ_SRC) -lcrypto
+
+fuzz: $(FUZZ_BIN)
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p build/corpus/$$t; \
+		echo "== fuzz_$$t for $(FUZZ_TIME)s"; \
+		build/fuzz_$$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -max_len=4096 \
+			build/corpus/$$t tests/fuzz/corpus/$$t 2>&1 | grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==ERROR|SUMMARY)' || true; \
+		[ -z "$$(ls crash-* leak-* timeout-* 2>/dev/null)" ] || { echo "fuzz_$$t found a crash: see crash-*"; exit 1; }; \
+	done
+
+test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) $(FUZZ_BIN) certs
 	@sh tests/run.sh
 
 # testssl.sh against a live server; not part of `make test` (it takes minutes).

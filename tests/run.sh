@@ -78,6 +78,19 @@ if [ "$found" = 0 ]; then
 	record "unit" 0 0
 fi
 
+# ---- 1b. fuzz targets replaying their seed corpus (crashes found become seeds)
+echo "==== fuzz regression (build/fuzz_*)"
+for t in build/fuzz_*; do
+	[ -x "$t" ] || continue
+	name=$(basename "$t" | sed 's/^fuzz_//')
+	if "$t" tests/fuzz/corpus/"$name"/* > "$TMP/fuzz.log" 2>&1; then
+		record "fuzz $name" "$(ls tests/fuzz/corpus/"$name" | wc -l)" 0
+	else
+		tail -n 20 "$TMP/fuzz.log"
+		record "fuzz $name" 0 1
+	fi
+done
+
 # ---- 2. Busted specs
 echo "==== busted"
 if command -v busted > /dev/null 2>&1; then

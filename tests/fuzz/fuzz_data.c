@@ -1,0 +1,44 @@
+/* libFuzzer target: the DATA body decoder. The first byte picks the mode
+ * and a split point; decoding in two pieces must equal decoding in one. */
+#include "smtp_parse.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t decode(enum smtp_bare_mode mode, const char *in, size_t len, size_t split, char *out,
+                     bool *done)
+{
+	struct smtp_data_decoder d;
+	smtp_data_init(&d, mode);
+	size_t total = 0, consumed = 0;
+	*done = false;
+	size_t pieces[2] = {split, len - split};
+	for (int i = 0; i < 2 && !*done; i++) {
+		size_t n, c = smtp_data_decode(&d, in + consumed, pieces[i], out + total, &n, done);
+		total += n;
+		consumed += c;
+		if (!*done && c != pieces[i])
+			abort(); /* not done, yet input left unconsumed */
+	}
+	return total;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	enum smtp_bare_mode mode = data[0] & 1 ? SMTP_BARE_NORMALIZE : SMTP_BARE_REJECT;
+	const char *in = (const char *)data + 1;
+	size_t len = size - 1;
+	size_t split = len ? (data[0] >> 1) % (len + 1) : 0;
+	char *a = malloc(2 * len + 8), *b = malloc(2 * len + 8);
+	bool da, db;
+	size_t na = decode(mode, in, len, len, a, &da);
+	size_t nb = decode(mode, in, len, split, b, &db);
+	if (da != db || na != nb || memcmp(a, b, na) != 0)
+		abort(); /* the result depends on how the input was split */
+	free(a);
+	free(b);
+	return 0;
+}
