@@ -474,6 +474,8 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 bool server_drop_privileges(struct server *srv, char *err, size_t errlen)
 {
 	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0].user : NULL;
+	if (!user && getuid() == 0)
+		log_kv(LOG_WARN, NULL, "running as root: set user = \"...\" in the script to drop root after binding", NULL);
 	if (!user || getuid() != 0)
 		return true;
 	struct passwd *pw = getpwnam(user);
