@@ -98,6 +98,7 @@ struct conn {
 	unsigned unauth_commands;
 	unsigned unknown_commands;
 	unsigned transactions;
+	double hook_seconds; /* spent running hooks for the current message */
 	struct transaction tx;
 	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
 	bool bdat_last;

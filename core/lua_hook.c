@@ -182,7 +182,9 @@ static void hook_resume(struct conn *c, int nargs)
 	hook_running = c;
 	h->wait = WAIT_NONE;
 	lua_guard_enter(c->opt->hook_timeout);
+	ev_tstamp t0 = ev_time();
 	int status = lua_resume(h->co, nargs);
+	c->hook_seconds += ev_time() - t0;
 	lua_guard_leave();
 	hook_running = outer;
 	if (status == LUA_YIELD && h->wait != WAIT_NONE) {

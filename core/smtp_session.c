@@ -663,9 +663,61 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		conn_reply(c, 250, "2.6.0", c->opt->lmtp ? "OK: message accepted" : "OK: message queued");
 }
 
+/* Pushes the string field at path "a.b" of the session, or nil. */
+static const char *session_field(lua_State *L, int session, const char *a, const char *b)
+{
+	lua_getfield(L, session, a);
+	if (b && lua_type(L, -1) == LUA_TTABLE)
+		lua_getfield(L, -1, b);
+	else if (b)
+		lua_pushnil(L);
+	return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+}
+
+/* One line per message, Postfix-style, so that grep answers "what happened
+ * to this message". reply points at the first reply line given. */
+static void session_log_message(struct conn *c, const char *reply, size_t reply_len)
+{
+	if (!log_enabled(LOG_INFO))
+		return;
+	lua_State *L = lua_main;
+	int top = lua_gettop(L);
+	lua_session_push(L, c);
+	int session = lua_gettop(L);
+	struct buf to = {0};
+	lua_getfield(L, session, "envelope");
+	int envelope = lua_gettop(L);
+	lua_getfield(L, envelope, "rcptTo");
+	for (int i = 1; lua_type(L, -1) == LUA_TTABLE && i <= (int)lua_objlen(L, -1); i++) {
+		lua_rawgeti(L, -1, i);
+		lua_getfield(L, -1, "address");
+		size_t len;
+		const char *a = lua_tolstring(L, -1, &len);
+		if (a && to.len)
+			buf_append(&to, ",", 1);
+		if (a)
+			buf_append(&to, a, len);
+		lua_pop(L, 2);
+	}
+	buf_append(&to, "", 1);
+	const char *from = session_field(L, envelope, "mailFrom", "address");
+	const char *user = session_field(L, session, "user", NULL);
+	const char *tls = session_field(L, session, "tlsOptions", "version");
+	const char *cipher = session_field(L, session, "tlsOptions", "name");
+	char size[24], ms[32], code[64];
+	snprintf(size, sizeof size, "%llu", (unsigned long long)c->body.byte_length);
+	snprintf(ms, sizeof ms, "%.3f", c->hook_seconds * 1000);
+	snprintf(code, sizeof code, "%.*s", (int)(reply_len < sizeof code - 1 ? reply_len : sizeof code - 1), reply);
+	conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
+	         user, "from", from, "to", to.data, "size", size, "reply", code, "hook_ms", ms, NULL);
+	buf_free(&to);
+	lua_settop(L, top);
+}
+
 static void session_data_finish(struct conn *c)
 {
 	struct body *b = &c->body;
+	size_t reply_at = c->out.len;
 	if (!c->opt->lmtp) {
 		session_message_reply(c, 0);
 	} else {
@@ -678,9 +730,10 @@ static void session_data_finish(struct conn *c)
 		luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
 		b->lmtp_ref = LUA_NOREF;
 	}
-	char size[24];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)b->byte_length);
-	conn_log(c, LOG_INFO, "message", "size", size, NULL);
+	const char *reply = c->out.data + reply_at;
+	const char *eol = memchr(reply, '\r', c->out.len - reply_at);
+	session_log_message(c, reply, eol ? (size_t)(eol - reply) : 0);
+	c->hook_seconds = 0;
 	lua_stream_detach(c);
 	buf_free(&b->pending);
 	b->ended = false; /* no message in flight any more */
