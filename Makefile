@@ -8,6 +8,11 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-par
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm -ldl -lpthread
 PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+DATADIR := $(PREFIX)/share
+CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev openssl \
@@ -21,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -97,6 +102,24 @@ tls-audit: build/luasmtpd certs
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
 	$(PYTHON) tests/soak/reload_soak.py
+
+# Installs the binary, the Lua module, the example policies, the man page
+# and the systemd unit (the binary finds its Lua module relative to itself,
+# so a DESTDIR staging tree works as installed).
+install: build/luasmtpd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp \
+		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/man/man8 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
+	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
+	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/
+	sed 's|@DATADIR@|$(DATADIR)|g' scripts/man/luasmtpd.8 > $(DESTDIR)$(DATADIR)/man/man8/luasmtpd.8
+	sed 's|@SBINDIR@|$(SBINDIR)|g' scripts/systemd/luasmtpd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/luasmtpd.service
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/luasmtpd $(DESTDIR)$(DATADIR)/man/man8/luasmtpd.8 \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system/luasmtpd.service
+	rm -rf $(DESTDIR)$(DATADIR)/luasmtpd
 
 clean:
 	rm -rf build var

@@ -175,8 +175,18 @@ static int lua_core_open(lua_State *L)
 	return 1;
 }
 
-/* The lua/ folder: $LUASMTPD_LUA_DIR, else ../lua next to the binary (a
- * build tree), else the installed one. */
+/* Does dir/smtp/init.lua exist? */
+static bool lua_dir_ok(const char *dir)
+{
+	char probe[PATH_MAX + 32];
+	struct stat st;
+	snprintf(probe, sizeof probe, "%s/smtp/init.lua", dir);
+	return stat(probe, &st) == 0;
+}
+
+/* The lua/ folder: $LUASMTPD_LUA_DIR; else next to the binary, as a build
+ * tree (build/../lua) or an installed tree, wherever it was copied
+ * (sbin/../share/luasmtpd/lua); else the compiled-in install path. */
 static void lua_find_dir(char *out, size_t len)
 {
 	const char *env = getenv("LUASMTPD_LUA_DIR");
@@ -188,16 +198,13 @@ static void lua_find_dir(char *out, size_t len)
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	char *slash = n > 0 ? memrchr(exe, '/', (size_t)n) : NULL;
 	if (slash) {
-		static const char rel[] = "/../lua";
-		static const char probe[] = "/smtp/init.lua";
-		size_t dir_len = (size_t)(slash - exe);
-		struct stat st;
-		if (dir_len + sizeof rel + sizeof probe < sizeof exe) {
-			memcpy(exe + dir_len, rel, sizeof rel);
-			memcpy(exe + dir_len + sizeof rel - 1, probe, sizeof probe);
-			if (stat(exe, &st) == 0 && dir_len + sizeof rel <= len) {
-				exe[dir_len + sizeof rel - 1] = '\0';
-				memcpy(out, exe, dir_len + sizeof rel);
+		*slash = '\0';
+		static const char *const rel[] = {"/../lua", "/../share/luasmtpd/lua"};
+		for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+			char cand[PATH_MAX];
+			if ((size_t)snprintf(cand, sizeof cand, "%.*s%s", (int)(PATH_MAX - 64), exe, rel[i]) <
+			        sizeof cand && lua_dir_ok(cand)) {
+				snprintf(out, len, "%s", cand);
 				return;
 			}
 		}

@@ -1,0 +1,50 @@
+"""make install / uninstall into a temporary DESTDIR: the installed binary
+finds its Lua module without LUA_PATH and checks an installed policy."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make(*args, cwd=ROOT):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, timeout=120)
+
+
+class Install(unittest.TestCase):
+    def test_install_check_uninstall(self):
+        with tempfile.TemporaryDirectory() as dest:
+            r = make("install", "PREFIX=/usr/local", "DESTDIR=" + dest)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            prefix = os.path.join(dest, "usr/local")
+            binary = os.path.join(prefix, "sbin/luasmtpd")
+            for path in ("sbin/luasmtpd", "share/luasmtpd/lua/smtp/init.lua", "share/luasmtpd/lua/smtp/maildir.lua",
+                         "share/luasmtpd/scripts/default.lua", "share/man/man8/luasmtpd.8",
+                         "lib/systemd/system/luasmtpd.service"):
+                self.assertTrue(os.path.isfile(os.path.join(prefix, path)), path)
+            unit = open(os.path.join(prefix, "lib/systemd/system/luasmtpd.service")).read()
+            self.assertIn("ExecReload=/bin/kill -HUP $MAINPID", unit)
+            self.assertIn("ExecStart=/usr/local/sbin/luasmtpd", unit)
+            self.assertIn("NoNewPrivileges=true", unit)
+            env = {k: v for k, v in os.environ.items() if k not in ("LUA_PATH", "LUASMTPD_LUA_DIR")}
+            with tempfile.TemporaryDirectory() as work:
+                script = os.path.join(prefix, "share/luasmtpd/scripts/dnsbl.lua")
+                r = subprocess.run([binary, "-t", script], cwd=work, env=env, capture_output=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(b"is ok", r.stdout)
+                # An unknown option is still caught by the installed binary.
+                bad = os.path.join(work, "bad.lua")
+                with open(bad, "w") as f:
+                    f.write('local smtp = require "smtp"\nreturn { nosuchoption = 1 }\n')
+                r = subprocess.run([binary, "-t", bad], cwd=work, env=env, capture_output=True, timeout=30)
+                self.assertEqual(r.returncode, 1)
+                self.assertIn(b"nosuchoption", r.stderr)
+            man = subprocess.run(["man", "-l", os.path.join(prefix, "share/man/man8/luasmtpd.8")],
+                                 capture_output=True, timeout=30, env=dict(env, MANPAGER="cat", PAGER="cat"))
+            if man.returncode == 0:
+                self.assertIn(b"luasmtpd", man.stdout)
+            r = make("uninstall", "PREFIX=/usr/local", "DESTDIR=" + dest)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
+            self.assertEqual(left, [])
