@@ -45,3 +45,11 @@ bool cidr_match(const struct cidr *c, const char *ip)
 	unsigned char mask = (unsigned char)(0xFF << (8 - rest));
 	return (a[full] & mask) == (c->addr[full] & mask);
 }
+
+bool cidr_list_match(const struct cidr *list, size_t n, const char *ip)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cidr_match(&list[i], ip))
+			return true;
+	return n == 0;
+}

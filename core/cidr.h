@@ -4,6 +4,7 @@
 #define LUASMTPD_CIDR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct cidr {
 	int family; /* AF_INET or AF_INET6 */
@@ -13,5 +14,7 @@ struct cidr {
 
 bool cidr_parse(const char *s, struct cidr *out);
 bool cidr_match(const struct cidr *c, const char *ip);
+/* Is ip in one of the n entries? An empty list trusts everyone. */
+bool cidr_list_match(const struct cidr *list, size_t n, const char *ip);
 
 #endif

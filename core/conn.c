@@ -171,19 +171,9 @@ static void conn_run_session(struct conn *c)
 
 /* ---- PROXY protocol ------------------------------------------------------ */
 
-static bool conn_proxy_trusted(const struct conn *c)
-{
-	if (c->opt->nproxy_trusted == 0)
-		return true;
-	for (size_t i = 0; i < c->opt->nproxy_trusted; i++)
-		if (cidr_match(&c->opt->proxy_trusted[i], c->remote_addr))
-			return true;
-	return false;
-}
-
 static void conn_proxy_start(struct conn *c)
 {
-	if (!conn_proxy_trusted(c)) {
+	if (!cidr_list_match(c->opt->proxy_trusted, c->opt->nproxy_trusted, c->remote_addr)) {
 		/* Behind a load balancer, a direct connection is not a client. */
 		conn_close(c, "not a trusted PROXY peer");
 		return;

@@ -33,11 +33,7 @@ static bool x_trusted(const struct conn *c, bool xforward)
 	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
 	if (!on)
 		return false;
-	const char *peer = c->x_peer[0] ? c->x_peer : c->remote_addr;
-	for (size_t i = 0; i < n; i++)
-		if (cidr_match(&list[i], peer))
-			return true;
-	return n == 0;
+	return cidr_list_match(list, n, c->x_peer[0] ? c->x_peer : c->remote_addr);
 }
 
 bool smtp_xclient_offered(const struct conn *c, bool xforward)
