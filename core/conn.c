@@ -158,6 +158,7 @@ static void conn_begin_session(struct conn *c)
 /* TLS first (implicit), or onConnect and the greeting. */
 static void conn_run_session(struct conn *c)
 {
+	c->phase = PHASE_CONNECT;
 	ev_io_start(c->srv->loop, &c->io);
 	if (c->timer.repeat > 0)
 		ev_timer_again(c->srv->loop, &c->timer);

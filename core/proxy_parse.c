@@ -52,6 +52,9 @@ static enum proxy_status proxy_parse_v1(const unsigned char *buf, size_t len, st
 		return len >= 108 ? PROXY_BAD : PROXY_NEED_MORE;
 	const char *line = (const char *)buf;
 	size_t llen = (size_t)(crlf - buf);
+	for (size_t k = 0; k < llen; k++)
+		if (buf[k] < ' ' || buf[k] > '~')
+			return PROXY_BAD; /* a NUL would cut an address short */
 	const char *f[6];
 	size_t fl[6];
 	int n = 0;

@@ -339,18 +339,20 @@ static bool session_notify_ok(const struct smtp_param *p)
 	const char *v = p->value, *end = p->value + p->value_len;
 	bool never = false;
 	int n = 0;
-	while (v < end) {
+	for (;;) {
 		const char *comma = memchr(v, ',', (size_t)(end - v));
 		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
 		if (smtp_ascii_ieq(v, len, "NEVER", 5))
 			never = true;
 		else if (!smtp_ascii_ieq(v, len, "SUCCESS", 7) && !smtp_ascii_ieq(v, len, "FAILURE", 7) &&
 		         !smtp_ascii_ieq(v, len, "DELAY", 5))
-			return false;
+			return false; /* an empty element ("SUCCESS,") included */
 		n++;
-		v = comma ? comma + 1 : end;
+		if (!comma)
+			break;
+		v = comma + 1;
 	}
-	return n > 0 && !(never && n > 1);
+	return !(never && n > 1);
 }
 
 /* RFC 3461 ORCPT: addr-type ";" xtext. */
