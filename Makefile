@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -98,6 +98,11 @@ test: build/luasmtpd build/luasmtpd-asan $(UNIT_BIN) $(FUZZ_BIN) certs
 tls-audit: build/luasmtpd certs
 	@command -v testssl >/dev/null || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -q testssl.sh; }
 	@sh tests/tls-audit.sh
+
+# Benchmarks (figures, not pass/fail): server CPU per message with and
+# without Lua hooks.
+bench: build/luasmtpd certs
+	$(PYTHON) tests/bench/hook_overhead.py
 
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
