@@ -252,3 +252,29 @@ class Timeouts(E2ETest):
             self.assertEqual(srv.wait_exit(5), 0)
             self.assertLess(time.monotonic() - t0, 3)
             srv.stop()
+
+
+class ServerObject(E2ETest):
+    def test_auth_required_message(self):
+        src = script(authRequiredMessage="Please log in first", allowInsecureAuth=True, authOptional=False)
+        with Server(src) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                r = c.cmd("MAIL FROM:<a@example.com>")
+                self.assertReply(r, 530, "5.7.0")
+                self.assertIn("Please log in first", r.text)
+
+    def test_smtp_server_close_stops_like_term(self):
+        hooks = {"onMailFrom": Lua(r'''function(address, session)
+            if address.address == "stop@example.com" then smtp.server:close() end
+          end''')}
+        with Server(script(hooks, authOptional=True, closeTimeout=1)) as srv:
+            with srv.client() as idle, srv.client() as c:
+                self.assertReply(idle.ehlo(), 250)
+                c.ehlo()
+                # The transaction in flight may finish; the idle session is ended.
+                self.assertReply(c.cmd("MAIL FROM:<stop@example.com>"), 250, "2.1.0")
+                self.assertReply(idle.read_reply(timeout=5), 421, "4.4.2")
+                self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250, "2.1.5")
+                self.assertReply(c.cmd("QUIT"), 221)
+            self.assertEqual(srv.wait_exit(10), 0)
