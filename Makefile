@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench valgrind
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -107,6 +107,9 @@ bench: build/luasmtpd certs
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
 	$(PYTHON) tests/soak/reload_soak.py
+
+valgrind: build/luasmtpd certs
+	$(PYTHON) tests/soak/valgrind_session.py
 
 # Installs the binary, the Lua module, the example policies, the man page
 # and the systemd unit (the binary finds its Lua module relative to itself,
