@@ -16,7 +16,7 @@ return {
     local path, err = box:deliver(stream, session, name)
     if not path then
       smtp.log.error("delivery failed", { error = err })
-      return nil, smtp.reject(451, "4.3.0 Error: local delivery failed, try again later")
+      return nil, smtp.reject(452, "4.3.1 Error: local delivery failed (mail store full?), try again later")
     end
     smtp.log.info("delivered", { path = path, size = stream.byteLength })
     return "OK: message queued as " .. path:match("[^/]+$")
