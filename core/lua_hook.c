@@ -173,6 +173,10 @@ static void hook_finish(struct conn *c, int status)
 	h->co_ref = LUA_NOREF;
 	done(c, &o, co, nres);
 	lua_thread_release(co, ref, status == 0);
+	/* What filled the heap to its ceiling is garbage now: reclaim it before
+	 * the next hook, which would otherwise meet the ceiling at once. */
+	if (status == LUA_ERRMEM)
+		lua_gc(lua_main, LUA_GCCOLLECT, 0);
 }
 
 static void hook_resume(struct conn *c, int nargs)

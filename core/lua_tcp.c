@@ -211,7 +211,7 @@ static int tcp_try_receive(lua_State *L, struct lua_tcp *t, bool eof)
 	const char *p = buf_head(b);
 	size_t n = buf_used(b);
 	if (t->recv_mode == RECV_LINE) {
-		const char *lf = memchr(p, '\n', n);
+		const char *lf = n ? memchr(p, '\n', n) : NULL; /* p is NULL before the first read */
 		if (lf) {
 			size_t len = (size_t)(lf - p);
 			lua_pushlstring(L, p, len > 0 && p[len - 1] == '\r' ? len - 1 : len);
