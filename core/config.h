@@ -76,6 +76,7 @@ struct smtp_options {
 	uint64_t size; /* 0: no limit */
 	bool hide_size;
 	unsigned max_clients;    /* 0: no limit */
+	unsigned max_connections_per_ip; /* 0: no limit */
 	unsigned max_recipients; /* 0: no limit */
 	size_t max_command_length;
 	double socket_timeout;

@@ -119,6 +119,20 @@ void conn_log(struct conn *c, enum log_level level, const char *msg, ...)
 	va_end(ap);
 }
 
+/* maxConnectionsPerIp: counted over the open connections (the new one is
+ * among them). A linear walk: cheap next to an accept at the limits in use. */
+static bool conn_too_many_from_peer(const struct conn *c)
+{
+	unsigned max = c->opt->max_connections_per_ip;
+	if (!max)
+		return false;
+	unsigned n = 0;
+	for (const struct conn *o = c->srv->conns; o; o = o->next)
+		if (o->phase != PHASE_CLOSED && strcmp(o->remote_addr, c->remote_addr) == 0 && ++n > max)
+			return true;
+	return false;
+}
+
 /* Writes directly: used only for the refusal of a client over maxClients,
  * which never gets a session. */
 static void conn_refuse_now(struct conn *c, const char *line)
@@ -133,12 +147,16 @@ void conn_start(struct conn *c, const char *listen_addr)
 	snprintf(port, sizeof port, "%d", c->remote_port);
 	conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
 	         listen_addr, NULL);
-	if (c->opt->max_clients && c->srv->nconns > c->opt->max_clients) {
+	const char *busy = c->opt->max_clients && c->srv->nconns > c->opt->max_clients
+	                       ? "Too many connected clients, try again in a moment"
+	                   : conn_too_many_from_peer(c) ? "Too many connections from your address"
+	                                                : NULL;
+	if (busy) {
 		char line[320];
-		snprintf(line, sizeof line, "421 %s%s Too many connected clients, try again in a moment\r\n",
-		         c->opt->hide_enhanced ? "" : "4.4.2 ", c->opt->name);
+		snprintf(line, sizeof line, "421 %s%s %s\r\n", c->opt->hide_enhanced ? "" : "4.4.2 ",
+		         c->opt->name, busy);
 		conn_refuse_now(c, line);
-		conn_close(c, "too many clients");
+		conn_close(c, busy);
 		return;
 	}
 	if (c->opt->use_proxy) {

@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #define UNKNOWN_COMMANDS_MAX 10
+#define SMTP_PATH_LIMIT 254
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -291,7 +292,12 @@ static bool session_path_ok(struct conn *c, enum smtp_path_status st, const stru
 {
 	switch (st) {
 	case SMTP_PATH_OK:
-		return true;
+		if (p->address_len <= SMTP_PATH_LIMIT)
+			return true;
+		/* RFC 5321 4.5.3.1.3: 256 octets for the path, brackets included. */
+		conn_reply(c, 501, mail ? "5.1.7" : "5.1.3", "Error: address longer than %d octets",
+		           SMTP_PATH_LIMIT);
+		return false;
 	case SMTP_PATH_SYNTAX:
 		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s", mail ? "MAIL FROM:<address>" : "RCPT TO:<address>");
 		return false;

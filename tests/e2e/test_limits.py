@@ -242,3 +242,33 @@ class PipeliningOrder(SharedServerTest):
                 self.assertEqual(codes[-1], b"221")
         with self.client() as c2:
             self.assertReply(c2.cmd("NOOP"), 250, "2.0.0")
+
+
+class PerIpAndPathLimits(E2ETest):
+    def test_max_connections_per_ip(self):
+        with Server(script(maxConnectionsPerIp=2)) as srv:
+            with srv.client() as a, srv.client() as b:
+                self.assertReply(a.greeting, 220)
+                self.assertReply(b.greeting, 220)
+                with srv.client() as extra:
+                    self.assertReply(extra.greeting, 421, "4.4.2")
+                    extra.expect_close(5)
+            # Once they are gone, the address may connect again.
+            deadline = time.time() + 5
+            while True:
+                with srv.client() as again:
+                    if again.greeting.code == 220 or time.time() > deadline:
+                        self.assertReply(again.greeting, 220)
+                        break
+                time.sleep(0.1)
+
+    def test_path_over_256_octets(self):
+        with Server(script()) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                local = "a" * 60
+                domain = ".".join(["d" * 60] * 4) + ".example"  # 252 octets: under the parser's limits
+                self.assertReply(c.cmd("MAIL FROM:<%s@%s>" % (local, domain)), 501, "5.1.7")
+                self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+                self.assertReply(c.cmd("RCPT TO:<%s@%s>" % (local, domain)), 501, "5.1.3")
+                self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250)
