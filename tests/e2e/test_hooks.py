@@ -3,11 +3,12 @@ session and the server go on), session fields, session isolation,
 smtp.sleep concurrency, smtp.log."""
 
 import os
+import smtplib
 import re
 import threading
 import time
 
-from harness import Lua, SharedServerTest, script, wait_for
+from harness import E2ETest, Server, Lua, SharedServerTest, script, wait_for
 
 HOOKS = {
     "onConnect": Lua(r'''function(session)
@@ -437,3 +438,22 @@ class HookConcurrencyAcrossThreads(SharedServerTest):
             i = d["tag"].split("-")[1].split("@")[0]
             self.assertEqual(d["body"], "msg %s\r\n" % i, "a body went to the wrong session")
             self.assertEqual(d["hostNameAppearsAs"], "c%s.example" % i)
+
+
+class MessageSummaryLine(E2ETest):
+    def test_one_line_per_message_with_its_facts(self):
+        hooks = {"onAuth": Lua(r'''function(auth, session) return {user = auth.username} end'''),
+                 "onData": Lua(r'''function(stream, session) for _ in stream:chunks() do end end''')}
+        with Server(script(hooks, authOptional=True, allowInsecureAuth=True)) as srv:
+            s = smtplib.SMTP("127.0.0.1", srv.port, timeout=10)
+            s.ehlo()
+            s.login("carol", "pw")
+            s.sendmail("from@example.com", ["r1@example.org", "r2@example.org"], b"Subject: x\r\n\r\nhello\r\n")
+            s.quit()
+            srv.stop()
+            lines = [l for l in srv.log().splitlines() if "msg=message " in l]
+            self.assertEqual(len(lines), 1, lines)
+            line = lines[0]
+            for field in ("session=", "client=127.0.0.1", "user=carol", "from=from@example.com",
+                          "to=r1@example.org,r2@example.org", "size=21", 'reply="250 2.6.0', "hook_ms="):
+                self.assertIn(field, line)
