@@ -382,7 +382,7 @@ static void cfg_defaults(struct smtp_options *o)
 	o->nauth_methods = 2;
 	o->max_unauth_commands = 10;
 	o->max_auth_failures = 5;
-	o->max_command_length = 16384;
+	o->max_command_length = 4096;
 	o->socket_timeout = 60;
 	o->close_timeout = 30;
 	o->hook_timeout = 10;

@@ -29,6 +29,7 @@
 #define CONN_OUT_HIGH (256 * 1024)
 #define CONN_PENDING_HIGH (1024 * 1024)
 #define CONN_READ_CMD 16384
+#define CONN_UNTERMINATED_MAX (1024 * 1024)
 #define CONN_READ_DATA 65536
 
 static void conn_make_id(char id[17])
@@ -104,7 +105,10 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
 		conn_addr_string((struct sockaddr *)&local, c->local_addr, sizeof c->local_addr,
 		                 &c->local_port);
-	smtp_line_reader_init(&c->lines, c->opt->max_command_length);
+	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
+	 * smtp_session_line holds other commands to maxCommandLength. */
+	size_t max = c->opt->max_command_length;
+	smtp_line_reader_init(&c->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
@@ -518,8 +522,14 @@ void conn_process(struct conn *c)
 			break;
 		if (st == SMTP_LINE_SKIPPING) {
 			buf_consume(&c->in, used);
+			/* Megabytes with no line end are not a command: stop reading. */
+			if ((c->skipped += used) > CONN_UNTERMINATED_MAX) {
+				conn_end(c, 421, "4.4.2", "Error: line too long, closing connection");
+				break;
+			}
 			continue;
 		}
+		c->skipped = 0;
 		/* The line stays valid until consumed: handlers may read it first. */
 		if (st == SMTP_LINE_TOO_LONG)
 			smtp_session_line_too_long(c);

@@ -86,6 +86,7 @@ struct conn {
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */
 	struct smtp_line_reader lines;
+	size_t skipped; /* bytes of an over-long line dropped so far */
 
 	/* session state */
 	bool greeted;      /* HELO/EHLO/LHLO seen */

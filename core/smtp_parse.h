@@ -37,6 +37,9 @@ void smtp_line_reader_init(struct smtp_line_reader *r, size_t max);
 enum smtp_line_status smtp_line_next(struct smtp_line_reader *r, const char *buf, size_t len,
                                      const char **line, size_t *line_len, size_t *consumed);
 
+/* RFC 4954 4: an AUTH command or SASL line may be 12,288 octets long. */
+#define SMTP_AUTH_LINE_MAX 12288
+
 /* ---- commands ----------------------------------------------------------- */
 
 enum smtp_verb {

@@ -1187,6 +1187,10 @@ void smtp_session_line(struct conn *c, const char *line, size_t len)
 		cmd_unknown(c, &cmd);
 		return;
 	}
+	if (len > c->opt->max_command_length && cmd.verb != SMTP_VERB_AUTH) {
+		smtp_session_line_too_long(c);
+		return;
+	}
 	if (log_enabled(LOG_DEBUG))
 		conn_log(c, LOG_DEBUG, "command", "verb", smtp_verb_name(cmd.verb), NULL);
 	if (c->stopping && !c->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {

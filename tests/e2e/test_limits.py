@@ -13,15 +13,24 @@ class LineLength(SharedServerTest):
 
     def test_line_just_under_default_limit(self):
         with self.client() as c:
-            self.assertReply(c.cmd("NOOP " + "x" * 16000), 250, "2.0.0")
+            self.assertReply(c.cmd("NOOP " + "x" * 4000), 250, "2.0.0")
 
     def test_line_over_default_limit_session_goes_on(self):
         with self.client() as c:
-            c.send(b"NOOP " + b"x" * 17000 + b"\r\n")
+            c.send(b"NOOP " + b"x" * 5000 + b"\r\n")
             self.assertReply(c.read_reply(), 500, "5.5.6")
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             self.assertReply(c.ehlo(), 250)
             c.no_reply(0.2)
+
+    def test_auth_line_may_be_12288_octets(self):
+        """RFC 4954 4: AUTH lines get 12,288 octets, other commands 4,096."""
+        with self.client() as c:
+            c.ehlo()
+            r = c.cmd("AUTH PLAIN " + "A" * 12000)
+            self.assertNotEqual(r.enh, "5.5.6", r)
+            self.assertReply(c.cmd("NOOP " + "x" * 12000), 500, "5.5.6")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
 
     def test_long_line_then_pipelined_commands(self):
         with self.client() as c:
