@@ -61,6 +61,7 @@ static const struct option_def option_defs[] = {
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),
+	OPT("greetingDelay", OPT_DURATION, greeting_delay),
 	OPT("luaMemoryLimit", OPT_SIZE, lua_memory_limit),
 	OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
 	OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),

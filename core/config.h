@@ -82,6 +82,7 @@ struct smtp_options {
 	double socket_timeout;
 	double close_timeout;
 	double hook_timeout;  /* a hook running longer fails with 451 */
+	double greeting_delay; /* wait before the greeting; who speaks first is a pregreeter */
 	uint64_t lua_memory_limit; /* the Lua heap ceiling while hooks run (process-wide: first listener) */
 
 	uint32_t disabled_commands; /* bit per enum smtp_verb */

@@ -111,6 +111,7 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	smtp_line_reader_init(&c->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
+	ev_init(&c->greet_delay, NULL);
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 	return c;
 }
@@ -440,18 +441,32 @@ static void conn_finish(struct conn *c)
 	free(c);
 }
 
+/* Closing with unread input makes the kernel send a reset, which can
+ * destroy our last reply (a 421, a 554) before the client reads it: read
+ * what is already there first. Bounded: no waiting for more. */
+static void conn_drain_before_close(int fd)
+{
+	char sink[4096];
+	for (int i = 0; i < 16; i++)
+		if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+			break;
+	shutdown(fd, SHUT_WR);
+}
+
 void conn_close(struct conn *c, const char *reason)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
 	c->phase = PHASE_CLOSED;
 	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
+	ev_timer_stop(c->srv->loop, &c->greet_delay);
 	smtp_rdns_cancel(c);
 	hook_cancel(c);
 	lua_stream_detach(c);
 	ev_io_stop(c->srv->loop, &c->io);
 	if (c->ssl && c->secure)
 		SSL_shutdown(c->ssl); /* close_notify, best effort, never waited for */
+	conn_drain_before_close(c->fd);
 	close(c->fd);
 	c->fd = -1;
 	ev_timer_stop(c->srv->loop, &c->timer);

@@ -69,6 +69,7 @@ struct body {
 struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
+	ev_timer greet_delay; /* greetingDelay before onConnect */
 	struct server *srv;
 	struct config *cfg;       /* a reference: the script generation this session runs */
 	struct smtp_options *opt; /* its listener's options, within cfg */

@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,12 +147,36 @@ static void session_run_on_connect(struct conn *c)
 	hook_start(c, 1, session_connect_done);
 }
 
-void smtp_session_connect(struct conn *c)
+static void session_lookup_then_connect(struct conn *c)
 {
 	if (c->opt->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
 	else
 		session_run_on_connect(c);
+}
+
+/* greetingDelay has passed: a client that spoke already is a pregreeter
+ * (a spam bot that does not wait for the banner); onConnect may refuse it. */
+static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, greet_delay));
+	char b;
+	if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+		lua_session_set_value_bool(c, "pregreet", true);
+		conn_log(c, LOG_INFO, "pregreet: the client spoke before the greeting", NULL);
+	}
+	session_lookup_then_connect(c);
+	conn_resume(c);
+}
+
+void smtp_session_connect(struct conn *c)
+{
+	if (c->opt->greeting_delay > 0) {
+		ev_timer_init(&c->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
+		ev_timer_start(c->srv->loop, &c->greet_delay);
+		return;
+	}
+	session_lookup_then_connect(c);
 }
 
 /* ---- HELO / EHLO -------------------------------------------------------- */

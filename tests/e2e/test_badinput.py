@@ -7,7 +7,7 @@ import random
 import socket
 import time
 
-from harness import E2ETest, Server, SharedServerTest, sanitized, script
+from harness import E2ETest, Lua, Server, SharedServerTest, sanitized, script
 
 
 class CommandInjection(SharedServerTest):
@@ -253,3 +253,27 @@ class Fuzz(E2ETest):
             c.no_reply(0.2)
             c.close()
             self.assertLess(reconnects, 100)
+
+
+class Pregreet(SharedServerTest):
+    SCRIPT = script({"onConnect": Lua(r'''function(session)
+        if session.pregreet then return nil, smtp.reject(554, "5.7.1 you talk too soon") end
+      end''')}, greetingDelay=0.3)
+
+    def test_client_that_speaks_first_is_refused_by_policy(self):
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+        s.sendall(b"EHLO bot.example\r\nMAIL FROM:<spam@example.com>\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        self.assertTrue(data.startswith(b"554 5.7.1"), data)
+        self.assertNotIn(b"250", data)
+
+    def test_patient_client_is_greeted(self):
+        with self.client() as c:
+            self.assertReply(c.greeting, 220)
+            self.assertReply(c.ehlo(), 250)
