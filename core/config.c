@@ -47,6 +47,7 @@ static const struct option_def option_defs[] = {
 	OPT("heloResponse", OPT_STRING, helo_response),
 	OPT("authRequiredMessage", OPT_STRING, auth_required_message),
 	OPT("user", OPT_STRING, user),
+	OPT("metrics", OPT_STRING, metrics),
 	OPT("authMethods", OPT_AUTH_METHODS, auth_methods),
 	OPT("authOptional", OPT_BOOL, auth_optional),
 	OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
@@ -753,6 +754,7 @@ void config_unref(lua_State *L, struct config *cfg)
 		free(o->helo_response);
 		free(o->auth_required_message);
 		free(o->user);
+		free(o->metrics);
 		for (int h = 0; h < HOOK_COUNT; h++)
 			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
 		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);

@@ -65,6 +65,7 @@ struct smtp_options {
 	char *helo_response; /* printf-free template: first %s name, second %s client */
 	char *auth_required_message;
 	char *user; /* run as this user once the ports are bound (root only) */
+	char *metrics; /* "host:port" of the Prometheus endpoint (process-wide: first listener) */
 
 	enum auth_method auth_methods[CONFIG_MAX_AUTH_METHODS]; /* advertised in this order */
 	size_t nauth_methods;

@@ -3,6 +3,7 @@
 #include "conn_tls.h"
 #include "lua_hook.h"
 #include "lua_tls.h"
+#include "metrics.h"
 #include "proxy_parse.h"
 #include "lua_runtime.h"
 #include "lua_session.h"
@@ -88,6 +89,7 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	c->srv = srv;
 	c->cfg = cfg;
 	config_ref(cfg);
+	metrics_connection(+1);
 	c->opt = opt;
 	c->fd = fd;
 	c->phase = PHASE_CONNECT;
@@ -437,6 +439,7 @@ static void conn_finish(struct conn *c)
 	free(c->sasl_user);
 	free(c->sasl_challenge);
 	config_unref(lua_main, c->cfg);
+	metrics_connection(-1);
 	server_conn_gone(srv, c);
 	free(c);
 }

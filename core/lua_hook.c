@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "lua_guard.h"
 #include "lua_runtime.h"
+#include "metrics.h"
 #include "server.h"
 
 #include <lauxlib.h>
@@ -125,6 +126,7 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 	h->id = id;
 	h->wait = WAIT_NONE;
 	h->active = true;
+	h->started = ev_time();
 	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
 	return h->co;
 }
@@ -163,6 +165,7 @@ static void hook_finish(struct conn *c, int status)
 		hook_internal_error(&o);
 	}
 	ev_timer_stop(c->srv->loop, &h->deadline);
+	metrics_hook(h->id, ev_time() - h->started, o.kind == HOOK_FAILED);
 	/* done() may start the next hook on this connection: clear first. */
 	int ref = h->co_ref;
 	hook_done_fn done = h->done;
@@ -217,6 +220,7 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);
 	lua_pop(lua_main, 1);
 	hook_done_fn done = h->done;
+	metrics_hook(h->id, ev_time() - h->started, true);
 	hook_cancel(c);
 	struct hook_outcome o;
 	hook_internal_error(&o);

@@ -44,6 +44,7 @@ struct hook_run {
 	ev_timer deadline; /* hookTimeout, for the time the hook spends suspended */
 	enum hook_wait wait;
 	struct hook_waiter *waiter; /* with WAIT_IO */
+	ev_tstamp started;
 	bool active;
 };
 

@@ -5,6 +5,7 @@
 #include "lua_dns.h"
 #include "lua_hook.h"
 #include "lua_server.h"
+#include "metrics.h"
 #include "lua_stream.h"
 #include "lua_tcp.h"
 #include "tls_context.h"
@@ -147,6 +148,17 @@ static int lua_core_tls_context(lua_State *L)
 	return 1;
 }
 
+/* core.metrics_add(name, help, labels, n): labels already rendered. */
+static int lua_core_metrics_add(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	const char *help = luaL_optstring(L, 2, "");
+	const char *labels = luaL_optstring(L, 3, "");
+	double n = luaL_optnumber(L, 4, 1);
+	lua_pushboolean(L, metrics_custom_add(name, help, labels, n));
+	return 1;
+}
+
 static char lua_dir[PATH_MAX];
 static char session_id_context[33];
 
@@ -159,6 +171,7 @@ static int lua_core_open(lua_State *L)
 		{"pid", lua_core_pid},
 		{"set_reject_metatable", lua_core_set_reject_metatable},
 		{"tls_context", lua_core_tls_context},
+		{"metrics_add", lua_core_metrics_add},
 		{NULL, NULL},
 	};
 	lua_newtable(L);

@@ -3,6 +3,7 @@
 #include "log.h"
 #include "lua_runtime.h"
 #include "master.h"
+#include "metrics.h"
 #include "server.h"
 
 #include <getopt.h>
@@ -101,6 +102,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc - 1;
 	signal(SIGPIPE, SIG_IGN);
+	metrics_init();
 	char err[1024];
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
@@ -123,6 +125,13 @@ int main(int argc, char **argv)
 	}
 	if (!server_listen(&srv, err, sizeof err)) {
 		log_kv(LOG_ERROR, NULL, "cannot listen", "error", err, NULL);
+		server_free(&srv);
+		lua_runtime_close();
+		return 1;
+	}
+	const char *metrics = srv.cfg->listeners[0].metrics;
+	if (metrics && !metrics_listen(srv.loop, metrics, err, sizeof err)) {
+		log_kv(LOG_ERROR, NULL, "cannot serve metrics", "error", err, NULL);
 		server_free(&srv);
 		lua_runtime_close();
 		return 1;

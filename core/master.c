@@ -2,6 +2,7 @@
 
 #include "log.h"
 #include "lua_runtime.h"
+#include "metrics.h"
 #include "server.h"
 
 #include <errno.h>
@@ -57,7 +58,7 @@ static void master_forget(struct master *m, struct worker *wk)
 
 /* The child side of a fork: none of the master's watchers, the loop
  * re-armed for this process, the inherited listeners; then serve. */
-static void master_become_worker(struct master *m)
+static void master_become_worker(struct master *m, unsigned slot)
 {
 	struct server *srv = m->srv;
 	struct ev_loop *loop = srv->loop;
@@ -68,8 +69,10 @@ static void master_become_worker(struct master *m)
 		ev_child_stop(loop, &wk->child);
 		ev_timer_stop(loop, &wk->restart);
 	}
+	metrics_stop(loop); /* the master serves them */
 	ev_loop_fork(loop);
 	srv->worker = true;
+	metrics_use_slot(slot + 1);
 	char err[512];
 	if (!server_drop_privileges(srv, err, sizeof err)) {
 		log_kv(LOG_ERROR, NULL, "worker cannot start", "error", err, NULL);
@@ -126,7 +129,7 @@ static void master_spawn(struct master *m, unsigned slot)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0)
-		master_become_worker(m);
+		master_become_worker(m, slot);
 	struct worker *wk = calloc(1, sizeof *wk);
 	if (!wk)
 		abort();
@@ -182,9 +185,11 @@ static void master_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	char err[1024];
 	if (!server_reload(m->srv, err, sizeof err)) {
+		metrics_reload(false);
 		log_kv(LOG_ERROR, NULL, "reload failed, the old script keeps serving", "error", err, NULL);
 		return;
 	}
+	metrics_reload(true);
 	/* The old workers finish their sessions on the old script; the new
 	 * ones, forked from the reloaded master, take every new connection. */
 	for (unsigned i = 0; i < m->n; i++) {
@@ -217,6 +222,7 @@ int master_run(struct server *srv, unsigned nworkers)
 	for (unsigned i = 0; i < m.n; i++)
 		master_spawn(&m, i);
 	ev_run(loop, 0);
+	metrics_stop(loop);
 	while (m.all)
 		master_forget(&m, m.all);
 	log_kv(LOG_INFO, NULL, "stopped", NULL);

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "lua_guard.h"
 #include "lua_runtime.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -426,6 +427,7 @@ void server_stop(struct server *srv, const char *why)
 	srv->stopping = true;
 	log_kv(LOG_INFO, NULL, "stopping", "reason", why, NULL);
 	server_stop_listening(srv);
+	metrics_stop(srv->loop);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
 		conn_stop(c);
@@ -465,7 +467,9 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	char err[1024];
-	if (server_reload(srv, err, sizeof err))
+	bool ok = server_reload(srv, err, sizeof err);
+	metrics_reload(ok);
+	if (ok)
 		log_kv(LOG_INFO, NULL, "reloaded", "script", srv->script, NULL);
 	else
 		log_kv(LOG_ERROR, NULL, "reload failed, the old script keeps serving", "error", err, NULL);

@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "lua_hook.h"
 #include "lua_session.h"
+#include "metrics.h"
 #include "smtp_session.h"
 
 #include <lauxlib.h>
@@ -31,6 +32,7 @@ static void auth_reset(struct conn *c)
 /* A failed attempt: the reply, or the end of the session after too many. */
 static void auth_failed(struct conn *c, int code, const char *enhanced, const char *text)
 {
+	metrics_auth(c->sasl_method, false);
 	auth_reset(c);
 	if (c->opt->max_auth_failures && ++c->auth_failures >= c->opt->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
@@ -51,6 +53,7 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	enum auth_method method = c->sasl_method;
 	auth_reset(c);
 	if (o->kind == HOOK_FAILED) {
+		metrics_auth(method, false);
 		conn_reply_outcome(c, o);
 		return;
 	}
@@ -82,6 +85,7 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 		return;
 	}
 	c->authenticated = true;
+	metrics_auth(method, true);
 	smtp_session_update_transmission(c);
 	lua_getfield(co, 1, "message");
 	const char *msg = lua_tostring(co, -1);

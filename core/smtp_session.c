@@ -6,6 +6,7 @@
 #include "lua_session.h"
 #include "lua_stream.h"
 #include "lua_tls.h"
+#include "metrics.h"
 #include "smtp_auth.h"
 #include "smtp_rdns.h"
 #include "smtp_xclient.h"
@@ -765,6 +766,7 @@ static void session_data_finish(struct conn *c)
 	}
 	const char *reply = c->out.data + reply_at;
 	const char *eol = memchr(reply, '\r', c->out.len - reply_at);
+	metrics_message(atoi(reply));
 	session_log_message(c, reply, eol ? (size_t)(eol - reply) : 0);
 	c->hook_seconds = 0;
 	lua_stream_detach(c);
@@ -1108,6 +1110,7 @@ void smtp_session_secured(struct conn *c)
 	smtp_session_update_transmission(c);
 	char version[16];
 	snprintf(version, sizeof version, "%s", SSL_get_version(c->ssl));
+	metrics_tls(version);
 	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
 	         SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), "servername",
 	         c->servername[0] ? c->servername : NULL, NULL);

@@ -112,6 +112,47 @@ function smtp.dns.configure(opts)
   return core.dns_configure(opts)
 end
 
+--- Counters of the policy's own, served with the server's on the `metrics`
+--- address: local c = smtp.metrics.counter("spam_rejected_total", "help");
+--- c:inc({reason = "dnsbl"}) (labels optional; a second argument adds more than 1).
+smtp.metrics = {}
+
+local Counter = {}
+Counter.__index = Counter
+
+local function render_labels(labels)
+  if not labels then return "" end
+  local keys = {}
+  for k in pairs(labels) do
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
+      error("smtp.metrics: bad label name " .. tostring(k), 3)
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local v = tostring(labels[k]):gsub("\\", "\\\\"):gsub('"', '\\"'):gsub("\n", "\\n")
+    parts[i] = k .. '="' .. v .. '"'
+  end
+  return table.concat(parts, ",")
+end
+
+function Counter:inc(labels, n)
+  if n ~= nil and (type(n) ~= "number" or n < 0) then error("smtp.metrics: a counter only goes up", 2) end
+  if core then return core.metrics_add(self.name, self.help, render_labels(labels), n or 1) end
+  local key = render_labels(labels)
+  self.values[key] = (self.values[key] or 0) + (n or 1)
+  return true
+end
+
+function smtp.metrics.counter(name, help)
+  if type(name) ~= "string" or not name:match("^[%a_:][%w_:]*$") then
+    error("smtp.metrics.counter: bad metric name " .. tostring(name), 2)
+  end
+  return setmetatable({ name = name, help = help or "", values = {} }, Counter)
+end
+
 -- The running server (smtp-server's SMTPServer instance): available to
 -- hooks once the server runs.
 smtp.server = setmetatable({}, {
