@@ -3,6 +3,7 @@
 #include "log.h"
 #include "lua_runtime.h"
 #include "metrics.h"
+#include "sd_notify.h"
 #include "server.h"
 
 #include <errno.h>
@@ -163,6 +164,7 @@ static void master_on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	if (m->stopping)
 		return;
 	m->stopping = true;
+	sd_notify_state("STOPPING=1");
 	log_kv(LOG_INFO, NULL, "stopping workers", "signal", w->signum == SIGTERM ? "TERM" : "INT", NULL);
 	for (struct worker *wk = m->all, *next; wk; wk = next) {
 		next = wk->next;
@@ -184,7 +186,10 @@ static void master_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	if (m->stopping)
 		return;
 	char err[1024];
-	if (!server_reload(m->srv, err, sizeof err)) {
+	sd_notify_state("RELOADING=1");
+	bool ok = server_reload(m->srv, err, sizeof err);
+	sd_notify_state("READY=1");
+	if (!ok) {
 		metrics_reload(false);
 		log_kv(LOG_ERROR, NULL, "reload failed, the old script keeps serving", "error", err, NULL);
 		return;
@@ -221,6 +226,7 @@ int master_run(struct server *srv, unsigned nworkers)
 	ev_signal_start(loop, &m.sig_hup);
 	for (unsigned i = 0; i < m.n; i++)
 		master_spawn(&m, i);
+	sd_notify_state("READY=1");
 	ev_run(loop, 0);
 	metrics_stop(loop);
 	while (m.all)

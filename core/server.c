@@ -5,6 +5,7 @@
 #include "lua_guard.h"
 #include "lua_runtime.h"
 #include "metrics.h"
+#include "sd_notify.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -426,6 +427,8 @@ void server_stop(struct server *srv, const char *why)
 		return;
 	srv->stopping = true;
 	log_kv(LOG_INFO, NULL, "stopping", "reason", why, NULL);
+	if (!srv->worker)
+		sd_notify_state("STOPPING=1");
 	server_stop_listening(srv);
 	metrics_stop(srv->loop);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
@@ -467,7 +470,9 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	char err[1024];
+	sd_notify_state("RELOADING=1");
 	bool ok = server_reload(srv, err, sizeof err);
+	sd_notify_state("READY=1");
 	metrics_reload(ok);
 	if (ok)
 		log_kv(LOG_INFO, NULL, "reloaded", "script", srv->script, NULL);
@@ -515,6 +520,8 @@ void server_run(struct server *srv)
 	ev_signal_start(srv->loop, &srv->sig_int);
 	ev_signal_start(srv->loop, &srv->sig_hup);
 	ev_signal_start(srv->loop, &srv->sig_quit);
+	if (!srv->worker)
+		sd_notify_state("READY=1");
 	ev_run(srv->loop, 0);
 	log_kv(LOG_INFO, NULL, "stopped", NULL);
 }

@@ -48,3 +48,37 @@ class Install(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
             self.assertEqual(left, [])
+
+
+class SystemdNotify(unittest.TestCase):
+    """Type=notify: READY=1 once listening, RELOADING=1/READY=1 around a
+    HUP, STOPPING=1 on TERM, sent to $NOTIFY_SOCKET as systemd expects."""
+
+    def run_and_collect(self, extra):
+        import signal
+        import socket
+        import time
+        import harness
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "notify")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.settimeout(10)
+            srv = harness.Server(harness.script(), env={"NOTIFY_SOCKET": path}, args=extra)
+            try:
+                states = [sock.recv(256)]
+                srv.send_signal(signal.SIGHUP)
+                states += [sock.recv(256), sock.recv(256)]
+                srv.send_signal(signal.SIGTERM)
+                states.append(sock.recv(256))
+            finally:
+                srv.stop()
+                sock.close()
+            return states
+
+    def test_single_process(self):
+        self.assertEqual(self.run_and_collect([]), [b"READY=1", b"RELOADING=1", b"READY=1", b"STOPPING=1"])
+
+    def test_master(self):
+        self.assertEqual(self.run_and_collect(["--workers", "2"]),
+                         [b"READY=1", b"RELOADING=1", b"READY=1", b"STOPPING=1"])
