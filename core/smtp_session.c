@@ -126,22 +126,26 @@ void smtp_session_greet(struct conn *c)
 
 /* ---- connect ------------------------------------------------------------ */
 
+static void session_run_on_secure(struct conn *c);
+
+/* After onConnect: the greeting, or with implicit TLS onSecure first. */
 static void session_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                  int nres)
 {
 	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT) {
+	if (o->kind != HOOK_ACCEPT)
 		conn_end(c, o->code, o->enhanced, o->text);
-		return;
-	}
-	smtp_session_greet(c);
+	else if (c->secure)
+		session_run_on_secure(c);
+	else
+		smtp_session_greet(c);
 }
 
 static void session_run_on_connect(struct conn *c)
 {
 	lua_State *co = hook_prepare(c, HOOK_CONNECT);
 	if (!co) {
-		smtp_session_greet(c);
+		hook_accept_now(c, session_connect_done);
 		return;
 	}
 	lua_session_push(co, c);
@@ -1080,28 +1084,6 @@ static void session_run_on_secure(struct conn *c)
 	hook_start(c, 2, session_secure_done);
 }
 
-static void session_connect_secure_done(struct conn *c, const struct hook_outcome *o,
-                                        lua_State *co, int nres)
-{
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT) {
-		conn_end(c, o->code, o->enhanced, o->text);
-		return;
-	}
-	session_run_on_secure(c);
-}
-
-static void session_run_on_connect_secure(struct conn *c)
-{
-	lua_State *co = hook_prepare(c, HOOK_CONNECT);
-	if (!co) {
-		session_run_on_secure(c);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 1, session_connect_secure_done);
-}
-
 void smtp_session_secured(struct conn *c)
 {
 	c->secure = true;
@@ -1119,10 +1101,7 @@ void smtp_session_secured(struct conn *c)
 		return;
 	}
 	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
-	if (c->opt->resolve_client_hostname)
-		smtp_rdns_start(c, session_run_on_connect_secure);
-	else
-		session_run_on_connect_secure(c);
+	session_lookup_then_connect(c);
 }
 
 static void session_error_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
