@@ -57,6 +57,7 @@ static const struct option_def option_defs[] = {
 	OPT("hideSize", OPT_BOOL, hide_size),
 	OPT("maxClients", OPT_COUNT, max_clients),
 	OPT("maxConnectionsPerIp", OPT_COUNT, max_connections_per_ip),
+	OPT("maxConnectionRate", OPT_COUNT, max_connection_rate),
 	OPT("maxRecipients", OPT_COUNT, max_recipients),
 	OPT("maxCommandLength", OPT_SIZE, max_command_length),
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),

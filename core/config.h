@@ -78,6 +78,7 @@ struct smtp_options {
 	bool hide_size;
 	unsigned max_clients;    /* 0: no limit */
 	unsigned max_connections_per_ip; /* 0: no limit */
+	unsigned max_connection_rate;    /* per address per minute; 0: no limit */
 	unsigned max_recipients; /* 0: no limit */
 	size_t max_command_length;
 	double socket_timeout;

@@ -126,6 +126,32 @@ void conn_log(struct conn *c, enum log_level level, const char *msg, ...)
 	va_end(ap);
 }
 
+/* maxConnectionRate: connections per minute from one address. A small
+ * table indexed by a hash of the address; a collision only makes two
+ * addresses share a budget for a minute. */
+static bool conn_rate_exceeded(const struct conn *c)
+{
+	unsigned max = c->opt->max_connection_rate;
+	if (!max)
+		return false;
+	static struct conn_rate {
+		char ip[64];
+		ev_tstamp window;
+		unsigned count;
+	} rates[1024];
+	unsigned h = 2166136261u;
+	for (const char *p = c->remote_addr; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	ev_tstamp now = ev_now(c->srv->loop);
+	struct conn_rate *r = &rates[h % 1024];
+	if (strcmp(r->ip, c->remote_addr) != 0 || now - r->window >= 60) {
+		snprintf(r->ip, sizeof r->ip, "%s", c->remote_addr);
+		r->window = now;
+		r->count = 0;
+	}
+	return ++r->count > max;
+}
+
 /* maxConnectionsPerIp: counted over the open connections (the new one is
  * among them). A linear walk: cheap next to an accept at the limits in use. */
 static bool conn_too_many_from_peer(const struct conn *c)
@@ -157,6 +183,7 @@ void conn_start(struct conn *c, const char *listen_addr)
 	const char *busy = c->opt->max_clients && c->srv->nconns > c->opt->max_clients
 	                       ? "Too many connected clients, try again in a moment"
 	                   : conn_too_many_from_peer(c) ? "Too many connections from your address"
+	                   : conn_rate_exceeded(c)      ? "Too many connections from your address, slow down"
 	                                                : NULL;
 	if (busy) {
 		char line[320];
@@ -548,6 +575,8 @@ void conn_process(struct conn *c)
 			continue;
 		}
 		c->skipped = 0;
+		if (c->timer.repeat > 0)
+			ev_timer_again(c->srv->loop, &c->timer);
 		/* The line stays valid until consumed: handlers may read it first. */
 		if (st == SMTP_LINE_TOO_LONG)
 			smtp_session_line_too_long(c);
@@ -597,7 +626,9 @@ static void conn_read(struct conn *c)
 		return;
 	}
 	c->in.len += (size_t)r;
-	if (c->timer.repeat > 0)
+	/* Message bytes are progress; for commands only a whole line is, so
+	 * a client dripping a byte at a time (slowloris) still times out. */
+	if (c->timer.repeat > 0 && (c->phase == PHASE_DATA || c->phase == PHASE_BDAT))
 		ev_timer_again(c->srv->loop, &c->timer);
 	conn_process(c);
 }

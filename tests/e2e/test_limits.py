@@ -281,3 +281,42 @@ class PerIpAndPathLimits(E2ETest):
                 self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
                 self.assertReply(c.cmd("RCPT TO:<%s@%s>" % (local, domain)), 501, "5.1.3")
                 self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250)
+
+
+class SlowClients(E2ETest):
+    def test_slowloris_command_times_out(self):
+        """A byte every 0.2 s never completes a line: socketTimeout (1 s)
+        counts from the last complete command, not the last byte."""
+        with Server(script(socketTimeout=1)) as srv:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.recv(1000)
+            start = time.time()
+            closed = False
+            for ch in b"EHLO slow.example.and.more.bytes.never.ending":
+                try:
+                    s.sendall(bytes([ch]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.2)
+                s.setblocking(False)
+                try:
+                    data = s.recv(1000)
+                    if data.startswith(b"421") or data == b"":
+                        closed = True
+                        break
+                except BlockingIOError:
+                    pass
+                finally:
+                    s.setblocking(True)
+            s.close()
+            self.assertTrue(closed, "the dripping client was never dropped")
+            self.assertLess(time.time() - start, 4)
+
+    def test_connection_rate_per_address(self):
+        with Server(script(maxConnectionRate=3)) as srv:
+            for _ in range(3):
+                with srv.client() as c:
+                    self.assertReply(c.greeting, 220)
+            with srv.client() as c:
+                self.assertReply(c.greeting, 421, "4.4.2")
