@@ -60,6 +60,7 @@ static const struct option_def option_defs[] = {
 	OPT("maxConnectionRate", OPT_COUNT, max_connection_rate),
 	OPT("maxRecipients", OPT_COUNT, max_recipients),
 	OPT("maxCommandLength", OPT_SIZE, max_command_length),
+	OPT("maxLineLength", OPT_SIZE, max_line_length),
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),

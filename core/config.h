@@ -81,6 +81,7 @@ struct smtp_options {
 	unsigned max_connection_rate;    /* per address per minute; 0: no limit */
 	unsigned max_recipients; /* 0: no limit */
 	size_t max_command_length;
+	size_t max_line_length; /* message lines (DATA), CRLF excluded; 0: no limit */
 	double socket_timeout;
 	double close_timeout;
 	double hook_timeout;  /* a hook running longer fails with 451 */

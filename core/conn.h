@@ -56,6 +56,8 @@ struct body {
 	struct buf pending;  /* decoded bytes not yet handed to the hook */
 	uint64_t byte_length;
 	bool size_exceeded;
+	bool line_too_long;  /* a line longer than maxLineLength */
+	size_t line_len;     /* of the line in progress (for maxLineLength) */
 	bool ended;
 	bool hook_done;      /* onData returned (or there is none) */
 	struct hook_outcome outcome; /* what onData said, once hook_done */

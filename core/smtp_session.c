@@ -672,6 +672,11 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		conn_reply(c, 554, "5.5.2", "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
 		return;
 	}
+	if (b->line_too_long) {
+		conn_reply(c, 554, "5.6.0", "Error: a message line is longer than %zu octets",
+		           c->opt->max_line_length);
+		return;
+	}
 	if (b->outcome.kind != HOOK_ACCEPT) {
 		conn_reply_outcome(c, &b->outcome);
 		return;
@@ -830,6 +835,8 @@ static void session_body_begin(struct conn *c)
 	smtp_data_init(&b->dec, c->opt->bare_line_endings);
 	b->byte_length = 0;
 	b->size_exceeded = false;
+	b->line_too_long = false;
+	b->line_len = 0;
 	b->ended = false;
 	b->hook_done = false;
 	memset(&b->outcome, 0, sizeof b->outcome);
@@ -881,9 +888,29 @@ static void session_body_end(struct conn *c)
 {
 	struct body *b = &c->body;
 	b->ended = true;
-	if (b->save_fd >= 0 && (b->size_exceeded ||
+	if (b->save_fd >= 0 && (b->size_exceeded || b->line_too_long ||
 	                        (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)))
-		b->save_errno = b->size_exceeded ? EFBIG : EILSEQ;
+		b->save_errno = b->size_exceeded ? EFBIG : b->line_too_long ? EMSGSIZE : EILSEQ;
+}
+
+/* maxLineLength: measures the lines of decoded message bytes. */
+static void session_check_lines(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = &c->body;
+	size_t max = c->opt->max_line_length;
+	const char *end = p + n;
+	while (p < end && !b->line_too_long) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		size_t len = (size_t)((lf ? lf : end) - p);
+		b->line_len += len;
+		/* the CR of a CRLF is not part of the line */
+		if (b->line_len > max + (lf && len > 0 && lf[-1] == '\r'))
+			b->line_too_long = true;
+		if (!lf)
+			break;
+		b->line_len = 0;
+		p = lf + 1;
+	}
 }
 
 size_t smtp_session_data(struct conn *c, const char *p, size_t n)
@@ -893,6 +920,8 @@ size_t smtp_session_data(struct conn *c, const char *p, size_t n)
 	size_t out_len = 0;
 	bool done = false;
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
+	if (c->opt->max_line_length)
+		session_check_lines(c, out, out_len);
 	session_body_bytes(c, out_len);
 	if (done)
 		session_body_end(c);

@@ -8,7 +8,7 @@ import smtplib
 import socket
 import time
 
-from harness import (DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
+from harness import (maildir_files, DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
                      split_received, stuff, wait_for)
 
 
@@ -349,3 +349,25 @@ class SaveError(E2ETest):
             self.assertEqual(len(ev), 1)
             self.assertIsNone(ev[0].get("ok"))
             self.assertIsInstance(ev[0].get("err"), str)
+
+
+class MaxLineLength(E2ETest):
+    def test_long_body_line_refused_session_goes_on(self):
+        with Server(default_with(maxLineLength=100)) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                for body, code in ((b"x" * 100 + b"\r\nok\r\n", 250), (b"y" * 101 + b"\r\n", 554),
+                                   (b"short\r\n" + b"z" * 5000 + b"\r\n", 554), (b"fine\r\n", 250)):
+                    self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+                    self.assertReply(c.cmd("RCPT TO:<b@example.org>"), 250)
+                    self.assertReply(c.cmd("DATA"), 354)
+                    # in small pieces: a line is measured across reads
+                    data = body + b".\r\n"
+                    for i in range(0, len(data), 37):
+                        c.send(data[i:i + 37])
+                    r = c.read_reply()
+                    self.assertEqual(r.code, code, r)
+                    if code == 554:
+                        self.assertEqual(r.enh, "5.6.0")
+            self.assertEqual(len(maildir_files(srv.maildir)), 2)  # the refused ones are not stored
+            self.assertEqual(len(maildir_files(srv.maildir, "tmp")), 0)
