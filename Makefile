@@ -107,6 +107,7 @@ bench: build/luasmtpd certs
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
 	$(PYTHON) tests/soak/reload_soak.py
+	$(PYTHON) tests/soak/mixed_soak.py
 
 valgrind: build/luasmtpd certs
 	$(PYTHON) tests/soak/valgrind_session.py

@@ -65,6 +65,7 @@ static const struct option_def option_defs[] = {
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),
 	OPT("greetingDelay", OPT_DURATION, greeting_delay),
+	OPT("minDataRate", OPT_DURATION, min_data_rate),
 	OPT("luaMemoryLimit", OPT_SIZE, lua_memory_limit),
 	OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
 	OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),
@@ -390,6 +391,7 @@ static void cfg_defaults(struct smtp_options *o)
 	o->socket_timeout = 60;
 	o->close_timeout = 30;
 	o->hook_timeout = 10;
+	o->min_data_rate = 500;
 	o->lua_memory_limit = 1024ull * 1024 * 1024;
 	o->bare_line_endings = SMTP_BARE_REJECT;
 	o->hide_dsn = true;

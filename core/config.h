@@ -85,6 +85,7 @@ struct smtp_options {
 	double socket_timeout;
 	double close_timeout;
 	double hook_timeout;  /* a hook running longer fails with 451 */
+	double min_data_rate; /* bytes/s a message must keep up (Postfix's smtpd_min_data_rate) */
 	double greeting_delay; /* wait before the greeting; who speaks first is a pregreeter */
 	uint64_t lua_memory_limit; /* the Lua heap ceiling while hooks run (process-wide: first listener) */
 

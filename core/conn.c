@@ -79,6 +79,7 @@ static void conn_run_session(struct conn *c);
 static void conn_proxy_start(struct conn *c);
 static void conn_proxy_read(struct conn *c);
 static void conn_proxy_timer(struct conn *c);
+static void conn_line_progress(struct conn *c);
 
 struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
                       const struct sockaddr *peer)
@@ -575,8 +576,7 @@ void conn_process(struct conn *c)
 			continue;
 		}
 		c->skipped = 0;
-		if (c->timer.repeat > 0)
-			ev_timer_again(c->srv->loop, &c->timer);
+		conn_line_progress(c);
 		/* The line stays valid until consumed: handlers may read it first. */
 		if (st == SMTP_LINE_TOO_LONG)
 			smtp_session_line_too_long(c);
@@ -610,6 +610,38 @@ void conn_stop(struct conn *c)
 		conn_flush(c);
 }
 
+/* A complete command line: the idle timer starts over, and so does the
+ * deadline a message that may follow must keep up with. */
+static void conn_line_progress(struct conn *c)
+{
+	double t = c->opt->socket_timeout;
+	if (t <= 0)
+		return;
+	c->timer.repeat = t;
+	ev_timer_again(c->srv->loop, &c->timer);
+	c->data_deadline = ev_now(c->srv->loop) + t;
+}
+
+/* n message bytes: each buys n / minDataRate seconds, never more than
+ * socketTimeout ahead (Postfix's smtpd_min_data_rate). */
+static void conn_data_progress(struct conn *c, size_t n)
+{
+	double t = c->opt->socket_timeout, rate = c->opt->min_data_rate;
+	if (t <= 0)
+		return;
+	ev_tstamp now = ev_now(c->srv->loop);
+	if (rate <= 0) {
+		c->data_deadline = now + t;
+	} else {
+		c->data_deadline += (double)n / rate;
+		if (c->data_deadline > now + t)
+			c->data_deadline = now + t;
+	}
+	double left = c->data_deadline - now;
+	c->timer.repeat = left > 0.001 ? left : 0.001;
+	ev_timer_again(c->srv->loop, &c->timer);
+}
+
 static void conn_read(struct conn *c)
 {
 	size_t want = c->phase == PHASE_DATA || c->phase == PHASE_BDAT ? CONN_READ_DATA : CONN_READ_CMD;
@@ -626,10 +658,10 @@ static void conn_read(struct conn *c)
 		return;
 	}
 	c->in.len += (size_t)r;
-	/* Message bytes are progress; for commands only a whole line is, so
-	 * a client dripping a byte at a time (slowloris) still times out. */
-	if (c->timer.repeat > 0 && (c->phase == PHASE_DATA || c->phase == PHASE_BDAT))
-		ev_timer_again(c->srv->loop, &c->timer);
+	/* For commands only a whole line is progress, and a message must keep
+	 * up minDataRate: a client dripping bytes (slowloris) times out. */
+	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT)
+		conn_data_progress(c, (size_t)r);
 	conn_process(c);
 }
 
@@ -667,6 +699,8 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	/* Time spent waiting on the script is not the client's idleness. */
 	if (c->hook.active && c->hook.wait != WAIT_STREAM) {
+		w->repeat = c->opt->socket_timeout;
+		c->data_deadline = ev_now(loop) + w->repeat;
 		ev_timer_again(loop, w);
 		return;
 	}

@@ -83,6 +83,7 @@ struct conn {
 	char local_addr[64];
 	int local_port;
 	ev_tstamp proxy_deadline;
+	ev_tstamp data_deadline; /* a message must keep up minDataRate */
 	char x_peer[64]; /* the peer that used XCLIENT/XFORWARD first: trust is its */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 
@@ -101,6 +102,7 @@ struct conn {
 	uint32_t disabled_commands;
 	unsigned unauth_commands;
 	unsigned unknown_commands;
+	unsigned errors; /* 500/501/503 replies since the last message */
 	unsigned transactions;
 	double hook_seconds; /* spent running hooks for the current message */
 	struct transaction tx;

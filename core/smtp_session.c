@@ -21,7 +21,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define UNKNOWN_COMMANDS_MAX 10
+#define UNKNOWN_COMMANDS_MAX 10 /* smtp-server's cap */
+#define ERRORS_MAX 20           /* Postfix's smtpd_hard_error_limit */
 #define SMTP_PATH_LIMIT 254
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -783,6 +784,7 @@ static void session_data_finish(struct conn *c)
 	b->ended = false; /* no message in flight any more */
 	c->transactions++;
 	c->unknown_commands = 0;
+	c->errors = 0;
 	c->phase = PHASE_COMMAND;
 	smtp_session_reset_transaction(c);
 	if (c->stopping)
@@ -1207,12 +1209,37 @@ static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 	return true;
 }
 
+/* Syntax and sequence errors (500, 501, 503) have a cap of their own: a
+ * client that keeps getting them is not a mail client. */
+static void session_count_error(struct conn *c, size_t reply_at)
+{
+	if (c->phase == PHASE_CLOSING || c->phase == PHASE_CLOSED || c->out.len < reply_at + 3)
+		return;
+	int code = atoi(c->out.data + reply_at);
+	if (code != 500 && code != 501 && code != 503)
+		return;
+	if (++c->errors >= ERRORS_MAX)
+		conn_end(c, 421, "4.4.2", "Error: too many errors");
+}
+
+static void session_command(struct conn *c, const char *line, size_t len);
+
 void smtp_session_line(struct conn *c, const char *line, size_t len)
 {
 	if (c->phase == PHASE_AUTH) {
 		smtp_auth_line(c, line, len);
 		return;
 	}
+	size_t reply_at = c->out.len;
+	unsigned before = c->unknown_commands;
+	session_command(c, line, len);
+	/* cmd_unknown counts (and answers 421) itself */
+	if (c->unknown_commands == before)
+		session_count_error(c, reply_at);
+}
+
+static void session_command(struct conn *c, const char *line, size_t len)
+{
 	struct smtp_cmd cmd;
 	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
 	if (st == SMTP_CMD_BAD_CHAR) {

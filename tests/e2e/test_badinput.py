@@ -277,3 +277,17 @@ class Pregreet(SharedServerTest):
         with self.client() as c:
             self.assertReply(c.greeting, 220)
             self.assertReply(c.ehlo(), 250)
+
+
+class ErrorCap(SharedServerTest):
+    SCRIPT = script()
+
+    def test_syntax_errors_count_toward_the_cap(self):
+        """501s (control bytes, bad syntax) and 503s have their own cap
+        (Postfix's hard error limit, 20): the 20th ends the session with 421."""
+        with self.client() as c:
+            c.send(b"".join(b"MAIL FROM:<a@x>\x01\r\n" if i % 2 else b"RCPT TO:<b@y>\r\n" for i in range(40)))
+            data = c.expect_close(5)
+            lines = [l for l in data.split(b"\r\n") if l]
+            self.assertLessEqual(len(lines), 21, lines)  # 20 errors, then the 421
+            self.assertTrue(lines[-1].startswith(b"421 4.4.2"), lines)
