@@ -101,8 +101,12 @@ tls-audit: build/luasmtpd certs
 
 # Benchmarks (figures, not pass/fail): server CPU per message with and
 # without Lua hooks.
-bench: build/luasmtpd certs
+build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
+	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
+
+bench: build/luasmtpd build/bench_floor certs
 	$(PYTHON) tests/bench/hook_overhead.py
+	$(PYTHON) tests/bench/compare.py
 
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
