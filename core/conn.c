@@ -423,6 +423,9 @@ void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
 	conn_reply(c, code, enhanced, "%s", text);
 	hook_cancel(c);
 	c->phase = PHASE_CLOSING;
+	/* A refusal may meet input still unread; a 221 answers a client that
+	 * said QUIT and is done talking. */
+	c->drain_on_close = code >= 400;
 	/* Whatever the client pipelined after the last reply is not executed. */
 	buf_free(&c->in);
 	conn_flush(c);
@@ -497,7 +500,8 @@ void conn_close(struct conn *c, const char *reason)
 	ev_io_stop(c->srv->loop, &c->io);
 	if (c->ssl && c->secure)
 		SSL_shutdown(c->ssl); /* close_notify, best effort, never waited for */
-	conn_drain_before_close(c->fd);
+	if (c->drain_on_close)
+		conn_drain_before_close(c->fd);
 	close(c->fd);
 	c->fd = -1;
 	ev_timer_stop(c->srv->loop, &c->timer);
@@ -684,6 +688,11 @@ static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 		conn_read(c);
 	if (c->phase != PHASE_CLOSED)
 		conn_flush(c);
+	/* Nothing else holds c now: free it without another loop turn. */
+	if (c->phase == PHASE_CLOSED && ev_is_active(&c->timer)) {
+		ev_timer_stop(loop, &c->timer);
+		conn_finalize(c);
+	}
 }
 
 static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)

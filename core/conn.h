@@ -98,6 +98,7 @@ struct conn {
 	bool authenticated;
 	bool stopping;     /* server shutdown: end after the current transaction */
 	bool io_writing;   /* the watcher waits for EV_WRITE */
+	bool drain_on_close; /* read pending input before close (see conn_close) */
 	bool disabled_override; /* a hook set session.disabledCommands */
 	uint32_t disabled_commands;
 	unsigned unauth_commands;
