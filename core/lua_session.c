@@ -56,24 +56,6 @@ void lua_session_set(struct conn *c, const char *field, const char *value)
 	lua_pop(L, 1);
 }
 
-void lua_session_set_number(struct conn *c, const char *field, double value)
-{
-	lua_State *L = lua_main;
-	lua_session_push(L, c);
-	lua_pushnumber(L, value);
-	lua_setfield(L, -2, field);
-	lua_pop(L, 1);
-}
-
-void lua_session_set_value_bool(struct conn *c, const char *field, bool value)
-{
-	lua_State *L = lua_main;
-	lua_session_push(L, c);
-	lua_pushboolean(L, value);
-	lua_setfield(L, -2, field);
-	lua_pop(L, 1);
-}
-
 void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx)
 {
 	lua_pushvalue(L, idx);

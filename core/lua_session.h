@@ -16,8 +16,6 @@ void lua_session_free(struct conn *c);
 void lua_session_push(lua_State *L, struct conn *c);
 /* session[field] = value (nil when value is NULL). */
 void lua_session_set(struct conn *c, const char *field, const char *value);
-void lua_session_set_number(struct conn *c, const char *field, double value);
-void lua_session_set_value_bool(struct conn *c, const char *field, bool value);
 /* session[field] = the value at idx of L. */
 void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx);
 /* A new, empty envelope, and session.transaction = c->transactions + 1. */

@@ -168,7 +168,9 @@ static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int r
 	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, greet_delay));
 	char b;
 	if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
-		lua_session_set_value_bool(c, "pregreet", true);
+		lua_pushboolean(lua_main, 1);
+		lua_session_set_value(c, "pregreet", lua_main, -1);
+		lua_pop(lua_main, 1);
 		conn_log(c, LOG_INFO, "pregreet: the client spoke before the greeting", NULL);
 	}
 	session_lookup_then_connect(c);
@@ -1284,12 +1286,10 @@ void smtp_session_line_too_long(struct conn *c)
 
 void smtp_session_stop(struct conn *c)
 {
-	if (c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY) {
-		conn_close(c, "server stopping before the session began");
-		return;
-	}
+	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
+	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
 	bool idle = c->phase == PHASE_COMMAND && !c->tx.has_mail && !c->hook.active &&
 	            buf_used(&c->in) == 0;
-	if (idle)
+	if (early || idle)
 		conn_end(c, 421, "4.4.2", "Server shutting down");
 }

@@ -167,7 +167,9 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 		lua_session_set(c, "clientHostname", vals[X_NAME].unavailable ? NULL : vals[X_NAME].v);
 	if (vals[X_PORT].present && !vals[X_PORT].unavailable) {
 		c->remote_port = atoi(vals[X_PORT].v);
-		lua_session_set_number(c, "remotePort", c->remote_port);
+		lua_pushinteger(lua_main, c->remote_port);
+		lua_session_set_value(c, "remotePort", lua_main, -1);
+		lua_pop(lua_main, 1);
 	}
 	if (vals[X_HELO].present)
 		lua_session_set(c, "hostNameAppearsAs", vals[X_HELO].unavailable ? NULL : vals[X_HELO].v);
