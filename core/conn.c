@@ -7,7 +7,6 @@
 #include "proxy_parse.h"
 #include "lua_runtime.h"
 #include "lua_session.h"
-#include "lua_stream.h"
 #include "server.h"
 #include "smtp_rdns.h"
 #include "smtp_session.h"
@@ -97,9 +96,6 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	c->session_ref = LUA_NOREF;
 	c->hook.co_ref = LUA_NOREF;
 	c->pending_ref = LUA_NOREF;
-	c->body.save_fd = -1;
-	c->body.stream_ref = LUA_NOREF;
-	c->body.lmtp_ref = LUA_NOREF;
 	c->tls_obj_ref = LUA_NOREF;
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
@@ -458,15 +454,13 @@ static void conn_finish(struct conn *c)
 {
 	struct server *srv = c->srv;
 	ev_timer_stop(srv->loop, &c->timer);
-	lua_stream_detach(c);
+	smtp_session_body_free(c);
 	lua_tls_detach(c);
 	conn_tls_free(c);
 	lua_session_free(c);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->body.lmtp_ref);
 	buf_free(&c->in);
 	buf_free(&c->out);
-	buf_free(&c->body.pending);
 	free(c->sasl_user);
 	free(c->sasl_challenge);
 	config_unref(lua_main, c->cfg);
@@ -496,7 +490,7 @@ void conn_close(struct conn *c, const char *reason)
 	ev_timer_stop(c->srv->loop, &c->greet_delay);
 	smtp_rdns_cancel(c);
 	hook_cancel(c);
-	lua_stream_detach(c);
+	smtp_session_body_free(c);
 	ev_io_stop(c->srv->loop, &c->io);
 	if (c->ssl && c->secure)
 		SSL_shutdown(c->ssl); /* close_notify, best effort, never waited for */
@@ -520,10 +514,12 @@ static bool conn_input_blocked(const struct conn *c)
 	if (buf_used(&c->out) > CONN_OUT_HIGH)
 		return true;
 	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
-		if (c->body.ended)
+		if (!c->body)
+			return false; /* a refused BDAT chunk: read and dropped */
+		if (c->body->ended)
 			return true; /* until onData has answered */
 		if (c->hook.active && c->hook.wait != WAIT_STREAM)
-			return buf_used(&c->body.pending) > CONN_PENDING_HIGH;
+			return buf_used(&c->body->pending) > CONN_PENDING_HIGH;
 		return false;
 	}
 	/* Between BDAT chunks onData waits for the next one: commands go on. */

@@ -50,7 +50,8 @@ struct transaction {
 	uint64_t declared_size;
 };
 
-/* The message body as it streams in (DATA). */
+/* The message body as it streams in (DATA, BDAT): allocated when a message
+ * begins and freed when it ends, so idle sessions do not carry it. */
 struct body {
 	struct smtp_data_decoder dec;
 	struct buf pending;  /* decoded bytes not yet handed to the hook */
@@ -109,14 +110,14 @@ struct conn {
 	struct transaction tx;
 	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
 	bool bdat_last;
-	char bdat_refusal[96];   /* a refused chunk's reply, sent once it is read */
+	const char *bdat_refusal; /* a refused chunk's reply, sent once it is read */
 	int bdat_refusal_code;
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
 	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
 	unsigned auth_failures;
-	struct body body;
+	struct body *body; /* NULL between messages */
 
 	/* TLS */
 	SSL *ssl;
@@ -128,7 +129,7 @@ struct conn {
 	bool tls_want_write;   /* OpenSSL must write before it can read on */
 	bool tls_write_wants_read; /* ... or read before it can write on */
 	SSL_CTX *sni_ctx;      /* what it chose (a reference), NULL: the default */
-	char servername[256];
+	char *servername;      /* the ClientHello's, lower-cased; NULL if none */
 	int tls_obj_ref;       /* the conn object onSecure gets */
 
 	/* reverse DNS of the client (resolveClientHostname) */
@@ -136,7 +137,7 @@ struct conn {
 	void (*rdns_next)(struct conn *c);
 	bool rdns_starting;
 	bool rdns_done_sync;
-	char rdns_name[256];
+	char *rdns_name;       /* the PTR name while its forward lookup runs */
 
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */

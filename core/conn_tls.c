@@ -11,30 +11,37 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <openssl/err.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-/* The servername of a ClientHello (RFC 6066 3), lower-cased; "" if none. */
-static void tls_hello_servername(SSL *ssl, char *out, size_t cap)
+/* The servername of a ClientHello (RFC 6066 3), lower-cased and allocated;
+ * NULL if none. */
+static char *tls_hello_servername(SSL *ssl)
 {
 	const unsigned char *p;
 	size_t len;
-	out[0] = '\0';
 	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5)
-		return;
+		return NULL;
 	size_t list = (size_t)p[0] << 8 | p[1];
 	if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name)
-		return;
+		return NULL;
 	size_t n = (size_t)p[3] << 8 | p[4];
-	if (n + 5 > len || n == 0 || n >= cap)
-		return;
+	if (n + 5 > len || n == 0 || n > 255)
+		return NULL;
+	char *out = malloc(n + 1);
+	if (!out)
+		abort();
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = p[5 + i];
-		if (ch <= ' ' || ch >= 0x7f)
-			return; /* not a hostname: treat as no SNI */
+		if (ch <= ' ' || ch >= 0x7f) {
+			free(out);
+			return NULL; /* not a hostname: treat as no SNI */
+		}
 		out[i] = (char)tolower(ch);
 	}
 	out[n] = '\0';
+	return out;
 }
 
 /* Moves the handshake to another context, as nginx does for SNI: the
@@ -113,9 +120,10 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 	if (!c)
 		return SSL_CLIENT_HELLO_SUCCESS;
 	if (!c->sni_done) {
-		tls_hello_servername(ssl, c->servername, sizeof c->servername);
-		SSL_CTX *cached = c->servername[0] ? tls_cache_get(c) : NULL;
-		lua_State *co = c->servername[0] && !cached ? hook_prepare(c, HOOK_SNI) : NULL;
+		free(c->servername);
+		c->servername = tls_hello_servername(ssl);
+		SSL_CTX *cached = c->servername ? tls_cache_get(c) : NULL;
+		lua_State *co = c->servername && !cached ? hook_prepare(c, HOOK_SNI) : NULL;
 		if (cached) {
 			SSL_CTX_up_ref(cached);
 			c->sni_ctx = cached;
@@ -136,7 +144,7 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 		*alert = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
-	SSL_CTX *ctx = c->sni_ctx ? c->sni_ctx : tls_sni_lookup(c->opt, c->servername);
+	SSL_CTX *ctx = c->sni_ctx ? c->sni_ctx : c->servername ? tls_sni_lookup(c->opt, c->servername) : NULL;
 	if (ctx)
 		tls_switch_context(ssl, ctx);
 	return SSL_CLIENT_HELLO_SUCCESS;
@@ -249,4 +257,6 @@ void conn_tls_free(struct conn *c)
 	}
 	SSL_CTX_free(c->sni_ctx);
 	c->sni_ctx = NULL;
+	free(c->servername);
+	c->servername = NULL;
 }

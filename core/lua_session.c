@@ -11,7 +11,7 @@
 void lua_session_new(struct conn *c)
 {
 	lua_State *L = lua_main;
-	lua_createtable(L, 0, 20);
+	lua_createtable(L, 0, 16);
 	lua_pushstring(L, c->id);
 	lua_setfield(L, -2, "id");
 	lua_pushstring(L, c->remote_addr);

@@ -35,7 +35,7 @@ static int stream_fail(lua_State *L, const char *err)
 /* Pushes everything pending as one chunk. */
 static void stream_push_pending(lua_State *L, struct conn *c)
 {
-	struct buf *p = &c->body.pending;
+	struct buf *p = &c->body->pending;
 	lua_pushlstring(L, buf_head(p), buf_used(p));
 	buf_consume(p, buf_used(p));
 }
@@ -46,11 +46,11 @@ static int stream_read(lua_State *L)
 	struct conn *c = st->c;
 	if (!c)
 		return 0; /* detached: the body is over */
-	if (buf_used(&c->body.pending) > 0) {
+	if (buf_used(&c->body->pending) > 0) {
 		stream_push_pending(L, c);
 		return 1;
 	}
-	if (c->body.ended)
+	if (c->body->ended)
 		return 0;
 	if (hook_current(L) != c)
 		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
@@ -91,7 +91,7 @@ static bool stream_write_all(int fd, const char *p, size_t n)
 /* Writes what is pending to the save file; remembers the first error. */
 static void stream_save_pending(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->save_errno == 0 && !stream_write_all(b->save_fd, buf_head(&b->pending), buf_used(&b->pending)))
 		b->save_errno = errno;
 	buf_consume(&b->pending, buf_used(&b->pending));
@@ -100,7 +100,7 @@ static void stream_save_pending(struct conn *c)
 /* Closes the save file at the end of the body; pushes true or nil, err. */
 static int stream_save_finish(lua_State *L, struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->save_errno == 0 && fsync(b->save_fd) != 0)
 		b->save_errno = errno;
 	if (close(b->save_fd) != 0 && b->save_errno == 0)
@@ -125,7 +125,7 @@ static int stream_save(lua_State *L)
 	struct conn *c = st->c;
 	if (!c)
 		return stream_fail(L, "the message is no longer available");
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->save_fd >= 0)
 		return luaL_error(L, "stream:save: already saving");
 	if (!b->ended && hook_current(L) != c)
@@ -150,11 +150,11 @@ static int stream_index(lua_State *L)
 	struct lua_stream *st = stream_check(L);
 	const char *key = luaL_checkstring(L, 2);
 	if (strcmp(key, "byteLength") == 0) {
-		lua_pushnumber(L, st->c ? (double)st->c->body.byte_length : st->byte_length);
+		lua_pushnumber(L, st->c ? (double)st->c->body->byte_length : st->byte_length);
 		return 1;
 	}
 	if (strcmp(key, "sizeExceeded") == 0) {
-		lua_pushboolean(L, st->c ? st->c->body.size_exceeded : st->size_exceeded);
+		lua_pushboolean(L, st->c ? st->c->body->size_exceeded : st->size_exceeded);
 		return 1;
 	}
 	luaL_getmetatable(L, STREAM_MT);
@@ -188,12 +188,12 @@ void lua_stream_push(lua_State *L, struct conn *c)
 	luaL_getmetatable(L, STREAM_MT);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	c->body.stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	c->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 void lua_stream_feed(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->save_fd >= 0)
 		stream_save_pending(c);
 	if (!c->hook.active || c->hook.wait != WAIT_STREAM || c->hook.id != HOOK_DATA)
@@ -214,7 +214,7 @@ void lua_stream_feed(struct conn *c)
 
 void lua_stream_detach(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->save_fd >= 0) {
 		close(b->save_fd);
 		unlink(b->save_path);

@@ -279,7 +279,7 @@ void lua_tls_session_fields(struct conn *c)
 	lua_session_push(L, c);
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "secure");
-	if (c->servername[0])
+	if (c->servername)
 		lua_pushstring(L, c->servername);
 	else
 		lua_pushnil(L);

@@ -9,6 +9,7 @@
 #include <arpa/nameser.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void rdns_finish(struct conn *c, const char *name)
@@ -18,6 +19,8 @@ static void rdns_finish(struct conn *c, const char *name)
 		lua_session_set(c, "clientHostname", name);
 		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
 	}
+	free(c->rdns_name);
+	c->rdns_name = NULL;
 	if (c->rdns_starting) {
 		c->rdns_done_sync = true; /* smtp_rdns_start goes on itself */
 		return;
@@ -69,14 +72,17 @@ static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, in
 	struct conn *c = arg;
 	struct hostent *h = NULL;
 	if (status != ARES_SUCCESS || ares_parse_ptr_reply(abuf, alen, NULL, 0, AF_INET, &h) != ARES_SUCCESS ||
-	    !h || !h->h_name || strlen(h->h_name) >= sizeof c->rdns_name) {
+	    !h || !h->h_name || strlen(h->h_name) > 253) {
 		if (h)
 			ares_free_hostent(h);
 		rdns_finish(c, NULL);
 		return;
 	}
-	snprintf(c->rdns_name, sizeof c->rdns_name, "%s", h->h_name);
+	free(c->rdns_name);
+	c->rdns_name = strdup(h->h_name);
 	ares_free_hostent(h);
+	if (!c->rdns_name)
+		abort();
 	bool v6 = strchr(c->remote_addr, ':') != NULL;
 	char err[128];
 	/* Inside a c-ares callback the next query cannot answer synchronously
@@ -114,4 +120,6 @@ void smtp_rdns_cancel(struct conn *c)
 		dns_cancel(c->rdns);
 	c->rdns = NULL;
 	c->rdns_next = NULL;
+	free(c->rdns_name);
+	c->rdns_name = NULL;
 }

@@ -73,8 +73,7 @@ void smtp_session_reset_transaction(struct conn *c)
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
 		 * abandoned, and so is the onData waiting for the rest of it. */
 		hook_cancel(c);
-		lua_stream_detach(c);
-		buf_free(&c->body.pending);
+		smtp_session_body_free(c);
 	}
 	memset(&c->tx, 0, sizeof c->tx);
 	lua_session_reset_envelope(c);
@@ -665,7 +664,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
  * in onData's per-recipient table at the top of lua_main, or 0. */
 static void session_message_reply(struct conn *c, int lmtp_idx)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	if (b->size_exceeded) {
 		conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
 		           (unsigned long long)c->opt->size);
@@ -751,7 +750,7 @@ static void session_log_message(struct conn *c, const char *reply, size_t reply_
 	const char *tls = session_field(L, session, "tlsOptions", "version");
 	const char *cipher = session_field(L, session, "tlsOptions", "name");
 	char size[24], ms[32], code[64];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)c->body.byte_length);
+	snprintf(size, sizeof size, "%llu", (unsigned long long)c->body->byte_length);
 	snprintf(ms, sizeof ms, "%.3f", c->hook_seconds * 1000);
 	snprintf(code, sizeof code, "%.*s", (int)(reply_len < sizeof code - 1 ? reply_len : sizeof code - 1), reply);
 	conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
@@ -762,7 +761,7 @@ static void session_log_message(struct conn *c, const char *reply, size_t reply_
 
 static void session_data_finish(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	size_t reply_at = c->out.len;
 	if (!c->opt->lmtp) {
 		session_message_reply(c, 0);
@@ -773,17 +772,13 @@ static void session_data_finish(struct conn *c)
 		for (unsigned i = 1; i <= c->tx.nrcpt; i++)
 			session_message_reply(c, table ? (int)i : 0);
 		lua_pop(lua_main, 1);
-		luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
-		b->lmtp_ref = LUA_NOREF;
 	}
 	const char *reply = c->out.data + reply_at;
 	const char *eol = memchr(reply, '\r', c->out.len - reply_at);
 	metrics_message(atoi(reply));
 	session_log_message(c, reply, eol ? (size_t)(eol - reply) : 0);
 	c->hook_seconds = 0;
-	lua_stream_detach(c);
-	buf_free(&b->pending);
-	b->ended = false; /* no message in flight any more */
+	smtp_session_body_free(c);
 	c->transactions++;
 	c->unknown_commands = 0;
 	c->errors = 0;
@@ -795,7 +790,7 @@ static void session_data_finish(struct conn *c)
 
 static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	b->hook_done = true;
 	b->outcome = *o;
 	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TSTRING) {
@@ -832,18 +827,29 @@ static bool session_check_message_start(struct conn *c)
 	return true;
 }
 
+void smtp_session_body_free(struct conn *c)
+{
+	struct body *b = c->body;
+	if (!b)
+		return;
+	lua_stream_detach(c);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
+	buf_free(&b->pending);
+	free(b);
+	c->body = NULL;
+}
+
 /* A message begins: the body state, and onData with its stream. */
 static void session_body_begin(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = calloc(1, sizeof *b);
+	if (!b)
+		abort();
 	smtp_data_init(&b->dec, c->opt->bare_line_endings);
-	b->byte_length = 0;
-	b->size_exceeded = false;
-	b->line_too_long = false;
-	b->line_len = 0;
-	b->ended = false;
-	b->hook_done = false;
-	memset(&b->outcome, 0, sizeof b->outcome);
+	b->save_fd = -1;
+	b->stream_ref = LUA_NOREF;
+	b->lmtp_ref = LUA_NOREF;
+	c->body = b;
 	lua_State *co = hook_prepare(c, HOOK_DATA);
 	if (!co) {
 		b->hook_done = true;
@@ -879,7 +885,7 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
  * and hand them on (or drop them when nobody will read them). */
 static void session_body_bytes(struct conn *c, size_t n)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	b->byte_length += n;
 	if (c->opt->size && b->byte_length > c->opt->size)
 		b->size_exceeded = true;
@@ -890,7 +896,7 @@ static void session_body_bytes(struct conn *c, size_t n)
 
 static void session_body_end(struct conn *c)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	b->ended = true;
 	if (b->save_fd >= 0 && (b->size_exceeded || b->line_too_long ||
 	                        (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)))
@@ -900,7 +906,7 @@ static void session_body_end(struct conn *c)
 /* maxLineLength: measures the lines of decoded message bytes. */
 static void session_check_lines(struct conn *c, const char *p, size_t n)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	size_t max = c->opt->max_line_length;
 	const char *end = p + n;
 	while (p < end && !b->line_too_long) {
@@ -919,7 +925,7 @@ static void session_check_lines(struct conn *c, const char *p, size_t n)
 
 size_t smtp_session_data(struct conn *c, const char *p, size_t n)
 {
-	struct body *b = &c->body;
+	struct body *b = c->body;
 	char *out = buf_reserve(&b->pending, 2 * n + 4);
 	size_t out_len = 0;
 	bool done = false;
@@ -968,14 +974,13 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	c->bdat_last = last;
 	c->phase = PHASE_BDAT;
 	/* A refused chunk is still read (RFC 3030 2): its reply waits for it. */
-	c->bdat_refusal[0] = '\0';
+	c->bdat_refusal = NULL;
 	if (!c->tx.chunking) {
 		if (!c->tx.has_mail || c->tx.nrcpt == 0 || !c->greeted || session_auth_required(c)) {
-			snprintf(c->bdat_refusal, sizeof c->bdat_refusal, "%s",
-			         !c->greeted ? "5.5.1 Error: send HELO/EHLO first"
-			         : session_auth_required(c) ? "5.7.0 Error: authentication Required"
-			         : !c->tx.has_mail ? "5.5.1 Error: need MAIL command"
-			                           : "5.5.1 Error: need RCPT command");
+			c->bdat_refusal = !c->greeted ? "5.5.1 Error: send HELO/EHLO first"
+			                  : session_auth_required(c) ? "5.7.0 Error: authentication Required"
+			                  : !c->tx.has_mail ? "5.5.1 Error: need MAIL command"
+			                                    : "5.5.1 Error: need RCPT command";
 			c->bdat_refusal_code = session_auth_required(c) && c->greeted ? 530 : 503;
 			if (c->bdat_remaining == 0)
 				session_bdat_chunk_done(c);
@@ -991,8 +996,8 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 /* The end of a chunk: its reply, or the message's after LAST. */
 static void session_bdat_chunk_done(struct conn *c)
 {
-	struct body *b = &c->body;
-	if (c->bdat_refusal[0]) {
+	struct body *b = c->body;
+	if (c->bdat_refusal) {
 		c->phase = PHASE_COMMAND;
 		conn_reply(c, c->bdat_refusal_code, NULL, "%s", c->bdat_refusal);
 		return;
@@ -1013,8 +1018,8 @@ static void session_bdat_chunk_done(struct conn *c)
 size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 {
 	size_t take = n < c->bdat_remaining ? n : (size_t)c->bdat_remaining;
-	if (!c->bdat_refusal[0] && take) {
-		memcpy(buf_reserve(&c->body.pending, take), p, take);
+	if (!c->bdat_refusal && take) {
+		memcpy(buf_reserve(&c->body->pending, take), p, take);
 		session_body_bytes(c, take);
 		lua_stream_feed(c);
 	}
@@ -1128,7 +1133,7 @@ void smtp_session_secured(struct conn *c)
 	metrics_tls(version);
 	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
 	         SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), "servername",
-	         c->servername[0] ? c->servername : NULL, NULL);
+	         c->servername, NULL);
 	if (!c->opt->secure) {
 		session_run_on_secure(c);
 		return;

@@ -31,6 +31,8 @@ void smtp_session_update_transmission(struct conn *c);
 void smtp_session_greet(struct conn *c);
 /* A new, empty mail transaction. */
 void smtp_session_reset_transaction(struct conn *c);
+/* The message in flight, if any, is over: frees its body state. */
+void smtp_session_body_free(struct conn *c);
 /* Back to before HELO: after STARTTLS (RFC 3207 4.2) and XCLIENT. */
 void smtp_session_forget_identity(struct conn *c);
 /* Server shutdown: end an idle session now. */
