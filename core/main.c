@@ -8,6 +8,7 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,17 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 	return 0;
 }
 
+/* Each session is a descriptor and the usual soft limit (1,024) is far
+ * below what one process can serve: take the hard limit, as Redis does. */
+static void main_raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 int main(int argc, char **argv)
 {
 	struct cli cli = {0};
@@ -102,6 +114,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc - 1;
 	signal(SIGPIPE, SIG_IGN);
+	main_raise_fd_limit();
 	metrics_init();
 	char err[1024];
 	struct server srv = {0};

@@ -79,6 +79,39 @@ static int server_bind(const char *spec, char *err, size_t errlen)
 	return fd;
 }
 
+static void server_resume_accepting(struct server *srv)
+{
+	if (!srv->accept_paused)
+		return;
+	srv->accept_paused = false;
+	ev_timer_stop(srv->loop, &srv->accept_pause);
+	for (struct listener *l = srv->listeners; l; l = l->next)
+		if (l->fd >= 0 && srv->accepting)
+			ev_io_start(srv->loop, &l->io);
+}
+
+static void server_accept_pause_over(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	server_resume_accepting((struct server *)((char *)w - offsetof(struct server, accept_pause)));
+}
+
+/* Out of descriptors or kernel memory: a level-triggered listener would
+ * spin on accept(2). Accepting pauses until a session ends or a second has
+ * passed, as in nginx; the listen backlog holds the clients meanwhile. */
+static void server_pause_accepting(struct server *srv, const char *addr, int err)
+{
+	ev_tstamp now = ev_now(srv->loop);
+	if (now - srv->accept_pause_logged >= 10) { /* each ended session resumes: no log flood */
+		srv->accept_pause_logged = now;
+		log_kv(LOG_WARN, NULL, "accept paused", "listen", addr, "error", strerror(err), NULL);
+	}
+	for (struct listener *l = srv->listeners; l; l = l->next)
+		ev_io_stop(srv->loop, &l->io);
+	srv->accept_paused = true;
+	ev_timer_set(&srv->accept_pause, 1., 0.);
+	ev_timer_start(srv->loop, &srv->accept_pause);
+}
+
 static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct listener *l = (struct listener *)w;
@@ -89,8 +122,10 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		socklen_t plen = sizeof peer;
 		int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				server_pause_accepting(srv, l->addr, errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			         errno != ECONNABORTED)
 				log_kv(LOG_ERROR, NULL, "accept failed", "listen", l->addr, "error",
 				       strerror(errno), NULL);
 			return;
@@ -388,6 +423,7 @@ void server_conn_gone(struct server *srv, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	server_resume_accepting(srv);
 	server_maybe_done(srv);
 }
 
@@ -419,6 +455,7 @@ void server_stop_listening(struct server *srv)
 	}
 	server_unwatch_certs(srv);
 	ev_timer_stop(srv->loop, &srv->cert_settle);
+	ev_timer_stop(srv->loop, &srv->accept_pause);
 }
 
 void server_stop(struct server *srv, const char *why)
@@ -511,6 +548,7 @@ void server_run(struct server *srv)
 			ev_io_start(srv->loop, &l->io);
 	server_watch_certs(srv);
 	ev_init(&srv->cert_settle, server_cert_settled);
+	ev_init(&srv->accept_pause, server_accept_pause_over);
 	ev_signal_init(&srv->sig_term, server_on_stop_signal, SIGTERM);
 	ev_signal_init(&srv->sig_int, server_on_stop_signal, SIGINT);
 	ev_signal_init(&srv->sig_hup, server_on_hup, SIGHUP);

@@ -44,6 +44,9 @@ struct server {
 	struct cert_watch *watches;
 	size_t nwatches;
 	ev_timer cert_settle; /* a renewal writes several files: wait for the last */
+	ev_timer accept_pause; /* out of descriptors: accepting waits (see server_accept) */
+	bool accept_paused;
+	ev_tstamp accept_pause_logged;
 };
 
 /* The running server, for the smtp.server Lua API. */

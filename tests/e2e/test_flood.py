@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 
-from harness import E2ETest, Server, sanitized, script, wait_for
+from harness import Client, E2ETest, Server, sanitized, script, wait_for
 
 FLOOD_CONNECTIONS = 2000
 FLOOD_SECONDS = 5.0        # the connections are opened over this long (must be <= 30)
@@ -517,4 +517,44 @@ class Slowloris(E2ETest):
                                      "after %.0f s (no total/per-message deadline); received %r"
                                      % (self.INTERVAL, self.BOUND, got[-200:]))
                 self.assertIn(b"421 4.4.2", got, "dropped without a 421 4.4.2: %r" % got)
+            self.assertTrue(srv.alive())
+
+
+class DescriptorExhaustion(E2ETest):
+    """Out of file descriptors (EMFILE): accepting pauses instead of spinning
+    on accept(2); waiting clients stay in the listen backlog and are greeted
+    once sessions end. The server runs under prlimit with 40 descriptors,
+    which it cannot raise (the hard limit is 40 too)."""
+
+    LIMIT = 40
+    CLIENTS = 60
+
+    def test_emfile_pauses_accepting_then_serves_the_backlog(self):
+        srv = Server(script(), log_level="info", start=False)
+        plain_argv = srv.argv
+        srv.argv = lambda: ["prlimit", "--nofile=%d:%d" % (self.LIMIT, self.LIMIT), "--"] + plain_argv()
+        with srv:
+            srv.start()
+            clients = [Client(srv.port, greet=False, timeout=10) for _ in range(self.CLIENTS)]
+            greeted, waiting = [], []
+            for c in clients:
+                if not c.is_closed(0.2) and c.buf.endswith(b"\r\n"):
+                    self.assertReply(c.read_reply(), 220)
+                    greeted.append(c)
+                else:
+                    waiting.append(c)
+            self.assertTrue(waiting, "all %d clients greeted under a limit of %d descriptors"
+                            % (self.CLIENTS, self.LIMIT))
+            self.assertGreater(len(greeted), 10)
+            self.assertTrue(wait_for(lambda: "accept paused" in srv.log(), 5), srv.log_tail())
+            self.assertEqual(srv.log().count("accept paused"), 1, "logged at most once per 10 s")
+            for c in greeted:
+                self.assertReply(c.cmd("QUIT"), 221)
+                c.close()
+            for c in waiting:
+                r = c.read_reply(timeout=10)
+                self.assertReply(r, 220)
+                self.assertReply(c.cmd("EHLO waiting.example"), 250)
+                self.assertReply(c.cmd("QUIT"), 221)
+                c.close()
             self.assertTrue(srv.alive())
