@@ -274,8 +274,10 @@ void lua_tls_detach(struct conn *c)
 void lua_tls_session_fields(struct conn *c)
 {
 	lua_State *L = lua_main;
-	lua_tls_push_conn(L, c); /* computes the cipher and verification once */
-	struct lua_tls_conn *t = lua_touserdata(L, -1);
+	/* Not the conn object: that lives as long as the session, and only
+	 * onSecure needs one. */
+	struct lua_tls_conn t;
+	tls_conn_fill(&t, c);
 	lua_session_push(L, c);
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "secure");
@@ -284,7 +286,7 @@ void lua_tls_session_fields(struct conn *c)
 	else
 		lua_pushnil(L);
 	lua_setfield(L, -2, "servername");
-	tls_push_cipher(L, t);
+	tls_push_cipher(L, &t);
 	lua_setfield(L, -2, "tlsOptions");
-	lua_pop(L, 2);
+	lua_pop(L, 1);
 }
