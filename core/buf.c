@@ -11,6 +11,42 @@ static void buf_oom(void)
 	abort();
 }
 
+/* Connections take and drop buffers on every read and reply: the common
+ * sizes are kept on small free lists instead of going back to malloc each
+ * time (the event loop's thread only; a process has one loop). */
+#define BUF_POOL_DEPTH 16
+static struct buf_pool {
+	size_t cap;
+	unsigned n;
+	char *free[BUF_POOL_DEPTH];
+} buf_pools[] = {{.cap = 4096}, {.cap = 16384}, {.cap = 65536}};
+
+static struct buf_pool *buf_pool_for(size_t cap)
+{
+	for (size_t i = 0; i < sizeof buf_pools / sizeof buf_pools[0]; i++)
+		if (buf_pools[i].cap == cap)
+			return &buf_pools[i];
+	return NULL;
+}
+
+static char *buf_alloc(size_t cap)
+{
+	struct buf_pool *p = buf_pool_for(cap);
+	char *d = p && p->n ? p->free[--p->n] : malloc(cap);
+	if (!d)
+		buf_oom();
+	return d;
+}
+
+static void buf_dispose(char *d, size_t cap)
+{
+	struct buf_pool *p = d ? buf_pool_for(cap) : NULL;
+	if (p && p->n < BUF_POOL_DEPTH)
+		p->free[p->n++] = d;
+	else
+		free(d);
+}
+
 char *buf_reserve(struct buf *b, size_t n)
 {
 	if (b->cap - b->len >= n)
@@ -26,12 +62,10 @@ char *buf_reserve(struct buf *b, size_t n)
 	size_t cap = b->cap ? b->cap : 4096;
 	while (cap - used < n)
 		cap *= 2;
-	char *d = malloc(cap);
-	if (!d)
-		buf_oom();
+	char *d = buf_alloc(cap);
 	if (used)
 		memcpy(d, b->data + b->off, used);
-	free(b->data);
+	buf_dispose(b->data, b->cap);
 	b->data = d;
 	b->off = 0;
 	b->len = used;
@@ -76,16 +110,13 @@ void buf_consume(struct buf *b, size_t n)
 
 void buf_release_if_empty(struct buf *b)
 {
-	if (buf_used(b) == 0 && b->data) {
-		free(b->data);
-		b->data = NULL;
-		b->off = b->len = b->cap = 0;
-	}
+	if (buf_used(b) == 0 && b->data)
+		buf_free(b);
 }
 
 void buf_free(struct buf *b)
 {
-	free(b->data);
+	buf_dispose(b->data, b->cap);
 	b->data = NULL;
 	b->off = b->len = b->cap = 0;
 }

@@ -81,7 +81,7 @@ static void conn_proxy_timer(struct conn *c);
 static void conn_line_progress(struct conn *c);
 
 struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
-                      const struct sockaddr *peer)
+                      const struct sockaddr *peer, const struct sockaddr *local)
 {
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
@@ -99,11 +99,12 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	c->tls_obj_ref = LUA_NOREF;
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
-	struct sockaddr_storage local;
-	socklen_t llen = sizeof local;
-	if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
-		conn_addr_string((struct sockaddr *)&local, c->local_addr, sizeof c->local_addr,
-		                 &c->local_port);
+	struct sockaddr_storage asked;
+	socklen_t llen = sizeof asked;
+	if (!local && getsockname(fd, (struct sockaddr *)&asked, &llen) == 0)
+		local = (struct sockaddr *)&asked;
+	if (local)
+		conn_addr_string(local, c->local_addr, sizeof c->local_addr, &c->local_port);
 	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
 	 * smtp_session_line holds other commands to maxCommandLength. */
 	size_t max = c->opt->max_command_length;

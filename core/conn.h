@@ -146,8 +146,9 @@ struct conn {
 	struct conn *prev, *next; /* the server's list of connections */
 };
 
+/* local: the listener's own address, or NULL to ask the socket. */
 struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
-                      const struct sockaddr *peer);
+                      const struct sockaddr *peer, const struct sockaddr *local);
 /* Starts the session (onConnect, then the greeting). */
 void conn_start(struct conn *c, const char *listen_addr);
 /* Queues a reply line; multi-line replies call this once per line. */

@@ -132,7 +132,8 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		struct conn *c = conn_new(srv, srv->cfg, l->opt, fd, (struct sockaddr *)&peer);
+		struct conn *c = conn_new(srv, srv->cfg, l->opt, fd, (struct sockaddr *)&peer,
+		                          l->local.ss_family == AF_UNSPEC ? NULL : (struct sockaddr *)&l->local);
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;
@@ -140,6 +141,15 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		srv->nconns++;
 		conn_start(c, l->addr);
 	}
+}
+
+static bool server_is_wildcard(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return true;
 }
 
 static struct listener *server_new_listener(struct server *srv, struct smtp_options *o,
@@ -152,6 +162,9 @@ static struct listener *server_new_listener(struct server *srv, struct smtp_opti
 	l->opt = o;
 	l->fd = fd;
 	snprintf(l->addr, sizeof l->addr, "%s", addr);
+	socklen_t sl = sizeof l->local;
+	if (getsockname(fd, (struct sockaddr *)&l->local, &sl) != 0 || server_is_wildcard(&l->local))
+		l->local.ss_family = AF_UNSPEC;
 	ev_io_init(&l->io, server_accept, fd, EV_READ);
 	return l;
 }

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <ev.h>
+#include <sys/socket.h>
 #include <lua.h>
 #include <stdbool.h>
 
@@ -18,6 +19,9 @@ struct listener {
 	struct smtp_options *opt; /* in srv->cfg */
 	int fd;
 	char addr[96];
+	/* Bound to one address (not a wildcard): every session's local
+	 * address, known without a getsockname(2) each; else AF_UNSPEC. */
+	struct sockaddr_storage local;
 	struct listener *next;
 };
 
