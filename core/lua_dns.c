@@ -33,29 +33,21 @@ static const struct {
 	{"A", ns_t_a}, {"AAAA", ns_t_aaaa}, {"MX", ns_t_mx}, {"TXT", ns_t_txt}, {"PTR", ns_t_ptr},
 };
 
-static void push_addresses_a(lua_State *L, const unsigned char *abuf, int alen, int *ok)
+/* A and AAAA answers: a list of address strings. */
+static void push_addresses(lua_State *L, int family, const unsigned char *abuf, int alen, int *ok)
 {
-	struct ares_addrttl a[DNS_MAX_ANSWERS];
+	union {
+		struct ares_addrttl v4[DNS_MAX_ANSWERS];
+		struct ares_addr6ttl v6[DNS_MAX_ANSWERS];
+	} a;
 	int n = DNS_MAX_ANSWERS;
-	*ok = ares_parse_a_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS;
-	lua_createtable(L, n, 0);
-	for (int i = 0; *ok && i < n; i++) {
-		char s[INET_ADDRSTRLEN];
-		inet_ntop(AF_INET, &a[i].ipaddr, s, sizeof s);
-		lua_pushstring(L, s);
-		lua_rawseti(L, -2, i + 1);
-	}
-}
-
-static void push_addresses_aaaa(lua_State *L, const unsigned char *abuf, int alen, int *ok)
-{
-	struct ares_addr6ttl a[DNS_MAX_ANSWERS];
-	int n = DNS_MAX_ANSWERS;
-	*ok = ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) == ARES_SUCCESS;
+	*ok = (family == AF_INET ? ares_parse_a_reply(abuf, alen, NULL, a.v4, &n)
+	                         : ares_parse_aaaa_reply(abuf, alen, NULL, a.v6, &n)) == ARES_SUCCESS;
 	lua_createtable(L, n, 0);
 	for (int i = 0; *ok && i < n; i++) {
 		char s[INET6_ADDRSTRLEN];
-		inet_ntop(AF_INET6, &a[i].ip6addr, s, sizeof s);
+		const void *ip = family == AF_INET ? (const void *)&a.v4[i].ipaddr : (const void *)&a.v6[i].ip6addr;
+		inet_ntop(family, ip, s, sizeof s);
 		lua_pushstring(L, s);
 		lua_rawseti(L, -2, i + 1);
 	}
@@ -125,8 +117,8 @@ int lua_dns_push_records(lua_State *L, int type, const unsigned char *abuf, int 
 {
 	int ok = 0;
 	switch (type) {
-	case ns_t_a: push_addresses_a(L, abuf, alen, &ok); break;
-	case ns_t_aaaa: push_addresses_aaaa(L, abuf, alen, &ok); break;
+	case ns_t_a: push_addresses(L, AF_INET, abuf, alen, &ok); break;
+	case ns_t_aaaa: push_addresses(L, AF_INET6, abuf, alen, &ok); break;
 	case ns_t_mx: push_mx(L, abuf, alen, &ok); break;
 	case ns_t_txt: push_txt(L, abuf, alen, &ok); break;
 	case ns_t_ptr: push_ptr(L, abuf, alen, &ok); break;

@@ -128,16 +128,28 @@ static void m_head(struct buf *b, const char *name, const char *type, const char
 	buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* The sum of a field over every slot in use. */
-#define M_SUM(expr)                                                                                \
-	({                                                                                         \
-		double _s = 0;                                                                     \
-		for (int _i = 0; _i < n; _i++) {                                                   \
-			const struct metrics_slot *s = &all[_i];                                   \
-			_s += (double)(expr);                                                      \
-		}                                                                                  \
-		_s;                                                                                \
-	})
+/* The sum over the slots in use of one field, given by its place in
+ * all[0]: a 64-bit counter or gauge, or a double. */
+static double m_sum(const struct metrics_slot *all, int n, const void *field0, bool is_double)
+{
+	size_t off = (size_t)((const char *)field0 - (const char *)all);
+	double sum = 0;
+	for (int i = 0; i < n; i++) {
+		const char *p = (const char *)&all[i] + off;
+		if (is_double) {
+			double d;
+			memcpy(&d, p, sizeof d);
+			sum += d;
+		} else {
+			int64_t v;
+			memcpy(&v, p, sizeof v);
+			sum += (double)v;
+		}
+	}
+	return sum;
+}
+
+#define M_SUM(field) m_sum(all, n, &all[0].field, _Generic(all[0].field, double: true, default: false))
 
 static void m_custom(struct buf *b, const struct metrics_slot *all, int n)
 {
@@ -178,29 +190,29 @@ static void metrics_render(struct buf *b)
 	const struct metrics_slot *all = slots ? slots : &local;
 	int n = slots ? METRICS_SLOTS : 1;
 	m_head(b, "luasmtpd_connections_total", "counter", "Connections accepted.");
-	buf_appendf(b, "luasmtpd_connections_total %.0f\n", M_SUM(s->connections_total));
+	buf_appendf(b, "luasmtpd_connections_total %.0f\n", M_SUM(connections_total));
 	m_head(b, "luasmtpd_connections", "gauge", "Connections open now.");
-	buf_appendf(b, "luasmtpd_connections %.0f\n", M_SUM(s->connections_current));
+	buf_appendf(b, "luasmtpd_connections %.0f\n", M_SUM(connections_current));
 	m_head(b, "luasmtpd_tls_sessions_total", "counter", "TLS handshakes completed, by protocol version.");
 	for (int v = 0; v < 4; v++)
-		buf_appendf(b, "luasmtpd_tls_sessions_total{version=\"%s\"} %.0f\n", tls_names[v], M_SUM(s->tls_sessions[v]));
+		buf_appendf(b, "luasmtpd_tls_sessions_total{version=\"%s\"} %.0f\n", tls_names[v], M_SUM(tls_sessions[v]));
 	m_head(b, "luasmtpd_messages_total", "counter", "Messages answered after their data, by reply class.");
 	static const char *const cls[3] = {"2xx", "4xx", "5xx"};
 	for (int k = 0; k < 3; k++)
-		buf_appendf(b, "luasmtpd_messages_total{class=\"%s\"} %.0f\n", cls[k], M_SUM(s->messages[k]));
+		buf_appendf(b, "luasmtpd_messages_total{class=\"%s\"} %.0f\n", cls[k], M_SUM(messages[k]));
 	m_head(b, "luasmtpd_auth_total", "counter", "AUTH attempts, by mechanism and result.");
 	for (int a = 0; a < 4; a++)
 		for (int r = 0; r < 2; r++)
 			buf_appendf(b, "luasmtpd_auth_total{method=\"%s\",result=\"%s\"} %.0f\n", auth_names_m[a],
-			            r ? "failure" : "success", M_SUM(s->auth[a][r]));
+			            r ? "failure" : "success", M_SUM(auth[a][r]));
 	m_head(b, "luasmtpd_hook_errors_total", "counter", "Hooks that raised an error or ran out of time or memory.");
 	for (int h = 0; h < HOOK_COUNT; h++)
-		buf_appendf(b, "luasmtpd_hook_errors_total{hook=\"%s\"} %.0f\n", hook_names_m[h], M_SUM(s->hook_errors[h]));
+		buf_appendf(b, "luasmtpd_hook_errors_total{hook=\"%s\"} %.0f\n", hook_names_m[h], M_SUM(hook_errors[h]));
 	m_head(b, "luasmtpd_hook_duration_seconds", "histogram", "Hook calls and their wall time.");
 	for (int h = 0; h < HOOK_COUNT; h++) {
 		double cum = 0;
 		for (int k = 0; k < METRICS_BUCKETS; k++) {
-			cum += M_SUM(s->hook_buckets[h][k]);
+			cum += M_SUM(hook_buckets[h][k]);
 			if (k < METRICS_BUCKETS - 1)
 				buf_appendf(b, "luasmtpd_hook_duration_seconds_bucket{hook=\"%s\",le=\"%g\"} %.0f\n",
 				            hook_names_m[h], bucket_bounds[k], cum);
@@ -209,13 +221,13 @@ static void metrics_render(struct buf *b)
 				            hook_names_m[h], cum);
 		}
 		buf_appendf(b, "luasmtpd_hook_duration_seconds_sum{hook=\"%s\"} %.9g\n", hook_names_m[h],
-		            M_SUM(s->hook_seconds[h]));
+		            M_SUM(hook_seconds[h]));
 		buf_appendf(b, "luasmtpd_hook_duration_seconds_count{hook=\"%s\"} %.0f\n", hook_names_m[h],
-		            M_SUM(s->hook_calls[h]));
+		            M_SUM(hook_calls[h]));
 	}
 	m_head(b, "luasmtpd_reloads_total", "counter", "Reloads, by result.");
-	buf_appendf(b, "luasmtpd_reloads_total{result=\"success\"} %.0f\n", M_SUM(s->reloads[0]));
-	buf_appendf(b, "luasmtpd_reloads_total{result=\"failure\"} %.0f\n", M_SUM(s->reloads[1]));
+	buf_appendf(b, "luasmtpd_reloads_total{result=\"success\"} %.0f\n", M_SUM(reloads[0]));
+	buf_appendf(b, "luasmtpd_reloads_total{result=\"failure\"} %.0f\n", M_SUM(reloads[1]));
 	m_head(b, "luasmtpd_lua_memory_bytes", "gauge", "Lua heap in use, by process.");
 	for (int i = 0; i < n; i++)
 		if (all[i].pid && (i == 0 || all[i].connections_total || all[i].lua_memory))
