@@ -936,7 +936,8 @@ size_t smtp_session_data(struct conn *c, const char *p, size_t n)
 	if (done)
 		session_body_end(c);
 	lua_stream_feed(c);
-	if (b->ended && b->hook_done && c->phase == PHASE_DATA)
+	/* onData may have answered and the message ended: b is gone then. */
+	if (c->phase == PHASE_DATA && c->body->ended && c->body->hook_done)
 		session_data_finish(c);
 	return used;
 }
@@ -1011,7 +1012,7 @@ static void session_bdat_chunk_done(struct conn *c)
 	c->phase = PHASE_DATA; /* the reply waits for onData */
 	session_body_end(c);
 	lua_stream_feed(c);
-	if (b->hook_done && c->phase == PHASE_DATA)
+	if (c->phase == PHASE_DATA && c->body->hook_done) /* else b is gone, see above */
 		session_data_finish(c);
 }
 
