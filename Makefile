@@ -104,7 +104,10 @@ tls-audit: build/luasmtpd certs
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
 
-bench: build/luasmtpd build/bench_floor certs
+build/bench_load: tests/bench/loadgen.c | $(DEPS_STAMP)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -lssl -lcrypto
+
+bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/compare.py
 

@@ -1,44 +1,82 @@
 #!/usr/bin/python3
 """Performance benchmark (not a test): luasmtpd with scripts/bench.lua
-against the floor (tests/bench/floor.c, a deliberately minimal responder).
+against the floor (tests/bench/floor.c, a deliberately minimal responder)
+and anchors (reference servers), all load from our C load generator
+tests/bench/loadgen.c (build/bench_load: one thread, epoll, lock-step
+connections with MAIL/RCPT/DATA pipelined, STARTTLS with full TLS 1.3
+handshakes and no resumption, client addresses spread over 127.1.0.0/16).
 
-Figures, each the server's user+sys CPU from /proc/PID/stat around a
-lock-step Python client on 127.0.0.1 (cost, not rate: client and server
-share the cores), median of several rounds, interleaved between servers:
+Figures, server CPU user+sys from /proc/PID/stat summed over the server's
+process tree (cost, not rate: client and server share the 2 cores), read
+before and after each bench_load run; rounds interleaved between servers,
+order reversed every other round; median, min and max of the samples:
 
-  (1) CPU per 10k messages, 100 messages/connection, 1 KiB bodies
-  (2) CPU per 10k connections, 1 message each
-  (3) CPU per GB, 10 MiB bodies
-  (4) CPU per 10k STARTTLS sessions (TLS 1.3, ECDSA P-256, X25519)
-  (5) RSS per idle plain connection (held after EHLO, fresh process)
+  (1) CPU s per 10k messages, 100 messages/connection, 1 KiB bodies
+  (2) CPU s per 10k connections, 1 message each
+  (3) CPU s per GB, 10 MiB bodies (10 messages/connection)
+  (4) CPU s per 10k STARTTLS sessions (TLS 1.3, ECDSA P-256, X25519; the
+      client sends no tickets back and keeps no session cache: every
+      handshake a full one)
+  (5) RSS KiB per idle plain connection, held after EHLO, 5,000 held, a
+      fresh server process per sample: (RSS after - RSS before) / N
+  (5t) luasmtpd only: RSS KiB per idle TLS connection (STARTTLS + EHLO)
+  (6) scale, luasmtpd only: 20,000 concurrent idle plain connections
+      against --workers 2 (two bench_load processes of 10,000: the hard
+      RLIMIT_NOFILE here is 20,000 per process), RSS of the process tree
+      and open fds per worker; and single-process luasmtpd at 19,000 (what
+      that limit allows)
+  (W) luasmtpd --workers 2 against 1 worker (both fresh, not pinned) on (2)
+      and (4), same volume, -c 16: CPU per unit (tree sum) and throughput
+      (units per wall second); on 2 cores shared with the client a speedup
+      below 2 is expected
+Samples: -r (default 5; --quick 3) for the CPU figures, 3 for RSS figures.
 
-Runs are scaled down (default: 3,000 messages, 2,000 connections, 200 MiB,
-500 STARTTLS sessions, 2,000 idle connections; --quick uses less) and the
-results scaled up.  A second ratio from /proc/PID/task/*/schedstat
-(nanoseconds, not 10 ms ticks) is printed as a cross-check.
+Concurrency and pinning: (1)-(4) run with bench_load -c 16 for every
+server, the server pinned to CPU 0 and bench_load to CPU 1 (--no-pin to
+not).  Measured on the floor and luasmtpd (pinned, 3 samples each):
+c=1 costs 1.2-3x more server CPU per unit than c=4 (at c=1 the server goes
+to sleep and is woken for every reply: floor (2) 2.3e-4 s/conn at c=1,
+7.6e-5 at c=4, 6.6e-5 at c=16) and its samples scatter most; c=16 is
+another 5-15% below c=4, with the tightest spread; unpinned, samples
+scatter ~10-15% more.  Per-unit cost at c=16 is the cost of a busy server,
+which is what the figures are for.  The anchors get the same c=16 (node's
+per-unit CPU also falls 20-35% from c=4 to c=32).  node smtp-server answers
+EHLO ~100 ms late (idle time, not CPU), which is why its volumes are small.
 
-Optional anchors (reference servers, --anchors; default: all that can be
-made available, a missing one is reported as "skipped: why"):
+Anchors (--anchors; default all that can be made available, a missing one
+is reported as "skipped: why"), each with its own volumes (3-25x costlier
+than luasmtpd, so fewer units still give a stable per-unit figure) and the
+same number of samples:
   aiosmtpd   Debian python3-aiosmtpd, tests/bench/anchors/aiosmtpd_sink.py
   node       smtp-server 3.21 (npm, installed at run time under
              build/anchors/), tests/bench/anchors/node_sink.js
-  smtp-sink  Postfix's smtp-sink (Debian postfix); no STARTTLS, so (4) n/a
-To keep the default run near 4 minutes, anchors run the same workloads with
-volumes scaled by --anchor-scale (default 0.05) in --anchor-rounds rounds
-(default 1, so a single sample, not a median); figures are per unit like the
-others.  An anchor whose RSS run fails keeps its CPU figures, (5) n/a.
+  smtp-sink  Postfix's smtp-sink (Debian postfix, installed with "No
+             configuration", the postfix daemon not started); no STARTTLS,
+             so (4) n/a
+
+A schedstat cross-check (/proc/PID/task/*/schedstat, ns rather than 10 ms
+ticks) of luasmtpd/floor is printed under the table.
+
+Time: the default run takes 4.5-5.5 minutes (260 s and 320 s measured) on
+the 2-core bench machine with the anchors already installed (most of it the anchors and the idle
+runs); a first run adds the npm install of smtp-server (1.3 s measured with
+npm's cache warm; some seconds more from the network) and the apt-get
+install of postfix and python3-aiosmtpd (not measured from scratch here;
+typically 10-60 s depending on the mirror).  --quick takes about 60 s.
 
 usage: compare.py [--quick] [-r ROUNDS] [--anchors LIST|all|none] [--anchor-scale F]
-                  [--anchor-rounds N]
-Exit status 0 unless a server or the client failed.
+                  [-c CONCURRENCY] [--no-pin]
+Environment: LUASMTPD_BIN (default build/luasmtpd), BENCH_LOAD_BIN
+(default build/bench_load).
+Exit status 0 unless the floor, luasmtpd or bench_load failed.
 """
 
 import argparse
+import json
 import os
 import resource
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -48,13 +86,30 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FLOOR_BIN = os.path.join(ROOT, "build", "bench_floor")
+LOAD_BIN = os.environ.get("BENCH_LOAD_BIN", os.path.join(ROOT, "build", "bench_load"))
 LUASMTPD_BIN = os.environ.get("LUASMTPD_BIN", os.path.join(ROOT, "build", "luasmtpd"))
-IO_TIMEOUT = 20.0
 TICK = os.sysconf("SC_CLK_TCK")
 ANCHOR_DIR = os.path.join(HERE, "anchors")
 ANCHOR_BUILD = os.path.join(ROOT, "build", "anchors")
 ANCHORS = ["aiosmtpd", "node", "smtp-sink"]
 NO_TLS = {"smtp-sink"}  # servers without STARTTLS: figure (4) n/a
+OURS = ("floor", "luasmtpd")
+CONC = 16          # bench_load -c for (1)-(4)
+CONC_WORKERS = 16  # bench_load -c for the --workers comparison
+SERVER_CPUS, CLIENT_CPUS = {0}, {1}  # pinning for (1)-(4), unless --no-pin
+BIG = 10 * 1024 * 1024
+
+# units per bench_load run: msgs (messages), conns (connections), bulk
+# (10 MiB messages), tls (STARTTLS sessions)
+VOLUMES = {
+    "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "tls": 3000},
+    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "tls": 3000},
+    "smtp-sink": {"msgs": 10000, "conns": 3000, "bulk": 60},
+    "node": {"msgs": 3000, "conns": 600, "bulk": 20, "tls": 300},
+    "aiosmtpd": {"msgs": 3000, "conns": 1000, "bulk": 10, "tls": 300},
+}
+QUICK_DIV = 5
+IDLE_N, IDLE_TLS_N, SCALE_W2, SCALE_W1 = 5000, 5000, 20000, 19000
 
 
 class Skip(Exception):
@@ -115,13 +170,28 @@ def prepare_anchor(name, port, key, cert):
         argv = [sink]
         if os.geteuid() == 0:
             argv += ["-u", "nobody"]  # smtp-sink refuses to keep root privileges
-        argv += ["-m", "10000"]  # default 256 simultaneous connections would stall (5)
+        argv += ["-m", "30000"]  # default 256 simultaneous connections would stall (5)
         return argv + ["127.0.0.1:%d" % port, "1000"], None
     raise Skip("unknown anchor")
 
 
-def cpu(pid):
-    """(user+sys seconds from /proc/PID/stat, on-CPU seconds from schedstat or None)."""
+def tree(pid):
+    """PID and all its descendants (via /proc/*/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/children" % (p, tid)) as f:
+                    todo += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return sorted(set(out))
+
+
+def cpu1(pid):
+    """(user+sys s from /proc/PID/stat, on-CPU s from schedstat or None) of one process."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     st = (int(fields[11]) + int(fields[12])) / TICK
@@ -135,6 +205,11 @@ def cpu(pid):
     return st, ns / 1e9
 
 
+def cpu_tree(pid):
+    """{pid: (stat s, sched s)} over the process tree."""
+    return {p: cpu1(p) for p in tree(pid)}
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -143,21 +218,16 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS for %d" % pid)
 
 
+def rss_tree(pid):
+    return sum(rss_kib(p) for p in tree(pid))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def build_floor():
-    if os.path.exists(FLOOR_BIN):
-        return
-    # the lead's command; floor.c uses OpenSSL for STARTTLS, hence the libraries
-    cmd = ["cc", "-O2", "-o", "build/bench_floor", "tests/bench/floor.c", "-lssl", "-lcrypto"]
-    print("building the floor:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def make_cert(tmp):
@@ -173,30 +243,74 @@ def make_cert(tmp):
         return os.path.join(d, "localhost.key"), os.path.join(d, "localhost.crt")
 
 
+class LoadError(RuntimeError):
+    pass
+
+
+def pinned(cpus):
+    """preexec_fn: run the child (and every thread it makes) on CPUS; None: anywhere."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+
+def load(port, scen, n, conc=CONC, extra=(), timeout=120, cpus=None):
+    """Run bench_load; its JSON result; LoadError on any error."""
+    cmd = [LOAD_BIN, "-p", str(port), "-s", scen, "-n", str(n), "-c", str(conc),
+           "--timeout", str(timeout)] + list(extra)
+    if scen == "bulk":
+        cmd += ["--size", str(BIG)]
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout + 30,
+                           preexec_fn=pinned(cpus))
+    except subprocess.TimeoutExpired:
+        raise LoadError("%s: hung" % " ".join(cmd))
+    out = r.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        res = json.loads(out[-1])
+    except (IndexError, ValueError):
+        res = None
+    if r.returncode != 0 or not res or res.get("errors"):
+        raise LoadError("%s: exit %d, %s; %s" % (" ".join(cmd[1:]), r.returncode,
+                                                 out[-1] if out else "no output",
+                                                 r.stderr.decode(errors="replace").strip()[-600:]))
+    return res
+
+
 class Server:
-    def __init__(self, name, key, cert, tmp):
+    def __init__(self, name, key, cert, tmp, workers=1, cpus=None):
         self.name = name
         self.port = free_port()
         env = dict(os.environ, LUASMTPD_BENCH_KEY=key, LUASMTPD_BENCH_CERT=cert)
         if name == "floor":
             argv = [FLOOR_BIN, str(self.port), cert, key]
         elif name == "luasmtpd":
-            argv = [LUASMTPD_BIN, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn",
-                    os.path.join(ROOT, "scripts", "bench.lua")]
+            argv = [LUASMTPD_BIN, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn"]
+            if workers > 1:
+                argv += ["--workers", str(workers)]
+            argv.append(os.path.join(ROOT, "scripts", "bench.lua"))
         else:
             argv, extra = prepare_anchor(name, self.port, key, cert)  # may raise Skip
             env.update(extra or {})
         self.log = open(os.path.join(tmp, "%s-%d.log" % (name, self.port)), "w+")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=pinned(cpus))
+        self.pid = self.proc.pid
         deadline = time.monotonic() + 10
         while True:
             try:
-                c = Conn(self.port, ehlo=False)
-                c.close()
-                break
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    if s.recv(512).startswith(b"220"):
+                        s.sendall(b"QUIT\r\n")
+                        break
             except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("%s did not start: %s" % (name, self.tail()))
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("%s did not start: %s" % (name, self.tail()))
+            time.sleep(0.05)
+        if workers > 1:  # wait for the workers to be forked
+            while len(tree(self.pid)) < workers + 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
 
     def tail(self):
@@ -208,6 +322,7 @@ class Server:
             raise RuntimeError("%s exited (%s): %s" % (self.name, self.proc.returncode, self.tail()))
 
     def stop(self):
+        kids = [p for p in tree(self.pid) if p != self.pid] if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -215,145 +330,98 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for p in kids:  # workers left behind (should not happen)
+            try:
+                os.kill(p, 9)
+            except OSError:
+                pass
         self.log.close()
 
 
-class Conn:
-    def __init__(self, port, ehlo=True):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self.expect(b"220")
-        if ehlo:
-            self.cmd(b"EHLO bench.client\r\n", b"250")
-
-    def reply(self):
-        while True:
-            i = self.buf.find(b"\r\n")
-            while i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 2:]
-                if line[3:4] != b"-":
-                    return line
-                i = self.buf.find(b"\r\n")
-            d = self.sock.recv(65536)
-            if not d:
-                raise RuntimeError("server closed the connection")
-            self.buf += d
-
-    def expect(self, code):
-        line = self.reply()
-        if not line.startswith(code):
-            raise RuntimeError("expected %s, got %r" % (code.decode(), line))
-
-    def cmd(self, line, code):
-        self.sock.sendall(line)
-        self.expect(code)
-
-    def message(self, body):
-        self.sock.sendall(b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n")
-        self.expect(b"250")
-        self.expect(b"250")
-        self.expect(b"354")
-        self.sock.sendall(body)
-        self.expect(b"250")
-
-    def starttls(self, ctx):
-        self.cmd(b"STARTTLS\r\n", b"220")
-        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
-        self.buf = b""
-        v = self.sock.version()
-        if v != "TLSv1.3":
-            raise RuntimeError("negotiated %s" % v)
-        self.cmd(b"EHLO bench.client\r\n", b"250")
-
-    def quit(self):
-        self.cmd(b"QUIT\r\n", b"221")
-        self.sock.close()
-
-    def close(self):
-        self.sock.close()
-
-    def abort(self):
-        """Close with RST: no TIME_WAIT left on the client's ports."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        self.sock.close()
-
-
-def body_of(size):
-    line = b"x" * 76 + b"\r\n"
-    head = b"Subject: bench\r\n\r\n"
-    n = max(1, (size - len(head)) // len(line))
-    return head + line * n + b".\r\n"
-
-
-# Each workload takes (server, scale) and returns the number of units done.
-
-def w_messages(srv, n, body):
-    per = 100
-    done = 0
-    while done < n:
-        c = Conn(srv.port)
-        for _ in range(min(per, n - done)):
-            c.message(body)
-            done += 1
-        c.quit()
-    return done
-
-
-def w_connections(srv, n, body):
-    for _ in range(n):
-        c = Conn(srv.port)
-        c.message(body)
-        c.quit()
-    return n
-
-
-def w_tls(srv, n, ctx):
-    for _ in range(n):
-        c = Conn(srv.port)
-        c.starttls(ctx)
-        c.quit()
-    return n
-
-
-def measure(srv, fn, *args):
+def measure(srv, scen, n, conc=CONC, cpus=None):
+    """(stat CPU s per unit, sched CPU s per unit or None, units per wall second, units)."""
     srv.check()
-    pid = srv.proc.pid
-    st0, ns0 = cpu(pid)
-    units = fn(srv, *args)
-    st1, ns1 = cpu(pid)
+    c0 = cpu_tree(srv.pid)
+    res = load(srv.port, scen, n, conc, cpus=cpus)
+    c1 = cpu_tree(srv.pid)
     srv.check()
-    return (st1 - st0) / units, (None if ns0 is None else (ns1 - ns0) / units)
+    if set(c0) != set(c1):
+        raise RuntimeError("%s: process tree changed during the run (%s -> %s)"
+                           % (srv.name, sorted(c0), sorted(c1)))
+    units = {"msgs": res["messages"], "bulk": res["bytes"], "conns": res["connections"],
+             "tls": res["connections"]}[scen]
+    done = res["messages"] if scen == "bulk" else units
+    if done != n:
+        raise RuntimeError("%s: %s units done, %d asked" % (srv.name, done, n))
+    st = sum(c1[p][0] - c0[p][0] for p in c0)
+    ns = None if any(c0[p][1] is None or c1[p][1] is None for p in c0) else \
+        sum(c1[p][1] - c0[p][1] for p in c0)
+    return st / units, (None if ns is None else ns / units), units / max(res["seconds"], 1e-6), units
 
 
-def idle_rss(name, key, cert, tmp, n):
-    """KiB per idle connection held after EHLO, in a fresh process."""
-    srv = Server(name, key, cert, tmp)
-    conns = []
+def idle_rss(name, key, cert, tmp, n, tls=False, workers=1, procs=1):
+    """(KiB per idle connection, tree RSS KiB before, after, [open fds per worker]) with N held
+    in a fresh server."""
+    srv = Server(name, key, cert, tmp, workers=workers)
+    clients = []
     try:
         time.sleep(0.2)
-        before = rss_kib(srv.proc.pid)
-        for _ in range(n):
-            conns.append(Conn(srv.port))
-        time.sleep(0.3)
+        before = rss_tree(srv.pid)
+        per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        for k in per:
+            cmd = [LOAD_BIN, "-p", str(srv.port), "-s", "idle", "-n", str(k), "-c", "200",
+                   "--timeout", "120", "--hold-max", "300"] + (["--tls"] if tls else [])
+            clients.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE))
+        held = 0
+        for p, k in zip(clients, per):
+            line = p.stdout.readline().decode().split()  # bench_load's --timeout bounds this
+            if len(line) != 3 or line[0] != "ready" or int(line[1]) != k:
+                p.stdin.close()
+                err = p.stderr.read().decode(errors="replace").strip()[-600:]
+                raise LoadError("%s idle%s -n %d: %s; %s" % (name, " --tls" if tls else "", k,
+                                                             " ".join(line) or "no ready line", err))
+            held += k
+        time.sleep(0.5)
         srv.check()
-        after = rss_kib(srv.proc.pid)
-        return (after - before) / n
+        after = rss_tree(srv.pid)
+        fds = []
+        if workers > 1:
+            for p in tree(srv.pid)[1:]:
+                try:
+                    fds.append(len(os.listdir("/proc/%d/fd" % p)))
+                except OSError:
+                    pass
+        return (after - before) / n, before, after, fds
     finally:
-        for c in conns:
-            c.abort()
+        for p in clients:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in clients:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         srv.stop()
 
 
 def main():
+    t_start = time.monotonic()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller runs (< 1 minute)")
-    ap.add_argument("-r", "--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    ap.add_argument("-r", "--rounds", type=int, default=None,
+                    help="samples per figure and server (default 5, --quick 3)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin servers to CPU 0 and bench_load to CPU 1 for (1)-(4)")
     ap.add_argument("--anchors", default="all",
                     help="comma-separated from %s, or all (default) or none" % ",".join(ANCHORS))
-    ap.add_argument("--anchor-scale", type=float, default=0.05,
-                    help="anchors' run volumes as a fraction of the others' (default 0.05)")
-    ap.add_argument("--anchor-rounds", type=int, default=1, help="rounds for anchors (default 1)")
+    ap.add_argument("--anchor-scale", type=float, default=1.0,
+                    help="multiply the anchors' run volumes (default 1)")
+    ap.add_argument("-c", "--concurrency", type=int, default=CONC,
+                    help="bench_load -c for figures (1)-(4) (default %d)" % CONC)
     a = ap.parse_args()
     if a.anchors in ("all", ""):
         anchors = list(ANCHORS)
@@ -364,102 +432,115 @@ def main():
         bad = [x for x in anchors if x not in ANCHORS]
         if bad:
             ap.error("unknown anchor(s) %s; known: %s" % (",".join(bad), ",".join(ANCHORS)))
-    if a.quick:
-        n_msg, n_conn, mib, n_tls, n_idle = 10000, 3000, 1000, 800, 1000
-    else:
-        n_msg, n_conn, mib, n_tls, n_idle = 30000, 8000, 3000, 2000, 2000
+    rounds = max(1, a.rounds or (3 if a.quick else 5))
+    scpu, ccpu = (None, None) if a.no_pin else (SERVER_CPUS, CLIENT_CPUS)
+    conc = a.concurrency
+    div = QUICK_DIV if a.quick else 1
+    vol = {}
+    for n, v in VOLUMES.items():
+        s = 1.0 if n in OURS else a.anchor_scale
+        vol[n] = {k: max(1, int(x * s / div)) for k, x in v.items()}
+    idle_n, idle_tls_n = (1000, 500) if a.quick else (IDLE_N, IDLE_TLS_N)
+    scale_w2, scale_w1 = (4000, 4000) if a.quick else (SCALE_W2, SCALE_W1)
 
+    # children inherit it: servers and bench_load hold thousands of sockets
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, n_idle + 512)) if hard != resource.RLIM_INFINITY else max(soft, n_idle + 512)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if want < n_idle + 100:
-        n_idle = max(100, want - 200)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY:
+        scale_w1 = min(scale_w1, hard - 1000)
+        scale_w2 = min(scale_w2, 2 * (hard - 1000))
+        idle_n, idle_tls_n = min(idle_n, hard - 1000), min(idle_tls_n, hard - 1000)
 
-    build_floor()
-    t_start = time.monotonic()
+    for b in (FLOOR_BIN, LOAD_BIN):
+        if not os.access(b, os.X_OK):
+            print("FAILED: %s missing: make build/bench_floor build/bench_load" % b, file=sys.stderr)
+            return 1
     tmp = tempfile.mkdtemp(prefix="luasmtpd-bench-")
     key, cert = make_cert(tmp)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        ctx.set_ecdh_curve("X25519")
-    except ssl.SSLError:
-        pass  # some Python builds refuse it on a client context; X25519 is OpenSSL's first choice anyway
-    ctx.options |= ssl.OP_NO_TICKET  # every session a full handshake
 
-    small, big = body_of(1024), body_of(10 * 1024 * 1024)
-    n_big = max(1, mib // 10)
     figures = [
-        # key, label, unit scale, goal, workload, args
-        ("msg", "(1) CPU s / 10k msgs (100/conn, 1 KiB)", 10000, 1.2, w_messages, (n_msg, small)),
-        ("conn", "(2) CPU s / 10k conns (1 msg each)", 10000, 1.2, w_connections, (n_conn, small)),
-        ("bulk", "(3) CPU s / GB (10 MiB bodies)", 1e9 / len(big), 2.0, w_messages, (n_big, big)),
-        ("tls", "(4) CPU s / 10k STARTTLS (TLS1.3 P-256)", 10000, 1.2, w_tls, (n_tls, ctx)),
+        # key, label, per-unit scale, floor goal, bench_load scenario
+        ("msgs", "(1) CPU s/10k msgs, 100/conn, 1 KiB", 10000, 1.2, "msgs"),
+        ("conns", "(2) CPU s/10k conns, 1 msg each", 10000, 1.2, "conns"),
+        ("bulk", "(3) CPU s/GB, 10 MiB bodies", 1e9, 2.0, "bulk"),
+        ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.2, "tls"),
     ]
-
-    def scaled(n, args):
-        if n in ("floor", "luasmtpd"):
-            return args
-        return (max(1, int(args[0] * a.anchor_scale)),) + args[1:]
-    names = ["floor", "luasmtpd"]
+    names = list(OURS)
     skipped = {}  # anchor -> why
     rss_failed = {}  # anchor -> why (5) is n/a
-    res = {}
-    rss = {}
+    cpu_res = {}  # (fig, name) -> [(st, ns)]
+    wres = {}  # (fig, workers) -> [(st, ns, rate)]
+    rss = {}  # name -> [KiB/conn]
+    rss_tls, scale = [], {}  # scale: workers -> [(per, before, after)]
     failed = False
     servers = {}
     try:
-        for n in names + anchors:
+        for n in list(OURS) + anchors:
             try:
-                servers[n] = Server(n, key, cert, tmp)
-                w_messages(servers[n], 300, small)  # warm-up (JIT, allocator, caches)
+                servers[n] = Server(n, key, cert, tmp, cpus=scpu)
+                load(servers[n].port, "msgs", 1000, cpus=ccpu)  # warm-up (JIT, allocator, caches)
+                load(servers[n].port, "conns", 100, cpus=ccpu)
                 if n not in NO_TLS:
-                    w_tls(servers[n], 20, ctx)
+                    load(servers[n].port, "tls", 50, cpus=ccpu)
             except (Skip, RuntimeError, OSError) as e:
-                if n in ("floor", "luasmtpd"):
+                if n in OURS:
                     raise
-                skipped[n] = str(e) if isinstance(e, Skip) else "did not work: %s" % str(e)[:200]
+                skipped[n] = str(e) if isinstance(e, Skip) else "did not work: %s" % str(e)[:300]
                 if n in servers:
                     servers.pop(n).stop()
                 continue
             if n not in names:
                 names.append(n)
-        res = {(f[0], n): ([], []) for f in figures for n in names}
-        rss = {n: [] for n in names}
-        for r in range(a.rounds):
-            for key_, _, _, _, fn, args in figures:
+        for w in (1, 2):  # for (W): not pinned
+            srv = servers["luasmtpd-w%d" % w] = Server("luasmtpd", key, cert, tmp, workers=w)
+            load(srv.port, "msgs", 1000, conc=CONC_WORKERS)
+            load(srv.port, "conns", 200, conc=CONC_WORKERS)
+            load(srv.port, "tls", 100, conc=CONC_WORKERS)
+        print("servers up (%.0f s): %s" % (time.monotonic() - t_start, ", ".join(names)), flush=True)
+
+        for r in range(rounds):
+            for fkey, _, _, _, scen in figures:
                 order = names if r % 2 == 0 else names[::-1]
                 for n in order:
-                    if n in skipped or (key_ == "tls" and n in NO_TLS) or (
-                            n in anchors and r >= a.anchor_rounds):
+                    if n in skipped or (fkey == "tls" and n in NO_TLS):
                         continue
                     try:
-                        st, ns = measure(servers[n], fn, *scaled(n, args))
+                        st, ns, _, _ = measure(servers[n], scen, vol[n][fkey], conc, cpus=ccpu)
                     except (RuntimeError, OSError) as e:
-                        if n in ("floor", "luasmtpd"):
+                        if n in OURS:
                             raise
-                        skipped[n] = "failed during the run: %s" % str(e)[:200]
+                        skipped[n] = "failed during the run: %s" % str(e)[:300]
                         servers.pop(n).stop()
                         continue
-                    res[(key_, n)][0].append(st)
-                    if ns is not None:
-                        res[(key_, n)][1].append(ns)
-            print("round %d done (%.0f s)" % (r + 1, time.monotonic() - t_start), flush=True)
+                    cpu_res.setdefault((fkey, n), []).append((st, ns))
+            # --workers 2 against 1 worker, same volume, -c 8
+            for fkey in ("conns", "tls"):
+                order = [1, 2] if r % 2 == 0 else [2, 1]
+                for w in order:
+                    srv = servers["luasmtpd-w%d" % w]
+                    st, ns, rate, _ = measure(srv, fkey, vol["luasmtpd"][fkey], CONC_WORKERS)
+                    wres.setdefault((fkey, w), []).append((st, ns, rate))
+            print("round %d of %d done (%.0f s)" % (r + 1, rounds, time.monotonic() - t_start), flush=True)
         for s in servers.values():
             s.stop()
         servers = {}
-        for r in range(a.rounds):
+
+        for r in range(min(rounds, 3)):  # RSS figures vary by < 1%
             for n in names:
-                if n in skipped or n in rss_failed or (n in anchors and r >= a.anchor_rounds):
+                if n in skipped or n in rss_failed:
                     continue
                 try:
-                    rss[n].append(idle_rss(n, key, cert, tmp, n_idle))
+                    rss.setdefault(n, []).append(idle_rss(n, key, cert, tmp, idle_n)[0])
                 except (RuntimeError, OSError) as e:
-                    if n in ("floor", "luasmtpd"):
+                    if n in OURS:
                         raise
-                    rss_failed[n] = str(e)[:200]
+                    rss_failed[n] = str(e)[:300]
+            rss_tls.append(idle_rss("luasmtpd", key, cert, tmp, idle_tls_n, tls=True)[0])
+        print("idle RSS done (%.0f s)" % (time.monotonic() - t_start), flush=True)
+        for r in range(min(rounds, 3)):
+            scale.setdefault(2, []).append(idle_rss("luasmtpd", key, cert, tmp, scale_w2, workers=2, procs=2))
+            scale.setdefault(1, []).append(idle_rss("luasmtpd", key, cert, tmp, scale_w1, workers=1, procs=1))
+        print("scale done (%.0f s)" % (time.monotonic() - t_start), flush=True)
     except Exception as e:  # noqa: BLE001
         print("FAILED: %s" % e, file=sys.stderr)
         failed = True
@@ -468,70 +549,111 @@ def main():
             s.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, rss_tls, scale, vol,
+           idle_n, idle_tls_n, scale_w2, scale_w1, conc, rounds, scpu)
+    print("total run time %.0f s" % (time.monotonic() - t_start))
+    return 1 if failed else 0
+
+
+def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, rss_tls, scale, vol,
+           idle_n, idle_tls_n, scale_w2, scale_w1, conc, rounds, scpu):
     shown = [n for n in names if n not in skipped]
-    anc = [n for n in shown if n not in ("floor", "luasmtpd")]
+    anc = [n for n in shown if n not in OURS]
     print()
-    print("luasmtpd (scripts/bench.lua, --log-level warn) vs floor%s; median of %d; %s"
-          % (" and anchors" if anc else "", a.rounds, "quick" if a.quick else "default"))
-    print("runs: %d msgs, %d conns, %d x 10 MiB, %d STARTTLS, %d idle conns"
-          % (n_msg, n_conn, n_big, n_tls, n_idle))
-    if anc:
-        print("anchors (%s): %d round(s), volumes x %g (figures per unit); idle conns the same"
-              % (", ".join(anc), min(a.rounds, a.anchor_rounds), a.anchor_scale))
+    print("luasmtpd (scripts/bench.lua, --log-level warn) vs floor%s; samples: %d per CPU figure, "
+          "%d per RSS figure; %s run" % (" and anchors" if anc else "", rounds, min(rounds, 3),
+                                         "quick" if a.quick else "default"))
+    print("load: build/bench_load -c %d%s; units per sample: %s" % (
+        conc, ", server on CPU 0, bench_load on CPU 1" if scpu else ", not pinned", "; ".join(
+        "%s %s" % (n, "/".join(str(vol[n].get(f[0], "-")) for f in figures)) for n in shown)))
+    print("      (msgs/conns/10 MiB msgs/STARTTLS); idle %d plain, %d TLS; scale %d (--workers 2), %d (1)"
+          % (idle_n, idle_tls_n, scale_w2, scale_w1))
     for n in anchors:
         if n in skipped:
             print("anchor %s skipped: %s" % (n, skipped[n]))
-        elif n in NO_TLS:
-            print("anchor %s: no STARTTLS, (4) n/a" % n)
         if n in rss_failed:
             print("anchor %s: RSS run failed (%s), (5) n/a" % (n, rss_failed[n]))
-    cols = ["floor", "luasmtpd"] + anc
-    hdr = "%-40s" % "figure" + "".join(" %9s" % c for c in cols) + " %7s %8s %5s %-7s" % (
-        "l/floor", "(sched)", "goal", "") + "".join(" %9s" % ("l/" + c)[:9] for c in anc)
+    print()
+    hdr = "%-36s %-11s %8s %8s %8s  %-8s %s" % ("figure", "server", "median", "min", "max", "lua/x", "note")
     print(hdr)
-    print("-" * len(hdr))
+    print("-" * 100)
+
+    def fmt(v):
+        return "n/a" if v is None else ("%.3f" % v if abs(v) < 10 else "%.1f" % v if abs(v) < 1000 else "%.0f" % v)
+
+    def row(label, server, xs, ratio="", note=""):
+        if xs:
+            m, lo, hi = statistics.median(xs), min(xs), max(xs)
+        else:
+            m = lo = hi = None
+        print("%-36s %-11s %8s %8s %8s  %-8s %s" % (label, server, fmt(m), fmt(lo), fmt(hi), ratio, note))
 
     def med(xs):
-        return statistics.median(xs) if xs else float("nan")
+        return statistics.median(xs) if xs else None
 
-    def val(key_, n, scale):
-        v = res.get((key_, n))
-        return med(v[0]) * scale if v and v[0] else None
-
-    def ratio(x, y):
+    def rat(x, y):
         if x is None or y is None:
-            return "%9s" % "n/a"
-        return "%8.3fx" % (x / y) if y > 0 else "%9s" % "inf"
-    met = []
-    for key_, label, scale, goal, _, _ in figures:
-        vals = {n: val(key_, n, scale) for n in cols}
-        fv, lv = vals["floor"], vals["luasmtpd"]
-        line = "%-40s" % label + "".join(" %9s" % ("n/a" if vals[n] is None else "%.2f" % vals[n]) for n in cols)
-        if fv is not None and lv is not None:
-            f, l = res[(key_, "floor")], res[(key_, "luasmtpd")]
-            r_ = lv / fv if fv > 0 else float("inf")
-            sratio = med(l[1]) / med(f[1]) if f[1] and l[1] and med(f[1]) > 0 else float("nan")
-            ok = r_ <= goal
-            met.append((label, ok))
-            line += " %6.3fx %7.3fx %4.1fx %-7s" % (r_, sratio, goal, "met" if ok else "NOT met")
-        else:
-            line += " %7s %8s %5s %-7s" % ("n/a", "", "", "")
-        line += "".join(" " + ratio(lv, vals[n]) for n in anc)
-        print(line)
-    rv = {n: (med(rss[n]) if rss.get(n) else None) for n in cols}
-    if rv["floor"] is not None and rv["luasmtpd"] is not None:
-        fv, lv = rv["floor"], rv["luasmtpd"]
-        print("%-40s" % "(5) RSS KiB / idle plain conn"
-              + "".join(" %9s" % ("n/a" if rv[n] is None else "%.2f" % rv[n]) for n in cols)
-              + " %6.2fx %8s %5s %-7s" % (lv / fv if fv > 0 else float("inf"), "", "-", "no goal")
-              + "".join(" " + ratio(lv, rv[n]) for n in anc))
-    print()
-    if met:
-        print("goals met: %s" % (", ".join(l.split()[0] for l, ok in met if ok) or "none"))
-        print("goals NOT met: %s" % (", ".join(l.split()[0] for l, ok in met if not ok) or "none"))
-    print("(CPU from /proc/PID/stat in %d Hz ticks; 'sched' = luasmtpd/floor from schedstat ns; "
-          "l/X = luasmtpd/X, below 1 means luasmtpd cheaper; total %.0f s)" % (TICK, time.monotonic() - t_start))
-    return 1 if failed else 0
+            return "n/a"
+        return "%.2fx" % (x / y) if y > 0 else "inf"
+
+    sched = []
+    for fkey, label, scale_, goal, _ in figures:
+        vals = {n: [s[0] * scale_ for s in cpu_res.get((fkey, n), [])] for n in shown}
+        lv = med(vals["luasmtpd"])
+        first = True
+        for n in shown:
+            if fkey == "tls" and n in NO_TLS:
+                continue
+            note = ""
+            if n == "floor":
+                fv = med(vals["floor"])
+                if lv is not None and fv:
+                    note = "goal <=%.1fx: %s" % (goal, "met" if lv / fv <= goal else "NOT met")
+                fl = [s[1] for s in cpu_res.get((fkey, "floor"), []) if s[1] is not None]
+                ll = [s[1] for s in cpu_res.get((fkey, "luasmtpd"), []) if s[1] is not None]
+                if fl and ll and med(fl) > 0:
+                    sched.append("%s %.2fx" % (label.split()[0], med(ll) / med(fl)))
+            row(label if first else "", n, vals[n], "" if n == "luasmtpd" else rat(lv, med(vals[n])), note)
+            first = False
+    # (5) idle plain
+    lv = med(rss.get("luasmtpd"))
+    first = True
+    for n in shown:
+        note = ""
+        if n == "luasmtpd" and lv is not None:
+            note = "goal <=2 KiB: %s" % ("met" if lv <= 2 else "NOT met")
+        row("(5) RSS KiB/idle plain conn, N=%d" % idle_n if first else "", n, rss.get(n, []),
+            "" if n == "luasmtpd" else rat(lv, med(rss.get(n))), note)
+        first = False
+    tv = med(rss_tls)
+    row("(5t) RSS KiB/idle TLS conn, N=%d" % idle_tls_n, "luasmtpd", rss_tls, "",
+        "" if tv is None else "goal <=16 KiB: %s" % ("met" if tv <= 16 else "NOT met"))
+    for w, nconn in ((2, scale_w2), (1, scale_w1)):
+        xs = scale.get(w, [])
+        note = ""
+        if xs:
+            note = "tree RSS %.1f -> %.1f MiB" % (statistics.median(x[1] for x in xs) / 1024,
+                                                  statistics.median(x[2] for x in xs) / 1024)
+            if xs[-1][3]:
+                note += "; fds/worker " + "/".join(str(f) for f in xs[-1][3])
+        row("(6) RSS KiB/conn, %d idle plain" % nconn, "lua %dw" % w, [x[0] for x in xs], "", note)
+    # (W) workers
+    for fkey, label, scale_ in (("conns", "(W2) CPU s/10k conns, -c %d" % CONC_WORKERS, 10000),
+                                ("tls", "(W4) CPU s/10k STARTTLS, -c %d" % CONC_WORKERS, 10000)):
+        c1 = [x[0] * scale_ for x in wres.get((fkey, 1), [])]
+        c2 = [x[0] * scale_ for x in wres.get((fkey, 2), [])]
+        row(label, "lua 1w", c1)
+        row("", "lua 2w", c2, "", "2w/1w CPU %s" % rat(med(c2), med(c1)))
+        r1 = [x[2] for x in wres.get((fkey, 1), [])]
+        r2 = [x[2] for x in wres.get((fkey, 2), [])]
+        row(label.split(" CPU")[0] + " %s/s wall" % ("conns" if fkey == "conns" else "sessions"), "lua 1w", r1)
+        row("", "lua 2w", r2, "", "2w/1w speedup %s" % rat(med(r2), med(r1)))
+    print("-" * 100)
+    print("lua/x = luasmtpd median / x median (below 1: luasmtpd cheaper); CPU = user+sys of the process")
+    print("tree from /proc/PID/stat in %d Hz ticks; schedstat cross-check luasmtpd/floor: %s"
+          % (TICK, ", ".join(sched) or "n/a"))
+    print("(5)/(5t)/(6): (tree RSS with N held - before) / N in a fresh process; (6) 1w/2w: luasmtpd "
+          "without/with --workers 2; (W): same volume, 2 cores shared with bench_load")
 
 
 if __name__ == "__main__":
