@@ -325,27 +325,47 @@ static void conn_proxy_timer(struct conn *c)
 	}
 }
 
+/* "250-" or "250 2.1.0 " without printf: it comes with every reply. */
+static void conn_reply_prefix(struct buf *out, int code, char sep, const char *enhanced)
+{
+	size_t elen = enhanced ? strlen(enhanced) : 0;
+	if (code < 100 || code > 999 || elen > 32) {
+		buf_appendf(out, "%d%c%s%s", code, sep, elen ? enhanced : "", elen ? " " : "");
+		return;
+	}
+	char *p = buf_reserve(out, 5 + elen + 1);
+	p[0] = (char)('0' + code / 100);
+	p[1] = (char)('0' + code / 10 % 10);
+	p[2] = (char)('0' + code % 10);
+	p[3] = sep;
+	out->len += 4;
+	if (elen) {
+		memcpy(p + 4, enhanced, elen);
+		p[4 + elen] = ' ';
+		out->len += elen + 1;
+	}
+}
+
 static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced, const char *fmt,
                         va_list ap)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	if (enhanced && *enhanced && !c->opt->hide_enhanced)
-		buf_appendf(&c->out, "%d%c%s ", code, sep, enhanced);
-	else
-		buf_appendf(&c->out, "%d%c", code, sep);
+	conn_reply_prefix(&c->out, code, sep, enhanced && !c->opt->hide_enhanced ? enhanced : NULL);
+	if (!strchr(fmt, '%')) { /* a literal of ours: nothing to format or clean */
+		buf_append(&c->out, fmt, strlen(fmt));
+		buf_append(&c->out, "\r\n", 2);
+		return;
+	}
 	char text[1024];
-	int n = vsnprintf(text, sizeof text, fmt, ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof text)
-		n = sizeof text - 1;
+	int r = vsnprintf(text, sizeof text, fmt, ap);
+	size_t n = r < 0 ? 0 : (size_t)r < sizeof text ? (size_t)r : sizeof text - 1;
 	/* A reply never carries a control byte, whatever was formatted into it. */
-	for (int i = 0; i < n; i++)
-		if ((unsigned char)text[i] < ' ' || text[i] == 0x7f)
-			text[i] = ' ';
-	buf_append(&c->out, text, (size_t)n);
-	buf_append(&c->out, "\r\n", 2);
+	char *w = buf_reserve(&c->out, n + 2);
+	for (size_t i = 0; i < n; i++)
+		w[i] = (unsigned char)text[i] < ' ' || text[i] == 0x7f ? ' ' : text[i];
+	memcpy(w + n, "\r\n", 2);
+	c->out.len += n + 2;
 }
 
 void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)

@@ -64,7 +64,7 @@ size_t lua_guard_memory_used(void)
 	return guard_used;
 }
 
-static double guard_now(void)
+double lua_guard_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -94,7 +94,7 @@ static void *guard_watch(void *arg)
 		struct timespec tick = {0, GUARD_TICK_NS};
 		nanosleep(&tick, NULL);
 		pthread_mutex_lock(&guard.lock);
-		double now = guard_now();
+		double now = lua_guard_now();
 		bool late = guard.running && now > guard.deadline;
 		if (late && !guard.hook_set) {
 			/* Asynchronous, as lua_sethook allows: the interpreter checks it
@@ -128,7 +128,7 @@ void lua_guard_start(lua_State *L)
 	pthread_attr_destroy(&attr);
 }
 
-void lua_guard_enter(double timeout)
+void lua_guard_enter(double timeout, double now)
 {
 	guard_armed = true;
 	if (!guard.started || timeout <= 0)
@@ -136,7 +136,7 @@ void lua_guard_enter(double timeout)
 	pthread_mutex_lock(&guard.lock);
 	guard.running = true;
 	guard.timeout = timeout;
-	guard.deadline = guard_now() + timeout;
+	guard.deadline = now + timeout;
 	pthread_mutex_unlock(&guard.lock);
 }
 

@@ -17,8 +17,10 @@ void lua_guard_set_memory_limit(size_t bytes);
 size_t lua_guard_memory_used(void);
 /* Starts the watchdog thread (once). */
 void lua_guard_start(lua_State *L);
-/* Around every resume of a hook's coroutine. */
-void lua_guard_enter(double timeout);
+/* The watchdog's clock, monotonic seconds; hooks are timed with it too. */
+double lua_guard_now(void);
+/* Around every resume of a hook's coroutine; now from lua_guard_now(). */
+void lua_guard_enter(double timeout, double now);
 void lua_guard_leave(void);
 
 #endif

@@ -126,7 +126,7 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 	h->id = id;
 	h->wait = WAIT_NONE;
 	h->active = true;
-	h->started = ev_time();
+	h->started = 0; /* set by the first resume */
 	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
 	return h->co;
 }
@@ -141,7 +141,7 @@ static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 }
 
 /* The hook has returned or raised: tell the connection, free the coroutine. */
-static void hook_finish(struct conn *c, int status)
+static void hook_finish(struct conn *c, int status, double now)
 {
 	struct hook_run *h = &c->hook;
 	lua_State *co = h->co;
@@ -165,7 +165,7 @@ static void hook_finish(struct conn *c, int status)
 		hook_internal_error(&o);
 	}
 	ev_timer_stop(c->srv->loop, &h->deadline);
-	metrics_hook(h->id, ev_time() - h->started, o.kind == HOOK_FAILED);
+	metrics_hook(h->id, now - h->started, o.kind == HOOK_FAILED);
 	/* done() may start the next hook on this connection: clear first. */
 	int ref = h->co_ref;
 	hook_done_fn done = h->done;
@@ -188,10 +188,14 @@ static void hook_resume(struct conn *c, int nargs)
 	struct conn *outer = hook_running;
 	hook_running = c;
 	h->wait = WAIT_NONE;
-	lua_guard_enter(c->opt->hook_timeout);
-	ev_tstamp t0 = ev_time();
+	/* One clock read on each side: it times the hook and arms the watchdog. */
+	double t0 = lua_guard_now();
+	if (!h->started)
+		h->started = t0;
+	lua_guard_enter(c->opt->hook_timeout, t0);
 	int status = lua_resume(h->co, nargs);
-	c->hook_seconds += ev_time() - t0;
+	double t1 = lua_guard_now();
+	c->hook_seconds += t1 - t0;
 	lua_guard_leave();
 	hook_running = outer;
 	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
@@ -204,7 +208,7 @@ static void hook_resume(struct conn *c, int nargs)
 		}
 		return;
 	}
-	hook_finish(c, status);
+	hook_finish(c, status, t1);
 }
 
 /* A suspended hook outlived hookTimeout: it is dropped and fails. */
@@ -220,7 +224,7 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);
 	lua_pop(lua_main, 1);
 	hook_done_fn done = h->done;
-	metrics_hook(h->id, ev_time() - h->started, true);
+	metrics_hook(h->id, lua_guard_now() - h->started, true);
 	hook_cancel(c);
 	struct hook_outcome o;
 	hook_internal_error(&o);

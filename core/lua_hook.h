@@ -44,7 +44,7 @@ struct hook_run {
 	ev_timer deadline; /* hookTimeout, for the time the hook spends suspended */
 	enum hook_wait wait;
 	struct hook_waiter *waiter; /* with WAIT_IO */
-	ev_tstamp started;
+	double started; /* lua_guard_now() at its first resume */
 	bool active;
 };
 

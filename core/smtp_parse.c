@@ -149,8 +149,13 @@ enum smtp_verb smtp_verb_from_name(const char *s, size_t len)
 {
 	int v;
 
+	if (len == 0)
+		return SMTP_VERB_UNKNOWN;
+	/* The first letter rules out almost every verb before any strlen. */
+	char first = s[0] >= 'a' && s[0] <= 'z' ? (char)(s[0] - 'a' + 'A') : s[0];
 	for (v = 0; v < SMTP_VERB_COUNT; v++)
-		if (smtp_verb_names[v][0] && smtp_word_eq(s, len, smtp_verb_names[v]))
+		if (smtp_verb_names[v][0] == first &&
+		    smtp_word_eq(s, len, smtp_verb_names[v]))
 			return (enum smtp_verb)v;
 	return SMTP_VERB_UNKNOWN;
 }

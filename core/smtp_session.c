@@ -58,6 +58,12 @@ static bool session_starttls_offered(struct conn *c)
 	return c->opt->tls.ctx && !c->secure && !session_verb_disabled(c, SMTP_VERB_STARTTLS);
 }
 
+/* The code of a reply we queued: three digits, no strtol on every line. */
+static int session_reply_code(const char *p)
+{
+	return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+}
+
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
 void smtp_session_update_transmission(struct conn *c)
 {
@@ -775,7 +781,7 @@ static void session_data_finish(struct conn *c)
 	}
 	const char *reply = c->out.data + reply_at;
 	const char *eol = memchr(reply, '\r', c->out.len - reply_at);
-	metrics_message(atoi(reply));
+	metrics_message(session_reply_code(reply));
 	session_log_message(c, reply, eol ? (size_t)(eol - reply) : 0);
 	c->hook_seconds = 0;
 	smtp_session_body_free(c);
@@ -1223,7 +1229,7 @@ static void session_count_error(struct conn *c, size_t reply_at)
 {
 	if (c->phase == PHASE_CLOSING || c->phase == PHASE_CLOSED || c->out.len < reply_at + 3)
 		return;
-	int code = atoi(c->out.data + reply_at);
+	int code = session_reply_code(c->out.data + reply_at);
 	if (code != 500 && code != 501 && code != 503)
 		return;
 	if (++c->errors >= ERRORS_MAX)
