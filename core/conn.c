@@ -111,7 +111,6 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	smtp_line_reader_init(&c->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
-	ev_init(&c->greet_delay, NULL);
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 	return c;
 }
@@ -482,6 +481,7 @@ static void conn_finish(struct conn *c)
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
 	buf_free(&c->in);
 	buf_free(&c->out);
+	free(c->x_peer);
 	free(c->sasl_user);
 	free(c->sasl_challenge);
 	config_unref(lua_main, c->cfg);
@@ -508,7 +508,11 @@ void conn_close(struct conn *c, const char *reason)
 		return;
 	c->phase = PHASE_CLOSED;
 	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
-	ev_timer_stop(c->srv->loop, &c->greet_delay);
+	if (c->greet_delay) {
+		ev_timer_stop(c->srv->loop, c->greet_delay);
+		free(c->greet_delay);
+		c->greet_delay = NULL;
+	}
 	smtp_rdns_cancel(c);
 	hook_cancel(c);
 	smtp_session_body_free(c);

@@ -72,7 +72,7 @@ struct body {
 struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
-	ev_timer greet_delay; /* greetingDelay before onConnect */
+	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	struct server *srv;
 	struct config *cfg;       /* a reference: the script generation this session runs */
 	struct smtp_options *opt; /* its listener's options, within cfg */
@@ -85,7 +85,7 @@ struct conn {
 	int local_port;
 	ev_tstamp proxy_deadline;
 	ev_tstamp data_deadline; /* a message must keep up minDataRate */
-	char x_peer[64]; /* the peer that used XCLIENT/XFORWARD first: trust is its */
+	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 
 	struct buf in;  /* unprocessed input */

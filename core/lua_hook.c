@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The connection whose hook is executing right now (resumes nest only
@@ -140,6 +141,40 @@ static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 	lua_pop(co, 1);
 }
 
+/* The timers of a suspended hook: smtp.sleep's, and hookTimeout's for the
+ * time it spends suspended. */
+struct hook_timers {
+	ev_timer sleep;
+	ev_timer deadline;
+};
+
+static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents);
+static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
+
+static struct hook_timers *hook_timers(struct conn *c)
+{
+	struct hook_run *h = &c->hook;
+	if (!h->timers) {
+		if (!(h->timers = malloc(sizeof *h->timers)))
+			abort();
+		ev_init(&h->timers->sleep, hook_sleep_done);
+		ev_init(&h->timers->deadline, hook_deadline_passed);
+		h->timers->sleep.data = h->timers->deadline.data = c;
+	}
+	return h->timers;
+}
+
+static void hook_timers_free(struct conn *c)
+{
+	struct hook_timers *t = c->hook.timers;
+	if (!t)
+		return;
+	ev_timer_stop(c->srv->loop, &t->sleep);
+	ev_timer_stop(c->srv->loop, &t->deadline);
+	free(t);
+	c->hook.timers = NULL;
+}
+
 /* The hook has returned or raised: tell the connection, free the coroutine. */
 static void hook_finish(struct conn *c, int status, double now)
 {
@@ -164,7 +199,7 @@ static void hook_finish(struct conn *c, int status, double now)
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);
 	}
-	ev_timer_stop(c->srv->loop, &h->deadline);
+	hook_timers_free(c);
 	metrics_hook(h->id, now - h->started, o.kind == HOOK_FAILED);
 	/* done() may start the next hook on this connection: clear first. */
 	int ref = h->co_ref;
@@ -200,11 +235,12 @@ static void hook_resume(struct conn *c, int nargs)
 	hook_running = outer;
 	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
 		/* Waiting on the client (the message body) is not the script's time. */
-		if (h->wait == WAIT_STREAM)
-			ev_timer_stop(c->srv->loop, &h->deadline);
-		else if (!ev_is_active(&h->deadline) && c->opt->hook_timeout > 0) {
-			ev_timer_set(&h->deadline, c->opt->hook_timeout, 0.);
-			ev_timer_start(c->srv->loop, &h->deadline);
+		if (h->wait == WAIT_STREAM) {
+			if (h->timers)
+				ev_timer_stop(c->srv->loop, &h->timers->deadline);
+		} else if (c->opt->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
+			ev_timer_set(&h->timers->deadline, c->opt->hook_timeout, 0.);
+			ev_timer_start(c->srv->loop, &h->timers->deadline);
 		}
 		return;
 	}
@@ -214,7 +250,7 @@ static void hook_resume(struct conn *c, int nargs)
 /* A suspended hook outlived hookTimeout: it is dropped and fails. */
 static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, hook.deadline));
+	struct conn *c = w->data;
 	struct hook_run *h = &c->hook;
 	bool closing = h->id == HOOK_CLOSE;
 	char timeout[32];
@@ -235,7 +271,6 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 
 void hook_start(struct conn *c, int nargs, hook_done_fn done)
 {
-	ev_init(&c->hook.deadline, hook_deadline_passed);
 	c->hook.done = done;
 	hook_resume(c, nargs);
 }
@@ -265,7 +300,7 @@ static void hook_resume_async(struct conn *c, int nargs)
 
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	hook_resume_async((struct conn *)((char *)w - offsetof(struct conn, hook.sleep)), 0);
+	hook_resume_async(w->data, 0);
 }
 
 int hook_wait_io(lua_State *L, struct hook_waiter *w)
@@ -289,8 +324,8 @@ int hook_sleep(lua_State *L, double s)
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
 	struct hook_run *h = &c->hook;
-	ev_timer_init(&h->sleep, hook_sleep_done, s, 0.);
-	ev_timer_start(c->srv->loop, &h->sleep);
+	ev_timer_set(&hook_timers(c)->sleep, s, 0.);
+	ev_timer_start(c->srv->loop, &h->timers->sleep);
 	h->wait = WAIT_SLEEP;
 	return lua_yield(L, 0);
 }
@@ -300,8 +335,7 @@ void hook_cancel(struct conn *c)
 	struct hook_run *h = &c->hook;
 	if (!h->active)
 		return;
-	ev_timer_stop(c->srv->loop, &h->sleep);
-	ev_timer_stop(c->srv->loop, &h->deadline);
+	hook_timers_free(c);
 	if (h->wait == WAIT_IO && h->waiter)
 		h->waiter->cancel(h->waiter);
 	h->waiter = NULL;

@@ -40,8 +40,7 @@ struct hook_run {
 	int co_ref;
 	enum hook_id id;
 	hook_done_fn done;
-	ev_timer sleep;
-	ev_timer deadline; /* hookTimeout, for the time the hook spends suspended */
+	struct hook_timers *timers; /* only once the hook suspends: most never do */
 	enum hook_wait wait;
 	struct hook_waiter *waiter; /* with WAIT_IO */
 	double started; /* lua_guard_now() at its first resume */

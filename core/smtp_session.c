@@ -170,7 +170,9 @@ static void session_lookup_then_connect(struct conn *c)
  * (a spam bot that does not wait for the banner); onConnect may refuse it. */
 static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, greet_delay));
+	struct conn *c = w->data;
+	free(w);
+	c->greet_delay = NULL;
 	char b;
 	if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
 		lua_pushboolean(lua_main, 1);
@@ -185,8 +187,11 @@ static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int r
 void smtp_session_connect(struct conn *c)
 {
 	if (c->opt->greeting_delay > 0) {
-		ev_timer_init(&c->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
-		ev_timer_start(c->srv->loop, &c->greet_delay);
+		if (!(c->greet_delay = malloc(sizeof *c->greet_delay)))
+			abort();
+		ev_timer_init(c->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
+		c->greet_delay->data = c;
+		ev_timer_start(c->srv->loop, c->greet_delay);
 		return;
 	}
 	session_lookup_then_connect(c);

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define X_MAX_ATTRS 8
@@ -33,7 +34,7 @@ static bool x_trusted(const struct conn *c, bool xforward)
 	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
 	if (!on)
 		return false;
-	return cidr_list_match(list, n, c->x_peer[0] ? c->x_peer : c->remote_addr);
+	return cidr_list_match(list, n, c->x_peer ? c->x_peer : c->remote_addr);
 }
 
 bool smtp_xclient_offered(const struct conn *c, bool xforward)
@@ -190,8 +191,8 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 		conn_reply(c, 501, "5.5.4", "Error: Bad command parameter syntax");
 		return false;
 	}
-	if (!c->x_peer[0])
-		snprintf(c->x_peer, sizeof c->x_peer, "%s", c->remote_addr);
+	if (!c->x_peer && !(c->x_peer = strdup(c->remote_addr)))
+		abort();
 	return true;
 }
 
