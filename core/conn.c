@@ -576,7 +576,7 @@ void conn_update_io(struct conn *c)
 void conn_process(struct conn *c)
 {
 	while (buf_used(&c->in) > 0 && !conn_input_blocked(c)) {
-		const char *p = buf_head(&c->in);
+		char *p = c->in.data + c->in.off; /* ours: the body is decoded in place */
 		size_t n = buf_used(&c->in);
 		if (c->phase == PHASE_DATA) {
 			buf_consume(&c->in, smtp_session_data(c, p, n));

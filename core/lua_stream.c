@@ -88,12 +88,18 @@ static bool stream_write_all(int fd, const char *p, size_t n)
 	return true;
 }
 
-/* Writes what is pending to the save file; remembers the first error. */
+/* Writes bytes to the save file; remembers the first error. */
+static void stream_save_bytes(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = c->body;
+	if (b->save_errno == 0 && !stream_write_all(b->save_fd, p, n))
+		b->save_errno = errno;
+}
+
 static void stream_save_pending(struct conn *c)
 {
 	struct body *b = c->body;
-	if (b->save_errno == 0 && !stream_write_all(b->save_fd, buf_head(&b->pending), buf_used(&b->pending)))
-		b->save_errno = errno;
+	stream_save_bytes(c, buf_head(&b->pending), buf_used(&b->pending));
 	buf_consume(&b->pending, buf_used(&b->pending));
 }
 
@@ -210,6 +216,23 @@ void lua_stream_feed(struct conn *c)
 	} else if (b->ended) {
 		hook_wake(c, 0);
 	}
+}
+
+void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = c->body;
+	bool waiting = c->hook.active && c->hook.wait == WAIT_STREAM && c->hook.id == HOOK_DATA;
+	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting)) {
+		buf_append(&b->pending, p, n);
+		lua_stream_feed(c);
+		return;
+	}
+	if (b->save_fd >= 0) {
+		stream_save_bytes(c, p, n);
+		return;
+	}
+	lua_pushlstring(c->hook.co, p, n);
+	hook_wake(c, 1);
 }
 
 void lua_stream_detach(struct conn *c)

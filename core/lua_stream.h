@@ -6,6 +6,7 @@
 #define LUASMTPD_LUA_STREAM_H
 
 #include <lua.h>
+#include <stddef.h>
 
 struct conn;
 
@@ -14,6 +15,9 @@ void lua_stream_register(lua_State *L);
 void lua_stream_push(lua_State *L, struct conn *c);
 /* New body bytes are pending or the body ended: wake a waiting reader/saver. */
 void lua_stream_feed(struct conn *c);
+/* n new body bytes at p, valid only during the call: a reader or saver
+ * waiting for them takes them from there, else they join the pending ones. */
+void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n);
 /* The message is over or the connection is gone: cut the stream loose and
  * drop an unfinished stream:save() file. */
 void lua_stream_detach(struct conn *c);

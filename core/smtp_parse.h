@@ -189,9 +189,13 @@ struct smtp_data_decoder {
 };
 
 void smtp_data_init(struct smtp_data_decoder *d, enum smtp_bare_mode mode);
+/* May the next call decode in place? Not when bare line ends become CRLFs,
+ * nor when bytes held from the last call (a CR, a line-start ".") are
+ * still to be written: either can put more out than comes in. */
+bool smtp_data_in_place_ok(const struct smtp_data_decoder *d);
 
-/* Decodes in[0..len) into out, which must hold at least 2 * len + 4 bytes.
- * Returns the number of input bytes consumed; *out_len gets the bytes
+/* Decodes in[0..len) into out, which must hold at least 2 * len + 4 bytes,
+ * or be in itself (decoding in place) when smtp_data_in_place_ok(d). Returns the number of input bytes consumed; *out_len gets the bytes
  * written. When the end marker is reached *done is set and the bytes after
  * it (pipelined commands) are left unconsumed. */
 size_t smtp_data_decode(struct smtp_data_decoder *d, const char *in, size_t len, char *out,

@@ -894,15 +894,14 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 
 /* n message bytes are in the spare room of the pending buffer: count them
  * and hand them on (or drop them when nobody will read them). */
-static void session_body_bytes(struct conn *c, size_t n)
+static bool session_body_bytes(struct conn *c, size_t n)
 {
 	struct body *b = c->body;
 	b->byte_length += n;
 	if (c->opt->size && b->byte_length > c->opt->size)
 		b->size_exceeded = true;
 	/* Bytes the message will be refused for are not worth a disk write. */
-	if (!b->hook_done && !(b->size_exceeded && b->save_fd >= 0))
-		b->pending.len += n;
+	return !b->hook_done && !(b->size_exceeded && b->save_fd >= 0);
 }
 
 static void session_body_end(struct conn *c)
@@ -934,16 +933,25 @@ static void session_check_lines(struct conn *c, const char *p, size_t n)
 	}
 }
 
-size_t smtp_session_data(struct conn *c, const char *p, size_t n)
+size_t smtp_session_data(struct conn *c, char *p, size_t n)
 {
 	struct body *b = c->body;
-	char *out = buf_reserve(&b->pending, 2 * n + 4);
+	/* Mostly the body does not outgrow its input: it is decoded over it, and
+	 * onData or stream:save takes it from there without a copy into the
+	 * pending buffer. */
+	bool in_place = smtp_data_in_place_ok(&b->dec);
+	char *out = in_place ? p : buf_reserve(&b->pending, 2 * n + 4);
 	size_t out_len = 0;
 	bool done = false;
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
 	if (c->opt->max_line_length)
 		session_check_lines(c, out, out_len);
-	session_body_bytes(c, out_len);
+	if (session_body_bytes(c, out_len)) {
+		if (in_place)
+			lua_stream_feed_bytes(c, out, out_len);
+		else
+			b->pending.len += out_len;
+	}
 	if (done)
 		session_body_end(c);
 	lua_stream_feed(c);
@@ -1027,13 +1035,14 @@ static void session_bdat_chunk_done(struct conn *c)
 		session_data_finish(c);
 }
 
-size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
+size_t smtp_session_bdat(struct conn *c, char *p, size_t n)
 {
 	size_t take = n < c->bdat_remaining ? n : (size_t)c->bdat_remaining;
 	if (!c->bdat_refusal && take) {
-		memcpy(buf_reserve(&c->body->pending, take), p, take);
-		session_body_bytes(c, take);
-		lua_stream_feed(c);
+		if (session_body_bytes(c, take))
+			lua_stream_feed_bytes(c, p, take);
+		else
+			lua_stream_feed(c);
 	}
 	c->bdat_remaining -= take;
 	if (c->bdat_remaining == 0 && c->phase == PHASE_BDAT)

@@ -15,10 +15,11 @@ void smtp_session_connect(struct conn *c);
 void smtp_session_line(struct conn *c, const char *line, size_t len);
 void smtp_session_line_too_long(struct conn *c);
 /* Body bytes during DATA; returns how many were consumed (the end marker
- * included, pipelined commands after it not). */
-size_t smtp_session_data(struct conn *c, const char *p, size_t n);
+ * included, pipelined commands after it not). The consumed bytes may be
+ * overwritten: the body is decoded in place. */
+size_t smtp_session_data(struct conn *c, char *p, size_t n);
 /* Chunk bytes during BDAT; returns how many were consumed. */
-size_t smtp_session_bdat(struct conn *c, const char *p, size_t n);
+size_t smtp_session_bdat(struct conn *c, char *p, size_t n);
 /* A TLS handshake has completed: onConnect (implicit TLS), onSecure. */
 void smtp_session_secured(struct conn *c);
 /* A handshake failed: onError({code, message, meta}), then close. */

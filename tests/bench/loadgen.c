@@ -11,7 +11,7 @@
  * step and the reply line, and the exit status is 1.
  *
  * usage: bench_load -p PORT [-s SCENARIO] [-n UNITS] [-c CONCURRENCY]
- *                   [--per K] [--size BYTES] [--tls] [--tls-msg]
+ *                   [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg]
  *                   [--timeout SECONDS] [--step-timeout SECONDS]
  *                   [--hold-max SECONDS] [--no-spread] [--host ADDR]
  *
@@ -30,7 +30,8 @@
  *        being set up at once, default 100); when one finishes the next
  *        one starts until UNITS are done.
  *   --size      body size in bytes (default 1024): "Subject: bench" header,
- *               76 x's + CRLF lines, "." - the shape of compare.py's body_of()
+ *               76-character base64-like lines (pseudo-random, fixed seed),
+ *               "."; --uniform: lines of 76 x's instead
  *   --timeout   bound on the whole run, not counting the idle hold (default 60)
  *   --step-timeout  bound on each step of a connection (default 20)
  *   --no-spread bind nothing; otherwise every socket is bound before connect
@@ -125,6 +126,7 @@ static double timeout_s = 60, step_timeout = 20, hold_max = 600;
 static int ep;
 static SSL_CTX *ctx;
 static char *body;
+static int uniform; /* --uniform: lines of x's, not base64 */
 static size_t bodylen;
 static struct conn *pool;
 static int poolsize;
@@ -155,7 +157,7 @@ static void on_term(int sig) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_load -p PORT [-s msgs|conns|bulk|tls|idle] [-n UNITS] [-c CONCURRENCY]\n"
-          "                  [--per K] [--size BYTES] [--tls] [--tls-msg] [--timeout S]\n"
+          "                  [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--timeout S]\n"
           "                  [--step-timeout S] [--hold-max S] [--no-spread] [--host ADDR]\n");
   exit(2);
 }
@@ -558,8 +560,15 @@ static void make_body(void) {
   }
   memcpy(body, head, hl);
   char *p = body + hl;
+  /* What a big message mostly is: a base64 attachment (pseudo-random,
+   * fixed seed); --uniform sends lines of x's instead. */
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  uint64_t r = 0x9E3779B97F4A7C15u;
   for (size_t i = 0; i < nl; i++, p += 78) {
-    memset(p, 'x', 76);
+    for (int j = 0; j < 76; j++) {
+      r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+      p[j] = uniform ? 'x' : b64[r & 63];
+    }
     p[76] = '\r';
     p[77] = '\n';
   }
@@ -572,6 +581,7 @@ int main(int argc, char **argv) {
       {"units", required_argument, 0, 'n'},   {"concurrency", required_argument, 0, 'c'},
       {"per", required_argument, 0, 'k'},     {"size", required_argument, 0, 'z'},
       {"tls", no_argument, 0, 'T'},           {"tls-msg", no_argument, 0, 'M'},
+      {"uniform", no_argument, 0, 'U'},
       {"timeout", required_argument, 0, 't'}, {"step-timeout", required_argument, 0, 'S'},
       {"hold-max", required_argument, 0, 'H'}, {"no-spread", no_argument, 0, 'N'},
       {"host", required_argument, 0, 'h'},    {0, 0, 0, 0}};
@@ -595,6 +605,7 @@ int main(int argc, char **argv) {
     case 'z': size = (size_t)atoll(optarg); break;
     case 'T': use_tls = 1; break;
     case 'M': tls_msg = 1; break;
+    case 'U': uniform = 1; break;
     case 't': timeout_s = atof(optarg); break;
     case 'S': step_timeout = atof(optarg); break;
     case 'H': hold_max = atof(optarg); break;

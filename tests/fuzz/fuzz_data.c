@@ -38,6 +38,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t nb = decode(mode, in, len, split, b, &db);
 	if (da != db || na != nb || memcmp(a, b, na) != 0)
 		abort(); /* the result depends on how the input was split */
+	struct smtp_data_decoder d;
+	smtp_data_init(&d, mode);
+	if (smtp_data_in_place_ok(&d)) { /* decoded over its own input, as the server does */
+		bool dc;
+		size_t nc;
+		memcpy(b, in, len);
+		smtp_data_decode(&d, b, len, b, &nc, &dc);
+		if (dc != da || nc != na || memcmp(a, b, na) != 0)
+			abort();
+	}
 	free(a);
 	free(b);
 	return 0;
