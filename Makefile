@@ -99,8 +99,9 @@ tls-audit: build/luasmtpd certs
 	@command -v testssl >/dev/null || { SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -q testssl.sh; }
 	@sh tests/tls-audit.sh
 
-# Benchmarks (figures, not pass/fail): server CPU per message with and
-# without Lua hooks.
+# Benchmarks (figures, not pass/fail): the cost of Lua hooks per message,
+# then luasmtpd against a minimal C responder and the anchors, driven by
+# our load generator (tests/bench/compare.py, about 5 minutes).
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
 

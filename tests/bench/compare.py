@@ -154,13 +154,15 @@ def prepare_anchor(name, port, key, cert):
                 raise Skip("python3-aiosmtpd not installable: %s" % out.strip().splitlines()[-1:])
         return [py, os.path.join(ANCHOR_DIR, "aiosmtpd_sink.py"), str(port), cert, key], None
     if name == "node":
+        if not shutil.which("node") or not shutil.which("npm"):
+            apt_install(["nodejs", "npm"])  # Debian's node 18 runs smtp-server 3.21
         node = shutil.which("node")
         if not node:
-            raise Skip("no node binary")
+            raise Skip("no node binary (apt-get install nodejs failed)")
         mods = os.path.join(ANCHOR_BUILD, "node_modules")
         if not os.path.exists(os.path.join(mods, "smtp-server", "package.json")):
             if not shutil.which("npm"):
-                raise Skip("no npm to install smtp-server")
+                raise Skip("no npm to install smtp-server (apt-get install npm failed)")
             os.makedirs(ANCHOR_BUILD, exist_ok=True)
             print("installing smtp-server@3.21 with npm under build/anchors/", flush=True)
             ok, out = _run(["npm", "install", "--no-audit", "--no-fund", "--prefix", ANCHOR_BUILD,
