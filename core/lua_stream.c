@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,9 +21,22 @@ struct lua_stream {
 	int size_exceeded;
 };
 
+static int stream_mt_ref = LUA_NOREF;
+
+/* luaL_checkudata, with the metatable compared by reference: it runs on
+ * every read of every message, and a lookup by name interns the name. */
 static struct lua_stream *stream_check(lua_State *L)
 {
-	return luaL_checkudata(L, 1, STREAM_MT);
+	struct lua_stream *st = lua_touserdata(L, 1);
+	if (st && lua_getmetatable(L, 1)) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, stream_mt_ref);
+		bool ours = lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+		if (ours)
+			return st;
+	}
+	luaL_typerror(L, 1, "stream");
+	return NULL;
 }
 
 static int stream_fail(lua_State *L, const char *err)
@@ -151,9 +165,14 @@ static int stream_save(lua_State *L)
 	return lua_yield(L, 0);
 }
 
+/* __index, with the methods table as its upvalue. */
 static int stream_index(lua_State *L)
 {
 	struct lua_stream *st = stream_check(L);
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	if (!lua_isnil(L, -1))
+		return 1;
 	const char *key = luaL_checkstring(L, 2);
 	if (strcmp(key, "byteLength") == 0) {
 		lua_pushnumber(L, st->c ? (double)st->c->body->byte_length : st->byte_length);
@@ -163,10 +182,7 @@ static int stream_index(lua_State *L)
 		lua_pushboolean(L, st->c ? st->c->body->size_exceeded : st->size_exceeded);
 		return 1;
 	}
-	luaL_getmetatable(L, STREAM_MT);
-	lua_getfield(L, -1, "methods");
-	lua_getfield(L, -1, key);
-	return 1;
+	return 0;
 }
 
 void lua_stream_register(lua_State *L)
@@ -180,9 +196,10 @@ void lua_stream_register(lua_State *L)
 	luaL_newmetatable(L, STREAM_MT);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
-	lua_setfield(L, -2, "methods");
-	lua_pushcfunction(L, stream_index);
+	lua_pushcclosure(L, stream_index, 1);
 	lua_setfield(L, -2, "__index");
+	lua_pushvalue(L, -1);
+	stream_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pop(L, 1);
 }
 

@@ -98,9 +98,16 @@ static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
 
 static void session_sync_disabled(struct conn *c)
 {
+	/* After every hook: the key is interned once, not on each lookup. */
+	static int key_ref = LUA_NOREF;
 	lua_State *L = lua_main;
+	if (key_ref == LUA_NOREF) {
+		lua_pushliteral(L, "disabledCommands");
+		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
 	lua_session_push(L, c);
-	lua_getfield(L, -1, "disabledCommands");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
+	lua_rawget(L, -2);
 	if (lua_type(L, -1) == LUA_TTABLE) {
 		uint32_t mask = 0;
 		size_t n = lua_objlen(L, -1);
