@@ -508,11 +508,7 @@ void conn_close(struct conn *c, const char *reason)
 		return;
 	c->phase = PHASE_CLOSED;
 	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
-	if (c->greet_delay) {
-		ev_timer_stop(c->srv->loop, c->greet_delay);
-		free(c->greet_delay);
-		c->greet_delay = NULL;
-	}
+	smtp_session_cancel_greeting_delay(c);
 	smtp_rdns_cancel(c);
 	hook_cancel(c);
 	smtp_session_body_free(c);

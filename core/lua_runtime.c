@@ -63,14 +63,19 @@ void lua_thread_release(lua_State *co, int ref, bool reusable)
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, ref);
 }
 
-bool lua_is_reject(lua_State *L, int idx)
+bool lua_has_metatable(lua_State *L, int idx, int mt_ref)
 {
-	if (reject_mt_ref == LUA_NOREF || lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+	if (mt_ref == LUA_NOREF || !lua_getmetatable(L, idx))
 		return false;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, reject_mt_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
 	bool is = lua_rawequal(L, -1, -2);
 	lua_pop(L, 2);
 	return is;
+}
+
+bool lua_is_reject(lua_State *L, int idx)
+{
+	return lua_type(L, idx) == LUA_TTABLE && lua_has_metatable(L, idx, reject_mt_ref);
 }
 
 static int lua_core_sleep(lua_State *L)

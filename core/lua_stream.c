@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -23,20 +22,13 @@ struct lua_stream {
 
 static int stream_mt_ref = LUA_NOREF;
 
-/* luaL_checkudata, with the metatable compared by reference: it runs on
- * every read of every message, and a lookup by name interns the name. */
+/* luaL_checkudata without its lookup by name: it runs on every read. */
 static struct lua_stream *stream_check(lua_State *L)
 {
 	struct lua_stream *st = lua_touserdata(L, 1);
-	if (st && lua_getmetatable(L, 1)) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, stream_mt_ref);
-		bool ours = lua_rawequal(L, -1, -2);
-		lua_pop(L, 2);
-		if (ours)
-			return st;
-	}
-	luaL_typerror(L, 1, "stream");
-	return NULL;
+	if (!st || !lua_has_metatable(L, 1, stream_mt_ref))
+		luaL_typerror(L, 1, "stream");
+	return st;
 }
 
 static int stream_fail(lua_State *L, const char *err)

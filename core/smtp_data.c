@@ -24,8 +24,7 @@ enum smtp_data_state {
 	SMTP_DATA_DONE,
 };
 
-/* One call's view of its input, with the next CR and LF remembered so that
- * each byte is scanned at most once per character sought. */
+/* One call's view of its input and where its output goes. */
 struct smtp_data_scan {
 	const char *p, *end;
 	char *o;
@@ -78,8 +77,8 @@ static void smtp_data_bare(struct smtp_data_decoder *d, struct smtp_data_scan *s
 	d->state = SMTP_DATA_MID_LINE;
 }
 
-/* The hot path: copy up to the next line end, taking a whole line and its
- * CRLF in one copy when both are in this chunk. */
+/* The hot path: runs of lines that need nothing, up to the first line end
+ * that needs the state machine (or the end of the chunk). */
 static void smtp_data_mid_line(struct smtp_data_decoder *d, struct smtp_data_scan *s)
 {
 	/* Whole lines that need nothing (no stuffed dot, no bare CR or LF) go

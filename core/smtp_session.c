@@ -173,13 +173,21 @@ static void session_lookup_then_connect(struct conn *c)
 		session_run_on_connect(c);
 }
 
+void smtp_session_cancel_greeting_delay(struct conn *c)
+{
+	if (!c->greet_delay)
+		return;
+	ev_timer_stop(c->srv->loop, c->greet_delay);
+	free(c->greet_delay);
+	c->greet_delay = NULL;
+}
+
 /* greetingDelay has passed: a client that spoke already is a pregreeter
  * (a spam bot that does not wait for the banner); onConnect may refuse it. */
 static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	free(w);
-	c->greet_delay = NULL;
+	smtp_session_cancel_greeting_delay(c);
 	char b;
 	if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
 		lua_pushboolean(lua_main, 1);
@@ -1042,7 +1050,7 @@ static void session_bdat_chunk_done(struct conn *c)
 		session_data_finish(c);
 }
 
-size_t smtp_session_bdat(struct conn *c, char *p, size_t n)
+size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 {
 	size_t take = n < c->bdat_remaining ? n : (size_t)c->bdat_remaining;
 	if (!c->bdat_refusal && take) {

@@ -19,7 +19,7 @@ void smtp_session_line_too_long(struct conn *c);
  * overwritten: the body is decoded in place. */
 size_t smtp_session_data(struct conn *c, char *p, size_t n);
 /* Chunk bytes during BDAT; returns how many were consumed. */
-size_t smtp_session_bdat(struct conn *c, char *p, size_t n);
+size_t smtp_session_bdat(struct conn *c, const char *p, size_t n);
 /* A TLS handshake has completed: onConnect (implicit TLS), onSecure. */
 void smtp_session_secured(struct conn *c);
 /* A handshake failed: onError({code, message, meta}), then close. */
@@ -32,6 +32,8 @@ void smtp_session_update_transmission(struct conn *c);
 void smtp_session_greet(struct conn *c);
 /* A new, empty mail transaction. */
 void smtp_session_reset_transaction(struct conn *c);
+/* The connection is closing: greetingDelay's timer goes, if it runs. */
+void smtp_session_cancel_greeting_delay(struct conn *c);
 /* The message in flight, if any, is over: frees its body state. */
 void smtp_session_body_free(struct conn *c);
 /* Back to before HELO: after STARTTLS (RFC 3207 4.2) and XCLIENT. */
