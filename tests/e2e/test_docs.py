@@ -1,0 +1,285 @@
+"""The reference documents checked against the core and the live server:
+README's options table is one table naming every option core/config.c
+accepts (and only those: `luasmtpd -t` must know each name), and the
+replies docs/replies.md gives for EHLO, BDAT, LMTP and PROXY are the ones
+on the wire, text included."""
+
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from harness import ROOT, Client, E2ETest, Lua, Server, SharedServerTest, binary, free_port, script
+from tlsutil import client_context, starttls
+
+README = os.path.join(ROOT, "README.md")
+REPLIES = os.path.join(ROOT, "docs", "replies.md")
+CONFIG_C = os.path.join(ROOT, "core", "config.c")
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def section(text, title):
+    """The body of the "## title" section (up to the next "## ")."""
+    m = re.search(r"^## %s\n(.*?)(?=^## |\Z)" % re.escape(title), text, re.S | re.M)
+    if not m:
+        raise AssertionError("no '## %s' section" % title)
+    return m.group(1)
+
+
+def tables(text):
+    """Markdown tables in text: lists of contiguous lines starting with "|"."""
+    out, cur = [], None
+    for line in text.split("\n"):
+        if line.startswith("|"):
+            if cur is None:
+                cur = []
+                out.append(cur)
+            cur.append(line)
+        else:
+            cur = None
+    return out
+
+
+def cells(row):
+    """A table row's cells; "|" inside `code` does not split."""
+    parts, cur, code = [], "", False
+    for ch in row.strip()[1:-1]:
+        if ch == "`":
+            code = not code
+        if ch == "|" and not code:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+def body_rows(table):
+    """Rows after the header and its |---| line."""
+    return [cells(r) for r in table[2:]]
+
+
+def option_names(cell):
+    """The option names a first cell gives: `name` or `name(...)`."""
+    return re.findall(r"`([A-Za-z][A-Za-z0-9]*)(?:\([^`]*\))?`", cell)
+
+
+def core_options():
+    """Every name option_defs[] in core/config.c accepts."""
+    src = read(CONFIG_C)
+    m = re.search(r"option_defs\[\] = \{(.*?)\n\};", src, re.S)
+    names = re.findall(r'(?:OPT|HOOK)\("(\w+)"|\{"(\w+)", OPT_\w+', m.group(1))
+    return {a or b for a, b in names}
+
+
+class OptionsTable(E2ETest):
+    def options_tables(self):
+        return tables(section(read(README), "Options"))
+
+    def documented(self):
+        """Names in the Options table, the TLS table and the Hooks table."""
+        text = read(README)
+        names = set()
+        for title in ("Options", "TLS", "Hooks"):
+            for t in tables(section(text, title)):
+                for row in body_rows(t):
+                    names.update(option_names(row[0]))
+        return names
+
+    def test_options_is_one_table(self):
+        ts = self.options_tables()
+        self.assertEqual(len(ts), 1, "the Options section has %d tables; the first ends with %r"
+                         % (len(ts), ts[0][-1] if ts else None))
+        self.assertEqual(cells(ts[0][0]), ["option", "default", "meaning"])
+
+    def test_every_core_option_has_a_row(self):
+        core = core_options()
+        self.assertGreater(len(core), 50, "option_defs[] not found in core/config.c")
+        self.assertEqual(sorted(core - self.documented()), [], "options the core accepts without a README row")
+
+    def test_every_row_names_a_real_option(self):
+        names = set()
+        for t in self.options_tables() + tables(section(read(README), "TLS")):
+            for row in body_rows(t):
+                found = option_names(row[0])
+                self.assertTrue(found, "a row naming no option: %r" % row)
+                names.update(found)
+        self.assertEqual(sorted(names - core_options()), [], "README rows the core does not know")
+        # The binary agrees: only an unknown name gets "unknown option".
+        path = os.path.join(self.tmp(), "probe.lua")
+        for name in sorted(names) + ["noSuchOption"]:
+            with open(path, "w") as f:
+                f.write("return { %s = true }\n" % name)
+            r = self.run_cmd([binary(), "-t", path])
+            err = r.stderr.decode("utf-8", "replace")
+            self.check_sanitizer_text(err, "luasmtpd -t")
+            with self.subTest(option=name):
+                self.assertEqual("unknown option '%s'" % name in err, name == "noSuchOption", err)
+
+    def tmp(self):
+        d = tempfile.mkdtemp(prefix="luasmtpd-docs-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+
+# ---------------------------------------------------------------- replies.md
+
+def replies_rows():
+    [t] = tables(read(REPLIES))
+    return body_rows(t)
+
+
+def documented_replies(situation):
+    """The backticked replies (three digits first) of the replies.md row
+    whose situation cell starts with `situation`."""
+    rows = [r for r in replies_rows() if r[0].startswith(situation)]
+    if len(rows) != 1:
+        raise AssertionError("docs/replies.md: %d rows start with %r" % (len(rows), situation))
+    return [s for s in re.findall(r"`([^`]*)`", rows[0][1]) if re.match(r"\d{3}[ -]", s)]
+
+
+def documented_ehlo_keywords():
+    """The EHLO row's keywords, in order: the backticked words that start
+    with a capital (conditions such as `hideDSN = false` do not)."""
+    [row] = [r for r in replies_rows() if r[0] == "EHLO h"]
+    words = re.findall(r"`([^`]*)`", row[1])
+    return words[0], [w for w in words[1:] if re.match(r"[A-Z0-9][A-Z0-9-]*( |$)", w)]
+
+
+def wire(reply):
+    return str(reply)
+
+
+EHLO_OPTS = dict(name="mx.test", hideDSN=False, hideREQUIRETLS=False, size=1000, allowInsecureAuth=True,
+                 authMethods=["PLAIN", "LOGIN"], useXClient=True, useXForward=True)
+
+
+class EhloKeywords(SharedServerTest):
+    SCRIPT = script(**EHLO_OPTS)
+
+    def expected(self, secure):
+        first, kws = documented_ehlo_keywords()
+        first = first.replace("<name>", "mx.test").replace("<clientHostname>", "[127.0.0.1]")
+        out = []
+        for k in kws:
+            if k == ("STARTTLS" if secure else "REQUIRETLS"):
+                continue  # STARTTLS is offered before TLS, REQUIRETLS after it
+            out.append(k.replace("<methods>", "PLAIN LOGIN").replace("<n>", "1000"))
+        return [first[4:]] + out
+
+    def test_every_keyword_in_the_documented_order(self):
+        with self.client() as c:
+            r = c.ehlo()
+            self.assertEqual(r.lines, self.expected(secure=False), wire(r))
+            starttls(c, client_context(ca=False))
+            r = c.ehlo()
+            self.assertEqual(r.lines, self.expected(secure=True), wire(r))
+
+    def test_the_documented_list_has_every_extension(self):
+        _, kws = documented_ehlo_keywords()
+        for k in ("STARTTLS", "DSN", "CHUNKING", "BINARYMIME", "REQUIRETLS"):
+            self.assertIn(k, kws)
+
+
+BDAT_HOOKS = {"onData": Lua(r'''function(stream, session) readall(stream) end''')}
+
+
+class BdatReplies(SharedServerTest):
+    SCRIPT = script(hooks=BDAT_HOOKS)
+
+    def test_chunk_before_mail_then_bad_syntax(self):
+        need_mail = documented_replies("BDAT before EHLO")[1]
+        need_rcpt = documented_replies("BDAT before EHLO")[2]
+        [syntax] = documented_replies("BDAT with a size")
+        with self.client() as c:
+            c.ehlo()
+            c.send(b"BDAT 5\r\nhello")
+            self.assertEqual(wire(c.read_reply()), need_mail)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            c.send(b"BDAT 3 LAST\r\nabc")
+            self.assertEqual(wire(c.read_reply()), need_rcpt)
+            self.assertReply(c.cmd("NOOP"), 250)
+            c.send(b"BDAT ten\r\n")
+            self.assertEqual(wire(c.read_reply()), syntax)
+            self.assertEqual(c.expect_close(), b"")
+
+    def test_chunk_then_data(self):
+        [received] = documented_replies("`BDAT <n>`")
+        data_after = documented_replies("RCPT or DATA after BDAT")
+        with self.client() as c:
+            c.ehlo()
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250)
+            c.send(b"BDAT 7\r\nSubject")
+            self.assertEqual(wire(c.read_reply()), received.replace("<total>", "7"))
+            c.send(b"BDAT 4\r\n: x\r")
+            self.assertEqual(wire(c.read_reply()), received.replace("<total>", "11"))
+            self.assertEqual(wire(c.cmd("RCPT TO:<c@example.com>")), data_after[0])
+            self.assertEqual(wire(c.cmd("DATA")), data_after[1])
+            c.send(b"BDAT 0 LAST\r\n")
+            self.assertReply(c.read_reply(), 250, "2.6.0")
+
+
+LMTP_HOOKS = {"onData": Lua(r'''function(stream, session)
+    readall(stream)
+    return {true, false, smtp.reject(452, "4.2.2 Mailbox full")}
+  end''')}
+
+
+class LmtpReplies(SharedServerTest):
+    SCRIPT = script(hooks=LMTP_HOOKS, lmtp=True)
+
+    def test_one_reply_per_recipient(self):
+        [greeting] = documented_replies("greeting with `lmtp = true`")
+        [refused] = documented_replies("EHLO or HELO with `lmtp = true`")
+        accepted, not_accepted = documented_replies("LMTP: after the final dot")
+        self.assertEqual(wire(self.client().greeting), greeting.replace("<name>", "mx.test"))
+        with self.client() as c:
+            self.assertEqual(wire(c.ehlo()), refused)
+            self.assertReply(c.cmd("LHLO client.example"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            for r in ("x@example.com", "y@example.com", "z@example.com"):
+                self.assertReply(c.cmd("RCPT TO:<%s>" % r), 250)
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(b"Subject: lmtp\r\n\r\nhi\r\n.\r\n")
+            rs = [wire(r) for r in c.read_replies(3)]
+            self.assertEqual(rs, [accepted, not_accepted, "452 4.2.2 Mailbox full"])
+            c.no_reply(0.2)
+
+
+class ProxyReplies(E2ETest):
+    """Every PROXY row says the connection is closed without a reply; the
+    wire shows no byte, not even a greeting."""
+
+    def test_closed_without_a_reply(self):
+        rows = [r for r in replies_rows() if r[0].startswith("`useProxy`:")]
+        self.assertEqual(len(rows), 3, rows)
+        for r in rows:
+            self.assertIn("closed without a reply", r[1])
+        trusted, untrusted = free_port(), free_port()
+        src = ("return {\n  {listen = \"127.0.0.1:%d\", useProxy = true, socketTimeout = 1, authOptional = true},\n"
+               "  {listen = \"127.0.0.1:%d\", useProxy = {\"192.0.2.0/24\"}, authOptional = true},\n}\n"
+               % (trusted, untrusted))
+        with Server(src, listen=False, ports=[trusted, untrusted]):
+            cases = [("a peer not in the trusted list", untrusted, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", 3),
+                     ("a malformed PROXY header", trusted, b"EHLO client.example\r\n", 3),
+                     ("no complete header within", trusted, b"", 8)]
+            for situation, port, send, limit in cases:
+                [row] = [r for r in rows if situation in r[0]]
+                with self.subTest(situation=situation):
+                    c = Client(port, greet=False)
+                    with c:
+                        t0 = time.monotonic()
+                        if send:
+                            c.send(send)
+                        else:
+                            c.no_reply(0.5)  # the listener waits silently
+                        self.assertEqual(c.expect_close(limit), b"", row)
+                        if not send:
+                            self.assertGreater(time.monotonic() - t0, 0.8, "closed before socketTimeout")
