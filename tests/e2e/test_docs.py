@@ -209,6 +209,17 @@ class BdatReplies(SharedServerTest):
             self.assertEqual(wire(c.read_reply()), syntax)
             self.assertEqual(c.expect_close(), b"")
 
+    def test_before_ehlo_and_binarymime_by_data(self):
+        [before_ehlo, _, _] = documented_replies("BDAT before EHLO")
+        [needs_bdat] = documented_replies("DATA after MAIL with BODY=BINARYMIME")
+        with self.client() as c:
+            c.send(b"BDAT 2\r\nhi")
+            self.assertEqual(wire(c.read_reply()), before_ehlo)
+            c.ehlo()
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com> BODY=BINARYMIME"), 250)
+            self.assertReply(c.cmd("RCPT TO:<b@example.com>"), 250)
+            self.assertEqual(wire(c.cmd("DATA")), needs_bdat)
+
     def test_chunk_then_data(self):
         [received] = documented_replies("`BDAT <n>`")
         data_after = documented_replies("RCPT or DATA after BDAT")
@@ -224,6 +235,17 @@ class BdatReplies(SharedServerTest):
             self.assertEqual(wire(c.cmd("DATA")), data_after[1])
             c.send(b"BDAT 0 LAST\r\n")
             self.assertReply(c.read_reply(), 250, "2.6.0")
+
+
+class BdatWithoutAuth(SharedServerTest):
+    SCRIPT = script(hooks=BDAT_HOOKS, authOptional=False, allowInsecureAuth=True)
+
+    def test_auth_required(self):
+        [required] = documented_replies("BDAT without AUTH when AUTH is required")
+        with self.client() as c:
+            c.ehlo()
+            c.send(b"BDAT 2 LAST\r\nhi")
+            self.assertEqual(wire(c.read_reply()), required)
 
 
 LMTP_HOOKS = {"onData": Lua(r'''function(stream, session)
