@@ -47,11 +47,6 @@ struct lua_tcp {
 	/* connect(name, port): the lookup before the connect */
 	struct dns_query *dns;
 	int port;
-	bool dns_sync; /* inside dns_query: an answer now is used at once */
-	bool dns_answered;
-	int dns_status;
-	struct sockaddr_storage dns_addr;
-	socklen_t dns_addr_len;
 };
 
 static SSL_CTX *tcp_client_ctx;
@@ -394,33 +389,27 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 	return tcp_fail(L, strerror(e));
 }
 
-/* The first address of an A answer, with the port of the connect. */
+/* The first address of an A answer, with the port of the connect. Runs
+ * from the loop, never inside tcp_connect (dns.h). */
 static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct lua_tcp *t = arg;
+	t->dns = NULL;
 	struct ares_addrttl a[1];
 	int n = 1;
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
 		status = ARES_ENODATA;
-	if (status == ARES_SUCCESS) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&t->dns_addr;
-		memset(&t->dns_addr, 0, sizeof t->dns_addr);
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)t->port);
-		s4->sin_addr = a[0].ipaddr;
-		t->dns_addr_len = sizeof *s4;
-	}
-	t->dns_status = status;
-	t->dns_answered = true;
-	t->dns = NULL;
-	if (t->dns_sync)
-		return;
-	lua_State *co = t->c->hook.co;
 	if (status != ARES_SUCCESS) {
 		tcp_resume_fail(t, dns_strerror(status));
 		return;
 	}
-	int r = tcp_start_connect(co, t, &t->dns_addr, t->dns_addr_len);
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	memset(&ss, 0, sizeof ss);
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)t->port);
+	s4->sin_addr = a[0].ipaddr;
+	int r = tcp_start_connect(t->c->hook.co, t, &ss, sizeof *s4);
 	if (r)
 		tcp_resume(t, r);
 	else
@@ -446,18 +435,9 @@ static int tcp_connect(lua_State *L)
 		return luaL_error(L, "smtp.tcp: only a hook's own coroutine can wait for the network");
 	char err[256];
 	t->port = (int)port;
-	t->dns_answered = false;
-	t->dns_sync = true;
 	t->dns = dns_query(host, ns_t_a, tcp_resolved, t, err, sizeof err);
-	t->dns_sync = false;
-	if (!t->dns && !t->dns_answered)
+	if (!t->dns)
 		return tcp_fail(L, err);
-	if (t->dns_answered) {
-		if (t->dns_status != ARES_SUCCESS)
-			return tcp_fail(L, dns_strerror(t->dns_status));
-		int r = tcp_start_connect(L, t, &t->dns_addr, t->dns_addr_len);
-		return r ? r : tcp_wait(L, t, OP_CONNECT, EV_WRITE);
-	}
 	return tcp_wait(L, t, OP_RESOLVE, 0);
 }
 
