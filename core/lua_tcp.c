@@ -6,6 +6,7 @@
 #include "lua_hook.h"
 #include "lua_runtime.h"
 #include "server.h"
+#include "tls_context.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -466,15 +467,34 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
 	return tcp_fail(L, reason);
 }
 
+/* sock:sslhandshake(servername, verify, opts), or OpenResty's
+ * (reused_session, servername, verify, send_status_req, opts): a string in
+ * the third place can only be OpenResty's server_name. opts, a table and
+ * always the last argument, cannot be taken for any of OpenResty's
+ * positional ones (none is a table), so OpenResty code runs unchanged and
+ * an OpenResty-style call may add it too. opts.ca (PEM text or a file
+ * path, or a list of them, as the ca option reads them) replaces the
+ * system store for this handshake, as Node's ca option does. */
 static int tcp_sslhandshake(lua_State *L)
 {
 	struct lua_tcp *t = tcp_check(L);
-	const char *servername = luaL_optstring(L, 2, NULL);
-	bool verify = lua_toboolean(L, 3);
+	int top = lua_gettop(L);
+	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
+	int last = opts ? opts - 1 : top; /* the last positional argument */
+	int name = lua_type(L, 3) == LUA_TSTRING ? 3 : 2;
+	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
+	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
 	if (t->fd < 0)
 		return tcp_fail(L, "closed");
 	if (t->ssl)
 		return tcp_fail(L, "already using TLS");
+	X509_STORE *ca = NULL;
+	if (opts) {
+		lua_getfield(L, opts, "ca");
+		char err[256];
+		if (!lua_isnil(L, -1) && !(ca = tls_ca_store(L, lua_gettop(L), err, sizeof err)))
+			return tcp_fail(L, err);
+	}
 	if (!tcp_client_ctx) {
 		tcp_client_ctx = SSL_CTX_new(TLS_client_method());
 		SSL_CTX_set_default_verify_paths(tcp_client_ctx);
@@ -487,6 +507,10 @@ static int tcp_sslhandshake(lua_State *L)
 		SSL_set_tlsext_host_name(t->ssl, servername);
 		if (verify)
 			SSL_set1_host(t->ssl, servername);
+	}
+	if (ca) {
+		SSL_set1_verify_cert_store(t->ssl, ca);
+		X509_STORE_free(ca);
 	}
 	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
 	int events;
