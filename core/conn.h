@@ -135,8 +135,6 @@ struct conn {
 	/* reverse DNS of the client (resolveClientHostname) */
 	struct dns_query *rdns;
 	void (*rdns_next)(struct conn *c);
-	bool rdns_starting;
-	bool rdns_done_sync;
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
 
 	struct hook_run hook; /* the hook in flight, if any */

@@ -6,6 +6,7 @@
 #include <ares.h>
 #include <arpa/nameser.h>
 #include <ev.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,12 @@ struct dns_query {
 	dns_callback cb;
 	void *arg;
 	bool cancelled;
+	/* An answer c-ares gave outside dns_on_io/dns_on_timer (inside
+	 * ares_query, or ares_destroy), kept for the next loop turn. */
+	ev_timer later;
+	int status;
+	unsigned char *abuf;
+	int alen;
 };
 
 struct dns_socket {
@@ -29,6 +36,7 @@ static struct {
 	pid_t pid; /* the process the channel belongs to */
 	struct dns_socket socks[DNS_MAX_SOCKETS];
 	ev_timer timer;
+	bool driving; /* inside ares_process_fd, called from the loop */
 	char servers[512];
 	double timeout;
 	int tries;
@@ -49,17 +57,24 @@ static void dns_arm_timer(void)
 	}
 }
 
+/* Answers c-ares gives while the loop drives it go to their callbacks at
+ * once; any other answer waits for the next loop turn (dns_answer). */
+static void dns_process(ares_socket_t rfd, ares_socket_t wfd)
+{
+	dns.driving = true;
+	ares_process_fd(dns.channel, rfd, wfd);
+	dns.driving = false;
+	dns_arm_timer();
+}
+
 static void dns_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-	ares_process_fd(dns.channel, revents & EV_READ ? w->fd : ARES_SOCKET_BAD,
-	                revents & EV_WRITE ? w->fd : ARES_SOCKET_BAD);
-	dns_arm_timer();
+	dns_process(revents & EV_READ ? w->fd : ARES_SOCKET_BAD, revents & EV_WRITE ? w->fd : ARES_SOCKET_BAD);
 }
 
 static void dns_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	ares_process_fd(dns.channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-	dns_arm_timer();
+	dns_process(ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 }
 
 /* c-ares says which sockets it wants watched, and for what. */
@@ -145,13 +160,45 @@ bool dns_configure(const char *servers, double timeout, int tries, char *err, si
 	return dns_channel(err, errlen);
 }
 
+static void dns_free(struct dns_query *q)
+{
+	free(q->abuf);
+	free(q);
+}
+
+static void dns_deliver_later(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct dns_query *q = (struct dns_query *)((char *)w - offsetof(struct dns_query, later));
+	q->cb(q->arg, q->status, q->abuf, q->alen);
+	dns_free(q);
+}
+
 static void dns_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	(void)timeouts;
 	struct dns_query *q = arg;
-	if (!q->cancelled)
+	if (q->cancelled) {
+		dns_free(q);
+		return;
+	}
+	if (dns.driving) {
 		q->cb(q->arg, status, abuf, alen);
-	free(q);
+		dns_free(q);
+		return;
+	}
+	/* Called back inside ares_query (a name c-ares refuses, a cached
+	 * answer) or ares_destroy: the caller may not hold the handle yet, or
+	 * may be another session's hook. abuf is c-ares's only until we return. */
+	q->status = status;
+	if (abuf && alen > 0) {
+		q->abuf = malloc((size_t)alen);
+		if (!q->abuf)
+			abort();
+		memcpy(q->abuf, abuf, (size_t)alen);
+		q->alen = alen;
+	}
+	ev_timer_init(&q->later, dns_deliver_later, 0., 0.);
+	ev_timer_start(dns_loop(), &q->later);
 }
 
 struct dns_query *dns_query(const char *name, int type, dns_callback cb, void *arg, char *err,
@@ -164,13 +211,23 @@ struct dns_query *dns_query(const char *name, int type, dns_callback cb, void *a
 		abort();
 	q->cb = cb;
 	q->arg = arg;
+	/* A callback that starts a query (rDNS's forward lookup) runs while
+	 * the loop drives c-ares: this query's own answer must still wait. */
+	bool driving = dns.driving;
+	dns.driving = false;
 	ares_query(dns.channel, name, ns_c_in, type, dns_answer, q);
+	dns.driving = driving;
 	dns_arm_timer();
 	return q;
 }
 
 void dns_cancel(struct dns_query *q)
 {
+	if (ev_is_active(&q->later)) {
+		ev_timer_stop(dns_loop(), &q->later);
+		dns_free(q);
+		return;
+	}
 	q->cancelled = true;
 }
 
@@ -205,6 +262,8 @@ const char *dns_strerror(int status)
 		return "timeout";
 	case ARES_ECONNREFUSED:
 		return "connection refused";
+	case ARES_EBADNAME:
+		return "bad name";
 	default:
 		return ares_strerror(status);
 	}

@@ -19,11 +19,6 @@ struct lua_dns_wait {
 	struct dns_query *q;
 	struct conn *c;
 	int type;
-	bool sync; /* inside dns_query: an answer now is returned, not resumed */
-	bool answered;
-	int status;
-	unsigned char *abuf;
-	int alen;
 };
 
 static const struct {
@@ -138,18 +133,10 @@ static int lua_dns_results(lua_State *L, int type, int status, const unsigned ch
 	return 2;
 }
 
+/* Runs from the loop, never inside lua_dns_query (dns.h). */
 static void lua_dns_answered(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct lua_dns_wait *w = arg;
-	if (w->sync) {
-		w->answered = true;
-		w->status = status;
-		if (abuf && alen > 0 && (w->abuf = malloc((size_t)alen)) != NULL) {
-			memcpy(w->abuf, abuf, (size_t)alen);
-			w->alen = alen;
-		}
-		return;
-	}
 	struct conn *c = w->c;
 	int n = lua_dns_results(c->hook.co, w->type, status, abuf, alen);
 	free(w);
@@ -185,20 +172,13 @@ static int lua_dns_query(lua_State *L)
 	w->waiter.cancel = lua_dns_cancel_wait;
 	w->c = c;
 	w->type = type;
-	w->sync = true;
 	char err[256];
 	w->q = dns_query(name, type, lua_dns_answered, w, err, sizeof err);
-	w->sync = false;
-	if (!w->q || w->answered) {
-		int n = w->q ? lua_dns_results(L, type, w->status, w->abuf, w->alen) : 0;
-		if (!w->q) {
-			lua_pushnil(L);
-			lua_pushstring(L, err);
-			n = 2;
-		}
-		free(w->abuf);
+	if (!w->q) {
 		free(w);
-		return n;
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
 	}
 	return hook_wait_io(L, &w->waiter);
 }

@@ -6,6 +6,7 @@
 #include "lua_hook.h"
 #include "lua_runtime.h"
 #include "server.h"
+#include "tls_context.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -47,11 +48,6 @@ struct lua_tcp {
 	/* connect(name, port): the lookup before the connect */
 	struct dns_query *dns;
 	int port;
-	bool dns_sync; /* inside dns_query: an answer now is used at once */
-	bool dns_answered;
-	int dns_status;
-	struct sockaddr_storage dns_addr;
-	socklen_t dns_addr_len;
 };
 
 static SSL_CTX *tcp_client_ctx;
@@ -394,33 +390,27 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 	return tcp_fail(L, strerror(e));
 }
 
-/* The first address of an A answer, with the port of the connect. */
+/* The first address of an A answer, with the port of the connect. Runs
+ * from the loop, never inside tcp_connect (dns.h). */
 static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct lua_tcp *t = arg;
+	t->dns = NULL;
 	struct ares_addrttl a[1];
 	int n = 1;
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
 		status = ARES_ENODATA;
-	if (status == ARES_SUCCESS) {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&t->dns_addr;
-		memset(&t->dns_addr, 0, sizeof t->dns_addr);
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons((uint16_t)t->port);
-		s4->sin_addr = a[0].ipaddr;
-		t->dns_addr_len = sizeof *s4;
-	}
-	t->dns_status = status;
-	t->dns_answered = true;
-	t->dns = NULL;
-	if (t->dns_sync)
-		return;
-	lua_State *co = t->c->hook.co;
 	if (status != ARES_SUCCESS) {
 		tcp_resume_fail(t, dns_strerror(status));
 		return;
 	}
-	int r = tcp_start_connect(co, t, &t->dns_addr, t->dns_addr_len);
+	struct sockaddr_storage ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	memset(&ss, 0, sizeof ss);
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)t->port);
+	s4->sin_addr = a[0].ipaddr;
+	int r = tcp_start_connect(t->c->hook.co, t, &ss, sizeof *s4);
 	if (r)
 		tcp_resume(t, r);
 	else
@@ -446,18 +436,9 @@ static int tcp_connect(lua_State *L)
 		return luaL_error(L, "smtp.tcp: only a hook's own coroutine can wait for the network");
 	char err[256];
 	t->port = (int)port;
-	t->dns_answered = false;
-	t->dns_sync = true;
 	t->dns = dns_query(host, ns_t_a, tcp_resolved, t, err, sizeof err);
-	t->dns_sync = false;
-	if (!t->dns && !t->dns_answered)
+	if (!t->dns)
 		return tcp_fail(L, err);
-	if (t->dns_answered) {
-		if (t->dns_status != ARES_SUCCESS)
-			return tcp_fail(L, dns_strerror(t->dns_status));
-		int r = tcp_start_connect(L, t, &t->dns_addr, t->dns_addr_len);
-		return r ? r : tcp_wait(L, t, OP_CONNECT, EV_WRITE);
-	}
 	return tcp_wait(L, t, OP_RESOLVE, 0);
 }
 
@@ -486,15 +467,34 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
 	return tcp_fail(L, reason);
 }
 
+/* sock:sslhandshake(servername, verify, opts), or OpenResty's
+ * (reused_session, servername, verify, send_status_req, opts): a string in
+ * the third place can only be OpenResty's server_name. opts, a table and
+ * always the last argument, cannot be taken for any of OpenResty's
+ * positional ones (none is a table), so OpenResty code runs unchanged and
+ * an OpenResty-style call may add it too. opts.ca (PEM text or a file
+ * path, or a list of them, as the ca option reads them) replaces the
+ * system store for this handshake, as Node's ca option does. */
 static int tcp_sslhandshake(lua_State *L)
 {
 	struct lua_tcp *t = tcp_check(L);
-	const char *servername = luaL_optstring(L, 2, NULL);
-	bool verify = lua_toboolean(L, 3);
+	int top = lua_gettop(L);
+	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
+	int last = opts ? opts - 1 : top; /* the last positional argument */
+	int name = lua_type(L, 3) == LUA_TSTRING ? 3 : 2;
+	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
+	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
 	if (t->fd < 0)
 		return tcp_fail(L, "closed");
 	if (t->ssl)
 		return tcp_fail(L, "already using TLS");
+	X509_STORE *ca = NULL;
+	if (opts) {
+		lua_getfield(L, opts, "ca");
+		char err[256];
+		if (!lua_isnil(L, -1) && !(ca = tls_ca_store(L, lua_gettop(L), err, sizeof err)))
+			return tcp_fail(L, err);
+	}
 	if (!tcp_client_ctx) {
 		tcp_client_ctx = SSL_CTX_new(TLS_client_method());
 		SSL_CTX_set_default_verify_paths(tcp_client_ctx);
@@ -507,6 +507,10 @@ static int tcp_sslhandshake(lua_State *L)
 		SSL_set_tlsext_host_name(t->ssl, servername);
 		if (verify)
 			SSL_set1_host(t->ssl, servername);
+	}
+	if (ca) {
+		SSL_set1_verify_cert_store(t->ssl, ca);
+		X509_STORE_free(ca);
 	}
 	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
 	int events;

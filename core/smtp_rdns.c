@@ -21,10 +21,6 @@ static void rdns_finish(struct conn *c, const char *name)
 	}
 	free(c->rdns_name);
 	c->rdns_name = NULL;
-	if (c->rdns_starting) {
-		c->rdns_done_sync = true; /* smtp_rdns_start goes on itself */
-		return;
-	}
 	void (*next)(struct conn *) = c->rdns_next;
 	c->rdns_next = NULL;
 	next(c);
@@ -85,8 +81,6 @@ static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, in
 		abort();
 	bool v6 = strchr(c->remote_addr, ':') != NULL;
 	char err[128];
-	/* Inside a c-ares callback the next query cannot answer synchronously
-	 * before it is stored: it is only sent here. */
 	c->rdns = dns_query(c->rdns_name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
 	if (!c->rdns)
 		rdns_finish(c, NULL);
@@ -95,23 +89,15 @@ static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, in
 void smtp_rdns_start(struct conn *c, void (*next)(struct conn *c))
 {
 	char rev[80], err[128];
-	c->rdns_next = next;
-	c->rdns_done_sync = false;
-	struct dns_query *q = NULL;
-	if (dns_reverse_name(c->remote_addr, rev, sizeof rev)) {
-		/* c-ares may answer (fail) before dns_query returns. */
-		c->rdns_starting = true;
-		q = dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err);
-		c->rdns_starting = false;
-	}
-	if (!q || c->rdns_done_sync) {
-		c->rdns = NULL;
-		c->rdns_next = NULL;
+	/* The answers come from the loop, never inside dns_query (dns.h). */
+	c->rdns = dns_reverse_name(c->remote_addr, rev, sizeof rev)
+	                  ? dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err)
+	                  : NULL;
+	if (!c->rdns) {
 		next(c);
 		return;
 	}
-	if (!c->rdns)
-		c->rdns = q; /* else the forward query already replaced it */
+	c->rdns_next = next;
 }
 
 void smtp_rdns_cancel(struct conn *c)

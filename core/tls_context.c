@@ -157,18 +157,18 @@ static bool tls_load_cert(SSL_CTX *ctx, const char *v, size_t len, struct tls_er
 	return ok || tls_fail(e, "cert", "cannot use the certificate");
 }
 
-static bool tls_add_ca_pem(SSL_CTX *ctx, const char *v, size_t len, STACK_OF(X509_NAME) *names,
+static bool tls_add_ca_pem(X509_STORE *store, const char *v, size_t len, STACK_OF(X509_NAME) *names,
                            struct tls_err *e)
 {
 	BIO *b = tls_source(v, len);
 	if (!b)
 		return tls_fail(e, "ca", "cannot open %s", v);
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	int n = 0;
 	X509 *x;
 	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
 		X509_STORE_add_cert(store, x);
-		sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(x)));
+		if (names)
+			sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(x)));
 		X509_free(x);
 		n++;
 	}
@@ -177,34 +177,60 @@ static bool tls_add_ca_pem(SSL_CTX *ctx, const char *v, size_t len, STACK_OF(X50
 	return n > 0 || tls_fail(e, "ca", "no certificate found in %s", len > 64 ? "the PEM text" : v);
 }
 
-static bool tls_load_ca(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+/* A ca value at idx (PEM text or a path, or a list of them) into store;
+ * names, when not NULL, gets their subjects. */
+static bool tls_add_ca_value(lua_State *L, int idx, X509_STORE *store, STACK_OF(X509_NAME) *names,
+                             struct tls_err *e)
 {
-	lua_getfield(L, idx, "ca");
-	int t = lua_type(L, -1);
+	int t = lua_type(L, idx);
 	bool ok = true;
-	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
 	if (t == LUA_TSTRING) {
 		size_t len;
-		const char *v = lua_tolstring(L, -1, &len);
-		ok = tls_add_ca_pem(ctx, v, len, names, e);
+		const char *v = lua_tolstring(L, idx, &len);
+		ok = tls_add_ca_pem(store, v, len, names, e);
 	} else if (t == LUA_TTABLE) {
-		for (int i = 1; ok && i <= (int)lua_objlen(L, -1); i++) {
-			lua_rawgeti(L, -1, i);
+		for (int i = 1; ok && i <= (int)lua_objlen(L, idx); i++) {
+			lua_rawgeti(L, idx, i);
 			size_t len;
 			const char *v = lua_tolstring(L, -1, &len);
-			ok = v ? tls_add_ca_pem(ctx, v, len, names, e)
+			ok = v ? tls_add_ca_pem(store, v, len, names, e)
 			       : tls_fail(e, "ca", "entry %d is not a string", i);
 			lua_pop(L, 1);
 		}
 	} else if (t != LUA_TNIL) {
 		ok = tls_fail(e, "ca", "expected a string or a list of strings");
 	}
+	return ok;
+}
+
+static bool tls_load_ca(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+{
+	lua_getfield(L, idx, "ca");
+	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+	bool ok = tls_add_ca_value(L, lua_gettop(L), SSL_CTX_get_cert_store(ctx), names, e);
 	lua_pop(L, 1);
 	if (ok && sk_X509_NAME_num(names) > 0)
 		SSL_CTX_set_client_CA_list(ctx, names);
 	else
 		sk_X509_NAME_pop_free(names, X509_NAME_free);
 	return ok;
+}
+
+X509_STORE *tls_ca_store(lua_State *L, int idx, char *err, size_t errlen)
+{
+	struct tls_err e = {err, errlen};
+	X509_STORE *store = X509_STORE_new();
+	if (!store)
+		abort();
+	if (!tls_add_ca_value(L, idx, store, NULL, &e)) {
+		X509_STORE_free(store);
+		return NULL;
+	}
+	if (sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) > 0)
+		return store;
+	X509_STORE_free(store);
+	snprintf(err, errlen, "option 'ca': no certificate given");
+	return NULL;
 }
 
 static bool tls_load_pfx(SSL_CTX *ctx, const char *v, size_t len, const char *pass, struct tls_err *e)

@@ -27,4 +27,9 @@ void tls_context_push(lua_State *L, SSL_CTX *ctx);
 SSL_CTX *tls_context_check(lua_State *L, int idx); /* NULL if not one */
 void tls_context_register(lua_State *L);
 
+/* A trust store from a ca value at idx, as the ca option reads it (PEM
+ * text or a file path, or a list of them). NULL when it names no usable
+ * certificate (err says why, like "option 'ca': cannot open ..."). */
+X509_STORE *tls_ca_store(lua_State *L, int idx, char *err, size_t errlen);
+
 #endif

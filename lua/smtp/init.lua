@@ -88,7 +88,8 @@ end
 
 --- A non-blocking TCP client for hooks (OpenResty's cosocket API):
 --- sock:connect(host, port), sock:send(data), sock:receive("*l" | "*a" | n),
---- sock:sslhandshake(servername, verify), sock:settimeout(seconds),
+--- sock:sslhandshake(servername, verify [, {ca = pem_or_path_or_list}]),
+--- sock:settimeout(seconds),
 --- sock:close(). Each returns nil, err on failure or timeout.
 function smtp.tcp()
   if not core then error("smtp.tcp needs the luasmtpd runtime", 2) end

@@ -1,7 +1,8 @@
 """The asynchronous Lua platform (issue 6): smtp.sleep yields (200
 sleeping sessions at once), smtp.tcp cosockets against a real redis-server
 (AUTH checked over RESP) and small Python servers (refused, timeout,
-receive patterns, echo, TLS with and without verification, the client
+receive patterns, echo, TLS with and without verification, against the
+system store or a per-call CA, the client
 leaving while a hook waits on a socket), and read-only globals with
 per-session data on `session`."""
 
@@ -12,7 +13,8 @@ import socket
 import time
 
 import svcutil
-from harness import E2ETest, Lua, Server, script, wait_for
+import tlsutil
+from harness import E2ETest, Lua, Server, lua_value, script, wait_for
 from svcutil import CASES_PRELUDE, case_hook, run_case
 
 
@@ -253,6 +255,43 @@ CASES.gc_open = function()
 end
 '''
 
+TLS_VERIFY_CASES = r"""
+-- one handshake on a fresh connection; the line echoed back when it worked
+local function handshake(...)
+  local sock = smtp.tcp()
+  sock:settimeout(5)
+  assert(sock:connect("127.0.0.1", P.ca_tls))
+  local r = R(sock:sslhandshake(...))
+  if r.v then
+    sock:send("verified\r\n")
+    r.line = sock:receive("*l")
+  end
+  sock:close()
+  return r
+end
+CASES.system_store = function() return handshake("localhost", true) end
+CASES.ca_path = function() return handshake("localhost", true, {ca = CA_PATH}) end
+CASES.ca_pem = function() return handshake("localhost", true, {ca = CA_PEM}) end
+CASES.ca_list = function() return handshake("localhost", true, {ca = {OTHER_PATH, CA_PEM}}) end
+CASES.wrong_ca = function() return handshake("localhost", true, {ca = OTHER_PATH}) end
+CASES.wrong_name = function() return handshake("mail.example.com", true, {ca = CA_PATH}) end
+CASES.no_verify_with_ca = function() return handshake("localhost", false, {ca = OTHER_PATH}) end
+CASES.openresty_order = function() return handshake(nil, "localhost", true, false, {ca = CA_PATH}) end
+CASES.openresty_wrong_name = function() return handshake(nil, "mail.example.com", true, nil, {ca = CA_PATH}) end
+CASES.openresty_no_verify = function() return handshake(nil, "localhost", false) end
+CASES.bad_ca = function()
+  local sock = smtp.tcp()
+  sock:settimeout(5)
+  assert(sock:connect("127.0.0.1", P.ca_tls))
+  local r = {missing = R(sock:sslhandshake("localhost", true, {ca = "/nonexistent/ca.pem"})),
+             empty = R(sock:sslhandshake("localhost", true, {ca = {}})),
+             number = R(sock:sslhandshake("localhost", true, {ca = 42}))}
+  r.then_right = R(sock:sslhandshake("localhost", true, {ca = CA_PATH}))
+  sock:close()
+  return r
+end
+"""
+
 SCRIPTED_DATA = b"first line\r\nsecond line\n\r\ndefault pattern\r\nABCDEFGHIJ" + b"the rest" * 2000
 
 
@@ -270,9 +309,15 @@ class TcpCosocket(E2ETest):
             cls.scripted = cls._helper(svcutil.ScriptedServer(SCRIPTED_DATA))
             cls.short = cls._helper(svcutil.ScriptedServer(b"only 20 bytes here.."))
             cls.tls = cls._helper(svcutil.TLSServer(cert, key))
+            pki = tlsutil.certs()  # a server certificate signed by the test CA
+            cls.ca_tls = cls._helper(svcutil.TLSServer(pki.crt("localhost"), pki.key("localhost")))
             ports = {"closed": svcutil.closed_port(), "echo": cls.echo.port, "silent": cls.silent.port,
-                     "scripted": cls.scripted.port, "short": cls.short.port, "tls": cls.tls.port}
-            prelude = CASES_PRELUDE + "local PORTS = %s\n" % _lua_table(ports) + TCP_CASES
+                     "scripted": cls.scripted.port, "short": cls.short.port, "tls": cls.tls.port,
+                     "ca_tls": cls.ca_tls.port}
+            prelude = (CASES_PRELUDE + "local PORTS = %s\n" % _lua_table(ports) + TCP_CASES
+                       + "local CA_PATH = %s\n" % lua_value(pki.ca)
+                       + "local CA_PEM = %s\n" % lua_value(tlsutil.read(pki.ca))
+                       + "local OTHER_PATH = %s\n" % lua_value(pki.self_crt) + TLS_VERIFY_CASES)
             hooks = {"onRcptTo": case_hook(),
                      "onClose": Lua('function(session) record("close", {port = session.remotePort}) end')}
             cls.srv = Server(script(hooks=hooks, prelude=prelude, disableReverseLookup=True, hookTimeout=2, closeTimeout=3))
@@ -379,6 +424,48 @@ class TcpCosocket(E2ETest):
         self.assertIsNone(r.get("v"), r)
         self.assertRegex(r.get("err") or "", "(?i)certificate|verify", r)
         self.assertTrue(self.srv.alive())
+
+    def assertVerified(self, r):
+        self.assertEqual(r.get("v"), True, r)
+        self.assertEqual(r.get("line"), "TLS:verified", r)
+
+    def assertNotVerified(self, r, reason):
+        self.assertIsNone(r.get("v"), r)
+        self.assertRegex(r.get("err") or "", "(?i)^certificate verify failed: .*" + reason, r)
+
+    def test_sslhandshake_system_store_does_not_know_the_test_ca(self):
+        self.assertNotVerified(self.case("system_store"), "issuer")
+
+    def test_sslhandshake_per_call_ca_as_path_pem_or_list(self):
+        for case in ("ca_path", "ca_pem", "ca_list"):
+            with self.subTest(case=case):
+                self.assertVerified(self.case(case))
+
+    def test_sslhandshake_wrong_ca_fails(self):
+        self.assertNotVerified(self.case("wrong_ca"), "issuer")
+
+    def test_sslhandshake_name_not_in_the_certificate_fails(self):
+        self.assertNotVerified(self.case("wrong_name"), "hostname mismatch")
+
+    def test_sslhandshake_ca_is_not_used_without_verify(self):
+        self.assertVerified(self.case("no_verify_with_ca"))
+
+    def test_sslhandshake_openresty_argument_order(self):
+        self.assertVerified(self.case("openresty_order"))
+        self.assertNotVerified(self.case("openresty_wrong_name"), "hostname mismatch")
+        self.assertVerified(self.case("openresty_no_verify"))
+
+    def test_sslhandshake_unusable_ca_is_an_error_before_the_handshake(self):
+        before = self.ca_tls.failed_handshakes
+        r = self.case("bad_ca")
+        self.assertIsNone(r["missing"].get("v"), r)
+        self.assertRegex(r["missing"].get("err") or "", "^option 'ca': cannot open /nonexistent/ca.pem", r)
+        self.assertIsNone(r["empty"].get("v"), r)
+        self.assertRegex(r["empty"].get("err") or "", "^option 'ca': ", r)
+        self.assertIsNone(r["number"].get("v"), r)
+        self.assertRegex(r["number"].get("err") or "", "^option 'ca': expected a string", r)
+        self.assertEqual(r["then_right"].get("v"), True, "the socket is still usable: %r" % r)
+        self.assertEqual(self.ca_tls.failed_handshakes, before)
 
     def test_sslhandshake_against_plain_server(self):
         r = self.case("tls_to_plain")

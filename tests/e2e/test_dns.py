@@ -208,9 +208,83 @@ class Lookups(CaseTest):
         self.assertTrue(all(len(e["v"]) == 2 for e in recs))
 
 
+# Names c-ares refuses before sending anything (EHLO accepts the first two).
+BAD_NAMES = {"long_label": "a" * 64 + ".test.example", "long_name": "abcdefghi." * 30 + "example",
+             "empty_label": "a..b"}
+
+BAD_NAME_CASES = r'''
+CASES.bad_then_connect = function()
+  -- each refused name, then a second connect on the same socket
+  local out = {}
+  for k, name in pairs(BAD) do
+    local sock = smtp.tcp()
+    sock:settimeout(3)
+    local r = {first = R(sock:connect(name, P.redis))}
+    r.second = R(sock:connect("redis.test.example", P.redis))
+    if r.second.v then
+      r.send = R(sock:send("PING\r\n"))
+      r.line = R(sock:receive("*l"))
+    end
+    r.close = R(sock:close())
+    out[k] = r
+  end
+  return out
+end
+CASES.bad_then_close = function()
+  local out = {}
+  for k, name in pairs(BAD) do
+    local sock = smtp.tcp()
+    out[k] = {first = R(sock:connect(name, P.redis)), close = R(sock:close())}
+  end
+  return out
+end
+CASES.bad_then_collected = function()
+  -- sockets dropped after a refused name: the collector closes them
+  for _, name in pairs(BAD) do
+    local sock = smtp.tcp()
+    sock:connect(name, P.redis)
+  end
+  collectgarbage()
+  collectgarbage()
+  return {v = true}
+end
+CASES.bad_query = function()
+  local out = {}
+  for k, name in pairs(BAD) do
+    out[k] = {a = R(smtp.dns.query(name, "A")), mx = R(smtp.dns.query(name, "MX"))}
+  end
+  out.after = R(smtp.dns.query("a.test.example", "A"))
+  return out
+end
+'''
+
+# The client's EHLO name goes straight to smtp.tcp, then the same socket
+# connects again (the pattern of a policy that checks the client's name).
+HELO_CONNECT_HOOKS = {
+    "onMailFrom": Lua(r'''function(address, session)
+    if address.address ~= "helo@example.com" then return end
+    local sock = smtp.tcp()
+    sock:settimeout(3)
+    local ok, err = sock:connect(session.hostNameAppearsAs, PORTS.redis)
+    record("helo_connect", {port = session.remotePort, ok = ok, err = err})
+    sock:connect("127.0.0.1", PORTS.redis)
+    sock:close()
+    if not ok then return nil, smtp.reject(451, "4.4.3 Cannot reach " .. err) end
+  end'''),
+}
+
+
+def _lua_strings(d):
+    return "local BAD = {" + ", ".join('%s = "%s"' % kv for kv in d.items()) + "}\n"
+
+
 class ConnectByName(CaseTest):
     """smtp.tcp():connect(name, port) resolves the name through smtp.dns:
-    redis-server reached as redis.test.example."""
+    redis-server reached as redis.test.example. Names c-ares refuses at
+    once (a label over 63 characters, a name over 255, an empty label) give
+    nil, err on the next loop turn, and the socket stays safe to connect
+    again, close or collect (a resolver call never completes before it
+    returns)."""
 
     @classmethod
     def setUpClass(cls):
@@ -218,8 +292,8 @@ class ConnectByName(CaseTest):
         cls.redis = None
         try:
             cls.redis = svcutil.start_redis()
-            prelude = _lua_ports({"redis": cls.redis.port}) + DNS_CASES
-            cls.srv = Server(dns_script(cls.dns.port, prelude=prelude))
+            prelude = _lua_ports({"redis": cls.redis.port}) + DNS_CASES + _lua_strings(BAD_NAMES) + BAD_NAME_CASES
+            cls.srv = Server(dns_script(cls.dns.port, prelude=prelude, hooks=HELO_CONNECT_HOOKS))
         except BaseException:
             cls.dns.stop()
             if cls.redis:
@@ -242,6 +316,54 @@ class ConnectByName(CaseTest):
         self.assertIsNone(r.get("v"), r)
         self.assertEqual(r.get("err"), "not found", r)
 
+    def assertRefused(self, r, what):
+        self.assertIsNone(r.get("v"), "%s: %r" % (what, r))
+        self.assertEqual(r.get("err"), "bad name", "%s: %r" % (what, r))
+
+    def test_connect_to_a_refused_name_then_connect_again(self):
+        r = self.case(self.srv, "bad_then_connect")
+        for k in BAD_NAMES:
+            self.assertRefused(r[k]["first"], k)
+            self.assertEqual(r[k]["second"].get("v"), True, "%s: %r" % (k, r[k]))
+            self.assertEqual(r[k]["line"].get("v"), "+PONG", k)
+            self.assertEqual(r[k]["close"].get("v"), True, k)
+        self.assertTrue(self.srv.alive())
+
+    def test_connect_to_a_refused_name_then_close(self):
+        r = self.case(self.srv, "bad_then_close")
+        for k in BAD_NAMES:
+            self.assertRefused(r[k]["first"], k)
+            self.assertEqual(r[k]["close"].get("err"), "closed", "never connected: %r" % r[k])
+        self.assertTrue(self.srv.alive())
+
+    def test_socket_collected_after_a_refused_name(self):
+        for _ in range(3):
+            self.assertEqual(self.case(self.srv, "bad_then_collected").get("v"), True)
+        self.assertTrue(self.srv.alive())
+
+    def test_query_for_a_refused_name(self):
+        r = self.case(self.srv, "bad_query")
+        for k in BAD_NAMES:
+            self.assertRefused(r[k]["a"], k + " A")
+            self.assertRefused(r[k]["mx"], k + " MX")
+        self.assertEqual(r["after"].get("v"), ["192.0.2.10"], "the resolver still answers")
+
+    def test_ehlo_name_the_resolver_refuses_reaches_a_policy_connect(self):
+        """One unauthenticated client, EHLO with a 64-character label: the
+        policy's connect fails cleanly, its reply reaches the client, and
+        the session and the server go on."""
+        with self.srv.client() as c:
+            for name in (BAD_NAMES["long_label"], "a" * 63 + "." + "b" * 64):
+                self.assertReply(c.ehlo(name), 250)
+                r = c.cmd("MAIL FROM:<helo@example.com>")
+                self.assertReply(r, 451, "4.4.3")
+                self.assertIn("bad name", r.text)
+                self.assertReply(c.cmd("RSET"), 250)
+            self.assertReply(c.ehlo("redis.test.example"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<helo@example.com>"), 250, msg="a name that resolves")
+        ev = [e for e in self.srv.events("helo_connect") if e["port"] == c.local_port]
+        self.assertEqual([e.get("err") for e in ev], ["bad name", "bad name", None])
+        self.assertTrue(self.srv.alive())
 
 
 SLOW_CASES = r'''
@@ -249,6 +371,12 @@ CASES.a = function() return R(smtp.dns.query("a.test.example", "A")) end
 CASES.slow = function(session)
   record("slow_waiting", {port = session.remotePort})
   return R(smtp.dns.query("a.test.example", "A"))
+end
+CASES.reconfigure = function(session)
+  -- a fresh channel: the queries in flight on the old one end
+  smtp.dns.configure{servers = {SERVERS}, timeout = 5, tries = 1}
+  record("reconfigured", {port = session.remotePort})
+  return {v = true}
 end
 '''
 
@@ -303,6 +431,28 @@ class Unanswered(CaseTest):
                 time.sleep(1.5)  # the queries time out after their sessions are gone
                 with self.session(srv) as c:
                     self.assertEqual(c.cmd("NOOP").code, 250)
+                self.assertTrue(srv.alive())
+
+    def test_reconfigure_while_another_session_waits(self):
+        """smtp.dns.configure from a hook while another session's hook waits
+        on a lookup: the waiting hook gets nil, err on a later loop turn
+        (not inside the other hook's call), both sessions go on."""
+        with svcutil.SilentUDP() as silent:
+            prelude = 'local SERVERS = "127.0.0.1:%d"\n' % silent.port + SLOW_CASES
+            with Server(dns_script(silent.port, timeout=5, tries=1, prelude=prelude)) as srv:
+                with self.session(srv) as waiting, self.session(srv) as other:
+                    waiting.line("RCPT TO:<slow@cases.test>")
+                    self.assertTrue(wait_for(lambda: srv.events("slow_waiting"), 5))
+                    r = run_case(self, other, "reconfigure")
+                    self.assertEqual(r.get("v"), True)
+                    self.assertReply(waiting.read_reply(), 250)
+                    slow = wait_for(lambda: [e for e in srv.events("case") if e["case"] == "slow"], 3)
+                    self.assertTrue(slow, "the waiting hook never finished")
+                    self.assertIsNone(slow[0].get("v"), slow[0])
+                    self.assertTrue(slow[0].get("err"), slow[0])
+                    self.assertLess(slow[0]["elapsed"], 4.0, "it waited for its own timeout")
+                    self.assertReply(waiting.cmd("NOOP"), 250)
+                    self.assertReply(other.cmd("NOOP"), 250)
                 self.assertTrue(srv.alive())
 
 
