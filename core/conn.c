@@ -388,6 +388,11 @@ void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
 	conn_reply(c, o->code, o->enhanced, "%s", o->text);
 }
 
+void conn_reply_hook_text(struct conn *c, int code, const char *enhanced, const char *text)
+{
+	conn_reply(c, code, smtp_has_enhanced(text) ? NULL : enhanced, "%s", text);
+}
+
 
 /* One send through TLS or the socket; -1 with errno EAGAIN to wait. */
 static ssize_t conn_send(struct conn *c, const char *p, size_t n)

@@ -158,6 +158,9 @@ void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt,
 void conn_reply_more(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Queues the reply a hook's rejection asks for. */
 void conn_reply_outcome(struct conn *c, const struct hook_outcome *o);
+/* A hook's text for an accepting reply: enhanced goes first unless the
+ * text starts with its own ("2.6.1 queued as X"). */
+void conn_reply_hook_text(struct conn *c, int code, const char *enhanced, const char *text);
 /* Sends what is queued; returns false if the connection died. */
 bool conn_flush(struct conn *c);
 /* Queues a final reply, then closes once it is written. */

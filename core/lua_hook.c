@@ -43,7 +43,7 @@ struct conn *hook_current(lua_State *L)
 }
 
 /* Does text start with an enhanced code ("5.1.1 ")? */
-static bool hook_has_enhanced(const char *t)
+bool smtp_has_enhanced(const char *t)
 {
 	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
 		return false;
@@ -72,7 +72,7 @@ static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
 		o->text[i] = ch < ' ' || ch == 0x7f ? ' ' : (char)ch;
 	}
 	o->text[len] = '\0';
-	if (hook_has_enhanced(o->text))
+	if (smtp_has_enhanced(o->text))
 		o->enhanced[0] = '\0';
 	else
 		snprintf(o->enhanced, sizeof o->enhanced, "%s", smtp_enhanced_for(o->code));

@@ -89,7 +89,7 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	smtp_session_update_transmission(c);
 	lua_getfield(co, 1, "message");
 	const char *msg = lua_tostring(co, -1);
-	conn_reply(c, 235, "2.7.0", "%s", msg ? msg : "Authentication successful");
+	conn_reply_hook_text(c, 235, "2.7.0", msg ? msg : "Authentication successful");
 	lua_pop(co, 1);
 	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(method), NULL);
 }
