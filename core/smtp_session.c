@@ -65,11 +65,13 @@ static int session_reply_code(const char *p)
 	return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
 }
 
-/* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
+/* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
+ * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. */
 void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
-	snprintf(t, sizeof t, "%s%s%s", c->opt->lmtp ? "LMTP" : c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
+	const char *proto = c->opt->lmtp ? "LMTP" : c->esmtp && !c->tx.smtputf8 ? "ESMTP" : "SMTP";
+	snprintf(t, sizeof t, "%s%s%s%s", c->tx.smtputf8 ? "UTF8" : "", proto, c->secure ? "S" : "",
 	         c->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
 }
@@ -82,8 +84,11 @@ void smtp_session_reset_transaction(struct conn *c)
 		hook_cancel(c);
 		smtp_session_body_free(c);
 	}
+	bool utf8 = c->tx.smtputf8;
 	memset(&c->tx, 0, sizeof c->tx);
 	lua_session_reset_envelope(c);
+	if (utf8)
+		smtp_session_update_transmission(c);
 }
 
 /* session.disabledCommands, when a hook has set it, replaces the option. */
@@ -623,6 +628,8 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	}
 	lua_pop(L, 4);
 	c->tx.has_mail = true;
+	if (c->tx.smtputf8)
+		smtp_session_update_transmission(c);
 	conn_reply(c, 250, "2.1.0", "Accepted");
 }
 

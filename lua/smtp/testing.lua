@@ -220,8 +220,8 @@ local function fake_envelope(e)
 end
 
 --- A session as the core builds it after EHLO; overrides win. The
---- transmissionType follows from openingCommand, secure and user (RFC 3848)
---- unless given; tlsOptions exist only when secure.
+--- transmissionType follows from openingCommand, envelope.smtpUtf8, secure
+--- and user (RFC 3848, RFC 6531) unless given; tlsOptions exist only when secure.
 function M.session(overrides)
   overrides = overrides or {}
   port_counter = port_counter + 1
@@ -244,7 +244,8 @@ function M.session(overrides)
       version = "TLSv1.3" }
   end
   if overrides.transmissionType == nil then
-    s.transmissionType = (s.openingCommand == "HELO" and "SMTP" or "ESMTP")
+    local utf8 = s.envelope.smtpUtf8 -- RFC 6531 3.7.4: UTF8SMTP, no "E"
+    s.transmissionType = (utf8 and "UTF8SMTP" or s.openingCommand == "HELO" and "SMTP" or "ESMTP")
       .. (s.secure and "S" or "") .. (s.user ~= nil and "A" or "")
   end
   return s

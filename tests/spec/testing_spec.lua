@@ -30,6 +30,8 @@ describe("testing.session", function()
     assert.are.equal("ESMTPA", testing.session { user = "bob" }.transmissionType)
     assert.are.equal("ESMTPSA", testing.session { secure = true, user = "bob" }.transmissionType)
     assert.are.equal("LMTP", testing.session { transmissionType = "LMTP" }.transmissionType)
+    assert.are.equal("UTF8SMTPSA", testing.session { secure = true, user = "bob",
+      envelope = { smtpUtf8 = true } }.transmissionType)
   end)
 
   it("takes overrides and turns envelope strings into addresses", function()
