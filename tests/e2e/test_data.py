@@ -394,7 +394,7 @@ class ReceivedHeader(SharedServerTest):
     @classmethod
     def setUpClass(cls):
         from tlsutil import certs, tls_script
-        cls.port6, port = free_port6(), free_port()
+        cls.port6, port = free_port("::1"), free_port()
         # Readiness is checked on the IPv4 port (the harness connects to 127.0.0.1).
         cls.srv = Server(tls_script(RECEIVED_HOOKS, prelude=RECEIVED_PRELUDE, useXClient=True,
                                     **certs().pair("localhost")),
@@ -474,10 +474,3 @@ class ReceivedHeader(SharedServerTest):
             header, session = self.deliver(c)
         self.assertEqual(header, self.expect("relay.example [192.0.2.7]", "ESMTP", session))
 
-
-def free_port6():
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.bind(("::1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
