@@ -388,9 +388,21 @@ void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
 	conn_reply(c, o->code, o->enhanced, "%s", o->text);
 }
 
-void conn_reply_hook_text(struct conn *c, int code, const char *enhanced, const char *text)
+void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *text)
 {
-	conn_reply(c, code, smtp_has_enhanced(text) ? NULL : enhanced, "%s", text);
+	const struct smtp_reply *r = &smtp_replies[id];
+	conn_reply(c, r->code, smtp_has_enhanced(text) ? NULL : r->enhanced, "%s", text);
+}
+
+void conn_reply_known(struct conn *c, enum smtp_reply_id id)
+{
+	const struct smtp_reply *r = &smtp_replies[id];
+	if (c->phase == PHASE_CLOSED)
+		return;
+	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
+	conn_reply_prefix(&c->out, r->code, ' ', !c->opt->hide_enhanced ? r->enhanced : NULL);
+	buf_append(&c->out, r->text, r->text_len);
+	buf_append(&c->out, "\r\n", 2);
 }
 
 

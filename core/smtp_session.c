@@ -630,7 +630,7 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	c->tx.has_mail = true;
 	if (c->tx.smtputf8)
 		smtp_session_update_transmission(c);
-	conn_reply(c, 250, "2.1.0", "Accepted");
+	conn_reply_known(c, REPLY_MAIL_ACCEPTED);
 }
 
 static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
@@ -668,7 +668,7 @@ static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_
 	if (lua_session_add_rcpt(c, L, -1))
 		c->tx.nrcpt++;
 	lua_pop(L, 1);
-	conn_reply(c, 250, "2.1.5", "Accepted");
+	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
 static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
@@ -735,22 +735,22 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		struct hook_outcome o;
 		if (t == LUA_TSTRING) {
 			hook_outcome_from_value(L, -1, 250, &o);
-			conn_reply_hook_text(c, 250, "2.6.0", o.text);
+			conn_reply_hook_text(c, REPLY_MESSAGE_ACCEPTED, o.text);
 		} else if (lua_is_reject(L, -1)) {
 			hook_outcome_from_value(L, lua_gettop(L), 450, &o);
 			conn_reply_outcome(c, &o);
 		} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
-			conn_reply(c, 250, "2.6.0", "OK: message accepted");
+			conn_reply_known(c, REPLY_MESSAGE_ACCEPTED);
 		} else {
-			conn_reply(c, 450, "4.2.1", "Error: message not accepted for this recipient");
+			conn_reply_known(c, REPLY_RECIPIENT_NOT_ACCEPTED);
 		}
 		lua_pop(L, 1);
 		return;
 	}
 	if (b->outcome.text[0])
-		conn_reply_hook_text(c, 250, "2.6.0", b->outcome.text);
+		conn_reply_hook_text(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
 	else
-		conn_reply(c, 250, "2.6.0", c->opt->lmtp ? "OK: message accepted" : "OK: message queued");
+		conn_reply_known(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
 }
 
 static void session_data_finish(struct conn *c)
