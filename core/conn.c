@@ -388,6 +388,23 @@ void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
 	conn_reply(c, o->code, o->enhanced, "%s", o->text);
 }
 
+void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *text)
+{
+	const struct smtp_reply *r = &smtp_replies[id];
+	conn_reply(c, r->code, smtp_has_enhanced(text) ? NULL : r->enhanced, "%s", text);
+}
+
+void conn_reply_known(struct conn *c, enum smtp_reply_id id)
+{
+	const struct smtp_reply *r = &smtp_replies[id];
+	if (c->phase == PHASE_CLOSED)
+		return;
+	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
+	conn_reply_prefix(&c->out, r->code, ' ', !c->opt->hide_enhanced ? r->enhanced : NULL);
+	buf_append(&c->out, r->text, r->text_len);
+	buf_append(&c->out, "\r\n", 2);
+}
+
 
 /* One send through TLS or the socket; -1 with errno EAGAIN to wait. */
 static ssize_t conn_send(struct conn *c, const char *p, size_t n)

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "lua_hook.h"
 #include "smtp_parse.h"
+#include "smtp_replies.h"
 
 #include <ev.h>
 #include <openssl/ssl.h>
@@ -156,6 +157,11 @@ void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt,
 void conn_reply_more(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Queues the reply a hook's rejection asks for. */
 void conn_reply_outcome(struct conn *c, const struct hook_outcome *o);
+/* A hook's text in the catalogue's reply id: its enhanced code goes first
+ * unless the text starts with its own ("2.6.1 queued as X"). */
+void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *text);
+/* Queues a reply of the catalogue (smtp_replies.h). */
+void conn_reply_known(struct conn *c, enum smtp_reply_id id);
 /* Sends what is queued; returns false if the connection died. */
 bool conn_flush(struct conn *c);
 /* Queues a final reply, then closes once it is written. */

@@ -5,6 +5,7 @@
 #include "lua_runtime.h"
 #include "metrics.h"
 #include "server.h"
+#include "smtp_replies.h"
 
 #include <lauxlib.h>
 
@@ -17,33 +18,13 @@
  * through our own calls, so one pointer saved and restored suffices). */
 static struct conn *hook_running;
 
-static const struct {
-	int code;
-	const char *enhanced;
-} enhanced_codes[] = {
-	{211, "2.0.0"}, {214, "2.0.0"}, {220, "2.0.0"}, {221, "2.0.0"}, {235, "2.7.0"},
-	{250, "2.0.0"}, {251, "2.1.5"}, {252, "2.0.0"}, {421, "4.4.2"}, {450, "4.2.1"},
-	{451, "4.3.0"}, {452, "4.2.2"}, {454, "4.7.0"}, {500, "5.5.2"}, {501, "5.5.4"},
-	{502, "5.5.1"}, {503, "5.5.1"}, {504, "5.5.4"}, {521, "5.3.2"}, {523, "5.3.4"},
-	{530, "5.7.0"}, {534, "5.7.9"}, {535, "5.7.8"}, {538, "5.7.11"}, {550, "5.1.1"},
-	{551, "5.1.6"}, {552, "5.2.2"}, {553, "5.1.3"}, {554, "5.6.0"}, {555, "5.5.4"},
-};
-
-const char *smtp_enhanced_for(int code)
-{
-	for (size_t i = 0; i < sizeof enhanced_codes / sizeof *enhanced_codes; i++)
-		if (enhanced_codes[i].code == code)
-			return enhanced_codes[i].enhanced;
-	return code >= 500 ? "5.0.0" : code >= 400 ? "4.0.0" : "2.0.0";
-}
-
 struct conn *hook_current(lua_State *L)
 {
 	return hook_running && hook_running->hook.co == L ? hook_running : NULL;
 }
 
 /* Does text start with an enhanced code ("5.1.1 ")? */
-static bool hook_has_enhanced(const char *t)
+bool smtp_has_enhanced(const char *t)
 {
 	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
 		return false;
@@ -72,7 +53,7 @@ static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
 		o->text[i] = ch < ' ' || ch == 0x7f ? ' ' : (char)ch;
 	}
 	o->text[len] = '\0';
-	if (hook_has_enhanced(o->text))
+	if (smtp_has_enhanced(o->text))
 		o->enhanced[0] = '\0';
 	else
 		snprintf(o->enhanced, sizeof o->enhanced, "%s", smtp_enhanced_for(o->code));
@@ -101,20 +82,16 @@ void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hoo
 			hook_set_text(o, msg, len);
 	}
 	if (!msg)
-		hook_set_text(o, "Error: rejected", 15);
+		hook_set_text(o, smtp_rejected_text, strlen(smtp_rejected_text));
 }
-
-static const int hook_default_codes[HOOK_COUNT] = {
-	[HOOK_CONNECT] = 554, [HOOK_SECURE] = 554, [HOOK_SNI] = 554,  [HOOK_AUTH] = 535,
-	[HOOK_MAIL_FROM] = 550, [HOOK_RCPT_TO] = 550, [HOOK_DATA] = 450, [HOOK_CLOSE] = 451,
-	[HOOK_ERROR] = 451,
-};
 
 static void hook_internal_error(struct hook_outcome *o)
 {
+	const struct smtp_reply *r = &smtp_replies[REPLY_INTERNAL_ERROR];
 	o->kind = HOOK_FAILED;
-	o->code = 451;
-	hook_set_text(o, "4.3.0 Error: internal server error", 34);
+	o->code = r->code;
+	hook_set_text(o, r->text, r->text_len);
+	snprintf(o->enhanced, sizeof o->enhanced, "%s", r->enhanced);
 }
 
 lua_State *hook_prepare(struct conn *c, enum hook_id id)
@@ -185,16 +162,16 @@ static void hook_finish(struct conn *c, int status, double now)
 	if (status == 0) {
 		nres = lua_gettop(co);
 		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
-			hook_outcome_from_value(co, 2, hook_default_codes[h->id], &o);
+			hook_outcome_from_value(co, 2, smtp_reject_codes[h->id], &o);
 		else if (nres >= 1 && lua_is_reject(co, 1))
-			hook_outcome_from_value(co, 1, hook_default_codes[h->id], &o);
+			hook_outcome_from_value(co, 1, smtp_reject_codes[h->id], &o);
 	} else if (status == LUA_YIELD) {
 		/* A bare coroutine.yield() nobody will resume: a script bug. */
 		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
 		hook_log_error(c, co, "yield");
 		hook_internal_error(&o);
 	} else if (lua_is_reject(co, -1)) {
-		hook_outcome_from_value(co, lua_gettop(co), hook_default_codes[h->id], &o);
+		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_codes[h->id], &o);
 	} else {
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);

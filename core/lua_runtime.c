@@ -6,6 +6,7 @@
 #include "lua_hook.h"
 #include "lua_server.h"
 #include "metrics.h"
+#include "smtp_replies.h"
 #include "lua_stream.h"
 #include "lua_tcp.h"
 #include "tls_context.h"
@@ -280,6 +281,8 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
+	if (!smtp_replies_load(lua_main, err, errlen))
+		return false;
 	lua_remember_base_modules(lua_main);
 	return true;
 }

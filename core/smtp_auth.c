@@ -81,7 +81,8 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 		lua_pop(co, 1);
 	}
 	if (!has_user) {
-		auth_failed(c, 535, "5.7.8", "Error: Authentication credentials invalid");
+		const struct smtp_reply *r = &smtp_replies[REPLY_AUTH_NO_USER];
+		auth_failed(c, r->code, r->enhanced, r->text);
 		return;
 	}
 	c->authenticated = true;
@@ -89,7 +90,10 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	smtp_session_update_transmission(c);
 	lua_getfield(co, 1, "message");
 	const char *msg = lua_tostring(co, -1);
-	conn_reply(c, 235, "2.7.0", "%s", msg ? msg : "Authentication successful");
+	if (msg)
+		conn_reply_hook_text(c, REPLY_AUTH_ACCEPTED, msg);
+	else
+		conn_reply_known(c, REPLY_AUTH_ACCEPTED);
 	lua_pop(co, 1);
 	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(method), NULL);
 }

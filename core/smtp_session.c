@@ -8,6 +8,7 @@
 #include "lua_tls.h"
 #include "metrics.h"
 #include "smtp_auth.h"
+#include "smtp_log.h"
 #include "smtp_rdns.h"
 #include "smtp_xclient.h"
 #include "server.h"
@@ -64,11 +65,13 @@ static int session_reply_code(const char *p)
 	return (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
 }
 
-/* RFC 3848: ESMTP + S (TLS) + A (authenticated). */
+/* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
+ * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. */
 void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
-	snprintf(t, sizeof t, "%s%s%s", c->opt->lmtp ? "LMTP" : c->esmtp ? "ESMTP" : "SMTP", c->secure ? "S" : "",
+	const char *proto = c->opt->lmtp ? "LMTP" : c->esmtp && !c->tx.smtputf8 ? "ESMTP" : "SMTP";
+	snprintf(t, sizeof t, "%s%s%s%s", c->tx.smtputf8 ? "UTF8" : "", proto, c->secure ? "S" : "",
 	         c->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
 }
@@ -81,8 +84,11 @@ void smtp_session_reset_transaction(struct conn *c)
 		hook_cancel(c);
 		smtp_session_body_free(c);
 	}
+	bool utf8 = c->tx.smtputf8;
 	memset(&c->tx, 0, sizeof c->tx);
 	lua_session_reset_envelope(c);
+	if (utf8)
+		smtp_session_update_transmission(c);
 }
 
 /* session.disabledCommands, when a hook has set it, replaces the option. */
@@ -572,15 +578,25 @@ static void session_take_address(struct conn *c, lua_State *L)
 	c->pending_ref = LUA_NOREF;
 }
 
+/* A hook refused the address at the top of lua_main (popped): the reply,
+ * and a log line, as the message summary would never mention it. */
+static void session_refused(struct conn *c, bool rcpt, const struct hook_outcome *o)
+{
+	size_t reply_at = c->out.len;
+	conn_reply_outcome(c, o);
+	lua_getfield(lua_main, -1, "address");
+	smtp_log_refused(c, rcpt, lua_tostring(lua_main, -1), c->out.data + reply_at, c->out.len - reply_at);
+	lua_pop(lua_main, 2);
+}
+
 static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
 	lua_State *L = lua_main;
 	session_take_address(c, L);
 	session_sync_disabled(c);
 	if (o->kind != HOOK_ACCEPT) {
-		lua_pop(L, 1);
+		session_refused(c, false, o);
 		c->tx.smtputf8 = false;
-		conn_reply_outcome(c, o);
 		return;
 	}
 	lua_getfield(L, -1, "args");
@@ -612,7 +628,9 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	}
 	lua_pop(L, 4);
 	c->tx.has_mail = true;
-	conn_reply(c, 250, "2.1.0", "Accepted");
+	if (c->tx.smtputf8)
+		smtp_session_update_transmission(c);
+	conn_reply_known(c, REPLY_MAIL_ACCEPTED);
 }
 
 static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
@@ -644,14 +662,13 @@ static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_
 	session_take_address(c, L);
 	session_sync_disabled(c);
 	if (o->kind != HOOK_ACCEPT) {
-		lua_pop(L, 1);
-		conn_reply_outcome(c, o);
+		session_refused(c, true, o);
 		return;
 	}
 	if (lua_session_add_rcpt(c, L, -1))
 		c->tx.nrcpt++;
 	lua_pop(L, 1);
-	conn_reply(c, 250, "2.1.5", "Accepted");
+	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
 static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
@@ -677,7 +694,9 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	}
 	if (c->opt->max_recipients && c->tx.nrcpt >= c->opt->max_recipients &&
 	    !lua_session_has_rcpt(c, path.address)) {
+		size_t reply_at = c->out.len;
 		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
+		smtp_log_refused(c, true, path.address, c->out.data + reply_at, c->out.len - reply_at);
 		return;
 	}
 	session_judge_address(c, HOOK_RCPT_TO, &path, session_rcpt_done);
@@ -716,73 +735,22 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		struct hook_outcome o;
 		if (t == LUA_TSTRING) {
 			hook_outcome_from_value(L, -1, 250, &o);
-			conn_reply(c, 250, "2.6.0", "%s", o.text);
+			conn_reply_hook_text(c, REPLY_MESSAGE_ACCEPTED, o.text);
 		} else if (lua_is_reject(L, -1)) {
 			hook_outcome_from_value(L, lua_gettop(L), 450, &o);
 			conn_reply_outcome(c, &o);
 		} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
-			conn_reply(c, 250, "2.6.0", "OK: message accepted");
+			conn_reply_known(c, REPLY_MESSAGE_ACCEPTED);
 		} else {
-			conn_reply(c, 450, "4.2.1", "Error: message not accepted for this recipient");
+			conn_reply_known(c, REPLY_RECIPIENT_NOT_ACCEPTED);
 		}
 		lua_pop(L, 1);
 		return;
 	}
 	if (b->outcome.text[0])
-		conn_reply(c, 250, "2.6.0", "%s", b->outcome.text);
+		conn_reply_hook_text(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
 	else
-		conn_reply(c, 250, "2.6.0", c->opt->lmtp ? "OK: message accepted" : "OK: message queued");
-}
-
-/* Pushes the string field at path "a.b" of the session, or nil. */
-static const char *session_field(lua_State *L, int session, const char *a, const char *b)
-{
-	lua_getfield(L, session, a);
-	if (b && lua_type(L, -1) == LUA_TTABLE)
-		lua_getfield(L, -1, b);
-	else if (b)
-		lua_pushnil(L);
-	return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-}
-
-/* One line per message, Postfix-style, so that grep answers "what happened
- * to this message". reply points at the first reply line given. */
-static void session_log_message(struct conn *c, const char *reply, size_t reply_len)
-{
-	if (!log_enabled(LOG_INFO))
-		return;
-	lua_State *L = lua_main;
-	int top = lua_gettop(L);
-	lua_session_push(L, c);
-	int session = lua_gettop(L);
-	struct buf to = {0};
-	lua_getfield(L, session, "envelope");
-	int envelope = lua_gettop(L);
-	lua_getfield(L, envelope, "rcptTo");
-	for (int i = 1; lua_type(L, -1) == LUA_TTABLE && i <= (int)lua_objlen(L, -1); i++) {
-		lua_rawgeti(L, -1, i);
-		lua_getfield(L, -1, "address");
-		size_t len;
-		const char *a = lua_tolstring(L, -1, &len);
-		if (a && to.len)
-			buf_append(&to, ",", 1);
-		if (a)
-			buf_append(&to, a, len);
-		lua_pop(L, 2);
-	}
-	buf_append(&to, "", 1);
-	const char *from = session_field(L, envelope, "mailFrom", "address");
-	const char *user = session_field(L, session, "user", NULL);
-	const char *tls = session_field(L, session, "tlsOptions", "version");
-	const char *cipher = session_field(L, session, "tlsOptions", "name");
-	char size[24], ms[32], code[64];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)c->body->byte_length);
-	snprintf(ms, sizeof ms, "%.3f", c->hook_seconds * 1000);
-	snprintf(code, sizeof code, "%.*s", (int)(reply_len < sizeof code - 1 ? reply_len : sizeof code - 1), reply);
-	conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
-	         user, "from", from, "to", to.data, "size", size, "reply", code, "hook_ms", ms, NULL);
-	buf_free(&to);
-	lua_settop(L, top);
+		conn_reply_known(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
 }
 
 static void session_data_finish(struct conn *c)
@@ -799,10 +767,8 @@ static void session_data_finish(struct conn *c)
 			session_message_reply(c, table ? (int)i : 0);
 		lua_pop(lua_main, 1);
 	}
-	const char *reply = c->out.data + reply_at;
-	const char *eol = memchr(reply, '\r', c->out.len - reply_at);
-	metrics_message(session_reply_code(reply));
-	session_log_message(c, reply, eol ? (size_t)(eol - reply) : 0);
+	metrics_message(session_reply_code(c->out.data + reply_at));
+	smtp_log_message(c, c->out.data + reply_at, c->out.len - reply_at);
 	c->hook_seconds = 0;
 	smtp_session_body_free(c);
 	c->transactions++;

@@ -6,6 +6,7 @@ local has_core, core = pcall(require, "smtp.core")
 if not has_core then core = nil end
 
 local smtp = { _VERSION = "0.1.0" }
+local replies = require "smtp.replies"
 
 local Reject = { __name = "smtp.reject" }
 Reject.__index = Reject
@@ -20,7 +21,7 @@ function smtp.reject(code, message)
   if message ~= nil and type(message) ~= "string" then
     error("smtp.reject: message must be a string", 2)
   end
-  return setmetatable({ code = code, message = message or "Error: rejected" }, Reject)
+  return setmetatable({ code = code, message = message or replies.rejected }, Reject)
 end
 
 --- Is v an smtp.reject object?

@@ -45,13 +45,22 @@ local function rfc2822_date(t)
   return os.date("!%a, %d %b %Y %H:%M:%S +0000", t)
 end
 
+-- RFC 5321 4.4 TCP-info as Postfix writes it: the client's confirmed name,
+-- or "unknown" while clientHostname is only "[ip]", then the address
+-- literal ("IPv6:" for IPv6, RFC 5321 4.1.3).
+local function tcp_info(session)
+  local addr = session.remoteAddress or "unknown"
+  local name = session.clientHostname
+  if not name or name:sub(1, 1) == "[" then name = "unknown" end
+  return string.format("%s [%s%s]", name, addr:find(":", 1, true) and "IPv6:" or "", addr)
+end
+
 --- The Received: header (RFC 5321 4.4) for a session, folded, CRLF-ended.
 function M.received_header(session, server_name)
   local from = session.hostNameAppearsAs or "unknown"
   local rcpt = session.envelope and session.envelope.rcptTo or {}
   local lines = {
-    string.format("Received: from %s (%s [%s])", from, session.clientHostname or "unknown",
-      session.remoteAddress or "unknown"),
+    string.format("Received: from %s (%s)", from, tcp_info(session)),
     string.format("\tby %s (luasmtpd) with %s id %s", server_name or "localhost",
       session.transmissionType or "SMTP", session.id or "unknown"),
   }

@@ -49,14 +49,8 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
--- Reply codes the core derives enhanced codes from (docs/replies.md).
-local ENHANCED = {
-  [421] = "4.4.2", [450] = "4.2.1", [451] = "4.3.0", [452] = "4.2.2", [454] = "4.7.0",
-  [500] = "5.5.2", [501] = "5.5.4", [502] = "5.5.1", [503] = "5.5.1", [504] = "5.5.4",
-  [521] = "5.3.2", [523] = "5.3.4", [530] = "5.7.0", [534] = "5.7.9", [535] = "5.7.8",
-  [538] = "5.7.11", [550] = "5.1.1", [551] = "5.1.6", [552] = "5.2.2", [553] = "5.1.3",
-  [554] = "5.6.0", [555] = "5.5.4",
-}
+-- The core's reply catalogue: the kit's replies are the core's.
+local REPLIES = require "smtp.replies"
 
 local function has_enhanced(text)
   return text:match("^[245]%.%d%d?%d?%.%d%d?%d?$") or text:match("^[245]%.%d%d?%d?%.%d%d?%d? ")
@@ -64,8 +58,15 @@ end
 
 local function with_enhanced(code, text)
   if has_enhanced(text) then return text end
-  local e = ENHANCED[code] or (code >= 500 and "5.0.0" or code >= 400 and "4.0.0" or "2.0.0")
+  local e = REPLIES.enhanced[code] or (code >= 500 and "5.0.0" or code >= 400 and "4.0.0" or "2.0.0")
   return e .. " " .. text
+end
+
+-- code, "enhanced text" of a catalogue reply; text replaces its text (and
+-- keeps its own enhanced code if it starts with one).
+local function catalogue_reply(reply, text)
+  if text ~= nil and has_enhanced(text) then return reply[1], text end
+  return reply[1], reply[2] .. " " .. (text or reply[3])
 end
 
 ---------------------------------------------------------------- serializer
@@ -220,8 +221,8 @@ local function fake_envelope(e)
 end
 
 --- A session as the core builds it after EHLO; overrides win. The
---- transmissionType follows from openingCommand, secure and user (RFC 3848)
---- unless given; tlsOptions exist only when secure.
+--- transmissionType follows from openingCommand, envelope.smtpUtf8, secure
+--- and user (RFC 3848, RFC 6531) unless given; tlsOptions exist only when secure.
 function M.session(overrides)
   overrides = overrides or {}
   port_counter = port_counter + 1
@@ -244,7 +245,8 @@ function M.session(overrides)
       version = "TLSv1.3" }
   end
   if overrides.transmissionType == nil then
-    s.transmissionType = (s.openingCommand == "HELO" and "SMTP" or "ESMTP")
+    local utf8 = s.envelope.smtpUtf8 -- RFC 6531 3.7.4: UTF8SMTP, no "E"
+    s.transmissionType = (utf8 and "UTF8SMTP" or s.openingCommand == "HELO" and "SMTP" or "ESMTP")
       .. (s.secure and "S" or "") .. (s.user ~= nil and "A" or "")
   end
   return s
@@ -430,23 +432,23 @@ function M.load(path, opts)
   return options, hooks, fake
 end
 
--- The reply the core gives when a hook accepts.
+-- The reply the core gives when a hook accepts (the hooks without a reply
+-- of their own let the session go on: onConnect greets, onSecure and
+-- SNICallback carry on with TLS).
 local ACCEPT = {
   onConnect = { 220, "ESMTP" },
   onSecure = { 220, "2.0.0 Ready" },
   SNICallback = { 220, "2.0.0 Ready" },
-  onAuth = { 235, "2.7.0 Authentication successful" },
-  onMailFrom = { 250, "2.1.0 Accepted" },
-  onRcptTo = { 250, "2.1.5 Accepted" },
-  onData = { 250, "2.6.0 OK: message queued" },
+  onAuth = { catalogue_reply(REPLIES.authAccepted) },
+  onMailFrom = { catalogue_reply(REPLIES.mailAccepted) },
+  onRcptTo = { catalogue_reply(REPLIES.rcptAccepted) },
+  onData = { catalogue_reply(REPLIES.messageQueued) },
   onClose = { 250, "2.0.0 OK" },
   onError = { 250, "2.0.0 OK" },
 }
-local REJECT = { onConnect = 554, onSecure = 554, SNICallback = 554, onAuth = 535, onMailFrom = 550,
-  onRcptTo = 550, onData = 450, onClose = 451, onError = 451 }
 
 local function rejection(name, value)
-  local code, text = REJECT[name], "Error: rejected"
+  local code, text = REPLIES.rejectCode[name], REPLIES.rejected
   if type(value) == "table" then
     if type(value.code) == "number" and value.code >= 400 and value.code <= 599 then code = value.code end
     if value.message ~= nil then text = tostring(value.message) end
@@ -466,15 +468,17 @@ function M.call(hooks, name, ...)
   local smtp = require "smtp"
   if not r[1] then
     if smtp.is_reject(r[2]) then return rejection(name, r[2]) end
-    return 451, "4.3.0 Error: internal server error", r[2]
+    local code, text = catalogue_reply(REPLIES.internalError)
+    return code, text, r[2]
   end
   if r.n >= 3 and not r[2] and r[3] ~= nil then return rejection(name, r[3]) end
   if smtp.is_reject(r[2]) then return rejection(name, r[2]) end
-  if name == "onAuth" and (type(r[2]) ~= "table" or r[2].user == nil) then
-    return 535, "5.7.8 Error: authentication failed"
+  if name == "onAuth" then
+    if type(r[2]) ~= "table" or r[2].user == nil then return catalogue_reply(REPLIES.authNoUser) end
+    if r[2].message ~= nil then return catalogue_reply(REPLIES.authAccepted, tostring(r[2].message)) end
   end
   if name == "onData" and type(r[2]) == "string" then
-    return 250, has_enhanced(r[2]) and r[2] or "2.6.0 " .. r[2]
+    return catalogue_reply(REPLIES.messageQueued, r[2])
   end
   return unpack(ACCEPT[name] or { 250, "2.0.0 OK" })
 end

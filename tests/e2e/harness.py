@@ -53,9 +53,9 @@ def sanitized():
     return "asan" in os.path.basename(binary())
 
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
+def free_port(host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((host, 0))
     port = s.getsockname()[1]
     s.close()
     return port

@@ -55,6 +55,25 @@ class Check(E2ETest):
         self.assertIn(os.path.basename(path), err, "the message should name the script")
         self.assertRegex(err, r":3\b", "the message should give the line")
 
+    def test_broken_reply_catalogue(self):
+        """lua/smtp/replies.lua is read at start: a broken entry stops the
+        server with a message naming it, rather than a malformed reply."""
+        import shutil
+        lua = tempfile.mkdtemp(prefix="e2e-lua-")
+        self.addCleanup(shutil.rmtree, lua)
+        shutil.copytree(os.path.join(os.path.dirname(binary()), "..", "lua", "smtp"), os.path.join(lua, "smtp"))
+        catalogue = os.path.join(lua, "smtp", "replies.lua")
+        with open(catalogue) as f:
+            text = f.read()
+        for old, new, named in [('"Accepted" }', '"Accepted\\r\\nX" }', "mailAccepted"),
+                                ('[550] = "5.1.1"', '[550] = "4.1.1"', "enhanced[550]")]:
+            with self.subTest(named=named):
+                with open(catalogue, "w") as f:
+                    f.write(text.replace(old, new, 1))
+                r = self.server_cmd(["-t", self.write(script())], env={"LUASMTPD_LUA_DIR": lua})
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn(named, r.stderr.decode("utf-8", "replace"))
+
     def test_unknown_option(self):
         r = self.check(self.write(script(fooBarOption=1)))
         self.assertEqual(r.returncode, 1, r.stderr)

@@ -4,12 +4,13 @@ script), and the stream API must hand hooks the exact body."""
 
 import hashlib
 import os
+import re
 import smtplib
 import socket
 import time
 
 from harness import (maildir_files, DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
-                     split_received, stuff, wait_for)
+                     split_received, stuff, wait_for, free_port)
 
 
 def read(path):
@@ -371,3 +372,105 @@ class MaxLineLength(E2ETest):
                         self.assertEqual(r.enh, "5.6.0")
             self.assertEqual(len(maildir_files(srv.maildir)), 2)  # the refused ones are not stored
             self.assertEqual(len(maildir_files(srv.maildir, "tmp")), 0)
+
+
+# The Received header the Maildir module writes (RFC 5321 4.4), byte for
+# byte but its date: Postfix's "from helo (name [addr])" with "unknown" when
+# the client has no confirmed name, "[IPv6:...]" for IPv6, and the RFC
+# 3848 / RFC 6531 protocol after "with".
+RECEIVED_HOOKS = {
+    "onAuth": Lua(r'''function(auth, session) return {user = auth.username} end'''),
+    "onData": Lua(r'''function(stream, session)
+    local path = assert(box:deliver(stream, session, "mx.test"))
+    return "OK id=" .. session.id
+  end'''),
+}
+RECEIVED_PRELUDE = ('local box = assert(require("smtp.maildir").open(os.getenv("LUASMTPD_MAILDIR")))\n')
+RECEIVED_DATE = re.compile(rb"\t(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                           rb"\d{4} \d\d:\d\d:\d\d \+0000\r\n$")
+
+
+class ReceivedHeader(SharedServerTest):
+    @classmethod
+    def setUpClass(cls):
+        from tlsutil import certs, tls_script
+        cls.port6, port = free_port("::1"), free_port()
+        # Readiness is checked on the IPv4 port (the harness connects to 127.0.0.1).
+        cls.srv = Server(tls_script(RECEIVED_HOOKS, prelude=RECEIVED_PRELUDE, useXClient=True,
+                                    **certs().pair("localhost")),
+                         listen=["127.0.0.1:%d" % port, "[::1]:%d" % cls.port6], ports=[port])
+
+    def deliver(self, c, mail="<sender@example.com>", helo="EHLO client.example"):
+        """helo (unless None), then one message to rcpt@example.com; returns
+        the stored Received header with its date cut off, and the session id."""
+        before = set(self.srv.maildir_new())
+        if helo:
+            self.assertReply(c.cmd(helo), 250)
+        r = c.transaction(b"Subject: r\r\n\r\nhi\r\n", mail=mail)
+        self.assertReply(r, 250, "2.6.0")
+        session = r.text.split("id=")[1]
+        [path] = wait_for(lambda: [p for p in self.srv.maildir_new() if p not in before] or None, 5)
+        header, _ = split_received(read(path))
+        m = RECEIVED_DATE.search(header)
+        self.assertTrue(m, header)
+        return header[:m.start()], session
+
+    def expect(self, tcp_info, with_, session, helo="client.example"):
+        return (b"Received: from %s (%s)\r\n\tby mx.test (luasmtpd) with %s id %s\r\n\tfor <rcpt@example.com>;\r\n"
+                % (helo.encode(), tcp_info.encode(), with_.encode(), session.encode()))
+
+    def tls(self, c, auth=False):
+        from tlsutil import starttls
+        self.assertReply(c.cmd("EHLO client.example"), 250)
+        starttls(c)
+        if auth:
+            self.assertReply(c.cmd("EHLO client.example"), 250)
+            self.assertReply(c.cmd("AUTH PLAIN AGNhcm9sAHB3"), 235)
+
+    def test_plain_esmtp_without_reverse_dns(self):
+        with self.client() as c:
+            header, session = self.deliver(c)
+        self.assertEqual(header, self.expect("unknown [127.0.0.1]", "ESMTP", session))
+
+    def test_helo_is_smtp(self):
+        with self.client() as c:
+            header, session = self.deliver(c, helo="HELO client.example")
+        self.assertEqual(header, self.expect("unknown [127.0.0.1]", "SMTP", session))
+
+    def test_tls(self):
+        with self.client() as c:
+            self.tls(c)
+            header, session = self.deliver(c)
+        self.assertEqual(header, self.expect("unknown [127.0.0.1]", "ESMTPS", session))
+
+    def test_tls_and_auth(self):
+        with self.client() as c:
+            self.tls(c, auth=True)
+            header, session = self.deliver(c, helo=None)
+        self.assertEqual(header, self.expect("unknown [127.0.0.1]", "ESMTPSA", session))
+
+    def test_smtputf8(self):
+        with self.client() as c:
+            header, session = self.deliver(c, mail="<sender@example.com> SMTPUTF8")
+            self.assertEqual(header, self.expect("unknown [127.0.0.1]", "UTF8SMTP", session))
+            header, _ = self.deliver(c, helo=None)
+            self.assertEqual(header, self.expect("unknown [127.0.0.1]", "ESMTP", session),
+                             "the next message without SMTPUTF8 is ESMTP again")
+
+    def test_smtputf8_tls_and_auth(self):
+        with self.client() as c:
+            self.tls(c, auth=True)
+            header, session = self.deliver(c, mail="<sender@example.com> SMTPUTF8", helo=None)
+        self.assertEqual(header, self.expect("unknown [127.0.0.1]", "UTF8SMTPSA", session))
+
+    def test_ipv6_client(self):
+        with self.srv.client(port=self.port6, host="::1") as c:
+            header, session = self.deliver(c)
+        self.assertEqual(header, self.expect("unknown [IPv6:::1]", "ESMTP", session))
+
+    def test_client_with_a_name(self):
+        with self.client() as c:
+            self.assertReply(c.cmd("XCLIENT NAME=relay.example ADDR=192.0.2.7"), 220)
+            header, session = self.deliver(c)
+        self.assertEqual(header, self.expect("relay.example [192.0.2.7]", "ESMTP", session))
+

@@ -457,3 +457,98 @@ class MessageSummaryLine(E2ETest):
             for field in ("session=", "client=127.0.0.1", "user=carol", "from=from@example.com",
                           "to=r1@example.org,r2@example.org", "size=21", 'reply="250 2.6.0', "hook_ms="):
                 self.assertIn(field, line)
+
+
+# A hook's text that begins with its own enhanced code keeps it: the core
+# adds its default only to texts without one (issue 15). The sender's local
+# part picks what the hooks answer.
+OWN_CODE_HOOKS = {
+    "onAuth": Lua(r'''function(auth, session)
+    return {user = auth.username, message = "2.7.0 Welcome " .. auth.username}
+  end'''),
+    "onMailFrom": Lua(r'''function(address, session)
+    if address.address:match("^badsender@") then return nil, smtp.reject(550, "5.7.1 sender blocked") end
+  end'''),
+    "onRcptTo": Lua(r'''function(address, session)
+    if address.address:match("^nobody@") then return nil, smtp.reject(550, "5.1.1 no such user") end
+    if address.address:match("^later@") then return nil, "4.2.2 mailbox full" end
+  end'''),
+    "onData": Lua(r'''function(stream, session)
+    for _ in stream:chunks() do end
+    local mode = session.envelope.mailFrom.address:match("^([%w-]+)@")
+    if mode == "own" then return "2.6.1 queued as X1" end
+    if mode == "long" then return "queued as " .. string.rep("q", 190) .. " end" end
+    return "queued as Q2"
+  end'''),
+}
+
+
+class HookTextsAndTheirLog(SharedServerTest):
+    """Hook texts with their own enhanced codes, the whole reply in the
+    summary line, and a line for each refused sender or recipient."""
+    SCRIPT = script(OWN_CODE_HOOKS, allowInsecureAuth=True, maxRecipients=2)
+
+    def session_lines(self, c, msg):
+        """The log lines with msg of the session c spoke in (by its port)."""
+        wait_for(lambda: "msg=%s" % msg in self.srv.log(), 5)
+        ids = [m.group(1) for m in re.finditer(r'msg=connection session=(\S+) remote=127\.0\.0\.1 port=%d\b' % c.local_port,
+                                               self.srv.log())]
+        self.assertTrue(ids, "no connection line for port %d:\n%s" % (c.local_port, self.srv.log_tail()))
+        return [l for l in self.srv.log().splitlines() if "msg=%s " % msg in l and "session=%s " % ids[0] in l]
+
+    def test_data_text_with_its_own_enhanced_code(self):
+        with self.ehlo_client() as c:
+            r = c.transaction(b"Subject: x\r\n\r\nhi\r\n", mail="<own@example.com>")
+            self.assertEqual(r.raw, b"250 2.6.1 queued as X1\r\n")
+            r = c.transaction(b"Subject: x\r\n\r\nhi\r\n", mail="<plain@example.com>")
+            self.assertEqual(r.raw, b"250 2.6.0 queued as Q2\r\n")
+
+    def test_auth_message_with_its_own_enhanced_code(self):
+        with self.ehlo_client() as c:
+            r = c.cmd("AUTH PLAIN AGNhcm9sAHB3")  # \0carol\0pw
+            self.assertEqual(r.raw, b"235 2.7.0 Welcome carol\r\n")
+
+    def test_rejections_with_their_own_enhanced_codes(self):
+        with self.ehlo_client() as c:
+            self.assertEqual(c.cmd("MAIL FROM:<badsender@example.com>").raw, b"550 5.7.1 sender blocked\r\n")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250, "2.1.0")
+            self.assertEqual(c.cmd("RCPT TO:<nobody@example.com>").raw, b"550 5.1.1 no such user\r\n")
+            self.assertEqual(c.cmd("RCPT TO:<later@example.com>").raw, b"550 4.2.2 mailbox full\r\n")
+
+    def test_summary_line_has_the_whole_reply(self):
+        with self.ehlo_client() as c:
+            r = c.transaction(b"Subject: x\r\n\r\nhi\r\n", mail="<long@example.com>")
+            self.assertReply(r, 250, "2.6.0")
+            text = "queued as " + "q" * 190 + " end"
+            self.assertEqual(r.text, "2.6.0 " + text)
+            c.cmd("QUIT")
+            [line] = wait_for(lambda: self.session_lines(c, "message") or None, 5)
+        self.assertIn(' reply="250 2.6.0 %s" ' % text, line)
+
+    def test_refused_sender_and_recipients_are_logged(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<badsender@example.com>"), 550)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<nobody@example.com>"), 550)
+            self.assertReply(c.cmd("RCPT TO:<later@example.com>"), 550)
+            self.assertReply(c.cmd("RCPT TO:<ok@example.com>"), 250)
+            c.cmd("QUIT")
+            senders = wait_for(lambda: self.session_lines(c, '"sender refused"') or None, 5)
+            rcpts = wait_for(lambda: len(self.session_lines(c, '"recipient refused"')) >= 2 or None, 5)
+            rcpts = self.session_lines(c, '"recipient refused"')
+        self.assertEqual(len(senders), 1, senders)
+        self.assertIn(' client=127.0.0.1 from=badsender@example.com reply="550 5.7.1 sender blocked"', senders[0])
+        self.assertEqual(len(rcpts), 2, rcpts)
+        self.assertIn(' client=127.0.0.1 from=a@example.com to=nobody@example.com '
+                      'reply="550 5.1.1 no such user"', rcpts[0])
+        self.assertIn(' to=later@example.com reply="550 4.2.2 mailbox full"', rcpts[1])
+
+    def test_recipient_over_the_limit_is_logged(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<r1@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<r2@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<r3@example.com>"), 452, "4.5.3")
+            c.cmd("QUIT")
+            [line] = wait_for(lambda: self.session_lines(c, '"recipient refused"') or None, 5)
+        self.assertIn(' client=127.0.0.1 from=a@example.com to=r3@example.com reply="452 4.5.3 ', line)

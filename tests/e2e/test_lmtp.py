@@ -4,6 +4,7 @@ LAST), onData's per-recipient table {true | "text" | smtp.reject(...)}, a
 whole rejection repeated per recipient, the size limit per recipient, and
 swaks --protocol LMTP (with --pipeline)."""
 
+import re
 import smtplib
 
 from harness import Lua, SharedServerTest, script, wait_for
@@ -30,6 +31,7 @@ ON_DATA = Lua(r'''function(stream, session)
       if who == "full" then out[i] = smtp.reject(452, "Mailbox full")
       elseif who == "nouser" then out[i] = smtp.reject(550, "5.1.1 No such user")
       elseif who == "text" then out[i] = "Delivered to " .. r.address
+      elseif who == "own" then out[i] = "2.1.5 Delivered to " .. r.address
       else out[i] = true end
     end
     return out
@@ -164,6 +166,28 @@ class LMTP(SharedServerTest):
             self.assertTrue(all("Delivered, all of them" in r.text for r in rs), rs)
             rs = self.deliver(c, "accept@example.com", ["a@example.com", "b@example.com"])
             self.assertCodes(rs, [250, 250])
+
+    def test_recipient_text_with_its_own_enhanced_code(self):
+        with self.client() as c:
+            self.lhlo(c)
+            rs = self.deliver(c, "table@example.com", ["own@example.com", "text@example.com"])
+        self.assertEqual([r.raw for r in rs], [b"250 2.1.5 Delivered to own@example.com\r\n",
+                                               b"250 2.6.0 Delivered to text@example.com\r\n"])
+
+    def test_summary_line_per_recipient_verdict(self):
+        with self.client() as c:
+            self.lhlo(c)
+            rs = self.deliver(c, "table@example.com", ["text@example.com", "nouser@example.com", "full@example.com"])
+            self.assertCodes(rs, [250, 550, 452])
+            c.cmd("QUIT")
+        session = re.search(r"msg=connection session=(\S+) remote=127\.0\.0\.1 port=%d\b" % c.local_port,
+                            self.srv.log()).group(1)
+        lines = wait_for(lambda: [l for l in self.srv.log().splitlines()
+                                  if "msg=message session=%s " % session in l] or None, 5)
+        self.assertEqual(len(lines), 3, lines)
+        for line, rcpt, reply in zip(lines, ["text", "nouser", "full"], rs):
+            self.assertIn(" from=table@example.com to=%s@example.com " % rcpt, line)
+            self.assertIn(' reply="%s" ' % str(reply), line)
 
     def test_size_exceeded_per_recipient(self):
         with self.client() as c:

@@ -61,7 +61,7 @@ describe("smtp.maildir", function()
     local header, rest = stored:match("^(Received: .-\r\n)([^\t].*)$")
     assert.is_truthy(header)
     assert.are.equal(body, rest)
-    assert.is_truthy(header:find("from client.example ([192.0.2.7] [192.0.2.7])", 1, true))
+    assert.is_truthy(header:find("from client.example (unknown [192.0.2.7])", 1, true))
     assert.is_truthy(header:find("by mx.example (luasmtpd) with ESMTP id abcdefghijklmnop", 1, true))
     assert.is_truthy(header:find("for <rcpt@example.org>;", 1, true))
   end)
@@ -84,6 +84,20 @@ describe("smtp.maildir", function()
     assert.matches("disk full", err)
     assert.are.same({}, list(dir .. "/new"))
     assert.are.same({}, list(dir .. "/tmp"))
+  end)
+
+  it("writes Postfix's TCP-info: unknown without a confirmed name, IPv6: literals", function()
+    local function first_line(over)
+      local s = {}
+      for k, v in pairs(session) do s[k] = v end
+      for k, v in pairs(over) do s[k] = v end
+      return maildir.received_header(s, "mx"):match("^[^\r]*")
+    end
+    assert.are.equal("Received: from client.example (unknown [192.0.2.7])", first_line {})
+    assert.are.equal("Received: from client.example (mx.client.example [192.0.2.7])",
+      first_line { clientHostname = "mx.client.example" })
+    assert.are.equal("Received: from client.example (unknown [IPv6:2001:db8::7])",
+      first_line { remoteAddress = "2001:db8::7", clientHostname = "[2001:db8::7]" })
   end)
 
   it("folds the header with CRLF and a tab, never a bare LF", function()

@@ -30,6 +30,8 @@ describe("testing.session", function()
     assert.are.equal("ESMTPA", testing.session { user = "bob" }.transmissionType)
     assert.are.equal("ESMTPSA", testing.session { secure = true, user = "bob" }.transmissionType)
     assert.are.equal("LMTP", testing.session { transmissionType = "LMTP" }.transmissionType)
+    assert.are.equal("UTF8SMTPSA", testing.session { secure = true, user = "bob",
+      envelope = { smtpUtf8 = true } }.transmissionType)
   end)
 
   it("takes overrides and turns envelope strings into addresses", function()
@@ -177,7 +179,7 @@ describe("testing.load", function()
     }
     assert.are.same({ 550, "5.1.1 no" }, { testing.call(hooks, "onRcptTo") })
     assert.are.same({ 554, "5.7.1 spam" }, { testing.call(hooks, "onData") })
-    assert.are.same({ 535, "5.7.8 Error: authentication failed" }, { testing.call(hooks, "onAuth") })
+    assert.are.same({ 535, "5.7.8 Error: Authentication credentials invalid" }, { testing.call(hooks, "onAuth") })
     assert.are.same({ 452, "4.2.2 Error: rejected" }, { testing.call(hooks, "onMailFrom") })
   end)
 end)
@@ -438,4 +440,103 @@ describe("testing.server processes", function()
     assert.are_not.equal(0, os.execute("kill -0 " .. pid .. " 2>/dev/null"))
     assert.is_nil((server:client()))
   end)
+end)
+
+-- The kit's simulated replies (testing.call) and the core's replies on the
+-- wire come from one catalogue (lua/smtp/replies.lua): the same policy,
+-- run both ways, must give the same code and text.
+describe("testing.call and the core give the same replies", function()
+  -- MAIL and RCPT: refuse no@ with code (default text), txt@ with text.
+  local function address_hook(code, text)
+    return function(a)
+      local who = a.address:match("^(%w+)@")
+      if who == "no" then return nil, smtp.reject(code) end
+      if who == "txt" then return nil, text end
+      if who == "boom" then error("boom") end
+    end
+  end
+  local policy = {
+    authOptional = true,
+    allowInsecureAuth = true,
+    onAuth = function(auth)
+      local u = auth.username
+      if u == "nouser" then return {} end
+      if u == "msg" then return { user = u, message = "Welcome aboard" } end
+      if u == "ownmsg" then return { user = u, message = "2.7.0 Hi there" } end
+      if u == "bare" then return nil, "go away" end
+      if u == "obj" then return nil, smtp.reject(454, "later") end
+      if u == "nomsg" then return nil, smtp.reject(535) end
+      if u == "raise" then error(smtp.reject(534, "5.7.9 stronger please")) end
+      if u == "boom" then error("boom") end
+      return { user = u }
+    end,
+    onMailFrom = address_hook(550, "sender says no"),
+    onRcptTo = address_hook(450, "5.1.1 unknown user"),
+    onData = function(stream, session)
+      for _ in stream:chunks() do end
+      local who = session.envelope.mailFrom.address:match("^(%w+)@")
+      if who == "text" then return "queued as X" end
+      if who == "own" then return "2.6.1 queued as Y" end
+      if who == "rej" then return nil, smtp.reject(554) end
+      if who == "str" then return nil, "try later" end
+      if who == "crash" then error("boom") end
+    end,
+  }
+  local server
+  lazy_setup(function() server = assert(testing.server(policy)) end)
+  lazy_teardown(function() if server then server:stop() end end)
+
+  -- What the core answers: a fresh session, driven up to the hook.
+  local function on_wire(hook, arg)
+    local c = assert(server:client())
+    assert(c:ehlo("client.example") == 250)
+    local code, text
+    if hook == "onAuth" then
+      code, text = c:auth("PLAIN", arg, "pw")
+    elseif hook == "onMailFrom" then
+      code, text = c:mail(arg)
+    elseif hook == "onRcptTo" then
+      assert(c:mail("a@example.org") == 250)
+      code, text = c:rcpt(arg)
+    else
+      assert(c:mail(arg) == 250)
+      assert(c:rcpt("b@example.org") == 250)
+      code, text = c:data("Subject: x\n\nhi\n")
+    end
+    c:close()
+    return code, text
+  end
+
+  local function in_kit(hook, arg)
+    local code, text
+    if hook == "onAuth" then
+      code, text = testing.call(policy, hook, { method = "PLAIN", username = arg, password = "pw" },
+        testing.session())
+    elseif hook == "onData" then
+      code, text = testing.call(policy, hook, testing.stream("Subject: x\r\n\r\nhi\r\n"),
+        testing.session { envelope = { mailFrom = arg, rcptTo = { "b@example.org" } } })
+    else
+      code, text = testing.call(policy, hook, testing.address(arg), testing.session())
+    end
+    return code, text
+  end
+
+  local cases = {
+    { "onAuth", "bob" }, { "onAuth", "nouser" }, { "onAuth", "msg" }, { "onAuth", "ownmsg" },
+    { "onAuth", "bare" }, { "onAuth", "obj" }, { "onAuth", "nomsg" }, { "onAuth", "raise" },
+    { "onAuth", "boom" },
+    { "onMailFrom", "ok@example.org" }, { "onMailFrom", "no@example.org" },
+    { "onMailFrom", "txt@example.org" }, { "onMailFrom", "boom@example.org" },
+    { "onRcptTo", "ok@example.org" }, { "onRcptTo", "no@example.org" },
+    { "onRcptTo", "txt@example.org" }, { "onRcptTo", "boom@example.org" },
+    { "onData", "plain@example.org" }, { "onData", "text@example.org" }, { "onData", "own@example.org" },
+    { "onData", "rej@example.org" }, { "onData", "str@example.org" }, { "onData", "crash@example.org" },
+  }
+  for _, case in ipairs(cases) do
+    it(case[1] .. " with " .. case[2], function()
+      local kit_code, kit_text = in_kit(case[1], case[2])
+      local code, text = on_wire(case[1], case[2])
+      assert.are.same({ code, text }, { kit_code, kit_text })
+    end)
+  end
 end)
