@@ -45,12 +45,12 @@ static char *tls_hello_servername(SSL *ssl)
 }
 
 /* Moves the handshake to another context, as nginx does for SNI: the
- * certificate comes with SSL_set_SSL_CTX, verification settings do not. */
-static void tls_switch_context(SSL *ssl, SSL_CTX *ctx)
+ * certificate comes with SSL_set_SSL_CTX, verification settings do not
+ * (they are set here: the context's own, else the listener's). */
+static void tls_switch_context(SSL *ssl, SSL_CTX *ctx, SSL_CTX *listener)
 {
 	SSL_set_SSL_CTX(ssl, ctx);
-	SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
-	SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx));
+	tls_context_inherit_verification(ssl, ctx, listener);
 	SSL_clear_options(ssl, SSL_get_options(ssl) & ~SSL_CTX_get_options(ctx));
 	SSL_set_options(ssl, SSL_CTX_get_options(ctx));
 }
@@ -146,7 +146,7 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 	}
 	SSL_CTX *ctx = c->sni_ctx ? c->sni_ctx : c->servername ? tls_sni_lookup(c->opt, c->servername) : NULL;
 	if (ctx)
-		tls_switch_context(ssl, ctx);
+		tls_switch_context(ssl, ctx, c->opt->tls.ctx);
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
