@@ -325,6 +325,14 @@ static bool tls_identity(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 	return true;
 }
 
+/* TLS 1.2 suites when `ciphers` is not given: the forward-secret AEAD ones
+ * of Mozilla's "intermediate" profile. OpenSSL's own default also offers
+ * CBC suites (LUCKY13); TLS 1.3 suites are all AEAD already. */
+static const char tls_default_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
 {
 	size_t n;
@@ -340,8 +348,8 @@ static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 		return false;
 	if (maxv && (!tls_version("maxVersion", maxv, &v, e) || !SSL_CTX_set_max_proto_version(ctx, v)))
 		return false;
-	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
-		return tls_fail(e, "ciphers", "no usable cipher in \"%s\"", ciphers);
+	if (SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers : tls_default_ciphers) != 1)
+		return tls_fail(e, "ciphers", "no usable cipher in \"%s\"", ciphers ? ciphers : tls_default_ciphers);
 	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
 		return tls_fail(e, "ciphersuites", "no usable suite in \"%s\"", suites);
 	if (curves && strcasecmp(curves, "auto") != 0 && SSL_CTX_set1_groups_list(ctx, curves) != 1)
