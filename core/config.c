@@ -62,6 +62,7 @@ static const struct option_def option_defs[] = {
 	OPT("maxCommandLength", OPT_SIZE, max_command_length),
 	OPT("maxLineLength", OPT_SIZE, max_line_length),
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),
+	OPT("handshakeTimeout", OPT_DURATION, handshake_timeout),
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),
 	OPT("greetingDelay", OPT_DURATION, greeting_delay),
@@ -389,6 +390,7 @@ static void cfg_defaults(struct smtp_options *o)
 	o->max_auth_failures = 5;
 	o->max_command_length = 4096;
 	o->socket_timeout = 60;
+	o->handshake_timeout = -1;
 	o->close_timeout = 30;
 	o->hook_timeout = 10;
 	o->min_data_rate = 500;

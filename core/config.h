@@ -83,6 +83,7 @@ struct smtp_options {
 	size_t max_command_length;
 	size_t max_line_length; /* message lines (DATA), CRLF excluded; 0: no limit */
 	double socket_timeout;
+	double handshake_timeout; /* a TLS handshake's deadline; < 0: socketTimeout, 0: none */
 	double close_timeout;
 	double hook_timeout;  /* a hook running longer fails with 451 */
 	double min_data_rate; /* bytes/s a message must keep up (Postfix's smtpd_min_data_rate) */

@@ -150,6 +150,20 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* The handshake's timer: socketTimeout of silence, and never past its
+ * deadline, so that a ClientHello dripped a byte at a time does not hold
+ * a maxClients place (Node's handshakeTimeout, which smtp-server sets to
+ * socketTimeout). Called on every step of the handshake. */
+static void tls_handshake_timer(struct conn *c)
+{
+	ev_tstamp now = ev_now(c->srv->loop);
+	double t = c->opt->socket_timeout;
+	if (c->handshake_deadline > 0 && (t <= 0 || c->handshake_deadline - now < t))
+		t = c->handshake_deadline - now > 0.001 ? c->handshake_deadline - now : 0.001;
+	c->timer.repeat = t > 0 ? t : 0;
+	ev_timer_again(c->srv->loop, &c->timer);
+}
+
 void conn_tls_begin(struct conn *c)
 {
 	/* Setting a pointer: cheaper than tracking which contexts have it. */
@@ -164,6 +178,8 @@ void conn_tls_begin(struct conn *c)
 	SSL_set_accept_state(c->ssl);
 	c->phase = PHASE_HANDSHAKE;
 	c->sni_done = c->sni_failed = false;
+	double limit = c->opt->handshake_timeout < 0 ? c->opt->socket_timeout : c->opt->handshake_timeout;
+	c->handshake_deadline = limit > 0 ? ev_now(c->srv->loop) + limit : 0;
 	conn_tls_handshake(c);
 }
 
@@ -184,6 +200,8 @@ void conn_tls_handshake(struct conn *c)
 	errno = 0;
 	int rc = SSL_do_handshake(c->ssl);
 	if (rc == 1) {
+		c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
+		ev_timer_again(c->srv->loop, &c->timer);
 		smtp_session_secured(c);
 		conn_flush(c);
 		return;
@@ -192,6 +210,7 @@ void conn_tls_handshake(struct conn *c)
 	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
 		c->tls_want_write = err == SSL_ERROR_WANT_WRITE;
 		conn_update_io(c);
+		tls_handshake_timer(c);
 		return;
 	}
 	if (err == SSL_ERROR_WANT_CLIENT_HELLO_CB) {
