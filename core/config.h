@@ -115,7 +115,8 @@ struct smtp_options {
 	bool hide_starttls;
 	struct tls_set tls;
 
-	int sni_cache_ref; /* servername -> context, as SNICallback answered */
+	struct tls_sni_cache *sni_cache; /* servername -> context, as SNICallback answered */
+	unsigned sni_cache_size;         /* names it keeps; 0: no limit */
 	int hook_ref[HOOK_COUNT]; /* Lua registry refs; LUA_NOREF when absent */
 	int table_ref;            /* the options table itself */
 };

@@ -6,6 +6,7 @@
 #include "server.h"
 #include "smtp_session.h"
 #include "tls_context.h"
+#include "tls_sni_cache.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -64,30 +65,17 @@ static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
 }
 
 /* The SNICallback's answers are kept per listener options, by name, until
- * a reload or updateSecureContext. */
+ * a reload or updateSecureContext (sniCacheSize names at most). */
 static SSL_CTX *tls_cache_get(struct conn *c)
 {
-	if (c->opt->sni_cache_ref == LUA_NOREF)
-		return NULL;
-	lua_State *L = lua_main;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
-	lua_getfield(L, -1, c->servername);
-	SSL_CTX *ctx = tls_context_check(L, -1);
-	lua_pop(L, 2);
-	return ctx;
+	return c->opt->sni_cache ? tls_sni_cache_get(c->opt->sni_cache, c->servername) : NULL;
 }
 
-static void tls_cache_put(struct conn *c, lua_State *L, int idx)
+static void tls_cache_put(struct conn *c, SSL_CTX *ctx)
 {
-	if (c->opt->sni_cache_ref == LUA_NOREF) {
-		lua_newtable(lua_main);
-		c->opt->sni_cache_ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
-	}
-	lua_pushvalue(L, idx);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
-	lua_insert(L, -2);
-	lua_setfield(L, -2, c->servername);
-	lua_pop(L, 1);
+	if (!c->opt->sni_cache)
+		c->opt->sni_cache = tls_sni_cache_new(c->opt->sni_cache_size);
+	tls_sni_cache_put(c->opt->sni_cache, c->servername, ctx);
 }
 
 static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -102,7 +90,7 @@ static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State
 		if (ctx) {
 			SSL_CTX_up_ref(ctx);
 			c->sni_ctx = ctx;
-			tls_cache_put(c, co, 1);
+			tls_cache_put(c, ctx);
 		} else if (!lua_isnil(co, 1)) {
 			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
 			         "servername", c->servername, NULL);
