@@ -1,7 +1,9 @@
 """Client certificates: requestCert, rejectUnauthorized (default true with
 requestCert), ca as a path, a PEM string or a list; onSecure's
 conn:getPeerCertificate() fields, conn.authorized and
-conn.authorizationError; onSecure rejecting with 554."""
+conn.authorizationError; onSecure rejecting with 554; contexts chosen by SNI
+(sniOptions, SNICallback) asking and checking as their listener does unless
+they set their own requestCert."""
 
 import os
 import re

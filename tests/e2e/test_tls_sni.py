@@ -2,7 +2,8 @@
 smtp.tls.context{...} or nil (default), yielding in it without blocking
 other sessions, its answers cached per listener by name, refusals (nil, err
 or smtp.reject) failing the handshake, a raised error falling back to the
-default certificate."""
+default certificate; the cache's bound (sniCacheSize, least recently used
+evicted), emptied by updateSecureContext({}) and HUP; session.servername."""
 
 import os
 import re
