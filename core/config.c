@@ -2,6 +2,7 @@
 
 #include "log.h"
 #include "tls_context.h"
+#include "tls_sni_cache.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -59,9 +60,11 @@ static const struct option_def option_defs[] = {
 	OPT("maxConnectionsPerIp", OPT_COUNT, max_connections_per_ip),
 	OPT("maxConnectionRate", OPT_COUNT, max_connection_rate),
 	OPT("maxRecipients", OPT_COUNT, max_recipients),
+	OPT("sniCacheSize", OPT_COUNT, sni_cache_size),
 	OPT("maxCommandLength", OPT_SIZE, max_command_length),
 	OPT("maxLineLength", OPT_SIZE, max_line_length),
 	OPT("socketTimeout", OPT_DURATION, socket_timeout),
+	OPT("handshakeTimeout", OPT_DURATION, handshake_timeout),
 	OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),
 	OPT("greetingDelay", OPT_DURATION, greeting_delay),
@@ -389,6 +392,7 @@ static void cfg_defaults(struct smtp_options *o)
 	o->max_auth_failures = 5;
 	o->max_command_length = 4096;
 	o->socket_timeout = 60;
+	o->handshake_timeout = -1;
 	o->close_timeout = 30;
 	o->hook_timeout = 10;
 	o->min_data_rate = 500;
@@ -399,7 +403,8 @@ static void cfg_defaults(struct smtp_options *o)
 	for (int i = 0; i < HOOK_COUNT; i++)
 		o->hook_ref[i] = LUA_NOREF;
 	o->table_ref = LUA_NOREF;
-	o->sni_cache_ref = LUA_NOREF;
+	o->sni_cache = NULL;
+	o->sni_cache_size = 1000;
 }
 
 static const struct option_def *cfg_find(const char *name)
@@ -762,7 +767,7 @@ void config_unref(lua_State *L, struct config *cfg)
 		for (int h = 0; h < HOOK_COUNT; h++)
 			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
 		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);
-		luaL_unref(L, LUA_REGISTRYINDEX, o->sni_cache_ref);
+		tls_sni_cache_free(o->sni_cache);
 		config_free_tls(&o->tls);
 	}
 	free(cfg->listeners);

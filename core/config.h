@@ -83,6 +83,7 @@ struct smtp_options {
 	size_t max_command_length;
 	size_t max_line_length; /* message lines (DATA), CRLF excluded; 0: no limit */
 	double socket_timeout;
+	double handshake_timeout; /* a TLS handshake's deadline; < 0: socketTimeout, 0: none */
 	double close_timeout;
 	double hook_timeout;  /* a hook running longer fails with 451 */
 	double min_data_rate; /* bytes/s a message must keep up (Postfix's smtpd_min_data_rate) */
@@ -114,7 +115,8 @@ struct smtp_options {
 	bool hide_starttls;
 	struct tls_set tls;
 
-	int sni_cache_ref; /* servername -> context, as SNICallback answered */
+	struct tls_sni_cache *sni_cache; /* servername -> context, as SNICallback answered */
+	unsigned sni_cache_size;         /* names it keeps; 0: no limit */
 	int hook_ref[HOOK_COUNT]; /* Lua registry refs; LUA_NOREF when absent */
 	int table_ref;            /* the options table itself */
 };

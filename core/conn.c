@@ -711,8 +711,6 @@ static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	if (c->phase == PHASE_HANDSHAKE) {
-		if (c->timer.repeat > 0)
-			ev_timer_again(loop, &c->timer);
 		conn_tls_handshake(c);
 		return;
 	}
@@ -749,7 +747,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	conn_log(c, LOG_INFO, "timeout", NULL);
 	if (c->phase == PHASE_HANDSHAKE) {
-		conn_close(c, "TLS handshake timeout");
+		smtp_session_tls_failed(c, "ERR_TLS_HANDSHAKE_TIMEOUT", "TLS handshake timeout");
 		return;
 	}
 	if (c->phase == PHASE_CLOSING) {

@@ -86,6 +86,7 @@ struct conn {
 	int local_port;
 	ev_tstamp proxy_deadline;
 	ev_tstamp data_deadline; /* a message must keep up minDataRate */
+	ev_tstamp handshake_deadline; /* handshakeTimeout after accept or STARTTLS; 0: none */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 

@@ -6,6 +6,7 @@
 #include "server.h"
 #include "smtp_session.h"
 #include "tls_context.h"
+#include "tls_sni_cache.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -45,12 +46,12 @@ static char *tls_hello_servername(SSL *ssl)
 }
 
 /* Moves the handshake to another context, as nginx does for SNI: the
- * certificate comes with SSL_set_SSL_CTX, verification settings do not. */
-static void tls_switch_context(SSL *ssl, SSL_CTX *ctx)
+ * certificate comes with SSL_set_SSL_CTX, verification settings do not
+ * (they are set here: the context's own, else the listener's). */
+static void tls_switch_context(SSL *ssl, SSL_CTX *ctx, SSL_CTX *listener)
 {
 	SSL_set_SSL_CTX(ssl, ctx);
-	SSL_set_verify(ssl, SSL_CTX_get_verify_mode(ctx), SSL_CTX_get_verify_callback(ctx));
-	SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(ctx));
+	tls_context_inherit_verification(ssl, ctx, listener);
 	SSL_clear_options(ssl, SSL_get_options(ssl) & ~SSL_CTX_get_options(ctx));
 	SSL_set_options(ssl, SSL_CTX_get_options(ctx));
 }
@@ -64,30 +65,17 @@ static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
 }
 
 /* The SNICallback's answers are kept per listener options, by name, until
- * a reload or updateSecureContext. */
+ * a reload or updateSecureContext (sniCacheSize names at most). */
 static SSL_CTX *tls_cache_get(struct conn *c)
 {
-	if (c->opt->sni_cache_ref == LUA_NOREF)
-		return NULL;
-	lua_State *L = lua_main;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
-	lua_getfield(L, -1, c->servername);
-	SSL_CTX *ctx = tls_context_check(L, -1);
-	lua_pop(L, 2);
-	return ctx;
+	return c->opt->sni_cache ? tls_sni_cache_get(c->opt->sni_cache, c->servername) : NULL;
 }
 
-static void tls_cache_put(struct conn *c, lua_State *L, int idx)
+static void tls_cache_put(struct conn *c, SSL_CTX *ctx)
 {
-	if (c->opt->sni_cache_ref == LUA_NOREF) {
-		lua_newtable(lua_main);
-		c->opt->sni_cache_ref = luaL_ref(lua_main, LUA_REGISTRYINDEX);
-	}
-	lua_pushvalue(L, idx);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->opt->sni_cache_ref);
-	lua_insert(L, -2);
-	lua_setfield(L, -2, c->servername);
-	lua_pop(L, 1);
+	if (!c->opt->sni_cache)
+		c->opt->sni_cache = tls_sni_cache_new(c->opt->sni_cache_size);
+	tls_sni_cache_put(c->opt->sni_cache, c->servername, ctx);
 }
 
 static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -102,7 +90,7 @@ static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State
 		if (ctx) {
 			SSL_CTX_up_ref(ctx);
 			c->sni_ctx = ctx;
-			tls_cache_put(c, co, 1);
+			tls_cache_put(c, ctx);
 		} else if (!lua_isnil(co, 1)) {
 			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
 			         "servername", c->servername, NULL);
@@ -146,8 +134,22 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 	}
 	SSL_CTX *ctx = c->sni_ctx ? c->sni_ctx : c->servername ? tls_sni_lookup(c->opt, c->servername) : NULL;
 	if (ctx)
-		tls_switch_context(ssl, ctx);
+		tls_switch_context(ssl, ctx, c->opt->tls.ctx);
 	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* The handshake's timer: socketTimeout of silence, and never past its
+ * deadline, so that a ClientHello dripped a byte at a time does not hold
+ * a maxClients place (Node's handshakeTimeout, which smtp-server sets to
+ * socketTimeout). Called on every step of the handshake. */
+static void tls_handshake_timer(struct conn *c)
+{
+	ev_tstamp now = ev_now(c->srv->loop);
+	double t = c->opt->socket_timeout;
+	if (c->handshake_deadline > 0 && (t <= 0 || c->handshake_deadline - now < t))
+		t = c->handshake_deadline - now > 0.001 ? c->handshake_deadline - now : 0.001;
+	c->timer.repeat = t > 0 ? t : 0;
+	ev_timer_again(c->srv->loop, &c->timer);
 }
 
 void conn_tls_begin(struct conn *c)
@@ -164,6 +166,8 @@ void conn_tls_begin(struct conn *c)
 	SSL_set_accept_state(c->ssl);
 	c->phase = PHASE_HANDSHAKE;
 	c->sni_done = c->sni_failed = false;
+	double limit = c->opt->handshake_timeout < 0 ? c->opt->socket_timeout : c->opt->handshake_timeout;
+	c->handshake_deadline = limit > 0 ? ev_now(c->srv->loop) + limit : 0;
 	conn_tls_handshake(c);
 }
 
@@ -184,6 +188,8 @@ void conn_tls_handshake(struct conn *c)
 	errno = 0;
 	int rc = SSL_do_handshake(c->ssl);
 	if (rc == 1) {
+		c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
+		ev_timer_again(c->srv->loop, &c->timer);
 		smtp_session_secured(c);
 		conn_flush(c);
 		return;
@@ -192,6 +198,7 @@ void conn_tls_handshake(struct conn *c)
 	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
 		c->tls_want_write = err == SSL_ERROR_WANT_WRITE;
 		conn_update_io(c);
+		tls_handshake_timer(c);
 		return;
 	}
 	if (err == SSL_ERROR_WANT_CLIENT_HELLO_CB) {

@@ -6,6 +6,7 @@
 #include "lua_runtime.h"
 #include "metrics.h"
 #include "sd_notify.h"
+#include "tls_sni_cache.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -329,8 +330,8 @@ static bool server_rebuild_tls(struct server *srv, lua_State *L, int extra_idx, 
 			/* Handshakes in flight hold their own reference to the old context. */
 			config_free_tls(&o->tls);
 			o->tls = built[i];
-			luaL_unref(L, LUA_REGISTRYINDEX, o->sni_cache_ref);
-			o->sni_cache_ref = LUA_NOREF;
+			tls_sni_cache_free(o->sni_cache);
+			o->sni_cache = NULL;
 		} else {
 			config_free_tls(&built[i]);
 		}

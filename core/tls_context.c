@@ -351,6 +351,14 @@ static bool tls_identity(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 	return true;
 }
 
+/* TLS 1.2 suites when `ciphers` is not given: the forward-secret AEAD ones
+ * of Mozilla's "intermediate" profile. OpenSSL's own default also offers
+ * CBC suites (LUCKY13); TLS 1.3 suites are all AEAD already. */
+static const char tls_default_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
 {
 	size_t n;
@@ -366,8 +374,8 @@ static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 		return false;
 	if (maxv && (!tls_version("maxVersion", maxv, &v, e) || !SSL_CTX_set_max_proto_version(ctx, v)))
 		return false;
-	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
-		return tls_fail(e, "ciphers", "no usable cipher in \"%s\"", ciphers);
+	if (SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers : tls_default_ciphers) != 1)
+		return tls_fail(e, "ciphers", "no usable cipher in \"%s\"", ciphers ? ciphers : tls_default_ciphers);
 	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
 		return tls_fail(e, "ciphersuites", "no usable suite in \"%s\"", suites);
 	if (curves && strcasecmp(curves, "auto") != 0 && SSL_CTX_set1_groups_list(ctx, curves) != 1)
@@ -396,12 +404,51 @@ static bool tls_sessions(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 	return !tk || tls_ticket_keys(ctx, tk, tk_len, e);
 }
 
+static int tls_verify_mode(bool request, bool reject)
+{
+	if (!request)
+		return SSL_VERIFY_NONE;
+	return reject ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
+}
+
+static SSL_verify_cb tls_verify_callback(bool request, bool reject)
+{
+	return request && !reject ? tls_verify_keep_going : NULL;
+}
+
+void tls_context_inherit_verification(SSL *ssl, SSL_CTX *chosen, SSL_CTX *listener)
+{
+	const struct tls_ctx_info *own = tls_context_info(chosen), *base = tls_context_info(listener);
+	bool request = own->own_request_cert ? own->request_cert : base->request_cert;
+	bool reject = own->own_reject_unauthorized ? own->reject_unauthorized : base->reject_unauthorized;
+	SSL_set_verify(ssl, tls_verify_mode(request, reject), tls_verify_callback(request, reject));
+	SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(chosen));
+	if (own->own_ca || chosen == listener)
+		return;
+	/* The trust anchors verify the peer; the names go in the CertificateRequest. */
+	SSL_set1_verify_cert_store(ssl, SSL_CTX_get_cert_store(listener));
+	STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(listener);
+	if (names && sk_X509_NAME_num(names) > 0)
+		SSL_set_client_CA_list(ssl, SSL_dup_CA_list(names));
+}
+
+static bool tls_has(lua_State *L, int idx, const char *name)
+{
+	lua_getfield(L, idx, name);
+	bool has = !lua_isnil(L, -1);
+	lua_pop(L, 1);
+	return has;
+}
+
 static bool tls_verification(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
 {
 	struct tls_ctx_info *info = calloc(1, sizeof *info);
 	if (!info)
 		abort();
 	SSL_CTX_set_ex_data(ctx, tls_info_index, info);
+	info->own_request_cert = tls_has(L, idx, "requestCert");
+	info->own_reject_unauthorized = tls_has(L, idx, "rejectUnauthorized");
+	info->own_ca = tls_has(L, idx, "ca");
 	bool honor, ocsp;
 	if (!tls_bool(L, idx, "requestCert", false, &info->request_cert, e) ||
 	    !tls_bool(L, idx, "rejectUnauthorized", true, &info->reject_unauthorized, e) ||
@@ -411,10 +458,8 @@ static bool tls_verification(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err
 		return false;
 	if (honor)
 		SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
-	if (info->request_cert && info->reject_unauthorized)
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-	else if (info->request_cert)
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_keep_going);
+	SSL_CTX_set_verify(ctx, tls_verify_mode(info->request_cert, info->reject_unauthorized),
+	                   tls_verify_callback(info->request_cert, info->reject_unauthorized));
 	return tls_load_ca(L, idx, ctx, e);
 }
 

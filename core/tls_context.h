@@ -13,12 +13,19 @@
 struct tls_ctx_info {
 	bool request_cert;
 	bool reject_unauthorized;
+	/* Which of requestCert, rejectUnauthorized and ca the options set:
+	 * a context chosen by SNI takes the others from its listener. */
+	bool own_request_cert, own_reject_unauthorized, own_ca;
 };
 
 /* Builds a context from the options table at idx (already merged with the
  * defaults). Errors name the option: "option 'minVersion': ...". */
 SSL_CTX *tls_context_from_lua(lua_State *L, int idx, char *err, size_t errlen);
 const struct tls_ctx_info *tls_context_info(const SSL_CTX *ctx);
+/* Client certificate settings for a handshake moved to chosen (by SNI):
+ * chosen's own requestCert, rejectUnauthorized and ca, the listener's
+ * for those it does not set. */
+void tls_context_inherit_verification(SSL *ssl, SSL_CTX *chosen, SSL_CTX *listener);
 /* Is this table key one of the options tls_context_from_lua reads? */
 bool tls_context_option(const char *name);
 

@@ -1,7 +1,9 @@
 """Client certificates: requestCert, rejectUnauthorized (default true with
 requestCert), ca as a path, a PEM string or a list; onSecure's
 conn:getPeerCertificate() fields, conn.authorized and
-conn.authorizationError; onSecure rejecting with 554."""
+conn.authorizationError; onSecure rejecting with 554; contexts chosen by SNI
+(sniOptions, SNICallback) asking and checking as their listener does unless
+they set their own requestCert."""
 
 import os
 import re
@@ -9,7 +11,7 @@ import ssl
 import subprocess
 
 from harness import Closed, Lua, Server, SharedServerTest, free_port
-from tlsutil import CA_CN, certs, cert_facts, client_context, multi_script, read, starttls, tls_client
+from tlsutil import CA_CN, certs, cert_facts, client_context, multi_script, read, run_tool, starttls, tls_client
 
 ON_SECURE = Lua(r'''function(conn, session)
     record("secure", {session = tlsinfo(session), conn = conninfo(conn)})
@@ -174,3 +176,97 @@ class ClientCert(SharedServerTest):
         [ev] = self.secure_events(c)
         self.assertIs(ev["conn"]["authorized"], True)
         self.assertEqual(ev["conn"]["cert"]["serialNumber"].lstrip("0"), "1092")
+
+
+SNI_CALLBACK = Lua(r'''function(servername)
+    if servername == "mail.example.com" then return nil end -- sniOptions has it
+    local dir = os.getenv("CERT_DIR")
+    local pair = {key = dir .. "/smtp.another.com.key", cert = dir .. "/smtp.another.com.crt"}
+    if servername == "own.example" then
+      pair.requestCert = false -- a context with settings of its own keeps them
+    end
+    return smtp.tls.context(pair)
+  end''')
+
+
+class SNIClientCert(SharedServerTest):
+    """Contexts chosen by SNI (SNICallback, sniOptions) ask for and check
+    client certificates as the listener does, unless they set their own
+    requestCert / rejectUnauthorized / ca."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = certs()
+        cls.strict, cls.lax = free_port(), free_port()
+        hooks = {"onSecure": ON_SECURE, "onMailFrom": ON_MAIL, "SNICallback": SNI_CALLBACK}
+        sni = {"mail.example.com": c.pair("mail.example.com")}
+        cls.srv = Server(multi_script([
+            (dict(c.pair(), listen="127.0.0.1:%d" % cls.strict, requestCert=True, ca=c.ca, sniOptions=sni,
+                  secure=True), hooks),
+            (dict(c.pair(), listen="127.0.0.1:%d" % cls.lax, requestCert=True, rejectUnauthorized=False, ca=c.ca,
+                  sniOptions=sni), hooks),
+        ]), listen=False, ports=[cls.strict, cls.lax], env={"CERT_DIR": c.dir})
+
+    def secure_event(self, c):
+        [ev] = [e for e in self.srv.events("secure") if e["session"]["port"] == c.local_port]
+        return ev
+
+    def implicit(self, name, cert=None, key=None):
+        return tls_client(self.strict, client_context(cert=cert, key=key, check_hostname=False), name)
+
+    assert_refused = ClientCert.assert_refused
+
+    def test_sni_contexts_ask_for_the_certificate(self):
+        # what openssl s_client is told: a CertificateRequest naming the CA
+        for name in ["smtp.another.com", "mail.example.com"]:
+            with self.subTest(name=name):
+                r = run_tool(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.lax, "-starttls", "smtp",
+                              "-crlf", "-ign_eof", "-servername", name, "-tls1_2"], input=b"QUIT\n")
+                out = r.stdout.decode("utf-8", "replace")
+                self.assertRegex(out, r"Peer certificate: .*CN ?= ?%s|subject=.*CN ?= ?%s" % (name, name))
+                self.assertIn("Acceptable client certificate CA names", out)
+                self.assertIn(CA_CN, out.split("Acceptable client certificate CA names", 1)[1])
+
+    def test_sni_contexts_accept_a_signed_certificate(self):
+        k = certs()
+        for name in ["smtp.another.com", "mail.example.com"]:
+            with self.subTest(name=name):
+                with self.implicit(name, k.client_crt, k.client_key) as c:
+                    self.assertReply(c.greeting, 220)
+                    self.assertReply(c.ehlo(), 250)
+                ev = self.secure_event(c)
+                self.assertEqual(ev["session"]["servername"], name)
+                self.assertIs(ev["conn"]["authorized"], True, ev)
+                self.assertEqual(ev["conn"]["cert"]["subject"]["CN"], "client.example")
+
+    def test_sni_contexts_refuse_unverified_certificates(self):
+        k = certs()
+        for name in ["smtp.another.com", "mail.example.com"]:
+            with self.subTest(name=name):
+                n = len(self.srv.events("secure"))
+                self.assert_refused(lambda: self.implicit(name, k.self_crt, k.self_key))
+                self.assert_refused(lambda: self.implicit(name))
+                self.assertEqual(len(self.srv.events("secure")), n, "onSecure ran for a refused certificate")
+
+    def test_sni_context_lax_listener_judged_in_on_secure(self):
+        k = certs()
+        c = self.client(port=self.lax)
+        c.ehlo()
+        starttls(c, client_context(cert=k.self_crt, key=k.self_key, check_hostname=False), "smtp.another.com")
+        self.assertReply(c.ehlo(), 250)
+        c.close()
+        ev = self.secure_event(c)
+        self.assertIs(ev["conn"]["authorized"], False)
+        self.assertEqual(ev["conn"]["authorizationError"], "DEPTH_ZERO_SELF_SIGNED_CERT")
+        self.assertEqual(ev["conn"]["cert"]["subject"]["CN"], "selfsigned.example")
+
+    def test_own_request_cert_false_is_not_asked(self):
+        k = certs()
+        with self.implicit("own.example", k.client_crt, k.client_key) as c:
+            self.assertReply(c.greeting, 220)
+            self.assertReply(c.ehlo(), 250)
+        ev = self.secure_event(c)
+        self.assertEqual(ev["conn"]["certType"], "nil", "a context with requestCert = false asked for a certificate")
+        self.assertIsNone(ev["conn"].get("authorizationError"))
+        with self.implicit("own.example") as c2:
+            self.assertReply(c2.ehlo(), 250)

@@ -311,3 +311,49 @@ def _ticket_script(keys):
     return tls_script(hooks=RECORD_HOOKS, secure=True, ticketKeys=keys, sessionIdContext="e2e-ticket-keys",
                       **certs().pair())
 
+
+
+class DefaultCiphers(SharedServerTest):
+    """TLS 1.2 offers only AEAD suites by default (Mozilla's "intermediate"
+    profile: no CBC, so no LUCKY13); `ciphers` still overrides it, and
+    SNICallback's contexts get the same default."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = certs()
+        cls.dflt, cls.own = free_port(), free_port()
+        sni = Lua(r'''function(servername)
+    return smtp.tls.context({key = %s, cert = %s})
+  end''' % (lua_value(c.key("mail.example.com")), lua_value(c.crt("mail.example.com"))))
+        cls.srv = Server(multi_script([
+            (dict(c.pair(), listen="127.0.0.1:%d" % cls.dflt), {"SNICallback": sni}),
+            (dict(c.pair(), listen="127.0.0.1:%d" % cls.own, ciphers="ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA"),
+             None),
+        ]), listen=False, ports=[cls.dflt, cls.own])
+
+    def tls12(self, port, cipher, *extra):
+        r = s_client(port, "-tls1_2", "-cipher", cipher, *extra)
+        return r.returncode, r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+
+    def test_cbc_suites_refused_by_default(self):
+        for cipher in ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"]:
+            for extra in [(), ("-servername", "mail.example.com")]:
+                with self.subTest(cipher=cipher, sni=extra):
+                    rc, out = self.tls12(self.dflt, cipher, *extra)
+                    self.assertNotEqual(rc, 0, out)
+                    self.assertNotIn("Cipher is " + cipher, out)
+
+    def test_aead_suites_accepted_by_default(self):
+        for cipher in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                       "ECDHE-ECDSA-CHACHA20-POLY1305"]:
+            with self.subTest(cipher=cipher):
+                rc, out = self.tls12(self.dflt, cipher)
+                self.assertEqual(rc, 0, out)
+                self.assertRegex(out, r"Ciphersuite: %s|Cipher is %s" % (cipher, cipher))
+
+    def test_ciphers_option_overrides_the_default(self):
+        rc, out = self.tls12(self.own, "ECDHE-ECDSA-AES128-SHA256")
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"Ciphersuite: ECDHE-ECDSA-AES128-SHA256|Cipher is ECDHE-ECDSA-AES128-SHA256")
+        rc, out = self.tls12(self.own, "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertNotEqual(rc, 0, out)

@@ -2,16 +2,20 @@
 smtp.tls.context{...} or nil (default), yielding in it without blocking
 other sessions, its answers cached per listener by name, refusals (nil, err
 or smtp.reject) failing the handshake, a raised error falling back to the
-default certificate."""
+default certificate; the cache's bound (sniCacheSize, least recently used
+evicted), emptied by updateSecureContext({}) and HUP; session.servername."""
 
+import os
 import re
+import shutil
+import signal
 import ssl
 import threading
 import time
 
-from harness import Lua, Server, SharedServerTest, free_port, lua_value
+from harness import E2ETest, Lua, Server, SharedServerTest, free_port, lua_value, wait_for
 from tlsutil import (RECORD_HOOKS, certs, client_context, der_cn, multi_script, peer_cn, s_client, starttls,
-                     tls_client)
+                     tls_client, tls_script)
 
 
 def sni_prelude():
@@ -229,3 +233,118 @@ class SNI(SharedServerTest):
         s = starttls(c, client_context(ca=None), "unknown.example")
         self.assertEqual(der_cn(s.getpeercert(binary_form=True)), "localhost")
         c.close()
+
+
+CACHE_PRELUDE = r'''
+local CALLS = OUT .. "/sni-calls"
+'''
+
+# Serves the certificate in OUT/live.key, OUT/live.crt for every name.
+CACHE_SNI = Lua(r'''function(servername)
+    appendline(CALLS, servername)
+    return smtp.tls.context({key = OUT .. "/live.key", cert = OUT .. "/live.crt"})
+  end''')
+
+# MAIL FROM:<usc@ctl.test> calls smtp.server:updateSecureContext({}).
+CACHE_CONTROL = Lua(r'''function(address, session)
+    record("mail", {servername = session.servername})
+    if address.address == "usc@ctl.test" then
+      local ok, err = smtp.server:updateSecureContext({})
+      return nil, smtp.reject(550, "5.7.1 usc " .. tostring(ok) .. " " .. tostring(err))
+    end
+  end''')
+
+
+class SNICache(E2ETest):
+    """SNICallback's answers are cached per listener, by name: at most
+    sniCacheSize names, the least recently used one evicted first; the cache
+    is emptied by updateSecureContext({}) and by a reload (HUP), and only
+    then does a certificate SNICallback loads from disk change."""
+
+    def start(self, **opts):
+        srv = Server(tls_script(hooks={"SNICallback": CACHE_SNI, "onMailFrom": CACHE_CONTROL}, prelude=CACHE_PRELUDE,
+                                **dict(certs().pair(), **opts)), start=False)
+        self.addCleanup(srv.stop)
+        self.srv, self.out = srv, srv.out
+        self.live("smtp.another.com")
+        srv.start()
+        return srv
+
+    def live(self, name):
+        """Puts name's pair at OUT/live.* (renamed over, as a renewal would)."""
+        out = self.out
+        k = certs()
+        for ext in ("key", "crt"):
+            tmp = os.path.join(out, "live.%s.tmp" % ext)
+            shutil.copyfile(os.path.join(k.dir, "%s.%s" % (name, ext)), tmp)
+            os.rename(tmp, os.path.join(out, "live.%s" % ext))
+
+    def calls(self):
+        try:
+            return self.srv.out_file("sni-calls").decode().split()
+        except FileNotFoundError:
+            return []
+
+    def cn(self, name):
+        """Server certificate CN for a STARTTLS handshake asking for name."""
+        c = self.srv.client()
+        c.ehlo()
+        starttls(c, client_context(check_hostname=False), name)
+        cn = peer_cn(c.sock)
+        self.assertReply(c.ehlo(), 250)
+        c.close()
+        return cn
+
+    def test_least_recently_used_name_evicted(self):
+        self.start(sniCacheSize=2)
+        for name in ["a.example", "b.example", "a.example", "c.example", "a.example"]:
+            self.assertEqual(self.cn(name), "smtp.another.com")
+        # a was used again before c came: b, the least recently used, went
+        self.assertEqual(self.calls(), ["a.example", "b.example", "c.example"])
+        self.cn("b.example")
+        self.assertEqual(self.calls()[-1:], ["b.example"], "an evicted name was not asked again")
+        n = len(self.calls())
+        self.cn("b.example")
+        self.assertEqual(len(self.calls()), n, "a cached name was asked again")
+
+    def test_default_bound_keeps_many_names(self):
+        self.start()
+        names = ["n%d.example" % i for i in range(30)]
+        for name in names + names:
+            self.cn(name)
+        self.assertEqual(self.calls(), names)
+
+    def test_update_secure_context_empties_the_cache(self):
+        self.start()
+        self.cn("a.example")
+        self.cn("a.example")
+        self.assertEqual(self.calls(), ["a.example"])
+        with self.srv.client() as c:
+            c.ehlo()
+            r = c.cmd("MAIL FROM:<usc@ctl.test>")
+            self.assertReply(r, 550)
+            self.assertIn("usc true", r.text)
+        self.cn("a.example")
+        self.assertEqual(self.calls(), ["a.example", "a.example"])
+
+    def test_session_servername_lower_cased(self):
+        self.start()
+        c = self.srv.client()
+        c.ehlo()
+        starttls(c, client_context(check_hostname=False), "MiXed.Example")
+        self.assertReply(c.ehlo(), 250)
+        self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+        c.close()
+        self.assertEqual(self.srv.events("mail"), [{"servername": "mixed.example"}])
+        self.assertEqual(self.calls(), ["mixed.example"])
+
+    def test_callback_certificates_change_after_hup(self):
+        self.start()
+        self.assertEqual(self.cn("a.example"), "smtp.another.com")
+        self.live("dyn.example")
+        time.sleep(2.5)  # longer than watched files take: these are not watched
+        self.assertEqual(self.cn("a.example"), "smtp.another.com", "the cached context changed without a reload")
+        before = self.srv.log().count("msg=reloaded")
+        self.srv.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: self.srv.log().count("msg=reloaded") > before, 10), self.srv.log_tail(10))
+        self.assertEqual(self.cn("a.example"), "dyn.example")

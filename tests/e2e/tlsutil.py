@@ -183,8 +183,8 @@ def cert_facts(path):
     }
 
 
-def half_client_hello(n=None):
-    """The first bytes of a real ClientHello (half of it by default)."""
+def client_hello():
+    """The bytes of a real ClientHello (Python's ssl, never completed)."""
     ctx = client_context(ca=None)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
@@ -192,7 +192,12 @@ def half_client_hello(n=None):
         obj.do_handshake()
     except ssl.SSLWantReadError:
         pass
-    hello = out.read()
+    return out.read()
+
+
+def half_client_hello(n=None):
+    """The first bytes of a real ClientHello (half of it by default)."""
+    hello = client_hello()
     return hello[:n if n is not None else len(hello) // 2]
 
 
