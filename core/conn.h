@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_hook.h"
+#include "rcpt_set.h"
 #include "smtp_parse.h"
 
 #include <ev.h>
@@ -105,6 +106,7 @@ struct conn {
 	unsigned unauth_commands;
 	unsigned unknown_commands;
 	unsigned errors; /* 500/501/503 replies since the last message */
+	unsigned junk_commands; /* NOOP, RSET, VRFY, HELP since the last message */
 	unsigned transactions;
 	double hook_seconds; /* spent running hooks for the current message */
 	struct transaction tx;
@@ -142,6 +144,7 @@ struct conn {
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
 	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
 
 	struct conn *prev, *next; /* the server's list of connections */
 };
