@@ -1,5 +1,6 @@
 #include "smtp_auth.h"
 
+#include "auth_throttle.h"
 #include "conn.h"
 #include "lua_hook.h"
 #include "lua_session.h"
@@ -34,6 +35,10 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 {
 	metrics_auth(c->sasl_method, false);
 	auth_reset(c);
+	/* Only a permanent failure counts against the address: a 454 (the
+	 * backend is down, or this very throttle) is not a wrong password. */
+	if (code >= 500)
+		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
 	if (c->opt->max_auth_failures && ++c->auth_failures >= c->opt->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
 		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
@@ -363,6 +368,11 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	c->sasl_method = m;
+	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
+		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
+		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		return;
+	}
 	c->phase = PHASE_AUTH;
 	/* RFC 4954: "=" is an empty initial response. */
 	if (ir && irlen == 1 && ir[0] == '=')
