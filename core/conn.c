@@ -484,6 +484,7 @@ static void conn_finish(struct conn *c)
 	free(c->x_peer);
 	free(c->sasl_user);
 	free(c->sasl_challenge);
+	free(c->sasl_refusal);
 	config_unref(lua_main, c->cfg);
 	metrics_connection(-1);
 	server_conn_gone(srv, c);

@@ -118,6 +118,7 @@ struct conn {
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
 	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
+	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
 	unsigned auth_failures;
 	struct body *body; /* NULL between messages */
 

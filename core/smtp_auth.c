@@ -28,6 +28,8 @@ static void auth_reset(struct conn *c)
 	c->sasl_user = NULL;
 	free(c->sasl_challenge);
 	c->sasl_challenge = NULL;
+	free(c->sasl_refusal);
+	c->sasl_refusal = NULL;
 }
 
 /* A failed attempt: the reply, or the end of the session after too many. */
@@ -64,12 +66,15 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	}
 	if (o->kind == HOOK_REJECT && method == AUTH_XOAUTH2) {
 		/* RFC 7628 3.2.2: the error goes out as a challenge; the
-		 * client's (empty) answer then gets the 535. */
+		 * client's (empty) answer then gets onAuth's refusal. */
 		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
 		c->phase = PHASE_AUTH;
 		c->sasl = SASL_XOAUTH2_ERROR;
+		if (!(c->sasl_refusal = malloc(sizeof *c->sasl_refusal)))
+			abort();
+		*c->sasl_refusal = *o;
 		conn_reply(c, 334, NULL, "%s", b64);
 		return;
 	}
@@ -308,7 +313,8 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 	enum sasl_step step = c->sasl;
 	c->sasl = SASL_NONE;
 	if (step == SASL_XOAUTH2_ERROR) {
-		auth_failed(c, 535, "5.7.8", "Error: Username and Password not accepted");
+		struct hook_outcome refusal = *c->sasl_refusal; /* auth_failed frees it */
+		auth_failed(c, refusal.code, refusal.enhanced, refusal.text);
 		return;
 	}
 	if (len == 1 && line[0] == '*') {
