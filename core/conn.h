@@ -155,6 +155,9 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
                       const struct sockaddr *peer, const struct sockaddr *local);
 /* Starts the session (onConnect, then the greeting). */
 void conn_start(struct conn *c, const char *listen_addr);
+/* maxConnectionsPerIp: are there more open connections from c's address
+ * (c among them) than allowed? */
+bool conn_too_many_from_peer(const struct conn *c);
 /* Queues a reply line; multi-line replies call this once per line. */
 void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

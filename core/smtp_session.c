@@ -141,28 +141,41 @@ void smtp_session_greet(struct conn *c)
 
 static void session_run_on_secure(struct conn *c);
 
+bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o)
+{
+	session_sync_disabled(c);
+	if (o->kind == HOOK_ACCEPT)
+		return true;
+	conn_end(c, o->code, o->enhanced, o->text);
+	return false;
+}
+
 /* After onConnect: the greeting, or with implicit TLS onSecure first. */
 static void session_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                  int nres)
 {
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT)
-		conn_end(c, o->code, o->enhanced, o->text);
-	else if (c->secure)
+	if (!smtp_session_connect_accepted(c, o))
+		return;
+	if (c->secure)
 		session_run_on_secure(c);
 	else
 		smtp_session_greet(c);
 }
 
-static void session_run_on_connect(struct conn *c)
+void smtp_session_run_on_connect(struct conn *c, hook_done_fn done)
 {
 	lua_State *co = hook_prepare(c, HOOK_CONNECT);
 	if (!co) {
-		hook_accept_now(c, session_connect_done);
+		hook_accept_now(c, done);
 		return;
 	}
 	lua_session_push(co, c);
-	hook_start(c, 1, session_connect_done);
+	hook_start(c, 1, done);
+}
+
+static void session_run_on_connect(struct conn *c)
+{
+	smtp_session_run_on_connect(c, session_connect_done);
 }
 
 static void session_lookup_then_connect(struct conn *c)
