@@ -141,6 +141,7 @@ void smtp_session_greet(struct conn *c)
 
 static void session_run_on_secure(struct conn *c);
 
+/* Also after XCLIENT's onConnect: the same sync, the same refusal. */
 bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o)
 {
 	session_sync_disabled(c);
@@ -1081,11 +1082,11 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 
 /* ---- the rest ----------------------------------------------------------- */
 
+static void session_add_error(struct conn *c);
+
 /* Postfix's smtpd_junk_command_limit: commands that move no mail are free
  * up to maxJunkCommands per message; past it each one counts as an error,
  * so a client that only keeps the session busy meets the error limit. */
-static void session_add_error(struct conn *c);
-
 static void session_count_junk(struct conn *c)
 {
 	unsigned max = c->opt->max_junk_commands;
