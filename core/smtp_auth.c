@@ -374,6 +374,9 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	c->sasl_method = m;
+	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
+	 * is refused, mail may still go where AUTH is optional, and a client
+	 * that insists meets maxAuthFailures, which closes the session. */
 	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
 		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
 		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
