@@ -54,6 +54,9 @@ static const struct option_def option_defs[] = {
 	OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
 	OPT("maxAllowedUnauthenticatedCommands", OPT_COUNT, max_unauth_commands),
 	OPT("maxAuthFailures", OPT_COUNT, max_auth_failures),
+	OPT("maxAuthFailuresPerIp", OPT_COUNT, max_auth_failures_per_ip),
+	OPT("authFailureWindow", OPT_DURATION, auth_failure_window),
+	OPT("maxJunkCommands", OPT_COUNT, max_junk_commands),
 	OPT("size", OPT_SIZE, size),
 	OPT("hideSize", OPT_BOOL, hide_size),
 	OPT("maxClients", OPT_COUNT, max_clients),
@@ -390,6 +393,10 @@ static void cfg_defaults(struct smtp_options *o)
 	o->nauth_methods = 2;
 	o->max_unauth_commands = 10;
 	o->max_auth_failures = 5;
+	o->max_auth_failures_per_ip = 10; /* Postfix anvil spirit: 10 per 10 minutes */
+	o->auth_failure_window = 600;
+	o->max_junk_commands = 100;       /* Postfix's smtpd_junk_command_limit */
+	o->max_recipients = 1000;         /* Postfix's smtpd_recipient_limit */
 	o->max_command_length = 4096;
 	o->socket_timeout = 60;
 	o->handshake_timeout = -1;

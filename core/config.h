@@ -73,6 +73,9 @@ struct smtp_options {
 	bool allow_insecure_auth;
 	unsigned max_unauth_commands; /* 0: no limit */
 	unsigned max_auth_failures;   /* failed AUTH attempts before 421; 0: no limit */
+	unsigned max_auth_failures_per_ip; /* per client address within auth_failure_window; 0: none */
+	double auth_failure_window;
+	unsigned max_junk_commands; /* NOOP, RSET, VRFY, HELP before each counts as an error; 0: none */
 
 	uint64_t size; /* 0: no limit */
 	bool hide_size;

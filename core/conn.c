@@ -151,7 +151,7 @@ static bool conn_rate_exceeded(const struct conn *c)
 
 /* maxConnectionsPerIp: counted over the open connections (the new one is
  * among them). A linear walk: cheap next to an accept at the limits in use. */
-static bool conn_too_many_from_peer(const struct conn *c)
+bool conn_too_many_from_peer(const struct conn *c)
 {
 	unsigned max = c->opt->max_connections_per_ip;
 	if (!max)
@@ -501,6 +501,7 @@ static void conn_finish(struct conn *c)
 	free(c->x_peer);
 	free(c->sasl_user);
 	free(c->sasl_challenge);
+	free(c->sasl_refusal);
 	config_unref(lua_main, c->cfg);
 	metrics_connection(-1);
 	server_conn_gone(srv, c);

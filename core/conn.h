@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_hook.h"
+#include "rcpt_set.h"
 #include "smtp_parse.h"
 #include "smtp_replies.h"
 
@@ -107,6 +108,7 @@ struct conn {
 	unsigned unauth_commands;
 	unsigned unknown_commands;
 	unsigned errors; /* 500/501/503 replies since the last message */
+	unsigned junk_commands; /* NOOP, RSET, VRFY, HELP since the last message */
 	unsigned transactions;
 	double hook_seconds; /* spent running hooks for the current message */
 	struct transaction tx;
@@ -118,6 +120,7 @@ struct conn {
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
 	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
+	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
 	unsigned auth_failures;
 	struct body *body; /* NULL between messages */
 
@@ -142,6 +145,7 @@ struct conn {
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
 	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
 
 	struct conn *prev, *next; /* the server's list of connections */
 };
@@ -151,6 +155,9 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
                       const struct sockaddr *peer, const struct sockaddr *local);
 /* Starts the session (onConnect, then the greeting). */
 void conn_start(struct conn *c, const char *listen_addr);
+/* maxConnectionsPerIp: are there more open connections from c's address
+ * (c among them) than allowed? */
+bool conn_too_many_from_peer(const struct conn *c);
 /* Queues a reply line; multi-line replies call this once per line. */
 void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

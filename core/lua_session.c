@@ -2,11 +2,11 @@
 
 #include "conn.h"
 #include "lua_runtime.h"
+#include "rcpt_set.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
 #include <string.h>
-#include <strings.h>
 
 void lua_session_new(struct conn *c)
 {
@@ -37,6 +37,7 @@ void lua_session_free(struct conn *c)
 {
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->session_ref);
 	c->session_ref = LUA_NOREF;
+	rcpt_set_clear(&c->rcpts);
 }
 
 void lua_session_push(lua_State *L, struct conn *c)
@@ -76,6 +77,7 @@ void lua_session_reset_envelope(struct conn *c)
 	lua_pushinteger(L, c->transactions + 1);
 	lua_setfield(L, -2, "transaction");
 	lua_pop(L, 1);
+	rcpt_set_clear(&c->rcpts);
 }
 
 /* Pushes session.envelope. */
@@ -95,43 +97,26 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx)
 	lua_pop(L, 1);
 }
 
-/* Index in envelope.rcptTo (at the top of L) of address, or 0. */
-static size_t lua_session_find_rcpt(lua_State *L, const char *address)
-{
-	size_t n = lua_objlen(L, -1);
-	for (size_t i = 1; i <= n; i++) {
-		lua_rawgeti(L, -1, (int)i);
-		lua_getfield(L, -1, "address");
-		const char *a = lua_tostring(L, -1);
-		bool same = a && strcasecmp(a, address) == 0;
-		lua_pop(L, 2);
-		if (same)
-			return i;
-	}
-	return 0;
-}
-
 bool lua_session_has_rcpt(struct conn *c, const char *address)
 {
-	lua_State *L = lua_main;
-	lua_session_push_envelope(L, c);
-	lua_getfield(L, -1, "rcptTo");
-	bool has = lua_session_find_rcpt(L, address) > 0;
-	lua_pop(L, 2);
-	return has;
+	return rcpt_set_find(&c->rcpts, address, strlen(address)) > 0;
 }
 
 bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
 	lua_getfield(L, idx, "address");
-	const char *address = lua_tostring(L, -1);
+	size_t len = 0;
+	const char *address = lua_tolstring(L, -1, &len);
 	lua_session_push_envelope(L, c);
 	lua_getfield(L, -1, "rcptTo");
-	size_t at = address ? lua_session_find_rcpt(L, address) : 0;
+	size_t at = address ? rcpt_set_find(&c->rcpts, address, len) : 0;
 	bool fresh = at == 0;
-	if (fresh)
+	if (fresh) {
 		at = lua_objlen(L, -1) + 1;
+		if (address)
+			rcpt_set_add(&c->rcpts, address, len, (unsigned)at);
+	}
 	lua_pushvalue(L, idx);
 	lua_rawseti(L, -2, (int)at);
 	lua_pop(L, 3);

@@ -22,7 +22,7 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 void lua_session_reset_envelope(struct conn *c);
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx);
 /* Appends a recipient; one equal (case-insensitively) to an earlier one
- * replaces it. Returns true when it was new. */
+ * replaces it (found in c->rcpts, not by a scan). Returns true when it was new. */
 bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Is this address already a recipient? (maxRecipients counts unique ones) */
 bool lua_session_has_rcpt(struct conn *c, const char *address);

@@ -1,5 +1,6 @@
 #include "smtp_auth.h"
 
+#include "auth_throttle.h"
 #include "conn.h"
 #include "lua_hook.h"
 #include "lua_session.h"
@@ -27,6 +28,8 @@ static void auth_reset(struct conn *c)
 	c->sasl_user = NULL;
 	free(c->sasl_challenge);
 	c->sasl_challenge = NULL;
+	free(c->sasl_refusal);
+	c->sasl_refusal = NULL;
 }
 
 /* A failed attempt: the reply, or the end of the session after too many. */
@@ -34,6 +37,10 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 {
 	metrics_auth(c->sasl_method, false);
 	auth_reset(c);
+	/* Only a permanent failure counts against the address: a 454 (the
+	 * backend is down, or this very throttle) is not a wrong password. */
+	if (code >= 500)
+		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
 	if (c->opt->max_auth_failures && ++c->auth_failures >= c->opt->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
 		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
@@ -59,12 +66,15 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	}
 	if (o->kind == HOOK_REJECT && method == AUTH_XOAUTH2) {
 		/* RFC 7628 3.2.2: the error goes out as a challenge; the
-		 * client's (empty) answer then gets the 535. */
+		 * client's (empty) answer then gets onAuth's refusal. */
 		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
 		c->phase = PHASE_AUTH;
 		c->sasl = SASL_XOAUTH2_ERROR;
+		if (!(c->sasl_refusal = malloc(sizeof *c->sasl_refusal)))
+			abort();
+		*c->sasl_refusal = *o;
 		conn_reply(c, 334, NULL, "%s", b64);
 		return;
 	}
@@ -307,7 +317,8 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 	enum sasl_step step = c->sasl;
 	c->sasl = SASL_NONE;
 	if (step == SASL_XOAUTH2_ERROR) {
-		auth_failed(c, 535, "5.7.8", "Error: Username and Password not accepted");
+		struct hook_outcome refusal = *c->sasl_refusal; /* auth_failed frees it */
+		auth_failed(c, refusal.code, refusal.enhanced, refusal.text);
 		return;
 	}
 	if (len == 1 && line[0] == '*') {
@@ -367,6 +378,14 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	c->sasl_method = m;
+	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
+	 * is refused, mail may still go where AUTH is optional, and a client
+	 * that insists meets maxAuthFailures, which closes the session. */
+	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
+		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
+		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		return;
+	}
 	c->phase = PHASE_AUTH;
 	/* RFC 4954: "=" is an empty initial response. */
 	if (ir && irlen == 1 && ir[0] == '=')

@@ -147,28 +147,42 @@ void smtp_session_greet(struct conn *c)
 
 static void session_run_on_secure(struct conn *c);
 
+/* Also after XCLIENT's onConnect: the same sync, the same refusal. */
+bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o)
+{
+	session_sync_disabled(c);
+	if (o->kind == HOOK_ACCEPT)
+		return true;
+	conn_end(c, o->code, o->enhanced, o->text);
+	return false;
+}
+
 /* After onConnect: the greeting, or with implicit TLS onSecure first. */
 static void session_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                  int nres)
 {
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT)
-		conn_end(c, o->code, o->enhanced, o->text);
-	else if (c->secure)
+	if (!smtp_session_connect_accepted(c, o))
+		return;
+	if (c->secure)
 		session_run_on_secure(c);
 	else
 		smtp_session_greet(c);
 }
 
-static void session_run_on_connect(struct conn *c)
+void smtp_session_run_on_connect(struct conn *c, hook_done_fn done)
 {
 	lua_State *co = hook_prepare(c, HOOK_CONNECT);
 	if (!co) {
-		hook_accept_now(c, session_connect_done);
+		hook_accept_now(c, done);
 		return;
 	}
 	lua_session_push(co, c);
-	hook_start(c, 1, session_connect_done);
+	hook_start(c, 1, done);
+}
+
+static void session_run_on_connect(struct conn *c)
+{
+	smtp_session_run_on_connect(c, session_connect_done);
 }
 
 static void session_lookup_then_connect(struct conn *c)
@@ -774,6 +788,7 @@ static void session_data_finish(struct conn *c)
 	c->transactions++;
 	c->unknown_commands = 0;
 	c->errors = 0;
+	c->junk_commands = 0;
 	c->phase = PHASE_COMMAND;
 	smtp_session_reset_transaction(c);
 	if (c->stopping)
@@ -1033,15 +1048,29 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 
 /* ---- the rest ----------------------------------------------------------- */
 
+static void session_add_error(struct conn *c);
+
+/* Postfix's smtpd_junk_command_limit: commands that move no mail are free
+ * up to maxJunkCommands per message; past it each one counts as an error,
+ * so a client that only keeps the session busy meets the error limit. */
+static void session_count_junk(struct conn *c)
+{
+	unsigned max = c->opt->max_junk_commands;
+	if (max && ++c->junk_commands > max)
+		session_add_error(c);
+}
+
 static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
 {
 	smtp_session_reset_transaction(c);
 	conn_reply(c, 250, "2.0.0", "Flushed");
+	session_count_junk(c);
 }
 
 static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd)
 {
 	conn_reply(c, 250, "2.0.0", "OK");
+	session_count_junk(c);
 }
 
 static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd)
@@ -1055,11 +1084,13 @@ static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 501, "5.5.4", "Error: Syntax: VRFY address");
 	else
 		conn_reply(c, 252, "2.0.0", "Try to send something. No promises though");
+	session_count_junk(c);
 }
 
 static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 {
 	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
+	session_count_junk(c);
 }
 
 
@@ -1227,6 +1258,11 @@ static void session_count_error(struct conn *c, size_t reply_at)
 	int code = session_reply_code(c->out.data + reply_at);
 	if (code != 500 && code != 501 && code != 503)
 		return;
+	session_add_error(c);
+}
+
+static void session_add_error(struct conn *c)
+{
 	if (++c->errors >= ERRORS_MAX)
 		conn_end(c, 421, "4.4.2", "Error: too many errors");
 }

@@ -4,6 +4,8 @@
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
+#include "lua_hook.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -11,6 +13,11 @@ struct conn;
 
 /* After accept: onConnect, then the greeting. */
 void smtp_session_connect(struct conn *c);
+/* Runs onConnect (again, after XCLIENT) with done as its continuation. */
+void smtp_session_run_on_connect(struct conn *c, hook_done_fn done);
+/* In such a done: true when onConnect accepted; its refusal ends the
+ * connection. */
+bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o);
 /* One command or SASL line, without its line ending. */
 void smtp_session_line(struct conn *c, const char *line, size_t len);
 void smtp_session_line_too_long(struct conn *c);

@@ -4,6 +4,7 @@
 #include "lua_hook.h"
 #include "lua_runtime.h"
 #include "lua_session.h"
+#include "smtp_rdns.h"
 #include "smtp_session.h"
 
 #include <arpa/inet.h>
@@ -214,6 +215,41 @@ static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State
 	smtp_session_greet(c);
 }
 
+/* LOGIN: the front end vouches for a user (kept in sasl_user while
+ * onConnect runs); onAuth has the last word. Then the new greeting. */
+static void x_login(struct conn *c)
+{
+	char *user = c->sasl_user;
+	c->sasl_user = NULL;
+	lua_State *co = user ? hook_prepare(c, HOOK_AUTH) : NULL;
+	if (!co) {
+		free(user);
+		smtp_session_greet(c);
+		return;
+	}
+	lua_createtable(co, 0, 2);
+	lua_pushstring(co, "XCLIENT");
+	lua_setfield(co, -2, "method");
+	lua_pushstring(co, user);
+	lua_setfield(co, -2, "username");
+	free(user);
+	lua_session_push(co, c);
+	hook_start(c, 2, x_login_done);
+}
+
+/* The new client passed onConnect, or Postfix-like the answer to XCLIENT
+ * is its rejection and the connection ends as a refused one would. */
+static void x_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	if (smtp_session_connect_accepted(c, o))
+		x_login(c);
+}
+
+static void x_run_on_connect(struct conn *c)
+{
+	smtp_session_run_on_connect(c, x_connect_done);
+}
+
 void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 {
 	struct x_value vals[X_COUNT];
@@ -225,19 +261,25 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	if (vals[X_ADDR].present)
 		c->x_locked = true; /* the peer is now the client: it may not say more */
 	conn_log(c, LOG_INFO, "xclient", "client", c->remote_addr, NULL);
-	/* LOGIN: the front end vouches for a user; onAuth has the last word. */
-	lua_State *co = vals[X_LOGIN].present && !vals[X_LOGIN].unavailable ? hook_prepare(c, HOOK_AUTH) : NULL;
-	if (!co) {
-		smtp_session_greet(c);
+	free(c->sasl_user);
+	c->sasl_user = NULL;
+	if (vals[X_LOGIN].present && !vals[X_LOGIN].unavailable && !(c->sasl_user = strdup(vals[X_LOGIN].v)))
+		abort();
+	if (!vals[X_ADDR].present && !vals[X_NAME].present) {
+		x_login(c);
 		return;
 	}
-	lua_createtable(co, 0, 2);
-	lua_pushstring(co, "XCLIENT");
-	lua_setfield(co, -2, "method");
-	lua_pushstring(co, vals[X_LOGIN].v);
-	lua_setfield(co, -2, "username");
-	lua_session_push(co, c);
-	hook_start(c, 2, x_login_done);
+	/* A new client: the connect-time checks are its too (no input is read
+	 * meanwhile; the greeting waits for them). */
+	if (vals[X_ADDR].present && conn_too_many_from_peer(c)) {
+		conn_end(c, 421, "4.4.2", "Too many connections from your address");
+		return;
+	}
+	c->phase = PHASE_CONNECT;
+	if (c->opt->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
+		smtp_rdns_start(c, x_run_on_connect);
+	else
+		x_run_on_connect(c);
 }
 
 void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)

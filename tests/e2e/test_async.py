@@ -628,8 +628,10 @@ class RedisAuth(E2ETest):
                 svcutil.redis_command(cls.redis.port, "HSET", "smtp:users", u, p)
             prelude = (REDIS_AUTH + "local REDIS_PORT = %d\nlocal DOWN_PORT = %d\n"
                        % (cls.redis.port, svcutil.closed_port()))
+            # many wrong passwords from 127.0.0.1 on purpose: no per-address AUTH limit
             cls.srv = Server(script(hooks=REDIS_HOOKS, prelude=prelude, authOptional=False,
-                                    allowInsecureAuth=True, disableReverseLookup=True, closeTimeout=3))
+                                    allowInsecureAuth=True, disableReverseLookup=True, closeTimeout=3,
+                                    maxAuthFailuresPerIp=False))
         except BaseException:
             cls.redis.stop()
             raise

@@ -3,6 +3,8 @@ protocol-test.js "AUTH" scenarios and security.md 1.4 malformed input."""
 
 import base64
 import smtplib
+import socket
+import time
 
 from harness import E2ETest, Lua, Server, SharedServerTest, script, split_received, wait_for
 
@@ -292,3 +294,70 @@ class AuthMaildir(E2ETest):
             self.assertEqual(r.returncode, 67, r.stderr)  # CURLE_LOGIN_DENIED
             self.assertEqual(len(srv.maildir_new()), 1)
 
+
+
+def client_from(srv, source):
+    """A client whose connection comes from source (127.0.0.x)."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10, source_address=(source, 0))
+    return srv.client(sock=sock)
+
+
+class AuthFailuresPerAddress(E2ETest):
+    """issue 15: failed AUTH is counted per client address across sessions
+    (maxAuthFailuresPerIp within authFailureWindow); over it AUTH gets
+    454 4.7.0 without onAuth running, until the window has passed. Other
+    addresses are not affected; successes do not count."""
+
+    def fail_once(self, srv, code=535, source="127.0.0.1"):
+        with client_from(srv, source) as c:
+            c.ehlo()
+            self.assertReply(c.cmd("AUTH PLAIN " + b64("\0testuser\0wrong")), code)
+
+    def auth_good(self, srv, source="127.0.0.1"):
+        with client_from(srv, source) as c:
+            c.ehlo()
+            return c.cmd("AUTH PLAIN " + GOOD_PLAIN)
+
+    def test_default_ten_failures_then_refused_without_onauth(self):
+        with Server(script(allowInsecureAuth=True, hooks=AUTH_HOOKS)) as srv:
+            for _ in range(10):
+                self.fail_once(srv)
+            calls = len(srv.events("auth"))
+            self.assertEqual(calls, 10)
+            with srv.client() as c:
+                c.ehlo()
+                self.assertReply(c.cmd("AUTH PLAIN " + GOOD_PLAIN), 454, "4.7.0")
+                self.assertReply(c.cmd("AUTH LOGIN"), 454, "4.7.0")
+                # the session goes on: mail without AUTH is still possible here
+                self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertEqual(len(srv.events("auth")), calls, "onAuth must not run for a refused address")
+            self.assertReply(self.auth_good(srv, "127.0.0.2"), 235, "2.7.0")
+
+    def test_window_passes_and_successes_do_not_count(self):
+        opts = dict(allowInsecureAuth=True, hooks=AUTH_HOOKS, maxAuthFailuresPerIp=3, authFailureWindow=2)
+        with Server(script(**opts)) as srv:
+            self.fail_once(srv)
+            self.fail_once(srv)
+            for _ in range(4):
+                self.assertReply(self.auth_good(srv), 235, "2.7.0")
+            self.fail_once(srv)  # the third failure: still onAuth's 535
+            self.assertReply(self.auth_good(srv), 454, "4.7.0")
+            self.fail_once(srv, 535, "127.0.0.2")
+            self.assertReply(self.auth_good(srv, "127.0.0.2"), 235, "2.7.0")
+            time.sleep(2.5)
+            self.assertReply(self.auth_good(srv), 235, "2.7.0")
+
+    def test_temporary_failures_do_not_count(self):
+        with Server(script(allowInsecureAuth=True, hooks=AUTH_HOOKS, maxAuthFailuresPerIp=2)) as srv:
+            for _ in range(4):
+                with srv.client() as c:
+                    c.ehlo()
+                    self.assertReply(c.cmd("AUTH PLAIN " + b64("\0custom\0x")), 454, "4.7.0")
+            self.assertReply(self.auth_good(srv), 235, "2.7.0")
+            self.assertEqual(len(srv.events("auth")), 5)
+
+    def test_off(self):
+        with Server(script(allowInsecureAuth=True, hooks=AUTH_HOOKS, maxAuthFailuresPerIp=False)) as srv:
+            for _ in range(12):
+                self.fail_once(srv)
+            self.assertReply(self.auth_good(srv), 235, "2.7.0")

@@ -54,6 +54,7 @@ HOOKS = {
       if auth.username == "testuser" and auth.accessToken == "testtoken" then
         return {user = {name = "oauth:" .. auth.username}}
       end
+      if auth.accessToken == "later" then return nil, smtp.reject(454, "token service down") end
       return nil, "bad token"
     end
     record("auth", ev)
@@ -79,7 +80,9 @@ HOOKS = {
 
 
 def auth_script(**opts):
-    base = dict(authMethods=ALL_METHODS, authOptional=False, allowInsecureAuth=True)
+    # These tests fail AUTH from 127.0.0.1 on purpose, many times over one
+    # server: the per-address limit (test_auth.AuthFailuresPerAddress) is off.
+    base = dict(authMethods=ALL_METHODS, authOptional=False, allowInsecureAuth=True, maxAuthFailuresPerIp=False)
     base.update(opts)
     return script(hooks=HOOKS, **base)
 
@@ -286,6 +289,22 @@ class Mechanisms(SharedServerTest):
             # a later attempt with a good token works
             self.assertReply(c.cmd("AUTH XOAUTH2 " + xoauth2("testuser", "testtoken")), 235, "2.7.0")
         self.assertEqual([a["accessToken"] for a in self.mine("auth", c)], ["expired", "testtoken"])
+
+    def test_xoauth2_failure_is_the_hooks(self):
+        """issue 15: after RFC 7628's error challenge, the final reply is
+        onAuth's (code and text), as for PLAIN and LOGIN."""
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("AUTH XOAUTH2 " + xoauth2("testuser", "expired")), 334)
+            r = c.cmd("")
+            self.assertReply(r, 535, "5.7.8")
+            self.assertEqual(r.text, "5.7.8 bad token")
+            r = c.cmd("AUTH XOAUTH2")
+            self.assertEqual(r.raw, b"334 \r\n")
+            self.assertReply(c.cmd(xoauth2("testuser", "later")), 334)
+            r = c.cmd("")
+            self.assertEqual(r.raw, b"454 4.7.0 token service down\r\n")
+            self.assertReply(c.cmd("AUTH PLAIN " + b64("\0testuser\0wrong")), 535, "5.7.8")
+            self.assertEqual(c.cmd("AUTH PLAIN " + b64("\0testuser\0wrong")).text, "5.7.8 bad credentials")
 
     def test_xoauth2_malformed(self):
         bad = [b64("user=testuser"), b64("nouser\x01auth=Bearer t\x01\x01"),

@@ -485,7 +485,8 @@ class ClientHostname(E2ETest):
         cls.dns = svcutil.start_dnsmasq(ZONE)
         try:
             conf = 'smtp.dns.configure{servers = {"127.0.0.1:%d"}, timeout = 1, tries = 1}\n' % cls.dns.port
-            cls.srv = Server(script(hooks=RDNS_HOOKS, prelude=conf, resolveClientHostname=True, closeTimeout=3))
+            cls.srv = Server(script(hooks=RDNS_HOOKS, prelude=conf, resolveClientHostname=True, closeTimeout=3,
+                                    useXClient=True))
         except BaseException:
             cls.dns.stop()
             raise
@@ -522,6 +523,16 @@ class ClientHostname(E2ETest):
 
     def test_ptr_to_a_missing_name(self):
         self.assertEqual(self.hostname("127.0.0.5")[0], "[127.0.0.5]")
+
+    def test_xclient_addr_is_looked_up_before_onconnect(self):
+        """issue 15: XCLIENT ADDR= makes a new client: its name is looked
+        up, then onConnect runs again for it, before the new greeting."""
+        with client_from(self.srv, "127.0.0.3") as c:
+            c.ehlo("helo.example")
+            self.assertReply(c.cmd("XCLIENT ADDR=127.0.0.1"), 220)
+            self.assertIn("good.test.example", c.ehlo("helo.example").text)
+        ev = [(e["remote"], e["clientHostname"]) for e in self.srv.events("connect") if e["port"] == c.local_port]
+        self.assertEqual(ev, [("127.0.0.3", "[127.0.0.3]"), ("127.0.0.1", "good.test.example")])
 
     def test_hostname_is_logged(self):
         with client_from(self.srv, "127.0.0.1") as c:

@@ -5,6 +5,8 @@ otherwise; XCLIENT re-greets and rewrites the session's client identity
 ADDR; XCLIENT LOGIN through onAuth; XFORWARD's 7 attributes; swaks
 --xclient-*. Also the EHLO capability order with everything turned on."""
 
+import socket
+
 from harness import Lua, Server, SharedServerTest, script
 from tlsutil import certs, starttls
 
@@ -27,7 +29,8 @@ PRE = "local xsnap = " + SNAP + "\n"
 
 HOOKS = {
     "onConnect": Lua(r'''function(session)
-    session.tcpPort = session.remotePort
+    -- onConnect runs again after XCLIENT ADDR/NAME: keep the TCP port of the first run
+    session.tcpPort = session.tcpPort or session.remotePort
   end'''),
     "onAuth": Lua(r'''function(auth, session)
     record("auth", {tcpPort = session.tcpPort, method = auth.method, username = auth.username,
@@ -445,3 +448,71 @@ class HiddenCapabilities(SharedServerTest):
         with self.client() as c:
             r = c.ehlo()
             self.assertEqual(r.lines[1:], ["AUTH XOAUTH2", "SIZE"], r.raw)
+
+
+CONNECT_POLICY = {
+    "onConnect": Lua(r'''function(session)
+    record("connect", {remoteAddress = session.remoteAddress, clientHostname = session.clientHostname,
+                       remotePort = session.remotePort, xClient = session.xClient ~= nil})
+    if session.remoteAddress == "192.0.2.1" then
+      return nil, smtp.reject(554, "5.7.1 " .. session.remoteAddress .. " is listed")
+    end
+    if session.remoteAddress == "203.0.113.5" then smtp.sleep(0.5) end
+  end'''),
+}
+
+
+class XClientConnectPolicy(SharedServerTest):
+    """issue 15: XCLIENT ADDR/NAME give the session a new client, so the
+    connect-time policy (onConnect, and maxConnectionsPerIp) is judged again
+    for it before the new greeting, as Postfix does."""
+    SCRIPT = script(hooks=CONNECT_POLICY, useXClient=True)
+
+    def connects(self, xclient):
+        return [e for e in self.srv.events("connect") if e["xClient"] == xclient]
+
+    def test_onconnect_refuses_the_new_address(self):
+        with self.client() as c:
+            self.assertReply(c.ehlo(), 250)
+            r = c.cmd("XCLIENT ADDR=192.0.2.1")
+            self.assertEqual(r.raw, b"554 5.7.1 192.0.2.1 is listed\r\n")
+            c.expect_close()
+        self.assertIn({"remoteAddress": "192.0.2.1", "clientHostname": "[192.0.2.1]", "remotePort": c.local_port,
+                       "xClient": True}, self.connects(True))
+
+    def test_onconnect_sees_the_new_identity(self):
+        with self.client() as c:
+            self.assertReply(c.ehlo(), 250)
+            self.assertReply(c.cmd("XCLIENT ADDR=198.51.100.7 NAME=mx.example.net PORT=4000"), 220)
+            self.assertReply(c.ehlo(), 250)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+        self.assertIn({"remoteAddress": "198.51.100.7", "clientHostname": "mx.example.net", "remotePort": 4000,
+                       "xClient": True}, self.connects(True))
+
+    def test_other_attributes_do_not_rerun_onconnect(self):
+        with self.client() as c:
+            self.assertReply(c.ehlo(), 250)
+            self.assertReply(c.cmd("XCLIENT HELO=front.example PORT=4100"), 220)
+            self.assertReply(c.ehlo(), 250)
+        self.assertEqual([e for e in self.connects(True) if e["remotePort"] == 4100], [])
+
+    def test_greeting_waits_for_onconnect(self):
+        with self.client() as c:
+            self.assertReply(c.ehlo(), 250)
+            c.send(b"XCLIENT ADDR=203.0.113.5\r\n")
+            c.no_reply(0.25)  # onConnect sleeps 0.5 s
+            self.assertReply(c.read_reply(), 220)
+        self.assertTrue([e for e in self.connects(True) if e["remoteAddress"] == "203.0.113.5"])
+
+    def test_per_address_connection_limit_counts_the_new_address(self):
+        with Server(script(hooks=CONNECT_POLICY, useXClient=True, maxConnectionsPerIp=1)) as srv:
+            with srv.client() as a:
+                self.assertReply(a.ehlo(), 250)
+                self.assertReply(a.cmd("XCLIENT ADDR=198.51.100.9"), 220)
+                # from 127.0.0.2: 127.0.0.1's connection is a's, and its limit is one
+                sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10, source_address=("127.0.0.2", 0))
+                with srv.client(sock=sock) as b:
+                    self.assertReply(b.ehlo(), 250)
+                    self.assertReply(b.cmd("XCLIENT ADDR=198.51.100.9"), 421, "4.4.2")
+                    b.expect_close()
+                self.assertReply(a.ehlo(), 250, None, "the first session goes on")
