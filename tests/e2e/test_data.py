@@ -229,6 +229,10 @@ STREAM_HOOKS = {
     elseif mode == "saveprefix" then
       local ok, err = stream:save(base .. ".body", "X-Prefix: yes\r\n")
       info.ok, info.err = ok, err
+    elseif mode == "readthensave" then
+      info.first = #(stream:read() or "")
+      local ok, err = stream:save(base .. ".body")
+      info.ok, info.err, info.exists = ok, err, exists(base .. ".body")
     elseif mode == "ignore" then
       -- does not read: the core drains the body
     elseif mode == "partial" then
@@ -290,6 +294,16 @@ class StreamApi(SharedServerTest):
         self.assertReply(r, 250, "2.6.0")
         self.assertIs(info["ok"], True, info)
         self.assertEqual(self.body_file(info), b"X-Prefix: yes\r\n" + expected)
+
+    def test_save_after_a_read_refused(self):
+        """The bytes read are gone: a save would store only the rest of the
+        message, so it returns nil, err and writes no file."""
+        r, expected, info = self.deliver("readthensave")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertGreater(info["first"], 0)
+        self.assertIsNone(info.get("ok"), info)
+        self.assertIn("already read", info["err"])
+        self.assertIs(info["exists"], False)
 
     def test_unread_body_is_drained(self):
         r, expected, info = self.deliver("ignore")
