@@ -4,8 +4,11 @@ script), and the stream API must hand hooks the exact body."""
 
 import hashlib
 import os
+import re
+import shutil
 import smtplib
 import socket
+import subprocess
 import time
 
 from harness import (maildir_files, DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
@@ -385,3 +388,54 @@ class MaxLineLength(E2ETest):
                         self.assertEqual(r.enh, "5.6.0")
             self.assertEqual(len(maildir_files(srv.maildir)), 2)  # the refused ones are not stored
             self.assertEqual(len(maildir_files(srv.maildir, "tmp")), 0)
+
+
+class MaildirDurability(E2ETest):
+    """The 250 promises that the message survives a power loss: seen with
+    strace on the running server, smtp.maildir fsyncs the file, then tmp/
+    (the file's name), renames it into new/, fsyncs new/, and only then is
+    the 250 sent."""
+
+    def test_fsync_order_before_the_250(self):
+        if not shutil.which("strace"):
+            self.skipTest("strace is not installed")
+        with Server(DEFAULT_SCRIPT) as srv:
+            trace = os.path.join(srv.tmp, "strace.out")
+            st = subprocess.Popen(["strace", "-f", "-y", "-s", "512", "-o", trace, "-e",
+                                   "trace=fsync,fdatasync,rename,renameat,renameat2,sendto,write",
+                                   "-p", str(srv.proc.pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                with srv.client() as c:
+                    # attached once strace shows a reply of ours
+                    self.assertTrue(wait_for(lambda: c.cmd("NOOP") and os.path.exists(trace)
+                                             and b"250 2.0.0 OK" in read(trace), timeout=15),
+                                    "strace did not attach")
+                    c.ehlo()
+                    self.assertReply(c.transaction(b"Subject: durable\r\n\r\nkeep me\r\n"), 250, "2.6.0")
+                    self.assertReply(c.cmd("NOOP"), 250)
+            finally:
+                st.terminate()
+                st.wait(timeout=10)
+            [path] = srv.maildir_new()
+            name = os.path.basename(path)
+            box = os.path.realpath(srv.maildir)
+            lines = read(trace).decode("utf-8", "replace").splitlines()
+
+            def first(pattern):
+                rx = re.compile(pattern)
+                for i, line in enumerate(lines):
+                    if rx.search(line):
+                        return i
+                self.fail("no %r in the trace:\n%s" % (pattern, "\n".join(lines[-40:])))
+
+            tmp, new = re.escape(box + "/tmp"), re.escape(box + "/new")
+            steps = [
+                ("fsync(file)", first(r"fsync\(\d+<%s/%s>\) = 0" % (tmp, re.escape(name)))),
+                ("fsync(tmp/)", first(r"fsync\(\d+<%s>\) = 0" % tmp)),
+                ("rename", first(r"rename.*\"%s/%s\".*\"%s/%s\"" % (tmp, re.escape(name), new, re.escape(name)))),
+                ("fsync(new/)", first(r"fsync\(\d+<%s>\) = 0" % new)),
+                ("250", first(r"(sendto|write)\(.*\"250 2\.6\.0 ")),
+            ]
+            order = [what for what, _ in sorted(steps, key=lambda s: s[1])]
+            self.assertEqual(order, [what for what, _ in steps], steps)
