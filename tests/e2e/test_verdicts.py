@@ -49,6 +49,8 @@ ON_DATA = Lua(r'''function(stream, session)
     elseif mode == "latesave" then
       smtp.sleep(0.3)
       save()
+    elseif mode == "unguarded" then
+      for _ in stream:chunks() do end -- the refusal propagates
     end
     -- mode "ignore" answers at once, without reading
     record("seen", info)
@@ -122,6 +124,16 @@ class DataVerdicts(VerdictTest):
             for mode in MODES:
                 with self.subTest(case=name, mode=mode):
                     self.run_case(name, mode, 1 << 20)
+
+    def test_refusal_raised_by_chunks_is_no_bug(self):
+        """chunks() raises the refusal as an smtp.reject: a hook that lets it
+        through gets the core's reply and is not logged as a failure."""
+        with self.ehlo_client() as c:
+            r = c.transaction(stuff(CASES["bare_lf"][0])[0], mail="<unguarded@example.com>")
+            self.assertReply(r, 554, "5.5.2")
+            self.assertReply(c.transaction(b"fine\r\n", mail="<read@example.com>"), 250, "2.6.0")
+        self.assertEqual([e for e in self.srv.events("seen") if e["port"] == c.local_port and e["tx"] == 1], [])
+        self.assertNotIn("level=error", self.srv.log())
 
     def test_every_verdict_every_reader_small_writes(self):
         """Cut in pieces, the verdict may come in the last piece, with the
