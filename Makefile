@@ -16,7 +16,7 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev openssl \
-            lua-busted lua-socket lua-sec swaks curl python3 clang redis-server dnsmasq-base haproxy
+            lua-busted lua-socket lua-sec swaks curl python3 clang redis-server dnsmasq-base haproxy strace
 DEPS_STAMP := build/.deps-ok
 
 CORE_SRC  := $(filter-out core/main.c,$(wildcard core/*.c))
@@ -33,7 +33,7 @@ $(DEPS_STAMP): Makefile
 	@missing=""; \
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
-	for c in cc luajit busted swaks curl openssl $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \

@@ -67,6 +67,7 @@ struct body {
 	int save_fd;         /* stream:save() target, -1 when none */
 	char *save_path;
 	int save_errno;
+	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
 	int stream_ref;      /* the Lua stream object */
 	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
 };

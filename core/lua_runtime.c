@@ -3,6 +3,7 @@
 #include "log.h"
 #include "lua_guard.h"
 #include "lua_dns.h"
+#include "lua_fsync.h"
 #include "lua_hook.h"
 #include "lua_server.h"
 #include "metrics.h"
@@ -185,6 +186,7 @@ static int lua_core_open(lua_State *L)
 	lua_server_register(L);
 	lua_tcp_register(L);
 	lua_dns_register(L);
+	lua_fsync_register(L);
 	lua_pushfstring(L, "%s/../certs/dev/localhost.key", lua_dir);
 	lua_setfield(L, -2, "dev_key");
 	lua_pushfstring(L, "%s/../certs/dev/localhost.crt", lua_dir);

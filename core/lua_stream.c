@@ -1,6 +1,8 @@
 #include "lua_stream.h"
 
+#include "body_verdict.h"
 #include "conn.h"
+#include "lua_fsync.h"
 #include "lua_hook.h"
 #include "lua_runtime.h"
 
@@ -38,12 +40,26 @@ static int stream_fail(lua_State *L, const char *err)
 	return 2;
 }
 
+/* nil and the reply the core will give, where the end would have been. */
+static int stream_push_refusal(lua_State *L, const struct body_refusal *r)
+{
+	lua_pushnil(L);
+	lua_pushfstring(L, "%d %s %s", r->code, r->enhanced, r->text);
+	return 2;
+}
+
 /* Pushes everything pending as one chunk. */
 static void stream_push_pending(lua_State *L, struct conn *c)
 {
 	struct buf *p = &c->body->pending;
 	lua_pushlstring(L, buf_head(p), buf_used(p));
 	buf_consume(p, buf_used(p));
+	c->body->handed_out = true;
+}
+
+static bool stream_waiting(const struct conn *c)
+{
+	return c->hook.active && c->hook.wait == WAIT_STREAM && c->hook.id == HOOK_DATA;
 }
 
 static int stream_read(lua_State *L)
@@ -52,6 +68,9 @@ static int stream_read(lua_State *L)
 	struct conn *c = st->c;
 	if (!c)
 		return 0; /* detached: the body is over */
+	struct body_refusal refusal;
+	if (body_verdict(c, &refusal))
+		return stream_push_refusal(L, &refusal);
 	if (buf_used(&c->body->pending) > 0) {
 		stream_push_pending(L, c);
 		return 1;
@@ -64,20 +83,26 @@ static int stream_read(lua_State *L)
 	return lua_yield(L, 0);
 }
 
-static int stream_chunks_next(lua_State *L)
-{
-	lua_settop(L, 0);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	return stream_read(L);
-}
-
-static int stream_chunks(lua_State *L)
+static int stream_check_only(lua_State *L)
 {
 	stream_check(L);
-	lua_pushvalue(L, 1);
-	lua_pushcclosure(L, stream_chunks_next, 1);
-	return 1;
+	return 0;
 }
+
+/* stream:chunks() is Lua: after a read that waited (yielded) only Lua code
+ * can go on. Its iterator raises the core's refusal that stream:read()
+ * returns ("552 5.3.4 Error: ...") as an smtp.reject, so a hook that lets
+ * it through is answered that, not logged as a bug. */
+static const char stream_chunks_lua[] =
+	"local read, check = ...\n"
+	"return function(stream)\n"
+	"  check(stream)\n"
+	"  return function()\n"
+	"    local chunk, err = read(stream)\n"
+	"    if err then error(require('smtp').reject(tonumber(err:sub(1, 3)), err:sub(5)), 0) end\n"
+	"    return chunk\n"
+	"  end\n"
+	"end\n";
 
 static bool stream_write_all(int fd, const char *p, size_t n)
 {
@@ -109,13 +134,28 @@ static void stream_save_pending(struct conn *c)
 	buf_consume(&b->pending, buf_used(&b->pending));
 }
 
-/* Closes the save file at the end of the body; pushes true or nil, err. */
+/* Drops an unfinished save file. */
+static void stream_save_abort(struct body *b)
+{
+	if (b->save_fd >= 0) {
+		close(b->save_fd);
+		unlink(b->save_path);
+		b->save_fd = -1;
+	}
+	free(b->save_path);
+	b->save_path = NULL;
+}
+
+/* Closes the save file at the end of the body; pushes true or nil, err.
+ * true means durable: the data, and the file's name in its directory. */
 static int stream_save_finish(lua_State *L, struct conn *c)
 {
 	struct body *b = c->body;
 	if (b->save_errno == 0 && fsync(b->save_fd) != 0)
 		b->save_errno = errno;
 	if (close(b->save_fd) != 0 && b->save_errno == 0)
+		b->save_errno = errno;
+	if (b->save_errno == 0 && fsync_parent_dir(b->save_path) != 0)
 		b->save_errno = errno;
 	b->save_fd = -1;
 	if (b->save_errno != 0)
@@ -140,6 +180,12 @@ static int stream_save(lua_State *L)
 	struct body *b = c->body;
 	if (b->save_fd >= 0)
 		return luaL_error(L, "stream:save: already saving");
+	struct body_refusal refusal;
+	if (body_verdict(c, &refusal))
+		return stream_push_refusal(L, &refusal);
+	/* What was read is gone: the file would hold only the rest. */
+	if (b->handed_out)
+		return stream_fail(L, "stream:save: part of the message was already read");
 	if (!b->ended && hook_current(L) != c)
 		return luaL_error(L, "stream:save: only the onData hook's coroutine may wait for the body");
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -148,6 +194,7 @@ static int stream_save(lua_State *L)
 	b->save_fd = fd;
 	b->save_errno = 0;
 	b->save_path = strdup(path);
+	b->handed_out = true;
 	if (!stream_write_all(fd, prefix, prefix_len))
 		b->save_errno = errno;
 	stream_save_pending(c);
@@ -181,13 +228,18 @@ void lua_stream_register(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{"read", stream_read},
-		{"chunks", stream_chunks},
 		{"save", stream_save},
 		{NULL, NULL},
 	};
 	luaL_newmetatable(L, STREAM_MT);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
+	if (luaL_loadbuffer(L, stream_chunks_lua, sizeof stream_chunks_lua - 1, "=stream:chunks") != 0)
+		abort(); /* a constant that compiles */
+	lua_pushcfunction(L, stream_read);
+	lua_pushcfunction(L, stream_check_only);
+	lua_call(L, 2, 1);
+	lua_setfield(L, -2, "chunks");
 	lua_pushcclosure(L, stream_index, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushvalue(L, -1);
@@ -206,12 +258,30 @@ void lua_stream_push(lua_State *L, struct conn *c)
 	c->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Once the core refuses the message (body_verdict), nothing more of it is
+ * handed out: what is pending goes, a save in progress leaves no file, and
+ * a reader or saver waiting learns it now. Returns whether it refused. */
+static bool stream_refused(struct conn *c)
+{
+	struct body *b = c->body;
+	struct body_refusal refusal;
+	if (!body_verdict(c, &refusal))
+		return false;
+	buf_consume(&b->pending, buf_used(&b->pending));
+	stream_save_abort(b);
+	if (stream_waiting(c))
+		hook_wake(c, stream_push_refusal(c->hook.co, &refusal));
+	return true;
+}
+
 void lua_stream_feed(struct conn *c)
 {
 	struct body *b = c->body;
+	if (stream_refused(c))
+		return;
 	if (b->save_fd >= 0)
 		stream_save_pending(c);
-	if (!c->hook.active || c->hook.wait != WAIT_STREAM || c->hook.id != HOOK_DATA)
+	if (!stream_waiting(c))
 		return;
 	lua_State *co = c->hook.co;
 	if (b->save_fd >= 0) {
@@ -230,7 +300,9 @@ void lua_stream_feed(struct conn *c)
 void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 {
 	struct body *b = c->body;
-	bool waiting = c->hook.active && c->hook.wait == WAIT_STREAM && c->hook.id == HOOK_DATA;
+	if (stream_refused(c))
+		return;
+	bool waiting = stream_waiting(c);
 	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting)) {
 		buf_append(&b->pending, p, n);
 		lua_stream_feed(c);
@@ -241,19 +313,14 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 		return;
 	}
 	lua_pushlstring(c->hook.co, p, n);
+	b->handed_out = true;
 	hook_wake(c, 1);
 }
 
 void lua_stream_detach(struct conn *c)
 {
 	struct body *b = c->body;
-	if (b->save_fd >= 0) {
-		close(b->save_fd);
-		unlink(b->save_path);
-		b->save_fd = -1;
-	}
-	free(b->save_path);
-	b->save_path = NULL;
+	stream_save_abort(b);
 	if (b->stream_ref == LUA_NOREF)
 		return;
 	lua_State *L = lua_main;

@@ -1,7 +1,9 @@
 /* lua_stream — the message body as onData sees it: stream:read(),
  * stream:chunks(), stream:save(path [, prefix]), stream.byteLength,
  * stream.sizeExceeded. The stream reads from its connection while the
- * message is in flight and keeps its final figures once detached. */
+ * message is in flight and keeps its final figures once detached. Once the
+ * core refuses the message (body_verdict) it hands out nothing more and
+ * reports the refusal where the end would have been. */
 #ifndef LUASMTPD_LUA_STREAM_H
 #define LUASMTPD_LUA_STREAM_H
 

@@ -21,6 +21,8 @@ enum smtp_data_state {
 	SMTP_DATA_CR,     /* a CR held back: CRLF or bare CR depends on the next byte */
 	SMTP_DATA_DOT,    /* a line-start "." held back: stuffing, end or content */
 	SMTP_DATA_DOT_CR, /* a line-start ".\r" held back: one LF away from the end */
+	SMTP_DATA_SOFT_LINE_START, /* after a bare CR or LF made a CRLF ("normalize") */
+	SMTP_DATA_SOFT_DOT, /* its "." held back: stuffing or content, never the end */
 	SMTP_DATA_DONE,
 };
 
@@ -63,18 +65,20 @@ static void smtp_data_emit(struct smtp_data_scan *s, char c)
 	*s->o++ = c;
 }
 
-/* A CR or LF that is not part of a CRLF. It never starts a line, so it can
- * neither end the body nor un-stuff a dot, whatever the mode. */
+/* A CR or LF that is not part of a CRLF. It never ends the body. Made a
+ * CRLF ("normalize"), it starts a line whose stuffed dot goes, as the
+ * sender who ends lines so meant it; kept ("reject"), it starts nothing. */
 static void smtp_data_bare(struct smtp_data_decoder *d, struct smtp_data_scan *s, char c)
 {
 	d->bare_seen = true;
 	if (d->mode == SMTP_BARE_NORMALIZE) {
 		smtp_data_emit(s, '\r');
 		smtp_data_emit(s, '\n');
+		d->state = SMTP_DATA_SOFT_LINE_START;
 	} else {
 		smtp_data_emit(s, c);
+		d->state = SMTP_DATA_MID_LINE;
 	}
-	d->state = SMTP_DATA_MID_LINE;
 }
 
 /* The hot path: runs of lines that need nothing, up to the first line end
@@ -121,9 +125,10 @@ static void smtp_data_step(struct smtp_data_decoder *d, struct smtp_data_scan *s
 
 	switch (d->state) {
 	case SMTP_DATA_LINE_START:
+	case SMTP_DATA_SOFT_LINE_START:
 		if (c == '.') {
 			s->p++;
-			d->state = SMTP_DATA_DOT;
+			d->state = d->state == SMTP_DATA_LINE_START ? SMTP_DATA_DOT : SMTP_DATA_SOFT_DOT;
 		} else {
 			d->state = SMTP_DATA_MID_LINE;
 		}
@@ -158,6 +163,12 @@ static void smtp_data_step(struct smtp_data_decoder *d, struct smtp_data_scan *s
 		/* "." ended by a bare CR: content, like "." ended by a bare LF */
 		smtp_data_emit(s, '.');
 		smtp_data_bare(d, s, '\r');
+		break;
+	case SMTP_DATA_SOFT_DOT:
+		/* ".x" drops the stuffed dot; a "." line is content, even ".\r\n" */
+		if (c == '\r' || c == '\n')
+			smtp_data_emit(s, '.');
+		d->state = SMTP_DATA_MID_LINE;
 		break;
 	case SMTP_DATA_MID_LINE:
 	default: /* never SMTP_DATA_DONE: the caller's loop stops before */

@@ -175,8 +175,9 @@ enum smtp_bare_mode {
 /* Dot-unstuffing DATA decoder. Only CRLF "." CRLF ends the body (also a
  * leading "." CRLF right after the 354); a bare LF or CR never does, so the
  * 2023 smuggling variants (<LF>.<LF>, <CR>.<CR>, <CR><LF>.<LF>, ...) are
- * content. In either mode only a real CRLF starts a line for unstuffing and
- * end detection. A line-start "." is dropped when more of the line follows
+ * content. Only a real CRLF starts a line for end detection; for unstuffing
+ * so does a bare CR or LF made a CRLF by "normalize" (a "." line after it is
+ * content, never the end). A line-start "." is dropped when more of the line follows
  * ("..x" -> ".x", ".x" -> "x"); a "." line ended by a bare CR or LF is
  * content. The CRLF before the final dot belongs to the message. Results do
  * not depend on how the input is split into chunks: bytes whose meaning

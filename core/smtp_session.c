@@ -1,5 +1,6 @@
 #include "smtp_session.h"
 
+#include "body_verdict.h"
 #include "conn.h"
 #include "lua_hook.h"
 #include "lua_runtime.h"
@@ -14,7 +15,6 @@
 #include "server.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <sys/socket.h>
 #include <lauxlib.h>
 #include <stdio.h>
@@ -724,18 +724,9 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 static void session_message_reply(struct conn *c, int lmtp_idx)
 {
 	struct body *b = c->body;
-	if (b->size_exceeded) {
-		conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
-		           (unsigned long long)c->opt->size);
-		return;
-	}
-	if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT) {
-		conn_reply(c, 554, "5.5.2", "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
-		return;
-	}
-	if (b->line_too_long) {
-		conn_reply(c, 554, "5.6.0", "Error: a message line is longer than %zu octets",
-		           c->opt->max_line_length);
+	struct body_refusal refusal;
+	if (body_verdict(c, &refusal)) {
+		conn_reply(c, refusal.code, refusal.enhanced, "%s", refusal.text);
 		return;
 	}
 	if (b->outcome.kind != HOOK_ACCEPT) {
@@ -896,17 +887,12 @@ static bool session_body_bytes(struct conn *c, size_t n)
 	b->byte_length += n;
 	if (c->opt->size && b->byte_length > c->opt->size)
 		b->size_exceeded = true;
-	/* Bytes the message will be refused for are not worth a disk write. */
-	return !b->hook_done && !(b->size_exceeded && b->save_fd >= 0);
+	return !b->hook_done;
 }
 
 static void session_body_end(struct conn *c)
 {
-	struct body *b = c->body;
-	b->ended = true;
-	if (b->save_fd >= 0 && (b->size_exceeded || b->line_too_long ||
-	                        (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT)))
-		b->save_errno = b->size_exceeded ? EFBIG : b->line_too_long ? EMSGSIZE : EILSEQ;
+	c->body->ended = true;
 }
 
 /* maxLineLength: measures the lines of decoded message bytes. */

@@ -54,6 +54,16 @@ function smtp.now()
   return os.time()
 end
 
+--- Makes the names in directory path durable (fsync of the directory): a
+--- file created in it or renamed into it then survives a crash or a power
+--- loss. true, or nil, err. Without the runtime (busted) it runs sync(1).
+function smtp.fsync_dir(path)
+  if core then return core.fsync_dir(path) end
+  local ok = os.execute("sync")
+  if ok == 0 or ok == true then return true end
+  return nil, "sync failed"
+end
+
 --- The process id of this worker.
 function smtp.pid()
   return core and core.pid() or 0

@@ -1,7 +1,8 @@
 -- Maildir delivery (https://cr.yp.to/proto/maildir.html): the message is
 -- written under tmp/ by the C core (stream:save, no copy through Lua),
--- fsync'd, then renamed into new/, so a reader never sees half a message
--- and a dropped connection leaves nothing in new/.
+-- fsync'd with tmp/, then renamed into new/, so a reader never sees half a
+-- message and a dropped connection leaves nothing in new/; new/ is fsync'd
+-- before deliver returns, so a message acknowledged survives a power loss.
 local smtp = require "smtp"
 
 local M = {}
@@ -87,6 +88,13 @@ function M:deliver(stream, session, server_name)
   if not renamed then
     os.remove(tmp)
     return nil, "cannot store the message: " .. tostring(rerr)
+  end
+  -- The rename is only on disk once new/ is: until then a crash can undo it.
+  local synced, serr = smtp.fsync_dir(self.path .. "/new")
+  if not synced then
+    -- refused (4xx) then, so not left to be delivered twice after a retry
+    os.remove(final)
+    return nil, "cannot store the message: " .. tostring(serr)
   end
   return final
 end

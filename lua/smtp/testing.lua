@@ -255,34 +255,45 @@ end
 --- A message stream for onData, like the core's: read() gives the next
 --- chunk (opts.chunkSize bytes, default all at once) and nil at the end,
 --- chunks() iterates, save(path[, prefix]) writes prefix and the rest of
---- the body to a new file. byteLength counts what was delivered so far;
---- sizeExceeded turns true at the end when the body is over opts.size.
+--- the body to a new file. byteLength counts what was delivered so far.
+--- A body over opts.size is refused as the core refuses it: sizeExceeded
+--- turns true and, in place of the chunk that goes over, read() and save()
+--- return nil, err (the core's 552 reply) and chunks() raises it as an
+--- smtp.reject.
 function M.stream(body, opts)
   body, opts = body or "", opts or {}
   local size = opts.chunkSize or math.max(#body, 1)
   local pos = 1
   local s = { byteLength = 0, sizeExceeded = false, body = body }
+  local refusal = "552 5.3.4 Error: message exceeds fixed maximum message size " .. tostring(opts.size)
+
+  -- Would n more bytes go over the size? Then the stream is refused.
+  local function refused(n)
+    if s.sizeExceeded or (opts.size ~= nil and pos - 1 + n > opts.size) then
+      s.sizeExceeded, s.byteLength = true, math.max(s.byteLength, pos - 1 + n)
+      return true
+    end
+  end
 
   local function advance(n)
     local chunk = body:sub(pos, pos + n - 1)
     pos = pos + #chunk
     s.byteLength = pos - 1
-    if pos > #body then
-      s.sizeExceeded = opts.sizeExceeded or (opts.size ~= nil and #body > opts.size) or false
-    end
     return chunk
   end
 
   function s.read(_)
-    if pos > #body then
-      advance(0)
-      return nil
-    end
+    if refused(math.min(size, #body - pos + 1)) then return nil, refusal end
+    if pos > #body then return nil end
     return advance(size)
   end
 
   function s.chunks(_)
-    return function() return s:read() end
+    return function()
+      local chunk, err = s:read()
+      if err then error(require("smtp").reject(552, err:sub(5)), 0) end
+      return chunk
+    end
   end
 
   function s.save(_, path, prefix)
@@ -292,6 +303,8 @@ function M.stream(body, opts)
       existing:close()
       return nil, "File exists"
     end
+    if refused(#body - pos + 1) then return nil, refusal end
+    if pos > 1 then return nil, "stream:save: part of the message was already read" end
     local ok, err = write_file(path, (prefix or "") .. advance(#body))
     if not ok then return nil, err end
     return true
@@ -508,15 +521,19 @@ end
 local function recording_stream(real, parts)
   local proxy = {}
   function proxy.read(_)
-    local chunk = real:read()
+    local chunk, err = real:read()
     if chunk then
       parts[#parts + 1] = chunk
       parts.hookRead = parts.hookRead + #chunk
     end
-    return chunk
+    return chunk, err
   end
   function proxy.chunks(_)
-    return function() return proxy:read() end
+    return function()
+      local chunk, err = proxy:read()
+      if err then error(require("smtp").reject(tonumber(err:sub(1, 3)), err:sub(5)), 0) end
+      return chunk
+    end
   end
   function proxy.save(_, path, prefix)
     local ok, err = real:save(path, prefix)
@@ -563,8 +580,9 @@ local function recording_on_data(user_fn, dir)
       end))
     end
     -- What the hook left unread is drained here rather than by the core,
-    -- so that the record holds the whole body; the reply is the same.
-    for chunk in stream:chunks() do parts[#parts + 1] = chunk end
+    -- so that the record holds the whole body; the reply is the same. A
+    -- message the core refuses ends in nil, err instead: its record is cut.
+    for chunk in stream.read, stream do parts[#parts + 1] = chunk end
     local record = plain_copy(session, 0, {})
     record.session = plain_copy(session, 0, {})
     if not parts.saveError then record.body = table.concat(parts) end

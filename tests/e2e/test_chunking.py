@@ -40,7 +40,13 @@ ON_DATA = Lua(r'''function(stream, session)
       -- answers without reading: the core drains the rest
       body = ""
     else
-      body = readall(stream)
+      local ok, res = pcall(readall, stream)
+      if not ok then -- the core refuses the message: no end was seen
+        record("data", {port = session.remotePort, readError = tostring(res), byteLength = stream.byteLength,
+                        sizeExceeded = stream.sizeExceeded})
+        return nil, smtp.reject(451, "read failed")
+      end
+      body = res
     end
     local name = "body-" .. tostring(session.remotePort) .. "-" .. tostring(session.transaction)
     writefile(OUT .. "/" .. name, body)
@@ -379,8 +385,10 @@ class SizeLimit(ChunkTest):
             c.send(bdat(b"d" * 1000, last=True))
             self.assertReply(c.read_reply(), 250, "2.6.0")
         e1, e2 = self.datas(c)
+        # onData learnt of the refusal with the chunk that went over
+        self.assertIn("552 5.3.4", e1["readError"])
         self.assertIs(e1["sizeExceeded"], True)
-        self.assertEqual(e1["byteLength"], 1210)
+        self.assertEqual(e1["byteLength"], 1200)
         self.assertIs(e2["sizeExceeded"], False)
         self.assertEqual(e2["byteLength"], 1000)
 

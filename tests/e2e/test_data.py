@@ -5,8 +5,10 @@ script), and the stream API must hand hooks the exact body."""
 import hashlib
 import os
 import re
+import shutil
 import smtplib
 import socket
+import subprocess
 import time
 
 from harness import (maildir_files, DEFAULT_SCRIPT, E2ETest, Lua, Server, SharedServerTest, default_with, script,
@@ -230,6 +232,10 @@ STREAM_HOOKS = {
     elseif mode == "saveprefix" then
       local ok, err = stream:save(base .. ".body", "X-Prefix: yes\r\n")
       info.ok, info.err = ok, err
+    elseif mode == "readthensave" then
+      info.first = #(stream:read() or "")
+      local ok, err = stream:save(base .. ".body")
+      info.ok, info.err, info.exists = ok, err, exists(base .. ".body")
     elseif mode == "ignore" then
       -- does not read: the core drains the body
     elseif mode == "partial" then
@@ -291,6 +297,16 @@ class StreamApi(SharedServerTest):
         self.assertReply(r, 250, "2.6.0")
         self.assertIs(info["ok"], True, info)
         self.assertEqual(self.body_file(info), b"X-Prefix: yes\r\n" + expected)
+
+    def test_save_after_a_read_refused(self):
+        """The bytes read are gone: a save would store only the rest of the
+        message, so it returns nil, err and writes no file."""
+        r, expected, info = self.deliver("readthensave")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertGreater(info["first"], 0)
+        self.assertIsNone(info.get("ok"), info)
+        self.assertIn("already read", info["err"])
+        self.assertIs(info["exists"], False)
 
     def test_unread_body_is_drained(self):
         r, expected, info = self.deliver("ignore")
@@ -474,3 +490,52 @@ class ReceivedHeader(SharedServerTest):
             header, session = self.deliver(c)
         self.assertEqual(header, self.expect("relay.example [192.0.2.7]", "ESMTP", session))
 
+
+class MaildirDurability(E2ETest):
+    """The 250 promises that the message survives a power loss: seen with
+    strace on the running server, smtp.maildir fsyncs the file, then tmp/
+    (the file's name), renames it into new/, fsyncs new/, and only then is
+    the 250 sent."""
+
+    def test_fsync_order_before_the_250(self):
+        self.assertTrue(shutil.which("strace"), "strace is missing: make test installs it")
+        with Server(DEFAULT_SCRIPT) as srv:
+            trace = os.path.join(srv.tmp, "strace.out")
+            st = subprocess.Popen(["strace", "-f", "-y", "-s", "512", "-o", trace, "-e",
+                                   "trace=fsync,fdatasync,rename,renameat,renameat2,sendto,write",
+                                   "-p", str(srv.proc.pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                with srv.client() as c:
+                    # attached once strace shows a reply of ours
+                    self.assertTrue(wait_for(lambda: c.cmd("NOOP") and os.path.exists(trace)
+                                             and b"250 2.0.0 OK" in read(trace), timeout=15),
+                                    "strace did not attach")
+                    c.ehlo()
+                    self.assertReply(c.transaction(b"Subject: durable\r\n\r\nkeep me\r\n"), 250, "2.6.0")
+                    self.assertReply(c.cmd("NOOP"), 250)
+            finally:
+                st.terminate()
+                st.wait(timeout=10)
+            [path] = srv.maildir_new()
+            name = os.path.basename(path)
+            box = os.path.realpath(srv.maildir)
+            lines = read(trace).decode("utf-8", "replace").splitlines()
+
+            def first(pattern):
+                rx = re.compile(pattern)
+                for i, line in enumerate(lines):
+                    if rx.search(line):
+                        return i
+                self.fail("no %r in the trace:\n%s" % (pattern, "\n".join(lines[-40:])))
+
+            tmp, new = re.escape(box + "/tmp"), re.escape(box + "/new")
+            steps = [
+                ("fsync(file)", first(r"fsync\(\d+<%s/%s>\) = 0" % (tmp, re.escape(name)))),
+                ("fsync(tmp/)", first(r"fsync\(\d+<%s>\) = 0" % tmp)),
+                ("rename", first(r"rename.*\"%s/%s\".*\"%s/%s\"" % (tmp, re.escape(name), new, re.escape(name)))),
+                ("fsync(new/)", first(r"fsync\(\d+<%s>\) = 0" % new)),
+                ("250", first(r"(sendto|write)\(.*\"250 2\.6\.0 ")),
+            ]
+            order = [what for what, _ in sorted(steps, key=lambda s: s[1])]
+            self.assertEqual(order, [what for what, _ in steps], steps)

@@ -140,6 +140,7 @@ class RejectMode(SharedServerTest):
 
 class NormalizeMode(SharedServerTest):
     SCRIPT = default_with(bareLineEndings="normalize")
+    start_data = RejectMode.start_data
 
     def setUp(self):
         self.before = set(self.srv.maildir_new())
@@ -149,10 +150,7 @@ class NormalizeMode(SharedServerTest):
             with self.subTest(eod=name):
                 before = set(self.srv.maildir_new())
                 with self.client() as c:
-                    c.ehlo()
-                    self.assertReply(c.cmd("MAIL FROM:<sender@example.com>"), 250, "2.1.0")
-                    self.assertReply(c.cmd("RCPT TO:<rcpt@example.com>"), 250, "2.1.5")
-                    self.assertReply(c.cmd("DATA"), 354)
+                    self.start_data(c)
                     c.send(payload(eod) + b"QUIT\r\n")
                     rs = read_all_replies(c)
                 self.assertEqual([r.code for r in rs], [250, 221], "%s: %r" % (name, [r.raw for r in rs]))
@@ -175,6 +173,26 @@ class NormalizeMode(SharedServerTest):
         with open(new.pop(), "rb") as f:
             _, body = split_received(f.read())
         self.assertEqual(body, b"Subject: x\r\n\r\nline1\r\nline2\r\nline3\r\nline4\r\n")
+
+    def test_dot_stuffing_after_bare_lf_removed(self):
+        """A bare LF made a CRLF starts a line like any other: its stuffed dot
+        goes ("..x" is stored ".x"), but a "." line after it is content,
+        never the end. Whole and byte by byte."""
+        wire = b"Subject: n\n\n..dotted\n.\n...two\r\r..cr\r\nend\n.x\r\n"
+        expected = b"Subject: n\r\n\r\n.dotted\r\n.\r\n..two\r\n\r\n.cr\r\nend\r\nx\r\n"
+        for chunk in (None, 1):
+            with self.subTest(chunk=chunk):
+                before = set(self.srv.maildir_new())
+                with self.client() as c:
+                    self.start_data(c)
+                    data = wire + b".\r\n"
+                    for i in range(0, len(data), chunk or len(data)):
+                        c.send(data[i:i + (chunk or len(data))])
+                    self.assertReply(c.read_reply(), 250, "2.6.0")
+                new = wait_for(lambda: set(self.srv.maildir_new()) - before)
+                self.assertEqual(len(new), 1)
+                with open(new.pop(), "rb") as f:
+                    self.assertEqual(split_received(f.read())[1], expected)
 
     def test_curl_lf_file_normalized(self):
         import os

@@ -1,5 +1,6 @@
 /* libFuzzer target: the DATA body decoder. The first byte picks the mode
- * and a split point; decoding in two pieces must equal decoding in one. */
+ * and a split point; decoding in two pieces must equal decoding in one,
+ * and "normalize" must put out only CRLF line ends. */
 #include "smtp_parse.h"
 
 #include <stdint.h>
@@ -24,6 +25,18 @@ static size_t decode(enum smtp_bare_mode mode, const char *in, size_t len, size_
 	return total;
 }
 
+/* "normalize" leaves no CR without its LF and no LF without its CR. */
+static bool only_crlf(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '\r' && (i + 1 == len || s[i + 1] != '\n'))
+			return false;
+		if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r'))
+			return false;
+	}
+	return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -38,6 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t nb = decode(mode, in, len, split, b, &db);
 	if (da != db || na != nb || memcmp(a, b, na) != 0)
 		abort(); /* the result depends on how the input was split */
+	if (mode == SMTP_BARE_NORMALIZE && !only_crlf(a, na))
+		abort();
 	struct smtp_data_decoder d;
 	smtp_data_init(&d, mode);
 	if (smtp_data_in_place_ok(&d)) { /* decoded over its own input, as the server does */

@@ -100,6 +100,27 @@ describe("smtp.maildir", function()
       first_line { remoteAddress = "2001:db8::7", clientHostname = "[2001:db8::7]" })
   end)
 
+  it("syncs new/ after the rename, and takes nothing when it cannot", function()
+    local smtp = require "smtp"
+    local real = smtp.fsync_dir
+    local dir = tmpdir()
+    local box = assert(maildir.open(dir))
+    local synced = {}
+    smtp.fsync_dir = function(path)
+      synced[#synced + 1] = { path = path, new = list(dir .. "/new") }
+      return nil, "Input/output error"
+    end
+    local path, err = box:deliver(fake_stream("x\r\n"), session, "mx")
+    smtp.fsync_dir = real
+    assert.is_nil(path)
+    assert.matches("Input/output error", err)
+    assert.are.equal(1, #synced)
+    assert.are.equal(dir .. "/new", synced[1].path)
+    assert.are.equal(1, #synced[1].new) -- after the rename
+    assert.are.same({}, list(dir .. "/new"))
+    assert.are.same({}, list(dir .. "/tmp"))
+  end)
+
   it("folds the header with CRLF and a tab, never a bare LF", function()
     local h = maildir.received_header(session, "mx")
     assert.is_nil(h:gsub("\r\n", ""):find("[\r\n]"))

@@ -89,11 +89,11 @@ static struct decoded reference(enum smtp_bare_mode mode, const char *in, size_t
 {
 	struct decoded r = { malloc(2 * n + 4), 0, 0, false, false, true };
 	size_t i = 0;
-	bool line_start = true;
+	bool line_start = true, soft = false; /* soft: after a bare CR/LF made CRLF */
 
 	while (i < n) {
 		if (line_start && in[i] == '.') {
-			if (i + 2 < n && in[i + 1] == '\r' && in[i + 2] == '\n') {
+			if (!soft && i + 2 < n && in[i + 1] == '\r' && in[i + 2] == '\n') {
 				r.done = true;
 				i += 3;
 				break;
@@ -101,7 +101,7 @@ static struct decoded reference(enum smtp_bare_mode mode, const char *in, size_t
 			if (i + 1 < n && in[i + 1] != '\r' && in[i + 1] != '\n')
 				i++; /* stuffed dot */
 		}
-		line_start = false;
+		line_start = soft = false;
 		if (in[i] == '\r' && i + 1 < n && in[i + 1] == '\n') {
 			r.out[r.out_len++] = '\r';
 			r.out[r.out_len++] = '\n';
@@ -112,6 +112,7 @@ static struct decoded reference(enum smtp_bare_mode mode, const char *in, size_t
 			r.out[r.out_len++] = '\n';
 			r.bare_seen = true;
 			i++;
+			line_start = soft = true;
 		} else {
 			r.bare_seen = r.bare_seen || in[i] == '\r' || in[i] == '\n';
 			r.out[r.out_len++] = in[i++];
@@ -236,9 +237,14 @@ static void test_bare(void)
 		{ "\r\r\n.\r\n", "\r\r\n", "\r\n\r\n" },
 		{ "\n\n.\r\n\r\n.\r\n", "\n\n.\r\n\r\n", "\r\n\r\n.\r\n\r\n" },
 		{ ".\n.\r\n\r\n.\r\n", ".\n.\r\n\r\n", ".\r\n.\r\n\r\n" },
-		/* only a real CRLF starts a line: no unstuffing after bare LF/CR */
-		{ "a\n..x\r\n.\r\n", "a\n..x\r\n", "a\r\n..x\r\n" },
-		{ "a\r..x\r\n.\r\n", "a\r..x\r\n", "a\r\n..x\r\n" },
+		/* a bare LF/CR kept starts no line; made a CRLF, it starts one for
+		 * unstuffing, but a "." line after it is content, not the end */
+		{ "a\n..x\r\n.\r\n", "a\n..x\r\n", "a\r\n.x\r\n" },
+		{ "a\r..x\r\n.\r\n", "a\r..x\r\n", "a\r\n.x\r\n" },
+		{ "a\n.x\r\n.\r\n", "a\n.x\r\n", "a\r\nx\r\n" },
+		{ "a\n...\r\n.\r\n", "a\n...\r\n", "a\r\n..\r\n" },
+		{ "a\n.\r\nb\r\n.\r\n", "a\n.\r\nb\r\n", "a\r\n.\r\nb\r\n" },
+		{ "a\n.\rb\r\n.\r\n", "a\n.\rb\r\n", "a\r\n.\r\nb\r\n" },
 		{ "\n\r\n.\r\n", "\n\r\n", "\r\n\r\n" },
 		{ "\r\n.\r.\r\n.\r\n", "\r\n.\r.\r\n", "\r\n.\r\n.\r\n" },
 		{ "\r\n.\r\r\n.\r\n", "\r\n.\r\r\n", "\r\n.\r\n\r\n" },
