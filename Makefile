@@ -4,7 +4,7 @@
 CC      ?= cc
 PKGS    := luajit openssl libcares
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Icore -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm -ldl -lpthread
 PYTHON  ?= /usr/bin/python3
@@ -19,7 +19,11 @@ APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl
             lua-busted lua-socket lua-sec swaks curl python3 clang redis-server dnsmasq-base haproxy strace
 DEPS_STAMP := build/.deps-ok
 
-CORE_SRC  := $(filter-out core/main.c,$(wildcard core/*.c))
+# One folder per layer (docs/architecture.md); sources include each other
+# as "layer/file.h" from core/.
+LAYERS    := base proto tls net smtp lua
+CORE_SRC  := $(foreach l,$(LAYERS),$(wildcard core/$(l)/*.c))
+CORE_HDR  := $(wildcard core/*/*.h)
 CORE_OBJ  := $(CORE_SRC:core/%.c=build/obj/%.o)
 ASAN_OBJ  := $(CORE_SRC:core/%.c=build/asan/%.o)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -43,11 +47,11 @@ $(DEPS_STAMP): Makefile
 	@mkdir -p build && touch $@
 deps: $(DEPS_STAMP)
 
-build/obj/%.o: core/%.c $(wildcard core/*.h) | $(DEPS_STAMP)
+build/obj/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-build/asan/%.o: core/%.c $(wildcard core/*.h) | $(DEPS_STAMP)
+build/asan/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
@@ -77,9 +81,9 @@ test-asan: build/luasmtpd-asan certs
 FUZZ_TIME ?= 60
 FUZZ_TARGETS := command data sasl proxy
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
-FUZZ_SRC := core/smtp_parse.c core/smtp_path.c core/smtp_data.c core/smtp_sasl.c core/proxy_parse.c
+FUZZ_SRC := $(wildcard core/proto/*.c)
 
-build/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard core/*.h) | $(DEPS_STAMP)
+build/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(FUZZ_SRC) -lcrypto
 
 fuzz: $(FUZZ_BIN)

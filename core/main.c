@@ -1,10 +1,10 @@
 /* luasmtpd — an SMTP server whose policies are Lua. See README.md. */
-#include "config.h"
-#include "log.h"
-#include "lua_runtime.h"
-#include "master.h"
-#include "metrics.h"
-#include "server.h"
+#include "lua/config.h"
+#include "base/log.h"
+#include "lua/lua_runtime.h"
+#include "net/master.h"
+#include "base/metrics.h"
+#include "net/server.h"
 
 #include <getopt.h>
 #include <signal.h>

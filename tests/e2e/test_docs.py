@@ -1,5 +1,5 @@
 """The reference documents checked against the core and the live server:
-README's options table is one table naming every option core/config.c
+README's options table is one table naming every option core/lua/config.c
 accepts (and only those: `luasmtpd -t` must know each name), and the
 replies docs/replies.md gives for EHLO, BDAT, LMTP and PROXY are the ones
 on the wire, text included."""
@@ -15,7 +15,7 @@ from tlsutil import client_context, starttls
 
 README = os.path.join(ROOT, "README.md")
 REPLIES = os.path.join(ROOT, "docs", "replies.md")
-CONFIG_C = os.path.join(ROOT, "core", "config.c")
+CONFIG_C = os.path.join(ROOT, "core", "lua", "config.c")
 
 
 def read(path):
@@ -71,7 +71,7 @@ def option_names(cell):
 
 
 def core_options():
-    """Every name option_defs[] in core/config.c accepts."""
+    """Every name option_defs[] in core/lua/config.c accepts."""
     src = read(CONFIG_C)
     m = re.search(r"option_defs\[\] = \{(.*?)\n\};", src, re.S)
     names = re.findall(r'(?:OPT|HOOK)\("(\w+)"|\{"(\w+)", OPT_\w+', m.group(1))
@@ -100,7 +100,7 @@ class OptionsTable(E2ETest):
 
     def test_every_core_option_has_a_row(self):
         core = core_options()
-        self.assertGreater(len(core), 50, "option_defs[] not found in core/config.c")
+        self.assertGreater(len(core), 50, "option_defs[] not found in core/lua/config.c")
         self.assertEqual(sorted(core - self.documented()), [], "options the core accepts without a README row")
 
     def test_every_row_names_a_real_option(self):

@@ -1,6 +1,6 @@
 /* libFuzzer target: command framing, command splitting and MAIL/RCPT path
  * parsing, the way a session feeds them. */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 
 #include <stdint.h>
 #include <string.h>

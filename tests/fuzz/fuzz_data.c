@@ -1,7 +1,7 @@
 /* libFuzzer target: the DATA body decoder. The first byte picks the mode
  * and a split point; decoding in two pieces must equal decoding in one,
  * and "normalize" must put out only CRLF line ends. */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

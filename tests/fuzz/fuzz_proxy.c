@@ -1,5 +1,5 @@
 /* libFuzzer target: the PROXY protocol header parser. */
-#include "proxy_parse.h"
+#include "proto/proxy_parse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * other addresses, the window, max 0 (off), and a flood of addresses that
  * cannot grow it past its fixed size (the newest entries stay).
  */
-#include "auth_throttle.h"
+#include "smtp/auth_throttle.h"
 #include "unit.h"
 
 #include <stdio.h>

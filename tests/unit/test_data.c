@@ -4,7 +4,7 @@
  * chunking independence, checked against a simple whole-buffer reference
  * decoder over every short input.
  */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 #include "unit.h"
 
 #include <stdlib.h>

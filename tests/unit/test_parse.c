@@ -2,7 +2,7 @@
  * test_parse.c — unit tests for command framing and splitting, HELO
  * arguments, MAIL/RCPT paths and parameters, xtext and SIZE.
  */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 #include "unit.h"
 
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * length, garbage, over-long lines, bad ports and addresses, and the
  * PROXY_HEADER_MAX cap.
  */
-#include "proxy_parse.h"
+#include "proto/proxy_parse.h"
 #include "unit.h"
 
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * (ASCII) lookups, indexes kept across growth, clearing, and the same
  * answers as the linear strcasecmp scan it replaced.
  */
-#include "rcpt_set.h"
+#include "smtp/rcpt_set.h"
 #include "unit.h"
 
 #include <stdio.h>

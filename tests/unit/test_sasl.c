@@ -2,7 +2,7 @@
  * test_sasl.c — unit tests for strict base64 and SASL PLAIN splitting
  * (security.md 1.4: malformed AUTH input must never decode to something).
  */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 #include "unit.h"
 
 static char b64_out[16384];

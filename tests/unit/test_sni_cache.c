@@ -5,7 +5,7 @@
  * answered twice, no limit (growth past many buckets), and the cache
  * keeping its own reference to each context.
  */
-#include "tls_sni_cache.h"
+#include "tls/tls_sni_cache.h"
 #include "unit.h"
 
 #include <stdio.h>

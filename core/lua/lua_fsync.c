@@ -1,0 +1,54 @@
+#include "lua/lua_fsync.h"
+
+#include <lauxlib.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int err = errno;
+	close(fd);
+	errno = err;
+	return rc;
+}
+
+int fsync_parent_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return fsync_dir(".");
+	char dir[PATH_MAX];
+	size_t n = slash == path ? 1 : (size_t)(slash - path); /* "/x" is in "/" */
+	if (n >= sizeof dir) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	return fsync_dir(dir);
+}
+
+static int lua_fsync_dir(lua_State *L)
+{
+	if (fsync_dir(luaL_checkstring(L, 1)) != 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, strerror(errno));
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+void lua_fsync_register(lua_State *L)
+{
+	lua_pushcfunction(L, lua_fsync_dir);
+	lua_setfield(L, -2, "fsync_dir");
+}

@@ -1,0 +1,325 @@
+#include "lua/lua_hook.h"
+
+#include "net/conn.h"
+#include "lua/lua_guard.h"
+#include "lua/lua_runtime.h"
+#include "base/metrics.h"
+#include "net/server.h"
+#include "smtp/smtp_replies.h"
+
+#include <lauxlib.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The connection whose hook is executing right now (resumes nest only
+ * through our own calls, so one pointer saved and restored suffices). */
+static struct conn *hook_running;
+
+struct conn *hook_current(lua_State *L)
+{
+	return hook_running && hook_running->hook.co == L ? hook_running : NULL;
+}
+
+/* Does text start with an enhanced code ("5.1.1 ")? */
+bool smtp_has_enhanced(const char *t)
+{
+	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
+		return false;
+	const char *p = t + 2;
+	for (int part = 0; part < 2; part++) {
+		int digits = 0;
+		while (isdigit((unsigned char)*p) && digits < 3) {
+			p++;
+			digits++;
+		}
+		if (digits == 0)
+			return false;
+		if (part == 0 && *p++ != '.')
+			return false;
+	}
+	return *p == ' ' || *p == '\0';
+}
+
+static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
+{
+	if (len >= sizeof o->text)
+		len = sizeof o->text - 1;
+	/* A reply line must never carry a control byte (response splitting). */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		o->text[i] = ch < ' ' || ch == 0x7f ? ' ' : (char)ch;
+	}
+	o->text[len] = '\0';
+	if (smtp_has_enhanced(o->text))
+		o->enhanced[0] = '\0';
+	else
+		snprintf(o->enhanced, sizeof o->enhanced, "%s", smtp_enhanced_for(o->code));
+}
+
+void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o)
+{
+	o->kind = HOOK_REJECT;
+	o->code = default_code;
+	size_t len = 0;
+	const char *msg = NULL;
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		lua_getfield(L, idx, "code");
+		lua_Integer code = lua_tointeger(L, -1);
+		if (code >= 400 && code <= 599)
+			o->code = (int)code;
+		lua_pop(L, 1);
+		lua_getfield(L, idx, "message");
+		msg = lua_tolstring(L, -1, &len);
+		if (msg)
+			hook_set_text(o, msg, len);
+		lua_pop(L, 1);
+	} else {
+		msg = lua_tolstring(L, idx, &len);
+		if (msg)
+			hook_set_text(o, msg, len);
+	}
+	if (!msg)
+		hook_set_text(o, smtp_rejected_text, strlen(smtp_rejected_text));
+}
+
+static void hook_internal_error(struct hook_outcome *o)
+{
+	const struct smtp_reply *r = &smtp_replies[REPLY_INTERNAL_ERROR];
+	o->kind = HOOK_FAILED;
+	o->code = r->code;
+	hook_set_text(o, r->text, r->text_len);
+	snprintf(o->enhanced, sizeof o->enhanced, "%s", r->enhanced);
+}
+
+lua_State *hook_prepare(struct conn *c, enum hook_id id)
+{
+	int fn = c->opt->hook_ref[id];
+	if (fn == LUA_NOREF)
+		return NULL;
+	struct hook_run *h = &c->hook;
+	h->co = lua_thread_acquire(&h->co_ref);
+	h->id = id;
+	h->wait = WAIT_NONE;
+	h->active = true;
+	h->started = 0; /* set by the first resume */
+	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
+	return h->co;
+}
+
+static void hook_log_error(struct conn *c, lua_State *co, const char *what)
+{
+	const char *err = lua_tostring(co, -1);
+	luaL_traceback(co, co, err ? err : "(error object is not a string)", 0);
+	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(c->hook.id), "error", what,
+	         "traceback", lua_tostring(co, -1), NULL);
+	lua_pop(co, 1);
+}
+
+/* The timers of a suspended hook: smtp.sleep's, and hookTimeout's for the
+ * time it spends suspended. */
+struct hook_timers {
+	ev_timer sleep;
+	ev_timer deadline;
+};
+
+static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents);
+static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
+
+static struct hook_timers *hook_timers(struct conn *c)
+{
+	struct hook_run *h = &c->hook;
+	if (!h->timers) {
+		if (!(h->timers = malloc(sizeof *h->timers)))
+			abort();
+		ev_init(&h->timers->sleep, hook_sleep_done);
+		ev_init(&h->timers->deadline, hook_deadline_passed);
+		h->timers->sleep.data = h->timers->deadline.data = c;
+	}
+	return h->timers;
+}
+
+static void hook_timers_free(struct conn *c)
+{
+	struct hook_timers *t = c->hook.timers;
+	if (!t)
+		return;
+	ev_timer_stop(c->srv->loop, &t->sleep);
+	ev_timer_stop(c->srv->loop, &t->deadline);
+	free(t);
+	c->hook.timers = NULL;
+}
+
+/* The hook has returned or raised: tell the connection, free the coroutine. */
+static void hook_finish(struct conn *c, int status, double now)
+{
+	struct hook_run *h = &c->hook;
+	lua_State *co = h->co;
+	struct hook_outcome o = {.kind = HOOK_ACCEPT, .code = 0};
+	int nres = 0;
+	if (status == 0) {
+		nres = lua_gettop(co);
+		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
+			hook_outcome_from_value(co, 2, smtp_reject_codes[h->id], &o);
+		else if (nres >= 1 && lua_is_reject(co, 1))
+			hook_outcome_from_value(co, 1, smtp_reject_codes[h->id], &o);
+	} else if (status == LUA_YIELD) {
+		/* A bare coroutine.yield() nobody will resume: a script bug. */
+		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
+		hook_log_error(c, co, "yield");
+		hook_internal_error(&o);
+	} else if (lua_is_reject(co, -1)) {
+		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_codes[h->id], &o);
+	} else {
+		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
+		hook_internal_error(&o);
+	}
+	hook_timers_free(c);
+	metrics_hook(h->id, now - h->started, o.kind == HOOK_FAILED);
+	/* done() may start the next hook on this connection: clear first. */
+	int ref = h->co_ref;
+	hook_done_fn done = h->done;
+	h->active = false;
+	h->wait = WAIT_NONE;
+	h->done = NULL;
+	h->co = NULL;
+	h->co_ref = LUA_NOREF;
+	done(c, &o, co, nres);
+	lua_thread_release(co, ref, status == 0);
+	/* What filled the heap to its ceiling is garbage now: reclaim it before
+	 * the next hook, which would otherwise meet the ceiling at once. */
+	if (status == LUA_ERRMEM)
+		lua_gc(lua_main, LUA_GCCOLLECT, 0);
+}
+
+static void hook_resume(struct conn *c, int nargs)
+{
+	struct hook_run *h = &c->hook;
+	struct conn *outer = hook_running;
+	hook_running = c;
+	h->wait = WAIT_NONE;
+	/* One clock read on each side: it times the hook and arms the watchdog. */
+	double t0 = lua_guard_now();
+	if (!h->started)
+		h->started = t0;
+	lua_guard_enter(c->opt->hook_timeout, t0);
+	int status = lua_resume(h->co, nargs);
+	double t1 = lua_guard_now();
+	c->hook_seconds += t1 - t0;
+	lua_guard_leave();
+	hook_running = outer;
+	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
+		/* Waiting on the client (the message body) is not the script's time. */
+		if (h->wait == WAIT_STREAM) {
+			if (h->timers)
+				ev_timer_stop(c->srv->loop, &h->timers->deadline);
+		} else if (c->opt->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
+			ev_timer_set(&h->timers->deadline, c->opt->hook_timeout, 0.);
+			ev_timer_start(c->srv->loop, &h->timers->deadline);
+		}
+		return;
+	}
+	hook_finish(c, status, t1);
+}
+
+/* A suspended hook outlived hookTimeout: it is dropped and fails. */
+static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	struct hook_run *h = &c->hook;
+	bool closing = h->id == HOOK_CLOSE;
+	char timeout[32];
+	snprintf(timeout, sizeof timeout, "%g", c->opt->hook_timeout);
+	luaL_traceback(lua_main, h->co, "hook timed out while suspended", 0);
+	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(h->id), "error", "hookTimeout",
+	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);
+	lua_pop(lua_main, 1);
+	hook_done_fn done = h->done;
+	metrics_hook(h->id, lua_guard_now() - h->started, true);
+	hook_cancel(c);
+	struct hook_outcome o;
+	hook_internal_error(&o);
+	done(c, &o, NULL, 0);
+	if (!closing)
+		conn_resume(c);
+}
+
+void hook_start(struct conn *c, int nargs, hook_done_fn done)
+{
+	c->hook.done = done;
+	hook_resume(c, nargs);
+}
+
+void hook_accept_now(struct conn *c, hook_done_fn done)
+{
+	static const struct hook_outcome accept = {.kind = HOOK_ACCEPT};
+	done(c, &accept, NULL, 0);
+}
+
+void hook_wake(struct conn *c, int nres)
+{
+	hook_resume(c, nres);
+}
+
+/* Resumes a hook from the loop (a timer, a socket): afterwards the session
+ * goes on with what it had buffered. */
+static void hook_resume_async(struct conn *c, int nargs)
+{
+	/* onClose frees the connection when it ends: touch nothing after. */
+	bool closing = c->hook.id == HOOK_CLOSE;
+	c->hook.waiter = NULL;
+	hook_resume(c, nargs);
+	if (!closing)
+		conn_resume(c);
+}
+
+static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	hook_resume_async(w->data, 0);
+}
+
+int hook_wait_io(lua_State *L, struct hook_waiter *w)
+{
+	struct conn *c = hook_current(L);
+	if (!c)
+		return luaL_error(L, "only a hook's own coroutine can wait for the network");
+	c->hook.wait = WAIT_IO;
+	c->hook.waiter = w;
+	return lua_yield(L, 0);
+}
+
+void hook_io_done(struct conn *c, int nres)
+{
+	hook_resume_async(c, nres);
+}
+
+int hook_sleep(lua_State *L, double s)
+{
+	struct conn *c = hook_current(L);
+	if (!c)
+		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
+	struct hook_run *h = &c->hook;
+	ev_timer_set(&hook_timers(c)->sleep, s, 0.);
+	ev_timer_start(c->srv->loop, &h->timers->sleep);
+	h->wait = WAIT_SLEEP;
+	return lua_yield(L, 0);
+}
+
+void hook_cancel(struct conn *c)
+{
+	struct hook_run *h = &c->hook;
+	if (!h->active)
+		return;
+	hook_timers_free(c);
+	if (h->wait == WAIT_IO && h->waiter)
+		h->waiter->cancel(h->waiter);
+	h->waiter = NULL;
+	/* A suspended coroutine cannot be reused; the GC takes it. */
+	lua_thread_release(h->co, h->co_ref, false);
+	h->co = NULL;
+	h->active = false;
+	h->wait = WAIT_NONE;
+	h->done = NULL;
+}

@@ -1,0 +1,77 @@
+/* lua_hook — runs a script's hook in its own coroutine. A hook that calls a
+ * yielding function (smtp.sleep, stream:read) suspends only its own
+ * session; the loop resumes it when the awaited event comes. */
+#ifndef LUASMTPD_LUA_HOOK_H
+#define LUASMTPD_LUA_HOOK_H
+
+#include "lua/config.h"
+#include "base/log.h"
+
+#include <ev.h>
+#include <lua.h>
+#include <stdbool.h>
+
+struct conn;
+
+enum hook_kind { HOOK_ACCEPT, HOOK_REJECT, HOOK_FAILED };
+
+/* What a finished hook said, reduced to an SMTP reply for the non-accept
+ * cases. The hook's return values stay on the coroutine for the done
+ * callback (onAuth's table, onData's text). */
+struct hook_outcome {
+	enum hook_kind kind;
+	int code;
+	char enhanced[16]; /* "5.1.1"; "" when the text already starts with one */
+	char text[512];    /* sanitised: no control bytes */
+};
+
+typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
+
+enum hook_wait { WAIT_NONE, WAIT_SLEEP, WAIT_STREAM, WAIT_IO };
+
+/* Something a suspended hook waits on (a cosocket, a DNS query): dropped
+ * with the hook if the connection goes first. */
+struct hook_waiter {
+	void (*cancel)(struct hook_waiter *w);
+};
+
+struct hook_run {
+	lua_State *co;
+	int co_ref;
+	enum hook_id id;
+	hook_done_fn done;
+	struct hook_timers *timers; /* only once the hook suspends: most never do */
+	enum hook_wait wait;
+	struct hook_waiter *waiter; /* with WAIT_IO */
+	double started; /* lua_guard_now() at its first resume */
+	bool active;
+};
+
+/* Readies hook id of c's options: returns the coroutine with the function
+ * pushed (push the arguments next), or NULL when the script has no such hook. */
+lua_State *hook_prepare(struct conn *c, enum hook_id id);
+/* Runs it. done is called once, possibly before hook_start returns. */
+void hook_start(struct conn *c, int nargs, hook_done_fn done);
+/* For a hook the script does not define: done(accept), at once. */
+void hook_accept_now(struct conn *c, hook_done_fn done);
+/* Resumes a hook waiting on its message stream, with nres values pushed. */
+void hook_wake(struct conn *c, int nres);
+/* Drops a hook in flight (the connection is gone). */
+void hook_cancel(struct conn *c);
+/* The connection whose hook is running on L, or NULL (wrong coroutine). */
+struct conn *hook_current(lua_State *L);
+/* Suspends the running hook for s seconds (smtp.sleep). */
+int hook_sleep(lua_State *L, double s);
+/* Suspends the running hook until w's operation completes; the operation
+ * then calls hook_io_done with its results pushed on the hook's coroutine.
+ * Returns what lua_yield returns, or raises when L is not a hook's own
+ * coroutine. */
+int hook_wait_io(lua_State *L, struct hook_waiter *w);
+void hook_io_done(struct conn *c, int nres);
+
+/* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
+void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
+/* Does text start with an enhanced status code ("5.1.1 ", RFC 3463)? */
+bool smtp_has_enhanced(const char *text);
+
+#endif

@@ -1,0 +1,152 @@
+#include "lua/lua_session.h"
+
+#include "net/conn.h"
+#include "lua/lua_runtime.h"
+#include "smtp/rcpt_set.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <string.h>
+
+void lua_session_new(struct conn *c)
+{
+	lua_State *L = lua_main;
+	lua_createtable(L, 0, 16);
+	lua_pushstring(L, c->id);
+	lua_setfield(L, -2, "id");
+	lua_pushstring(L, c->remote_addr);
+	lua_setfield(L, -2, "remoteAddress");
+	lua_pushinteger(L, c->remote_port);
+	lua_setfield(L, -2, "remotePort");
+	lua_pushstring(L, c->local_addr);
+	lua_setfield(L, -2, "localAddress");
+	lua_pushinteger(L, c->local_port);
+	lua_setfield(L, -2, "localPort");
+	/* No reverse lookup in this build: smtp-server's fallback form. */
+	lua_pushfstring(L, "[%s]", c->remote_addr);
+	lua_setfield(L, -2, "clientHostname");
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "secure");
+	lua_pushstring(L, "SMTP");
+	lua_setfield(L, -2, "transmissionType");
+	c->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_session_reset_envelope(c);
+}
+
+void lua_session_free(struct conn *c)
+{
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->session_ref);
+	c->session_ref = LUA_NOREF;
+	rcpt_set_clear(&c->rcpts);
+}
+
+void lua_session_push(lua_State *L, struct conn *c)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->session_ref);
+}
+
+void lua_session_set(struct conn *c, const char *field, const char *value)
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	if (value)
+		lua_pushstring(L, value);
+	else
+		lua_pushnil(L);
+	lua_setfield(L, -2, field);
+	lua_pop(L, 1);
+}
+
+void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx)
+{
+	lua_pushvalue(L, idx);
+	lua_session_push(L, c);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, field);
+	lua_pop(L, 1);
+}
+
+void lua_session_reset_envelope(struct conn *c)
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_createtable(L, 0, 2);
+	lua_newtable(L);
+	lua_setfield(L, -2, "rcptTo");
+	lua_setfield(L, -2, "envelope");
+	lua_pushinteger(L, c->transactions + 1);
+	lua_setfield(L, -2, "transaction");
+	lua_pop(L, 1);
+	rcpt_set_clear(&c->rcpts);
+}
+
+/* Pushes session.envelope. */
+static void lua_session_push_envelope(lua_State *L, struct conn *c)
+{
+	lua_session_push(L, c);
+	lua_getfield(L, -1, "envelope");
+	lua_remove(L, -2);
+}
+
+void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx)
+{
+	lua_pushvalue(L, idx);
+	lua_session_push_envelope(L, c);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "mailFrom");
+	lua_pop(L, 1);
+}
+
+bool lua_session_has_rcpt(struct conn *c, const char *address)
+{
+	return rcpt_set_find(&c->rcpts, address, strlen(address)) > 0;
+}
+
+bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	lua_getfield(L, idx, "address");
+	size_t len = 0;
+	const char *address = lua_tolstring(L, -1, &len);
+	lua_session_push_envelope(L, c);
+	lua_getfield(L, -1, "rcptTo");
+	size_t at = address ? rcpt_set_find(&c->rcpts, address, len) : 0;
+	bool fresh = at == 0;
+	if (fresh) {
+		at = lua_objlen(L, -1) + 1;
+		if (address)
+			rcpt_set_add(&c->rcpts, address, len, (unsigned)at);
+	}
+	lua_pushvalue(L, idx);
+	lua_rawseti(L, -2, (int)at);
+	lua_pop(L, 3);
+	return fresh;
+}
+
+void lua_push_address(lua_State *L, const struct smtp_path *p)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushlstring(L, p->address, p->address_len);
+	lua_setfield(L, -2, "address");
+	lua_createtable(L, 0, (int)p->nparams);
+	for (size_t i = 0; i < p->nparams; i++) {
+		const struct smtp_param *prm = &p->params[i];
+		char key[64];
+		size_t kl = prm->key_len < sizeof key - 1 ? prm->key_len : sizeof key - 1;
+		for (size_t k = 0; k < kl; k++)
+			key[k] = (char)toupper((unsigned char)prm->key[k]);
+		lua_pushlstring(L, key, kl);
+		if (!prm->value) {
+			lua_pushboolean(L, 1);
+		} else {
+			char val[SMTP_PATH_MAX + 1];
+			long vl = smtp_xtext_decode(prm->value, prm->value_len, val, sizeof val);
+			if (vl >= 0)
+				lua_pushlstring(L, val, (size_t)vl);
+			else
+				lua_pushlstring(L, prm->value, prm->value_len);
+		}
+		lua_rawset(L, -3);
+	}
+	lua_setfield(L, -2, "args");
+}

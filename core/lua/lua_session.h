@@ -1,0 +1,32 @@
+/* lua_session — the `session` table every hook gets. The core writes the
+ * facts it owns (addresses, envelope, user...); anything else a script
+ * stores in it lives as long as the connection. */
+#ifndef LUASMTPD_LUA_SESSION_H
+#define LUASMTPD_LUA_SESSION_H
+
+#include "proto/smtp_parse.h"
+
+#include <lua.h>
+#include <stdbool.h>
+
+struct conn;
+
+void lua_session_new(struct conn *c);
+void lua_session_free(struct conn *c);
+void lua_session_push(lua_State *L, struct conn *c);
+/* session[field] = value (nil when value is NULL). */
+void lua_session_set(struct conn *c, const char *field, const char *value);
+/* session[field] = the value at idx of L. */
+void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx);
+/* A new, empty envelope, and session.transaction = c->transactions + 1. */
+void lua_session_reset_envelope(struct conn *c);
+void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx);
+/* Appends a recipient; one equal (case-insensitively) to an earlier one
+ * replaces it (found in c->rcpts, not by a scan). Returns true when it was new. */
+bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
+/* Is this address already a recipient? (maxRecipients counts unique ones) */
+bool lua_session_has_rcpt(struct conn *c, const char *address);
+/* Pushes {address = "...", args = {KEY = value|true}}. */
+void lua_push_address(lua_State *L, const struct smtp_path *p);
+
+#endif

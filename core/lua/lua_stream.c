@@ -1,0 +1,335 @@
+#include "lua/lua_stream.h"
+
+#include "smtp/body_verdict.h"
+#include "net/conn.h"
+#include "lua/lua_fsync.h"
+#include "lua/lua_hook.h"
+#include "lua/lua_runtime.h"
+
+#include <lauxlib.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STREAM_MT "luasmtpd.stream"
+
+struct lua_stream {
+	struct conn *c; /* NULL once detached */
+	double byte_length;
+	int size_exceeded;
+};
+
+static int stream_mt_ref = LUA_NOREF;
+
+/* luaL_checkudata without its lookup by name: it runs on every read. */
+static struct lua_stream *stream_check(lua_State *L)
+{
+	struct lua_stream *st = lua_touserdata(L, 1);
+	if (!st || !lua_has_metatable(L, 1, stream_mt_ref))
+		luaL_typerror(L, 1, "stream");
+	return st;
+}
+
+static int stream_fail(lua_State *L, const char *err)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, err);
+	return 2;
+}
+
+/* nil and the reply the core will give, where the end would have been. */
+static int stream_push_refusal(lua_State *L, const struct body_refusal *r)
+{
+	lua_pushnil(L);
+	lua_pushfstring(L, "%d %s %s", r->code, r->enhanced, r->text);
+	return 2;
+}
+
+/* Pushes everything pending as one chunk. */
+static void stream_push_pending(lua_State *L, struct conn *c)
+{
+	struct buf *p = &c->body->pending;
+	lua_pushlstring(L, buf_head(p), buf_used(p));
+	buf_consume(p, buf_used(p));
+	c->body->handed_out = true;
+}
+
+static bool stream_waiting(const struct conn *c)
+{
+	return c->hook.active && c->hook.wait == WAIT_STREAM && c->hook.id == HOOK_DATA;
+}
+
+static int stream_read(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	struct conn *c = st->c;
+	if (!c)
+		return 0; /* detached: the body is over */
+	struct body_refusal refusal;
+	if (body_verdict(c, &refusal))
+		return stream_push_refusal(L, &refusal);
+	if (buf_used(&c->body->pending) > 0) {
+		stream_push_pending(L, c);
+		return 1;
+	}
+	if (c->body->ended)
+		return 0;
+	if (hook_current(L) != c)
+		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
+	c->hook.wait = WAIT_STREAM;
+	return lua_yield(L, 0);
+}
+
+static int stream_check_only(lua_State *L)
+{
+	stream_check(L);
+	return 0;
+}
+
+/* stream:chunks() is Lua: after a read that waited (yielded) only Lua code
+ * can go on. Its iterator raises the core's refusal that stream:read()
+ * returns ("552 5.3.4 Error: ...") as an smtp.reject, so a hook that lets
+ * it through is answered that, not logged as a bug. */
+static const char stream_chunks_lua[] =
+	"local read, check = ...\n"
+	"return function(stream)\n"
+	"  check(stream)\n"
+	"  return function()\n"
+	"    local chunk, err = read(stream)\n"
+	"    if err then error(require('smtp').reject(tonumber(err:sub(1, 3)), err:sub(5)), 0) end\n"
+	"    return chunk\n"
+	"  end\n"
+	"end\n";
+
+static bool stream_write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+/* Writes bytes to the save file; remembers the first error. */
+static void stream_save_bytes(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = c->body;
+	if (b->save_errno == 0 && !stream_write_all(b->save_fd, p, n))
+		b->save_errno = errno;
+}
+
+static void stream_save_pending(struct conn *c)
+{
+	struct body *b = c->body;
+	stream_save_bytes(c, buf_head(&b->pending), buf_used(&b->pending));
+	buf_consume(&b->pending, buf_used(&b->pending));
+}
+
+/* Drops an unfinished save file. */
+static void stream_save_abort(struct body *b)
+{
+	if (b->save_fd >= 0) {
+		close(b->save_fd);
+		unlink(b->save_path);
+		b->save_fd = -1;
+	}
+	free(b->save_path);
+	b->save_path = NULL;
+}
+
+/* Closes the save file at the end of the body; pushes true or nil, err.
+ * true means durable: the data, and the file's name in its directory. */
+static int stream_save_finish(lua_State *L, struct conn *c)
+{
+	struct body *b = c->body;
+	if (b->save_errno == 0 && fsync(b->save_fd) != 0)
+		b->save_errno = errno;
+	if (close(b->save_fd) != 0 && b->save_errno == 0)
+		b->save_errno = errno;
+	if (b->save_errno == 0 && fsync_parent_dir(b->save_path) != 0)
+		b->save_errno = errno;
+	b->save_fd = -1;
+	if (b->save_errno != 0)
+		unlink(b->save_path);
+	free(b->save_path);
+	b->save_path = NULL;
+	if (b->save_errno != 0)
+		return stream_fail(L, strerror(b->save_errno));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int stream_save(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	const char *path = luaL_checkstring(L, 2);
+	size_t prefix_len = 0;
+	const char *prefix = luaL_optlstring(L, 3, "", &prefix_len);
+	struct conn *c = st->c;
+	if (!c)
+		return stream_fail(L, "the message is no longer available");
+	struct body *b = c->body;
+	if (b->save_fd >= 0)
+		return luaL_error(L, "stream:save: already saving");
+	struct body_refusal refusal;
+	if (body_verdict(c, &refusal))
+		return stream_push_refusal(L, &refusal);
+	/* What was read is gone: the file would hold only the rest. */
+	if (b->handed_out)
+		return stream_fail(L, "stream:save: part of the message was already read");
+	if (!b->ended && hook_current(L) != c)
+		return luaL_error(L, "stream:save: only the onData hook's coroutine may wait for the body");
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return stream_fail(L, strerror(errno));
+	b->save_fd = fd;
+	b->save_errno = 0;
+	b->save_path = strdup(path);
+	b->handed_out = true;
+	if (!stream_write_all(fd, prefix, prefix_len))
+		b->save_errno = errno;
+	stream_save_pending(c);
+	if (b->ended)
+		return stream_save_finish(L, c);
+	c->hook.wait = WAIT_STREAM;
+	return lua_yield(L, 0);
+}
+
+/* __index, with the methods table as its upvalue. */
+static int stream_index(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	if (!lua_isnil(L, -1))
+		return 1;
+	const char *key = luaL_checkstring(L, 2);
+	if (strcmp(key, "byteLength") == 0) {
+		lua_pushnumber(L, st->c ? (double)st->c->body->byte_length : st->byte_length);
+		return 1;
+	}
+	if (strcmp(key, "sizeExceeded") == 0) {
+		lua_pushboolean(L, st->c ? st->c->body->size_exceeded : st->size_exceeded);
+		return 1;
+	}
+	return 0;
+}
+
+void lua_stream_register(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{"read", stream_read},
+		{"save", stream_save},
+		{NULL, NULL},
+	};
+	luaL_newmetatable(L, STREAM_MT);
+	lua_newtable(L);
+	luaL_register(L, NULL, methods);
+	if (luaL_loadbuffer(L, stream_chunks_lua, sizeof stream_chunks_lua - 1, "=stream:chunks") != 0)
+		abort(); /* a constant that compiles */
+	lua_pushcfunction(L, stream_read);
+	lua_pushcfunction(L, stream_check_only);
+	lua_call(L, 2, 1);
+	lua_setfield(L, -2, "chunks");
+	lua_pushcclosure(L, stream_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushvalue(L, -1);
+	stream_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pop(L, 1);
+}
+
+void lua_stream_push(lua_State *L, struct conn *c)
+{
+	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
+	memset(st, 0, sizeof *st);
+	st->c = c;
+	luaL_getmetatable(L, STREAM_MT);
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	c->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Once the core refuses the message (body_verdict), nothing more of it is
+ * handed out: what is pending goes, a save in progress leaves no file, and
+ * a reader or saver waiting learns it now. Returns whether it refused. */
+static bool stream_refused(struct conn *c)
+{
+	struct body *b = c->body;
+	struct body_refusal refusal;
+	if (!body_verdict(c, &refusal))
+		return false;
+	buf_consume(&b->pending, buf_used(&b->pending));
+	stream_save_abort(b);
+	if (stream_waiting(c))
+		hook_wake(c, stream_push_refusal(c->hook.co, &refusal));
+	return true;
+}
+
+void lua_stream_feed(struct conn *c)
+{
+	struct body *b = c->body;
+	if (stream_refused(c))
+		return;
+	if (b->save_fd >= 0)
+		stream_save_pending(c);
+	if (!stream_waiting(c))
+		return;
+	lua_State *co = c->hook.co;
+	if (b->save_fd >= 0) {
+		if (b->ended)
+			hook_wake(c, stream_save_finish(co, c));
+		return;
+	}
+	if (buf_used(&b->pending) > 0) {
+		stream_push_pending(co, c);
+		hook_wake(c, 1);
+	} else if (b->ended) {
+		hook_wake(c, 0);
+	}
+}
+
+void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
+{
+	struct body *b = c->body;
+	if (stream_refused(c))
+		return;
+	bool waiting = stream_waiting(c);
+	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting)) {
+		buf_append(&b->pending, p, n);
+		lua_stream_feed(c);
+		return;
+	}
+	if (b->save_fd >= 0) {
+		stream_save_bytes(c, p, n);
+		return;
+	}
+	lua_pushlstring(c->hook.co, p, n);
+	b->handed_out = true;
+	hook_wake(c, 1);
+}
+
+void lua_stream_detach(struct conn *c)
+{
+	struct body *b = c->body;
+	stream_save_abort(b);
+	if (b->stream_ref == LUA_NOREF)
+		return;
+	lua_State *L = lua_main;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, b->stream_ref);
+	struct lua_stream *st = lua_touserdata(L, -1);
+	st->c = NULL;
+	st->byte_length = (double)b->byte_length;
+	st->size_exceeded = b->size_exceeded;
+	lua_pop(L, 1);
+	luaL_unref(L, LUA_REGISTRYINDEX, b->stream_ref);
+	b->stream_ref = LUA_NOREF;
+}

@@ -1,0 +1,79 @@
+/* server — the listening sockets, the set of connections, signals, reload
+ * (HUP, certificate renewals on disk, updateSecureContext) and the
+ * graceful stop. */
+#ifndef LUASMTPD_SERVER_H
+#define LUASMTPD_SERVER_H
+
+#include "lua/config.h"
+
+#include <ev.h>
+#include <sys/socket.h>
+#include <lua.h>
+#include <stdbool.h>
+
+struct conn;
+
+struct listener {
+	ev_io io;
+	struct server *srv;
+	struct smtp_options *opt; /* in srv->cfg */
+	int fd;
+	char addr[96];
+	/* Bound to one address (not a wildcard): every session's local
+	 * address, known without a getsockname(2) each; else AF_UNSPEC. */
+	struct sockaddr_storage local;
+	struct listener *next;
+};
+
+struct cert_watch {
+	ev_stat stat;
+	struct server *srv;
+};
+
+struct server {
+	struct ev_loop *loop;
+	struct config *cfg; /* the current script; sessions may hold older ones */
+	const char *script;
+	char **listen_override;
+	size_t noverride;
+	struct listener *listeners;
+	struct conn *conns;
+	unsigned nconns;
+	bool stopping;
+	bool accepting; /* false in a master, whose workers accept */
+	bool draining;  /* an old worker after a reload: no new sessions */
+	bool worker;    /* one of a master's workers: HUP is the master's */
+	ev_signal sig_term, sig_int, sig_hup, sig_quit;
+	ev_timer close_timer;
+	struct cert_watch *watches;
+	size_t nwatches;
+	ev_timer cert_settle; /* a renewal writes several files: wait for the last */
+	ev_timer accept_pause; /* out of descriptors: accepting waits (see server_accept) */
+	bool accept_paused;
+	ev_tstamp accept_pause_logged;
+};
+
+/* The running server, for the smtp.server Lua API. */
+extern struct server *server_current;
+
+bool server_listen(struct server *srv, char *err, size_t errlen);
+/* Serves: sets up signals, accepts, runs the loop until stopped. */
+void server_run(struct server *srv);
+/* Stops accepting and ends the loop once the open sessions have ended by
+ * themselves (an old worker after a reload). */
+void server_drain(struct server *srv);
+/* Drops root for the script's `user`, if any; false and err on failure. */
+bool server_drop_privileges(struct server *srv, char *err, size_t errlen);
+/* Loads the script again; on failure nothing changes. */
+bool server_reload(struct server *srv, char *err, size_t errlen);
+/* smtp.server:updateSecureContext(opts at idx of L). */
+bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
+                                  size_t errlen);
+/* Closes the listening sockets (a master stopping its workers). */
+void server_stop_listening(struct server *srv);
+/* Stops accepting; open sessions end as on TERM. */
+void server_stop(struct server *srv, const char *why);
+void server_conn_gone(struct server *srv, struct conn *c);
+void server_free(struct server *srv);
+
+#endif

@@ -1,0 +1,29 @@
+#include "smtp/body_verdict.h"
+
+#include "net/conn.h"
+
+#include <stdio.h>
+
+int body_verdict(const struct conn *c, struct body_refusal *r)
+{
+	const struct body *b = c->body;
+	/* In this order: the size first, as smtp-server answers it. */
+	if (b->size_exceeded) {
+		r->code = 552;
+		r->enhanced = "5.3.4";
+		snprintf(r->text, sizeof r->text, "Error: message exceeds fixed maximum message size %llu",
+		         (unsigned long long)c->opt->size);
+	} else if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT) {
+		r->code = 554;
+		r->enhanced = "5.5.2";
+		snprintf(r->text, sizeof r->text, "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
+	} else if (b->line_too_long) {
+		r->code = 554;
+		r->enhanced = "5.6.0";
+		snprintf(r->text, sizeof r->text, "Error: a message line is longer than %zu octets",
+		         c->opt->max_line_length);
+	} else {
+		return 0;
+	}
+	return r->code;
+}

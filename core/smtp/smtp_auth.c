@@ -1,0 +1,426 @@
+#include "smtp/smtp_auth.h"
+
+#include "smtp/auth_throttle.h"
+#include "net/conn.h"
+#include "lua/lua_hook.h"
+#include "lua/lua_session.h"
+#include "base/metrics.h"
+#include "smtp/smtp_session.h"
+
+#include <lauxlib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* SASL lines are bounded by maxCommandLength; decoded they are smaller. */
+#define AUTH_DECODED_MAX 12288
+
+static void auth_reset(struct conn *c)
+{
+	c->phase = PHASE_COMMAND;
+	c->sasl = SASL_NONE;
+	free(c->sasl_user);
+	c->sasl_user = NULL;
+	free(c->sasl_challenge);
+	c->sasl_challenge = NULL;
+	free(c->sasl_refusal);
+	c->sasl_refusal = NULL;
+}
+
+/* A failed attempt: the reply, or the end of the session after too many. */
+static void auth_failed(struct conn *c, int code, const char *enhanced, const char *text)
+{
+	metrics_auth(c->sasl_method, false);
+	auth_reset(c);
+	/* Only a permanent failure counts against the address: a 454 (the
+	 * backend is down, or this very throttle) is not a wrong password. */
+	if (code >= 500)
+		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
+	if (c->opt->max_auth_failures && ++c->auth_failures >= c->opt->max_auth_failures) {
+		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
+		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
+		return;
+	}
+	conn_reply(c, code, enhanced, "%s", text);
+}
+
+static void auth_bad_data(struct conn *c)
+{
+	auth_reset(c);
+	conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+}
+
+static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	enum auth_method method = c->sasl_method;
+	auth_reset(c);
+	if (o->kind == HOOK_FAILED) {
+		metrics_auth(method, false);
+		conn_reply_outcome(c, o);
+		return;
+	}
+	if (o->kind == HOOK_REJECT && method == AUTH_XOAUTH2) {
+		/* RFC 7628 3.2.2: the error goes out as a challenge; the
+		 * client's (empty) answer then gets onAuth's refusal. */
+		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
+		char b64[sizeof json * 2];
+		smtp_base64_encode(json, sizeof json - 1, b64);
+		c->phase = PHASE_AUTH;
+		c->sasl = SASL_XOAUTH2_ERROR;
+		if (!(c->sasl_refusal = malloc(sizeof *c->sasl_refusal)))
+			abort();
+		*c->sasl_refusal = *o;
+		conn_reply(c, 334, NULL, "%s", b64);
+		return;
+	}
+	if (o->kind == HOOK_REJECT) {
+		auth_failed(c, o->code, o->enhanced, o->text);
+		return;
+	}
+	bool has_user = co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
+	if (has_user) {
+		lua_getfield(co, 1, "user");
+		has_user = !lua_isnil(co, -1);
+		if (has_user)
+			lua_session_set_value(c, "user", co, -1);
+		lua_pop(co, 1);
+	}
+	if (!has_user) {
+		const struct smtp_reply *r = &smtp_replies[REPLY_AUTH_NO_USER];
+		auth_failed(c, r->code, r->enhanced, r->text);
+		return;
+	}
+	c->authenticated = true;
+	metrics_auth(method, true);
+	smtp_session_update_transmission(c);
+	lua_getfield(co, 1, "message");
+	const char *msg = lua_tostring(co, -1);
+	if (msg)
+		conn_reply_hook_text(c, REPLY_AUTH_ACCEPTED, msg);
+	else
+		conn_reply_known(c, REPLY_AUTH_ACCEPTED);
+	lua_pop(co, 1);
+	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(method), NULL);
+}
+
+/* Starts onAuth with an auth table having method and username; fields
+ * adds the rest (fields_fn pushes them on the table at the top). */
+static void auth_ask(struct conn *c, const char *user, size_t ulen,
+                     void (*fields)(struct conn *c, lua_State *co, const void *arg), const void *arg)
+{
+	c->phase = PHASE_COMMAND;
+	lua_State *co = hook_prepare(c, HOOK_AUTH);
+	if (!co) {
+		auth_failed(c, 535, "5.7.8", "Error: Authentication not implemented");
+		return;
+	}
+	lua_createtable(co, 0, 6);
+	lua_pushstring(co, auth_method_name(c->sasl_method));
+	lua_setfield(co, -2, "method");
+	lua_pushlstring(co, user, ulen);
+	lua_setfield(co, -2, "username");
+	fields(c, co, arg);
+	lua_session_push(co, c);
+	hook_start(c, 2, auth_done);
+}
+
+/* Decodes base64 into out (AUTH_DECODED_MAX + 1); -1 when it is not. */
+static long auth_decode(const char *b64, size_t len, char *out)
+{
+	if (len / 4 * 3 > AUTH_DECODED_MAX)
+		return -1;
+	return smtp_base64_decode(b64, len, out);
+}
+
+/* ---- PLAIN and LOGIN ---------------------------------------------------- */
+
+struct auth_secret {
+	const char *p;
+	size_t len;
+};
+
+static void auth_password_field(struct conn *c, lua_State *co, const void *arg)
+{
+	const struct auth_secret *pw = arg;
+	lua_pushlstring(co, pw->p, pw->len);
+	lua_setfield(co, -2, "password");
+}
+
+static void auth_plain(struct conn *c, const char *b64, size_t len)
+{
+	char dec[AUTH_DECODED_MAX + 1];
+	long n = auth_decode(b64, len, dec);
+	struct smtp_auth_plain pl;
+	if (n < 0 || !smtp_auth_plain_split(dec, (size_t)n, &pl)) {
+		auth_bad_data(c);
+		return;
+	}
+	struct auth_secret pw = {pl.password, pl.password_len};
+	auth_ask(c, pl.authcid, pl.authcid_len, auth_password_field, &pw);
+}
+
+/* One LOGIN answer: printable text, non-empty for the username. */
+static long auth_login_decode(const char *b64, size_t len, char *out, bool user)
+{
+	long n = auth_decode(b64, len, out);
+	for (long i = 0; i < n; i++)
+		if ((unsigned char)out[i] < ' ')
+			return -1;
+	return n == 0 && user ? -1 : n;
+}
+
+static void auth_login_user(struct conn *c, const char *b64, size_t len)
+{
+	char dec[AUTH_DECODED_MAX + 1];
+	long n = auth_login_decode(b64, len, dec, true);
+	if (n < 0) {
+		auth_bad_data(c);
+		return;
+	}
+	free(c->sasl_user);
+	c->sasl_user = strndup(dec, (size_t)n);
+	c->sasl = SASL_LOGIN_PASS;
+	c->phase = PHASE_AUTH;
+	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
+}
+
+static void auth_login_pass(struct conn *c, const char *b64, size_t len)
+{
+	char dec[AUTH_DECODED_MAX + 1];
+	long n = auth_login_decode(b64, len, dec, false);
+	if (n < 0 || !c->sasl_user) {
+		auth_bad_data(c);
+		return;
+	}
+	struct auth_secret pw = {dec, (size_t)n};
+	char *user = c->sasl_user;
+	c->sasl_user = NULL;
+	auth_ask(c, user, strlen(user), auth_password_field, &pw);
+	free(user);
+}
+
+/* ---- CRAM-MD5 (RFC 2195) ------------------------------------------------ */
+
+/* auth.validatePassword(pw): does HMAC-MD5(pw, challenge) match the
+ * client's digest? Upvalues: the challenge and the digest (hex). */
+static int auth_cram_validate(lua_State *L)
+{
+	size_t plen, clen, dlen;
+	const char *pw = luaL_checklstring(L, 1, &plen);
+	const char *challenge = lua_tolstring(L, lua_upvalueindex(1), &clen);
+	const char *digest = lua_tolstring(L, lua_upvalueindex(2), &dlen);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned mlen = 0;
+	HMAC(EVP_md5(), pw, (int)plen, (const unsigned char *)challenge, clen, mac, &mlen);
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+	for (unsigned i = 0; i < mlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+	bool ok = dlen == 2 * mlen && CRYPTO_memcmp(hex, digest, dlen) == 0;
+	lua_pushboolean(L, ok);
+	return 1;
+}
+
+struct auth_cram {
+	const char *digest;
+	size_t len;
+};
+
+static void auth_cram_fields(struct conn *c, lua_State *co, const void *arg)
+{
+	const struct auth_cram *cr = arg;
+	lua_pushstring(co, c->sasl_challenge);
+	lua_setfield(co, -2, "challenge");
+	lua_pushlstring(co, cr->digest, cr->len);
+	lua_setfield(co, -2, "challengeResponse");
+	lua_pushstring(co, c->sasl_challenge);
+	lua_pushlstring(co, cr->digest, cr->len);
+	lua_pushcclosure(co, auth_cram_validate, 2);
+	lua_setfield(co, -2, "validatePassword");
+}
+
+static void auth_cram_start(struct conn *c)
+{
+	unsigned char rnd[8];
+	RAND_bytes(rnd, sizeof rnd);
+	char challenge[512];
+	snprintf(challenge, sizeof challenge, "<%02x%02x%02x%02x%02x%02x%02x%02x.%ld@%s>", rnd[0],
+	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), c->opt->name);
+	free(c->sasl_challenge);
+	c->sasl_challenge = strdup(challenge);
+	char b64[sizeof challenge * 2];
+	smtp_base64_encode(challenge, strlen(challenge), b64);
+	c->sasl = SASL_CRAM_RESPONSE;
+	conn_reply(c, 334, NULL, "%s", b64);
+}
+
+static void auth_cram_response(struct conn *c, const char *b64, size_t len)
+{
+	char dec[AUTH_DECODED_MAX + 1];
+	long n = auth_decode(b64, len, dec);
+	const char *sp = n > 0 ? memrchr(dec, ' ', (size_t)n) : NULL;
+	if (!sp || sp == dec || !c->sasl_challenge) {
+		auth_bad_data(c);
+		return;
+	}
+	/* Clients may send the digest in upper case; we compare lower case. */
+	for (char *p = dec + (sp - dec) + 1; p < dec + n; p++)
+		if (*p >= 'A' && *p <= 'F')
+			*p = (char)(*p + 32);
+	struct auth_cram cr = {sp + 1, (size_t)(dec + n - sp - 1)};
+	auth_ask(c, dec, (size_t)(sp - dec), auth_cram_fields, &cr);
+}
+
+/* ---- XOAUTH2 ------------------------------------------------------------ */
+
+static void auth_token_field(struct conn *c, lua_State *co, const void *arg)
+{
+	const struct auth_secret *tok = arg;
+	lua_pushlstring(co, tok->p, tok->len);
+	lua_setfield(co, -2, "accessToken");
+}
+
+/* "user=" U "\x01auth=Bearer " T "\x01\x01" */
+static void auth_xoauth2(struct conn *c, const char *b64, size_t len)
+{
+	char dec[AUTH_DECODED_MAX + 1];
+	long n = auth_decode(b64, len, dec);
+	if (n < 0 || n < 5 || strncmp(dec, "user=", 5) != 0) {
+		auth_bad_data(c);
+		return;
+	}
+	const char *user = dec + 5;
+	const char *sep = memchr(user, '\x01', (size_t)(dec + n - user));
+	const char *auth = sep ? sep + 1 : NULL;
+	if (!auth || dec + n - auth < 12 || strncasecmp(auth, "auth=Bearer ", 12) != 0) {
+		auth_bad_data(c);
+		return;
+	}
+	const char *tok = auth + 12;
+	const char *end = memchr(tok, '\x01', (size_t)(dec + n - tok));
+	if (!end) {
+		auth_bad_data(c);
+		return;
+	}
+	struct auth_secret t = {tok, (size_t)(end - tok)};
+	auth_ask(c, user, (size_t)(sep - user), auth_token_field, &t);
+}
+
+/* ---- the command -------------------------------------------------------- */
+
+void smtp_auth_line(struct conn *c, const char *line, size_t len)
+{
+	enum sasl_step step = c->sasl;
+	c->sasl = SASL_NONE;
+	if (step == SASL_XOAUTH2_ERROR) {
+		struct hook_outcome refusal = *c->sasl_refusal; /* auth_failed frees it */
+		auth_failed(c, refusal.code, refusal.enhanced, refusal.text);
+		return;
+	}
+	if (len == 1 && line[0] == '*') {
+		auth_reset(c);
+		conn_reply(c, 501, "5.0.0", "Authentication aborted");
+		return;
+	}
+	switch (step) {
+	case SASL_PLAIN_RESPONSE: auth_plain(c, line, len); break;
+	case SASL_LOGIN_USER: auth_login_user(c, line, len); break;
+	case SASL_LOGIN_PASS: auth_login_pass(c, line, len); break;
+	case SASL_CRAM_RESPONSE: auth_cram_response(c, line, len); break;
+	case SASL_XOAUTH2_RESPONSE: auth_xoauth2(c, line, len); break;
+	default: auth_bad_data(c); break;
+	}
+}
+
+static enum auth_method auth_find(const struct conn *c, const char *name, size_t len)
+{
+	for (size_t i = 0; i < c->opt->nauth_methods; i++) {
+		const char *m = auth_method_name(c->opt->auth_methods[i]);
+		if (smtp_ascii_ieq(m, strlen(m), name, len))
+			return c->opt->auth_methods[i];
+	}
+	return 0;
+}
+
+void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (!c->greeted) {
+		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return;
+	}
+	if (c->authenticated) {
+		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
+		return;
+	}
+	if (!smtp_session_auth_offered(c)) {
+		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
+		return;
+	}
+	if (c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
+		return;
+	}
+	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
+	size_t mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
+	const char *ir = sp ? sp + 1 : NULL;
+	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
+	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
+		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	enum auth_method m = auth_find(c, cmd->arg, mlen);
+	if (!m) {
+		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
+		return;
+	}
+	c->sasl_method = m;
+	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
+	 * is refused, mail may still go where AUTH is optional, and a client
+	 * that insists meets maxAuthFailures, which closes the session. */
+	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
+		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
+		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		return;
+	}
+	c->phase = PHASE_AUTH;
+	/* RFC 4954: "=" is an empty initial response. */
+	if (ir && irlen == 1 && ir[0] == '=')
+		irlen = 0;
+	switch (m) {
+	case AUTH_PLAIN:
+		if (ir) {
+			auth_plain(c, ir, irlen);
+		} else {
+			c->sasl = SASL_PLAIN_RESPONSE;
+			conn_reply(c, 334, NULL, "%s", "");
+		}
+		break;
+	case AUTH_LOGIN:
+		if (ir) {
+			auth_login_user(c, ir, irlen);
+		} else {
+			c->sasl = SASL_LOGIN_USER;
+			conn_reply(c, 334, NULL, "VXNlcm5hbWU6");
+		}
+		break;
+	case AUTH_CRAM_MD5:
+		if (ir) {
+			auth_bad_data(c); /* CRAM-MD5 has no initial response */
+			return;
+		}
+		auth_cram_start(c);
+		break;
+	case AUTH_XOAUTH2:
+		if (ir) {
+			auth_xoauth2(c, ir, irlen);
+		} else {
+			c->sasl = SASL_XOAUTH2_RESPONSE;
+			conn_reply(c, 334, NULL, "%s", "");
+		}
+		break;
+	}
+}

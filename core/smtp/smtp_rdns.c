@@ -1,0 +1,111 @@
+#include "smtp/smtp_rdns.h"
+
+#include "net/conn.h"
+#include "net/dns.h"
+#include "lua/lua_session.h"
+
+#include <ares.h>
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void rdns_finish(struct conn *c, const char *name)
+{
+	c->rdns = NULL;
+	if (name) {
+		lua_session_set(c, "clientHostname", name);
+		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
+	}
+	free(c->rdns_name);
+	c->rdns_name = NULL;
+	void (*next)(struct conn *) = c->rdns_next;
+	c->rdns_next = NULL;
+	next(c);
+	conn_resume(c);
+}
+
+/* Does the forward answer contain the client's own address? */
+static bool rdns_confirms(struct conn *c, int status, const unsigned char *abuf, int alen)
+{
+	if (status != ARES_SUCCESS)
+		return false;
+	bool v6 = strchr(c->remote_addr, ':') != NULL;
+	char s[INET6_ADDRSTRLEN];
+	if (!v6) {
+		struct ares_addrttl a[16];
+		int n = 16;
+		if (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS)
+			return false;
+		for (int i = 0; i < n; i++)
+			if (inet_ntop(AF_INET, &a[i].ipaddr, s, sizeof s) && strcmp(s, c->remote_addr) == 0)
+				return true;
+		return false;
+	}
+	struct ares_addr6ttl a[16];
+	int n = 16;
+	if (ares_parse_aaaa_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS)
+		return false;
+	unsigned char want[16];
+	if (inet_pton(AF_INET6, c->remote_addr, want) != 1)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (memcmp(&a[i].ip6addr, want, 16) == 0)
+			return true;
+	return false;
+}
+
+static void rdns_forward_answer(void *arg, int status, const unsigned char *abuf, int alen)
+{
+	struct conn *c = arg;
+	rdns_finish(c, rdns_confirms(c, status, abuf, alen) ? c->rdns_name : NULL);
+}
+
+static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, int alen)
+{
+	struct conn *c = arg;
+	struct hostent *h = NULL;
+	if (status != ARES_SUCCESS || ares_parse_ptr_reply(abuf, alen, NULL, 0, AF_INET, &h) != ARES_SUCCESS ||
+	    !h || !h->h_name || strlen(h->h_name) > 253) {
+		if (h)
+			ares_free_hostent(h);
+		rdns_finish(c, NULL);
+		return;
+	}
+	free(c->rdns_name);
+	c->rdns_name = strdup(h->h_name);
+	ares_free_hostent(h);
+	if (!c->rdns_name)
+		abort();
+	bool v6 = strchr(c->remote_addr, ':') != NULL;
+	char err[128];
+	c->rdns = dns_query(c->rdns_name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
+	if (!c->rdns)
+		rdns_finish(c, NULL);
+}
+
+void smtp_rdns_start(struct conn *c, void (*next)(struct conn *c))
+{
+	char rev[80], err[128];
+	/* The answers come from the loop, never inside dns_query (dns.h). */
+	c->rdns = dns_reverse_name(c->remote_addr, rev, sizeof rev)
+	                  ? dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err)
+	                  : NULL;
+	if (!c->rdns) {
+		next(c);
+		return;
+	}
+	c->rdns_next = next;
+}
+
+void smtp_rdns_cancel(struct conn *c)
+{
+	if (c->rdns)
+		dns_cancel(c->rdns);
+	c->rdns = NULL;
+	c->rdns_next = NULL;
+	free(c->rdns_name);
+	c->rdns_name = NULL;
+}

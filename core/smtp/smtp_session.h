@@ -1,0 +1,51 @@
+/* smtp_session — the SMTP state machine: what each command does to a
+ * connection's session, which hook it asks, and the reply. Input comes
+ * from conn (framed lines, body bytes); replies go to conn's buffer. */
+#ifndef LUASMTPD_SMTP_SESSION_H
+#define LUASMTPD_SMTP_SESSION_H
+
+#include "lua/lua_hook.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conn;
+
+/* After accept: onConnect, then the greeting. */
+void smtp_session_connect(struct conn *c);
+/* Runs onConnect (again, after XCLIENT) with done as its continuation. */
+void smtp_session_run_on_connect(struct conn *c, hook_done_fn done);
+/* In such a done: true when onConnect accepted; its refusal ends the
+ * connection. */
+bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o);
+/* One command or SASL line, without its line ending. */
+void smtp_session_line(struct conn *c, const char *line, size_t len);
+void smtp_session_line_too_long(struct conn *c);
+/* Body bytes during DATA; returns how many were consumed (the end marker
+ * included, pipelined commands after it not). The consumed bytes may be
+ * overwritten: the body is decoded in place. */
+size_t smtp_session_data(struct conn *c, char *p, size_t n);
+/* Chunk bytes during BDAT; returns how many were consumed. */
+size_t smtp_session_bdat(struct conn *c, const char *p, size_t n);
+/* A TLS handshake has completed: onConnect (implicit TLS), onSecure. */
+void smtp_session_secured(struct conn *c);
+/* A handshake failed: onError({code, message, meta}), then close. */
+void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason);
+/* May this session authenticate now (TLS, or allowInsecureAuth)? */
+bool smtp_session_auth_offered(const struct conn *c);
+/* session.transmissionType from what the session is now. */
+void smtp_session_update_transmission(struct conn *c);
+/* The 220 greeting (again, after XCLIENT). */
+void smtp_session_greet(struct conn *c);
+/* A new, empty mail transaction. */
+void smtp_session_reset_transaction(struct conn *c);
+/* The connection is closing: greetingDelay's timer goes, if it runs. */
+void smtp_session_cancel_greeting_delay(struct conn *c);
+/* The message in flight, if any, is over: frees its body state. */
+void smtp_session_body_free(struct conn *c);
+/* Back to before HELO: after STARTTLS (RFC 3207 4.2) and XCLIENT. */
+void smtp_session_forget_identity(struct conn *c);
+/* Server shutdown: end an idle session now. */
+void smtp_session_stop(struct conn *c);
+
+#endif

@@ -1,0 +1,294 @@
+#include "smtp/smtp_xclient.h"
+
+#include "net/conn.h"
+#include "lua/lua_hook.h"
+#include "lua/lua_runtime.h"
+#include "lua/lua_session.h"
+#include "smtp/smtp_rdns.h"
+#include "smtp/smtp_session.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define X_MAX_ATTRS 8
+#define X_VALUE_MAX 255
+
+enum x_attr { X_NAME, X_ADDR, X_PORT, X_PROTO, X_HELO, X_LOGIN, X_IDENT, X_SOURCE, X_COUNT };
+
+static const char *const x_names[X_COUNT] = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "IDENT", "SOURCE"};
+
+struct x_value {
+	bool present;
+	bool unavailable; /* [UNAVAILABLE] or [TEMPUNAVAIL] */
+	char v[X_VALUE_MAX + 1];
+};
+
+static bool x_trusted(const struct conn *c, bool xforward)
+{
+	const struct smtp_options *o = c->opt;
+	bool on = xforward ? o->use_xforward : o->use_xclient;
+	const struct cidr *list = xforward ? o->xforward_trusted : o->xclient_trusted;
+	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
+	if (!on)
+		return false;
+	return cidr_list_match(list, n, c->x_peer ? c->x_peer : c->remote_addr);
+}
+
+bool smtp_xclient_offered(const struct conn *c, bool xforward)
+{
+	return !c->x_locked && x_trusted(c, xforward);
+}
+
+static bool x_hostname(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 255)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
+			return false;
+	return true;
+}
+
+static bool x_valid(enum x_attr a, struct x_value *val)
+{
+	if (val->unavailable)
+		return true;
+	char *v = val->v;
+	switch (a) {
+	case X_NAME:
+		return x_hostname(v);
+	case X_ADDR: {
+		unsigned char bin[16];
+		if (strncasecmp(v, "IPV6:", 5) == 0)
+			memmove(v, v + 5, strlen(v + 5) + 1);
+		return inet_pton(AF_INET, v, bin) == 1 || inet_pton(AF_INET6, v, bin) == 1;
+	}
+	case X_PORT: {
+		char *end;
+		long p = strtol(v, &end, 10);
+		return *v && !*end && p >= 0 && p <= 65535;
+	}
+	case X_PROTO:
+		return strcasecmp(v, "SMTP") == 0 || strcasecmp(v, "ESMTP") == 0;
+	case X_HELO:
+		return smtp_valid_helo(v, strlen(v));
+	case X_SOURCE:
+		return strcasecmp(v, "LOCAL") == 0 || strcasecmp(v, "REMOTE") == 0;
+	default:
+		return *v != '\0';
+	}
+}
+
+/* Parses and checks every attribute before anything is applied. */
+static bool x_parse(const struct smtp_cmd *cmd, bool xforward, struct x_value vals[X_COUNT])
+{
+	memset(vals, 0, sizeof(struct x_value) * X_COUNT);
+	const char *p = cmd->arg, *end = cmd->arg + cmd->arg_len;
+	int n = 0;
+	while (p < end) {
+		while (p < end && *p == ' ')
+			p++;
+		if (p == end)
+			break;
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		const char *wend = sp ? sp : end;
+		const char *eq = memchr(p, '=', (size_t)(wend - p));
+		if (!eq || ++n > X_MAX_ATTRS)
+			return false;
+		int a = -1;
+		for (int i = 0; i < X_COUNT; i++)
+			if (smtp_ascii_ieq(p, (size_t)(eq - p), x_names[i], strlen(x_names[i])))
+				a = i;
+		bool allowed = a >= 0 && (xforward ? a != X_LOGIN : (a != X_IDENT && a != X_SOURCE));
+		if (!allowed || vals[a].present)
+			return false;
+		struct x_value *val = &vals[a];
+		long len = smtp_xtext_decode(eq + 1, (size_t)(wend - eq - 1), val->v, X_VALUE_MAX);
+		if (len < 0)
+			return false;
+		val->v[len] = '\0';
+		val->present = true;
+		val->unavailable = strcmp(val->v, "[UNAVAILABLE]") == 0 || strcmp(val->v, "[TEMPUNAVAIL]") == 0;
+		if (!x_valid((enum x_attr)a, val))
+			return false;
+		p = wend;
+	}
+	return n > 0;
+}
+
+/* session[table_name] = {KEY = value or false, ["KEY:DEFAULT"] = before}. */
+static void x_record(struct conn *c, const char *table_name, struct x_value vals[X_COUNT])
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_getfield(L, -1, table_name);
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -3, table_name);
+	}
+	static const char *const session_fields[X_COUNT] = {
+		[X_NAME] = "clientHostname", [X_ADDR] = "remoteAddress", [X_PORT] = "remotePort",
+		[X_HELO] = "hostNameAppearsAs",
+	};
+	for (int a = 0; a < X_COUNT; a++) {
+		if (!vals[a].present)
+			continue;
+		if (session_fields[a]) {
+			lua_pushfstring(L, "%s:DEFAULT", x_names[a]);
+			lua_getfield(L, -3, session_fields[a]);
+			lua_rawset(L, -3);
+		}
+		if (vals[a].unavailable)
+			lua_pushboolean(L, 0);
+		else
+			lua_pushstring(L, vals[a].v);
+		lua_setfield(L, -2, x_names[a]);
+	}
+	lua_pop(L, 2);
+}
+
+/* Applies the client's identity to the session's own fields. */
+static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
+{
+	if (vals[X_ADDR].present) {
+		const char *addr = vals[X_ADDR].unavailable ? "unknown" : vals[X_ADDR].v;
+		snprintf(c->remote_addr, sizeof c->remote_addr, "%.63s", addr); /* an IP: short */
+		lua_session_set(c, "remoteAddress", addr);
+		char name[80];
+		snprintf(name, sizeof name, "[%.63s]", addr);
+		lua_session_set(c, "clientHostname", name);
+	}
+	if (vals[X_NAME].present)
+		lua_session_set(c, "clientHostname", vals[X_NAME].unavailable ? NULL : vals[X_NAME].v);
+	if (vals[X_PORT].present && !vals[X_PORT].unavailable) {
+		c->remote_port = atoi(vals[X_PORT].v);
+		lua_pushinteger(lua_main, c->remote_port);
+		lua_session_set_value(c, "remotePort", lua_main, -1);
+		lua_pop(lua_main, 1);
+	}
+	if (vals[X_HELO].present)
+		lua_session_set(c, "hostNameAppearsAs", vals[X_HELO].unavailable ? NULL : vals[X_HELO].v);
+}
+
+/* Checks shared by both commands; replies and returns false on failure. */
+static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, struct x_value vals[X_COUNT])
+{
+	if (!smtp_xclient_offered(c, xforward)) {
+		conn_reply(c, 550, "5.7.0", "Error: Not allowed");
+		return false;
+	}
+	if (c->tx.has_mail) {
+		conn_reply(c, 503, "5.5.1", "Error: Mail transaction in progress");
+		return false;
+	}
+	if (!x_parse(cmd, xforward, vals)) {
+		conn_reply(c, 501, "5.5.4", "Error: Bad command parameter syntax");
+		return false;
+	}
+	if (!c->x_peer && !(c->x_peer = strdup(c->remote_addr)))
+		abort();
+	return true;
+}
+
+static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	if (o->kind != HOOK_ACCEPT) {
+		conn_end(c, 550, o->enhanced, o->text);
+		return;
+	}
+	if (co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE) {
+		lua_getfield(co, 1, "user");
+		if (!lua_isnil(co, -1)) {
+			lua_session_set_value(c, "user", co, -1);
+			c->authenticated = true;
+			smtp_session_update_transmission(c);
+		}
+		lua_pop(co, 1);
+	}
+	smtp_session_greet(c);
+}
+
+/* LOGIN: the front end vouches for a user (kept in sasl_user while
+ * onConnect runs); onAuth has the last word. Then the new greeting. */
+static void x_login(struct conn *c)
+{
+	char *user = c->sasl_user;
+	c->sasl_user = NULL;
+	lua_State *co = user ? hook_prepare(c, HOOK_AUTH) : NULL;
+	if (!co) {
+		free(user);
+		smtp_session_greet(c);
+		return;
+	}
+	lua_createtable(co, 0, 2);
+	lua_pushstring(co, "XCLIENT");
+	lua_setfield(co, -2, "method");
+	lua_pushstring(co, user);
+	lua_setfield(co, -2, "username");
+	free(user);
+	lua_session_push(co, c);
+	hook_start(c, 2, x_login_done);
+}
+
+/* The new client passed onConnect, or Postfix-like the answer to XCLIENT
+ * is its rejection and the connection ends as a refused one would. */
+static void x_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	if (smtp_session_connect_accepted(c, o))
+		x_login(c);
+}
+
+static void x_run_on_connect(struct conn *c)
+{
+	smtp_session_run_on_connect(c, x_connect_done);
+}
+
+void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
+{
+	struct x_value vals[X_COUNT];
+	if (!x_check(c, cmd, false, vals))
+		return;
+	smtp_session_forget_identity(c);
+	x_record(c, "xClient", vals);
+	x_apply(c, vals);
+	if (vals[X_ADDR].present)
+		c->x_locked = true; /* the peer is now the client: it may not say more */
+	conn_log(c, LOG_INFO, "xclient", "client", c->remote_addr, NULL);
+	free(c->sasl_user);
+	c->sasl_user = NULL;
+	if (vals[X_LOGIN].present && !vals[X_LOGIN].unavailable && !(c->sasl_user = strdup(vals[X_LOGIN].v)))
+		abort();
+	if (!vals[X_ADDR].present && !vals[X_NAME].present) {
+		x_login(c);
+		return;
+	}
+	/* A new client: the connect-time checks are its too (no input is read
+	 * meanwhile; the greeting waits for them). */
+	if (vals[X_ADDR].present && conn_too_many_from_peer(c)) {
+		conn_end(c, 421, "4.4.2", "Too many connections from your address");
+		return;
+	}
+	c->phase = PHASE_CONNECT;
+	if (c->opt->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
+		smtp_rdns_start(c, x_run_on_connect);
+	else
+		x_run_on_connect(c);
+}
+
+void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
+{
+	struct x_value vals[X_COUNT];
+	if (!x_check(c, cmd, true, vals))
+		return;
+	smtp_session_reset_transaction(c);
+	x_record(c, "xForward", vals);
+	x_apply(c, vals);
+	conn_reply(c, 250, "2.0.0", "OK");
+}

@@ -1,0 +1,530 @@
+#include "tls/tls_context.h"
+
+#include <lauxlib.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/pkcs12.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define TLS_CTX_MT "luasmtpd.tls.context"
+
+static const char *const tls_option_names[] = {
+	"key", "cert", "ca", "pfx", "passphrase", "minVersion", "maxVersion", "ciphers",
+	"ciphersuites", "honorCipherOrder", "ecdhCurve", "requestCert", "rejectUnauthorized",
+	"sessionIdContext", "sessionTimeout", "ticketKeys", "requestOCSP",
+};
+
+bool tls_context_option(const char *name)
+{
+	for (size_t i = 0; i < sizeof tls_option_names / sizeof *tls_option_names; i++)
+		if (strcmp(tls_option_names[i], name) == 0)
+			return true;
+	return false;
+}
+
+static int tls_info_index = -1;
+static int tls_ticket_index = -1;
+
+static void tls_info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	free(ptr);
+}
+
+static void tls_indexes(void)
+{
+	if (tls_info_index < 0) {
+		tls_info_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
+		tls_ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
+	}
+}
+
+const struct tls_ctx_info *tls_context_info(const SSL_CTX *ctx)
+{
+	static const struct tls_ctx_info none;
+	const struct tls_ctx_info *info = SSL_CTX_get_ex_data(ctx, tls_info_index);
+	return info ? info : &none;
+}
+
+struct tls_err {
+	char *buf;
+	size_t len;
+};
+
+static bool tls_fail(struct tls_err *e, const char *option, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static bool tls_fail(struct tls_err *e, const char *option, const char *fmt, ...)
+{
+	int n = snprintf(e->buf, e->len, "option '%s': ", option);
+	va_list ap;
+	va_start(ap, fmt);
+	if (n >= 0 && (size_t)n < e->len)
+		vsnprintf(e->buf + n, e->len - (size_t)n, fmt, ap);
+	va_end(ap);
+	/* OpenSSL's own reason, when it has one, says what was wrong. */
+	unsigned long code = ERR_peek_last_error();
+	if (code) {
+		size_t l = strlen(e->buf);
+		char reason[256];
+		ERR_error_string_n(code, reason, sizeof reason);
+		snprintf(e->buf + l, e->len - l, " (%s)", reason);
+	}
+	ERR_clear_error();
+	return false;
+}
+
+/* A PEM/DER source: the option's value is PEM text, or a file path. */
+static BIO *tls_source(const char *value, size_t len)
+{
+	if (memmem(value, len, "-----BEGIN", 10))
+		return BIO_new_mem_buf(value, (int)len);
+	return BIO_new_file(value, "rb");
+}
+
+static int tls_passphrase_cb(char *buf, int size, int rwflag, void *u)
+{
+	const char *pass = u;
+	if (!pass)
+		return 0;
+	int n = (int)strlen(pass);
+	if (n > size)
+		n = size;
+	memcpy(buf, pass, (size_t)n);
+	return n;
+}
+
+/* Reads opts[name] as a string; NULL when absent. */
+static const char *tls_string(lua_State *L, int idx, const char *name, size_t *len,
+                              struct tls_err *e, bool *bad)
+{
+	lua_getfield(L, idx, name);
+	int t = lua_type(L, -1);
+	const char *s = NULL;
+	if (t == LUA_TSTRING)
+		s = lua_tolstring(L, -1, len);
+	else if (t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
+		*bad = !tls_fail(e, name, "expected a string, got %s", lua_typename(L, t));
+	lua_pop(L, 1); /* the string stays alive: it is referenced by the options table */
+	return s;
+}
+
+static bool tls_bool(lua_State *L, int idx, const char *name, bool dflt, bool *out,
+                     struct tls_err *e)
+{
+	lua_getfield(L, idx, name);
+	int t = lua_type(L, -1);
+	*out = t == LUA_TNIL ? dflt : lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		return tls_fail(e, name, "expected a boolean, got %s", lua_typename(L, t));
+	return true;
+}
+
+static bool tls_load_key(SSL_CTX *ctx, const char *v, size_t len, const char *pass, struct tls_err *e)
+{
+	BIO *b = tls_source(v, len);
+	EVP_PKEY *pkey = b ? PEM_read_bio_PrivateKey(b, NULL, tls_passphrase_cb, (void *)pass) : NULL;
+	BIO_free(b);
+	if (!pkey)
+		return tls_fail(e, "key", "cannot read a private key from %s", b ? "it" : v);
+	int ok = SSL_CTX_use_PrivateKey(ctx, pkey);
+	EVP_PKEY_free(pkey);
+	return ok == 1 || tls_fail(e, "key", "cannot use the private key");
+}
+
+static bool tls_load_cert(SSL_CTX *ctx, const char *v, size_t len, struct tls_err *e)
+{
+	BIO *b = tls_source(v, len);
+	X509 *leaf = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	if (!leaf) {
+		BIO_free(b);
+		return tls_fail(e, "cert", "cannot read a certificate from %s", b ? "it" : v);
+	}
+	bool ok = SSL_CTX_use_certificate(ctx, leaf) == 1;
+	X509_free(leaf);
+	X509 *extra;
+	while (ok && (extra = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+		ok = SSL_CTX_add0_chain_cert(ctx, extra) == 1;
+	ERR_clear_error(); /* the end of the chain reads as an error */
+	BIO_free(b);
+	return ok || tls_fail(e, "cert", "cannot use the certificate");
+}
+
+static bool tls_add_ca_pem(X509_STORE *store, const char *v, size_t len, STACK_OF(X509_NAME) *names,
+                           struct tls_err *e)
+{
+	BIO *b = tls_source(v, len);
+	if (!b)
+		return tls_fail(e, "ca", "cannot open %s", v);
+	int n = 0;
+	X509 *x;
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		X509_STORE_add_cert(store, x);
+		if (names)
+			sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(x)));
+		X509_free(x);
+		n++;
+	}
+	ERR_clear_error();
+	BIO_free(b);
+	return n > 0 || tls_fail(e, "ca", "no certificate found in %s", len > 64 ? "the PEM text" : v);
+}
+
+/* A ca value at idx (PEM text or a path, or a list of them) into store;
+ * names, when not NULL, gets their subjects. */
+static bool tls_add_ca_value(lua_State *L, int idx, X509_STORE *store, STACK_OF(X509_NAME) *names,
+                             struct tls_err *e)
+{
+	int t = lua_type(L, idx);
+	bool ok = true;
+	if (t == LUA_TSTRING) {
+		size_t len;
+		const char *v = lua_tolstring(L, idx, &len);
+		ok = tls_add_ca_pem(store, v, len, names, e);
+	} else if (t == LUA_TTABLE) {
+		for (int i = 1; ok && i <= (int)lua_objlen(L, idx); i++) {
+			lua_rawgeti(L, idx, i);
+			size_t len;
+			const char *v = lua_tolstring(L, -1, &len);
+			ok = v ? tls_add_ca_pem(store, v, len, names, e)
+			       : tls_fail(e, "ca", "entry %d is not a string", i);
+			lua_pop(L, 1);
+		}
+	} else if (t != LUA_TNIL) {
+		ok = tls_fail(e, "ca", "expected a string or a list of strings");
+	}
+	return ok;
+}
+
+static bool tls_load_ca(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+{
+	lua_getfield(L, idx, "ca");
+	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+	bool ok = tls_add_ca_value(L, lua_gettop(L), SSL_CTX_get_cert_store(ctx), names, e);
+	lua_pop(L, 1);
+	if (ok && sk_X509_NAME_num(names) > 0)
+		SSL_CTX_set_client_CA_list(ctx, names);
+	else
+		sk_X509_NAME_pop_free(names, X509_NAME_free);
+	return ok;
+}
+
+X509_STORE *tls_ca_store(lua_State *L, int idx, char *err, size_t errlen)
+{
+	struct tls_err e = {err, errlen};
+	X509_STORE *store = X509_STORE_new();
+	if (!store)
+		abort();
+	if (!tls_add_ca_value(L, idx, store, NULL, &e)) {
+		X509_STORE_free(store);
+		return NULL;
+	}
+	if (sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) > 0)
+		return store;
+	X509_STORE_free(store);
+	snprintf(err, errlen, "option 'ca': no certificate given");
+	return NULL;
+}
+
+static bool tls_load_pfx(SSL_CTX *ctx, const char *v, size_t len, const char *pass, struct tls_err *e)
+{
+	/* A path, or the PKCS#12 bytes themselves (as a Node Buffer would be). */
+	BIO *b = memchr(v, '\0', len) || len > 4096 ? BIO_new_mem_buf(v, (int)len) : BIO_new_file(v, "rb");
+	PKCS12 *p12 = b ? d2i_PKCS12_bio(b, NULL) : NULL;
+	BIO_free(b);
+	if (!p12)
+		return tls_fail(e, "pfx", "cannot read PKCS#12 data");
+	EVP_PKEY *pkey = NULL;
+	X509 *cert = NULL;
+	STACK_OF(X509) *chain = NULL;
+	bool ok = PKCS12_parse(p12, pass ? pass : "", &pkey, &cert, &chain) == 1;
+	PKCS12_free(p12);
+	if (!ok)
+		return tls_fail(e, "pfx", "cannot decrypt it (wrong passphrase?)");
+	ok = SSL_CTX_use_certificate(ctx, cert) == 1 && SSL_CTX_use_PrivateKey(ctx, pkey) == 1;
+	for (int i = 0; ok && chain && i < sk_X509_num(chain); i++) {
+		X509 *x = sk_X509_value(chain, i);
+		X509_up_ref(x);
+		ok = SSL_CTX_add0_chain_cert(ctx, x) == 1;
+	}
+	EVP_PKEY_free(pkey);
+	X509_free(cert);
+	sk_X509_pop_free(chain, X509_free);
+	return ok || tls_fail(e, "pfx", "cannot use its key or certificate");
+}
+
+static bool tls_version(const char *name, const char *v, int *out, struct tls_err *e)
+{
+	static const struct {
+		const char *name;
+		int version;
+	} versions[] = {
+		{"TLSv1", TLS1_VERSION}, {"TLSv1.1", TLS1_1_VERSION},
+		{"TLSv1.2", TLS1_2_VERSION}, {"TLSv1.3", TLS1_3_VERSION},
+	};
+	for (size_t i = 0; i < sizeof versions / sizeof *versions; i++) {
+		if (strcmp(versions[i].name, v) == 0) {
+			*out = versions[i].version;
+			return true;
+		}
+	}
+	return tls_fail(e, name, "\"%s\" is not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3", v);
+}
+
+/* Session tickets with the keys the operator gave (Node's 48-byte layout:
+ * 16 bytes name, 16 HMAC secret, 16 AES key), so that several processes
+ * or machines resume each other's sessions. */
+static int tls_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	const unsigned char *keys = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ticket_index);
+	if (!keys)
+		return -1;
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(keys + 16), 16),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+	if (enc) {
+		if (RAND_bytes(iv, 16) != 1)
+			return -1;
+		memcpy(name, keys, 16);
+		if (EVP_EncryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, keys + 32, iv) != 1 ||
+		    EVP_MAC_CTX_set_params(hctx, params) != 1)
+			return -1;
+		return 1;
+	}
+	if (memcmp(name, keys, 16) != 0)
+		return 0; /* not ours: full handshake */
+	if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
+	    EVP_DecryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, keys + 32, iv) != 1)
+		return -1;
+	return 1;
+}
+
+static bool tls_ticket_keys(SSL_CTX *ctx, const char *v, size_t len, struct tls_err *e)
+{
+	if (len != 48)
+		return tls_fail(e, "ticketKeys", "expected 48 bytes, got %zu", len);
+	unsigned char *keys = malloc(48);
+	if (!keys)
+		abort();
+	memcpy(keys, v, 48);
+	SSL_CTX_set_ex_data(ctx, tls_ticket_index, keys);
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
+	return true;
+}
+
+/* Peer certificates are judged after the handshake (conn.authorized) unless
+ * rejectUnauthorized asks OpenSSL to refuse them in it. */
+static int tls_verify_keep_going(int ok, X509_STORE_CTX *store)
+{
+	return 1;
+}
+
+static bool tls_identity(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+{
+	size_t klen = 0, clen = 0, plen = 0, passlen = 0;
+	const char *pass = tls_string(L, idx, "passphrase", &passlen, e, bad);
+	const char *pfx = tls_string(L, idx, "pfx", &plen, e, bad);
+	const char *key = tls_string(L, idx, "key", &klen, e, bad);
+	const char *cert = tls_string(L, idx, "cert", &clen, e, bad);
+	if (*bad)
+		return false;
+	if (pfx && !tls_load_pfx(ctx, pfx, plen, pass, e))
+		return false;
+	if (cert && !tls_load_cert(ctx, cert, clen, e))
+		return false;
+	if (key && !tls_load_key(ctx, key, klen, pass, e))
+		return false;
+	if (!pfx && !(key && cert))
+		return tls_fail(e, key ? "cert" : "key", "a TLS listener needs both key and cert (or pfx)");
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		return tls_fail(e, "key", "does not match the certificate");
+	return true;
+}
+
+/* TLS 1.2 suites when `ciphers` is not given: the forward-secret AEAD ones
+ * of Mozilla's "intermediate" profile. OpenSSL's own default also offers
+ * CBC suites (LUCKY13); TLS 1.3 suites are all AEAD already. */
+static const char tls_default_ciphers[] =
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+{
+	size_t n;
+	const char *minv = tls_string(L, idx, "minVersion", &n, e, bad);
+	const char *maxv = tls_string(L, idx, "maxVersion", &n, e, bad);
+	const char *ciphers = tls_string(L, idx, "ciphers", &n, e, bad);
+	const char *suites = tls_string(L, idx, "ciphersuites", &n, e, bad);
+	const char *curves = tls_string(L, idx, "ecdhCurve", &n, e, bad);
+	if (*bad)
+		return false;
+	int v;
+	if (minv && (!tls_version("minVersion", minv, &v, e) || !SSL_CTX_set_min_proto_version(ctx, v)))
+		return false;
+	if (maxv && (!tls_version("maxVersion", maxv, &v, e) || !SSL_CTX_set_max_proto_version(ctx, v)))
+		return false;
+	if (SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers : tls_default_ciphers) != 1)
+		return tls_fail(e, "ciphers", "no usable cipher in \"%s\"", ciphers ? ciphers : tls_default_ciphers);
+	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
+		return tls_fail(e, "ciphersuites", "no usable suite in \"%s\"", suites);
+	if (curves && strcasecmp(curves, "auto") != 0 && SSL_CTX_set1_groups_list(ctx, curves) != 1)
+		return tls_fail(e, "ecdhCurve", "unknown curve in \"%s\"", curves);
+	return true;
+}
+
+static bool tls_sessions(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+{
+	size_t sid_len = 0, tk_len = 0;
+	const char *sid = tls_string(L, idx, "sessionIdContext", &sid_len, e, bad);
+	const char *tk = tls_string(L, idx, "ticketKeys", &tk_len, e, bad);
+	if (*bad)
+		return false;
+	if (sid && (sid_len > SSL_MAX_SID_CTX_LENGTH ||
+	            SSL_CTX_set_session_id_context(ctx, (const unsigned char *)sid, (unsigned)sid_len) != 1))
+		return tls_fail(e, "sessionIdContext", "at most %d bytes", SSL_MAX_SID_CTX_LENGTH);
+	lua_getfield(L, idx, "sessionTimeout");
+	int t = lua_type(L, -1);
+	double timeout = lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && (t != LUA_TNUMBER || timeout < 0))
+		return tls_fail(e, "sessionTimeout", "expected seconds >= 0");
+	if (t == LUA_TNUMBER)
+		SSL_CTX_set_timeout(ctx, (long)timeout);
+	return !tk || tls_ticket_keys(ctx, tk, tk_len, e);
+}
+
+static int tls_verify_mode(bool request, bool reject)
+{
+	if (!request)
+		return SSL_VERIFY_NONE;
+	return reject ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
+}
+
+static SSL_verify_cb tls_verify_callback(bool request, bool reject)
+{
+	return request && !reject ? tls_verify_keep_going : NULL;
+}
+
+void tls_context_inherit_verification(SSL *ssl, SSL_CTX *chosen, SSL_CTX *listener)
+{
+	const struct tls_ctx_info *own = tls_context_info(chosen), *base = tls_context_info(listener);
+	bool request = own->own_request_cert ? own->request_cert : base->request_cert;
+	bool reject = own->own_reject_unauthorized ? own->reject_unauthorized : base->reject_unauthorized;
+	SSL_set_verify(ssl, tls_verify_mode(request, reject), tls_verify_callback(request, reject));
+	SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(chosen));
+	if (own->own_ca || chosen == listener)
+		return;
+	/* The trust anchors verify the peer; the names go in the CertificateRequest. */
+	SSL_set1_verify_cert_store(ssl, SSL_CTX_get_cert_store(listener));
+	STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(listener);
+	if (names && sk_X509_NAME_num(names) > 0)
+		SSL_set_client_CA_list(ssl, SSL_dup_CA_list(names));
+}
+
+static bool tls_has(lua_State *L, int idx, const char *name)
+{
+	lua_getfield(L, idx, name);
+	bool has = !lua_isnil(L, -1);
+	lua_pop(L, 1);
+	return has;
+}
+
+static bool tls_verification(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+{
+	struct tls_ctx_info *info = calloc(1, sizeof *info);
+	if (!info)
+		abort();
+	SSL_CTX_set_ex_data(ctx, tls_info_index, info);
+	info->own_request_cert = tls_has(L, idx, "requestCert");
+	info->own_reject_unauthorized = tls_has(L, idx, "rejectUnauthorized");
+	info->own_ca = tls_has(L, idx, "ca");
+	bool honor, ocsp;
+	if (!tls_bool(L, idx, "requestCert", false, &info->request_cert, e) ||
+	    !tls_bool(L, idx, "rejectUnauthorized", true, &info->reject_unauthorized, e) ||
+	    !tls_bool(L, idx, "honorCipherOrder", true, &honor, e) ||
+	    /* requestOCSP concerns a client's view of the server: accepted, no effect. */
+	    !tls_bool(L, idx, "requestOCSP", false, &ocsp, e))
+		return false;
+	if (honor)
+		SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_verify(ctx, tls_verify_mode(info->request_cert, info->reject_unauthorized),
+	                   tls_verify_callback(info->request_cert, info->reject_unauthorized));
+	return tls_load_ca(L, idx, ctx, e);
+}
+
+SSL_CTX *tls_context_from_lua(lua_State *L, int idx, char *err, size_t errlen)
+{
+	tls_indexes();
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	struct tls_err e = {err, errlen};
+	ERR_clear_error();
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		tls_fail(&e, "key", "cannot create a TLS context");
+		return NULL;
+	}
+	/* No renegotiation (a DoS lever), no compression (CRIME); buffers
+	 * released while idle keep idle TLS sessions small. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                      SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	bool bad = false;
+	if (!tls_identity(L, idx, ctx, &e, &bad) || !tls_protocol(L, idx, ctx, &e, &bad) ||
+	    !tls_sessions(L, idx, ctx, &e, &bad) || !tls_verification(L, idx, ctx, &e)) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* ---- smtp.tls.context objects ------------------------------------------ */
+
+void tls_context_push(lua_State *L, SSL_CTX *ctx)
+{
+	SSL_CTX **ud = lua_newuserdata(L, sizeof *ud);
+	*ud = ctx;
+	luaL_getmetatable(L, TLS_CTX_MT);
+	lua_setmetatable(L, -2);
+}
+
+SSL_CTX *tls_context_check(lua_State *L, int idx)
+{
+	SSL_CTX **ud = luaL_testudata(L, idx, TLS_CTX_MT);
+	return ud ? *ud : NULL;
+}
+
+static int tls_context_gc(lua_State *L)
+{
+	SSL_CTX **ud = luaL_checkudata(L, 1, TLS_CTX_MT);
+	SSL_CTX_free(*ud);
+	*ud = NULL;
+	return 0;
+}
+
+static int tls_context_tostring(lua_State *L)
+{
+	lua_pushfstring(L, "smtp.tls.context (%p)", lua_touserdata(L, 1));
+	return 1;
+}
+
+void tls_context_register(lua_State *L)
+{
+	luaL_newmetatable(L, TLS_CTX_MT);
+	lua_pushcfunction(L, tls_context_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, tls_context_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+}
