@@ -647,6 +647,22 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	conn_reply_known(c, REPLY_MAIL_ACCEPTED);
 }
 
+/* A MAIL or RCPT the core refuses itself (syntax, parameters, SMTPUTF8,
+ * maxRecipients) is logged like one a hook refuses; without a parsed
+ * address, the argument as sent stands for it. */
+static void session_refused_path(struct conn *c, bool rcpt, const struct smtp_cmd *cmd,
+                                 const struct smtp_path *path, size_t reply_at)
+{
+	char arg[SMTP_PATH_LIMIT + 1];
+	const char *address = path ? path->address : arg;
+	if (!path) {
+		size_t n = cmd->arg_len < SMTP_PATH_LIMIT ? cmd->arg_len : SMTP_PATH_LIMIT;
+		memcpy(arg, cmd->arg, n);
+		arg[n] = '\0';
+	}
+	smtp_log_refused(c, rcpt, address, c->out.data + reply_at, c->out.len - reply_at);
+}
+
 static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (!session_check_transaction_start(c))
@@ -656,15 +672,21 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	struct smtp_path path;
+	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_MAIL, cmd->arg, cmd->arg_len,
 	                                           c->opt->lenient_address_parsing, &path);
-	if (!session_path_ok(c, st, &path, true))
+	if (!session_path_ok(c, st, &path, true)) {
+		session_refused_path(c, false, cmd, NULL, reply_at);
 		return;
+	}
 	c->tx.smtputf8 = false;
-	if (!session_mail_params_ok(c, &path))
+	if (!session_mail_params_ok(c, &path)) {
+		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
+	}
 	if (path.has_8bit && !c->tx.smtputf8) {
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
 	}
 	session_judge_address(c, HOOK_MAIL_FROM, &path, session_mail_done);
@@ -698,19 +720,25 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	struct smtp_path path;
+	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
 	                                           c->opt->lenient_address_parsing, &path);
-	if (!session_path_ok(c, st, &path, false) || !session_rcpt_params_ok(c, &path))
-		return;
-	if (path.has_8bit && !c->tx.smtputf8) {
-		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+	if (!session_path_ok(c, st, &path, false)) {
+		session_refused_path(c, true, cmd, NULL, reply_at);
 		return;
 	}
-	if (c->opt->max_recipients && c->tx.nrcpt >= c->opt->max_recipients &&
-	    !lua_session_has_rcpt(c, path.address)) {
-		size_t reply_at = c->out.len;
+	bool refused = true;
+	if (!session_rcpt_params_ok(c, &path))
+		; /* replied */
+	else if (path.has_8bit && !c->tx.smtputf8)
+		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+	else if (c->opt->max_recipients && c->tx.nrcpt >= c->opt->max_recipients &&
+	         !lua_session_has_rcpt(c, path.address))
 		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
-		smtp_log_refused(c, true, path.address, c->out.data + reply_at, c->out.len - reply_at);
+	else
+		refused = false;
+	if (refused) {
+		session_refused_path(c, true, cmd, &path, reply_at);
 		return;
 	}
 	session_judge_address(c, HOOK_RCPT_TO, &path, session_rcpt_done);
@@ -979,11 +1007,12 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	c->bdat_refusal = NULL;
 	if (!c->tx.chunking) {
 		if (!c->tx.has_mail || c->tx.nrcpt == 0 || !c->greeted || session_auth_required(c)) {
-			c->bdat_refusal = !c->greeted ? "5.5.1 Error: send HELO/EHLO first"
-			                  : session_auth_required(c) ? "5.7.0 Error: authentication Required"
-			                  : !c->tx.has_mail ? "5.5.1 Error: need MAIL command"
-			                                    : "5.5.1 Error: need RCPT command";
-			c->bdat_refusal_code = session_auth_required(c) && c->greeted ? 530 : 503;
+			bool auth = c->greeted && session_auth_required(c);
+			c->bdat_refusal = !c->greeted ? "Error: send HELO/EHLO first"
+			                  : auth ? c->opt->auth_required_message
+			                  : !c->tx.has_mail ? "Error: need MAIL command"
+			                                    : "Error: need RCPT command";
+			c->bdat_refusal_code = auth ? 530 : 503;
 			if (c->bdat_remaining == 0)
 				session_bdat_chunk_done(c);
 			return;
@@ -1001,7 +1030,8 @@ static void session_bdat_chunk_done(struct conn *c)
 	struct body *b = c->body;
 	if (c->bdat_refusal) {
 		c->phase = PHASE_COMMAND;
-		conn_reply(c, c->bdat_refusal_code, NULL, "%s", c->bdat_refusal);
+		conn_reply(c, c->bdat_refusal_code, c->bdat_refusal_code == 530 ? "5.7.0" : "5.5.1", "%s",
+		           c->bdat_refusal);
 		return;
 	}
 	if (!c->bdat_last) {

@@ -355,6 +355,26 @@ class BadSyntax(ChunkTest):
             self.assertReply(c.read_reply(), 250)
 
 
+class RefusedChunkReplies(ChunkTest):
+    """A refused chunk's reply is built like every other: its enhanced code
+    goes where hideENHANCEDSTATUSCODES can drop it, and AUTH's refusal is
+    authRequiredMessage, as for MAIL."""
+    SCRIPT = script(hooks=HOOKS, authOptional=False, allowInsecureAuth=True,
+                    authRequiredMessage="Log in first, please", hideENHANCEDSTATUSCODES=True)
+
+    def test_without_enhanced_codes_and_with_the_auth_message(self):
+        with self.client() as c:
+            c.send(bdat(b"x"))
+            r = c.read_reply()
+            self.assertEqual(r.raw, b"503 Error: send HELO/EHLO first\r\n")
+            self.assertReply(c.ehlo(), 250)
+            c.send(bdat(b"hi", last=True))
+            r = c.read_reply()
+            self.assertEqual(r.raw, b"530 Log in first, please\r\n")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 530)
+            self.assertEqual(c.cmd("NOOP").raw, b"250 OK\r\n")
+
+
 class Hidden(ChunkTest):
     SCRIPT = script(hooks=HOOKS, hideCHUNKING=True)
 

@@ -543,6 +543,25 @@ class HookTextsAndTheirLog(SharedServerTest):
                       'reply="550 5.1.1 no such user"', rcpts[0])
         self.assertIn(' to=later@example.com reply="550 4.2.2 mailbox full"', rcpts[1])
 
+    def test_refused_by_the_core_are_logged(self):
+        """Syntax, parameter and SMTPUTF8 refusals are refusals too."""
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("MAIL FROM:<not an address>"), 501)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com> BODY=9BIT"), 501)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:nobody"), 501)
+            self.assertReply(c.cmd("RCPT TO:<j\u00f6rg@example.com>"), 553, "5.6.7")
+            c.cmd("QUIT")
+            rcpts = wait_for(lambda: len(self.session_lines(c, '"recipient refused"')) >= 2 or None, 5)
+            senders = self.session_lines(c, '"sender refused"')
+            rcpts = self.session_lines(c, '"recipient refused"')
+        self.assertEqual(len(senders), 2, senders)
+        self.assertIn(' from="FROM:<not an address>" reply="501 5.1.7 ', senders[0])
+        self.assertIn(' from=a@example.com reply="501 5.5.4 ', senders[1])
+        self.assertEqual(len(rcpts), 2, rcpts)
+        self.assertIn(' from=a@example.com to=TO:nobody reply="501 5.5.4 ', rcpts[0])
+        self.assertIn(' reply="553 5.6.7 ', rcpts[1])
+
     def test_recipient_over_the_limit_is_logged(self):
         with self.ehlo_client() as c:
             self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
