@@ -52,8 +52,8 @@ static void test_flood_of_addresses(void)
 
 int main(void)
 {
-	test_limit_and_window();
-	test_off_counts_nothing();
-	test_flood_of_addresses();
+	RUN(test_limit_and_window);
+	RUN(test_off_counts_nothing);
+	RUN(test_flood_of_addresses);
 	return unit_summary();
 }

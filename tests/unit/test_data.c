@@ -411,12 +411,12 @@ static void test_random_chunks(void)
 
 int main(void)
 {
-	test_simple();
-	test_stuffing();
-	test_end_and_pipelining();
-	test_bare();
-	test_smuggling();
-	test_exhaustive();
-	test_random_chunks();
+	RUN(test_simple);
+	RUN(test_stuffing);
+	RUN(test_end_and_pipelining);
+	RUN(test_bare);
+	RUN(test_smuggling);
+	RUN(test_exhaustive);
+	RUN(test_random_chunks);
 	return unit_summary();
 }

@@ -815,20 +815,20 @@ static void test_size(void)
 
 int main(void)
 {
-	test_line_basic();
-	test_line_limit();
-	test_line_huge();
-	test_line_split();
-	test_command_table();
-	test_verb_names();
-	test_helo();
-	test_path_basic();
-	test_path_local_part();
-	test_path_domain();
-	test_path_8bit_and_controls();
-	test_path_params();
-	test_path_lenient();
-	test_xtext();
-	test_size();
+	RUN(test_line_basic);
+	RUN(test_line_limit);
+	RUN(test_line_huge);
+	RUN(test_line_split);
+	RUN(test_command_table);
+	RUN(test_verb_names);
+	RUN(test_helo);
+	RUN(test_path_basic);
+	RUN(test_path_local_part);
+	RUN(test_path_domain);
+	RUN(test_path_8bit_and_controls);
+	RUN(test_path_params);
+	RUN(test_path_lenient);
+	RUN(test_xtext);
+	RUN(test_size);
 	return unit_summary();
 }

@@ -474,18 +474,18 @@ static void test_exact_buffers(void)
 int main(void)
 {
 	init_tcp6_body();
-	test_v1_tcp4();
-	test_v1_tcp6();
-	test_v1_unknown();
-	test_v1_truncated();
-	test_v1_bad();
-	test_v1_long();
-	test_v2_tcp4();
-	test_v2_tcp6();
-	test_v2_local_unspec();
-	test_v2_tlvs();
-	test_v2_bad();
-	test_v2_cap();
-	test_exact_buffers();
+	RUN(test_v1_tcp4);
+	RUN(test_v1_tcp6);
+	RUN(test_v1_unknown);
+	RUN(test_v1_truncated);
+	RUN(test_v1_bad);
+	RUN(test_v1_long);
+	RUN(test_v2_tcp4);
+	RUN(test_v2_tcp6);
+	RUN(test_v2_local_unspec);
+	RUN(test_v2_tlvs);
+	RUN(test_v2_bad);
+	RUN(test_v2_cap);
+	RUN(test_exact_buffers);
 	return unit_summary();
 }

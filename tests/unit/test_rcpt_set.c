@@ -59,7 +59,7 @@ static void test_against_scan(void)
 
 int main(void)
 {
-	test_basic();
-	test_against_scan();
+	RUN(test_basic);
+	RUN(test_against_scan);
 	return unit_summary();
 }

@@ -159,10 +159,10 @@ static void test_plain_decoded(void)
 
 int main(void)
 {
-	test_base64_good();
-	test_base64_bad();
-	test_base64_encode();
-	test_plain();
-	test_plain_decoded();
+	RUN(test_base64_good);
+	RUN(test_base64_bad);
+	RUN(test_base64_encode);
+	RUN(test_plain);
+	RUN(test_plain_decoded);
 	return unit_summary();
 }

@@ -91,10 +91,10 @@ static void test_bound_many_names(void)
 
 int main(void)
 {
-	test_lru_eviction();
-	test_answered_twice();
-	test_no_limit();
-	test_bound_many_names();
+	RUN(test_lru_eviction);
+	RUN(test_answered_twice);
+	RUN(test_no_limit);
+	RUN(test_bound_many_names);
 	tls_sni_cache_free(NULL);
 	return unit_summary();
 }

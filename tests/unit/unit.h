@@ -2,6 +2,8 @@
  * unit.h — the whole unit-test framework: checks that count instead of
  * aborting, so one run reports every failure, and a summary printed as the
  * binary's last line ("N passed, M failed") for the test runner to read.
+ * The summary counts test cases (the functions main() RUNs), not checks: a
+ * case that checks a thousand inputs in a loop is still one test.
  * Include it once per test binary.
  */
 #ifndef LUASMTPD_UNIT_H
@@ -10,7 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int unit_passed, unit_failed;
+static int unit_passed, unit_failed;        /* checks */
+static int unit_cases_passed, unit_cases_failed; /* test cases */
 
 static inline void unit_check(int ok, const char *file, int line, const char *what)
 {
@@ -71,10 +74,25 @@ static inline void unit_check_mem(const char *got, size_t got_len, const char *w
 	unit_check_mem((got), (got_len), (lit), sizeof(lit) - 1, __FILE__, __LINE__, #got " == " #lit)
 #define CHECK_STR(got, lit) CHECK_MEM((got), strlen(got), lit)
 
+/* Runs one test case: it fails when any of its checks fails. */
+static inline void unit_run(void (*test)(void), const char *name)
+{
+	int failed = unit_failed;
+	test();
+	if (unit_failed == failed) {
+		unit_cases_passed++;
+	} else {
+		unit_cases_failed++;
+		printf("FAILED %s\n", name);
+	}
+}
+#define RUN(test) unit_run(test, #test)
+
 static inline int unit_summary(void)
 {
-	printf("%d passed, %d failed\n", unit_passed, unit_failed);
-	return unit_failed > 0;
+	printf("(%d checks passed, %d failed)\n", unit_passed, unit_failed);
+	printf("%d passed, %d failed\n", unit_cases_passed, unit_cases_failed);
+	return unit_failed > 0 || unit_cases_passed == 0;
 }
 
 #endif
