@@ -94,9 +94,12 @@ def library_of(symbol):
 
 def uses():
     """{(object, used layer or library)} over every object of the build."""
-    objs = []
-    for dirpath, _, files in os.walk(objects_dir()):
-        objs += [os.path.join(dirpath, f) for f in files if f.endswith(".o")]
+    # Only the layer folders and main.o: a build tree may still hold objects
+    # from before the layers, which the binary no longer links.
+    objs = [os.path.join(objects_dir(), "main.o")]
+    for layer in LAYERS:
+        for dirpath, _, files in os.walk(os.path.join(objects_dir(), layer)):
+            objs += [os.path.join(dirpath, f) for f in files if f.endswith(".o")]
     defined = {}
     for o in objs:
         for sym, kind in nm(o, "--defined-only"):
