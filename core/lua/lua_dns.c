@@ -1,4 +1,5 @@
 #include "lua/lua_dns.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "net/dns.h"
@@ -138,7 +139,7 @@ static void lua_dns_answered(void *arg, int status, const unsigned char *abuf, i
 {
 	struct lua_dns_wait *w = arg;
 	struct conn *c = w->c;
-	int n = lua_dns_results(c->hook.co, w->type, status, abuf, alen);
+	int n = lua_dns_results(conn_session(c)->hook.co, w->type, status, abuf, alen);
 	free(w);
 	hook_io_done(c, n);
 }

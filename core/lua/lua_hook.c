@@ -1,4 +1,5 @@
 #include "lua/lua_hook.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "lua/lua_guard.h"
@@ -20,7 +21,7 @@ static struct conn *hook_running;
 
 struct conn *hook_current(lua_State *L)
 {
-	return hook_running && hook_running->hook.co == L ? hook_running : NULL;
+	return hook_running && conn_session(hook_running)->hook.co == L ? hook_running : NULL;
 }
 
 /* Does text start with an enhanced code ("5.1.1 ")? */
@@ -96,10 +97,11 @@ static void hook_internal_error(struct hook_outcome *o)
 
 lua_State *hook_prepare(struct conn *c, enum hook_id id)
 {
+	struct smtp_session *s = conn_session(c);
 	int fn = c->opt->hook_ref[id];
 	if (fn == LUA_NOREF)
 		return NULL;
-	struct hook_run *h = &c->hook;
+	struct hook_run *h = &s->hook;
 	h->co = lua_thread_acquire(&h->co_ref);
 	h->id = id;
 	h->wait = WAIT_NONE;
@@ -111,9 +113,10 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 
 static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 {
+	struct smtp_session *s = conn_session(c);
 	const char *err = lua_tostring(co, -1);
 	luaL_traceback(co, co, err ? err : "(error object is not a string)", 0);
-	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(c->hook.id), "error", what,
+	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(s->hook.id), "error", what,
 	         "traceback", lua_tostring(co, -1), NULL);
 	lua_pop(co, 1);
 }
@@ -130,7 +133,8 @@ static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
 
 static struct hook_timers *hook_timers(struct conn *c)
 {
-	struct hook_run *h = &c->hook;
+	struct smtp_session *s = conn_session(c);
+	struct hook_run *h = &s->hook;
 	if (!h->timers) {
 		if (!(h->timers = malloc(sizeof *h->timers)))
 			abort();
@@ -143,19 +147,21 @@ static struct hook_timers *hook_timers(struct conn *c)
 
 static void hook_timers_free(struct conn *c)
 {
-	struct hook_timers *t = c->hook.timers;
+	struct smtp_session *s = conn_session(c);
+	struct hook_timers *t = s->hook.timers;
 	if (!t)
 		return;
 	ev_timer_stop(c->srv->loop, &t->sleep);
 	ev_timer_stop(c->srv->loop, &t->deadline);
 	free(t);
-	c->hook.timers = NULL;
+	s->hook.timers = NULL;
 }
 
 /* The hook has returned or raised: tell the connection, free the coroutine. */
 static void hook_finish(struct conn *c, int status, double now)
 {
-	struct hook_run *h = &c->hook;
+	struct smtp_session *s = conn_session(c);
+	struct hook_run *h = &s->hook;
 	lua_State *co = h->co;
 	struct hook_outcome o = {.kind = HOOK_ACCEPT, .code = 0};
 	int nres = 0;
@@ -196,7 +202,7 @@ static void hook_finish(struct conn *c, int status, double now)
 
 static void hook_resume(struct conn *c, int nargs)
 {
-	struct hook_run *h = &c->hook;
+	struct hook_run *h = &conn_session(c)->hook;
 	struct conn *outer = hook_running;
 	hook_running = c;
 	h->wait = WAIT_NONE;
@@ -207,7 +213,7 @@ static void hook_resume(struct conn *c, int nargs)
 	lua_guard_enter(c->opt->hook_timeout, t0);
 	int status = lua_resume(h->co, nargs);
 	double t1 = lua_guard_now();
-	c->hook_seconds += t1 - t0;
+	conn_session(c)->hook_seconds += t1 - t0;
 	lua_guard_leave();
 	hook_running = outer;
 	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
@@ -228,7 +234,7 @@ static void hook_resume(struct conn *c, int nargs)
 static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	struct hook_run *h = &c->hook;
+	struct hook_run *h = &conn_session(c)->hook;
 	bool closing = h->id == HOOK_CLOSE;
 	char timeout[32];
 	snprintf(timeout, sizeof timeout, "%g", c->opt->hook_timeout);
@@ -248,7 +254,8 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 
 void hook_start(struct conn *c, int nargs, hook_done_fn done)
 {
-	c->hook.done = done;
+	struct smtp_session *s = conn_session(c);
+	s->hook.done = done;
 	hook_resume(c, nargs);
 }
 
@@ -267,9 +274,10 @@ void hook_wake(struct conn *c, int nres)
  * goes on with what it had buffered. */
 static void hook_resume_async(struct conn *c, int nargs)
 {
+	struct smtp_session *s = conn_session(c);
 	/* onClose frees the connection when it ends: touch nothing after. */
-	bool closing = c->hook.id == HOOK_CLOSE;
-	c->hook.waiter = NULL;
+	bool closing = s->hook.id == HOOK_CLOSE;
+	s->hook.waiter = NULL;
 	hook_resume(c, nargs);
 	if (!closing)
 		conn_resume(c);
@@ -285,8 +293,8 @@ int hook_wait_io(lua_State *L, struct hook_waiter *w)
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
-	c->hook.wait = WAIT_IO;
-	c->hook.waiter = w;
+	conn_session(c)->hook.wait = WAIT_IO;
+	conn_session(c)->hook.waiter = w;
 	return lua_yield(L, 0);
 }
 
@@ -300,7 +308,7 @@ int hook_sleep(lua_State *L, double s)
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
-	struct hook_run *h = &c->hook;
+	struct hook_run *h = &conn_session(c)->hook;
 	ev_timer_set(&hook_timers(c)->sleep, s, 0.);
 	ev_timer_start(c->srv->loop, &h->timers->sleep);
 	h->wait = WAIT_SLEEP;
@@ -309,7 +317,8 @@ int hook_sleep(lua_State *L, double s)
 
 void hook_cancel(struct conn *c)
 {
-	struct hook_run *h = &c->hook;
+	struct smtp_session *s = conn_session(c);
+	struct hook_run *h = &s->hook;
 	if (!h->active)
 		return;
 	hook_timers_free(c);

@@ -1,4 +1,5 @@
 #include "lua/lua_session.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "lua/lua_runtime.h"
@@ -29,20 +30,22 @@ void lua_session_new(struct conn *c)
 	lua_setfield(L, -2, "secure");
 	lua_pushstring(L, "SMTP");
 	lua_setfield(L, -2, "transmissionType");
-	c->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	conn_session(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_session_reset_envelope(c);
 }
 
 void lua_session_free(struct conn *c)
 {
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->session_ref);
-	c->session_ref = LUA_NOREF;
-	rcpt_set_clear(&c->rcpts);
+	struct smtp_session *s = conn_session(c);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->session_ref);
+	s->session_ref = LUA_NOREF;
+	rcpt_set_clear(&s->rcpts);
 }
 
 void lua_session_push(lua_State *L, struct conn *c)
 {
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->session_ref);
+	struct smtp_session *s = conn_session(c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->session_ref);
 }
 
 void lua_session_set(struct conn *c, const char *field, const char *value)
@@ -68,16 +71,17 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 
 void lua_session_reset_envelope(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	lua_State *L = lua_main;
 	lua_session_push(L, c);
 	lua_createtable(L, 0, 2);
 	lua_newtable(L);
 	lua_setfield(L, -2, "rcptTo");
 	lua_setfield(L, -2, "envelope");
-	lua_pushinteger(L, c->transactions + 1);
+	lua_pushinteger(L, s->transactions + 1);
 	lua_setfield(L, -2, "transaction");
 	lua_pop(L, 1);
-	rcpt_set_clear(&c->rcpts);
+	rcpt_set_clear(&s->rcpts);
 }
 
 /* Pushes session.envelope. */
@@ -99,23 +103,25 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx)
 
 bool lua_session_has_rcpt(struct conn *c, const char *address)
 {
-	return rcpt_set_find(&c->rcpts, address, strlen(address)) > 0;
+	struct smtp_session *s = conn_session(c);
+	return rcpt_set_find(&s->rcpts, address, strlen(address)) > 0;
 }
 
 bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 {
+	struct smtp_session *s = conn_session(c);
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
 	lua_getfield(L, idx, "address");
 	size_t len = 0;
 	const char *address = lua_tolstring(L, -1, &len);
 	lua_session_push_envelope(L, c);
 	lua_getfield(L, -1, "rcptTo");
-	size_t at = address ? rcpt_set_find(&c->rcpts, address, len) : 0;
+	size_t at = address ? rcpt_set_find(&s->rcpts, address, len) : 0;
 	bool fresh = at == 0;
 	if (fresh) {
 		at = lua_objlen(L, -1) + 1;
 		if (address)
-			rcpt_set_add(&c->rcpts, address, len, (unsigned)at);
+			rcpt_set_add(&s->rcpts, address, len, (unsigned)at);
 	}
 	lua_pushvalue(L, idx);
 	lua_rawseti(L, -2, (int)at);

@@ -1,4 +1,5 @@
 #include "lua/lua_stream.h"
+#include "smtp/session.h"
 
 #include "smtp/body_verdict.h"
 #include "net/conn.h"
@@ -51,15 +52,17 @@ static int stream_push_refusal(lua_State *L, const struct body_refusal *r)
 /* Pushes everything pending as one chunk. */
 static void stream_push_pending(lua_State *L, struct conn *c)
 {
-	struct buf *p = &c->body->pending;
+	struct smtp_session *s = conn_session(c);
+	struct buf *p = &s->body->pending;
 	lua_pushlstring(L, buf_head(p), buf_used(p));
 	buf_consume(p, buf_used(p));
-	c->body->handed_out = true;
+	s->body->handed_out = true;
 }
 
 static bool stream_waiting(const struct conn *c)
 {
-	return c->hook.active && c->hook.wait == WAIT_STREAM && c->hook.id == HOOK_DATA;
+	struct smtp_session *s = conn_session(c);
+	return s->hook.active && s->hook.wait == WAIT_STREAM && s->hook.id == HOOK_DATA;
 }
 
 static int stream_read(lua_State *L)
@@ -71,15 +74,15 @@ static int stream_read(lua_State *L)
 	struct body_refusal refusal;
 	if (body_verdict(c, &refusal))
 		return stream_push_refusal(L, &refusal);
-	if (buf_used(&c->body->pending) > 0) {
+	if (buf_used(&conn_session(c)->body->pending) > 0) {
 		stream_push_pending(L, c);
 		return 1;
 	}
-	if (c->body->ended)
+	if (conn_session(c)->body->ended)
 		return 0;
 	if (hook_current(L) != c)
 		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
-	c->hook.wait = WAIT_STREAM;
+	conn_session(c)->hook.wait = WAIT_STREAM;
 	return lua_yield(L, 0);
 }
 
@@ -122,14 +125,16 @@ static bool stream_write_all(int fd, const char *p, size_t n)
 /* Writes bytes to the save file; remembers the first error. */
 static void stream_save_bytes(struct conn *c, const char *p, size_t n)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	if (b->save_errno == 0 && !stream_write_all(b->save_fd, p, n))
 		b->save_errno = errno;
 }
 
 static void stream_save_pending(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	stream_save_bytes(c, buf_head(&b->pending), buf_used(&b->pending));
 	buf_consume(&b->pending, buf_used(&b->pending));
 }
@@ -150,7 +155,8 @@ static void stream_save_abort(struct body *b)
  * true means durable: the data, and the file's name in its directory. */
 static int stream_save_finish(lua_State *L, struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	if (b->save_errno == 0 && fsync(b->save_fd) != 0)
 		b->save_errno = errno;
 	if (close(b->save_fd) != 0 && b->save_errno == 0)
@@ -177,7 +183,7 @@ static int stream_save(lua_State *L)
 	struct conn *c = st->c;
 	if (!c)
 		return stream_fail(L, "the message is no longer available");
-	struct body *b = c->body;
+	struct body *b = conn_session(c)->body;
 	if (b->save_fd >= 0)
 		return luaL_error(L, "stream:save: already saving");
 	struct body_refusal refusal;
@@ -200,7 +206,7 @@ static int stream_save(lua_State *L)
 	stream_save_pending(c);
 	if (b->ended)
 		return stream_save_finish(L, c);
-	c->hook.wait = WAIT_STREAM;
+	conn_session(c)->hook.wait = WAIT_STREAM;
 	return lua_yield(L, 0);
 }
 
@@ -214,11 +220,11 @@ static int stream_index(lua_State *L)
 		return 1;
 	const char *key = luaL_checkstring(L, 2);
 	if (strcmp(key, "byteLength") == 0) {
-		lua_pushnumber(L, st->c ? (double)st->c->body->byte_length : st->byte_length);
+		lua_pushnumber(L, st->c ? (double)conn_session(st->c)->body->byte_length : st->byte_length);
 		return 1;
 	}
 	if (strcmp(key, "sizeExceeded") == 0) {
-		lua_pushboolean(L, st->c ? st->c->body->size_exceeded : st->size_exceeded);
+		lua_pushboolean(L, st->c ? conn_session(st->c)->body->size_exceeded : st->size_exceeded);
 		return 1;
 	}
 	return 0;
@@ -249,13 +255,14 @@ void lua_stream_register(lua_State *L)
 
 void lua_stream_push(lua_State *L, struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
 	memset(st, 0, sizeof *st);
 	st->c = c;
 	luaL_getmetatable(L, STREAM_MT);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	c->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	s->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* Once the core refuses the message (body_verdict), nothing more of it is
@@ -263,27 +270,29 @@ void lua_stream_push(lua_State *L, struct conn *c)
  * a reader or saver waiting learns it now. Returns whether it refused. */
 static bool stream_refused(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	struct body_refusal refusal;
 	if (!body_verdict(c, &refusal))
 		return false;
 	buf_consume(&b->pending, buf_used(&b->pending));
 	stream_save_abort(b);
 	if (stream_waiting(c))
-		hook_wake(c, stream_push_refusal(c->hook.co, &refusal));
+		hook_wake(c, stream_push_refusal(s->hook.co, &refusal));
 	return true;
 }
 
 void lua_stream_feed(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	if (stream_refused(c))
 		return;
 	if (b->save_fd >= 0)
 		stream_save_pending(c);
 	if (!stream_waiting(c))
 		return;
-	lua_State *co = c->hook.co;
+	lua_State *co = s->hook.co;
 	if (b->save_fd >= 0) {
 		if (b->ended)
 			hook_wake(c, stream_save_finish(co, c));
@@ -299,7 +308,8 @@ void lua_stream_feed(struct conn *c)
 
 void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	if (stream_refused(c))
 		return;
 	bool waiting = stream_waiting(c);
@@ -312,14 +322,15 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 		stream_save_bytes(c, p, n);
 		return;
 	}
-	lua_pushlstring(c->hook.co, p, n);
+	lua_pushlstring(s->hook.co, p, n);
 	b->handed_out = true;
 	hook_wake(c, 1);
 }
 
 void lua_stream_detach(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	stream_save_abort(b);
 	if (b->stream_ref == LUA_NOREF)
 		return;

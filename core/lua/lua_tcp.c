@@ -1,4 +1,5 @@
 #include "lua/lua_tcp.h"
+#include "smtp/session.h"
 
 #include "base/buf.h"
 #include "net/conn.h"
@@ -114,7 +115,7 @@ static void tcp_resume(struct lua_tcp *t, int nres)
 
 static void tcp_resume_fail(struct lua_tcp *t, const char *err)
 {
-	lua_State *co = t->c->hook.co;
+	lua_State *co = conn_session(t->c)->hook.co;
 	tcp_resume(t, tcp_fail(co, err));
 }
 
@@ -410,7 +411,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 	s4->sin_family = AF_INET;
 	s4->sin_port = htons((uint16_t)t->port);
 	s4->sin_addr = a[0].ipaddr;
-	int r = tcp_start_connect(t->c->hook.co, t, &ss, sizeof *s4);
+	int r = tcp_start_connect(conn_session(t->c)->hook.co, t, &ss, sizeof *s4);
 	if (r)
 		tcp_resume(t, r);
 	else
@@ -523,7 +524,7 @@ static int tcp_sslhandshake(lua_State *L)
 static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct lua_tcp *t = (struct lua_tcp *)((char *)w - offsetof(struct lua_tcp, io));
-	lua_State *co = t->c->hook.co;
+	lua_State *co = conn_session(t->c)->hook.co;
 	int events = 0, n = 0;
 	switch (t->op) {
 	case OP_CONNECT:

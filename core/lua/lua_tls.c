@@ -1,4 +1,5 @@
 #include "lua/lua_tls.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "lua/lua_runtime.h"
@@ -242,8 +243,9 @@ static void tls_conn_fill(struct lua_tls_conn *t, struct conn *c)
 
 void lua_tls_push_conn(lua_State *L, struct conn *c)
 {
-	if (c->tls_obj_ref != LUA_NOREF) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, c->tls_obj_ref);
+	struct smtp_session *s = conn_session(c);
+	if (s->tls_obj_ref != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
 		return;
 	}
 	tls_conn_register(L);
@@ -255,20 +257,21 @@ void lua_tls_push_conn(lua_State *L, struct conn *c)
 	luaL_getmetatable(L, TLS_CONN_MT);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	c->tls_obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	s->tls_obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 void lua_tls_detach(struct conn *c)
 {
-	if (c->tls_obj_ref == LUA_NOREF)
+	struct smtp_session *s = conn_session(c);
+	if (s->tls_obj_ref == LUA_NOREF)
 		return;
 	lua_State *L = lua_main;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->tls_obj_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
 	struct lua_tls_conn *t = lua_touserdata(L, -1);
 	t->c = NULL;
 	lua_pop(L, 1);
-	luaL_unref(L, LUA_REGISTRYINDEX, c->tls_obj_ref);
-	c->tls_obj_ref = LUA_NOREF;
+	luaL_unref(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
+	s->tls_obj_ref = LUA_NOREF;
 }
 
 void lua_tls_session_fields(struct conn *c)

@@ -1,4 +1,5 @@
 #include "net/conn.h"
+#include "smtp/session.h"
 
 #include "net/conn_tls.h"
 #include "lua/lua_hook.h"
@@ -93,10 +94,7 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 	c->opt = opt;
 	c->fd = fd;
 	c->phase = PHASE_CONNECT;
-	c->session_ref = LUA_NOREF;
-	c->hook.co_ref = LUA_NOREF;
-	c->pending_ref = LUA_NOREF;
-	c->tls_obj_ref = LUA_NOREF;
+	smtp_session_new(c);
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
 	struct sockaddr_storage asked;
@@ -478,7 +476,8 @@ static void conn_on_close_done(struct conn *c, const struct hook_outcome *o, lua
 /* Runs after conn_close from the loop, with nothing of c on the stack. */
 static void conn_finalize(struct conn *c)
 {
-	lua_State *co = c->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
+	struct smtp_session *s = conn_session(c);
+	lua_State *co = s->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
 	if (!co) {
 		conn_finish(c);
 		return;
@@ -491,17 +490,10 @@ static void conn_finish(struct conn *c)
 {
 	struct server *srv = c->srv;
 	ev_timer_stop(srv->loop, &c->timer);
-	smtp_session_body_free(c);
-	lua_tls_detach(c);
+	smtp_session_free(c);
 	conn_tls_free(c);
-	lua_session_free(c);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, c->pending_ref);
 	buf_free(&c->in);
 	buf_free(&c->out);
-	free(c->x_peer);
-	free(c->sasl_user);
-	free(c->sasl_challenge);
-	free(c->sasl_refusal);
 	config_unref(lua_main, c->cfg);
 	metrics_connection(-1);
 	server_conn_gone(srv, c);
@@ -545,6 +537,7 @@ void conn_close(struct conn *c, const char *reason)
 /* Should the session stop taking input for now? */
 static bool conn_input_blocked(const struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA &&
 	    c->phase != PHASE_BDAT)
 		return true;
@@ -553,25 +546,26 @@ static bool conn_input_blocked(const struct conn *c)
 	if (buf_used(&c->out) > CONN_OUT_HIGH)
 		return true;
 	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
-		if (!c->body)
+		if (!s->body)
 			return false; /* a refused BDAT chunk: read and dropped */
-		if (c->body->ended)
+		if (s->body->ended)
 			return true; /* until onData has answered */
-		if (c->hook.active && c->hook.wait != WAIT_STREAM)
-			return buf_used(&c->body->pending) > CONN_PENDING_HIGH;
+		if (s->hook.active && s->hook.wait != WAIT_STREAM)
+			return buf_used(&s->body->pending) > CONN_PENDING_HIGH;
 		return false;
 	}
 	/* Between BDAT chunks onData waits for the next one: commands go on. */
-	return c->hook.active && !(c->tx.chunking && c->hook.wait == WAIT_STREAM);
+	return s->hook.active && !(s->tx.chunking && s->hook.wait == WAIT_STREAM);
 }
 
 void conn_update_io(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_CLOSED)
 		return;
 	int want;
 	if (c->phase == PHASE_HANDSHAKE)
-		want = c->hook.active ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
+		want = s->hook.active ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
 	else
 		want = conn_input_blocked(c) ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
 	if (buf_used(&c->out) > 0)
@@ -643,7 +637,8 @@ void conn_resume(struct conn *c)
 
 void conn_stop(struct conn *c)
 {
-	c->stopping = true;
+	struct smtp_session *s = conn_session(c);
+	s->stopping = true;
 	smtp_session_stop(c);
 	if (c->phase != PHASE_CLOSED)
 		conn_flush(c);
@@ -740,7 +735,7 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	/* Time spent waiting on the script is not the client's idleness. */
-	if (c->hook.active && c->hook.wait != WAIT_STREAM) {
+	if (conn_session(c)->hook.active && conn_session(c)->hook.wait != WAIT_STREAM) {
 		w->repeat = c->opt->socket_timeout;
 		c->data_deadline = ev_now(loop) + w->repeat;
 		ev_timer_again(loop, w);

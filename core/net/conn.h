@@ -1,6 +1,6 @@
-/* conn — one client connection. It owns its socket, watchers, buffers,
- * parser state, Lua session table and any running hook: conn_free()
- * releases all of them. */
+/* conn — one client connection: its socket, watchers, buffers, line
+ * reader and TLS state. The SMTP session it carries (smtp/session.h) is
+ * freed with it. */
 #ifndef LUASMTPD_CONN_H
 #define LUASMTPD_CONN_H
 
@@ -8,7 +8,6 @@
 #include "lua/config.h"
 #include "base/log.h"
 #include "lua/lua_hook.h"
-#include "smtp/rcpt_set.h"
 #include "proto/smtp_parse.h"
 #include "smtp/smtp_replies.h"
 
@@ -19,6 +18,7 @@
 #include <sys/socket.h>
 
 struct server;
+struct smtp_session;
 
 enum conn_phase {
 	PHASE_PROXY,     /* waiting for the PROXY protocol header */
@@ -32,50 +32,9 @@ enum conn_phase {
 	PHASE_CLOSED,   /* socket closed; onClose may still run */
 };
 
-enum sasl_step {
-	SASL_NONE,
-	SASL_PLAIN_RESPONSE,
-	SASL_LOGIN_USER,
-	SASL_LOGIN_PASS,
-	SASL_CRAM_RESPONSE,
-	SASL_XOAUTH2_RESPONSE,
-	SASL_XOAUTH2_ERROR, /* the JSON challenge is out: the client's next line ends it */
-};
-
-/* The mail transaction: what MAIL and RCPT have set so far. */
-struct transaction {
-	bool has_mail;
-	bool smtputf8;
-	bool binarymime; /* BODY=BINARYMIME: BDAT only */
-	bool chunking;   /* a BDAT has started the message */
-	unsigned nrcpt;
-	uint64_t declared_size;
-};
-
-/* The message body as it streams in (DATA, BDAT): allocated when a message
- * begins and freed when it ends, so idle sessions do not carry it. */
-struct body {
-	struct smtp_data_decoder dec;
-	struct buf pending;  /* decoded bytes not yet handed to the hook */
-	uint64_t byte_length;
-	bool size_exceeded;
-	bool line_too_long;  /* a line longer than maxLineLength */
-	size_t line_len;     /* of the line in progress (for maxLineLength) */
-	bool ended;
-	bool hook_done;      /* onData returned (or there is none) */
-	struct hook_outcome outcome; /* what onData said, once hook_done */
-	int save_fd;         /* stream:save() target, -1 when none */
-	char *save_path;
-	int save_errno;
-	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
-	int stream_ref;      /* the Lua stream object */
-	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
-};
-
 struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
-	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	struct server *srv;
 	struct config *cfg;       /* a reference: the script generation this session runs */
 	struct smtp_options *opt; /* its listener's options, within cfg */
@@ -89,41 +48,12 @@ struct conn {
 	ev_tstamp proxy_deadline;
 	ev_tstamp data_deadline; /* a message must keep up minDataRate */
 	ev_tstamp handshake_deadline; /* handshakeTimeout after accept or STARTTLS; 0: none */
-	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
-	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */
 	struct smtp_line_reader lines;
 	size_t skipped; /* bytes of an over-long line dropped so far */
-
-	/* session state */
-	bool greeted;      /* HELO/EHLO/LHLO seen */
-	bool esmtp;        /* EHLO rather than HELO */
-	bool authenticated;
-	bool stopping;     /* server shutdown: end after the current transaction */
-	bool io_writing;   /* the watcher waits for EV_WRITE */
 	bool drain_on_close; /* read pending input before close (see conn_close) */
-	bool disabled_override; /* a hook set session.disabledCommands */
-	uint32_t disabled_commands;
-	unsigned unauth_commands;
-	unsigned unknown_commands;
-	unsigned errors; /* 500/501/503 replies since the last message */
-	unsigned junk_commands; /* NOOP, RSET, VRFY, HELP since the last message */
-	unsigned transactions;
-	double hook_seconds; /* spent running hooks for the current message */
-	struct transaction tx;
-	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
-	bool bdat_last;
-	const char *bdat_refusal; /* a refused chunk's reply, sent once it is read */
-	int bdat_refusal_code;
-	enum sasl_step sasl;
-	enum auth_method sasl_method;
-	char *sasl_user;   /* LOGIN: the username while the password is awaited */
-	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
-	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
-	unsigned auth_failures;
-	struct body *body; /* NULL between messages */
 
 	/* TLS */
 	SSL *ssl;
@@ -136,17 +66,8 @@ struct conn {
 	bool tls_write_wants_read; /* ... or read before it can write on */
 	SSL_CTX *sni_ctx;      /* what it chose (a reference), NULL: the default */
 	char *servername;      /* the ClientHello's, lower-cased; NULL if none */
-	int tls_obj_ref;       /* the conn object onSecure gets */
 
-	/* reverse DNS of the client (resolveClientHostname) */
-	struct dns_query *rdns;
-	void (*rdns_next)(struct conn *c);
-	char *rdns_name;       /* the PTR name while its forward lookup runs */
-
-	struct hook_run hook; /* the hook in flight, if any */
-	int session_ref;      /* the Lua session table */
-	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
-	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
+	struct smtp_session *session; /* what the connection carries */
 
 	struct conn *prev, *next; /* the server's list of connections */
 };

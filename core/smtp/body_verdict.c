@@ -1,4 +1,5 @@
 #include "smtp/body_verdict.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 
@@ -6,7 +7,8 @@
 
 int body_verdict(const struct conn *c, struct body_refusal *r)
 {
-	const struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	const struct body *b = s->body;
 	/* In this order: the size first, as smtp-server answers it. */
 	if (b->size_exceeded) {
 		r->code = 552;

@@ -1,4 +1,5 @@
 #include "smtp/smtp_auth.h"
+#include "smtp/session.h"
 
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
@@ -22,26 +23,27 @@
 
 static void auth_reset(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	c->phase = PHASE_COMMAND;
-	c->sasl = SASL_NONE;
-	free(c->sasl_user);
-	c->sasl_user = NULL;
-	free(c->sasl_challenge);
-	c->sasl_challenge = NULL;
-	free(c->sasl_refusal);
-	c->sasl_refusal = NULL;
+	s->sasl = SASL_NONE;
+	free(s->sasl_user);
+	s->sasl_user = NULL;
+	free(s->sasl_challenge);
+	s->sasl_challenge = NULL;
+	free(s->sasl_refusal);
+	s->sasl_refusal = NULL;
 }
 
 /* A failed attempt: the reply, or the end of the session after too many. */
 static void auth_failed(struct conn *c, int code, const char *enhanced, const char *text)
 {
-	metrics_auth(c->sasl_method, false);
+	metrics_auth(conn_session(c)->sasl_method, false);
 	auth_reset(c);
 	/* Only a permanent failure counts against the address: a 454 (the
 	 * backend is down, or this very throttle) is not a wrong password. */
 	if (code >= 500)
 		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
-	if (c->opt->max_auth_failures && ++c->auth_failures >= c->opt->max_auth_failures) {
+	if (c->opt->max_auth_failures && ++conn_session(c)->auth_failures >= c->opt->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
 		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
 		return;
@@ -57,7 +59,7 @@ static void auth_bad_data(struct conn *c)
 
 static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	enum auth_method method = c->sasl_method;
+	enum auth_method method = conn_session(c)->sasl_method;
 	auth_reset(c);
 	if (o->kind == HOOK_FAILED) {
 		metrics_auth(method, false);
@@ -71,10 +73,10 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
 		c->phase = PHASE_AUTH;
-		c->sasl = SASL_XOAUTH2_ERROR;
-		if (!(c->sasl_refusal = malloc(sizeof *c->sasl_refusal)))
+		conn_session(c)->sasl = SASL_XOAUTH2_ERROR;
+		if (!(conn_session(c)->sasl_refusal = malloc(sizeof *conn_session(c)->sasl_refusal)))
 			abort();
-		*c->sasl_refusal = *o;
+		*conn_session(c)->sasl_refusal = *o;
 		conn_reply(c, 334, NULL, "%s", b64);
 		return;
 	}
@@ -95,7 +97,7 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 		auth_failed(c, r->code, r->enhanced, r->text);
 		return;
 	}
-	c->authenticated = true;
+	conn_session(c)->authenticated = true;
 	metrics_auth(method, true);
 	smtp_session_update_transmission(c);
 	lua_getfield(co, 1, "message");
@@ -113,6 +115,7 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 static void auth_ask(struct conn *c, const char *user, size_t ulen,
                      void (*fields)(struct conn *c, lua_State *co, const void *arg), const void *arg)
 {
+	struct smtp_session *s = conn_session(c);
 	c->phase = PHASE_COMMAND;
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
@@ -120,7 +123,7 @@ static void auth_ask(struct conn *c, const char *user, size_t ulen,
 		return;
 	}
 	lua_createtable(co, 0, 6);
-	lua_pushstring(co, auth_method_name(c->sasl_method));
+	lua_pushstring(co, auth_method_name(s->sasl_method));
 	lua_setfield(co, -2, "method");
 	lua_pushlstring(co, user, ulen);
 	lua_setfield(co, -2, "username");
@@ -176,30 +179,32 @@ static long auth_login_decode(const char *b64, size_t len, char *out, bool user)
 
 static void auth_login_user(struct conn *c, const char *b64, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	char dec[AUTH_DECODED_MAX + 1];
 	long n = auth_login_decode(b64, len, dec, true);
 	if (n < 0) {
 		auth_bad_data(c);
 		return;
 	}
-	free(c->sasl_user);
-	c->sasl_user = strndup(dec, (size_t)n);
-	c->sasl = SASL_LOGIN_PASS;
+	free(s->sasl_user);
+	s->sasl_user = strndup(dec, (size_t)n);
+	s->sasl = SASL_LOGIN_PASS;
 	c->phase = PHASE_AUTH;
 	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
 }
 
 static void auth_login_pass(struct conn *c, const char *b64, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	char dec[AUTH_DECODED_MAX + 1];
 	long n = auth_login_decode(b64, len, dec, false);
-	if (n < 0 || !c->sasl_user) {
+	if (n < 0 || !s->sasl_user) {
 		auth_bad_data(c);
 		return;
 	}
 	struct auth_secret pw = {dec, (size_t)n};
-	char *user = c->sasl_user;
-	c->sasl_user = NULL;
+	char *user = s->sasl_user;
+	s->sasl_user = NULL;
 	auth_ask(c, user, strlen(user), auth_password_field, &pw);
 	free(user);
 }
@@ -232,12 +237,13 @@ struct auth_cram {
 
 static void auth_cram_fields(struct conn *c, lua_State *co, const void *arg)
 {
+	struct smtp_session *s = conn_session(c);
 	const struct auth_cram *cr = arg;
-	lua_pushstring(co, c->sasl_challenge);
+	lua_pushstring(co, s->sasl_challenge);
 	lua_setfield(co, -2, "challenge");
 	lua_pushlstring(co, cr->digest, cr->len);
 	lua_setfield(co, -2, "challengeResponse");
-	lua_pushstring(co, c->sasl_challenge);
+	lua_pushstring(co, s->sasl_challenge);
 	lua_pushlstring(co, cr->digest, cr->len);
 	lua_pushcclosure(co, auth_cram_validate, 2);
 	lua_setfield(co, -2, "validatePassword");
@@ -250,20 +256,21 @@ static void auth_cram_start(struct conn *c)
 	char challenge[512];
 	snprintf(challenge, sizeof challenge, "<%02x%02x%02x%02x%02x%02x%02x%02x.%ld@%s>", rnd[0],
 	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), c->opt->name);
-	free(c->sasl_challenge);
-	c->sasl_challenge = strdup(challenge);
+	free(conn_session(c)->sasl_challenge);
+	conn_session(c)->sasl_challenge = strdup(challenge);
 	char b64[sizeof challenge * 2];
 	smtp_base64_encode(challenge, strlen(challenge), b64);
-	c->sasl = SASL_CRAM_RESPONSE;
+	conn_session(c)->sasl = SASL_CRAM_RESPONSE;
 	conn_reply(c, 334, NULL, "%s", b64);
 }
 
 static void auth_cram_response(struct conn *c, const char *b64, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	char dec[AUTH_DECODED_MAX + 1];
 	long n = auth_decode(b64, len, dec);
 	const char *sp = n > 0 ? memrchr(dec, ' ', (size_t)n) : NULL;
-	if (!sp || sp == dec || !c->sasl_challenge) {
+	if (!sp || sp == dec || !s->sasl_challenge) {
 		auth_bad_data(c);
 		return;
 	}
@@ -314,10 +321,11 @@ static void auth_xoauth2(struct conn *c, const char *b64, size_t len)
 
 void smtp_auth_line(struct conn *c, const char *line, size_t len)
 {
-	enum sasl_step step = c->sasl;
-	c->sasl = SASL_NONE;
+	struct smtp_session *s = conn_session(c);
+	enum sasl_step step = s->sasl;
+	s->sasl = SASL_NONE;
 	if (step == SASL_XOAUTH2_ERROR) {
-		struct hook_outcome refusal = *c->sasl_refusal; /* auth_failed frees it */
+		struct hook_outcome refusal = *s->sasl_refusal; /* auth_failed frees it */
 		auth_failed(c, refusal.code, refusal.enhanced, refusal.text);
 		return;
 	}
@@ -348,11 +356,11 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 
 void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 {
-	if (!c->greeted) {
+	if (!conn_session(c)->greeted) {
 		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
 		return;
 	}
-	if (c->authenticated) {
+	if (conn_session(c)->authenticated) {
 		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
 		return;
 	}
@@ -360,7 +368,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
 		return;
 	}
-	if (c->tx.has_mail) {
+	if (conn_session(c)->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
 		return;
 	}
@@ -377,7 +385,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
 		return;
 	}
-	c->sasl_method = m;
+	conn_session(c)->sasl_method = m;
 	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
 	 * is refused, mail may still go where AUTH is optional, and a client
 	 * that insists meets maxAuthFailures, which closes the session. */
@@ -395,7 +403,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		if (ir) {
 			auth_plain(c, ir, irlen);
 		} else {
-			c->sasl = SASL_PLAIN_RESPONSE;
+			conn_session(c)->sasl = SASL_PLAIN_RESPONSE;
 			conn_reply(c, 334, NULL, "%s", "");
 		}
 		break;
@@ -403,7 +411,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		if (ir) {
 			auth_login_user(c, ir, irlen);
 		} else {
-			c->sasl = SASL_LOGIN_USER;
+			conn_session(c)->sasl = SASL_LOGIN_USER;
 			conn_reply(c, 334, NULL, "VXNlcm5hbWU6");
 		}
 		break;
@@ -418,7 +426,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		if (ir) {
 			auth_xoauth2(c, ir, irlen);
 		} else {
-			c->sasl = SASL_XOAUTH2_RESPONSE;
+			conn_session(c)->sasl = SASL_XOAUTH2_RESPONSE;
 			conn_reply(c, 334, NULL, "%s", "");
 		}
 		break;

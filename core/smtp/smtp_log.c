@@ -1,4 +1,5 @@
 #include "smtp/smtp_log.h"
+#include "smtp/session.h"
 
 #include "base/buf.h"
 #include "net/conn.h"
@@ -54,6 +55,7 @@ static void log_recipients(lua_State *L, int rcpts, int first, struct buf *to)
 
 void smtp_log_message(struct conn *c, const char *replies, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	if (!log_enabled(LOG_INFO))
 		return;
 	lua_State *L = lua_main;
@@ -69,10 +71,10 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	const char *tls = log_field_at(L, session, "tlsOptions", "version");
 	const char *cipher = log_field_at(L, session, "tlsOptions", "name");
 	char size[24], ms[32], reply[LOG_REPLY_MAX + 1];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)c->body->byte_length);
-	snprintf(ms, sizeof ms, "%.3f", c->hook_seconds * 1000);
+	snprintf(size, sizeof size, "%llu", (unsigned long long)s->body->byte_length);
+	snprintf(ms, sizeof ms, "%.3f", s->hook_seconds * 1000);
 	/* LMTP: RFC 2033 gives a reply per recipient, each its own verdict. */
-	int lines = c->opt->lmtp ? (int)c->tx.nrcpt : 1;
+	int lines = c->opt->lmtp ? (int)s->tx.nrcpt : 1;
 	struct buf to = {0};
 	const char *p = replies, *end = replies + len;
 	for (int i = 1; i <= lines && p < end; i++) {

@@ -1,4 +1,5 @@
 #include "smtp/smtp_rdns.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "net/dns.h"
@@ -14,15 +15,16 @@
 
 static void rdns_finish(struct conn *c, const char *name)
 {
-	c->rdns = NULL;
+	struct smtp_session *s = conn_session(c);
+	s->rdns = NULL;
 	if (name) {
 		lua_session_set(c, "clientHostname", name);
 		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
 	}
-	free(c->rdns_name);
-	c->rdns_name = NULL;
-	void (*next)(struct conn *) = c->rdns_next;
-	c->rdns_next = NULL;
+	free(s->rdns_name);
+	s->rdns_name = NULL;
+	void (*next)(struct conn *) = s->rdns_next;
+	s->rdns_next = NULL;
 	next(c);
 	conn_resume(c);
 }
@@ -60,7 +62,7 @@ static bool rdns_confirms(struct conn *c, int status, const unsigned char *abuf,
 static void rdns_forward_answer(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct conn *c = arg;
-	rdns_finish(c, rdns_confirms(c, status, abuf, alen) ? c->rdns_name : NULL);
+	rdns_finish(c, rdns_confirms(c, status, abuf, alen) ? conn_session(c)->rdns_name : NULL);
 }
 
 static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, int alen)
@@ -74,38 +76,40 @@ static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, in
 		rdns_finish(c, NULL);
 		return;
 	}
-	free(c->rdns_name);
-	c->rdns_name = strdup(h->h_name);
+	free(conn_session(c)->rdns_name);
+	conn_session(c)->rdns_name = strdup(h->h_name);
 	ares_free_hostent(h);
-	if (!c->rdns_name)
+	if (!conn_session(c)->rdns_name)
 		abort();
 	bool v6 = strchr(c->remote_addr, ':') != NULL;
 	char err[128];
-	c->rdns = dns_query(c->rdns_name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
-	if (!c->rdns)
+	conn_session(c)->rdns = dns_query(conn_session(c)->rdns_name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
+	if (!conn_session(c)->rdns)
 		rdns_finish(c, NULL);
 }
 
 void smtp_rdns_start(struct conn *c, void (*next)(struct conn *c))
 {
+	struct smtp_session *s = conn_session(c);
 	char rev[80], err[128];
 	/* The answers come from the loop, never inside dns_query (dns.h). */
-	c->rdns = dns_reverse_name(c->remote_addr, rev, sizeof rev)
+	s->rdns = dns_reverse_name(c->remote_addr, rev, sizeof rev)
 	                  ? dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err)
 	                  : NULL;
-	if (!c->rdns) {
+	if (!s->rdns) {
 		next(c);
 		return;
 	}
-	c->rdns_next = next;
+	s->rdns_next = next;
 }
 
 void smtp_rdns_cancel(struct conn *c)
 {
-	if (c->rdns)
-		dns_cancel(c->rdns);
-	c->rdns = NULL;
-	c->rdns_next = NULL;
-	free(c->rdns_name);
-	c->rdns_name = NULL;
+	struct smtp_session *s = conn_session(c);
+	if (s->rdns)
+		dns_cancel(s->rdns);
+	s->rdns = NULL;
+	s->rdns_next = NULL;
+	free(s->rdns_name);
+	s->rdns_name = NULL;
 }

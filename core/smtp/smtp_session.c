@@ -1,4 +1,5 @@
 #include "smtp/smtp_session.h"
+#include "smtp/session.h"
 
 #include "smtp/body_verdict.h"
 #include "net/conn.h"
@@ -36,7 +37,8 @@ static bool session_may_auth(const struct conn *c)
 /* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
 static bool session_auth_required(const struct conn *c)
 {
-	return session_may_auth(c) && !c->opt->auth_optional && !c->authenticated;
+	struct smtp_session *s = conn_session(c);
+	return session_may_auth(c) && !c->opt->auth_optional && !s->authenticated;
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
@@ -70,22 +72,23 @@ static int session_reply_code(const char *p)
 void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
-	const char *proto = c->opt->lmtp ? "LMTP" : c->esmtp && !c->tx.smtputf8 ? "ESMTP" : "SMTP";
-	snprintf(t, sizeof t, "%s%s%s%s", c->tx.smtputf8 ? "UTF8" : "", proto, c->secure ? "S" : "",
-	         c->authenticated ? "A" : "");
+	const char *proto = c->opt->lmtp ? "LMTP" : conn_session(c)->esmtp && !conn_session(c)->tx.smtputf8 ? "ESMTP" : "SMTP";
+	snprintf(t, sizeof t, "%s%s%s%s", conn_session(c)->tx.smtputf8 ? "UTF8" : "", proto, c->secure ? "S" : "",
+	         conn_session(c)->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
 }
 
 void smtp_session_reset_transaction(struct conn *c)
 {
-	if (c->tx.chunking && c->phase == PHASE_COMMAND) {
+	struct smtp_session *s = conn_session(c);
+	if (s->tx.chunking && c->phase == PHASE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
 		 * abandoned, and so is the onData waiting for the rest of it. */
 		hook_cancel(c);
 		smtp_session_body_free(c);
 	}
-	bool utf8 = c->tx.smtputf8;
-	memset(&c->tx, 0, sizeof c->tx);
+	bool utf8 = s->tx.smtputf8;
+	memset(&s->tx, 0, sizeof s->tx);
 	lua_session_reset_envelope(c);
 	if (utf8)
 		smtp_session_update_transmission(c);
@@ -94,7 +97,8 @@ void smtp_session_reset_transaction(struct conn *c)
 /* session.disabledCommands, when a hook has set it, replaces the option. */
 static uint32_t session_disabled_mask(struct conn *c)
 {
-	return c->disabled_override ? c->disabled_commands : c->opt->disabled_commands;
+	struct smtp_session *s = conn_session(c);
+	return s->disabled_override ? s->disabled_commands : c->opt->disabled_commands;
 }
 
 static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
@@ -104,6 +108,7 @@ static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
 
 static void session_sync_disabled(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	/* After every hook: the key is interned once, not on each lookup. */
 	static int key_ref = LUA_NOREF;
 	lua_State *L = lua_main;
@@ -125,10 +130,10 @@ static void session_sync_disabled(struct conn *c)
 				mask |= 1u << smtp_verb_from_name(name, len);
 			lua_pop(L, 1);
 		}
-		c->disabled_override = true;
-		c->disabled_commands = mask & ~1u;
+		s->disabled_override = true;
+		s->disabled_commands = mask & ~1u;
 	} else {
-		c->disabled_override = false;
+		s->disabled_override = false;
 	}
 	lua_pop(L, 2);
 }
@@ -195,11 +200,12 @@ static void session_lookup_then_connect(struct conn *c)
 
 void smtp_session_cancel_greeting_delay(struct conn *c)
 {
-	if (!c->greet_delay)
+	struct smtp_session *s = conn_session(c);
+	if (!s->greet_delay)
 		return;
-	ev_timer_stop(c->srv->loop, c->greet_delay);
-	free(c->greet_delay);
-	c->greet_delay = NULL;
+	ev_timer_stop(c->srv->loop, s->greet_delay);
+	free(s->greet_delay);
+	s->greet_delay = NULL;
 }
 
 /* greetingDelay has passed: a client that spoke already is a pregreeter
@@ -221,12 +227,13 @@ static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int r
 
 void smtp_session_connect(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	if (c->opt->greeting_delay > 0) {
-		if (!(c->greet_delay = malloc(sizeof *c->greet_delay)))
+		if (!(s->greet_delay = malloc(sizeof *s->greet_delay)))
 			abort();
-		ev_timer_init(c->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
-		c->greet_delay->data = c;
-		ev_timer_start(c->srv->loop, c->greet_delay);
+		ev_timer_init(s->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
+		s->greet_delay->data = c;
+		ev_timer_start(c->srv->loop, s->greet_delay);
 		return;
 	}
 	session_lookup_then_connect(c);
@@ -280,7 +287,7 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "CHUNKING");
 		conn_reply_more(c, 250, "BINARYMIME");
 	}
-	if (smtp_session_auth_offered(c) && !c->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
+	if (smtp_session_auth_offered(c) && !conn_session(c)->authenticated && !session_verb_disabled(c, SMTP_VERB_AUTH)) {
 		char methods[64] = "";
 		for (size_t i = 0; i < o->nauth_methods; i++) {
 			strcat(methods, " ");
@@ -321,8 +328,8 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply(c, 501, "5.5.4", "Error: Bad hostname syntax");
 		return;
 	}
-	c->greeted = true;
-	c->esmtp = ehlo;
+	conn_session(c)->greeted = true;
+	conn_session(c)->esmtp = ehlo;
 	smtp_session_reset_transaction(c);
 	char host[256];
 	size_t n = cmd->arg_len < sizeof host ? cmd->arg_len : sizeof host - 1;
@@ -353,7 +360,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 
 static bool session_check_transaction_start(struct conn *c)
 {
-	if (!c->greeted) {
+	if (!conn_session(c)->greeted) {
 		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
 		return false;
 	}
@@ -497,10 +504,10 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				           (unsigned long long)c->opt->size);
 				return false;
 			}
-			c->tx.declared_size = size;
+			conn_session(c)->tx.declared_size = size;
 		} else if (param_is(p, "BODY")) {
-			c->tx.binarymime = value_is(p, "BINARYMIME") && session_chunking_offered(c);
-			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !c->tx.binarymime) {
+			conn_session(c)->tx.binarymime = value_is(p, "BINARYMIME") && session_chunking_offered(c);
+			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !conn_session(c)->tx.binarymime) {
 				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT, 8BITMIME or BINARYMIME");
 				return false;
 			}
@@ -509,7 +516,7 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				conn_reply(c, 501, "5.5.4", "Error: Invalid SMTPUTF8 parameter. This flag does not accept a value");
 				return false;
 			}
-			c->tx.smtputf8 = true;
+			conn_session(c)->tx.smtputf8 = true;
 		} else if (param_is(p, "REQUIRETLS")) {
 			if (p->value) {
 				conn_reply(c, 501, "5.5.4", "Error: REQUIRETLS does not accept a value");
@@ -533,10 +540,11 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 /* Keeps the address table for the done callback, pushes it for the hook. */
 static void session_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
 {
+	struct smtp_session *s = conn_session(c);
 	lua_push_address(co, path);
 	lua_pushvalue(co, -1);
-	luaL_unref(co, LUA_REGISTRYINDEX, c->pending_ref);
-	c->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+	luaL_unref(co, LUA_REGISTRYINDEX, s->pending_ref);
+	s->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 }
 
 /* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
@@ -587,9 +595,10 @@ static void session_judge_address(struct conn *c, enum hook_id id, const struct 
 
 static void session_take_address(struct conn *c, lua_State *L)
 {
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->pending_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, c->pending_ref);
-	c->pending_ref = LUA_NOREF;
+	struct smtp_session *s = conn_session(c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, s->pending_ref);
+	s->pending_ref = LUA_NOREF;
 }
 
 /* A hook refused the address at the top of lua_main (popped): the reply,
@@ -605,12 +614,13 @@ static void session_refused(struct conn *c, bool rcpt, const struct hook_outcome
 
 static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
+	struct smtp_session *s = conn_session(c);
 	lua_State *L = lua_main;
 	session_take_address(c, L);
 	session_sync_disabled(c);
 	if (o->kind != HOOK_ACCEPT) {
 		session_refused(c, false, o);
-		c->tx.smtputf8 = false;
+		s->tx.smtputf8 = false;
 		return;
 	}
 	lua_getfield(L, -1, "args");
@@ -626,7 +636,7 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 	lua_getfield(L, -1, "envelope");
 	lua_pushstring(L, body_type);
 	lua_setfield(L, -2, "bodyType");
-	lua_pushboolean(L, c->tx.smtputf8);
+	lua_pushboolean(L, s->tx.smtputf8);
 	lua_setfield(L, -2, "smtpUtf8");
 	lua_getfield(L, -1, "mailFrom");
 	lua_getfield(L, -1, "args");
@@ -641,8 +651,8 @@ static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_
 		lua_setfield(L, -4, "dsn");
 	}
 	lua_pop(L, 4);
-	c->tx.has_mail = true;
-	if (c->tx.smtputf8)
+	s->tx.has_mail = true;
+	if (s->tx.smtputf8)
 		smtp_session_update_transmission(c);
 	conn_reply_known(c, REPLY_MAIL_ACCEPTED);
 }
@@ -665,9 +675,10 @@ static void session_refused_path(struct conn *c, bool rcpt, const struct smtp_cm
 
 static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 {
+	struct smtp_session *s = conn_session(c);
 	if (!session_check_transaction_start(c))
 		return;
-	if (c->tx.has_mail) {
+	if (s->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: nested MAIL command");
 		return;
 	}
@@ -679,12 +690,12 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		session_refused_path(c, false, cmd, NULL, reply_at);
 		return;
 	}
-	c->tx.smtputf8 = false;
+	s->tx.smtputf8 = false;
 	if (!session_mail_params_ok(c, &path)) {
 		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
 	}
-	if (path.has_8bit && !c->tx.smtputf8) {
+	if (path.has_8bit && !s->tx.smtputf8) {
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
 		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
@@ -694,6 +705,7 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 
 static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
+	struct smtp_session *s = conn_session(c);
 	lua_State *L = lua_main;
 	session_take_address(c, L);
 	session_sync_disabled(c);
@@ -702,20 +714,21 @@ static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_
 		return;
 	}
 	if (lua_session_add_rcpt(c, L, -1))
-		c->tx.nrcpt++;
+		s->tx.nrcpt++;
 	lua_pop(L, 1);
 	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
 static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 {
+	struct smtp_session *s = conn_session(c);
 	if (!session_check_transaction_start(c))
 		return;
-	if (!c->tx.has_mail) {
+	if (!s->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
 		return;
 	}
-	if (c->tx.chunking) {
+	if (s->tx.chunking) {
 		conn_reply(c, 503, "5.5.1", "Error: RCPT is not allowed once BDAT has begun");
 		return;
 	}
@@ -730,9 +743,9 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	bool refused = true;
 	if (!session_rcpt_params_ok(c, &path))
 		; /* replied */
-	else if (path.has_8bit && !c->tx.smtputf8)
+	else if (path.has_8bit && !s->tx.smtputf8)
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
-	else if (c->opt->max_recipients && c->tx.nrcpt >= c->opt->max_recipients &&
+	else if (c->opt->max_recipients && s->tx.nrcpt >= c->opt->max_recipients &&
 	         !lua_session_has_rcpt(c, path.address))
 		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
 	else
@@ -751,7 +764,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
  * in onData's per-recipient table at the top of lua_main, or 0. */
 static void session_message_reply(struct conn *c, int lmtp_idx)
 {
-	struct body *b = c->body;
+	struct body *b = conn_session(c)->body;
 	struct body_refusal refusal;
 	if (body_verdict(c, &refusal)) {
 		conn_reply(c, refusal.code, refusal.enhanced, "%s", refusal.text);
@@ -788,7 +801,8 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 
 static void session_data_finish(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	size_t reply_at = c->out.len;
 	if (!c->opt->lmtp) {
 		session_message_reply(c, 0);
@@ -796,27 +810,28 @@ static void session_data_finish(struct conn *c)
 		/* RFC 2033 4.2: one reply per accepted recipient, in order. */
 		lua_rawgeti(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
 		bool table = lua_type(lua_main, -1) == LUA_TTABLE;
-		for (unsigned i = 1; i <= c->tx.nrcpt; i++)
+		for (unsigned i = 1; i <= s->tx.nrcpt; i++)
 			session_message_reply(c, table ? (int)i : 0);
 		lua_pop(lua_main, 1);
 	}
 	metrics_message(session_reply_code(c->out.data + reply_at));
 	smtp_log_message(c, c->out.data + reply_at, c->out.len - reply_at);
-	c->hook_seconds = 0;
+	s->hook_seconds = 0;
 	smtp_session_body_free(c);
-	c->transactions++;
-	c->unknown_commands = 0;
-	c->errors = 0;
-	c->junk_commands = 0;
+	s->transactions++;
+	s->unknown_commands = 0;
+	s->errors = 0;
+	s->junk_commands = 0;
 	c->phase = PHASE_COMMAND;
 	smtp_session_reset_transaction(c);
-	if (c->stopping)
+	if (s->stopping)
 		conn_end(c, 421, "4.4.2", "Server shutting down");
 }
 
 static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	b->hook_done = true;
 	b->outcome = *o;
 	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TSTRING) {
@@ -840,13 +855,14 @@ static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_
 /* DATA and BDAT share the checks before a message. */
 static bool session_check_message_start(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	if (!session_check_transaction_start(c))
 		return false;
-	if (!c->tx.has_mail) {
+	if (!s->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
 		return false;
 	}
-	if (c->tx.nrcpt == 0) {
+	if (s->tx.nrcpt == 0) {
 		conn_reply(c, 503, "5.5.1", "Error: need RCPT command");
 		return false;
 	}
@@ -855,19 +871,21 @@ static bool session_check_message_start(struct conn *c)
 
 void smtp_session_body_free(struct conn *c)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	if (!b)
 		return;
 	lua_stream_detach(c);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
 	buf_free(&b->pending);
 	free(b);
-	c->body = NULL;
+	s->body = NULL;
 }
 
 /* A message begins: the body state, and onData with its stream. */
 static void session_body_begin(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	struct body *b = calloc(1, sizeof *b);
 	if (!b)
 		abort();
@@ -875,7 +893,7 @@ static void session_body_begin(struct conn *c)
 	b->save_fd = -1;
 	b->stream_ref = LUA_NOREF;
 	b->lmtp_ref = LUA_NOREF;
-	c->body = b;
+	s->body = b;
 	lua_State *co = hook_prepare(c, HOOK_DATA);
 	if (!co) {
 		b->hook_done = true;
@@ -888,13 +906,14 @@ static void session_body_begin(struct conn *c)
 
 static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 {
-	if (c->tx.chunking) {
+	struct smtp_session *s = conn_session(c);
+	if (s->tx.chunking) {
 		conn_reply(c, 503, "5.5.1", "Error: DATA is not allowed after BDAT");
 		return;
 	}
 	if (!session_check_message_start(c))
 		return;
-	if (c->tx.binarymime) {
+	if (s->tx.binarymime) {
 		conn_reply(c, 503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT, not DATA");
 		return;
 	}
@@ -911,7 +930,8 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
  * and hand them on (or drop them when nobody will read them). */
 static bool session_body_bytes(struct conn *c, size_t n)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	b->byte_length += n;
 	if (c->opt->size && b->byte_length > c->opt->size)
 		b->size_exceeded = true;
@@ -920,13 +940,15 @@ static bool session_body_bytes(struct conn *c, size_t n)
 
 static void session_body_end(struct conn *c)
 {
-	c->body->ended = true;
+	struct smtp_session *s = conn_session(c);
+	s->body->ended = true;
 }
 
 /* maxLineLength: measures the lines of decoded message bytes. */
 static void session_check_lines(struct conn *c, const char *p, size_t n)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	size_t max = c->opt->max_line_length;
 	const char *end = p + n;
 	while (p < end && !b->line_too_long) {
@@ -945,7 +967,8 @@ static void session_check_lines(struct conn *c, const char *p, size_t n)
 
 size_t smtp_session_data(struct conn *c, char *p, size_t n)
 {
-	struct body *b = c->body;
+	struct smtp_session *s = conn_session(c);
+	struct body *b = s->body;
 	/* Mostly the body does not outgrow its input: it is decoded over it, and
 	 * onData or stream:save takes it from there without a copy into the
 	 * pending buffer. */
@@ -966,7 +989,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 		session_body_end(c);
 	lua_stream_feed(c);
 	/* onData may have answered and the message ended: b is gone then. */
-	if (c->phase == PHASE_DATA && c->body->ended && c->body->hook_done)
+	if (c->phase == PHASE_DATA && s->body->ended && s->body->hook_done)
 		session_data_finish(c);
 	return used;
 }
@@ -993,6 +1016,7 @@ static bool session_parse_bdat(const struct smtp_cmd *cmd, uint64_t *size, bool 
 
 static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 {
+	struct smtp_session *s = conn_session(c);
 	uint64_t size;
 	bool last;
 	if (!session_parse_bdat(cmd, &size, &last)) {
@@ -1000,41 +1024,41 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 		conn_end(c, 501, "5.5.4", "Error: Syntax: BDAT <size> [LAST]");
 		return;
 	}
-	c->bdat_remaining = size;
-	c->bdat_last = last;
+	s->bdat_remaining = size;
+	s->bdat_last = last;
 	c->phase = PHASE_BDAT;
 	/* A refused chunk is still read (RFC 3030 2): its reply waits for it. */
-	c->bdat_refusal = NULL;
-	if (!c->tx.chunking) {
-		if (!c->tx.has_mail || c->tx.nrcpt == 0 || !c->greeted || session_auth_required(c)) {
-			bool auth = c->greeted && session_auth_required(c);
-			c->bdat_refusal = !c->greeted ? "Error: send HELO/EHLO first"
+	s->bdat_refusal = NULL;
+	if (!s->tx.chunking) {
+		if (!s->tx.has_mail || s->tx.nrcpt == 0 || !s->greeted || session_auth_required(c)) {
+			bool auth = s->greeted && session_auth_required(c);
+			s->bdat_refusal = !s->greeted ? "Error: send HELO/EHLO first"
 			                  : auth ? c->opt->auth_required_message
-			                  : !c->tx.has_mail ? "Error: need MAIL command"
+			                  : !s->tx.has_mail ? "Error: need MAIL command"
 			                                    : "Error: need RCPT command";
-			c->bdat_refusal_code = auth ? 530 : 503;
-			if (c->bdat_remaining == 0)
+			s->bdat_refusal_code = auth ? 530 : 503;
+			if (s->bdat_remaining == 0)
 				session_bdat_chunk_done(c);
 			return;
 		}
-		c->tx.chunking = true;
+		s->tx.chunking = true;
 		session_body_begin(c);
 	}
-	if (c->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
 		session_bdat_chunk_done(c);
 }
 
 /* The end of a chunk: its reply, or the message's after LAST. */
 static void session_bdat_chunk_done(struct conn *c)
 {
-	struct body *b = c->body;
-	if (c->bdat_refusal) {
+	struct body *b = conn_session(c)->body;
+	if (conn_session(c)->bdat_refusal) {
 		c->phase = PHASE_COMMAND;
-		conn_reply(c, c->bdat_refusal_code, c->bdat_refusal_code == 530 ? "5.7.0" : "5.5.1", "%s",
-		           c->bdat_refusal);
+		conn_reply(c, conn_session(c)->bdat_refusal_code, conn_session(c)->bdat_refusal_code == 530 ? "5.7.0" : "5.5.1", "%s",
+		           conn_session(c)->bdat_refusal);
 		return;
 	}
-	if (!c->bdat_last) {
+	if (!conn_session(c)->bdat_last) {
 		c->phase = PHASE_COMMAND;
 		conn_reply(c, 250, "2.0.0", "%llu octets received",
 		           (unsigned long long)b->byte_length);
@@ -1043,21 +1067,22 @@ static void session_bdat_chunk_done(struct conn *c)
 	c->phase = PHASE_DATA; /* the reply waits for onData */
 	session_body_end(c);
 	lua_stream_feed(c);
-	if (c->phase == PHASE_DATA && c->body->hook_done) /* else b is gone, see above */
+	if (c->phase == PHASE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
 		session_data_finish(c);
 }
 
 size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 {
-	size_t take = n < c->bdat_remaining ? n : (size_t)c->bdat_remaining;
-	if (!c->bdat_refusal && take) {
+	struct smtp_session *s = conn_session(c);
+	size_t take = n < s->bdat_remaining ? n : (size_t)s->bdat_remaining;
+	if (!s->bdat_refusal && take) {
 		if (session_body_bytes(c, take))
 			lua_stream_feed_bytes(c, p, take);
 		else
 			lua_stream_feed(c);
 	}
-	c->bdat_remaining -= take;
-	if (c->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	s->bdat_remaining -= take;
+	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
 		session_bdat_chunk_done(c);
 	return take;
 }
@@ -1071,8 +1096,9 @@ static void session_add_error(struct conn *c);
  * so a client that only keeps the session busy meets the error limit. */
 static void session_count_junk(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	unsigned max = c->opt->max_junk_commands;
-	if (max && ++c->junk_commands > max)
+	if (max && ++s->junk_commands > max)
 		session_add_error(c);
 }
 
@@ -1115,10 +1141,11 @@ static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
 /* RFC 3207 4.2: everything learnt before TLS is forgotten. */
 void smtp_session_forget_identity(struct conn *c)
 {
-	c->greeted = false;
-	c->esmtp = false;
-	c->authenticated = false;
-	c->unauth_commands = 0;
+	struct smtp_session *s = conn_session(c);
+	s->greeted = false;
+	s->esmtp = false;
+	s->authenticated = false;
+	s->unauth_commands = 0;
 	smtp_session_reset_transaction(c);
 	lua_session_set(c, "hostNameAppearsAs", NULL);
 	lua_session_set(c, "openingCommand", NULL);
@@ -1234,7 +1261,8 @@ static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
 
 static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
 {
-	if (++c->unknown_commands >= UNKNOWN_COMMANDS_MAX) {
+	struct smtp_session *s = conn_session(c);
+	if (++s->unknown_commands >= UNKNOWN_COMMANDS_MAX) {
 		conn_end(c, 421, "4.4.2", "Error: too many unrecognized commands");
 		return;
 	}
@@ -1256,10 +1284,11 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
 static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 {
+	struct smtp_session *s = conn_session(c);
 	unsigned max = c->opt->max_unauth_commands;
 	if (!max || !session_auth_required(c) || v == SMTP_VERB_AUTH)
 		return false;
-	if (++c->unauth_commands < max)
+	if (++s->unauth_commands < max)
 		return false;
 	conn_end(c, 421, "4.4.2", "Error: too many unauthenticated commands");
 	return true;
@@ -1279,7 +1308,8 @@ static void session_count_error(struct conn *c, size_t reply_at)
 
 static void session_add_error(struct conn *c)
 {
-	if (++c->errors >= ERRORS_MAX)
+	struct smtp_session *s = conn_session(c);
+	if (++s->errors >= ERRORS_MAX)
 		conn_end(c, 421, "4.4.2", "Error: too many errors");
 }
 
@@ -1287,20 +1317,22 @@ static void session_command(struct conn *c, const char *line, size_t len);
 
 void smtp_session_line(struct conn *c, const char *line, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_AUTH) {
 		smtp_auth_line(c, line, len);
 		return;
 	}
 	size_t reply_at = c->out.len;
-	unsigned before = c->unknown_commands;
+	unsigned before = s->unknown_commands;
 	session_command(c, line, len);
 	/* cmd_unknown counts (and answers 421) itself */
-	if (c->unknown_commands == before)
+	if (s->unknown_commands == before)
 		session_count_error(c, reply_at);
 }
 
 static void session_command(struct conn *c, const char *line, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	struct smtp_cmd cmd;
 	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
 	if (st == SMTP_CMD_BAD_CHAR) {
@@ -1317,7 +1349,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	}
 	if (log_enabled(LOG_DEBUG))
 		conn_log(c, LOG_DEBUG, "command", "verb", smtp_verb_name(cmd.verb), NULL);
-	if (c->stopping && !c->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {
+	if (s->stopping && !s->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {
 		conn_end(c, 421, "4.4.2", "Server shutting down");
 		return;
 	}
@@ -1336,18 +1368,20 @@ static void session_command(struct conn *c, const char *line, size_t len)
 
 void smtp_session_line_too_long(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_AUTH) {
 		c->phase = PHASE_COMMAND;
-		c->sasl = SASL_NONE;
+		s->sasl = SASL_NONE;
 	}
 	conn_reply(c, 500, "5.5.6", "Error: line too long");
 }
 
 void smtp_session_stop(struct conn *c)
 {
+	struct smtp_session *s = conn_session(c);
 	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
 	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
-	bool idle = c->phase == PHASE_COMMAND && !c->tx.has_mail && !c->hook.active &&
+	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && !s->hook.active &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
 		conn_end(c, 421, "4.4.2", "Server shutting down");

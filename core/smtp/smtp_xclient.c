@@ -1,4 +1,5 @@
 #include "smtp/smtp_xclient.h"
+#include "smtp/session.h"
 
 #include "net/conn.h"
 #include "lua/lua_hook.h"
@@ -29,18 +30,20 @@ struct x_value {
 
 static bool x_trusted(const struct conn *c, bool xforward)
 {
+	struct smtp_session *s = conn_session(c);
 	const struct smtp_options *o = c->opt;
 	bool on = xforward ? o->use_xforward : o->use_xclient;
 	const struct cidr *list = xforward ? o->xforward_trusted : o->xclient_trusted;
 	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
 	if (!on)
 		return false;
-	return cidr_list_match(list, n, c->x_peer ? c->x_peer : c->remote_addr);
+	return cidr_list_match(list, n, s->x_peer ? s->x_peer : c->remote_addr);
 }
 
 bool smtp_xclient_offered(const struct conn *c, bool xforward)
 {
-	return !c->x_locked && x_trusted(c, xforward);
+	struct smtp_session *s = conn_session(c);
+	return !s->x_locked && x_trusted(c, xforward);
 }
 
 static bool x_hostname(const char *s)
@@ -180,11 +183,12 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 /* Checks shared by both commands; replies and returns false on failure. */
 static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, struct x_value vals[X_COUNT])
 {
+	struct smtp_session *s = conn_session(c);
 	if (!smtp_xclient_offered(c, xforward)) {
 		conn_reply(c, 550, "5.7.0", "Error: Not allowed");
 		return false;
 	}
-	if (c->tx.has_mail) {
+	if (s->tx.has_mail) {
 		conn_reply(c, 503, "5.5.1", "Error: Mail transaction in progress");
 		return false;
 	}
@@ -192,13 +196,14 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 		conn_reply(c, 501, "5.5.4", "Error: Bad command parameter syntax");
 		return false;
 	}
-	if (!c->x_peer && !(c->x_peer = strdup(c->remote_addr)))
+	if (!s->x_peer && !(s->x_peer = strdup(c->remote_addr)))
 		abort();
 	return true;
 }
 
 static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
+	struct smtp_session *s = conn_session(c);
 	if (o->kind != HOOK_ACCEPT) {
 		conn_end(c, 550, o->enhanced, o->text);
 		return;
@@ -207,7 +212,7 @@ static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State
 		lua_getfield(co, 1, "user");
 		if (!lua_isnil(co, -1)) {
 			lua_session_set_value(c, "user", co, -1);
-			c->authenticated = true;
+			s->authenticated = true;
 			smtp_session_update_transmission(c);
 		}
 		lua_pop(co, 1);
@@ -219,8 +224,9 @@ static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State
  * onConnect runs); onAuth has the last word. Then the new greeting. */
 static void x_login(struct conn *c)
 {
-	char *user = c->sasl_user;
-	c->sasl_user = NULL;
+	struct smtp_session *s = conn_session(c);
+	char *user = s->sasl_user;
+	s->sasl_user = NULL;
 	lua_State *co = user ? hook_prepare(c, HOOK_AUTH) : NULL;
 	if (!co) {
 		free(user);
@@ -252,6 +258,7 @@ static void x_run_on_connect(struct conn *c)
 
 void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 {
+	struct smtp_session *s = conn_session(c);
 	struct x_value vals[X_COUNT];
 	if (!x_check(c, cmd, false, vals))
 		return;
@@ -259,11 +266,11 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	x_record(c, "xClient", vals);
 	x_apply(c, vals);
 	if (vals[X_ADDR].present)
-		c->x_locked = true; /* the peer is now the client: it may not say more */
+		s->x_locked = true; /* the peer is now the client: it may not say more */
 	conn_log(c, LOG_INFO, "xclient", "client", c->remote_addr, NULL);
-	free(c->sasl_user);
-	c->sasl_user = NULL;
-	if (vals[X_LOGIN].present && !vals[X_LOGIN].unavailable && !(c->sasl_user = strdup(vals[X_LOGIN].v)))
+	free(s->sasl_user);
+	s->sasl_user = NULL;
+	if (vals[X_LOGIN].present && !vals[X_LOGIN].unavailable && !(s->sasl_user = strdup(vals[X_LOGIN].v)))
 		abort();
 	if (!vals[X_ADDR].present && !vals[X_NAME].present) {
 		x_login(c);

@@ -1,0 +1,113 @@
+/* session — the SMTP session a connection carries: the protocol state
+ * (greeting, transaction, body, BDAT, SASL, XCLIENT, counters), the reverse
+ * DNS lookup, the hook in flight and the Lua references. The connection
+ * (net/conn.h) is its transport: socket, buffers, TLS, timers. */
+#ifndef LUASMTPD_SMTP_SESSION_STATE_H
+#define LUASMTPD_SMTP_SESSION_STATE_H
+
+#include "base/buf.h"
+#include "lua/lua_hook.h"
+#include "net/conn.h"
+#include "proto/smtp_parse.h"
+#include "smtp/rcpt_set.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum sasl_step {
+	SASL_NONE,
+	SASL_PLAIN_RESPONSE,
+	SASL_LOGIN_USER,
+	SASL_LOGIN_PASS,
+	SASL_CRAM_RESPONSE,
+	SASL_XOAUTH2_RESPONSE,
+	SASL_XOAUTH2_ERROR, /* the JSON challenge is out: the client's next line ends it */
+};
+
+/* The mail transaction: what MAIL and RCPT have set so far. */
+struct transaction {
+	bool has_mail;
+	bool smtputf8;
+	bool binarymime; /* BODY=BINARYMIME: BDAT only */
+	bool chunking;   /* a BDAT has started the message */
+	unsigned nrcpt;
+	uint64_t declared_size;
+};
+
+/* The message body as it streams in (DATA, BDAT): allocated when a message
+ * begins and freed when it ends, so idle sessions do not carry it. */
+struct body {
+	struct smtp_data_decoder dec;
+	struct buf pending;  /* decoded bytes not yet handed to the hook */
+	uint64_t byte_length;
+	bool size_exceeded;
+	bool line_too_long;  /* a line longer than maxLineLength */
+	size_t line_len;     /* of the line in progress (for maxLineLength) */
+	bool ended;
+	bool hook_done;      /* onData returned (or there is none) */
+	struct hook_outcome outcome; /* what onData said, once hook_done */
+	int save_fd;         /* stream:save() target, -1 when none */
+	char *save_path;
+	int save_errno;
+	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
+	int stream_ref;      /* the Lua stream object */
+	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
+};
+
+struct smtp_session {
+	struct conn *conn; /* its transport */
+	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
+	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
+	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
+
+	bool greeted;      /* HELO/EHLO/LHLO seen */
+	bool esmtp;        /* EHLO rather than HELO */
+	bool authenticated;
+	bool stopping;     /* server shutdown: end after the current transaction */
+	bool disabled_override; /* a hook set session.disabledCommands */
+	uint32_t disabled_commands;
+	unsigned unauth_commands;
+	unsigned unknown_commands;
+	unsigned errors; /* 500/501/503 replies since the last message */
+	unsigned junk_commands; /* NOOP, RSET, VRFY, HELP since the last message */
+	unsigned transactions;
+	double hook_seconds; /* spent running hooks for the current message */
+	struct transaction tx;
+	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
+	bool bdat_last;
+	const char *bdat_refusal; /* a refused chunk's reply, sent once it is read */
+	int bdat_refusal_code;
+	enum sasl_step sasl;
+	enum auth_method sasl_method;
+	char *sasl_user;   /* LOGIN: the username while the password is awaited */
+	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
+	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
+	unsigned auth_failures;
+	struct body *body; /* NULL between messages */
+
+	int tls_obj_ref;       /* the conn object onSecure gets */
+
+	/* reverse DNS of the client (resolveClientHostname) */
+	struct dns_query *rdns;
+	void (*rdns_next)(struct conn *c);
+	char *rdns_name;       /* the PTR name while its forward lookup runs */
+
+	struct hook_run hook; /* the hook in flight, if any */
+	int session_ref;      /* the Lua session table */
+	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
+};
+
+/* The session c carries. */
+static inline struct smtp_session *conn_session(const struct conn *c)
+{
+	return c->session;
+}
+
+/* A session for c, with no Lua references yet; c carries it from here on. */
+struct smtp_session *smtp_session_new(struct conn *c);
+/* Frees c's session and what it holds (body, Lua references, SASL state). */
+void smtp_session_free(struct conn *c);
+
+#endif
