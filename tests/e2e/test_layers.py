@@ -66,7 +66,6 @@ smtp/smtp_session.o -> lua
 smtp/smtp_session.o -> luajit
 smtp/smtp_xclient.o -> lua
 smtp/smtp_xclient.o -> luajit
-tls/tls_context.o -> luajit
 """.split("\n")) - {""}
 
 
