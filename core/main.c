@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "lua/lua_guard.h"
 #include "lua/lua_runtime.h"
+#include "lua/server_ops.h"
 #include "net/master.h"
 #include "base/metrics.h"
 #include "net/server.h"
@@ -121,6 +122,7 @@ int main(int argc, char **argv)
 	char err[1024];
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	srv.ops = &lua_server_ops;
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;

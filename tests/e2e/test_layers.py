@@ -51,9 +51,6 @@ net/conn.o -> smtp
 net/conn_tls.o -> lua
 net/conn_tls.o -> luajit
 net/conn_tls.o -> smtp
-net/master.o -> lua
-net/server.o -> lua
-net/server.o -> luajit
 smtp/smtp_auth.o -> lua
 smtp/smtp_auth.o -> luajit
 smtp/smtp_log.o -> lua
