@@ -1,7 +1,9 @@
 /* luasmtpd — an SMTP server whose policies are Lua. See README.md. */
 #include "lua/config.h"
 #include "base/log.h"
+#include "lua/lua_guard.h"
 #include "lua/lua_runtime.h"
+#include "lua/server_ops.h"
 #include "net/master.h"
 #include "base/metrics.h"
 #include "net/server.h"
@@ -116,9 +118,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	main_raise_fd_limit();
 	metrics_init();
+	metrics_count_memory(lua_guard_memory_used);
 	char err[1024];
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	srv.ops = &lua_server_ops;
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;

@@ -2,7 +2,6 @@
 
 #include "base/buf.h"
 #include "base/log.h"
-#include "lua/lua_guard.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -17,6 +16,7 @@
 static struct metrics_slot *slots;
 static struct metrics_slot local; /* before metrics_init, or if mmap failed */
 static struct metrics_slot *mine = &local;
+static size_t (*memory_used)(void); /* the policy runtime's heap, if told */
 
 static const double bucket_bounds[METRICS_BUCKETS - 1] = {0.0001, 0.001, 0.01, 0.1, 1, 10, 60};
 static const char *const hook_names_m[HOOK_COUNT] = {
@@ -89,7 +89,12 @@ void metrics_hook(enum hook_id id, double seconds, bool failed)
 	while (b < METRICS_BUCKETS - 1 && seconds > bucket_bounds[b])
 		b++;
 	mine->hook_buckets[id][b]++;
-	mine->lua_memory = lua_guard_memory_used();
+	mine->lua_memory = memory_used ? memory_used() : 0;
+}
+
+void metrics_count_memory(size_t (*used)(void))
+{
+	memory_used = used;
 }
 
 void metrics_reload(bool ok)

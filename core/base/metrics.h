@@ -8,6 +8,7 @@
 #include "lua/config.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define METRICS_SLOTS 65 /* workers + the single process */
@@ -50,6 +51,9 @@ void metrics_tls(const char *version);
 void metrics_message(int reply_code);
 void metrics_auth(enum auth_method m, bool ok);
 void metrics_hook(enum hook_id id, double seconds, bool failed);
+/* Where metrics_hook reads the Lua heap in use (luasmtpd_lua_memory_bytes):
+ * the runtime installs its counter, so base/ needs no Lua. */
+void metrics_count_memory(size_t (*used)(void));
 void metrics_reload(bool ok);
 /* smtp.metrics counters: adds v to name{labels}; false when full. */
 bool metrics_custom_add(const char *name, const char *help, const char *labels, double v);

@@ -1,7 +1,7 @@
 #include "lua/config.h"
 
 #include "base/log.h"
-#include "tls/tls_context.h"
+#include "lua/tls_options.h"
 #include "tls/tls_sni_cache.h"
 
 #include <lauxlib.h>

@@ -10,7 +10,7 @@
 #include "smtp/smtp_replies.h"
 #include "lua/lua_stream.h"
 #include "lua/lua_tcp.h"
-#include "tls/tls_context.h"
+#include "lua/tls_options.h"
 #include "net/conn.h"
 
 #include <lauxlib.h>

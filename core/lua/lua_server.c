@@ -2,6 +2,7 @@
  * updateSecureContext(opts), connections, close(). */
 #include "lua/lua_server.h"
 
+#include "lua/server_ops.h"
 #include "net/server.h"
 
 #include <lauxlib.h>
@@ -18,7 +19,7 @@ static int lua_server_update_secure_context(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	struct server *srv = lua_server_check(L);
 	char err[512];
-	if (!server_update_secure_context(srv, L, 1, err, sizeof err)) {
+	if (!lua_update_secure_context(srv, L, 1, err, sizeof err)) {
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;

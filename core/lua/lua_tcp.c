@@ -7,7 +7,7 @@
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "net/server.h"
-#include "tls/tls_context.h"
+#include "lua/tls_options.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -493,7 +493,7 @@ static int tcp_sslhandshake(lua_State *L)
 	if (opts) {
 		lua_getfield(L, opts, "ca");
 		char err[256];
-		if (!lua_isnil(L, -1) && !(ca = tls_ca_store(L, lua_gettop(L), err, sizeof err)))
+		if (!lua_isnil(L, -1) && !(ca = tls_ca_store_from_lua(L, lua_gettop(L), err, sizeof err)))
 			return tcp_fail(L, err);
 	}
 	if (!tcp_client_ctx) {

@@ -6,6 +6,7 @@
 #include "net/server.h"
 #include "smtp/smtp_session.h"
 #include "tls/tls_context.h"
+#include "lua/tls_options.h"
 #include "tls/tls_sni_cache.h"
 
 #include <ctype.h>

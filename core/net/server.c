@@ -2,16 +2,12 @@
 
 #include "net/conn.h"
 #include "base/log.h"
-#include "lua/lua_guard.h"
-#include "lua/lua_runtime.h"
 #include "base/metrics.h"
 #include "base/sd_notify.h"
-#include "tls/tls_sni_cache.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <lauxlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -226,8 +222,6 @@ static struct smtp_options *server_options_for(struct config *cfg, const char *a
 	return NULL;
 }
 
-static void server_watch_certs(struct server *srv);
-
 /* "host:port" as bound: the real port of a "127.0.0.1:0" listener. */
 static void server_bound_address(int fd, char *out, size_t len)
 {
@@ -279,8 +273,8 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 	}
 	struct config *old = srv->cfg;
 	srv->cfg = cfg;
-	config_unref(lua_main, old); /* sessions still on it keep it alive */
-	lua_guard_set_memory_limit(cfg->nlisteners ? cfg->listeners[0].lua_memory_limit : 0);
+	srv->ops->unref(old); /* sessions still on it keep it alive */
+	srv->ops->adopt(cfg);
 	if (srv->accepting)
 		server_watch_certs(srv);
 }
@@ -290,20 +284,19 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 	struct listener *fresh;
 	if (!server_bind_config(srv, srv->cfg, &fresh, err, errlen))
 		return false;
-	config_ref(srv->cfg); /* server_adopt drops the "old" one: the same */
+	srv->ops->ref(srv->cfg); /* server_adopt drops the "old" one: the same */
 	server_adopt(srv, srv->cfg, fresh);
 	return true;
 }
 
 bool server_reload(struct server *srv, char *err, size_t errlen)
 {
-	struct config *cfg = lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err,
-	                                      errlen);
+	struct config *cfg = srv->ops->load(srv, err, errlen);
 	if (!cfg)
 		return false;
 	struct listener *fresh;
 	if (!server_bind_config(srv, cfg, &fresh, err, errlen)) {
-		config_unref(lua_main, cfg);
+		srv->ops->unref(cfg);
 		return false;
 	}
 	server_adopt(srv, cfg, fresh);
@@ -312,67 +305,17 @@ bool server_reload(struct server *srv, char *err, size_t errlen)
 
 /* ---- certificates ------------------------------------------------------- */
 
-/* Swaps in freshly built TLS for every listener of the current script;
- * all or nothing. extra_idx: options over the script's (0: none). */
-static bool server_rebuild_tls(struct server *srv, lua_State *L, int extra_idx, char *err,
-                               size_t errlen)
-{
-	struct config *cfg = srv->cfg;
-	struct tls_set *built = calloc(cfg->nlisteners, sizeof *built);
-	if (!built)
-		abort();
-	bool ok = true;
-	for (size_t i = 0; ok && i < cfg->nlisteners; i++)
-		ok = config_build_tls(L, &cfg->listeners[i], extra_idx, &built[i], err, errlen);
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
-		if (ok) {
-			/* Handshakes in flight hold their own reference to the old context. */
-			config_free_tls(&o->tls);
-			o->tls = built[i];
-			tls_sni_cache_free(o->sni_cache);
-			o->sni_cache = NULL;
-		} else {
-			config_free_tls(&built[i]);
-		}
-	}
-	free(built);
-	if (ok)
-		server_watch_certs(srv);
-	return ok;
-}
-
-bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
-                                  size_t errlen)
-{
-	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	if (!server_rebuild_tls(srv, L, idx, err, errlen))
-		return false;
-	/* The new values become the listeners' own, so a later renewal on
-	 * disk rebuilds from them. */
-	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cfg->listeners[i].table_ref);
-		lua_pushnil(L);
-		while (lua_next(L, idx)) {
-			lua_pushvalue(L, -2);
-			lua_insert(L, -2);
-			lua_rawset(L, -4);
-		}
-		lua_pop(L, 1);
-	}
-	log_kv(LOG_INFO, NULL, "secure context updated", NULL);
-	return true;
-}
-
 static void server_cert_settled(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct server *srv = (struct server *)((char *)w - offsetof(struct server, cert_settle));
 	char err[512];
-	if (server_rebuild_tls(srv, lua_main, 0, err, sizeof err))
+	if (srv->ops->rebuild_tls(srv->cfg, err, sizeof err)) {
+		server_watch_certs(srv);
 		log_kv(LOG_INFO, NULL, "certificates reloaded", NULL);
-	else
+	} else {
 		log_kv(LOG_ERROR, NULL, "certificate reload failed, the old ones keep serving", "error",
 		       err, NULL);
+	}
 }
 
 static void server_cert_changed(struct ev_loop *loop, ev_stat *w, int revents)
@@ -395,7 +338,7 @@ static void server_unwatch_certs(struct server *srv)
 
 /* Watches every file the current TLS contexts were read from: renewals
  * written in place or renamed over (certbot) are picked up without HUP. */
-static void server_watch_certs(struct server *srv)
+void server_watch_certs(struct server *srv)
 {
 	server_unwatch_certs(srv);
 	size_t n = 0;
@@ -556,7 +499,7 @@ void server_run(struct server *srv)
 {
 	server_current = srv;
 	srv->accepting = true;
-	lua_guard_start(lua_main);
+	srv->ops->serving();
 	for (struct listener *l = srv->listeners; l; l = l->next)
 		if (l->fd >= 0)
 			ev_io_start(srv->loop, &l->io);
@@ -586,7 +529,7 @@ void server_free(struct server *srv)
 		srv->listeners = l->next;
 		server_free_listener(srv, l);
 	}
-	config_unref(lua_main, srv->cfg);
+	srv->ops->unref(srv->cfg);
 	srv->cfg = NULL;
 	server_current = NULL;
 }

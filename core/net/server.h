@@ -8,10 +8,28 @@
 
 #include <ev.h>
 #include <sys/socket.h>
-#include <lua.h>
 #include <stdbool.h>
 
 struct conn;
+struct server;
+
+/* What the server asks of whoever configures it (main.c installs the Lua
+ * runtime's, lua/server_ops.c): net/ loads no script and knows no Lua. */
+struct server_ops {
+	/* The script loaded again for a reload (one reference); NULL and err. */
+	struct config *(*load)(struct server *srv, char *err, size_t errlen);
+	void (*ref)(struct config *cfg);
+	/* The last reference gone, cfg is freed (sessions hold theirs). */
+	void (*unref)(struct config *cfg);
+	/* cfg became the server's: its process-wide settings apply. */
+	void (*adopt)(struct config *cfg);
+	/* Every listener's TLS of cfg built again from its options (files
+	 * renewed on disk); all or nothing, false and err. */
+	bool (*rebuild_tls)(struct config *cfg, char *err, size_t errlen);
+	/* The loop is about to serve; the process is done with the runtime. */
+	void (*serving)(void);
+	void (*close)(void);
+};
 
 struct listener {
 	ev_io io;
@@ -32,6 +50,7 @@ struct cert_watch {
 
 struct server {
 	struct ev_loop *loop;
+	const struct server_ops *ops;
 	struct config *cfg; /* the current script; sessions may hold older ones */
 	const char *script;
 	char **listen_override;
@@ -66,9 +85,8 @@ void server_drain(struct server *srv);
 bool server_drop_privileges(struct server *srv, char *err, size_t errlen);
 /* Loads the script again; on failure nothing changes. */
 bool server_reload(struct server *srv, char *err, size_t errlen);
-/* smtp.server:updateSecureContext(opts at idx of L). */
-bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
-                                  size_t errlen);
+/* The listeners' TLS was built again: watch the files it was read from. */
+void server_watch_certs(struct server *srv);
 /* Closes the listening sockets (a master stopping its workers). */
 void server_stop_listening(struct server *srv);
 /* Stops accepting; open sessions end as on TERM. */

@@ -1,0 +1,92 @@
+#include "lua/server_ops.h"
+
+#include "base/log.h"
+#include "lua/lua_guard.h"
+#include "lua/lua_runtime.h"
+#include "tls/tls_sni_cache.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+
+static struct config *ops_load(struct server *srv, char *err, size_t errlen)
+{
+	return lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err, errlen);
+}
+
+static void ops_unref(struct config *cfg)
+{
+	config_unref(lua_main, cfg);
+}
+
+static void ops_adopt(struct config *cfg)
+{
+	lua_guard_set_memory_limit(cfg->nlisteners ? cfg->listeners[0].lua_memory_limit : 0);
+}
+
+/* Swaps in freshly built TLS for every listener of cfg; all or nothing.
+ * extra_idx: options over the script's (0: none). */
+static bool ops_build_tls(struct config *cfg, lua_State *L, int extra_idx, char *err, size_t errlen)
+{
+	struct tls_set *built = calloc(cfg->nlisteners, sizeof *built);
+	if (!built)
+		abort();
+	bool ok = true;
+	for (size_t i = 0; ok && i < cfg->nlisteners; i++)
+		ok = config_build_tls(L, &cfg->listeners[i], extra_idx, &built[i], err, errlen);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct smtp_options *o = &cfg->listeners[i];
+		if (ok) {
+			/* Handshakes in flight hold their own reference to the old context. */
+			config_free_tls(&o->tls);
+			o->tls = built[i];
+			tls_sni_cache_free(o->sni_cache);
+			o->sni_cache = NULL;
+		} else {
+			config_free_tls(&built[i]);
+		}
+	}
+	free(built);
+	return ok;
+}
+
+static bool ops_rebuild_tls(struct config *cfg, char *err, size_t errlen)
+{
+	return ops_build_tls(cfg, lua_main, 0, err, errlen);
+}
+
+static void ops_serving(void)
+{
+	lua_guard_start(lua_main);
+}
+
+const struct server_ops lua_server_ops = {
+	.load = ops_load,
+	.ref = config_ref,
+	.unref = ops_unref,
+	.adopt = ops_adopt,
+	.rebuild_tls = ops_rebuild_tls,
+	.serving = ops_serving,
+	.close = lua_runtime_close,
+};
+
+bool lua_update_secure_context(struct server *srv, lua_State *L, int idx, char *err, size_t errlen)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	if (!ops_build_tls(srv->cfg, L, idx, err, errlen))
+		return false;
+	server_watch_certs(srv);
+	/* The new values become the listeners' own, so a later renewal on
+	 * disk rebuilds from them. */
+	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cfg->listeners[i].table_ref);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -4);
+		}
+		lua_pop(L, 1);
+	}
+	log_kv(LOG_INFO, NULL, "secure context updated", NULL);
+	return true;
+}
