@@ -16,11 +16,18 @@ local shell_quote = files.shell_quote
 local Server = {}
 Server.__index = Server
 
+-- build/luasmtpd of the checkout the kit is in; for a kit installed by
+-- `make install` (PREFIX/share/luasmtpd/lua/smtp/testing), the binary
+-- installed with it (PREFIX/sbin/luasmtpd).
+local function default_binary()
+  local built = system.kit_dir .. "/../../../build/luasmtpd"
+  local prefix = system.kit_dir:match("^(.*)/share/luasmtpd/lua/smtp/testing$")
+  if prefix and not system.realpath(built) then return prefix .. "/sbin/luasmtpd" end
+  return built
+end
+
 local function find_binary(opts)
-  local bin = opts.bin or os.getenv("LUASMTPD_BIN")
-  if not bin then
-    bin = system.kit_dir .. "/../../../build/luasmtpd"
-  end
+  local bin = opts.bin or os.getenv("LUASMTPD_BIN") or default_binary()
   local path = system.realpath(bin)
   if not path then
     return nil, bin .. " not found: run `make build/luasmtpd` or set LUASMTPD_BIN"
