@@ -124,16 +124,19 @@ soak: build/luasmtpd certs
 valgrind: build/luasmtpd certs
 	$(PYTHON) tests/soak/valgrind_session.py
 
-# Installs the binary, the Lua module, the example policies, the man page
+# Installs the binary, the Lua modules (the testing kit too, with the
+# certs/mkca.sh its testing.pki runs), the example policies, the man page
 # and the systemd unit (the binary finds its Lua module relative to itself,
 # so a DESTDIR staging tree works as installed).
 install: build/luasmtpd
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp \
-		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/man/man8 \
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing \
+		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/luasmtpd/certs $(DESTDIR)$(DATADIR)/man/man8 \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
+	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/
+	install -m 755 certs/mkca.sh $(DESTDIR)$(DATADIR)/luasmtpd/certs/
 	sed 's|@DATADIR@|$(DATADIR)|g' scripts/man/luasmtpd.8 > $(DESTDIR)$(DATADIR)/man/man8/luasmtpd.8
 	sed 's|@SBINDIR@|$(SBINDIR)|g' scripts/systemd/luasmtpd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/luasmtpd.service
 
