@@ -7,6 +7,7 @@
 #include "net/master.h"
 #include "base/metrics.h"
 #include "net/server.h"
+#include "smtp/session.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
 	srv.ops = &lua_server_ops;
+	srv.accept_conn = smtp_session_accept;
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;

@@ -129,8 +129,9 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		struct conn *c = conn_new(srv, srv->cfg, l->opt, fd, (struct sockaddr *)&peer,
+		struct conn *c = conn_new(srv, l->opt, fd, (struct sockaddr *)&peer,
 		                          l->local.ss_family == AF_UNSPEC ? NULL : (struct sockaddr *)&l->local);
+		srv->accept_conn(c);
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;
@@ -389,7 +390,7 @@ static void server_close_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	struct server *srv = (struct server *)((char *)w - offsetof(struct server, close_timer));
 	for (struct conn *c = srv->conns; c; c = c->next)
 		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
-			conn_end(c, 421, "4.4.2", "Server shutting down");
+			conn_stop_now(c);
 }
 
 static double server_close_timeout_value(const struct server *srv)

@@ -58,6 +58,8 @@ struct server {
 	struct listener *listeners;
 	struct conn *conns;
 	unsigned nconns;
+	/* Gives a new connection its owner (sets c->ops and c->owner). */
+	void (*accept_conn)(struct conn *c);
 	bool stopping;
 	bool accepting; /* false in a master, whose workers accept */
 	bool draining;  /* an old worker after a reload: no new sessions */

@@ -3,6 +3,7 @@
 
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
+#include "smtp/reply.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_session.h"
 #include "base/metrics.h"

@@ -3,6 +3,7 @@
 
 #include "smtp/body_verdict.h"
 #include "net/conn.h"
+#include "smtp/reply.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
@@ -1200,7 +1201,6 @@ static void session_run_on_secure(struct conn *c)
 
 void smtp_session_secured(struct conn *c)
 {
-	c->secure = true;
 	c->phase = PHASE_CONNECT;
 	lua_tls_session_fields(c);
 	smtp_session_update_transmission(c);

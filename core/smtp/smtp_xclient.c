@@ -2,6 +2,7 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
+#include "smtp/reply.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
