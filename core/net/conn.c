@@ -2,7 +2,7 @@
 
 #include "net/conn_tls.h"
 #include "lua/lua_hook.h"
-#include "lua/lua_tls.h"
+#include "lua/api_tls.h"
 #include "base/metrics.h"
 #include "proto/proxy_parse.h"
 #include "lua/lua_runtime.h"

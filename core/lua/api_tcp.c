@@ -1,10 +1,15 @@
-#include "lua/lua_tcp.h"
-
+/* api_tcp — smtp.tcp(), a non-blocking TCP (and TLS) client for hooks, in
+ * the manner of OpenResty's cosockets: calls read as blocking code but
+ * suspend only the calling hook while the loop serves everyone else.
+ * Failures and timeouts return nil, err; timeouts are in seconds. */
 #include "base/buf.h"
-#include "net/conn.h"
-#include "net/dns.h"
+#include "lua/api_dns.h"
+#include "lua/lua_api.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
+#include "lua/modules.h"
+#include "net/conn.h"
+#include "net/dns.h"
 #include "net/server.h"
 #include "tls/tls_context.h"
 
@@ -12,7 +17,6 @@
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <errno.h>
-#include <lauxlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -23,7 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define TCP_MT "luasmtpd.tcp"
+#define TCP_CLASS "smtp.tcp socket"
 #define TCP_DEFAULT_TIMEOUT 60.0
 #define TCP_READ_CHUNK 16384
 
@@ -51,6 +55,7 @@ struct lua_tcp {
 };
 
 static SSL_CTX *tcp_client_ctx;
+static int tcp_class = LUA_NOREF;
 
 static struct ev_loop *tcp_loop(void)
 {
@@ -59,14 +64,7 @@ static struct ev_loop *tcp_loop(void)
 
 static struct lua_tcp *tcp_check(lua_State *L)
 {
-	return luaL_checkudata(L, 1, TCP_MT);
-}
-
-static int tcp_fail(lua_State *L, const char *err)
-{
-	lua_pushnil(L);
-	lua_pushstring(L, err);
-	return 2;
+	return lua_api_checkudata(L, 1, tcp_class, TCP_CLASS);
 }
 
 /* Ends the op in flight without resuming anyone. */
@@ -115,7 +113,7 @@ static void tcp_resume(struct lua_tcp *t, int nres)
 static void tcp_resume_fail(struct lua_tcp *t, const char *err)
 {
 	lua_State *co = t->c->hook.co;
-	tcp_resume(t, tcp_fail(co, err));
+	tcp_resume(t, lua_api_fail(co, err));
 }
 
 /* Watches the socket for op (events 0: only the timeout runs, as while
@@ -228,7 +226,7 @@ static int tcp_try_receive(lua_State *L, struct lua_tcp *t, bool eof)
 	}
 	/* As OpenResty: nil, "closed", and what was received. */
 	lua_pushnil(L);
-	lua_pushstring(L, "closed");
+	lua_pushstring(L, LUA_ERR_CLOSED);
 	lua_pushlstring(L, p, n);
 	buf_consume(b, n);
 	return 3;
@@ -263,7 +261,7 @@ static int tcp_receive_step(lua_State *L, struct lua_tcp *t, int *events)
 		if (r == -1)
 			return 0;
 		if (r == -2)
-			return tcp_fail(L, strerror(errno));
+			return lua_api_fail(L, lua_api_errno(errno));
 	}
 }
 
@@ -271,7 +269,7 @@ static int tcp_receive(lua_State *L)
 {
 	struct lua_tcp *t = tcp_check(L);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (lua_type(L, 2) == LUA_TNUMBER) {
 		lua_Number n = lua_tonumber(L, 2);
 		if (n < 0)
@@ -302,7 +300,7 @@ static int tcp_send_step(lua_State *L, struct lua_tcp *t, int *events)
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 				return 0;
-			return tcp_fail(L, strerror(errno));
+			return lua_api_fail(L, lua_api_errno(errno));
 		}
 		t->send_off += (size_t)w;
 	}
@@ -316,7 +314,7 @@ static int tcp_send(lua_State *L)
 	size_t len;
 	const char *data = luaL_checklstring(L, 2, &len);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	t->send_ptr = data;
 	t->send_len = len;
 	t->send_off = 0;
@@ -340,7 +338,7 @@ static int tcp_connect_result(lua_State *L, struct lua_tcp *t)
 	if (err) {
 		close(t->fd);
 		t->fd = -1;
-		return tcp_fail(L, strerror(err));
+		return lua_api_fail(L, lua_api_errno(err));
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -375,7 +373,7 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 {
 	t->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (t->fd < 0)
-		return tcp_fail(L, strerror(errno));
+		return lua_api_fail(L, lua_api_errno(errno));
 	int one = 1;
 	setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (connect(t->fd, (const struct sockaddr *)ss, len) == 0) {
@@ -387,7 +385,7 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 	int e = errno;
 	close(t->fd);
 	t->fd = -1;
-	return tcp_fail(L, strerror(e));
+	return lua_api_fail(L, lua_api_errno(e));
 }
 
 /* The first address of an A answer, with the port of the connect. Runs
@@ -401,7 +399,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
 		status = ARES_ENODATA;
 	if (status != ARES_SUCCESS) {
-		tcp_resume_fail(t, dns_strerror(status));
+		tcp_resume_fail(t, lua_dns_error(status));
 		return;
 	}
 	struct sockaddr_storage ss;
@@ -438,7 +436,7 @@ static int tcp_connect(lua_State *L)
 	t->port = (int)port;
 	t->dns = dns_query(host, ns_t_a, tcp_resolved, t, err, sizeof err);
 	if (!t->dns)
-		return tcp_fail(L, err);
+		return lua_api_fail(L, err);
 	return tcp_wait(L, t, OP_RESOLVE, 0);
 }
 
@@ -464,7 +462,7 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
 		snprintf(reason, sizeof reason, "certificate verify failed: %s",
 		         X509_verify_cert_error_string(vr));
 	ERR_clear_error();
-	return tcp_fail(L, reason);
+	return lua_api_fail(L, reason);
 }
 
 /* sock:sslhandshake(servername, verify, opts), or OpenResty's
@@ -485,15 +483,15 @@ static int tcp_sslhandshake(lua_State *L)
 	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
 	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (t->ssl)
-		return tcp_fail(L, "already using TLS");
+		return lua_api_fail(L, LUA_ERR_TLS_ACTIVE);
 	X509_STORE *ca = NULL;
 	if (opts) {
 		lua_getfield(L, opts, "ca");
 		char err[256];
 		if (!lua_isnil(L, -1) && !(ca = tls_ca_store(L, lua_gettop(L), err, sizeof err)))
-			return tcp_fail(L, err);
+			return lua_api_fail(L, err);
 	}
 	if (!tcp_client_ctx) {
 		tcp_client_ctx = SSL_CTX_new(TLS_client_method());
@@ -556,7 +554,7 @@ static void tcp_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 		close(t->fd);
 		t->fd = -1;
 	}
-	tcp_resume_fail(t, "timeout");
+	tcp_resume_fail(t, LUA_ERR_TIMEOUT);
 }
 
 /* ---- the object ----------------------------------------------------------- */
@@ -573,7 +571,7 @@ static int tcp_close_method(lua_State *L)
 {
 	struct lua_tcp *t = tcp_check(L);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (t->ssl)
 		SSL_shutdown(t->ssl);
 	tcp_close(t);
@@ -589,22 +587,20 @@ static int tcp_gc(lua_State *L)
 
 static int tcp_new(lua_State *L)
 {
-	struct lua_tcp *t = lua_newuserdata(L, sizeof *t);
-	memset(t, 0, sizeof *t);
+	struct lua_tcp *t = lua_api_newudata(L, sizeof *t, tcp_class);
 	t->waiter.cancel = tcp_cancel;
 	t->fd = -1;
 	t->timeout = TCP_DEFAULT_TIMEOUT;
 	t->send_ref = LUA_NOREF;
 	ev_init(&t->io, tcp_on_io);
 	ev_init(&t->timer, tcp_on_timeout);
-	luaL_getmetatable(L, TCP_MT);
-	lua_setmetatable(L, -2);
 	return 1;
 }
 
-void lua_tcp_register(lua_State *L)
+int luaopen_smtp_tcp(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
+		{"connect", tcp_connect},
 		{"receive", tcp_receive},
 		{"send", tcp_send},
 		{"sslhandshake", tcp_sslhandshake},
@@ -612,15 +608,15 @@ void lua_tcp_register(lua_State *L)
 		{"close", tcp_close_method},
 		{NULL, NULL},
 	};
-	luaL_newmetatable(L, TCP_MT);
-	lua_newtable(L);
-	luaL_register(L, NULL, methods);
-	lua_pushcfunction(L, tcp_connect);
-	lua_setfield(L, -2, "connect");
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, tcp_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
-	lua_pushcfunction(L, tcp_new);
-	lua_setfield(L, -2, "tcp");
+	static const luaL_Reg meta[] = {
+		{"__gc", tcp_gc},
+		{NULL, NULL},
+	};
+	static const luaL_Reg fns[] = {
+		{"new", tcp_new},
+		{NULL, NULL},
+	};
+	if (tcp_class == LUA_NOREF)
+		tcp_class = lua_api_class(L, methods, meta);
+	return lua_api_module(L, fns);
 }

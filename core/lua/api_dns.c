@@ -1,14 +1,18 @@
-#include "lua/lua_dns.h"
+/* api_dns — smtp.dns: query(name, type) for A, AAAA, MX, TXT and PTR from
+ * a hook, suspending only that hook; configure{servers, timeout, tries}. */
+#include "lua/api_dns.h"
 
+#include "lua/lua_api.h"
+#include "lua/lua_hook.h"
+#include "lua/modules.h"
 #include "net/conn.h"
 #include "net/dns.h"
-#include "lua/lua_hook.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
-#include <lauxlib.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,7 +112,9 @@ static void push_ptr(lua_State *L, const unsigned char *abuf, int alen, int *ok)
 		ares_free_hostent(h);
 }
 
-int lua_dns_push_records(lua_State *L, int type, const unsigned char *abuf, int alen)
+/* Pushes the records of a raw answer as a Lua array; false (nothing
+ * pushed) when the answer does not parse. */
+static bool dns_push_records(lua_State *L, int type, const unsigned char *abuf, int alen)
 {
 	int ok = 0;
 	switch (type) {
@@ -123,14 +129,24 @@ int lua_dns_push_records(lua_State *L, int type, const unsigned char *abuf, int 
 	return ok;
 }
 
+const char *lua_dns_error(int status)
+{
+	switch (status) {
+	case ARES_ENOTFOUND:
+	case ARES_ENODATA: return LUA_ERR_NOT_FOUND;
+	case ARES_ETIMEOUT: return LUA_ERR_TIMEOUT;
+	case ARES_ECONNREFUSED: return LUA_ERR_REFUSED;
+	case ARES_EBADNAME: return LUA_ERR_BAD_NAME;
+	default: return ares_strerror(status);
+	}
+}
+
 /* Pushes records, or nil, err. */
 static int lua_dns_results(lua_State *L, int type, int status, const unsigned char *abuf, int alen)
 {
-	if (status == ARES_SUCCESS && lua_dns_push_records(L, type, abuf, alen))
+	if (status == ARES_SUCCESS && dns_push_records(L, type, abuf, alen))
 		return 1;
-	lua_pushnil(L);
-	lua_pushstring(L, status == ARES_SUCCESS ? "bad answer" : dns_strerror(status));
-	return 2;
+	return lua_api_fail(L, status == ARES_SUCCESS ? LUA_ERR_BAD_ANSWER : lua_dns_error(status));
 }
 
 /* Runs from the loop, never inside lua_dns_query (dns.h). */
@@ -176,9 +192,7 @@ static int lua_dns_query(lua_State *L)
 	w->q = dns_query(name, type, lua_dns_answered, w, err, sizeof err);
 	if (!w->q) {
 		free(w);
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
+		return lua_api_fail(L, err);
 	}
 	return hook_wait_io(L, &w->waiter);
 }
@@ -213,10 +227,12 @@ static int lua_dns_configure(lua_State *L)
 	return 0;
 }
 
-void lua_dns_register(lua_State *L)
+int luaopen_smtp_dns(lua_State *L)
 {
-	lua_pushcfunction(L, lua_dns_query);
-	lua_setfield(L, -2, "dns_query");
-	lua_pushcfunction(L, lua_dns_configure);
-	lua_setfield(L, -2, "dns_configure");
+	static const luaL_Reg fns[] = {
+		{"query", lua_dns_query},
+		{"configure", lua_dns_configure},
+		{NULL, NULL},
+	};
+	return lua_api_module(L, fns);
 }
