@@ -19,9 +19,8 @@
 #define DNS_MAX_ANSWERS 64
 
 struct lua_dns_wait {
-	struct hook_waiter waiter; /* first member: the hook's cancel gets us back */
+	struct hook_pending pending; /* first member: the cleanup gets us back */
 	struct dns_query *q;
-	struct conn *c;
 	int type;
 };
 
@@ -153,15 +152,15 @@ static int lua_dns_results(lua_State *L, int type, int status, const unsigned ch
 static void lua_dns_answered(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct lua_dns_wait *w = arg;
-	struct conn *c = w->c;
-	int n = lua_dns_results(c->hook.co, w->type, status, abuf, alen);
+	lua_State *co = hook_pending_thread(&w->pending);
+	if (co)
+		hook_pending_done(&w->pending, lua_dns_results(co, w->type, status, abuf, alen));
 	free(w);
-	hook_io_done(c, n);
 }
 
-static void lua_dns_cancel_wait(struct hook_waiter *hw)
+static void lua_dns_cleanup(struct hook_pending *p)
 {
-	struct lua_dns_wait *w = (struct lua_dns_wait *)hw;
+	struct lua_dns_wait *w = (struct lua_dns_wait *)p;
 	dns_cancel(w->q);
 	free(w);
 }
@@ -176,8 +175,7 @@ static int lua_dns_query(lua_State *L)
 			type = dns_types[i].type;
 	if (!type)
 		return luaL_argerror(L, 2, "expected A, AAAA, MX, TXT or PTR");
-	struct conn *c = hook_current(L);
-	if (!c)
+	if (!hook_current(L))
 		return luaL_error(L, "smtp.dns.query: only a hook's own coroutine can wait for an answer");
 	char rev[80];
 	if (type == ns_t_ptr && dns_reverse_name(name, rev, sizeof rev))
@@ -185,8 +183,7 @@ static int lua_dns_query(lua_State *L)
 	struct lua_dns_wait *w = calloc(1, sizeof *w);
 	if (!w)
 		abort();
-	w->waiter.cancel = lua_dns_cancel_wait;
-	w->c = c;
+	w->pending.cleanup = lua_dns_cleanup;
 	w->type = type;
 	char err[256];
 	w->q = dns_query(name, type, lua_dns_answered, w, err, sizeof err);
@@ -194,7 +191,7 @@ static int lua_dns_query(lua_State *L)
 		free(w);
 		return lua_api_fail(L, err);
 	}
-	return hook_wait_io(L, &w->waiter);
+	return hook_wait(L, &w->pending);
 }
 
 static int lua_dns_configure(lua_State *L)

@@ -35,10 +35,9 @@ enum tcp_op { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE
 enum tcp_recv { RECV_LINE, RECV_BYTES, RECV_ALL };
 
 struct lua_tcp {
-	struct hook_waiter waiter; /* first member: the hook's cancel gets us back */
+	struct hook_pending pending; /* first member: the cleanup gets us back */
 	ev_io io;
 	ev_timer timer;
-	struct conn *c; /* whose hook waits, while an op is in flight */
 	int fd;
 	SSL *ssl;
 	double timeout;
@@ -79,7 +78,6 @@ static void tcp_stop(struct lua_tcp *t)
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, t->send_ref);
 	t->send_ref = LUA_NOREF;
 	t->op = OP_NONE;
-	t->c = NULL;
 }
 
 static void tcp_close(struct lua_tcp *t)
@@ -96,24 +94,34 @@ static void tcp_close(struct lua_tcp *t)
 	buf_free(&t->rbuf);
 }
 
-static void tcp_cancel(struct hook_waiter *w)
+static void tcp_cleanup(struct hook_pending *p)
 {
-	/* The session is gone: the socket is left unusable mid-operation. */
-	tcp_close((struct lua_tcp *)w);
+	/* The hook is gone: the socket is left unusable mid-operation. */
+	tcp_close((struct lua_tcp *)p);
+}
+
+/* The coroutine waiting on t's op; NULL (and the op stopped) when its
+ * hook run is over. */
+static lua_State *tcp_waiting(struct lua_tcp *t)
+{
+	lua_State *co = hook_pending_thread(&t->pending);
+	if (!co)
+		tcp_stop(t);
+	return co;
 }
 
 /* Finishes the op in flight: the results are on the hook's coroutine. */
 static void tcp_resume(struct lua_tcp *t, int nres)
 {
-	struct conn *c = t->c;
 	tcp_stop(t);
-	hook_io_done(c, nres);
+	hook_pending_done(&t->pending, nres);
 }
 
 static void tcp_resume_fail(struct lua_tcp *t, const char *err)
 {
-	lua_State *co = t->c->hook.co;
-	tcp_resume(t, lua_api_fail(co, err));
+	lua_State *co = tcp_waiting(t);
+	if (co)
+		tcp_resume(t, lua_api_fail(co, err));
 }
 
 /* Watches the socket for op (events 0: only the timeout runs, as while
@@ -135,12 +143,10 @@ static void tcp_arm(struct lua_tcp *t, enum tcp_op op, int events)
 /* Suspends the calling hook until op completes within the timeout. */
 static int tcp_wait(lua_State *L, struct lua_tcp *t, enum tcp_op op, int events)
 {
-	struct conn *c = hook_current(L);
-	if (!c)
+	if (!hook_current(L))
 		return luaL_error(L, "smtp.tcp: only a hook's own coroutine can wait for the network");
-	t->c = c;
 	tcp_arm(t, op, events);
-	return hook_wait_io(L, &t->waiter);
+	return hook_wait(L, &t->pending);
 }
 
 /* Re-arms for the other direction (TLS may need to write to read). */
@@ -394,6 +400,9 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 {
 	struct lua_tcp *t = arg;
 	t->dns = NULL;
+	lua_State *co = tcp_waiting(t);
+	if (!co)
+		return;
 	struct ares_addrttl a[1];
 	int n = 1;
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
@@ -408,7 +417,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 	s4->sin_family = AF_INET;
 	s4->sin_port = htons((uint16_t)t->port);
 	s4->sin_addr = a[0].ipaddr;
-	int r = tcp_start_connect(t->c->hook.co, t, &ss, sizeof *s4);
+	int r = tcp_start_connect(co, t, &ss, sizeof *s4);
 	if (r)
 		tcp_resume(t, r);
 	else
@@ -521,7 +530,9 @@ static int tcp_sslhandshake(lua_State *L)
 static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct lua_tcp *t = (struct lua_tcp *)((char *)w - offsetof(struct lua_tcp, io));
-	lua_State *co = t->c->hook.co;
+	lua_State *co = tcp_waiting(t);
+	if (!co)
+		return;
 	int events = 0, n = 0;
 	switch (t->op) {
 	case OP_CONNECT:
@@ -550,6 +561,8 @@ static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void tcp_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct lua_tcp *t = (struct lua_tcp *)((char *)w - offsetof(struct lua_tcp, timer));
+	if (!tcp_waiting(t))
+		return;
 	if (t->op == OP_CONNECT) {
 		close(t->fd);
 		t->fd = -1;
@@ -588,7 +601,7 @@ static int tcp_gc(lua_State *L)
 static int tcp_new(lua_State *L)
 {
 	struct lua_tcp *t = lua_api_newudata(L, sizeof *t, tcp_class);
-	t->waiter.cancel = tcp_cancel;
+	t->pending.cleanup = tcp_cleanup;
 	t->fd = -1;
 	t->timeout = TCP_DEFAULT_TIMEOUT;
 	t->send_ref = LUA_NOREF;
