@@ -66,6 +66,16 @@ static struct lua_tcp *tcp_check(lua_State *L)
 	return lua_api_checkudata(L, 1, tcp_class, TCP_CLASS);
 }
 
+/* The socket, for a call that uses it: one hook at a time (a socket kept
+ * in a script's table is in reach of every session). */
+static struct lua_tcp *tcp_check_idle(lua_State *L)
+{
+	struct lua_tcp *t = tcp_check(L);
+	if (hook_pending_thread(&t->pending))
+		luaL_error(L, "smtp.tcp: socket busy (another hook waits on it)");
+	return t;
+}
+
 /* Ends the op in flight without resuming anyone. */
 static void tcp_stop(struct lua_tcp *t)
 {
@@ -273,7 +283,7 @@ static int tcp_receive_step(lua_State *L, struct lua_tcp *t, int *events)
 
 static int tcp_receive(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	if (t->fd < 0)
 		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (lua_type(L, 2) == LUA_TNUMBER) {
@@ -316,7 +326,7 @@ static int tcp_send_step(lua_State *L, struct lua_tcp *t, int *events)
 
 static int tcp_send(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	size_t len;
 	const char *data = luaL_checklstring(L, 2, &len);
 	if (t->fd < 0)
@@ -426,7 +436,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 
 static int tcp_connect(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	const char *host = luaL_checkstring(L, 2);
 	lua_Integer port = luaL_checkinteger(L, 3);
 	if (port < 1 || port > 65535)
@@ -484,7 +494,7 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
  * system store for this handshake, as Node's ca option does. */
 static int tcp_sslhandshake(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	int top = lua_gettop(L);
 	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
 	int last = opts ? opts - 1 : top; /* the last positional argument */
@@ -582,7 +592,7 @@ static int tcp_settimeout(lua_State *L)
 
 static int tcp_close_method(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	if (t->fd < 0)
 		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (t->ssl)

@@ -34,6 +34,23 @@ local function wait_on(kind, session)
 end
 '''
 
+# A socket kept where every session reaches it (a script's own table).
+SHARE = r'''
+local SHARED = {}
+local function share(kind, session)
+  if kind == "owner" then
+    SHARED.sock = smtp.tcp()
+    assert(SHARED.sock:connect("127.0.0.1", LATE_TCP))
+    record("waiting", {kind = kind, port = session.remotePort})
+    local v, err = SHARED.sock:receive("*l")
+    record("resumed", {kind = kind, v = v, err = err})
+  else
+    local ok, err = pcall(SHARED.sock.receive, SHARED.sock, "*l")
+    record("intruder", {ok = ok, err = tostring(err)})
+  end
+end
+'''
+
 HOOKS = {"onRcptTo": Lua('function(address, session) wait_on(address.address:match("^(.-)@"), session) end')}
 
 
@@ -93,11 +110,11 @@ class LateDNS:
         self.sock.close()
 
 
-def late_script(tcp_port, dns_port, **opts):
+def late_script(tcp_port, dns_port, hooks=HOOKS, hookTimeout=1, **opts):
     prelude = ("local LATE, LATE_TCP = %s, %d\n" % (LATE, tcp_port)
                + 'smtp.dns.configure{servers = {"127.0.0.1:%d"}, timeout = 10, tries = 1}\n' % dns_port
-               + WAIT_ON)
-    return script(hooks=HOOKS, prelude=prelude, disableReverseLookup=True, hookTimeout=1, **opts)
+               + WAIT_ON + SHARE)
+    return script(hooks=hooks, prelude=prelude, disableReverseLookup=True, hookTimeout=hookTimeout, **opts)
 
 
 class PendingTest(E2ETest):
@@ -168,3 +185,20 @@ class OutlivedBySession(PendingTest):
             srv.stop()  # exit code and sanitizer report checked here
             self.assertEqual(srv.events("resumed"), [], "a hook resumed after TERM")
 
+
+class SharedSocket(PendingTest):
+    def test_a_socket_another_hook_waits_on_is_busy(self):
+        """A second session's hook calling a socket that a first session's
+        hook waits on gets an error; the first hook's call goes on."""
+        hooks = {"onRcptTo": Lua('function(address, session) share(address.address:match("^(.-)@"), session) end')}
+        with Server(late_script(self.tcp.port, self.dns.port, hooks=hooks, hookTimeout=10)) as srv:
+            with self.session(srv) as owner, self.session(srv) as intruder:
+                owner.line("RCPT TO:<owner@late.test>")
+                self.assertTrue(wait_for(lambda: srv.events("waiting"), 5), "the owner's hook did not wait")
+                self.assertEqual(intruder.cmd("RCPT TO:<intruder@late.test>").code, 250)
+                [e] = srv.events("intruder")
+                self.assertFalse(e["ok"])
+                self.assertIn("socket busy", e["err"])
+                self.assertEqual(owner.read_reply().code, 250)
+                [r] = srv.events("resumed")
+                self.assertEqual(r.get("v"), "too late", r)
