@@ -105,6 +105,8 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 	h->co = lua_thread_acquire(&h->co_ref);
 	h->id = id;
 	h->wait = WAIT_NONE;
+	h->pending = NULL;
+	h->gen++;
 	h->active = true;
 	h->started = 0; /* set by the first resume */
 	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
@@ -121,15 +123,17 @@ static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 	lua_pop(co, 1);
 }
 
-/* The timers of a suspended hook: smtp.sleep's, and hookTimeout's for the
- * time it spends suspended. */
+/* The timers of a suspended hook: smtp.sleep's (a pending operation like
+ * any other), and hookTimeout's for the time it spends suspended. */
 struct hook_timers {
 	ev_timer sleep;
 	ev_timer deadline;
+	struct hook_pending sleeping;
 };
 
 static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents);
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
+static void hook_sleep_cleanup(struct hook_pending *p);
 
 static struct hook_timers *hook_timers(struct conn *c)
 {
@@ -141,6 +145,7 @@ static struct hook_timers *hook_timers(struct conn *c)
 		ev_init(&h->timers->sleep, hook_sleep_done);
 		ev_init(&h->timers->deadline, hook_deadline_passed);
 		h->timers->sleep.data = h->timers->deadline.data = c;
+		h->timers->sleeping.cleanup = hook_sleep_cleanup;
 	}
 	return h->timers;
 }
@@ -189,6 +194,7 @@ static void hook_finish(struct conn *c, int status, double now)
 	hook_done_fn done = h->done;
 	h->active = false;
 	h->wait = WAIT_NONE;
+	h->gen++;
 	h->done = NULL;
 	h->co = NULL;
 	h->co_ref = LUA_NOREF;
@@ -277,7 +283,6 @@ static void hook_resume_async(struct conn *c, int nargs)
 	struct smtp_session *s = conn_session(c);
 	/* onClose frees the connection when it ends: touch nothing after. */
 	bool closing = s->hook.id == HOOK_CLOSE;
-	s->hook.waiter = NULL;
 	hook_resume(c, nargs);
 	if (!closing)
 		conn_resume(c);
@@ -285,21 +290,42 @@ static void hook_resume_async(struct conn *c, int nargs)
 
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	hook_resume_async(w->data, 0);
+	struct conn *c = w->data;
+	hook_pending_done(&conn_session(c)->hook.timers->sleeping, 0);
 }
 
-int hook_wait_io(lua_State *L, struct hook_waiter *w)
+static void hook_sleep_cleanup(struct hook_pending *p)
+{
+	ev_timer_stop(p->c->srv->loop, &conn_session(p->c)->hook.timers->sleep);
+}
+
+int hook_wait(lua_State *L, struct hook_pending *p)
 {
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
-	conn_session(c)->hook.wait = WAIT_IO;
-	conn_session(c)->hook.waiter = w;
+	struct hook_run *h = &conn_session(c)->hook;
+	p->c = c;
+	p->gen = h->gen;
+	h->wait = WAIT_PENDING;
+	h->pending = p;
 	return lua_yield(L, 0);
 }
 
-void hook_io_done(struct conn *c, int nres)
+lua_State *hook_pending_thread(const struct hook_pending *p)
 {
+	if (!p->c)
+		return NULL;
+	const struct hook_run *h = &conn_session(p->c)->hook;
+	return h->active && h->pending == p && h->gen == p->gen ? h->co : NULL;
+}
+
+void hook_pending_done(struct hook_pending *p, int nres)
+{
+	if (!hook_pending_thread(p))
+		return;
+	struct conn *c = p->c;
+	conn_session(c)->hook.pending = NULL;
 	hook_resume_async(c, nres);
 }
 
@@ -308,11 +334,10 @@ int hook_sleep(lua_State *L, double s)
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
-	struct hook_run *h = &conn_session(c)->hook;
-	ev_timer_set(&hook_timers(c)->sleep, s, 0.);
-	ev_timer_start(c->srv->loop, &h->timers->sleep);
-	h->wait = WAIT_SLEEP;
-	return lua_yield(L, 0);
+	struct hook_timers *t = hook_timers(c);
+	ev_timer_set(&t->sleep, s, 0.);
+	ev_timer_start(c->srv->loop, &t->sleep);
+	return hook_wait(L, &t->sleeping);
 }
 
 void hook_cancel(struct conn *c)
@@ -321,14 +346,17 @@ void hook_cancel(struct conn *c)
 	struct hook_run *h = &s->hook;
 	if (!h->active)
 		return;
+	/* The operation first: the sleep's lives with the timers. */
+	struct hook_pending *p = h->pending;
+	h->pending = NULL;
+	if (p)
+		p->cleanup(p);
 	hook_timers_free(c);
-	if (h->wait == WAIT_IO && h->waiter)
-		h->waiter->cancel(h->waiter);
-	h->waiter = NULL;
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);
 	h->co = NULL;
 	h->active = false;
 	h->wait = WAIT_NONE;
+	h->gen++;
 	h->done = NULL;
 }

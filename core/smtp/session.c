@@ -2,7 +2,7 @@
 
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
-#include "lua/lua_tls.h"
+#include "lua/api_tls.h"
 #include "lua/tls_options.h"
 #include "net/conn_tls.h"
 #include "net/server.h"

@@ -8,7 +8,7 @@
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
 #include "lua/lua_stream.h"
-#include "lua/lua_tls.h"
+#include "lua/api_tls.h"
 #include "base/metrics.h"
 #include "smtp/smtp_auth.h"
 #include "smtp/smtp_log.h"

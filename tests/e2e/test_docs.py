@@ -2,7 +2,8 @@
 README's options table is one table naming every option core/lua/config.c
 accepts (and only those: `luasmtpd -t` must know each name), and the
 replies docs/replies.md gives for EHLO, BDAT, LMTP and PROXY are the ones
-on the wire, text included."""
+on the wire, text included; its list of the err strings Lua calls return is
+core/lua/errors.h."""
 
 import os
 import re
@@ -76,6 +77,18 @@ def core_options():
     m = re.search(r"option_defs\[\] = \{(.*?)\n\};", src, re.S)
     names = re.findall(r'(?:OPT|HOOK)\("(\w+)"|\{"(\w+)", OPT_\w+', m.group(1))
     return {a or b for a, b in names}
+
+
+class ErrorList(E2ETest):
+    """README's list of the err strings is core/lua/errors.h, both ways."""
+
+    def test_readme_lists_every_error_string(self):
+        defined = set(re.findall(r'#define LUA_ERR_\w+ "([^"]+)"', read(os.path.join(ROOT, "core", "lua", "errors.h"))))
+        self.assertGreater(len(defined), 3, "no LUA_ERR_* in core/lua/errors.h")
+        [t] = [t for t in tables(section(read(README), "Talking to the world from a hook"))
+               if cells(t[0]) == ["`err`", "meaning"]]
+        listed = {re.fullmatch(r'`"([^"]+)"`', row[0]).group(1) for row in body_rows(t)}
+        self.assertEqual(listed, defined)
 
 
 class OptionsTable(E2ETest):

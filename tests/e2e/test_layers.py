@@ -86,12 +86,14 @@ def library_of(symbol):
 
 def uses():
     """{(object, used layer or library)} over every object of the build."""
-    # Only the layer folders and main.o: a build tree may still hold objects
-    # from before the layers, which the binary no longer links.
+    # Only the objects of today's sources: a build tree may still hold
+    # objects of files since moved or renamed, which the binary no longer links.
     objs = [os.path.join(objects_dir(), "main.o")]
     for layer in LAYERS:
         for dirpath, _, files in os.walk(os.path.join(objects_dir(), layer)):
-            objs += [os.path.join(dirpath, f) for f in files if f.endswith(".o")]
+            rel = os.path.relpath(dirpath, objects_dir())
+            objs += [os.path.join(dirpath, f) for f in files
+                     if f.endswith(".o") and os.path.exists(os.path.join(ROOT, "core", rel, f[:-2] + ".c"))]
     defined = {}
     for o in objs:
         for sym, kind in nm(o, "--defined-only"):
