@@ -33,7 +33,8 @@ enum conn_phase {
 };
 
 /* What the connection tells its owner. Each is called with c alive; after
- * on_closed only on_release follows. */
+ * on_closed only on_stop (a server shutdown meets every connection) and
+ * on_release follow. */
 struct conn_owner_ops {
 	/* The session may begin (after accept, or after the PROXY header pi,
 	 * else NULL): implicit TLS first, or the protocol's greeting. */
