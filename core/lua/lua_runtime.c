@@ -7,7 +7,7 @@
 #include "lua/lua_hook.h"
 #include "lua/lua_server.h"
 #include "base/metrics.h"
-#include "smtp/smtp_replies.h"
+#include "lua/api_replies.h"
 #include "lua/lua_stream.h"
 #include "lua/lua_tcp.h"
 #include "lua/tls_options.h"
@@ -271,6 +271,8 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 	lua_getfield(lua_main, -1, "preload");
 	lua_pushcfunction(lua_main, lua_core_open);
 	lua_setfield(lua_main, -2, "smtp.core");
+	lua_pushcfunction(lua_main, luaopen_smtp_replies);
+	lua_setfield(lua_main, -2, "smtp.replies");
 	lua_pop(lua_main, 2);
 	lua_stream_register(lua_main);
 	tls_context_register(lua_main);
@@ -283,8 +285,6 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
-	if (!smtp_replies_load(lua_main, err, errlen))
-		return false;
 	lua_remember_base_modules(lua_main);
 	return true;
 }

@@ -9,7 +9,7 @@
 #include "base/log.h"
 #include "lua/lua_hook.h"
 #include "proto/smtp_parse.h"
-#include "smtp/smtp_replies.h"
+#include "proto/replies.h"
 
 #include <ev.h>
 #include <openssl/ssl.h>

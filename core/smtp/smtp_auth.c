@@ -7,6 +7,7 @@
 #include "lua/lua_session.h"
 #include "base/metrics.h"
 #include "smtp/smtp_session.h"
+#include "proto/replies.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>

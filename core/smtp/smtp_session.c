@@ -12,6 +12,7 @@
 #include "smtp/smtp_auth.h"
 #include "smtp/smtp_log.h"
 #include "smtp/smtp_rdns.h"
+#include "proto/replies.h"
 #include "smtp/smtp_xclient.h"
 #include "net/server.h"
 

@@ -275,6 +275,41 @@ class LmtpReplies(SharedServerTest):
             c.no_reply(0.2)
 
 
+# Writes require "smtp.replies" to stderr as sorted "key = value" lines.
+DUMP_REPLIES = r'''
+local function dump(v, prefix, out)
+  if type(v) ~= "table" then out[#out + 1] = prefix .. " = " .. tostring(v) return end
+  for k, x in pairs(v) do dump(x, prefix .. "." .. tostring(k), out) end
+end
+local out = {}
+dump(require "smtp.replies", "replies", out)
+table.sort(out)
+io.stderr:write(table.concat(out, "\n"), "\n")
+'''
+
+
+class ReplyCatalogue(E2ETest):
+    """The catalogue of core/proto/replies.c is one: the server's
+    smtp.replies (exported from the C table) and lua/smtp/replies.lua, which
+    the testing kit reads under plain luajit, are the same table."""
+
+    def test_the_kit_reads_the_cores_catalogue(self):
+        d = tempfile.mkdtemp(prefix="luasmtpd-docs-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "dump.lua")
+        with open(path, "w") as f:
+            f.write(DUMP_REPLIES + "return {}\n")
+        r = self.run_cmd([binary(), "-t", path])
+        err = r.stderr.decode()
+        self.check_sanitizer_text(err, "luasmtpd -t")
+        core = [l for l in err.splitlines() if l.startswith("replies.")]
+        self.assertGreater(len(core), 40, err)
+        plain = self.run_cmd(["luajit", "-e", 'package.path = "lua/?.lua;" .. package.path', "-e", DUMP_REPLIES])
+        self.assertEqual(plain.returncode, 0, plain.stderr)
+        self.assertEqual(plain.stderr.decode().splitlines(), core,
+                         "lua/smtp/replies.lua is not the C table: make lua/smtp/replies.lua and commit it")
+
+
 class ProxyReplies(E2ETest):
     """Every PROXY row says the connection is closed without a reply; the
     wire shows no byte, not even a greeting."""
