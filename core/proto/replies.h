@@ -20,18 +20,70 @@ enum smtp_reply_id {
 	REPLY_MESSAGE_QUEUED,
 	REPLY_MESSAGE_ACCEPTED,
 	REPLY_RECIPIENT_NOT_ACCEPTED,
+	/* The fixed replies of the session, in docs/replies.md's order. */
+	REPLY_NEED_HELO,
+	REPLY_NESTED_MAIL,
+	REPLY_NEED_MAIL,
+	REPLY_NEED_RCPT,
+	REPLY_BAD_SENDER,
+	REPLY_BAD_RECIPIENT,
+	REPLY_BAD_SIZE,
+	REPLY_BAD_BODY,
+	REPLY_SMTPUTF8_VALUE,
+	REPLY_REQUIRETLS_NOT_TLS,
+	REPLY_REQUIRETLS_VALUE,
+	REPLY_NEED_SMTPUTF8,
+	REPLY_TOO_MANY_RECIPIENTS,
+	REPLY_AUTH_REQUIRED, /* authRequiredMessage's default */
+	REPLY_DATA_GO_AHEAD,
+	REPLY_BARE_LINE_ENDING,
+	REPLY_BDAT_SYNTAX,
+	REPLY_RCPT_AFTER_BDAT,
+	REPLY_DATA_AFTER_BDAT,
+	REPLY_BINARYMIME_NEEDS_BDAT,
+	REPLY_LMTP_NO_EHLO,
+	REPLY_LMTP_NO_HELO,
+	REPLY_RSET,
+	REPLY_OK,
+	REPLY_BYE,
+	REPLY_HELP,
+	REPLY_VRFY,
+	REPLY_VRFY_SYNTAX,
+	REPLY_UNKNOWN_COMMAND,
+	REPLY_CONTROL_CHARACTER,
+	REPLY_LINE_TOO_LONG,
+	REPLY_HTTP_REQUEST,
+	REPLY_TOO_MANY_UNRECOGNIZED,
+	REPLY_TOO_MANY_ERRORS,
+	REPLY_TOO_MANY_UNAUTHENTICATED,
+	REPLY_AUTH_NEEDS_TLS,
+	REPLY_STARTTLS_READY,
+	REPLY_STARTTLS_SYNTAX,
+	REPLY_TLS_ACTIVE,
+	REPLY_MUST_STARTTLS,
+	REPLY_AUTH_UNKNOWN_MECHANISM,
+	REPLY_AUTH_AGAIN,
+	REPLY_AUTH_THROTTLED,
+	REPLY_AUTH_BAD_BASE64,
+	REPLY_AUTH_ABORTED,
+	REPLY_TOO_MANY_CONNECTIONS,
+	REPLY_SHUTTING_DOWN,
 	REPLY_COUNT
 };
 
 struct smtp_reply {
 	const char *name; /* its key in smtp.replies ("mailAccepted") */
 	int code;
-	const char *enhanced;
-	const char *text; /* printable ASCII: sent as is */
+	const char *enhanced; /* "" for a 3xx continuation: it has none */
+	const char *text;     /* printable ASCII: sent as is */
 	size_t text_len;
 };
 
 extern const struct smtp_reply smtp_replies[REPLY_COUNT];
+/* A catalogue reply as the (code, enhanced, text) arguments of a call:
+ * conn_end(c, SMTP_REPLY_ARGS(REPLY_BYE)). */
+#define SMTP_REPLY_ARGS(id) smtp_replies[id].code, smtp_replies[id].enhanced, smtp_replies[id].text
+
 /* The enhanced code smtp-server gives a reply code: code_enhanced[i] for
  * i < SMTP_ENHANCED_CODES, in increasing order of code. */
 struct smtp_code_enhanced {

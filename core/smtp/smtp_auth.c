@@ -55,7 +55,7 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 static void auth_bad_data(struct conn *c)
 {
 	auth_reset(c);
-	conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+	conn_reply_known(c, REPLY_AUTH_BAD_BASE64);
 }
 
 static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -332,7 +332,7 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 	}
 	if (len == 1 && line[0] == '*') {
 		auth_reset(c);
-		conn_reply(c, 501, "5.0.0", "Authentication aborted");
+		conn_reply_known(c, REPLY_AUTH_ABORTED);
 		return;
 	}
 	switch (step) {
@@ -358,15 +358,15 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (!conn_session(c)->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		conn_reply_known(c, REPLY_NEED_HELO);
 		return;
 	}
 	if (conn_session(c)->authenticated) {
-		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
+		conn_reply_known(c, REPLY_AUTH_AGAIN);
 		return;
 	}
 	if (!smtp_session_auth_offered(c)) {
-		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
+		conn_reply_known(c, REPLY_AUTH_NEEDS_TLS);
 		return;
 	}
 	if (conn_session(c)->tx.has_mail) {
@@ -383,7 +383,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	}
 	enum auth_method m = auth_find(c, cmd->arg, mlen);
 	if (!m) {
-		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
+		conn_reply_known(c, REPLY_AUTH_UNKNOWN_MECHANISM);
 		return;
 	}
 	conn_session(c)->sasl_method = m;
@@ -392,7 +392,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	 * that insists meets maxAuthFailures, which closes the session. */
 	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
 		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
-		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;
 	}
 	c->phase = PHASE_AUTH;

@@ -2,6 +2,7 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
+#include "proto/replies.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
@@ -279,7 +280,7 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	/* A new client: the connect-time checks are its too (no input is read
 	 * meanwhile; the greeting waits for them). */
 	if (vals[X_ADDR].present && conn_too_many_from_peer(c)) {
-		conn_end(c, 421, "4.4.2", "Too many connections from your address");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_CONNECTIONS));
 		return;
 	}
 	c->phase = PHASE_CONNECT;
@@ -297,5 +298,5 @@ void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
 	smtp_session_reset_transaction(c);
 	x_record(c, "xForward", vals);
 	x_apply(c, vals);
-	conn_reply(c, 250, "2.0.0", "OK");
+	conn_reply_known(c, REPLY_OK);
 }
