@@ -76,6 +76,25 @@ const struct smtp_reply smtp_replies[REPLY_COUNT] = {
 	REPLY(REPLY_AUTH_ABORTED, "authAborted", 501, "5.0.0", "Authentication aborted"),
 	REPLY(REPLY_TOO_MANY_CONNECTIONS, "tooManyConnections", 421, "4.4.2", "Too many connections from your address"),
 	REPLY(REPLY_SHUTTING_DOWN, "shuttingDown", 421, "4.4.2", "Server shutting down"),
+	REPLY(REPLY_BAD_HOSTNAME, "badHostname", 501, "5.5.4", "Error: Bad hostname syntax"),
+	REPLY(REPLY_BAD_PARAMETER, "badParameter", 501, "5.5.4", "Error: Bad parameter syntax"),
+	REPLY(REPLY_TOO_MANY_PARAMETERS, "tooManyParameters", 501, "5.5.4", "Error: too many parameters"),
+	REPLY(REPLY_BAD_RET, "badRet", 501, "5.5.4", "Error: Invalid RET parameter value. Must be FULL or HDRS"),
+	REPLY(REPLY_BAD_ENVID, "badEnvid", 501, "5.5.4", "Error: Bad ENVID parameter syntax"),
+	REPLY(REPLY_BAD_NOTIFY, "badNotify", 501, "5.5.4",
+	      "Error: NOTIFY parameter must be NEVER, or SUCCESS, FAILURE and DELAY"),
+	REPLY(REPLY_BAD_ORCPT, "badOrcpt", 501, "5.5.4", "Error: Bad ORCPT parameter syntax"),
+	REPLY(REPLY_DATA_SYNTAX, "dataSyntax", 501, "5.5.4", "Error: Syntax: DATA"),
+	REPLY(REPLY_AUTH_SYNTAX, "authSyntax", 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]"),
+	REPLY(REPLY_AUTH_DURING_MAIL, "authDuringMail", 503, "5.5.1",
+	      "Error: AUTH is not allowed during a mail transaction"),
+	/* The script has no onAuth. */
+	REPLY(REPLY_AUTH_NOT_IMPLEMENTED, "authNotImplemented", 535, "5.7.8", "Error: Authentication not implemented"),
+	REPLY(REPLY_AUTH_TOO_MANY_FAILURES, "authTooManyFailures", 421, "4.7.0",
+	      "Error: too many failed authentication attempts"),
+	REPLY(REPLY_XCLIENT_NOT_ALLOWED, "xclientNotAllowed", 550, "5.7.0", "Error: Not allowed"),
+	REPLY(REPLY_XCLIENT_DURING_MAIL, "xclientDuringMail", 503, "5.5.1", "Error: Mail transaction in progress"),
+	REPLY(REPLY_XCLIENT_SYNTAX, "xclientSyntax", 501, "5.5.4", "Error: Bad command parameter syntax"),
 };
 
 const struct smtp_code_enhanced smtp_code_enhanced[SMTP_ENHANCED_CODES] = {

@@ -46,7 +46,7 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
 	if (c->opt->max_auth_failures && ++conn_session(c)->auth_failures >= c->opt->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
-		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_AUTH_TOO_MANY_FAILURES));
 		return;
 	}
 	conn_reply(c, code, enhanced, "%s", text);
@@ -120,7 +120,7 @@ static void auth_ask(struct conn *c, const char *user, size_t ulen,
 	c->phase = PHASE_COMMAND;
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
-		auth_failed(c, 535, "5.7.8", "Error: Authentication not implemented");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_NOT_IMPLEMENTED));
 		return;
 	}
 	lua_createtable(co, 0, 6);
@@ -370,7 +370,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (conn_session(c)->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
+		conn_reply_known(c, REPLY_AUTH_DURING_MAIL);
 		return;
 	}
 	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
@@ -378,7 +378,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	const char *ir = sp ? sp + 1 : NULL;
 	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
 	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
+		conn_reply_known(c, REPLY_AUTH_SYNTAX);
 		return;
 	}
 	enum auth_method m = auth_find(c, cmd->arg, mlen);

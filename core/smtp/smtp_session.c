@@ -326,7 +326,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
-		conn_reply(c, 501, "5.5.4", "Error: Bad hostname syntax");
+		conn_reply_known(c, REPLY_BAD_HOSTNAME);
 		return;
 	}
 	conn_session(c)->greeted = true;
@@ -398,10 +398,10 @@ static bool session_path_ok(struct conn *c, enum smtp_path_status st, const stru
 		           (int)p->params[p->nparams].key_len, p->params[p->nparams].key);
 		return false;
 	case SMTP_PATH_BAD_PARAM:
-		conn_reply(c, 501, "5.5.4", "Error: Bad parameter syntax");
+		conn_reply_known(c, REPLY_BAD_PARAMETER);
 		return false;
 	case SMTP_PATH_TOO_MANY_PARAMS:
-		conn_reply(c, 501, "5.5.4", "Error: too many parameters");
+		conn_reply_known(c, REPLY_TOO_MANY_PARAMETERS);
 		return false;
 	}
 	return false;
@@ -472,11 +472,11 @@ static bool session_rcpt_params_ok(struct conn *c, const struct smtp_path *path)
 			return false;
 		}
 		if (notify && !session_notify_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: NOTIFY parameter must be NEVER, or SUCCESS, FAILURE and DELAY");
+			conn_reply_known(c, REPLY_BAD_NOTIFY);
 			return false;
 		}
 		if (orcpt && !session_orcpt_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ORCPT);
 			return false;
 		}
 	}
@@ -528,10 +528,10 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				return false;
 			}
 		} else if (dsn_param && param_is(p, "RET") && !value_is(p, "FULL") && !value_is(p, "HDRS")) {
-			conn_reply(c, 501, "5.5.4", "Error: Invalid RET parameter value. Must be FULL or HDRS");
+			conn_reply_known(c, REPLY_BAD_RET);
 			return false;
 		} else if (dsn_param && param_is(p, "ENVID") && !session_xtext_ok(p, 100)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ENVID);
 			return false;
 		}
 	}
@@ -919,7 +919,7 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
+		conn_reply_known(c, REPLY_DATA_SYNTAX);
 		return;
 	}
 	c->phase = PHASE_DATA;

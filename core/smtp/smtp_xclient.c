@@ -186,15 +186,15 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 {
 	struct smtp_session *s = conn_session(c);
 	if (!smtp_xclient_offered(c, xforward)) {
-		conn_reply(c, 550, "5.7.0", "Error: Not allowed");
+		conn_reply_known(c, REPLY_XCLIENT_NOT_ALLOWED);
 		return false;
 	}
 	if (s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: Mail transaction in progress");
+		conn_reply_known(c, REPLY_XCLIENT_DURING_MAIL);
 		return false;
 	}
 	if (!x_parse(cmd, xforward, vals)) {
-		conn_reply(c, 501, "5.5.4", "Error: Bad command parameter syntax");
+		conn_reply_known(c, REPLY_XCLIENT_SYNTAX);
 		return false;
 	}
 	if (!s->x_peer && !(s->x_peer = strdup(c->remote_addr)))
