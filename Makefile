@@ -55,8 +55,17 @@ build/asan/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-build/luasmtpd: build/obj/main.o $(CORE_OBJ)
+build/luasmtpd: build/obj/main.o $(CORE_OBJ) | lua/smtp/replies.lua
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The reply catalogue is core/proto/replies.c; the testing kit outside the
+# server reads it as lua/smtp/replies.lua, written from the C table (and
+# committed, so the kit works from a checkout without a build).
+build/replies_lua: core/tools/replies_lua.c build/obj/proto/replies.o
+	$(CC) $(CFLAGS) -o $@ $^
+
+lua/smtp/replies.lua: build/replies_lua
+	build/replies_lua > $@.tmp && mv $@.tmp $@
 
 build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)

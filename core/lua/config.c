@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "lua/tls_options.h"
+#include "proto/replies.h"
 #include "tls/tls_sni_cache.h"
 
 #include <lauxlib.h>
@@ -387,7 +388,7 @@ static void cfg_defaults(struct smtp_options *o)
 		strcpy(host, "localhost");
 	o->name = cfg_strdup(host);
 	o->helo_response = cfg_strdup("%s Nice to meet you, %s");
-	o->auth_required_message = cfg_strdup("Error: authentication Required");
+	o->auth_required_message = cfg_strdup(smtp_replies[REPLY_AUTH_REQUIRED].text);
 	o->auth_methods[0] = AUTH_PLAIN;
 	o->auth_methods[1] = AUTH_LOGIN;
 	o->nauth_methods = 2;

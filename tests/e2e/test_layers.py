@@ -53,8 +53,6 @@ smtp/smtp_auth.o -> luajit
 smtp/smtp_log.o -> lua
 smtp/smtp_log.o -> luajit
 smtp/smtp_rdns.o -> lua
-smtp/smtp_replies.o -> lua
-smtp/smtp_replies.o -> luajit
 smtp/smtp_session.o -> lua
 smtp/smtp_session.o -> luajit
 smtp/smtp_xclient.o -> lua
