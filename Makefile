@@ -30,7 +30,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench valgrind
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench bench-compare valgrind
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -55,8 +55,17 @@ build/asan/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-build/luasmtpd: build/obj/main.o $(CORE_OBJ)
+build/luasmtpd: build/obj/main.o $(CORE_OBJ) | lua/smtp/replies.lua
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The reply catalogue is core/proto/replies.c; the testing kit outside the
+# server reads it as lua/smtp/replies.lua, written from the C table (and
+# committed, so the kit works from a checkout without a build).
+build/replies_lua: core/tools/replies_lua.c build/obj/proto/replies.o
+	$(CC) $(CFLAGS) -o $@ $^
+
+lua/smtp/replies.lua: build/replies_lua
+	build/replies_lua > $@.tmp && mv $@.tmp $@
 
 build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
@@ -115,6 +124,17 @@ build/bench_load: tests/bench/loadgen.c | $(DEPS_STAMP)
 bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/compare.py
+
+# This tree's luasmtpd against one built from commit BASE (in a temporary
+# git worktree, kept in build/base/), same scenarios interleaved in one run,
+# plus callgrind instructions per message (about 4 minutes; BENCH_ARGS=--quick
+# about 1).
+BASE ?=
+BENCH_ARGS ?=
+bench-compare: build/luasmtpd build/bench_load certs
+	@[ -n "$(BASE)" ] || { echo "usage: make bench-compare BASE=<commit> [BENCH_ARGS=--quick]"; exit 2; }
+	sh tests/bench/build_base.sh $(BASE) build/base
+	$(PYTHON) tests/bench/base_compare.py --binary build/luasmtpd --base-binary build/base/bin/luasmtpd $(BENCH_ARGS)
 
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs

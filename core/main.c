@@ -18,6 +18,8 @@
 
 #define LUASMTPD_VERSION "0.1.0"
 
+_Static_assert(HOOK_COUNT == METRICS_HOOKS, "base/metrics.c counts and names every hook");
+
 struct cli {
 	bool check;
 	unsigned workers;

@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "lua/tls_options.h"
+#include "proto/replies.h"
 #include "tls/tls_sni_cache.h"
 
 #include <lauxlib.h>
@@ -379,7 +380,7 @@ static void cfg_defaults(struct listener_config *lc)
 		strcpy(host, "localhost");
 	o->name = cfg_strdup(host);
 	o->helo_response = cfg_strdup("%s Nice to meet you, %s");
-	o->auth_required_message = cfg_strdup("Error: authentication Required");
+	o->auth_required_message = cfg_strdup(smtp_replies[REPLY_AUTH_REQUIRED].text);
 	o->auth_methods[0] = AUTH_PLAIN;
 	o->auth_methods[1] = AUTH_LOGIN;
 	o->nauth_methods = 2;
@@ -458,26 +459,19 @@ static void cfg_watch_value(struct tls_set *t, const char *v, size_t len)
 	t->watch[t->nwatch++] = cfg_strdup(v);
 }
 
-static void cfg_watch_files(lua_State *L, int idx, struct tls_set *t)
+static void cfg_watch_blob(struct tls_set *t, const struct tls_blob *b)
 {
-	static const char *const fields[] = {"key", "cert", "ca", "pfx"};
-	for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
-		lua_getfield(L, idx, fields[f]);
-		size_t len;
-		if (lua_type(L, -1) == LUA_TSTRING) {
-			const char *v = lua_tolstring(L, -1, &len);
-			cfg_watch_value(t, v, len);
-		} else if (lua_type(L, -1) == LUA_TTABLE) {
-			for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
-				lua_rawgeti(L, -1, i);
-				const char *v = lua_tolstring(L, -1, &len);
-				if (v)
-					cfg_watch_value(t, v, len);
-				lua_pop(L, 1);
-			}
-		}
-		lua_pop(L, 1);
-	}
+	if (b->data)
+		cfg_watch_value(t, b->data, b->len);
+}
+
+static void cfg_watch_files(const struct tls_options *o, struct tls_set *t)
+{
+	cfg_watch_blob(t, &o->key);
+	cfg_watch_blob(t, &o->cert);
+	for (size_t i = 0; i < o->nca; i++)
+		cfg_watch_blob(t, &o->ca[i]);
+	cfg_watch_blob(t, &o->pfx);
 }
 
 /* Do the merged options' key and cert (the development ones) exist? */
@@ -497,11 +491,16 @@ static bool cfg_files_exist(lua_State *L)
 static SSL_CTX *cfg_context(lua_State *L, struct tls_set *t, struct cfg_err *e)
 {
 	char err[400];
-	SSL_CTX *ctx = tls_context_from_lua(L, -1, err, sizeof err);
+	struct tls_options opts;
+	SSL_CTX *ctx = NULL;
+	if (tls_options_from_lua(L, -1, &opts, err, sizeof err)) {
+		ctx = tls_context_new(&opts, err, sizeof err);
+		if (ctx)
+			cfg_watch_files(&opts, t);
+		tls_options_lua_free(&opts);
+	}
 	if (!ctx)
 		cfg_fail(e, "%s", err);
-	else
-		cfg_watch_files(L, lua_gettop(L), t);
 	return ctx;
 }
 

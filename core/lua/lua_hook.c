@@ -1,4 +1,5 @@
 #include "lua/lua_hook.h"
+#include "proto/replies.h"
 #include "smtp/session.h"
 
 #include "net/conn.h"
@@ -6,11 +7,9 @@
 #include "lua/lua_runtime.h"
 #include "base/metrics.h"
 #include "net/server.h"
-#include "smtp/smtp_replies.h"
 
 #include <lauxlib.h>
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,26 +21,6 @@ static struct conn *hook_running;
 struct conn *hook_current(lua_State *L)
 {
 	return hook_running && conn_session(hook_running)->hook.co == L ? hook_running : NULL;
-}
-
-/* Does text start with an enhanced code ("5.1.1 ")? */
-bool smtp_has_enhanced(const char *t)
-{
-	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
-		return false;
-	const char *p = t + 2;
-	for (int part = 0; part < 2; part++) {
-		int digits = 0;
-		while (isdigit((unsigned char)*p) && digits < 3) {
-			p++;
-			digits++;
-		}
-		if (digits == 0)
-			return false;
-		if (part == 0 && *p++ != '.')
-			return false;
-	}
-	return *p == ' ' || *p == '\0';
 }
 
 static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
@@ -173,16 +152,16 @@ static void hook_finish(struct conn *c, int status, double now)
 	if (status == 0) {
 		nres = lua_gettop(co);
 		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
-			hook_outcome_from_value(co, 2, smtp_reject_codes[h->id], &o);
+			hook_outcome_from_value(co, 2, smtp_reject_code(hook_name(h->id)), &o);
 		else if (nres >= 1 && lua_is_reject(co, 1))
-			hook_outcome_from_value(co, 1, smtp_reject_codes[h->id], &o);
+			hook_outcome_from_value(co, 1, smtp_reject_code(hook_name(h->id)), &o);
 	} else if (status == LUA_YIELD) {
 		/* A bare coroutine.yield() nobody will resume: a script bug. */
 		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
 		hook_log_error(c, co, "yield");
 		hook_internal_error(&o);
 	} else if (lua_is_reject(co, -1)) {
-		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_codes[h->id], &o);
+		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_code(hook_name(h->id)), &o);
 	} else {
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);

@@ -82,7 +82,5 @@ void hook_pending_done(struct hook_pending *p, int nres);
 
 /* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
 void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
-/* Does text start with an enhanced status code ("5.1.1 ", RFC 3463)? */
-bool smtp_has_enhanced(const char *text);
 
 #endif

@@ -4,7 +4,6 @@
 #include "lua/lua_guard.h"
 #include "lua/modules.h"
 #include "base/metrics.h"
-#include "smtp/smtp_replies.h"
 #include "lua/lua_stream.h"
 #include "tls/tls_context.h"
 #include "lua/tls_options.h"
@@ -208,8 +207,6 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
-	if (!smtp_replies_load(lua_main, err, errlen))
-		return false;
 	lua_remember_base_modules(lua_main);
 	return true;
 }

@@ -11,6 +11,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.dns", luaopen_smtp_dns},
 	{"smtp.core.tls", luaopen_smtp_tls},
 	{"smtp.core.server", luaopen_smtp_server},
+	{"smtp.replies", luaopen_smtp_replies},
 	{NULL, NULL},
 };
 

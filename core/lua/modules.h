@@ -14,8 +14,12 @@ int luaopen_smtp_tcp(lua_State *L);    /* api_tcp.c: smtp.tcp() */
 int luaopen_smtp_dns(lua_State *L);    /* api_dns.c: smtp.dns.* */
 int luaopen_smtp_tls(lua_State *L);    /* api_tls.c: smtp.tls.context */
 int luaopen_smtp_server(lua_State *L); /* api_server.c: smtp.server */
+/* api_replies.c: smtp.replies, the catalogue of proto/replies.c (preloaded
+ * under that name, so require "smtp.replies" never reads the Lua copy) */
+int luaopen_smtp_replies(lua_State *L);
 
-/* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>". */
+/* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
+ * (and "smtp.replies"). */
 void lua_modules_preload(lua_State *L);
 
 #endif

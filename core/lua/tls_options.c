@@ -37,12 +37,13 @@ static bool opt_cstring(lua_State *L, int idx, const char *name, const char **ou
 	return ok;
 }
 
-static bool opt_bool(lua_State *L, int idx, const char *name, bool dflt, bool *out, bool *given, char *err,
-                     size_t errlen)
+/* opts[name] as a boolean; absent, out keeps its default. */
+static bool opt_bool(lua_State *L, int idx, const char *name, bool *out, bool *given, char *err, size_t errlen)
 {
 	lua_getfield(L, idx, name);
 	int t = lua_type(L, -1);
-	*out = t == LUA_TNIL ? dflt : lua_toboolean(L, -1);
+	if (t != LUA_TNIL)
+		*out = lua_toboolean(L, -1);
 	if (given)
 		*given = t != LUA_TNIL;
 	lua_pop(L, 1);
@@ -112,8 +113,8 @@ static bool opt_session_timeout(lua_State *L, int idx, struct tls_options *o, ch
 bool tls_options_from_lua(lua_State *L, int idx, struct tls_options *o, char *err, size_t errlen)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	memset(o, 0, sizeof *o);
-	bool ocsp;
+	tls_options_init(o);
+	bool ocsp = false;
 	/* In each group the last wrong option is the one reported, as when
 	 * the context builder read them itself. */
 	bool ok = opt_string(L, idx, "cert", &o->cert, err, errlen) &&
@@ -128,12 +129,12 @@ bool tls_options_from_lua(lua_State *L, int idx, struct tls_options *o, char *er
 	          opt_string(L, idx, "ticketKeys", &o->ticket_keys, err, errlen) &&
 	          opt_string(L, idx, "sessionIdContext", &o->session_id_context, err, errlen) &&
 	          opt_session_timeout(L, idx, o, err, errlen) &&
-	          opt_bool(L, idx, "requestCert", false, &o->request_cert, &o->has_request_cert, err, errlen) &&
-	          opt_bool(L, idx, "rejectUnauthorized", true, &o->reject_unauthorized,
-	                   &o->has_reject_unauthorized, err, errlen) &&
-	          opt_bool(L, idx, "honorCipherOrder", true, &o->honor_cipher_order, NULL, err, errlen) &&
+	          opt_bool(L, idx, "requestCert", &o->request_cert, &o->has_request_cert, err, errlen) &&
+	          opt_bool(L, idx, "rejectUnauthorized", &o->reject_unauthorized, &o->has_reject_unauthorized,
+	                   err, errlen) &&
+	          opt_bool(L, idx, "honorCipherOrder", &o->honor_cipher_order, NULL, err, errlen) &&
 	          /* requestOCSP concerns a client's view of the server: accepted, no effect. */
-	          opt_bool(L, idx, "requestOCSP", false, &ocsp, NULL, err, errlen) &&
+	          opt_bool(L, idx, "requestOCSP", &ocsp, NULL, err, errlen) &&
 	          opt_ca(L, idx, o, err, errlen);
 	if (!ok)
 		tls_options_lua_free(o);

@@ -1,6 +1,6 @@
 /* server — the listening sockets, the set of connections, signals, reload
- * (HUP, certificate renewals on disk, updateSecureContext) and the
- * graceful stop. */
+ * (HUP, certificate renewals on disk: through the struct server_ops its
+ * owner gives it) and the graceful stop. */
 #ifndef LUASMTPD_SERVER_H
 #define LUASMTPD_SERVER_H
 

@@ -2,6 +2,7 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
+#include "proto/replies.h"
 
 #include <stdio.h>
 
@@ -16,9 +17,10 @@ int body_verdict(const struct conn *c, struct body_refusal *r)
 		snprintf(r->text, sizeof r->text, "Error: message exceeds fixed maximum message size %llu",
 		         (unsigned long long)smtp_opt(c)->size);
 	} else if (b->dec.bare_seen && smtp_opt(c)->bare_line_endings == SMTP_BARE_REJECT) {
-		r->code = 554;
-		r->enhanced = "5.5.2";
-		snprintf(r->text, sizeof r->text, "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
+		const struct smtp_reply *bare = &smtp_replies[REPLY_BARE_LINE_ENDING];
+		r->code = bare->code;
+		r->enhanced = bare->enhanced;
+		snprintf(r->text, sizeof r->text, "%s", bare->text);
 	} else if (b->line_too_long) {
 		r->code = 554;
 		r->enhanced = "5.6.0";

@@ -5,7 +5,7 @@
 #define LUASMTPD_SMTP_REPLY_H
 
 #include "net/conn.h"
-#include "smtp/smtp_replies.h"
+#include "proto/replies.h"
 
 struct hook_outcome;
 

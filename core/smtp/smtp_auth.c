@@ -8,6 +8,7 @@
 #include "lua/lua_session.h"
 #include "base/metrics.h"
 #include "smtp/smtp_session.h"
+#include "proto/replies.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
@@ -46,7 +47,7 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 		auth_throttle_failed(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window);
 	if (smtp_opt(c)->max_auth_failures && ++conn_session(c)->auth_failures >= smtp_opt(c)->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
-		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_AUTH_TOO_MANY_FAILURES));
 		return;
 	}
 	conn_reply(c, code, enhanced, "%s", text);
@@ -55,7 +56,7 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 static void auth_bad_data(struct conn *c)
 {
 	auth_reset(c);
-	conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+	conn_reply_known(c, REPLY_AUTH_BAD_BASE64);
 }
 
 static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -120,7 +121,7 @@ static void auth_ask(struct conn *c, const char *user, size_t ulen,
 	c->phase = PHASE_COMMAND;
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
-		auth_failed(c, 535, "5.7.8", "Error: Authentication not implemented");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_NOT_IMPLEMENTED));
 		return;
 	}
 	lua_createtable(co, 0, 6);
@@ -332,7 +333,7 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 	}
 	if (len == 1 && line[0] == '*') {
 		auth_reset(c);
-		conn_reply(c, 501, "5.0.0", "Authentication aborted");
+		conn_reply_known(c, REPLY_AUTH_ABORTED);
 		return;
 	}
 	switch (step) {
@@ -358,19 +359,19 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (!conn_session(c)->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		conn_reply_known(c, REPLY_NEED_HELO);
 		return;
 	}
 	if (conn_session(c)->authenticated) {
-		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
+		conn_reply_known(c, REPLY_AUTH_AGAIN);
 		return;
 	}
 	if (!smtp_session_auth_offered(c)) {
-		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
+		conn_reply_known(c, REPLY_AUTH_NEEDS_TLS);
 		return;
 	}
 	if (conn_session(c)->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
+		conn_reply_known(c, REPLY_AUTH_DURING_MAIL);
 		return;
 	}
 	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
@@ -378,12 +379,12 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	const char *ir = sp ? sp + 1 : NULL;
 	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
 	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
+		conn_reply_known(c, REPLY_AUTH_SYNTAX);
 		return;
 	}
 	enum auth_method m = auth_find(c, cmd->arg, mlen);
 	if (!m) {
-		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
+		conn_reply_known(c, REPLY_AUTH_UNKNOWN_MECHANISM);
 		return;
 	}
 	conn_session(c)->sasl_method = m;
@@ -392,7 +393,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	 * that insists meets maxAuthFailures, which closes the session. */
 	if (auth_throttle_blocked(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window)) {
 		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
-		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;
 	}
 	c->phase = PHASE_AUTH;

@@ -13,6 +13,7 @@
 #include "smtp/smtp_auth.h"
 #include "smtp/smtp_log.h"
 #include "smtp/smtp_rdns.h"
+#include "proto/replies.h"
 #include "smtp/smtp_xclient.h"
 #include "net/server.h"
 
@@ -315,7 +316,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
 	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
 		if (smtp_opt(c)->lmtp)
-			conn_reply(c, 500, "5.5.1", "Error: %s not allowed in LMTP server", smtp_verb_name(cmd->verb));
+			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
 		else
 			cmd_unknown(c, cmd);
 		return;
@@ -326,7 +327,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
-		conn_reply(c, 501, "5.5.4", "Error: Bad hostname syntax");
+		conn_reply_known(c, REPLY_BAD_HOSTNAME);
 		return;
 	}
 	conn_session(c)->greeted = true;
@@ -362,7 +363,7 @@ static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 static bool session_check_transaction_start(struct conn *c)
 {
 	if (!conn_session(c)->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		conn_reply_known(c, REPLY_NEED_HELO);
 		return false;
 	}
 	if (session_auth_required(c)) {
@@ -389,19 +390,19 @@ static bool session_path_ok(struct conn *c, enum smtp_path_status st, const stru
 		return false;
 	case SMTP_PATH_BAD_ADDRESS:
 		if (mail)
-			conn_reply(c, 501, "5.1.7", "Error: Bad sender address syntax");
+			conn_reply_known(c, REPLY_BAD_SENDER);
 		else
-			conn_reply(c, 501, "5.1.3", "Error: Bad recipient address syntax");
+			conn_reply_known(c, REPLY_BAD_RECIPIENT);
 		return false;
 	case SMTP_PATH_DUP_PARAM:
 		conn_reply(c, 501, "5.5.4", "Error: duplicate %.*s parameter",
 		           (int)p->params[p->nparams].key_len, p->params[p->nparams].key);
 		return false;
 	case SMTP_PATH_BAD_PARAM:
-		conn_reply(c, 501, "5.5.4", "Error: Bad parameter syntax");
+		conn_reply_known(c, REPLY_BAD_PARAMETER);
 		return false;
 	case SMTP_PATH_TOO_MANY_PARAMS:
-		conn_reply(c, 501, "5.5.4", "Error: too many parameters");
+		conn_reply_known(c, REPLY_TOO_MANY_PARAMETERS);
 		return false;
 	}
 	return false;
@@ -472,11 +473,11 @@ static bool session_rcpt_params_ok(struct conn *c, const struct smtp_path *path)
 			return false;
 		}
 		if (notify && !session_notify_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: NOTIFY parameter must be NEVER, or SUCCESS, FAILURE and DELAY");
+			conn_reply_known(c, REPLY_BAD_NOTIFY);
 			return false;
 		}
 		if (orcpt && !session_orcpt_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ORCPT);
 			return false;
 		}
 	}
@@ -497,7 +498,7 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 		if (param_is(p, "SIZE")) {
 			uint64_t size;
 			if (!smtp_parse_size(p->value, p->value_len, &size)) {
-				conn_reply(c, 501, "5.5.4", "Error: Bad message size syntax");
+				conn_reply_known(c, REPLY_BAD_SIZE);
 				return false;
 			}
 			if (smtp_opt(c)->size && !smtp_opt(c)->hide_size && size > smtp_opt(c)->size) {
@@ -509,29 +510,29 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 		} else if (param_is(p, "BODY")) {
 			conn_session(c)->tx.binarymime = value_is(p, "BINARYMIME") && session_chunking_offered(c);
 			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !conn_session(c)->tx.binarymime) {
-				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT, 8BITMIME or BINARYMIME");
+				conn_reply_known(c, REPLY_BAD_BODY);
 				return false;
 			}
 		} else if (param_is(p, "SMTPUTF8")) {
 			if (p->value) {
-				conn_reply(c, 501, "5.5.4", "Error: Invalid SMTPUTF8 parameter. This flag does not accept a value");
+				conn_reply_known(c, REPLY_SMTPUTF8_VALUE);
 				return false;
 			}
 			conn_session(c)->tx.smtputf8 = true;
 		} else if (param_is(p, "REQUIRETLS")) {
 			if (p->value) {
-				conn_reply(c, 501, "5.5.4", "Error: REQUIRETLS does not accept a value");
+				conn_reply_known(c, REPLY_REQUIRETLS_VALUE);
 				return false;
 			}
 			if (!c->secure) {
-				conn_reply(c, 530, "5.7.10", "Error: REQUIRETLS not permitted on non-TLS connections");
+				conn_reply_known(c, REPLY_REQUIRETLS_NOT_TLS);
 				return false;
 			}
 		} else if (dsn_param && param_is(p, "RET") && !value_is(p, "FULL") && !value_is(p, "HDRS")) {
-			conn_reply(c, 501, "5.5.4", "Error: Invalid RET parameter value. Must be FULL or HDRS");
+			conn_reply_known(c, REPLY_BAD_RET);
 			return false;
 		} else if (dsn_param && param_is(p, "ENVID") && !session_xtext_ok(p, 100)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ENVID);
 			return false;
 		}
 	}
@@ -680,7 +681,7 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 	if (!session_check_transaction_start(c))
 		return;
 	if (s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: nested MAIL command");
+		conn_reply_known(c, REPLY_NESTED_MAIL);
 		return;
 	}
 	struct smtp_path path;
@@ -697,7 +698,7 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (path.has_8bit && !s->tx.smtputf8) {
-		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
 		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
 	}
@@ -726,11 +727,11 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	if (!session_check_transaction_start(c))
 		return;
 	if (!s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		conn_reply_known(c, REPLY_NEED_MAIL);
 		return;
 	}
 	if (s->tx.chunking) {
-		conn_reply(c, 503, "5.5.1", "Error: RCPT is not allowed once BDAT has begun");
+		conn_reply_known(c, REPLY_RCPT_AFTER_BDAT);
 		return;
 	}
 	struct smtp_path path;
@@ -745,10 +746,10 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	if (!session_rcpt_params_ok(c, &path))
 		; /* replied */
 	else if (path.has_8bit && !s->tx.smtputf8)
-		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
 	else if (smtp_opt(c)->max_recipients && s->tx.nrcpt >= smtp_opt(c)->max_recipients &&
 	         !lua_session_has_rcpt(c, path.address))
-		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
+		conn_reply_known(c, REPLY_TOO_MANY_RECIPIENTS);
 	else
 		refused = false;
 	if (refused) {
@@ -826,7 +827,7 @@ static void session_data_finish(struct conn *c)
 	c->phase = PHASE_COMMAND;
 	smtp_session_reset_transaction(c);
 	if (s->stopping)
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 }
 
 static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -860,11 +861,11 @@ static bool session_check_message_start(struct conn *c)
 	if (!session_check_transaction_start(c))
 		return false;
 	if (!s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		conn_reply_known(c, REPLY_NEED_MAIL);
 		return false;
 	}
 	if (s->tx.nrcpt == 0) {
-		conn_reply(c, 503, "5.5.1", "Error: need RCPT command");
+		conn_reply_known(c, REPLY_NEED_RCPT);
 		return false;
 	}
 	return true;
@@ -909,21 +910,21 @@ static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 {
 	struct smtp_session *s = conn_session(c);
 	if (s->tx.chunking) {
-		conn_reply(c, 503, "5.5.1", "Error: DATA is not allowed after BDAT");
+		conn_reply_known(c, REPLY_DATA_AFTER_BDAT);
 		return;
 	}
 	if (!session_check_message_start(c))
 		return;
 	if (s->tx.binarymime) {
-		conn_reply(c, 503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT, not DATA");
+		conn_reply_known(c, REPLY_BINARYMIME_NEEDS_BDAT);
 		return;
 	}
 	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
+		conn_reply_known(c, REPLY_DATA_SYNTAX);
 		return;
 	}
 	c->phase = PHASE_DATA;
-	conn_reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	conn_reply_known(c, REPLY_DATA_GO_AHEAD);
 	session_body_begin(c);
 }
 
@@ -1022,7 +1023,7 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	bool last;
 	if (!session_parse_bdat(cmd, &size, &last)) {
 		/* Without a size the chunk cannot be skipped: the session ends. */
-		conn_end(c, 501, "5.5.4", "Error: Syntax: BDAT <size> [LAST]");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_BDAT_SYNTAX));
 		return;
 	}
 	s->bdat_remaining = size;
@@ -1033,10 +1034,10 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	if (!s->tx.chunking) {
 		if (!s->tx.has_mail || s->tx.nrcpt == 0 || !s->greeted || session_auth_required(c)) {
 			bool auth = s->greeted && session_auth_required(c);
-			s->bdat_refusal = !s->greeted ? "Error: send HELO/EHLO first"
+			s->bdat_refusal = !s->greeted ? smtp_replies[REPLY_NEED_HELO].text
 			                  : auth ? smtp_opt(c)->auth_required_message
-			                  : !s->tx.has_mail ? "Error: need MAIL command"
-			                                    : "Error: need RCPT command";
+			                  : !s->tx.has_mail ? smtp_replies[REPLY_NEED_MAIL].text
+			                                    : smtp_replies[REPLY_NEED_RCPT].text;
 			s->bdat_refusal_code = auth ? 530 : 503;
 			if (s->bdat_remaining == 0)
 				session_bdat_chunk_done(c);
@@ -1106,33 +1107,33 @@ static void session_count_junk(struct conn *c)
 static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
 {
 	smtp_session_reset_transaction(c);
-	conn_reply(c, 250, "2.0.0", "Flushed");
+	conn_reply_known(c, REPLY_RSET);
 	session_count_junk(c);
 }
 
 static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_reply(c, 250, "2.0.0", "OK");
+	conn_reply_known(c, REPLY_OK);
 	session_count_junk(c);
 }
 
 static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_end(c, 221, "2.0.0", "Bye");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_BYE));
 }
 
 static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (cmd->arg_len == 0)
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: VRFY address");
+		conn_reply_known(c, REPLY_VRFY_SYNTAX);
 	else
-		conn_reply(c, 252, "2.0.0", "Try to send something. No promises though");
+		conn_reply_known(c, REPLY_VRFY);
 	session_count_junk(c);
 }
 
 static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
+	conn_reply_known(c, REPLY_HELP);
 	session_count_junk(c);
 }
 
@@ -1156,7 +1157,7 @@ void smtp_session_forget_identity(struct conn *c)
 static void cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (c->secure) {
-		conn_reply(c, 503, "5.5.1", "Error: TLS already active");
+		conn_reply_known(c, REPLY_TLS_ACTIVE);
 		return;
 	}
 	if (!session_starttls_offered(c)) {
@@ -1164,10 +1165,10 @@ static void cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: STARTTLS");
+		conn_reply_known(c, REPLY_STARTTLS_SYNTAX);
 		return;
 	}
-	conn_reply(c, 220, "2.0.0", "Ready to start TLS");
+	conn_reply_known(c, REPLY_STARTTLS_READY);
 	smtp_session_forget_identity(c);
 	c->starttls_pending = true; /* conn_flush starts the handshake */
 }
@@ -1256,17 +1257,17 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 
 static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_end(c, 421, "4.4.2", "HTTP requests not allowed");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_HTTP_REQUEST));
 }
 
 static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
 {
 	struct smtp_session *s = conn_session(c);
 	if (++s->unknown_commands >= UNKNOWN_COMMANDS_MAX) {
-		conn_end(c, 421, "4.4.2", "Error: too many unrecognized commands");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_UNRECOGNIZED));
 		return;
 	}
-	conn_reply(c, 500, "5.5.2", "Error: command not recognized");
+	conn_reply_known(c, REPLY_UNKNOWN_COMMAND);
 }
 
 typedef void (*cmd_fn)(struct conn *, const struct smtp_cmd *);
@@ -1290,7 +1291,7 @@ static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 		return false;
 	if (++s->unauth_commands < max)
 		return false;
-	conn_end(c, 421, "4.4.2", "Error: too many unauthenticated commands");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_UNAUTHENTICATED));
 	return true;
 }
 
@@ -1310,7 +1311,7 @@ static void session_add_error(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	if (++s->errors >= ERRORS_MAX)
-		conn_end(c, 421, "4.4.2", "Error: too many errors");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_ERRORS));
 }
 
 static void session_command(struct conn *c, const char *line, size_t len);
@@ -1336,7 +1337,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	struct smtp_cmd cmd;
 	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
 	if (st == SMTP_CMD_BAD_CHAR) {
-		conn_reply(c, 501, "5.5.2", "Error: command contains a control character");
+		conn_reply_known(c, REPLY_CONTROL_CHARACTER);
 		return;
 	}
 	if (st == SMTP_CMD_EMPTY) {
@@ -1350,7 +1351,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	if (log_enabled(LOG_DEBUG))
 		conn_log(c, LOG_DEBUG, "command", "verb", smtp_verb_name(cmd.verb), NULL);
 	if (s->stopping && !s->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 		return;
 	}
 	if (session_unauth_limit_hit(c, cmd.verb))
@@ -1360,7 +1361,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		fn = cmd_unknown;
 	if (smtp_opt(c)->needs_upgrade && !c->secure && fn != cmd_unknown && fn != cmd_helo &&
 	    fn != cmd_starttls && fn != cmd_quit) {
-		conn_reply(c, 530, "5.7.0", "Error: Must issue a STARTTLS command first");
+		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;
 	}
 	fn(c, &cmd);
@@ -1373,7 +1374,7 @@ void smtp_session_line_too_long(struct conn *c)
 		c->phase = PHASE_COMMAND;
 		s->sasl = SASL_NONE;
 	}
-	conn_reply(c, 500, "5.5.6", "Error: line too long");
+	conn_reply_known(c, REPLY_LINE_TOO_LONG);
 }
 
 void smtp_session_stop(struct conn *c)
@@ -1384,5 +1385,5 @@ void smtp_session_stop(struct conn *c)
 	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && !s->hook.active &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 }

@@ -29,6 +29,11 @@ static void tls_indexes(void)
 	}
 }
 
+void tls_options_init(struct tls_options *o)
+{
+	*o = (struct tls_options){.reject_unauthorized = true, .honor_cipher_order = true};
+}
+
 const struct tls_ctx_info *tls_context_info(const SSL_CTX *ctx)
 {
 	static const struct tls_ctx_info none;

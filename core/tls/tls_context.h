@@ -42,6 +42,9 @@ struct tls_ctx_info {
 	bool own_request_cert, own_reject_unauthorized, own_ca;
 };
 
+/* No option given: Node's defaults (rejectUnauthorized and
+ * honorCipherOrder on, everything else off or OpenSSL's). */
+void tls_options_init(struct tls_options *o);
 /* Builds a context from the options. Errors name the option:
  * "option 'minVersion': ...". */
 SSL_CTX *tls_context_new(const struct tls_options *o, char *err, size_t errlen);
