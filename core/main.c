@@ -131,7 +131,7 @@ int main(int argc, char **argv)
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;
 	if (!lua_runtime_init(argc, argv, err, sizeof err) ||
-	    !(srv.cfg = lua_runtime_load(cli.script, cli.listen, cli.nlisten, err, sizeof err))) {
+	    !(srv.cfg = srv.ops->load(&srv, err, sizeof err))) {
 		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);
 		if (cli.check)
 			fprintf(stderr, "luasmtpd: %s\n", err);
@@ -150,7 +150,7 @@ int main(int argc, char **argv)
 		lua_runtime_close();
 		return 1;
 	}
-	const char *metrics = srv.cfg->listeners[0].metrics;
+	const char *metrics = config_of(srv.cfg)->listeners[0].metrics;
 	if (metrics && !metrics_listen(srv.loop, metrics, err, sizeof err)) {
 		log_kv(LOG_ERROR, NULL, "cannot serve metrics", "error", err, NULL);
 		server_free(&srv);

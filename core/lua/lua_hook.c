@@ -77,7 +77,7 @@ static void hook_internal_error(struct hook_outcome *o)
 lua_State *hook_prepare(struct conn *c, enum hook_id id)
 {
 	struct smtp_session *s = conn_session(c);
-	int fn = c->opt->hook_ref[id];
+	int fn = listener_config_of(c)->hook_ref[id];
 	if (fn == LUA_NOREF)
 		return NULL;
 	struct hook_run *h = &s->hook;
@@ -195,7 +195,7 @@ static void hook_resume(struct conn *c, int nargs)
 	double t0 = lua_guard_now();
 	if (!h->started)
 		h->started = t0;
-	lua_guard_enter(c->opt->hook_timeout, t0);
+	lua_guard_enter(listener_config_of(c)->hook_timeout, t0);
 	int status = lua_resume(h->co, nargs);
 	double t1 = lua_guard_now();
 	conn_session(c)->hook_seconds += t1 - t0;
@@ -206,8 +206,8 @@ static void hook_resume(struct conn *c, int nargs)
 		if (h->wait == WAIT_STREAM) {
 			if (h->timers)
 				ev_timer_stop(c->srv->loop, &h->timers->deadline);
-		} else if (c->opt->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
-			ev_timer_set(&h->timers->deadline, c->opt->hook_timeout, 0.);
+		} else if (listener_config_of(c)->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
+			ev_timer_set(&h->timers->deadline, listener_config_of(c)->hook_timeout, 0.);
 			ev_timer_start(c->srv->loop, &h->timers->deadline);
 		}
 		return;
@@ -222,7 +222,7 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 	struct hook_run *h = &conn_session(c)->hook;
 	bool closing = h->id == HOOK_CLOSE;
 	char timeout[32];
-	snprintf(timeout, sizeof timeout, "%g", c->opt->hook_timeout);
+	snprintf(timeout, sizeof timeout, "%g", listener_config_of(c)->hook_timeout);
 	luaL_traceback(lua_main, h->co, "hook timed out while suspended", 0);
 	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(h->id), "error", "hookTimeout",
 	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);

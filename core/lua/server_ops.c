@@ -8,18 +8,25 @@
 #include <lauxlib.h>
 #include <stdlib.h>
 
-static struct config *ops_load(struct server *srv, char *err, size_t errlen)
+static struct listener_set *ops_load(struct server *srv, char *err, size_t errlen)
 {
-	return lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err, errlen);
+	struct config *cfg = lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err, errlen);
+	return cfg ? &cfg->set : NULL;
 }
 
-static void ops_unref(struct config *cfg)
+static void ops_ref(struct listener_set *set)
 {
-	config_unref(lua_main, cfg);
+	config_ref(config_of(set));
 }
 
-static void ops_adopt(struct config *cfg)
+static void ops_unref(struct listener_set *set)
 {
+	config_unref(lua_main, config_of(set));
+}
+
+static void ops_adopt(struct listener_set *set)
+{
+	struct config *cfg = config_of(set);
 	lua_guard_set_memory_limit(cfg->nlisteners ? cfg->listeners[0].lua_memory_limit : 0);
 }
 
@@ -34,7 +41,7 @@ static bool ops_build_tls(struct config *cfg, lua_State *L, int extra_idx, char 
 	for (size_t i = 0; ok && i < cfg->nlisteners; i++)
 		ok = config_build_tls(L, &cfg->listeners[i], extra_idx, &built[i], err, errlen);
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
+		struct listener_options *o = &cfg->listeners[i].smtp.listener;
 		if (ok) {
 			/* Handshakes in flight hold their own reference to the old context. */
 			config_free_tls(&o->tls);
@@ -49,9 +56,9 @@ static bool ops_build_tls(struct config *cfg, lua_State *L, int extra_idx, char 
 	return ok;
 }
 
-static bool ops_rebuild_tls(struct config *cfg, char *err, size_t errlen)
+static bool ops_rebuild_tls(struct listener_set *set, char *err, size_t errlen)
 {
-	return ops_build_tls(cfg, lua_main, 0, err, errlen);
+	return ops_build_tls(config_of(set), lua_main, 0, err, errlen);
 }
 
 static void ops_serving(void)
@@ -61,7 +68,7 @@ static void ops_serving(void)
 
 const struct server_ops lua_server_ops = {
 	.load = ops_load,
-	.ref = config_ref,
+	.ref = ops_ref,
 	.unref = ops_unref,
 	.adopt = ops_adopt,
 	.rebuild_tls = ops_rebuild_tls,
@@ -72,13 +79,14 @@ const struct server_ops lua_server_ops = {
 bool lua_update_secure_context(struct server *srv, lua_State *L, int idx, char *err, size_t errlen)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	if (!ops_build_tls(srv->cfg, L, idx, err, errlen))
+	struct config *cfg = config_of(srv->cfg);
+	if (!ops_build_tls(cfg, L, idx, err, errlen))
 		return false;
 	server_watch_certs(srv);
 	/* The new values become the listeners' own, so a later renewal on
 	 * disk rebuilds from them. */
-	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cfg->listeners[i].table_ref);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->listeners[i].table_ref);
 		lua_pushnil(L);
 		while (lua_next(L, idx)) {
 			lua_pushvalue(L, -2);

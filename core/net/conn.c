@@ -69,7 +69,7 @@ static void conn_proxy_start(struct conn *c);
 static void conn_proxy_read(struct conn *c);
 static void conn_proxy_timer(struct conn *c);
 
-struct conn *conn_new(struct server *srv, struct smtp_options *opt, int fd, const struct sockaddr *peer,
+struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, const struct sockaddr *peer,
                       const struct sockaddr *local)
 {
 	struct conn *c = calloc(1, sizeof *c);

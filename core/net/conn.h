@@ -7,8 +7,8 @@
 #define LUASMTPD_CONN_H
 
 #include "base/buf.h"
-#include "lua/config.h"
 #include "base/log.h"
+#include "net/listener_options.h"
 
 #include <ev.h>
 #include <openssl/ssl.h>
@@ -67,7 +67,7 @@ struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
 	struct server *srv;
-	struct smtp_options *opt; /* its listener's options (the owner keeps them alive) */
+	struct listener_options *opt; /* its listener's options (the owner keeps them alive) */
 	int fd;
 	enum conn_phase phase;
 	char id[17];
@@ -103,7 +103,7 @@ struct conn {
 
 /* local: the listener's own address, or NULL to ask the socket. The
  * caller sets c->ops and c->owner before conn_start. */
-struct conn *conn_new(struct server *srv, struct smtp_options *opt, int fd, const struct sockaddr *peer,
+struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, const struct sockaddr *peer,
                       const struct sockaddr *local);
 /* Admits c (connection limits, PROXY header), then opens it to its owner. */
 void conn_start(struct conn *c, const char *listen_addr);

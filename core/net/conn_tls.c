@@ -3,7 +3,6 @@
 #include "net/conn.h"
 #include "net/server.h"
 #include "tls/tls_context.h"
-#include "lua/tls_options.h"
 #include "tls/tls_sni_cache.h"
 
 #include <ctype.h>
@@ -53,7 +52,7 @@ static void tls_switch_context(SSL *ssl, SSL_CTX *ctx, SSL_CTX *listener)
 	SSL_set_options(ssl, SSL_CTX_get_options(ctx));
 }
 
-static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
+static SSL_CTX *tls_sni_lookup(const struct listener_options *o, const char *name)
 {
 	for (size_t i = 0; i < o->tls.nsni; i++)
 		if (strcmp(o->tls.sni[i].name, name) == 0)

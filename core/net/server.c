@@ -150,7 +150,7 @@ static bool server_is_wildcard(const struct sockaddr_storage *ss)
 	return true;
 }
 
-static struct listener *server_new_listener(struct server *srv, struct smtp_options *o,
+static struct listener *server_new_listener(struct server *srv, struct listener_options *o,
                                             const char *addr, int fd)
 {
 	struct listener *l = calloc(1, sizeof *l);
@@ -187,12 +187,12 @@ static struct listener *server_find_listener(struct server *srv, const char *add
 /* Binds every address of cfg that srv does not listen on yet, into *fresh;
  * addresses it does listen on are noted in keep (parallel to listeners).
  * On a failure, what was bound is closed again. */
-static bool server_bind_config(struct server *srv, struct config *cfg, struct listener **fresh,
+static bool server_bind_config(struct server *srv, struct listener_set *cfg, struct listener **fresh,
                                char *err, size_t errlen)
 {
 	*fresh = NULL;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
+		struct listener_options *o = cfg->listeners[i];
 		for (size_t j = 0; j < o->nlisten; j++) {
 			if (server_find_listener(srv, o->listen[j]))
 				continue;
@@ -214,12 +214,12 @@ static bool server_bind_config(struct server *srv, struct config *cfg, struct li
 }
 
 /* The options of cfg that listen on addr, or NULL. */
-static struct smtp_options *server_options_for(struct config *cfg, const char *addr)
+static struct listener_options *server_options_for(struct listener_set *cfg, const char *addr)
 {
 	for (size_t i = 0; i < cfg->nlisteners; i++)
-		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
-			if (strcmp(cfg->listeners[i].listen[j], addr) == 0)
-				return &cfg->listeners[i];
+		for (size_t j = 0; j < cfg->listeners[i]->nlisten; j++)
+			if (strcmp(cfg->listeners[i]->listen[j], addr) == 0)
+				return cfg->listeners[i];
 	return NULL;
 }
 
@@ -246,12 +246,12 @@ static void server_bound_address(int fd, char *out, size_t len)
 
 /* Makes cfg current: kept listeners take its options, others close, fresh
  * ones open. */
-static void server_adopt(struct server *srv, struct config *cfg, struct listener *fresh)
+static void server_adopt(struct server *srv, struct listener_set *cfg, struct listener *fresh)
 {
 	struct listener **pl = &srv->listeners;
 	while (*pl) {
 		struct listener *l = *pl;
-		struct smtp_options *o = server_options_for(cfg, l->addr);
+		struct listener_options *o = server_options_for(cfg, l->addr);
 		if (o) {
 			l->opt = o;
 			pl = &l->next;
@@ -272,7 +272,7 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 		server_bound_address(l->fd, bound, sizeof bound);
 		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, "address", bound, NULL);
 	}
-	struct config *old = srv->cfg;
+	struct listener_set *old = srv->cfg;
 	srv->cfg = cfg;
 	srv->ops->unref(old); /* sessions still on it keep it alive */
 	srv->ops->adopt(cfg);
@@ -292,7 +292,7 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 
 bool server_reload(struct server *srv, char *err, size_t errlen)
 {
-	struct config *cfg = srv->ops->load(srv, err, errlen);
+	struct listener_set *cfg = srv->ops->load(srv, err, errlen);
 	if (!cfg)
 		return false;
 	struct listener *fresh;
@@ -344,14 +344,14 @@ void server_watch_certs(struct server *srv)
 	server_unwatch_certs(srv);
 	size_t n = 0;
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-		n += srv->cfg->listeners[i].tls.nwatch;
+		n += srv->cfg->listeners[i]->tls.nwatch;
 	if (n == 0)
 		return;
 	srv->watches = calloc(n, sizeof *srv->watches);
 	if (!srv->watches)
 		abort();
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
-		const struct tls_set *t = &srv->cfg->listeners[i].tls;
+		const struct tls_set *t = &srv->cfg->listeners[i]->tls;
 		for (size_t j = 0; j < t->nwatch; j++) {
 			struct cert_watch *cw = &srv->watches[srv->nwatches++];
 			cw->srv = srv;
@@ -397,8 +397,8 @@ static double server_close_timeout_value(const struct server *srv)
 {
 	double t = 0;
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-		if (srv->cfg->listeners[i].close_timeout > t)
-			t = srv->cfg->listeners[i].close_timeout;
+		if (srv->cfg->listeners[i]->close_timeout > t)
+			t = srv->cfg->listeners[i]->close_timeout;
 	return t;
 }
 
@@ -477,7 +477,7 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 
 bool server_drop_privileges(struct server *srv, char *err, size_t errlen)
 {
-	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0].user : NULL;
+	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0]->user : NULL;
 	if (!user && getuid() == 0)
 		log_kv(LOG_WARN, NULL, "running as root: set user = \"...\" in the script to drop root after binding", NULL);
 	if (!user || getuid() != 0)

@@ -4,7 +4,7 @@
 #ifndef LUASMTPD_SERVER_H
 #define LUASMTPD_SERVER_H
 
-#include "lua/config.h"
+#include "net/listener_options.h"
 
 #include <ev.h>
 #include <sys/socket.h>
@@ -17,15 +17,15 @@ struct server;
  * runtime's, lua/server_ops.c): net/ loads no script and knows no Lua. */
 struct server_ops {
 	/* The script loaded again for a reload (one reference); NULL and err. */
-	struct config *(*load)(struct server *srv, char *err, size_t errlen);
-	void (*ref)(struct config *cfg);
+	struct listener_set *(*load)(struct server *srv, char *err, size_t errlen);
+	void (*ref)(struct listener_set *cfg);
 	/* The last reference gone, cfg is freed (sessions hold theirs). */
-	void (*unref)(struct config *cfg);
+	void (*unref)(struct listener_set *cfg);
 	/* cfg became the server's: its process-wide settings apply. */
-	void (*adopt)(struct config *cfg);
+	void (*adopt)(struct listener_set *cfg);
 	/* Every listener's TLS of cfg built again from its options (files
 	 * renewed on disk); all or nothing, false and err. */
-	bool (*rebuild_tls)(struct config *cfg, char *err, size_t errlen);
+	bool (*rebuild_tls)(struct listener_set *cfg, char *err, size_t errlen);
 	/* The loop is about to serve; the process is done with the runtime. */
 	void (*serving)(void);
 	void (*close)(void);
@@ -34,7 +34,7 @@ struct server_ops {
 struct listener {
 	ev_io io;
 	struct server *srv;
-	struct smtp_options *opt; /* in srv->cfg */
+	struct listener_options *opt; /* in srv->cfg */
 	int fd;
 	char addr[96];
 	/* Bound to one address (not a wildcard): every session's local
@@ -51,7 +51,7 @@ struct cert_watch {
 struct server {
 	struct ev_loop *loop;
 	const struct server_ops *ops;
-	struct config *cfg; /* the current script; sessions may hold older ones */
+	struct listener_set *cfg; /* the current script; sessions may hold older ones */
 	const char *script;
 	char **listen_override;
 	size_t noverride;

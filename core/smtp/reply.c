@@ -1,6 +1,7 @@
 #include "smtp/reply.h"
 
 #include "lua/lua_hook.h"
+#include "smtp/options.h"
 
 #include <stdio.h>
 #include <stdarg.h>
@@ -32,7 +33,7 @@ static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	conn_reply_prefix(&c->out, code, sep, enhanced && !c->opt->hide_enhanced ? enhanced : NULL);
+	conn_reply_prefix(&c->out, code, sep, enhanced && !smtp_opt(c)->hide_enhanced ? enhanced : NULL);
 	if (!strchr(fmt, '%')) { /* a literal of ours: nothing to format or clean */
 		buf_append(&c->out, fmt, strlen(fmt));
 		buf_append(&c->out, "\r\n", 2);
@@ -82,7 +83,7 @@ void conn_reply_known(struct conn *c, enum smtp_reply_id id)
 	if (c->phase == PHASE_CLOSED)
 		return;
 	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
-	conn_reply_prefix(&c->out, r->code, ' ', !c->opt->hide_enhanced ? r->enhanced : NULL);
+	conn_reply_prefix(&c->out, r->code, ' ', !smtp_opt(c)->hide_enhanced ? r->enhanced : NULL);
 	buf_append(&c->out, r->text, r->text_len);
 	buf_append(&c->out, "\r\n", 2);
 }

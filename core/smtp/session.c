@@ -30,14 +30,14 @@ void smtp_session_accept(struct conn *c)
 	s->conn = c;
 	/* The script generation the session runs: c's options live in it. */
 	s->cfg = c->srv->cfg;
-	config_ref(s->cfg);
+	c->srv->ops->ref(s->cfg);
 	s->session_ref = LUA_NOREF;
 	s->hook.co_ref = LUA_NOREF;
 	s->pending_ref = LUA_NOREF;
 	s->tls_obj_ref = LUA_NOREF;
 	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
 	 * smtp_session_line holds other commands to maxCommandLength. */
-	size_t max = c->opt->max_command_length;
+	size_t max = smtp_opt(c)->max_command_length;
 	smtp_line_reader_init(&s->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
 	c->ops = &session_ops;
 	c->owner = s;
@@ -47,7 +47,8 @@ void smtp_session_accept(struct conn *c)
 static void session_free(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	struct config *cfg = s->cfg;
+	struct listener_set *cfg = s->cfg;
+	const struct server_ops *ops = c->srv->ops;
 	smtp_session_body_free(c);
 	/* The Lua conn object lets go of c's SSL before the transport frees it. */
 	lua_tls_detach(c);
@@ -60,7 +61,7 @@ static void session_free(struct conn *c)
 	free(s);
 	c->owner = NULL;
 	conn_free(c);
-	config_unref(lua_main, cfg);
+	ops->unref(cfg);
 }
 
 static void session_on_open(struct conn *c, const struct proxy_info *pi)
@@ -68,7 +69,7 @@ static void session_on_open(struct conn *c, const struct proxy_info *pi)
 	lua_session_new(c);
 	if (pi)
 		lua_session_set_proxy(c, pi);
-	if (c->opt->secure) {
+	if (smtp_opt(c)->secure) {
 		conn_tls_begin(c); /* onConnect follows the handshake */
 		return;
 	}
@@ -79,7 +80,7 @@ static void session_on_open(struct conn *c, const struct proxy_info *pi)
 static void session_on_refused(struct conn *c, const char *why)
 {
 	char line[320];
-	snprintf(line, sizeof line, "421 %s%s %s\r\n", c->opt->hide_enhanced ? "" : "4.4.2 ", c->opt->name,
+	snprintf(line, sizeof line, "421 %s%s %s\r\n", smtp_opt(c)->hide_enhanced ? "" : "4.4.2 ", smtp_opt(c)->name,
 	         why);
 	conn_send_now(c, line);
 }

@@ -10,6 +10,7 @@
 #include "lua/lua_hook.h"
 #include "net/conn.h"
 #include "proto/smtp_parse.h"
+#include "smtp/options.h"
 #include "smtp/rcpt_set.h"
 
 #include <ev.h>
@@ -58,7 +59,7 @@ struct body {
 
 struct smtp_session {
 	struct conn *conn; /* its transport */
-	struct config *cfg; /* a reference: the script generation this session runs */
+	struct listener_set *cfg; /* a reference: the script generation this session runs */
 	struct smtp_line_reader lines;
 	size_t skipped; /* bytes of an over-long line dropped so far */
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */

@@ -44,8 +44,8 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 	/* Only a permanent failure counts against the address: a 454 (the
 	 * backend is down, or this very throttle) is not a wrong password. */
 	if (code >= 500)
-		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
-	if (c->opt->max_auth_failures && ++conn_session(c)->auth_failures >= c->opt->max_auth_failures) {
+		auth_throttle_failed(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window);
+	if (smtp_opt(c)->max_auth_failures && ++conn_session(c)->auth_failures >= smtp_opt(c)->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_AUTH_TOO_MANY_FAILURES));
 		return;
@@ -257,7 +257,7 @@ static void auth_cram_start(struct conn *c)
 	RAND_bytes(rnd, sizeof rnd);
 	char challenge[512];
 	snprintf(challenge, sizeof challenge, "<%02x%02x%02x%02x%02x%02x%02x%02x.%ld@%s>", rnd[0],
-	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), c->opt->name);
+	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), smtp_opt(c)->name);
 	free(conn_session(c)->sasl_challenge);
 	conn_session(c)->sasl_challenge = strdup(challenge);
 	char b64[sizeof challenge * 2];
@@ -348,10 +348,10 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 
 static enum auth_method auth_find(const struct conn *c, const char *name, size_t len)
 {
-	for (size_t i = 0; i < c->opt->nauth_methods; i++) {
-		const char *m = auth_method_name(c->opt->auth_methods[i]);
+	for (size_t i = 0; i < smtp_opt(c)->nauth_methods; i++) {
+		const char *m = auth_method_name(smtp_opt(c)->auth_methods[i]);
 		if (smtp_ascii_ieq(m, strlen(m), name, len))
-			return c->opt->auth_methods[i];
+			return smtp_opt(c)->auth_methods[i];
 	}
 	return 0;
 }
@@ -391,7 +391,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
 	 * is refused, mail may still go where AUTH is optional, and a client
 	 * that insists meets maxAuthFailures, which closes the session. */
-	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
+	if (auth_throttle_blocked(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window)) {
 		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
 		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;

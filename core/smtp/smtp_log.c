@@ -74,11 +74,11 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->body->byte_length);
 	snprintf(ms, sizeof ms, "%.3f", s->hook_seconds * 1000);
 	/* LMTP: RFC 2033 gives a reply per recipient, each its own verdict. */
-	int lines = c->opt->lmtp ? (int)s->tx.nrcpt : 1;
+	int lines = smtp_opt(c)->lmtp ? (int)s->tx.nrcpt : 1;
 	struct buf to = {0};
 	const char *p = replies, *end = replies + len;
 	for (int i = 1; i <= lines && p < end; i++) {
-		log_recipients(L, rcpts, c->opt->lmtp ? i : 0, &to);
+		log_recipients(L, rcpts, smtp_opt(c)->lmtp ? i : 0, &to);
 		log_next_reply(&p, end, reply, sizeof reply);
 		conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
 		         user, "from", from, "to", to.data, "size", size, "reply", reply, "hook_ms", ms, NULL);

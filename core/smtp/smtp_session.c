@@ -33,21 +33,21 @@
 
 static bool session_may_auth(const struct conn *c)
 {
-	return !config_verb_disabled(c->opt, SMTP_VERB_AUTH) && c->opt->nauth_methods > 0;
+	return !config_verb_disabled(smtp_opt(c), SMTP_VERB_AUTH) && smtp_opt(c)->nauth_methods > 0;
 }
 
 /* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
 static bool session_auth_required(const struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return session_may_auth(c) && !c->opt->auth_optional && !s->authenticated;
+	return session_may_auth(c) && !smtp_opt(c)->auth_optional && !s->authenticated;
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
  * operator says otherwise. */
 bool smtp_session_auth_offered(const struct conn *c)
 {
-	return session_may_auth(c) && (c->secure || c->opt->allow_insecure_auth);
+	return session_may_auth(c) && (c->secure || smtp_opt(c)->allow_insecure_auth);
 }
 
 static bool session_verb_disabled(struct conn *c, enum smtp_verb v);
@@ -55,7 +55,7 @@ static void cmd_unknown(struct conn *c, const struct smtp_cmd *cmd);
 
 static bool session_dsn_on(const struct conn *c)
 {
-	return !c->opt->hide_dsn;
+	return !smtp_opt(c)->hide_dsn;
 }
 
 static bool session_starttls_offered(struct conn *c)
@@ -74,7 +74,7 @@ static int session_reply_code(const char *p)
 void smtp_session_update_transmission(struct conn *c)
 {
 	char t[16];
-	const char *proto = c->opt->lmtp ? "LMTP" : conn_session(c)->esmtp && !conn_session(c)->tx.smtputf8 ? "ESMTP" : "SMTP";
+	const char *proto = smtp_opt(c)->lmtp ? "LMTP" : conn_session(c)->esmtp && !conn_session(c)->tx.smtputf8 ? "ESMTP" : "SMTP";
 	snprintf(t, sizeof t, "%s%s%s%s", conn_session(c)->tx.smtputf8 ? "UTF8" : "", proto, c->secure ? "S" : "",
 	         conn_session(c)->authenticated ? "A" : "");
 	lua_session_set(c, "transmissionType", t);
@@ -100,7 +100,7 @@ void smtp_session_reset_transaction(struct conn *c)
 static uint32_t session_disabled_mask(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return s->disabled_override ? s->disabled_commands : c->opt->disabled_commands;
+	return s->disabled_override ? s->disabled_commands : smtp_opt(c)->disabled_commands;
 }
 
 static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
@@ -143,11 +143,11 @@ static void session_sync_disabled(struct conn *c)
 void smtp_session_greet(struct conn *c)
 {
 	c->phase = PHASE_COMMAND;
-	if (c->opt->banner)
-		conn_reply(c, 220, NULL, "%s %s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP",
-		           c->opt->banner);
+	if (smtp_opt(c)->banner)
+		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
+		           smtp_opt(c)->banner);
 	else
-		conn_reply(c, 220, NULL, "%s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP");
+		conn_reply(c, 220, NULL, "%s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP");
 }
 
 /* ---- connect ------------------------------------------------------------ */
@@ -194,7 +194,7 @@ static void session_run_on_connect(struct conn *c)
 
 static void session_lookup_then_connect(struct conn *c)
 {
-	if (c->opt->resolve_client_hostname)
+	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
 	else
 		session_run_on_connect(c);
@@ -230,10 +230,10 @@ static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int r
 void smtp_session_connect(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->opt->greeting_delay > 0) {
+	if (smtp_opt(c)->greeting_delay > 0) {
 		if (!(s->greet_delay = malloc(sizeof *s->greet_delay)))
 			abort();
-		ev_timer_init(s->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
+		ev_timer_init(s->greet_delay, session_greeting_delay_done, smtp_opt(c)->greeting_delay, 0.);
 		s->greet_delay->data = c;
 		ev_timer_start(c->srv->loop, s->greet_delay);
 		return;
@@ -251,9 +251,9 @@ static void session_helo_text(struct conn *c, char *out, size_t len)
 	lua_session_push(L, c);
 	lua_getfield(L, -1, "clientHostname");
 	const char *client = lua_tostring(L, -1);
-	const char *subst[2] = {c->opt->name, client ? client : ""};
+	const char *subst[2] = {smtp_opt(c)->name, client ? client : ""};
 	size_t o = 0, k = 0;
-	for (const char *p = c->opt->helo_response; *p && o + 1 < len; p++) {
+	for (const char *p = smtp_opt(c)->helo_response; *p && o + 1 < len; p++) {
 		if (p[0] == '%' && p[1] == 's' && k < 2) {
 			o += (size_t)snprintf(out + o, len - o, "%s", subst[k++]);
 			if (o >= len)
@@ -269,12 +269,12 @@ static void session_helo_text(struct conn *c, char *out, size_t len)
 
 static bool session_chunking_offered(struct conn *c)
 {
-	return !c->opt->hide_chunking && !session_verb_disabled(c, SMTP_VERB_BDAT);
+	return !smtp_opt(c)->hide_chunking && !session_verb_disabled(c, SMTP_VERB_BDAT);
 }
 
 static void session_ehlo_keywords(struct conn *c)
 {
-	const struct smtp_options *o = c->opt;
+	const struct smtp_options *o = smtp_opt(c);
 	if (!o->hide_pipelining)
 		conn_reply_more(c, 250, "PIPELINING");
 	if (!o->hide_8bitmime)
@@ -314,8 +314,8 @@ static void session_ehlo_keywords(struct conn *c)
 static void cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 {
 	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
-	if (c->opt->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
-		if (c->opt->lmtp)
+	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
+		if (smtp_opt(c)->lmtp)
 			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
 		else
 			cmd_unknown(c, cmd);
@@ -367,7 +367,7 @@ static bool session_check_transaction_start(struct conn *c)
 		return false;
 	}
 	if (session_auth_required(c)) {
-		conn_reply(c, 530, "5.7.0", "%s", c->opt->auth_required_message);
+		conn_reply(c, 530, "5.7.0", "%s", smtp_opt(c)->auth_required_message);
 		return false;
 	}
 	return true;
@@ -501,9 +501,9 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				conn_reply_known(c, REPLY_BAD_SIZE);
 				return false;
 			}
-			if (c->opt->size && !c->opt->hide_size && size > c->opt->size) {
+			if (smtp_opt(c)->size && !smtp_opt(c)->hide_size && size > smtp_opt(c)->size) {
 				conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
-				           (unsigned long long)c->opt->size);
+				           (unsigned long long)smtp_opt(c)->size);
 				return false;
 			}
 			conn_session(c)->tx.declared_size = size;
@@ -687,7 +687,7 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 	struct smtp_path path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_MAIL, cmd->arg, cmd->arg_len,
-	                                           c->opt->lenient_address_parsing, &path);
+	                                           smtp_opt(c)->lenient_address_parsing, &path);
 	if (!session_path_ok(c, st, &path, true)) {
 		session_refused_path(c, false, cmd, NULL, reply_at);
 		return;
@@ -737,7 +737,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	struct smtp_path path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
-	                                           c->opt->lenient_address_parsing, &path);
+	                                           smtp_opt(c)->lenient_address_parsing, &path);
 	if (!session_path_ok(c, st, &path, false)) {
 		session_refused_path(c, true, cmd, NULL, reply_at);
 		return;
@@ -747,7 +747,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 		; /* replied */
 	else if (path.has_8bit && !s->tx.smtputf8)
 		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
-	else if (c->opt->max_recipients && s->tx.nrcpt >= c->opt->max_recipients &&
+	else if (smtp_opt(c)->max_recipients && s->tx.nrcpt >= smtp_opt(c)->max_recipients &&
 	         !lua_session_has_rcpt(c, path.address))
 		conn_reply_known(c, REPLY_TOO_MANY_RECIPIENTS);
 	else
@@ -796,9 +796,9 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		return;
 	}
 	if (b->outcome.text[0])
-		conn_reply_hook_text(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
+		conn_reply_hook_text(c, smtp_opt(c)->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
 	else
-		conn_reply_known(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
+		conn_reply_known(c, smtp_opt(c)->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
 }
 
 static void session_data_finish(struct conn *c)
@@ -806,7 +806,7 @@ static void session_data_finish(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	size_t reply_at = c->out.len;
-	if (!c->opt->lmtp) {
+	if (!smtp_opt(c)->lmtp) {
 		session_message_reply(c, 0);
 	} else {
 		/* RFC 2033 4.2: one reply per accepted recipient, in order. */
@@ -843,7 +843,7 @@ static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_
 	}
 	/* LMTP: a table answers per recipient. */
 	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE &&
-	    !lua_is_reject(co, 1) && c->opt->lmtp) {
+	    !lua_is_reject(co, 1) && smtp_opt(c)->lmtp) {
 		lua_pushvalue(co, 1);
 		b->lmtp_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 	}
@@ -891,7 +891,7 @@ static void session_body_begin(struct conn *c)
 	struct body *b = calloc(1, sizeof *b);
 	if (!b)
 		abort();
-	smtp_data_init(&b->dec, c->opt->bare_line_endings);
+	smtp_data_init(&b->dec, smtp_opt(c)->bare_line_endings);
 	b->save_fd = -1;
 	b->stream_ref = LUA_NOREF;
 	b->lmtp_ref = LUA_NOREF;
@@ -935,7 +935,7 @@ static bool session_body_bytes(struct conn *c, size_t n)
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	b->byte_length += n;
-	if (c->opt->size && b->byte_length > c->opt->size)
+	if (smtp_opt(c)->size && b->byte_length > smtp_opt(c)->size)
 		b->size_exceeded = true;
 	return !b->hook_done;
 }
@@ -951,7 +951,7 @@ static void session_check_lines(struct conn *c, const char *p, size_t n)
 {
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
-	size_t max = c->opt->max_line_length;
+	size_t max = smtp_opt(c)->max_line_length;
 	const char *end = p + n;
 	while (p < end && !b->line_too_long) {
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
@@ -979,7 +979,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 	size_t out_len = 0;
 	bool done = false;
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
-	if (c->opt->max_line_length)
+	if (smtp_opt(c)->max_line_length)
 		session_check_lines(c, out, out_len);
 	if (session_body_bytes(c, out_len)) {
 		if (in_place)
@@ -1035,7 +1035,7 @@ static void cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 		if (!s->tx.has_mail || s->tx.nrcpt == 0 || !s->greeted || session_auth_required(c)) {
 			bool auth = s->greeted && session_auth_required(c);
 			s->bdat_refusal = !s->greeted ? smtp_replies[REPLY_NEED_HELO].text
-			                  : auth ? c->opt->auth_required_message
+			                  : auth ? smtp_opt(c)->auth_required_message
 			                  : !s->tx.has_mail ? smtp_replies[REPLY_NEED_MAIL].text
 			                                    : smtp_replies[REPLY_NEED_RCPT].text;
 			s->bdat_refusal_code = auth ? 530 : 503;
@@ -1099,7 +1099,7 @@ static void session_add_error(struct conn *c);
 static void session_count_junk(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	unsigned max = c->opt->max_junk_commands;
+	unsigned max = smtp_opt(c)->max_junk_commands;
 	if (max && ++s->junk_commands > max)
 		session_add_error(c);
 }
@@ -1182,7 +1182,7 @@ static void session_secure_done(struct conn *c, const struct hook_outcome *o, lu
 		conn_end(c, o->code, o->enhanced, o->text);
 		return;
 	}
-	if (c->opt->secure)
+	if (smtp_opt(c)->secure)
 		smtp_session_greet(c);
 	else
 		c->phase = PHASE_COMMAND;
@@ -1211,7 +1211,7 @@ void smtp_session_secured(struct conn *c)
 	conn_log(c, LOG_INFO, "tls", "version", version, "cipher",
 	         SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)), "servername",
 	         c->servername, NULL);
-	if (!c->opt->secure) {
+	if (!smtp_opt(c)->secure) {
 		session_run_on_secure(c);
 		return;
 	}
@@ -1241,7 +1241,7 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 	lua_pushstring(co, c->remote_addr);
 	lua_setfield(co, -2, "remoteAddress");
 	lua_createtable(co, 0, 6);
-	lua_pushstring(co, c->opt->secure ? "tls" : "starttls");
+	lua_pushstring(co, smtp_opt(c)->secure ? "tls" : "starttls");
 	lua_setfield(co, -2, "tlsProtocol");
 	lua_pushstring(co, "smtp");
 	lua_setfield(co, -2, "protocol");
@@ -1286,7 +1286,7 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 {
 	struct smtp_session *s = conn_session(c);
-	unsigned max = c->opt->max_unauth_commands;
+	unsigned max = smtp_opt(c)->max_unauth_commands;
 	if (!max || !session_auth_required(c) || v == SMTP_VERB_AUTH)
 		return false;
 	if (++s->unauth_commands < max)
@@ -1344,7 +1344,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		cmd_unknown(c, &cmd);
 		return;
 	}
-	if (len > c->opt->max_command_length && cmd.verb != SMTP_VERB_AUTH) {
+	if (len > smtp_opt(c)->max_command_length && cmd.verb != SMTP_VERB_AUTH) {
 		smtp_session_line_too_long(c);
 		return;
 	}
@@ -1359,7 +1359,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	cmd_fn fn = commands[cmd.verb];
 	if (!fn || session_verb_disabled(c, cmd.verb))
 		fn = cmd_unknown;
-	if (c->opt->needs_upgrade && !c->secure && fn != cmd_unknown && fn != cmd_helo &&
+	if (smtp_opt(c)->needs_upgrade && !c->secure && fn != cmd_unknown && fn != cmd_helo &&
 	    fn != cmd_starttls && fn != cmd_quit) {
 		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;

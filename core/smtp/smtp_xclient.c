@@ -33,7 +33,7 @@ struct x_value {
 static bool x_trusted(const struct conn *c, bool xforward)
 {
 	struct smtp_session *s = conn_session(c);
-	const struct smtp_options *o = c->opt;
+	const struct smtp_options *o = smtp_opt(c);
 	bool on = xforward ? o->use_xforward : o->use_xclient;
 	const struct cidr *list = xforward ? o->xforward_trusted : o->xclient_trusted;
 	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
@@ -285,7 +285,7 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	c->phase = PHASE_CONNECT;
-	if (c->opt->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
+	if (smtp_opt(c)->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
 		smtp_rdns_start(c, x_run_on_connect);
 	else
 		x_run_on_connect(c);

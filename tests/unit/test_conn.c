@@ -71,7 +71,7 @@ static const struct conn_owner_ops echo_ops = {
 };
 
 /* A connection on one end of a socket pair, owned by e; *peer: the other end. */
-static struct conn *echo_conn(struct server *srv, struct smtp_options *opt, struct echo *e, int *peer)
+static struct conn *echo_conn(struct server *srv, struct listener_options *opt, struct echo *e, int *peer)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
@@ -98,7 +98,7 @@ static void spin(struct server *srv)
 static void test_echo_then_close_after_reply(void)
 {
 	struct server srv = {.loop = ev_default_loop(0)};
-	struct smtp_options opt = {0};
+	struct listener_options opt = {0};
 	struct echo e = {0};
 	int peer;
 	struct conn *c = echo_conn(&srv, &opt, &e, &peer);
@@ -126,7 +126,7 @@ static void test_echo_then_close_after_reply(void)
 static void test_peer_close(void)
 {
 	struct server srv = {.loop = ev_default_loop(0)};
-	struct smtp_options opt = {0};
+	struct listener_options opt = {0};
 	struct echo e = {0};
 	int peer;
 	struct conn *c = echo_conn(&srv, &opt, &e, &peer);
@@ -142,7 +142,7 @@ static void test_peer_close(void)
 static void test_refused_over_max_clients(void)
 {
 	struct server srv = {.loop = ev_default_loop(0)};
-	struct smtp_options opt = {.max_clients = 1};
+	struct listener_options opt = {.max_clients = 1};
 	struct echo first = {0}, second = {0};
 	int peer1, peer2;
 	struct conn *c1 = echo_conn(&srv, &opt, &first, &peer1);
