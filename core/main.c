@@ -2,6 +2,7 @@
 #include "lua/config.h"
 #include "base/log.h"
 #include "lua/lua_runtime.h"
+#include "lua/policy_lua.h"
 #include "net/master.h"
 #include "base/metrics.h"
 #include "net/server.h"
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;
+	smtp_policy_use(&policy_lua);
 	if (!lua_runtime_init(argc, argv, err, sizeof err) ||
 	    !(srv.cfg = lua_runtime_load(cli.script, cli.listen, cli.nlisten, err, sizeof err))) {
 		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);

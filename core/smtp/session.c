@@ -1,12 +1,15 @@
 #include "smtp/session.h"
 
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
-#include "lua/lua_tls.h"
 #include "smtp/smtp_session.h"
 
-#include <lauxlib.h>
 #include <stdlib.h>
+
+static const struct smtp_policy *policy_current;
+
+void smtp_policy_use(const struct smtp_policy *p)
+{
+	policy_current = p;
+}
 
 struct smtp_session *smtp_session_new(struct conn *c)
 {
@@ -14,11 +17,9 @@ struct smtp_session *smtp_session_new(struct conn *c)
 	if (!s)
 		abort();
 	s->conn = c;
-	s->session_ref = LUA_NOREF;
-	s->hook.co_ref = LUA_NOREF;
-	s->pending_ref = LUA_NOREF;
-	s->tls_obj_ref = LUA_NOREF;
+	s->policy = policy_current;
 	c->session = s;
+	s->policy->attach(s);
 	return s;
 }
 
@@ -26,10 +27,8 @@ void smtp_session_free(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	smtp_session_body_free(c);
-	/* The Lua conn object lets go of c's SSL before the transport frees it. */
-	lua_tls_detach(c);
-	lua_session_free(c);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
+	s->policy->detach(s);
+	rcpt_set_clear(&s->rcpts);
 	free(s->x_peer);
 	free(s->sasl_user);
 	free(s->sasl_challenge);

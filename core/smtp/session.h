@@ -9,6 +9,7 @@
 #include "lua/lua_hook.h"
 #include "net/conn.h"
 #include "proto/smtp_parse.h"
+#include "smtp/policy.h"
 #include "smtp/rcpt_set.h"
 
 #include <ev.h>
@@ -46,13 +47,13 @@ struct body {
 	size_t line_len;     /* of the line in progress (for maxLineLength) */
 	bool ended;
 	bool hook_done;      /* onData returned (or there is none) */
-	struct hook_outcome outcome; /* what onData said, once hook_done */
+	struct hook_outcome outcome; /* the data verdict's reply, once hook_done */
+	struct hook_outcome *rcpt_replies; /* ... and its per-recipient ones (LMTP), or NULL */
 	int save_fd;         /* stream:save() target, -1 when none */
 	char *save_path;
 	int save_errno;
 	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
 	int stream_ref;      /* the Lua stream object */
-	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
 };
 
 struct smtp_session {
@@ -92,6 +93,10 @@ struct smtp_session {
 	struct dns_query *rdns;
 	void (*rdns_next)(struct conn *c);
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
+
+	const struct smtp_policy *policy; /* what the session asks for decisions */
+	policy_done_fn policy_done; /* the answer to the question in flight, if any */
+	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */

@@ -84,11 +84,12 @@ void smtp_session_reset_transaction(struct conn *c)
 	if (s->tx.chunking && c->phase == PHASE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
 		 * abandoned, and so is the onData waiting for the rest of it. */
-		hook_cancel(c);
+		s->policy->cancel(s);
 		smtp_session_body_free(c);
 	}
 	bool utf8 = s->tx.smtputf8;
 	memset(&s->tx, 0, sizeof s->tx);
+	rcpt_set_clear(&s->rcpts);
 	lua_session_reset_envelope(c);
 	if (utf8)
 		smtp_session_update_transmission(c);
@@ -106,36 +107,10 @@ static bool session_verb_disabled(struct conn *c, enum smtp_verb v)
 	return (session_disabled_mask(c) >> v) & 1u;
 }
 
-static void session_sync_disabled(struct conn *c)
+void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
-	/* After every hook: the key is interned once, not on each lookup. */
-	static int key_ref = LUA_NOREF;
-	lua_State *L = lua_main;
-	if (key_ref == LUA_NOREF) {
-		lua_pushliteral(L, "disabledCommands");
-		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
-	lua_session_push(L, c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
-	lua_rawget(L, -2);
-	if (lua_type(L, -1) == LUA_TTABLE) {
-		uint32_t mask = 0;
-		size_t n = lua_objlen(L, -1);
-		for (size_t i = 1; i <= n; i++) {
-			lua_rawgeti(L, -1, (int)i);
-			size_t len;
-			const char *name = lua_tolstring(L, -1, &len);
-			if (name)
-				mask |= 1u << smtp_verb_from_name(name, len);
-			lua_pop(L, 1);
-		}
-		s->disabled_override = true;
-		s->disabled_commands = mask & ~1u;
-	} else {
-		s->disabled_override = false;
-	}
-	lua_pop(L, 2);
+	s->disabled_override = v->disabled_set;
+	s->disabled_commands = v->disabled_commands;
 }
 
 void smtp_session_greet(struct conn *c)
@@ -152,37 +127,32 @@ void smtp_session_greet(struct conn *c)
 
 static void session_run_on_secure(struct conn *c);
 
-/* Also after XCLIENT's onConnect: the same sync, the same refusal. */
-bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o)
+/* Also after XCLIENT's connect: the same verdict, the same refusal. */
+bool smtp_session_connect_accepted(struct smtp_session *s, const struct policy_verdict *v)
 {
-	session_sync_disabled(c);
-	if (o->kind == HOOK_ACCEPT)
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind == HOOK_ACCEPT)
 		return true;
-	conn_end(c, o->code, o->enhanced, o->text);
+	conn_end(s->conn, v->reply.code, v->reply.enhanced, v->reply.text);
 	return false;
 }
 
-/* After onConnect: the greeting, or with implicit TLS onSecure first. */
-static void session_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
-                                 int nres)
+/* After the connect verdict: the greeting, or with implicit TLS the
+ * secure one first. */
+static void session_connect_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	if (!smtp_session_connect_accepted(c, o))
+	if (!smtp_session_connect_accepted(s, v))
 		return;
-	if (c->secure)
-		session_run_on_secure(c);
+	if (s->conn->secure)
+		session_run_on_secure(s->conn);
 	else
-		smtp_session_greet(c);
+		smtp_session_greet(s->conn);
 }
 
-void smtp_session_run_on_connect(struct conn *c, hook_done_fn done)
+void smtp_session_run_on_connect(struct conn *c, policy_done_fn done)
 {
-	lua_State *co = hook_prepare(c, HOOK_CONNECT);
-	if (!co) {
-		hook_accept_now(c, done);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 1, done);
+	struct smtp_session *s = conn_session(c);
+	s->policy->connect(s, done);
 }
 
 static void session_run_on_connect(struct conn *c)
@@ -537,120 +507,36 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 	return true;
 }
 
-/* Keeps the address table for the done callback, pushes it for the hook. */
-static void session_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
+/* Asks the policy about path (MAIL or RCPT); the address is kept for the
+ * reply and the log. */
+static void session_judge_address(struct smtp_session *s, bool rcpt, const struct smtp_path *path,
+                                  policy_done_fn done)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_push_address(co, path);
-	lua_pushvalue(co, -1);
-	luaL_unref(co, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+	memcpy(s->judged, path->address, path->address_len + 1);
+	if (rcpt)
+		s->policy->rcpt(s, path, done);
+	else
+		s->policy->mail(s, path, done);
 }
 
-/* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
- * address table at the top of L. */
-static void session_add_rcpt_dsn(lua_State *L, const struct smtp_path *path)
-{
-	const struct smtp_param *notify = smtp_path_param(path, "NOTIFY");
-	const struct smtp_param *orcpt = smtp_path_param(path, "ORCPT");
-	lua_createtable(L, 0, 2);
-	lua_newtable(L);
-	const char *v = notify ? notify->value : NULL, *end = v ? v + notify->value_len : NULL;
-	for (int n = 1; v && v < end; n++) {
-		const char *comma = memchr(v, ',', (size_t)(end - v));
-		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
-		char word[8];
-		for (size_t i = 0; i < len && i < sizeof word; i++)
-			word[i] = (char)(v[i] >= 'a' && v[i] <= 'z' ? v[i] - 32 : v[i]);
-		lua_pushlstring(L, word, len < sizeof word ? len : sizeof word);
-		lua_rawseti(L, -2, n);
-		v = comma ? comma + 1 : end;
-	}
-	lua_setfield(L, -2, "notify");
-	if (orcpt) {
-		lua_getfield(L, -2, "args");
-		lua_getfield(L, -1, "ORCPT");
-		lua_setfield(L, -3, "orcpt");
-		lua_pop(L, 1);
-	}
-	lua_setfield(L, -2, "dsn");
-}
-
-/* Asks onMailFrom/onRcptTo (id) about path; done gets the verdict. */
-static void session_judge_address(struct conn *c, enum hook_id id, const struct smtp_path *path,
-                                  hook_done_fn done)
-{
-	lua_State *co = hook_prepare(c, id);
-	session_hold_address(c, co ? co : lua_main, path);
-	if (id == HOOK_RCPT_TO && session_dsn_on(c))
-		session_add_rcpt_dsn(co ? co : lua_main, path);
-	if (!co) {
-		lua_pop(lua_main, 1);
-		hook_accept_now(c, done);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 2, done);
-}
-
-static void session_take_address(struct conn *c, lua_State *L)
-{
-	struct smtp_session *s = conn_session(c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = LUA_NOREF;
-}
-
-/* A hook refused the address at the top of lua_main (popped): the reply,
- * and a log line, as the message summary would never mention it. */
+/* The policy refused the address judged: the reply, and a log line, as the
+ * message summary would never mention it. */
 static void session_refused(struct conn *c, bool rcpt, const struct hook_outcome *o)
 {
 	size_t reply_at = c->out.len;
 	conn_reply_outcome(c, o);
-	lua_getfield(lua_main, -1, "address");
-	smtp_log_refused(c, rcpt, lua_tostring(lua_main, -1), c->out.data + reply_at, c->out.len - reply_at);
-	lua_pop(lua_main, 2);
+	smtp_log_refused(c, rcpt, conn_session(c)->judged, c->out.data + reply_at, c->out.len - reply_at);
 }
 
-static void session_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_mail_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_State *L = lua_main;
-	session_take_address(c, L);
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT) {
-		session_refused(c, false, o);
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		session_refused(c, false, &v->reply);
 		s->tx.smtputf8 = false;
 		return;
 	}
-	lua_getfield(L, -1, "args");
-	lua_getfield(L, -1, "BODY");
-	const char *body = lua_tostring(L, -1);
-	const char *body_type = !body ? "7bit" : strcasecmp(body, "8BITMIME") == 0 ? "8bitmime"
-	                      : strcasecmp(body, "BINARYMIME") == 0       ? "binarymime"
-	                                                                  : "7bit";
-	lua_pop(L, 2);
-	lua_session_set_mail_from(c, L, -1);
-	lua_pop(L, 1);
-	lua_session_push(L, c);
-	lua_getfield(L, -1, "envelope");
-	lua_pushstring(L, body_type);
-	lua_setfield(L, -2, "bodyType");
-	lua_pushboolean(L, s->tx.smtputf8);
-	lua_setfield(L, -2, "smtpUtf8");
-	lua_getfield(L, -1, "mailFrom");
-	lua_getfield(L, -1, "args");
-	lua_getfield(L, -1, "REQUIRETLS");
-	lua_setfield(L, -4, "requireTLS");
-	if (session_dsn_on(c)) {
-		lua_createtable(L, 0, 2);
-		lua_getfield(L, -2, "RET");
-		lua_setfield(L, -2, "ret");
-		lua_getfield(L, -2, "ENVID");
-		lua_setfield(L, -2, "envid");
-		lua_setfield(L, -4, "dsn");
-	}
-	lua_pop(L, 4);
 	s->tx.has_mail = true;
 	if (s->tx.smtputf8)
 		smtp_session_update_transmission(c);
@@ -700,22 +586,22 @@ static void cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
 	}
-	session_judge_address(c, HOOK_MAIL_FROM, &path, session_mail_done);
+	session_judge_address(s, false, &path, session_mail_done);
 }
 
-static void session_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_rcpt_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_State *L = lua_main;
-	session_take_address(c, L);
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT) {
-		session_refused(c, true, o);
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		session_refused(c, true, &v->reply);
 		return;
 	}
-	if (lua_session_add_rcpt(c, L, -1))
-		s->tx.nrcpt++;
-	lua_pop(L, 1);
+	/* A repeated recipient replaces the first (its place in the envelope
+	 * is the index kept in the set), and counts once. */
+	size_t len = strlen(s->judged);
+	if (!rcpt_set_find(&s->rcpts, s->judged, len))
+		rcpt_set_add(&s->rcpts, s->judged, len, ++s->tx.nrcpt);
 	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
@@ -746,7 +632,7 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	else if (path.has_8bit && !s->tx.smtputf8)
 		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
 	else if (c->opt->max_recipients && s->tx.nrcpt >= c->opt->max_recipients &&
-	         !lua_session_has_rcpt(c, path.address))
+	         !rcpt_set_find(&s->rcpts, path.address, path.address_len))
 		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
 	else
 		refused = false;
@@ -754,15 +640,15 @@ static void cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 		session_refused_path(c, true, cmd, &path, reply_at);
 		return;
 	}
-	session_judge_address(c, HOOK_RCPT_TO, &path, session_rcpt_done);
+	session_judge_address(s, true, &path, session_rcpt_done);
 }
 
 /* ---- DATA --------------------------------------------------------------- */
 
 /* The reply for one recipient (LMTP) or the message (SMTP) after the final
- * dot: the core's limits first, then what onData said. lmtp_idx: the index
- * in onData's per-recipient table at the top of lua_main, or 0. */
-static void session_message_reply(struct conn *c, int lmtp_idx)
+ * dot: the core's limits first, then the data verdict. rcpt: the
+ * recipient's own reply (LMTP), or NULL. */
+static void session_message_reply(struct conn *c, const struct hook_outcome *rcpt)
 {
 	struct body *b = conn_session(c)->body;
 	struct body_refusal refusal;
@@ -774,26 +660,13 @@ static void session_message_reply(struct conn *c, int lmtp_idx)
 		conn_reply_outcome(c, &b->outcome);
 		return;
 	}
-	if (lmtp_idx) {
-		lua_State *L = lua_main;
-		lua_rawgeti(L, -1, lmtp_idx);
-		int t = lua_type(L, -1);
-		struct hook_outcome o;
-		if (t == LUA_TSTRING) {
-			hook_outcome_from_value(L, -1, 250, &o);
-			conn_reply_hook_text(c, REPLY_MESSAGE_ACCEPTED, o.text);
-		} else if (lua_is_reject(L, -1)) {
-			hook_outcome_from_value(L, lua_gettop(L), 450, &o);
-			conn_reply_outcome(c, &o);
-		} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
-			conn_reply_known(c, REPLY_MESSAGE_ACCEPTED);
-		} else {
-			conn_reply_known(c, REPLY_RECIPIENT_NOT_ACCEPTED);
-		}
-		lua_pop(L, 1);
-		return;
-	}
-	if (b->outcome.text[0])
+	if (rcpt && rcpt->kind != HOOK_ACCEPT)
+		conn_reply_outcome(c, rcpt);
+	else if (rcpt && rcpt->text[0])
+		conn_reply_hook_text(c, REPLY_MESSAGE_ACCEPTED, rcpt->text);
+	else if (rcpt)
+		conn_reply_known(c, REPLY_MESSAGE_ACCEPTED);
+	else if (b->outcome.text[0])
 		conn_reply_hook_text(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
 	else
 		conn_reply_known(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
@@ -805,14 +678,11 @@ static void session_data_finish(struct conn *c)
 	struct body *b = s->body;
 	size_t reply_at = c->out.len;
 	if (!c->opt->lmtp) {
-		session_message_reply(c, 0);
+		session_message_reply(c, NULL);
 	} else {
 		/* RFC 2033 4.2: one reply per accepted recipient, in order. */
-		lua_rawgeti(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
-		bool table = lua_type(lua_main, -1) == LUA_TTABLE;
-		for (unsigned i = 1; i <= s->tx.nrcpt; i++)
-			session_message_reply(c, table ? (int)i : 0);
-		lua_pop(lua_main, 1);
+		for (unsigned i = 0; i < s->tx.nrcpt; i++)
+			session_message_reply(c, b->rcpt_replies ? &b->rcpt_replies[i] : NULL);
 	}
 	metrics_message(session_reply_code(c->out.data + reply_at));
 	smtp_log_message(c, c->out.data + reply_at, c->out.len - reply_at);
@@ -828,28 +698,17 @@ static void session_data_finish(struct conn *c)
 		conn_end(c, 421, "4.4.2", "Server shutting down");
 }
 
-static void session_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_data_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	b->hook_done = true;
-	b->outcome = *o;
-	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TSTRING) {
-		struct hook_outcome t;
-		hook_outcome_from_value(co, 1, 250, &t);
-		memcpy(b->outcome.text, t.text, sizeof t.text);
-	}
-	/* LMTP: a table answers per recipient. */
-	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE &&
-	    !lua_is_reject(co, 1) && c->opt->lmtp) {
-		lua_pushvalue(co, 1);
-		b->lmtp_ref = luaL_ref(co, LUA_REGISTRYINDEX);
-	}
-	session_sync_disabled(c);
-	/* A hook that returned early leaves the rest of the body to drain. */
+	b->outcome = v->reply;
+	b->rcpt_replies = v->rcpt_replies;
+	smtp_session_take_verdict(s, v);
+	/* A verdict before the end leaves the rest of the body to drain. */
 	buf_free(&b->pending);
 	if (b->ended)
-		session_data_finish(c);
+		session_data_finish(s->conn);
 }
 
 /* DATA and BDAT share the checks before a message. */
@@ -875,14 +734,14 @@ void smtp_session_body_free(struct conn *c)
 	struct body *b = s->body;
 	if (!b)
 		return;
-	lua_stream_detach(c);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, b->lmtp_ref);
+	s->policy->message_end(s);
+	free(b->rcpt_replies);
 	buf_free(&b->pending);
 	free(b);
 	s->body = NULL;
 }
 
-/* A message begins: the body state, and onData with its stream. */
+/* A message begins: the body state, and the question about it. */
 static void session_body_begin(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
@@ -890,18 +749,8 @@ static void session_body_begin(struct conn *c)
 	if (!b)
 		abort();
 	smtp_data_init(&b->dec, c->opt->bare_line_endings);
-	b->save_fd = -1;
-	b->stream_ref = LUA_NOREF;
-	b->lmtp_ref = LUA_NOREF;
 	s->body = b;
-	lua_State *co = hook_prepare(c, HOOK_DATA);
-	if (!co) {
-		b->hook_done = true;
-		return;
-	}
-	lua_stream_push(co, c);
-	lua_session_push(co, c);
-	hook_start(c, 2, session_data_done);
+	s->policy->data(s, session_data_done);
 }
 
 static void cmd_data(struct conn *c, const struct smtp_cmd *cmd)
@@ -981,13 +830,13 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 		session_check_lines(c, out, out_len);
 	if (session_body_bytes(c, out_len)) {
 		if (in_place)
-			lua_stream_feed_bytes(c, out, out_len);
+			s->policy->body(s, out, out_len);
 		else
 			b->pending.len += out_len;
 	}
 	if (done)
 		session_body_end(c);
-	lua_stream_feed(c);
+	s->policy->body_more(s);
 	/* onData may have answered and the message ended: b is gone then. */
 	if (c->phase == PHASE_DATA && s->body->ended && s->body->hook_done)
 		session_data_finish(c);
@@ -1066,7 +915,7 @@ static void session_bdat_chunk_done(struct conn *c)
 	}
 	c->phase = PHASE_DATA; /* the reply waits for onData */
 	session_body_end(c);
-	lua_stream_feed(c);
+	conn_session(c)->policy->body_more(conn_session(c));
 	if (c->phase == PHASE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
 		session_data_finish(c);
 }
@@ -1077,9 +926,9 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 	size_t take = n < s->bdat_remaining ? n : (size_t)s->bdat_remaining;
 	if (!s->bdat_refusal && take) {
 		if (session_body_bytes(c, take))
-			lua_stream_feed_bytes(c, p, take);
+			s->policy->body(s, p, take);
 		else
-			lua_stream_feed(c);
+			s->policy->body_more(s);
 	}
 	s->bdat_remaining -= take;
 	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
@@ -1173,11 +1022,12 @@ static void cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 
 /* ---- TLS ---------------------------------------------------------------- */
 
-static void session_secure_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_secure_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	session_sync_disabled(c);
-	if (o->kind != HOOK_ACCEPT) {
-		conn_end(c, o->code, o->enhanced, o->text);
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		conn_end(c, v->reply.code, v->reply.enhanced, v->reply.text);
 		return;
 	}
 	if (c->opt->secure)
@@ -1188,14 +1038,8 @@ static void session_secure_done(struct conn *c, const struct hook_outcome *o, lu
 
 static void session_run_on_secure(struct conn *c)
 {
-	lua_State *co = hook_prepare(c, HOOK_SECURE);
-	if (!co) {
-		hook_accept_now(c, session_secure_done);
-		return;
-	}
-	lua_tls_push_conn(co, c);
-	lua_session_push(co, c);
-	hook_start(c, 2, session_secure_done);
+	struct smtp_session *s = conn_session(c);
+	s->policy->secure(s, session_secure_done);
 }
 
 void smtp_session_secured(struct conn *c)
@@ -1218,40 +1062,17 @@ void smtp_session_secured(struct conn *c)
 	session_lookup_then_connect(c);
 }
 
-static void session_error_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_error_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	conn_close(c, "TLS handshake failed");
+	conn_close(s->conn, "TLS handshake failed");
 }
 
 void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason)
 {
+	struct smtp_session *s = conn_session(c);
 	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
 	c->phase = PHASE_CLOSING;
-	lua_State *co = hook_prepare(c, HOOK_ERROR);
-	if (!co) {
-		conn_close(c, "TLS handshake failed");
-		return;
-	}
-	lua_createtable(co, 0, 4);
-	lua_pushstring(co, code);
-	lua_setfield(co, -2, "code");
-	lua_pushstring(co, strcmp(code, "SocketError") == 0 ? "Socket closed while initiating TLS" : reason);
-	lua_setfield(co, -2, "message");
-	lua_pushstring(co, c->remote_addr);
-	lua_setfield(co, -2, "remoteAddress");
-	lua_createtable(co, 0, 6);
-	lua_pushstring(co, c->opt->secure ? "tls" : "starttls");
-	lua_setfield(co, -2, "tlsProtocol");
-	lua_pushstring(co, "smtp");
-	lua_setfield(co, -2, "protocol");
-	lua_pushstring(co, "connect");
-	lua_setfield(co, -2, "stage");
-	lua_pushstring(co, c->remote_addr);
-	lua_setfield(co, -2, "remoteAddress");
-	lua_pushstring(co, reason);
-	lua_setfield(co, -2, "reason");
-	lua_setfield(co, -2, "meta");
-	hook_start(c, 1, session_error_done);
+	s->policy->tls_error(s, code, reason, session_error_done);
 }
 
 static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)

@@ -201,54 +201,43 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 	return true;
 }
 
-static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void x_login_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
-	if (o->kind != HOOK_ACCEPT) {
-		conn_end(c, 550, o->enhanced, o->text);
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		conn_end(c, 550, v->reply.enhanced, v->reply.text);
 		return;
 	}
-	if (co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE) {
-		lua_getfield(co, 1, "user");
-		if (!lua_isnil(co, -1)) {
-			lua_session_set_value(c, "user", co, -1);
-			s->authenticated = true;
-			smtp_session_update_transmission(c);
-		}
-		lua_pop(co, 1);
+	if (v->user_set) {
+		s->authenticated = true;
+		smtp_session_update_transmission(c);
 	}
 	smtp_session_greet(c);
 }
 
 /* LOGIN: the front end vouches for a user (kept in sasl_user while
- * onConnect runs); onAuth has the last word. Then the new greeting. */
+ * onConnect runs); the policy has the last word. Then the new greeting. */
 static void x_login(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	char *user = s->sasl_user;
 	s->sasl_user = NULL;
-	lua_State *co = user ? hook_prepare(c, HOOK_AUTH) : NULL;
-	if (!co) {
-		free(user);
+	if (!user) {
 		smtp_session_greet(c);
 		return;
 	}
-	lua_createtable(co, 0, 2);
-	lua_pushstring(co, "XCLIENT");
-	lua_setfield(co, -2, "method");
-	lua_pushstring(co, user);
-	lua_setfield(co, -2, "username");
+	struct policy_auth a = {.method = "XCLIENT", .username = user, .username_len = strlen(user)};
+	s->policy->auth(s, &a, x_login_done);
 	free(user);
-	lua_session_push(co, c);
-	hook_start(c, 2, x_login_done);
 }
 
 /* The new client passed onConnect, or Postfix-like the answer to XCLIENT
  * is its rejection and the connection ends as a refused one would. */
-static void x_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void x_connect_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	if (smtp_session_connect_accepted(c, o))
-		x_login(c);
+	if (smtp_session_connect_accepted(s, v))
+		x_login(s->conn);
 }
 
 static void x_run_on_connect(struct conn *c)

@@ -55,10 +55,7 @@ net/conn_tls.o -> smtp
 net/master.o -> lua
 net/server.o -> lua
 net/server.o -> luajit
-smtp/session.o -> lua
-smtp/session.o -> luajit
 smtp/smtp_auth.o -> lua
-smtp/smtp_auth.o -> luajit
 smtp/smtp_log.o -> lua
 smtp/smtp_log.o -> luajit
 smtp/smtp_rdns.o -> lua
