@@ -347,17 +347,32 @@ static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
 	lua_pop(L, 4);
 }
 
-static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+/* session.envelope.rcptTo gets the accepted recipient (address table at
+ * the top of L, popped). */
+static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
+{
+	lua_session_add_rcpt(c, L, -1);
+	lua_pop(L, 1);
+}
+
+/* The verdict on an address; accepted, record puts it in the envelope. */
+static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o,
+                                    void (*record)(struct conn *c, lua_State *L))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v = {.undecided = false};
 	policy_lua_take_address(c, L);
 	policy_lua_read_disabled(c, &v);
 	if (o->kind == HOOK_ACCEPT)
-		policy_lua_envelope_mail(c, L);
+		record(c, L);
 	else
 		lua_pop(L, 1);
 	policy_lua_answer(c, o, &v);
+}
+
+static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	policy_lua_address_done(c, o, policy_lua_envelope_mail);
 }
 
 static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
@@ -367,14 +382,7 @@ static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path
 
 static void policy_lua_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	lua_State *L = lua_main;
-	struct policy_verdict v = {.undecided = false};
-	policy_lua_take_address(c, L);
-	policy_lua_read_disabled(c, &v);
-	if (o->kind == HOOK_ACCEPT)
-		lua_session_add_rcpt(c, L, -1);
-	lua_pop(L, 1);
-	policy_lua_answer(c, o, &v);
+	policy_lua_address_done(c, o, policy_lua_envelope_rcpt);
 }
 
 static void policy_lua_rcpt(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
