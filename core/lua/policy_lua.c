@@ -97,6 +97,51 @@ static void policy_lua_detach(struct smtp_session *s)
 	s->pending_ref = LUA_NOREF;
 }
 
+/* session[field] = value, nil for NULL or "". */
+static void policy_lua_set_string(struct conn *c, const char *field, const char *value)
+{
+	lua_session_set(c, field, value && value[0] ? value : NULL);
+}
+
+/* Mirrors a fact of the session into its table. */
+static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
+{
+	struct conn *c = s->conn;
+	lua_State *L = lua_main;
+	switch (f) {
+	case FACT_PREGREET:
+		lua_pushboolean(L, s->pregreet);
+		lua_session_set_value(c, "pregreet", L, -1);
+		lua_pop(L, 1);
+		break;
+	case FACT_CLIENT_HOSTNAME:
+		policy_lua_set_string(c, "clientHostname", s->client_hostname);
+		break;
+	case FACT_HELO:
+		policy_lua_set_string(c, "hostNameAppearsAs", s->helo_name);
+		policy_lua_set_string(c, "openingCommand", s->opening_command);
+		break;
+	case FACT_USER_FORGOTTEN:
+		lua_session_set(c, "user", NULL);
+		break;
+	case FACT_TRANSMISSION:
+		lua_session_set(c, "transmissionType", s->transmission);
+		break;
+	case FACT_ENVELOPE:
+		lua_session_reset_envelope(c);
+		break;
+	case FACT_TLS:
+		lua_tls_session_fields(c);
+		break;
+	case FACT_REMOTE:
+		lua_session_set(c, "remoteAddress", c->remote_addr);
+		lua_pushinteger(L, c->remote_port);
+		lua_session_set_value(c, "remotePort", L, -1);
+		lua_pop(L, 1);
+		break;
+	}
+}
+
 /* ---- connect, TLS --------------------------------------------------------- */
 
 static void policy_lua_connect(struct smtp_session *s, policy_done_fn done)
@@ -202,12 +247,14 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 	struct policy_verdict v = {.undecided = false};
 	struct hook_outcome reply = *o;
 	policy_lua_read_disabled(c, &v);
-	if (o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE) {
+	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
+	if (table) {
 		lua_getfield(co, 1, "user");
 		v.user_set = !lua_isnil(co, -1);
 		if (v.user_set)
 			lua_session_set_value(c, "user", co, -1);
-		lua_pop(co, 1);
+		/* Stays on the coroutine's stack until the done below returns. */
+		v.user = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
 		lua_getfield(co, 1, "message");
 		size_t len = 0;
 		const char *msg = v.user_set ? lua_tolstring(co, -1, &len) : NULL;
@@ -219,6 +266,8 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 		lua_pop(co, 1);
 	}
 	policy_lua_answer(c, &reply, &v);
+	if (table)
+		lua_pop(co, 1); /* the user */
 }
 
 static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a, policy_done_fn done)
@@ -479,6 +528,7 @@ static void policy_lua_cancel(struct smtp_session *s)
 const struct smtp_policy policy_lua = {
 	.attach = policy_lua_attach,
 	.detach = policy_lua_detach,
+	.changed = policy_lua_changed,
 	.connect = policy_lua_connect,
 	.secure = policy_lua_secure,
 	.tls_error = policy_lua_tls_error,

@@ -36,6 +36,7 @@ struct policy_verdict {
 	 * auth's reply.text is the success text, "" for the usual one. */
 	bool undecided;
 	bool user_set;
+	const char *user; /* ... and when it is a string, that (valid during done) */
 	/* data in LMTP: one reply per recipient, in RCPT order (malloc'd: the
 	 * session frees it), or NULL for the one reply above. An accepted
 	 * one's text is the success text, "" for the usual one. */
@@ -55,7 +56,22 @@ struct policy_auth {
 
 typedef void (*policy_done_fn)(struct smtp_session *s, const struct policy_verdict *v);
 
+/* The facts of a session a policy shows its deciders (the Lua session
+ * table): each is told when it changes, its value being in struct
+ * smtp_session (or its conn). */
+enum session_fact {
+	FACT_PREGREET,        /* s->pregreet */
+	FACT_CLIENT_HOSTNAME, /* s->client_hostname */
+	FACT_HELO,            /* s->helo_name, s->opening_command */
+	FACT_USER_FORGOTTEN,  /* a login is forgotten (STARTTLS, XCLIENT) */
+	FACT_TRANSMISSION,    /* s->transmission */
+	FACT_ENVELOPE,        /* a new, empty transaction */
+	FACT_TLS,             /* the handshake's outcome, on the conn */
+	FACT_REMOTE,          /* the conn's remote address and port (XCLIENT) */
+};
+
 struct smtp_policy {
+	void (*changed)(struct smtp_session *s, enum session_fact f);
 	/* A session begins or ends: the policy readies or frees what it keeps
 	 * for it (detach comes after any question's done, or instead of it). */
 	void (*attach)(struct smtp_session *s);

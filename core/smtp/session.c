@@ -29,6 +29,7 @@ void smtp_session_free(struct conn *c)
 	smtp_session_body_free(c);
 	s->policy->detach(s);
 	rcpt_set_clear(&s->rcpts);
+	free(s->user);
 	free(s->x_peer);
 	free(s->sasl_user);
 	free(s->sasl_challenge);

@@ -34,6 +34,7 @@ struct transaction {
 	bool chunking;   /* a BDAT has started the message */
 	unsigned nrcpt;
 	uint64_t declared_size;
+	char mail_from[SMTP_PATH_MAX + 1]; /* once has_mail */
 };
 
 /* The message body as it streams in (DATA, BDAT): allocated when a message
@@ -61,6 +62,16 @@ struct smtp_session {
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
+
+	/* Facts the policy shows (enum session_fact in smtp/policy.h). */
+	bool pregreet;              /* the client spoke before the greeting */
+	char client_hostname[256];  /* "[address]" unless resolved or named; "" unknown */
+	char helo_name[256];        /* HELO/EHLO's argument, lower-cased; "" before */
+	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
+	char transmission[16];      /* RFC 3848's "ESMTPSA" and the like */
+	char *user;                 /* the user a login named (when a string), or NULL */
+	char tls_version[16];       /* once secure */
+	char tls_cipher[64];
 
 	bool greeted;      /* HELO/EHLO/LHLO seen */
 	bool esmtp;        /* EHLO rather than HELO */

@@ -90,7 +90,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 		auth_failed(c, r->code, r->enhanced, r->text);
 		return;
 	}
-	s->authenticated = true;
+	smtp_session_set_user(s, v->user);
 	metrics_auth(method, true);
 	smtp_session_update_transmission(c);
 	if (o->text[0])

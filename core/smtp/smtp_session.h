@@ -1,6 +1,8 @@
 /* smtp_session — the SMTP state machine: what each command does to a
- * connection's session, which hook it asks, and the reply. Input comes
- * from conn (framed lines, body bytes); replies go to conn's buffer. */
+ * connection's session, which decision it asks the policy for, and the
+ * reply. Input comes from conn (framed lines, body bytes); replies go to
+ * conn's buffer. The handlers live by job in smtp_helo.c, smtp_mail.c and
+ * smtp_body.c (smtp/session_commands.h). */
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
@@ -19,6 +21,8 @@ void smtp_session_run_on_connect(struct conn *c, policy_done_fn done);
 /* In such a done: true when the policy accepted; its refusal ends the
  * connection. */
 bool smtp_session_connect_accepted(struct smtp_session *s, const struct policy_verdict *v);
+/* A login succeeded for user (NULL: not a string). */
+void smtp_session_set_user(struct smtp_session *s, const char *user);
 /* What every verdict carries besides its reply (the disabled commands). */
 void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdict *v);
 /* One command or SASL line, without its line ending. */

@@ -160,24 +160,25 @@ static void x_record(struct conn *c, const char *table_name, struct x_value vals
 /* Applies the client's identity to the session's own fields. */
 static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 {
+	struct smtp_session *s = conn_session(c);
 	if (vals[X_ADDR].present) {
 		const char *addr = vals[X_ADDR].unavailable ? "unknown" : vals[X_ADDR].v;
 		snprintf(c->remote_addr, sizeof c->remote_addr, "%.63s", addr); /* an IP: short */
-		lua_session_set(c, "remoteAddress", addr);
-		char name[80];
-		snprintf(name, sizeof name, "[%.63s]", addr);
-		lua_session_set(c, "clientHostname", name);
+		snprintf(s->client_hostname, sizeof s->client_hostname, "[%.63s]", addr);
 	}
 	if (vals[X_NAME].present)
-		lua_session_set(c, "clientHostname", vals[X_NAME].unavailable ? NULL : vals[X_NAME].v);
-	if (vals[X_PORT].present && !vals[X_PORT].unavailable) {
+		snprintf(s->client_hostname, sizeof s->client_hostname, "%s",
+		         vals[X_NAME].unavailable ? "" : vals[X_NAME].v);
+	if (vals[X_PORT].present && !vals[X_PORT].unavailable)
 		c->remote_port = atoi(vals[X_PORT].v);
-		lua_pushinteger(lua_main, c->remote_port);
-		lua_session_set_value(c, "remotePort", lua_main, -1);
-		lua_pop(lua_main, 1);
+	if (vals[X_ADDR].present || vals[X_PORT].present)
+		s->policy->changed(s, FACT_REMOTE);
+	if (vals[X_ADDR].present || vals[X_NAME].present)
+		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
+	if (vals[X_HELO].present) {
+		snprintf(s->helo_name, sizeof s->helo_name, "%s", vals[X_HELO].unavailable ? "" : vals[X_HELO].v);
+		s->policy->changed(s, FACT_HELO);
 	}
-	if (vals[X_HELO].present)
-		lua_session_set(c, "hostNameAppearsAs", vals[X_HELO].unavailable ? NULL : vals[X_HELO].v);
 }
 
 /* Checks shared by both commands; replies and returns false on failure. */
@@ -210,7 +211,7 @@ static void x_login_done(struct smtp_session *s, const struct policy_verdict *v)
 		return;
 	}
 	if (v->user_set) {
-		s->authenticated = true;
+		smtp_session_set_user(s, v->user);
 		smtp_session_update_transmission(c);
 	}
 	smtp_session_greet(c);
