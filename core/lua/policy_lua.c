@@ -142,6 +142,51 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 	}
 }
 
+/* The session field an XCLIENT/XFORWARD attribute overrides, or NULL. */
+static const char *policy_lua_forwarded_field(const char *attr)
+{
+	static const char *const fields[][2] = {
+		{"NAME", "clientHostname"}, {"ADDR", "remoteAddress"}, {"PORT", "remotePort"},
+		{"HELO", "hostNameAppearsAs"},
+	};
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+		if (strcmp(attr, fields[i][0]) == 0)
+			return fields[i][1];
+	return NULL;
+}
+
+/* session.xClient (or xForward) = {KEY = value or false,
+ * ["KEY:DEFAULT"] = the session's field before}, added to one left by an
+ * earlier command. */
+static void policy_lua_forwarded(struct smtp_session *s, bool xforward, const struct policy_attr *attrs,
+                                 size_t n)
+{
+	const char *table_name = xforward ? "xForward" : "xClient";
+	lua_State *L = lua_main;
+	lua_session_push(L, s->conn);
+	lua_getfield(L, -1, table_name);
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -3, table_name);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *field = policy_lua_forwarded_field(attrs[i].name);
+		if (field) {
+			lua_pushfstring(L, "%s:DEFAULT", attrs[i].name);
+			lua_getfield(L, -3, field);
+			lua_rawset(L, -3);
+		}
+		if (attrs[i].value)
+			lua_pushstring(L, attrs[i].value);
+		else
+			lua_pushboolean(L, 0);
+		lua_setfield(L, -2, attrs[i].name);
+	}
+	lua_pop(L, 2);
+}
+
 /* ---- connect, TLS --------------------------------------------------------- */
 
 static void policy_lua_connect(struct smtp_session *s, policy_done_fn done)
@@ -529,6 +574,7 @@ const struct smtp_policy policy_lua = {
 	.attach = policy_lua_attach,
 	.detach = policy_lua_detach,
 	.changed = policy_lua_changed,
+	.forwarded = policy_lua_forwarded,
 	.connect = policy_lua_connect,
 	.secure = policy_lua_secure,
 	.tls_error = policy_lua_tls_error,

@@ -54,6 +54,12 @@ struct policy_auth {
 	const char *challenge; /* CRAM-MD5: the challenge sent, else NULL */
 };
 
+/* One XCLIENT/XFORWARD attribute as the front end gave it. */
+struct policy_attr {
+	const char *name;  /* "NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "IDENT", "SOURCE" */
+	const char *value; /* NULL: [UNAVAILABLE] or [TEMPUNAVAIL] */
+};
+
 typedef void (*policy_done_fn)(struct smtp_session *s, const struct policy_verdict *v);
 
 /* The facts of a session a policy shows its deciders (the Lua session
@@ -72,6 +78,9 @@ enum session_fact {
 
 struct smtp_policy {
 	void (*changed)(struct smtp_session *s, enum session_fact f);
+	/* XCLIENT (or XFORWARD) is about to apply these attributes: the policy
+	 * may record them, and what they override, for its deciders. */
+	void (*forwarded)(struct smtp_session *s, bool xforward, const struct policy_attr *attrs, size_t n);
 	/* A session begins or ends: the policy readies or frees what it keeps
 	 * for it (detach comes after any question's done, or instead of it). */
 	void (*attach)(struct smtp_session *s);

@@ -2,15 +2,11 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
 #include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,37 +120,16 @@ static bool x_parse(const struct smtp_cmd *cmd, bool xforward, struct x_value va
 	return n > 0;
 }
 
-/* session[table_name] = {KEY = value or false, ["KEY:DEFAULT"] = before}. */
-static void x_record(struct conn *c, const char *table_name, struct x_value vals[X_COUNT])
+/* Tells the policy what the front end says, before it applies. */
+static void x_record(struct conn *c, bool xforward, struct x_value vals[X_COUNT])
 {
-	lua_State *L = lua_main;
-	lua_session_push(L, c);
-	lua_getfield(L, -1, table_name);
-	if (lua_type(L, -1) != LUA_TTABLE) {
-		lua_pop(L, 1);
-		lua_newtable(L);
-		lua_pushvalue(L, -1);
-		lua_setfield(L, -3, table_name);
-	}
-	static const char *const session_fields[X_COUNT] = {
-		[X_NAME] = "clientHostname", [X_ADDR] = "remoteAddress", [X_PORT] = "remotePort",
-		[X_HELO] = "hostNameAppearsAs",
-	};
-	for (int a = 0; a < X_COUNT; a++) {
-		if (!vals[a].present)
-			continue;
-		if (session_fields[a]) {
-			lua_pushfstring(L, "%s:DEFAULT", x_names[a]);
-			lua_getfield(L, -3, session_fields[a]);
-			lua_rawset(L, -3);
-		}
-		if (vals[a].unavailable)
-			lua_pushboolean(L, 0);
-		else
-			lua_pushstring(L, vals[a].v);
-		lua_setfield(L, -2, x_names[a]);
-	}
-	lua_pop(L, 2);
+	struct smtp_session *s = conn_session(c);
+	struct policy_attr attrs[X_COUNT];
+	size_t n = 0;
+	for (int a = 0; a < X_COUNT; a++)
+		if (vals[a].present)
+			attrs[n++] = (struct policy_attr){x_names[a], vals[a].unavailable ? NULL : vals[a].v};
+	s->policy->forwarded(s, xforward, attrs, n);
 }
 
 /* Applies the client's identity to the session's own fields. */
@@ -253,7 +228,7 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	if (!x_check(c, cmd, false, vals))
 		return;
 	smtp_session_forget_identity(c);
-	x_record(c, "xClient", vals);
+	x_record(c, false, vals);
 	x_apply(c, vals);
 	if (vals[X_ADDR].present)
 		s->x_locked = true; /* the peer is now the client: it may not say more */
@@ -285,7 +260,7 @@ void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
 	if (!x_check(c, cmd, true, vals))
 		return;
 	smtp_session_reset_transaction(c);
-	x_record(c, "xForward", vals);
+	x_record(c, true, vals);
 	x_apply(c, vals);
 	conn_reply(c, 250, "2.0.0", "OK");
 }

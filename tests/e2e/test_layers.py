@@ -60,8 +60,6 @@ smtp/smtp_helo.o -> lua
 smtp/smtp_replies.o -> lua
 smtp/smtp_replies.o -> luajit
 smtp/smtp_session.o -> lua
-smtp/smtp_xclient.o -> lua
-smtp/smtp_xclient.o -> luajit
 tls/tls_context.o -> luajit
 """.split("\n")) - {""}
 
