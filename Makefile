@@ -30,7 +30,7 @@ UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=build/%)
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench valgrind
+.PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench bench-compare valgrind
 all: build/luasmtpd
 
 $(DEPS_STAMP): Makefile
@@ -55,8 +55,17 @@ build/asan/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-build/luasmtpd: build/obj/main.o $(CORE_OBJ)
+build/luasmtpd: build/obj/main.o $(CORE_OBJ) | lua/smtp/replies.lua
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The reply catalogue is core/proto/replies.c; the testing kit outside the
+# server reads it as lua/smtp/replies.lua, written from the C table (and
+# committed, so the kit works from a checkout without a build).
+build/replies_lua: core/tools/replies_lua.c build/obj/proto/replies.o
+	$(CC) $(CFLAGS) -o $@ $^
+
+lua/smtp/replies.lua: build/replies_lua
+	build/replies_lua > $@.tmp && mv $@.tmp $@
 
 build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
@@ -116,6 +125,17 @@ bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/compare.py
 
+# This tree's luasmtpd against one built from commit BASE (in a temporary
+# git worktree, kept in build/base/), same scenarios interleaved in one run,
+# plus callgrind instructions per message (about 4 minutes; BENCH_ARGS=--quick
+# about 1).
+BASE ?=
+BENCH_ARGS ?=
+bench-compare: build/luasmtpd build/bench_load certs
+	@[ -n "$(BASE)" ] || { echo "usage: make bench-compare BASE=<commit> [BENCH_ARGS=--quick]"; exit 2; }
+	sh tests/bench/build_base.sh $(BASE) build/base
+	$(PYTHON) tests/bench/base_compare.py --binary build/luasmtpd --base-binary build/base/bin/luasmtpd $(BENCH_ARGS)
+
 # Long-running checks, not part of `make test`.
 soak: build/luasmtpd certs
 	$(PYTHON) tests/soak/reload_soak.py
@@ -124,16 +144,19 @@ soak: build/luasmtpd certs
 valgrind: build/luasmtpd certs
 	$(PYTHON) tests/soak/valgrind_session.py
 
-# Installs the binary, the Lua module, the example policies, the man page
+# Installs the binary, the Lua modules (the testing kit too, with the
+# certs/mkca.sh its testing.pki runs), the example policies, the man page
 # and the systemd unit (the binary finds its Lua module relative to itself,
 # so a DESTDIR staging tree works as installed).
 install: build/luasmtpd
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp \
-		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/man/man8 \
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing \
+		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/luasmtpd/certs $(DESTDIR)$(DATADIR)/man/man8 \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
+	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/
+	install -m 755 certs/mkca.sh $(DESTDIR)$(DATADIR)/luasmtpd/certs/
 	sed 's|@DATADIR@|$(DATADIR)|g' scripts/man/luasmtpd.8 > $(DESTDIR)$(DATADIR)/man/man8/luasmtpd.8
 	sed 's|@SBINDIR@|$(SBINDIR)|g' scripts/systemd/luasmtpd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/luasmtpd.service
 

@@ -1,11 +1,14 @@
 /* luasmtpd — an SMTP server whose policies are Lua. See README.md. */
 #include "lua/config.h"
 #include "base/log.h"
+#include "lua/lua_guard.h"
 #include "lua/lua_runtime.h"
 #include "lua/policy_lua.h"
+#include "lua/server_ops.h"
 #include "net/master.h"
 #include "base/metrics.h"
 #include "net/server.h"
+#include "smtp/session.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +18,8 @@
 #include <string.h>
 
 #define LUASMTPD_VERSION "0.1.0"
+
+_Static_assert(HOOK_COUNT == METRICS_HOOKS, "base/metrics.c counts and names every hook");
 
 struct cli {
 	bool check;
@@ -117,15 +122,18 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	main_raise_fd_limit();
 	metrics_init();
+	metrics_count_memory(lua_guard_memory_used);
 	char err[1024];
 	struct server srv = {0};
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
+	srv.ops = &lua_server_ops;
+	srv.accept_conn = smtp_session_accept;
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;
 	smtp_policy_use(&policy_lua);
 	if (!lua_runtime_init(argc, argv, err, sizeof err) ||
-	    !(srv.cfg = lua_runtime_load(cli.script, cli.listen, cli.nlisten, err, sizeof err))) {
+	    !(srv.cfg = srv.ops->load(&srv, err, sizeof err))) {
 		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);
 		if (cli.check)
 			fprintf(stderr, "luasmtpd: %s\n", err);
@@ -144,7 +152,7 @@ int main(int argc, char **argv)
 		lua_runtime_close();
 		return 1;
 	}
-	const char *metrics = srv.cfg->listeners[0].metrics;
+	const char *metrics = config_of(srv.cfg)->listeners[0].metrics;
 	if (metrics && !metrics_listen(srv.loop, metrics, err, sizeof err)) {
 		log_kv(LOG_ERROR, NULL, "cannot serve metrics", "error", err, NULL);
 		server_free(&srv);

@@ -2,7 +2,6 @@
 
 #include "base/buf.h"
 #include "base/log.h"
-#include "lua/lua_guard.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -17,9 +16,10 @@
 static struct metrics_slot *slots;
 static struct metrics_slot local; /* before metrics_init, or if mmap failed */
 static struct metrics_slot *mine = &local;
+static size_t (*memory_used)(void); /* the policy runtime's heap, if told */
 
 static const double bucket_bounds[METRICS_BUCKETS - 1] = {0.0001, 0.001, 0.01, 0.1, 1, 10, 60};
-static const char *const hook_names_m[HOOK_COUNT] = {
+static const char *const hook_names_m[METRICS_HOOKS] = {
 	"onConnect", "onSecure", "SNICallback", "onAuth", "onMailFrom",
 	"onRcptTo", "onData", "onClose", "onError",
 };
@@ -72,14 +72,14 @@ void metrics_message(int code)
 	mine->messages[code < 400 ? 0 : code < 500 ? 1 : 2]++;
 }
 
-void metrics_auth(enum auth_method m, bool ok)
+void metrics_auth(unsigned m, bool ok)
 {
 	for (int i = 0; i < 4; i++)
-		if ((unsigned)m == 1u << i)
+		if (m == 1u << i)
 			mine->auth[i][ok ? 0 : 1]++;
 }
 
-void metrics_hook(enum hook_id id, double seconds, bool failed)
+void metrics_hook(unsigned id, double seconds, bool failed)
 {
 	mine->hook_calls[id]++;
 	if (failed)
@@ -89,7 +89,12 @@ void metrics_hook(enum hook_id id, double seconds, bool failed)
 	while (b < METRICS_BUCKETS - 1 && seconds > bucket_bounds[b])
 		b++;
 	mine->hook_buckets[id][b]++;
-	mine->lua_memory = lua_guard_memory_used();
+	mine->lua_memory = memory_used ? memory_used() : 0;
+}
+
+void metrics_count_memory(size_t (*used)(void))
+{
+	memory_used = used;
 }
 
 void metrics_reload(bool ok)
@@ -206,10 +211,10 @@ static void metrics_render(struct buf *b)
 			buf_appendf(b, "luasmtpd_auth_total{method=\"%s\",result=\"%s\"} %.0f\n", auth_names_m[a],
 			            r ? "failure" : "success", M_SUM(auth[a][r]));
 	m_head(b, "luasmtpd_hook_errors_total", "counter", "Hooks that raised an error or ran out of time or memory.");
-	for (int h = 0; h < HOOK_COUNT; h++)
+	for (int h = 0; h < METRICS_HOOKS; h++)
 		buf_appendf(b, "luasmtpd_hook_errors_total{hook=\"%s\"} %.0f\n", hook_names_m[h], M_SUM(hook_errors[h]));
 	m_head(b, "luasmtpd_hook_duration_seconds", "histogram", "Hook calls and their wall time.");
-	for (int h = 0; h < HOOK_COUNT; h++) {
+	for (int h = 0; h < METRICS_HOOKS; h++) {
 		double cum = 0;
 		for (int k = 0; k < METRICS_BUCKETS; k++) {
 			cum += M_SUM(hook_buckets[h][k]);

@@ -5,14 +5,16 @@
 #ifndef LUASMTPD_METRICS_H
 #define LUASMTPD_METRICS_H
 
-#include "lua/config.h"
-
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define METRICS_SLOTS 65 /* workers + the single process */
 #define METRICS_CUSTOM 128
 #define METRICS_BUCKETS 8
+/* The hooks, in the order of enum hook_id (lua/config.h; main.c checks
+ * the count): base/ counts them by number and names them itself. */
+#define METRICS_HOOKS 9
 
 enum metrics_result { METRICS_OK, METRICS_FAIL };
 
@@ -29,10 +31,10 @@ struct metrics_slot {
 	uint64_t tls_sessions[4];      /* TLSv1, TLSv1.1, TLSv1.2, TLSv1.3 */
 	uint64_t messages[3];          /* reply class 2xx, 4xx, 5xx */
 	uint64_t auth[4][2];           /* method x success/failure */
-	uint64_t hook_calls[HOOK_COUNT];
-	uint64_t hook_errors[HOOK_COUNT];
-	uint64_t hook_buckets[HOOK_COUNT][METRICS_BUCKETS];
-	double hook_seconds[HOOK_COUNT];
+	uint64_t hook_calls[METRICS_HOOKS];
+	uint64_t hook_errors[METRICS_HOOKS];
+	uint64_t hook_buckets[METRICS_HOOKS][METRICS_BUCKETS];
+	double hook_seconds[METRICS_HOOKS];
 	uint64_t reloads[2];           /* done, failed */
 	uint64_t lua_memory;
 	int pid;
@@ -48,8 +50,12 @@ struct metrics_slot *metrics_mine(void);
 void metrics_connection(int delta);
 void metrics_tls(const char *version);
 void metrics_message(int reply_code);
-void metrics_auth(enum auth_method m, bool ok);
-void metrics_hook(enum hook_id id, double seconds, bool failed);
+/* m: one AUTH_* bit of enum auth_method (PLAIN, LOGIN, CRAM-MD5, XOAUTH2). */
+void metrics_auth(unsigned m, bool ok);
+void metrics_hook(unsigned hook, double seconds, bool failed);
+/* Where metrics_hook reads the Lua heap in use (luasmtpd_lua_memory_bytes):
+ * the runtime installs its counter, so base/ needs no Lua. */
+void metrics_count_memory(size_t (*used)(void));
 void metrics_reload(bool ok);
 /* smtp.metrics counters: adds v to name{labels}; false when full. */
 bool metrics_custom_add(const char *name, const char *help, const char *labels, double v);

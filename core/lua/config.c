@@ -1,7 +1,8 @@
 #include "lua/config.h"
 
 #include "base/log.h"
-#include "tls/tls_context.h"
+#include "lua/tls_options.h"
+#include "proto/replies.h"
 #include "tls/tls_sni_cache.h"
 
 #include <lauxlib.h>
@@ -35,57 +36,59 @@ enum opt_kind {
 struct option_def {
 	const char *name;
 	enum opt_kind kind;
-	size_t offset; /* into struct smtp_options; the hook id for OPT_HOOK */
+	size_t offset; /* into struct listener_config; the hook id for OPT_HOOK */
 };
 
-#define OPT(name, kind, field) {name, kind, offsetof(struct smtp_options, field)}
+#define OPT(name, kind, field) {name, kind, offsetof(struct listener_config, field)}
+#define SMTP_OPT(name, kind, field) OPT(name, kind, smtp.field)
+#define NET_OPT(name, kind, field) OPT(name, kind, smtp.listener.field)
 #define HOOK(name, id) {name, OPT_HOOK, id}
 
 static const struct option_def option_defs[] = {
-	OPT("listen", OPT_LISTEN, listen),
-	OPT("name", OPT_STRING, name),
-	OPT("banner", OPT_STRING, banner),
-	OPT("heloResponse", OPT_STRING, helo_response),
-	OPT("authRequiredMessage", OPT_STRING, auth_required_message),
-	OPT("user", OPT_STRING, user),
+	NET_OPT("listen", OPT_LISTEN, listen),
+	SMTP_OPT("name", OPT_STRING, name),
+	SMTP_OPT("banner", OPT_STRING, banner),
+	SMTP_OPT("heloResponse", OPT_STRING, helo_response),
+	SMTP_OPT("authRequiredMessage", OPT_STRING, auth_required_message),
+	NET_OPT("user", OPT_STRING, user),
 	OPT("metrics", OPT_STRING, metrics),
-	OPT("authMethods", OPT_AUTH_METHODS, auth_methods),
-	OPT("authOptional", OPT_BOOL, auth_optional),
-	OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
-	OPT("maxAllowedUnauthenticatedCommands", OPT_COUNT, max_unauth_commands),
-	OPT("maxAuthFailures", OPT_COUNT, max_auth_failures),
-	OPT("maxAuthFailuresPerIp", OPT_COUNT, max_auth_failures_per_ip),
-	OPT("authFailureWindow", OPT_DURATION, auth_failure_window),
-	OPT("maxJunkCommands", OPT_COUNT, max_junk_commands),
-	OPT("size", OPT_SIZE, size),
-	OPT("hideSize", OPT_BOOL, hide_size),
-	OPT("maxClients", OPT_COUNT, max_clients),
-	OPT("maxConnectionsPerIp", OPT_COUNT, max_connections_per_ip),
-	OPT("maxConnectionRate", OPT_COUNT, max_connection_rate),
-	OPT("maxRecipients", OPT_COUNT, max_recipients),
-	OPT("sniCacheSize", OPT_COUNT, sni_cache_size),
-	OPT("maxCommandLength", OPT_SIZE, max_command_length),
-	OPT("maxLineLength", OPT_SIZE, max_line_length),
-	OPT("socketTimeout", OPT_DURATION, socket_timeout),
-	OPT("handshakeTimeout", OPT_DURATION, handshake_timeout),
-	OPT("closeTimeout", OPT_DURATION, close_timeout),
+	SMTP_OPT("authMethods", OPT_AUTH_METHODS, auth_methods),
+	SMTP_OPT("authOptional", OPT_BOOL, auth_optional),
+	SMTP_OPT("allowInsecureAuth", OPT_BOOL, allow_insecure_auth),
+	SMTP_OPT("maxAllowedUnauthenticatedCommands", OPT_COUNT, max_unauth_commands),
+	SMTP_OPT("maxAuthFailures", OPT_COUNT, max_auth_failures),
+	SMTP_OPT("maxAuthFailuresPerIp", OPT_COUNT, max_auth_failures_per_ip),
+	SMTP_OPT("authFailureWindow", OPT_DURATION, auth_failure_window),
+	SMTP_OPT("maxJunkCommands", OPT_COUNT, max_junk_commands),
+	SMTP_OPT("size", OPT_SIZE, size),
+	SMTP_OPT("hideSize", OPT_BOOL, hide_size),
+	NET_OPT("maxClients", OPT_COUNT, max_clients),
+	NET_OPT("maxConnectionsPerIp", OPT_COUNT, max_connections_per_ip),
+	NET_OPT("maxConnectionRate", OPT_COUNT, max_connection_rate),
+	SMTP_OPT("maxRecipients", OPT_COUNT, max_recipients),
+	NET_OPT("sniCacheSize", OPT_COUNT, sni_cache_size),
+	SMTP_OPT("maxCommandLength", OPT_SIZE, max_command_length),
+	SMTP_OPT("maxLineLength", OPT_SIZE, max_line_length),
+	NET_OPT("socketTimeout", OPT_DURATION, socket_timeout),
+	NET_OPT("handshakeTimeout", OPT_DURATION, handshake_timeout),
+	NET_OPT("closeTimeout", OPT_DURATION, close_timeout),
 	OPT("hookTimeout", OPT_DURATION, hook_timeout),
-	OPT("greetingDelay", OPT_DURATION, greeting_delay),
-	OPT("minDataRate", OPT_DURATION, min_data_rate),
+	SMTP_OPT("greetingDelay", OPT_DURATION, greeting_delay),
+	NET_OPT("minDataRate", OPT_DURATION, min_data_rate),
 	OPT("luaMemoryLimit", OPT_SIZE, lua_memory_limit),
-	OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
-	OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),
-	OPT("hide8BITMIME", OPT_BOOL, hide_8bitmime),
-	OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
-	OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
-	OPT("hideCHUNKING", OPT_BOOL, hide_chunking),
-	OPT("lmtp", OPT_BOOL, lmtp),
-	OPT("hideDSN", OPT_BOOL, hide_dsn),
-	OPT("hideREQUIRETLS", OPT_BOOL, hide_requiretls),
-	OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
-	OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
-	OPT("resolveClientHostname", OPT_BOOL, resolve_client_hostname),
-	OPT("bareLineEndings", OPT_BARE_MODE, bare_line_endings),
+	SMTP_OPT("disabledCommands", OPT_DISABLED_COMMANDS, disabled_commands),
+	SMTP_OPT("hidePIPELINING", OPT_BOOL, hide_pipelining),
+	SMTP_OPT("hide8BITMIME", OPT_BOOL, hide_8bitmime),
+	SMTP_OPT("hideSMTPUTF8", OPT_BOOL, hide_smtputf8),
+	SMTP_OPT("hideENHANCEDSTATUSCODES", OPT_BOOL, hide_enhanced),
+	SMTP_OPT("hideCHUNKING", OPT_BOOL, hide_chunking),
+	SMTP_OPT("lmtp", OPT_BOOL, lmtp),
+	SMTP_OPT("hideDSN", OPT_BOOL, hide_dsn),
+	SMTP_OPT("hideREQUIRETLS", OPT_BOOL, hide_requiretls),
+	SMTP_OPT("lenientAddressParsing", OPT_BOOL, lenient_address_parsing),
+	SMTP_OPT("disableReverseLookup", OPT_BOOL, disable_reverse_lookup),
+	SMTP_OPT("resolveClientHostname", OPT_BOOL, resolve_client_hostname),
+	SMTP_OPT("bareLineEndings", OPT_BARE_MODE, bare_line_endings),
 	HOOK("onConnect", HOOK_CONNECT),
 	HOOK("onSecure", HOOK_SECURE),
 	HOOK("SNICallback", HOOK_SNI),
@@ -95,19 +98,19 @@ static const struct option_def option_defs[] = {
 	HOOK("onData", HOOK_DATA),
 	HOOK("onClose", HOOK_CLOSE),
 	HOOK("onError", HOOK_ERROR),
-	OPT("secure", OPT_BOOL, secure),
-	OPT("needsUpgrade", OPT_BOOL, needs_upgrade),
-	OPT("hideSTARTTLS", OPT_BOOL, hide_starttls),
-	OPT("sniOptions", OPT_SNI, tls),
+	SMTP_OPT("secure", OPT_BOOL, secure),
+	SMTP_OPT("needsUpgrade", OPT_BOOL, needs_upgrade),
+	SMTP_OPT("hideSTARTTLS", OPT_BOOL, hide_starttls),
+	NET_OPT("sniOptions", OPT_SNI, tls),
 	{"key", OPT_TLS, 0}, {"cert", OPT_TLS, 0}, {"ca", OPT_TLS, 0}, {"pfx", OPT_TLS, 0},
 	{"passphrase", OPT_TLS, 0}, {"minVersion", OPT_TLS, 0}, {"maxVersion", OPT_TLS, 0},
 	{"ciphers", OPT_TLS, 0}, {"ciphersuites", OPT_TLS, 0}, {"honorCipherOrder", OPT_TLS, 0},
 	{"ecdhCurve", OPT_TLS, 0}, {"requestCert", OPT_TLS, 0}, {"rejectUnauthorized", OPT_TLS, 0},
 	{"sessionIdContext", OPT_TLS, 0}, {"sessionTimeout", OPT_TLS, 0}, {"ticketKeys", OPT_TLS, 0},
 	{"requestOCSP", OPT_TLS, 0},
-	OPT("useProxy", OPT_TRUSTED, use_proxy),
-	OPT("useXClient", OPT_TRUSTED, use_xclient),
-	OPT("useXForward", OPT_TRUSTED, use_xforward),
+	NET_OPT("useProxy", OPT_TRUSTED, use_proxy),
+	SMTP_OPT("useXClient", OPT_TRUSTED, use_xclient),
+	SMTP_OPT("useXForward", OPT_TRUSTED, use_xforward),
 };
 
 static const char *const hook_names[HOOK_COUNT] = {
@@ -115,22 +118,7 @@ static const char *const hook_names[HOOK_COUNT] = {
 	"onRcptTo", "onData", "onClose", "onError",
 };
 
-static const char *const auth_names[] = {"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"};
-
 const char *hook_name(enum hook_id id) { return hook_names[id]; }
-
-const char *auth_method_name(enum auth_method m)
-{
-	for (size_t i = 0; i < sizeof auth_names / sizeof *auth_names; i++)
-		if (m == 1u << i)
-			return auth_names[i];
-	return "?";
-}
-
-bool config_verb_disabled(const struct smtp_options *o, enum smtp_verb v)
-{
-	return (o->disabled_commands >> v) & 1u;
-}
 
 struct cfg_err {
 	char *buf;
@@ -183,7 +171,7 @@ bool config_valid_listen(const char *spec)
 	return true;
 }
 
-static bool cfg_add_listen(struct smtp_options *o, const char *spec, struct cfg_err *e)
+static bool cfg_add_listen(struct listener_options *o, const char *spec, struct cfg_err *e)
 {
 	if (!config_valid_listen(spec))
 		return cfg_fail(e, "option 'listen': \"%s\" is not host:port (port 0 to 65535)", spec);
@@ -191,7 +179,7 @@ static bool cfg_add_listen(struct smtp_options *o, const char *spec, struct cfg_
 	return true;
 }
 
-static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+static bool cfg_listen(lua_State *L, struct listener_options *o, struct cfg_err *e)
 {
 	if (lua_type(L, -1) == LUA_TSTRING)
 		return cfg_add_listen(o, lua_tostring(L, -1), e);
@@ -213,13 +201,15 @@ static bool cfg_listen(lua_State *L, struct smtp_options *o, struct cfg_err *e)
 
 /* useProxy, useXClient, useXForward: true (every peer) or a list of the
  * trusted front ends' addresses/CIDRs ("*" for all). */
-static bool cfg_trusted(lua_State *L, const struct option_def *d, struct smtp_options *o,
+static bool cfg_trusted(lua_State *L, const struct option_def *d, struct listener_config *lc,
                         struct cfg_err *e)
 {
-	bool *on = (bool *)((char *)o + d->offset);
-	struct cidr *list = on == &o->use_proxy ? o->proxy_trusted
+	struct smtp_options *o = &lc->smtp;
+	struct listener_options *l = &o->listener;
+	bool *on = (bool *)((char *)lc + d->offset);
+	struct cidr *list = on == &l->use_proxy ? l->proxy_trusted
 	                    : on == &o->use_xclient ? o->xclient_trusted : o->xforward_trusted;
-	size_t *n = on == &o->use_proxy ? &o->nproxy_trusted
+	size_t *n = on == &l->use_proxy ? &l->nproxy_trusted
 	            : on == &o->use_xclient ? &o->nxclient_trusted : &o->nxforward_trusted;
 	if (lua_type(L, -1) == LUA_TBOOLEAN) {
 		*on = lua_toboolean(L, -1);
@@ -269,10 +259,10 @@ static bool cfg_words(lua_State *L, struct cfg_err *e, const char *name,
 
 static bool cfg_auth_word(struct smtp_options *o, const char *w, struct cfg_err *e, const char *name)
 {
-	for (size_t i = 0; i < sizeof auth_names / sizeof *auth_names; i++) {
-		if (strcasecmp(w, auth_names[i]) != 0)
-			continue;
+	for (size_t i = 0; i < CONFIG_MAX_AUTH_METHODS; i++) {
 		enum auth_method m = (enum auth_method)(1u << i);
+		if (strcasecmp(w, auth_method_name(m)) != 0)
+			continue;
 		for (size_t j = 0; j < o->nauth_methods; j++)
 			if (o->auth_methods[j] == m)
 				return true;
@@ -303,10 +293,11 @@ static bool cfg_number(lua_State *L, struct cfg_err *e, const char *name, double
 	return true;
 }
 
-static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_options *o,
+static bool cfg_apply(lua_State *L, const struct option_def *d, struct listener_config *lc,
                       struct cfg_err *e)
 {
-	char *field = (char *)o + d->offset;
+	struct smtp_options *o = &lc->smtp;
+	char *field = (char *)lc + d->offset;
 	double num;
 	switch (d->kind) {
 	case OPT_BOOL:
@@ -328,8 +319,8 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 	case OPT_SIZE:
 		if (!cfg_number(L, e, d->name, 9007199254740992.0, &num))
 			return false;
-		if (d->offset == offsetof(struct smtp_options, size) ||
-		    d->offset == offsetof(struct smtp_options, lua_memory_limit))
+		if (d->offset == offsetof(struct listener_config, smtp.size) ||
+		    d->offset == offsetof(struct listener_config, lua_memory_limit))
 			*(uint64_t *)field = (uint64_t)num;
 		else
 			*(size_t *)field = (size_t)num;
@@ -344,7 +335,7 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 		*(unsigned *)field = (unsigned)num;
 		return true;
 	case OPT_LISTEN:
-		return cfg_listen(L, o, e);
+		return cfg_listen(L, &o->listener, e);
 	case OPT_AUTH_METHODS:
 		o->nauth_methods = 0;
 		return cfg_words(L, e, d->name, cfg_auth_word, o);
@@ -367,27 +358,29 @@ static bool cfg_apply(lua_State *L, const struct option_def *d, struct smtp_opti
 		if (!cfg_expect(L, e, d->name, LUA_TFUNCTION))
 			return false;
 		lua_pushvalue(L, -1);
-		o->hook_ref[d->offset] = luaL_ref(L, LUA_REGISTRYINDEX);
+		lc->hook_ref[d->offset] = luaL_ref(L, LUA_REGISTRYINDEX);
 		return true;
 	case OPT_TLS:
 		return true;
 	case OPT_TRUSTED:
-		return cfg_trusted(L, d, o, e);
+		return cfg_trusted(L, d, lc, e);
 	case OPT_SNI:
 		return cfg_expect(L, e, d->name, LUA_TTABLE);
 	}
 	return false;
 }
 
-static void cfg_defaults(struct smtp_options *o)
+static void cfg_defaults(struct listener_config *lc)
 {
-	memset(o, 0, sizeof *o);
+	memset(lc, 0, sizeof *lc);
+	struct smtp_options *o = &lc->smtp;
+	struct listener_options *l = &o->listener;
 	char host[256] = "localhost";
 	if (gethostname(host, sizeof host - 1) != 0)
 		strcpy(host, "localhost");
 	o->name = cfg_strdup(host);
 	o->helo_response = cfg_strdup("%s Nice to meet you, %s");
-	o->auth_required_message = cfg_strdup("Error: authentication Required");
+	o->auth_required_message = cfg_strdup(smtp_replies[REPLY_AUTH_REQUIRED].text);
 	o->auth_methods[0] = AUTH_PLAIN;
 	o->auth_methods[1] = AUTH_LOGIN;
 	o->nauth_methods = 2;
@@ -398,20 +391,20 @@ static void cfg_defaults(struct smtp_options *o)
 	o->max_junk_commands = 100;       /* Postfix's smtpd_junk_command_limit */
 	o->max_recipients = 1000;         /* Postfix's smtpd_recipient_limit */
 	o->max_command_length = 4096;
-	o->socket_timeout = 60;
-	o->handshake_timeout = -1;
-	o->close_timeout = 30;
-	o->hook_timeout = 10;
-	o->min_data_rate = 500;
-	o->lua_memory_limit = 1024ull * 1024 * 1024;
+	l->socket_timeout = 60;
+	l->handshake_timeout = -1;
+	l->close_timeout = 30;
+	lc->hook_timeout = 10;
+	l->min_data_rate = 500;
+	lc->lua_memory_limit = 1024ull * 1024 * 1024;
 	o->bare_line_endings = SMTP_BARE_REJECT;
 	o->hide_dsn = true;
 	o->hide_requiretls = true;
 	for (int i = 0; i < HOOK_COUNT; i++)
-		o->hook_ref[i] = LUA_NOREF;
-	o->table_ref = LUA_NOREF;
-	o->sni_cache = NULL;
-	o->sni_cache_size = 1000;
+		lc->hook_ref[i] = LUA_NOREF;
+	lc->table_ref = LUA_NOREF;
+	l->sni_cache = NULL;
+	l->sni_cache_size = 1000;
 }
 
 static const struct option_def *cfg_find(const char *name)
@@ -466,26 +459,19 @@ static void cfg_watch_value(struct tls_set *t, const char *v, size_t len)
 	t->watch[t->nwatch++] = cfg_strdup(v);
 }
 
-static void cfg_watch_files(lua_State *L, int idx, struct tls_set *t)
+static void cfg_watch_blob(struct tls_set *t, const struct tls_blob *b)
 {
-	static const char *const fields[] = {"key", "cert", "ca", "pfx"};
-	for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
-		lua_getfield(L, idx, fields[f]);
-		size_t len;
-		if (lua_type(L, -1) == LUA_TSTRING) {
-			const char *v = lua_tolstring(L, -1, &len);
-			cfg_watch_value(t, v, len);
-		} else if (lua_type(L, -1) == LUA_TTABLE) {
-			for (int i = 1; i <= (int)lua_objlen(L, -1); i++) {
-				lua_rawgeti(L, -1, i);
-				const char *v = lua_tolstring(L, -1, &len);
-				if (v)
-					cfg_watch_value(t, v, len);
-				lua_pop(L, 1);
-			}
-		}
-		lua_pop(L, 1);
-	}
+	if (b->data)
+		cfg_watch_value(t, b->data, b->len);
+}
+
+static void cfg_watch_files(const struct tls_options *o, struct tls_set *t)
+{
+	cfg_watch_blob(t, &o->key);
+	cfg_watch_blob(t, &o->cert);
+	for (size_t i = 0; i < o->nca; i++)
+		cfg_watch_blob(t, &o->ca[i]);
+	cfg_watch_blob(t, &o->pfx);
 }
 
 /* Do the merged options' key and cert (the development ones) exist? */
@@ -505,11 +491,16 @@ static bool cfg_files_exist(lua_State *L)
 static SSL_CTX *cfg_context(lua_State *L, struct tls_set *t, struct cfg_err *e)
 {
 	char err[400];
-	SSL_CTX *ctx = tls_context_from_lua(L, -1, err, sizeof err);
+	struct tls_options opts;
+	SSL_CTX *ctx = NULL;
+	if (tls_options_from_lua(L, -1, &opts, err, sizeof err)) {
+		ctx = tls_context_new(&opts, err, sizeof err);
+		if (ctx)
+			cfg_watch_files(&opts, t);
+		tls_options_lua_free(&opts);
+	}
 	if (!ctx)
 		cfg_fail(e, "%s", err);
-	else
-		cfg_watch_files(L, lua_gettop(L), t);
 	return ctx;
 }
 
@@ -601,7 +592,7 @@ static bool cfg_tls(lua_State *L, int idx, const struct smtp_options *o, struct 
 	return false;
 }
 
-bool config_build_tls(lua_State *L, struct smtp_options *o, int extra_idx, struct tls_set *out,
+bool config_build_tls(lua_State *L, struct listener_config *lc, int extra_idx, struct tls_set *out,
                       char *errbuf, size_t errlen)
 {
 	struct cfg_err e = {errbuf, errlen};
@@ -611,7 +602,7 @@ bool config_build_tls(lua_State *L, struct smtp_options *o, int extra_idx, struc
 	lua_newtable(L);
 	for (int src = 0; src < 2; src++) {
 		if (src == 0)
-			lua_rawgeti(L, LUA_REGISTRYINDEX, o->table_ref);
+			lua_rawgeti(L, LUA_REGISTRYINDEX, lc->table_ref);
 		else if (extra_idx)
 			lua_pushvalue(L, extra_idx);
 		else
@@ -624,15 +615,17 @@ bool config_build_tls(lua_State *L, struct smtp_options *o, int extra_idx, struc
 		}
 		lua_pop(L, 1);
 	}
-	bool ok = cfg_tls(L, lua_gettop(L), o, out, &e);
+	bool ok = cfg_tls(L, lua_gettop(L), &lc->smtp, out, &e);
 	lua_settop(L, top);
 	return ok;
 }
 
 /* Reads the options table at the top of L. */
-static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e)
+static bool cfg_listener(lua_State *L, struct listener_config *lc, struct cfg_err *e)
 {
-	cfg_defaults(o);
+	cfg_defaults(lc);
+	struct smtp_options *o = &lc->smtp;
+	struct listener_options *l = &o->listener;
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
 		if (lua_type(L, -2) != LUA_TSTRING) {
@@ -648,24 +641,24 @@ static bool cfg_listener(lua_State *L, struct smtp_options *o, struct cfg_err *e
 			return false;
 		}
 		int top = lua_gettop(L);
-		bool ok = cfg_apply(L, d, o, e);
+		bool ok = cfg_apply(L, d, lc, e);
 		lua_settop(L, top - 1);
 		if (!ok) {
 			lua_pop(L, 1);
 			return false;
 		}
 	}
-	if (o->nlisten == 0) {
-		o->listen[0] = cfg_strdup("127.0.0.1:2525");
-		o->nlisten = 1;
+	if (l->nlisten == 0) {
+		l->listen[0] = cfg_strdup("127.0.0.1:2525");
+		l->nlisten = 1;
 	}
-	if (o->user && !getpwnam(o->user))
-		return cfg_fail(e, "option 'user': no such user \"%s\"", o->user);
+	if (l->user && !getpwnam(l->user))
+		return cfg_fail(e, "option 'user': no such user \"%s\"", l->user);
 	if (o->max_command_length < 512)
 		return cfg_fail(e, "option 'maxCommandLength': must be at least 512 (RFC 5321 4.5.3.1.4)");
 	lua_pushvalue(L, -1);
-	o->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	return cfg_tls(L, lua_gettop(L), o, &o->tls, e);
+	lc->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return cfg_tls(L, lua_gettop(L), o, &l->tls, e);
 }
 
 static bool cfg_is_listener_array(lua_State *L)
@@ -684,7 +677,7 @@ static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, stru
 		if (!config_valid_listen(addrs[i]))
 			return cfg_fail(e, "--listen \"%s\" is not host:port (port 0 to 65535)", addrs[i]);
 	if (cfg->nlisteners == 1) {
-		struct smtp_options *o = &cfg->listeners[0];
+		struct listener_options *o = &cfg->listeners[0].smtp.listener;
 		if (n > CONFIG_MAX_LISTEN)
 			return cfg_fail(e, "too many --listen addresses");
 		for (size_t i = 0; i < o->nlisten; i++)
@@ -697,7 +690,7 @@ static bool cfg_override_listen(struct config *cfg, char **addrs, size_t n, stru
 	if (n > cfg->nlisteners)
 		return cfg_fail(e, "%zu --listen addresses for %zu listeners", n, cfg->nlisteners);
 	for (size_t k = 0; k < n; k++) {
-		struct smtp_options *o = &cfg->listeners[k];
+		struct listener_options *o = &cfg->listeners[k].smtp.listener;
 		for (size_t i = 0; i < o->nlisten; i++)
 			free(o->listen[i]);
 		o->listen[0] = cfg_strdup(addrs[k]);
@@ -722,8 +715,11 @@ struct config *config_from_lua(lua_State *L, char **listen_override, size_t nove
 	}
 	size_t n = cfg_is_listener_array(L) ? lua_objlen(L, -1) : 1;
 	cfg->listeners = calloc(n, sizeof *cfg->listeners);
-	if (!cfg->listeners)
+	cfg->set.listeners = calloc(n, sizeof *cfg->set.listeners);
+	if (!cfg->listeners || !cfg->set.listeners)
 		abort();
+	for (size_t i = 0; i < n; i++)
+		cfg->set.listeners[i] = &cfg->listeners[i].smtp.listener;
 	bool ok = true;
 	if (n == 1 && !cfg_is_listener_array(L)) {
 		ok = cfg_listener(L, &cfg->listeners[0], &e);
@@ -743,6 +739,7 @@ struct config *config_from_lua(lua_State *L, char **listen_override, size_t nove
 			}
 		}
 	}
+	cfg->set.nlisteners = cfg->nlisteners;
 	if (ok)
 		ok = cfg_override_listen(cfg, listen_override, noverride, &e);
 	if (!ok) {
@@ -762,22 +759,25 @@ void config_unref(lua_State *L, struct config *cfg)
 	if (!cfg || --cfg->refs > 0)
 		return;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
-		for (size_t j = 0; j < o->nlisten; j++)
-			free(o->listen[j]);
+		struct listener_config *lc = &cfg->listeners[i];
+		struct smtp_options *o = &lc->smtp;
+		struct listener_options *l = &o->listener;
+		for (size_t j = 0; j < l->nlisten; j++)
+			free(l->listen[j]);
 		free(o->name);
 		free(o->banner);
 		free(o->helo_response);
 		free(o->auth_required_message);
-		free(o->user);
-		free(o->metrics);
+		free(l->user);
+		free(lc->metrics);
 		for (int h = 0; h < HOOK_COUNT; h++)
-			luaL_unref(L, LUA_REGISTRYINDEX, o->hook_ref[h]);
-		luaL_unref(L, LUA_REGISTRYINDEX, o->table_ref);
-		tls_sni_cache_free(o->sni_cache);
-		config_free_tls(&o->tls);
+			luaL_unref(L, LUA_REGISTRYINDEX, lc->hook_ref[h]);
+		luaL_unref(L, LUA_REGISTRYINDEX, lc->table_ref);
+		tls_sni_cache_free(l->sni_cache);
+		config_free_tls(&l->tls);
 	}
 	free(cfg->listeners);
+	free(cfg->set.listeners);
 	free(cfg->script_path);
 	free(cfg);
 }

@@ -1,4 +1,5 @@
 #include "lua/lua_hook.h"
+#include "proto/replies.h"
 #include "smtp/session.h"
 
 #include "net/conn.h"
@@ -6,11 +7,9 @@
 #include "lua/lua_runtime.h"
 #include "base/metrics.h"
 #include "net/server.h"
-#include "smtp/smtp_replies.h"
 
 #include <lauxlib.h>
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,26 +21,6 @@ static struct conn *hook_running;
 struct conn *hook_current(lua_State *L)
 {
 	return hook_running && conn_session(hook_running)->hook.co == L ? hook_running : NULL;
-}
-
-/* Does text start with an enhanced code ("5.1.1 ")? */
-bool smtp_has_enhanced(const char *t)
-{
-	if (!(t[0] == '2' || t[0] == '4' || t[0] == '5') || t[1] != '.')
-		return false;
-	const char *p = t + 2;
-	for (int part = 0; part < 2; part++) {
-		int digits = 0;
-		while (isdigit((unsigned char)*p) && digits < 3) {
-			p++;
-			digits++;
-		}
-		if (digits == 0)
-			return false;
-		if (part == 0 && *p++ != '.')
-			return false;
-	}
-	return *p == ' ' || *p == '\0';
 }
 
 static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
@@ -98,13 +77,15 @@ static void hook_internal_error(struct hook_outcome *o)
 lua_State *hook_prepare(struct conn *c, enum hook_id id)
 {
 	struct smtp_session *s = conn_session(c);
-	int fn = c->opt->hook_ref[id];
+	int fn = listener_config_of(c)->hook_ref[id];
 	if (fn == LUA_NOREF)
 		return NULL;
 	struct hook_run *h = &s->hook;
 	h->co = lua_thread_acquire(&h->co_ref);
 	h->id = id;
 	h->wait = WAIT_NONE;
+	h->pending = NULL;
+	h->gen++;
 	h->active = true;
 	h->started = 0; /* set by the first resume */
 	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
@@ -121,15 +102,17 @@ static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 	lua_pop(co, 1);
 }
 
-/* The timers of a suspended hook: smtp.sleep's, and hookTimeout's for the
- * time it spends suspended. */
+/* The timers of a suspended hook: smtp.sleep's (a pending operation like
+ * any other), and hookTimeout's for the time it spends suspended. */
 struct hook_timers {
 	ev_timer sleep;
 	ev_timer deadline;
+	struct hook_pending sleeping;
 };
 
 static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents);
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents);
+static void hook_sleep_cleanup(struct hook_pending *p);
 
 static struct hook_timers *hook_timers(struct conn *c)
 {
@@ -141,6 +124,7 @@ static struct hook_timers *hook_timers(struct conn *c)
 		ev_init(&h->timers->sleep, hook_sleep_done);
 		ev_init(&h->timers->deadline, hook_deadline_passed);
 		h->timers->sleep.data = h->timers->deadline.data = c;
+		h->timers->sleeping.cleanup = hook_sleep_cleanup;
 	}
 	return h->timers;
 }
@@ -168,16 +152,16 @@ static void hook_finish(struct conn *c, int status, double now)
 	if (status == 0) {
 		nres = lua_gettop(co);
 		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
-			hook_outcome_from_value(co, 2, smtp_reject_codes[h->id], &o);
+			hook_outcome_from_value(co, 2, smtp_reject_code(hook_name(h->id)), &o);
 		else if (nres >= 1 && lua_is_reject(co, 1))
-			hook_outcome_from_value(co, 1, smtp_reject_codes[h->id], &o);
+			hook_outcome_from_value(co, 1, smtp_reject_code(hook_name(h->id)), &o);
 	} else if (status == LUA_YIELD) {
 		/* A bare coroutine.yield() nobody will resume: a script bug. */
 		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
 		hook_log_error(c, co, "yield");
 		hook_internal_error(&o);
 	} else if (lua_is_reject(co, -1)) {
-		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_codes[h->id], &o);
+		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_code(hook_name(h->id)), &o);
 	} else {
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);
@@ -189,6 +173,7 @@ static void hook_finish(struct conn *c, int status, double now)
 	hook_done_fn done = h->done;
 	h->active = false;
 	h->wait = WAIT_NONE;
+	h->gen++;
 	h->done = NULL;
 	h->co = NULL;
 	h->co_ref = LUA_NOREF;
@@ -210,7 +195,7 @@ static void hook_resume(struct conn *c, int nargs)
 	double t0 = lua_guard_now();
 	if (!h->started)
 		h->started = t0;
-	lua_guard_enter(c->opt->hook_timeout, t0);
+	lua_guard_enter(listener_config_of(c)->hook_timeout, t0);
 	int status = lua_resume(h->co, nargs);
 	double t1 = lua_guard_now();
 	conn_session(c)->hook_seconds += t1 - t0;
@@ -221,8 +206,8 @@ static void hook_resume(struct conn *c, int nargs)
 		if (h->wait == WAIT_STREAM) {
 			if (h->timers)
 				ev_timer_stop(c->srv->loop, &h->timers->deadline);
-		} else if (c->opt->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
-			ev_timer_set(&h->timers->deadline, c->opt->hook_timeout, 0.);
+		} else if (listener_config_of(c)->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
+			ev_timer_set(&h->timers->deadline, listener_config_of(c)->hook_timeout, 0.);
 			ev_timer_start(c->srv->loop, &h->timers->deadline);
 		}
 		return;
@@ -237,7 +222,7 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 	struct hook_run *h = &conn_session(c)->hook;
 	bool closing = h->id == HOOK_CLOSE;
 	char timeout[32];
-	snprintf(timeout, sizeof timeout, "%g", c->opt->hook_timeout);
+	snprintf(timeout, sizeof timeout, "%g", listener_config_of(c)->hook_timeout);
 	luaL_traceback(lua_main, h->co, "hook timed out while suspended", 0);
 	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(h->id), "error", "hookTimeout",
 	         "hookTimeout", timeout, "traceback", lua_tostring(lua_main, -1), NULL);
@@ -277,7 +262,6 @@ static void hook_resume_async(struct conn *c, int nargs)
 	struct smtp_session *s = conn_session(c);
 	/* onClose frees the connection when it ends: touch nothing after. */
 	bool closing = s->hook.id == HOOK_CLOSE;
-	s->hook.waiter = NULL;
 	hook_resume(c, nargs);
 	if (!closing)
 		conn_resume(c);
@@ -285,21 +269,42 @@ static void hook_resume_async(struct conn *c, int nargs)
 
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	hook_resume_async(w->data, 0);
+	struct conn *c = w->data;
+	hook_pending_done(&conn_session(c)->hook.timers->sleeping, 0);
 }
 
-int hook_wait_io(lua_State *L, struct hook_waiter *w)
+static void hook_sleep_cleanup(struct hook_pending *p)
+{
+	ev_timer_stop(p->c->srv->loop, &conn_session(p->c)->hook.timers->sleep);
+}
+
+int hook_wait(lua_State *L, struct hook_pending *p)
 {
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
-	conn_session(c)->hook.wait = WAIT_IO;
-	conn_session(c)->hook.waiter = w;
+	struct hook_run *h = &conn_session(c)->hook;
+	p->c = c;
+	p->gen = h->gen;
+	h->wait = WAIT_PENDING;
+	h->pending = p;
 	return lua_yield(L, 0);
 }
 
-void hook_io_done(struct conn *c, int nres)
+lua_State *hook_pending_thread(const struct hook_pending *p)
 {
+	if (!p->c)
+		return NULL;
+	const struct hook_run *h = &conn_session(p->c)->hook;
+	return h->active && h->pending == p && h->gen == p->gen ? h->co : NULL;
+}
+
+void hook_pending_done(struct hook_pending *p, int nres)
+{
+	if (!hook_pending_thread(p))
+		return;
+	struct conn *c = p->c;
+	conn_session(c)->hook.pending = NULL;
 	hook_resume_async(c, nres);
 }
 
@@ -308,11 +313,10 @@ int hook_sleep(lua_State *L, double s)
 	struct conn *c = hook_current(L);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
-	struct hook_run *h = &conn_session(c)->hook;
-	ev_timer_set(&hook_timers(c)->sleep, s, 0.);
-	ev_timer_start(c->srv->loop, &h->timers->sleep);
-	h->wait = WAIT_SLEEP;
-	return lua_yield(L, 0);
+	struct hook_timers *t = hook_timers(c);
+	ev_timer_set(&t->sleep, s, 0.);
+	ev_timer_start(c->srv->loop, &t->sleep);
+	return hook_wait(L, &t->sleeping);
 }
 
 void hook_cancel(struct conn *c)
@@ -321,14 +325,17 @@ void hook_cancel(struct conn *c)
 	struct hook_run *h = &s->hook;
 	if (!h->active)
 		return;
+	/* The operation first: the sleep's lives with the timers. */
+	struct hook_pending *p = h->pending;
+	h->pending = NULL;
+	if (p)
+		p->cleanup(p);
 	hook_timers_free(c);
-	if (h->wait == WAIT_IO && h->waiter)
-		h->waiter->cancel(h->waiter);
-	h->waiter = NULL;
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);
 	h->co = NULL;
 	h->active = false;
 	h->wait = WAIT_NONE;
+	h->gen++;
 	h->done = NULL;
 }

@@ -20,12 +20,18 @@ struct conn;
  * onData's text). */
 typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
 
-enum hook_wait { WAIT_NONE, WAIT_SLEEP, WAIT_STREAM, WAIT_IO };
+enum hook_wait { WAIT_NONE, WAIT_PENDING, WAIT_STREAM };
 
-/* Something a suspended hook waits on (a cosocket, a DNS query): dropped
- * with the hook if the connection goes first. */
-struct hook_waiter {
-	void (*cancel)(struct hook_waiter *w);
+/* The one operation a suspended hook waits on (a socket, a lookup, a
+ * sleep), registered as it yields. Its completion resumes the hook only
+ * if the hook run that yielded is still the one on the connection (the
+ * generation matches); if the hook goes first (the connection dies,
+ * hookTimeout), cleanup runs instead: it stops the operation (watchers,
+ * query) so that no completion comes, and must not resume anything. */
+struct hook_pending {
+	void (*cleanup)(struct hook_pending *p);
+	struct conn *c; /* whose hook yielded on it */
+	unsigned gen;   /* that hook run's generation */
 };
 
 struct hook_run {
@@ -35,7 +41,8 @@ struct hook_run {
 	hook_done_fn done;
 	struct hook_timers *timers; /* only once the hook suspends: most never do */
 	enum hook_wait wait;
-	struct hook_waiter *waiter; /* with WAIT_IO */
+	struct hook_pending *pending; /* with WAIT_PENDING */
+	unsigned gen;                 /* bumped as each run starts and ends */
 	double started; /* lua_guard_now() at its first resume */
 	bool active;
 };
@@ -55,16 +62,18 @@ void hook_cancel(struct conn *c);
 struct conn *hook_current(lua_State *L);
 /* Suspends the running hook for s seconds (smtp.sleep). */
 int hook_sleep(lua_State *L, double s);
-/* Suspends the running hook until w's operation completes; the operation
- * then calls hook_io_done with its results pushed on the hook's coroutine.
- * Returns what lua_yield returns, or raises when L is not a hook's own
- * coroutine. */
-int hook_wait_io(lua_State *L, struct hook_waiter *w);
-void hook_io_done(struct conn *c, int nres);
+/* Suspends the running hook until p's operation completes (p->cleanup
+ * set by the caller). Returns what lua_yield returns, or raises when L is
+ * not a hook's own coroutine. */
+int hook_wait(lua_State *L, struct hook_pending *p);
+/* The coroutine to push p's results on, or NULL when p's hook run is over
+ * (the completion is stale: drop it, resume nothing). */
+lua_State *hook_pending_thread(const struct hook_pending *p);
+/* p has completed with nres results pushed on hook_pending_thread(p):
+ * resumes the hook. */
+void hook_pending_done(struct hook_pending *p, int nres);
 
 /* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
 void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
-/* Does text start with an enhanced status code ("5.1.1 ", RFC 3463)? */
-bool smtp_has_enhanced(const char *text);
 
 #endif

@@ -1,16 +1,12 @@
 #include "lua/lua_runtime.h"
 
-#include "base/log.h"
+#include "lua/lua_api.h"
 #include "lua/lua_guard.h"
-#include "lua/lua_dns.h"
-#include "lua/lua_fsync.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_server.h"
+#include "lua/modules.h"
 #include "base/metrics.h"
-#include "smtp/smtp_replies.h"
 #include "lua/lua_stream.h"
-#include "lua/lua_tcp.h"
 #include "tls/tls_context.h"
+#include "lua/tls_options.h"
 #include "net/conn.h"
 
 #include <lauxlib.h>
@@ -22,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #ifndef LUASMTPD_LUA_DIR
@@ -80,52 +75,6 @@ bool lua_is_reject(lua_State *L, int idx)
 	return lua_type(L, idx) == LUA_TTABLE && lua_has_metatable(L, idx, reject_mt_ref);
 }
 
-static int lua_core_sleep(lua_State *L)
-{
-	double s = luaL_checknumber(L, 1);
-	if (!(s >= 0))
-		return luaL_argerror(L, 1, "expected seconds >= 0");
-	return hook_sleep(L, s);
-}
-
-static int lua_core_log(lua_State *L)
-{
-	enum log_level level;
-	if (!log_parse_level(luaL_checkstring(L, 1), &level))
-		return luaL_argerror(L, 1, "expected debug, info, warn or error");
-	if (!log_enabled(level))
-		return 0;
-	const char *msg = luaL_checkstring(L, 2);
-	struct conn *c = hook_current(L);
-	struct buf line = {0};
-	log_begin(&line, level, c ? conn_session_id(c) : NULL, msg);
-	if (lua_type(L, 3) == LUA_TTABLE) {
-		lua_pushnil(L);
-		while (lua_next(L, 3)) {
-			if (lua_type(L, -2) == LUA_TSTRING) {
-				lua_getglobal(L, "tostring");
-				lua_pushvalue(L, -2);
-				lua_call(L, 1, 1);
-				size_t len;
-				const char *v = lua_tolstring(L, -1, &len);
-				log_field(&line, lua_tostring(L, -3), v ? v : "", v ? len : 0);
-				lua_pop(L, 1);
-			}
-			lua_pop(L, 1);
-		}
-	}
-	log_end(&line);
-	return 0;
-}
-
-static int lua_core_now(lua_State *L)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6);
-	return 1;
-}
-
 static int lua_core_pid(lua_State *L)
 {
 	lua_pushinteger(L, getpid());
@@ -139,20 +88,6 @@ static int lua_core_set_reject_metatable(lua_State *L)
 	lua_pushvalue(L, 1);
 	reject_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
-}
-
-static int lua_core_tls_context(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	char err[512];
-	SSL_CTX *ctx = tls_context_from_lua(L, 1, err, sizeof err);
-	if (!ctx) {
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
-	}
-	tls_context_push(L, ctx);
-	return 1;
 }
 
 /* core.metrics_add(name, help, labels, n): labels already rendered. */
@@ -169,24 +104,16 @@ static int lua_core_metrics_add(lua_State *L)
 static char lua_dir[PATH_MAX];
 static char session_id_context[33];
 
-static int lua_core_open(lua_State *L)
+/* smtp.core: the facts of this process the public module needs. */
+int luaopen_smtp_core(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
-		{"sleep", lua_core_sleep},
-		{"log", lua_core_log},
-		{"now", lua_core_now},
 		{"pid", lua_core_pid},
 		{"set_reject_metatable", lua_core_set_reject_metatable},
-		{"tls_context", lua_core_tls_context},
 		{"metrics_add", lua_core_metrics_add},
 		{NULL, NULL},
 	};
-	lua_newtable(L);
-	luaL_register(L, NULL, fns);
-	lua_server_register(L);
-	lua_tcp_register(L);
-	lua_dns_register(L);
-	lua_fsync_register(L);
+	lua_api_module(L, fns);
 	lua_pushfstring(L, "%s/../certs/dev/localhost.key", lua_dir);
 	lua_setfield(L, -2, "dev_key");
 	lua_pushfstring(L, "%s/../certs/dev/localhost.crt", lua_dir);
@@ -267,11 +194,8 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 	lua_getfield(lua_main, -1, "path");
 	lua_pushfstring(lua_main, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(lua_main, -1));
 	lua_setfield(lua_main, -3, "path");
-	lua_pop(lua_main, 1);
-	lua_getfield(lua_main, -1, "preload");
-	lua_pushcfunction(lua_main, lua_core_open);
-	lua_setfield(lua_main, -2, "smtp.core");
 	lua_pop(lua_main, 2);
+	lua_modules_preload(lua_main);
 	lua_stream_register(lua_main);
 	tls_context_register(lua_main);
 	/* Load the public module now so smtp.reject objects are recognised
@@ -283,8 +207,6 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
-	if (!smtp_replies_load(lua_main, err, errlen))
-		return false;
 	lua_remember_base_modules(lua_main);
 	return true;
 }

@@ -1,5 +1,5 @@
 /* lua_runtime — the one LuaJIT state of the process: package paths, the
- * C half of the `smtp` module (smtp.core), loading a script. */
+ * C modules preloaded (modules.c), loading a script. */
 #ifndef LUASMTPD_LUA_RUNTIME_H
 #define LUASMTPD_LUA_RUNTIME_H
 

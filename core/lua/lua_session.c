@@ -3,6 +3,7 @@
 
 #include "net/conn.h"
 #include "lua/lua_runtime.h"
+#include "proto/proxy_parse.h"
 #include "smtp/rcpt_set.h"
 
 #include <ctype.h>
@@ -45,6 +46,27 @@ void lua_session_push(lua_State *L, struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, s->session_ref);
+}
+
+void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)
+{
+	lua_State *L = lua_main;
+	lua_session_push(L, c);
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, pi->version);
+	lua_setfield(L, -2, "version");
+	if (!pi->local) {
+		lua_pushstring(L, pi->src);
+		lua_setfield(L, -2, "sourceAddress");
+		lua_pushinteger(L, pi->src_port);
+		lua_setfield(L, -2, "sourcePort");
+		lua_pushstring(L, pi->dst);
+		lua_setfield(L, -2, "destinationAddress");
+		lua_pushinteger(L, pi->dst_port);
+		lua_setfield(L, -2, "destinationPort");
+	}
+	lua_setfield(L, -2, "proxy");
+	lua_pop(L, 1);
 }
 
 void lua_session_set(struct conn *c, const char *field, const char *value)

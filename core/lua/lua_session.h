@@ -10,10 +10,13 @@
 #include <stdbool.h>
 
 struct conn;
+struct proxy_info;
 
 void lua_session_new(struct conn *c);
 void lua_session_free(struct conn *c);
 void lua_session_push(lua_State *L, struct conn *c);
+/* session.proxy = what the PROXY header said. */
+void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi);
 /* session[field] = value (nil when value is NULL). */
 void lua_session_set(struct conn *c, const char *field, const char *value);
 /* session[field] = the value at idx of L. */

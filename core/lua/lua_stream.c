@@ -3,7 +3,7 @@
 
 #include "smtp/body_verdict.h"
 #include "net/conn.h"
-#include "lua/lua_fsync.h"
+#include "lua/api_fsync.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 

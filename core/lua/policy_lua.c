@@ -4,10 +4,10 @@
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
 #include "lua/lua_stream.h"
-#include "lua/lua_tls.h"
+#include "lua/api_tls.h"
 #include "net/conn.h"
 #include "smtp/session.h"
-#include "smtp/smtp_replies.h"
+#include "proto/replies.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
@@ -224,7 +224,7 @@ static void policy_lua_tls_error(struct smtp_session *s, const char *code, const
 	lua_pushstring(co, c->remote_addr);
 	lua_setfield(co, -2, "remoteAddress");
 	lua_createtable(co, 0, 6);
-	lua_pushstring(co, c->opt->secure ? "tls" : "starttls");
+	lua_pushstring(co, smtp_opt(c)->secure ? "tls" : "starttls");
 	lua_setfield(co, -2, "tlsProtocol");
 	lua_pushstring(co, "smtp");
 	lua_setfield(co, -2, "protocol");
@@ -336,7 +336,7 @@ static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a,
 
 static bool policy_lua_dsn_on(const struct conn *c)
 {
-	return !c->opt->hide_dsn;
+	return !smtp_opt(c)->hide_dsn;
 }
 
 /* Keeps the address table for the done callback, pushes it for the hook. */
@@ -522,7 +522,7 @@ static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, l
 		hook_outcome_from_value(co, 1, 250, &t);
 		memcpy(reply.text, t.text, sizeof t.text);
 	}
-	if (accepted && lua_type(co, 1) == LUA_TTABLE && !lua_is_reject(co, 1) && c->opt->lmtp &&
+	if (accepted && lua_type(co, 1) == LUA_TTABLE && !lua_is_reject(co, 1) && smtp_opt(c)->lmtp &&
 	    s->tx.nrcpt > 0) {
 		if (!(v.rcpt_replies = calloc(s->tx.nrcpt, sizeof *v.rcpt_replies)))
 			abort();

@@ -1,21 +1,13 @@
 #include "net/conn.h"
-#include "smtp/session.h"
 
 #include "net/conn_tls.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_tls.h"
 #include "base/metrics.h"
 #include "proto/proxy_parse.h"
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
 #include "net/server.h"
-#include "smtp/smtp_rdns.h"
-#include "smtp/smtp_session.h"
 
 #include <arpa/inet.h>
 #include "base/cidr.h"
 #include <errno.h>
-#include <lauxlib.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,12 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Input beyond these stays in the kernel until the session catches up:
+/* Input beyond this stays in the kernel until the peer reads its replies:
  * back-pressure instead of unbounded buffers. */
 #define CONN_OUT_HIGH (256 * 1024)
-#define CONN_PENDING_HIGH (1024 * 1024)
 #define CONN_READ_CMD 16384
-#define CONN_UNTERMINATED_MAX (1024 * 1024)
 #define CONN_READ_DATA 65536
 
 static void conn_make_id(char id[17])
@@ -74,27 +64,22 @@ static void conn_addr_string(const struct sockaddr *sa, char *out, size_t len, i
 
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_begin_session(struct conn *c);
-static void conn_run_session(struct conn *c);
+static void conn_open(struct conn *c, const struct proxy_info *pi);
 static void conn_proxy_start(struct conn *c);
 static void conn_proxy_read(struct conn *c);
 static void conn_proxy_timer(struct conn *c);
-static void conn_line_progress(struct conn *c);
 
-struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
-                      const struct sockaddr *peer, const struct sockaddr *local)
+struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, const struct sockaddr *peer,
+                      const struct sockaddr *local)
 {
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		abort();
 	c->srv = srv;
-	c->cfg = cfg;
-	config_ref(cfg);
 	metrics_connection(+1);
 	c->opt = opt;
 	c->fd = fd;
 	c->phase = PHASE_CONNECT;
-	smtp_session_new(c);
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
 	struct sockaddr_storage asked;
@@ -103,10 +88,6 @@ struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_option
 		local = (struct sockaddr *)&asked;
 	if (local)
 		conn_addr_string(local, c->local_addr, sizeof c->local_addr, &c->local_port);
-	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
-	 * smtp_session_line holds other commands to maxCommandLength. */
-	size_t max = c->opt->max_command_length;
-	smtp_line_reader_init(&c->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
@@ -161,9 +142,7 @@ bool conn_too_many_from_peer(const struct conn *c)
 	return false;
 }
 
-/* Writes directly: used only for the refusal of a client over maxClients,
- * which never gets a session. */
-static void conn_refuse_now(struct conn *c, const char *line)
+void conn_send_now(struct conn *c, const char *line)
 {
 	ssize_t w = send(c->fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
@@ -181,10 +160,7 @@ void conn_start(struct conn *c, const char *listen_addr)
 	                   : conn_rate_exceeded(c)      ? "Too many connections from your address, slow down"
 	                                                : NULL;
 	if (busy) {
-		char line[320];
-		snprintf(line, sizeof line, "421 %s%s %s\r\n", c->opt->hide_enhanced ? "" : "4.4.2 ",
-		         c->opt->name, busy);
-		conn_refuse_now(c, line);
+		c->ops->on_refused(c, busy);
 		conn_close(c, busy);
 		return;
 	}
@@ -192,29 +168,17 @@ void conn_start(struct conn *c, const char *listen_addr)
 		conn_proxy_start(c);
 		return;
 	}
-	conn_begin_session(c);
+	conn_open(c, NULL);
 }
 
-/* The session proper: after accept, or after the PROXY header. */
-static void conn_begin_session(struct conn *c)
-{
-	lua_session_new(c);
-	conn_run_session(c);
-}
-
-/* TLS first (implicit), or onConnect and the greeting. */
-static void conn_run_session(struct conn *c)
+/* The session proper: after accept, or after the PROXY header pi. */
+static void conn_open(struct conn *c, const struct proxy_info *pi)
 {
 	c->phase = PHASE_CONNECT;
 	ev_io_start(c->srv->loop, &c->io);
 	if (c->timer.repeat > 0)
 		ev_timer_again(c->srv->loop, &c->timer);
-	if (c->opt->secure) {
-		conn_tls_begin(c); /* onConnect follows the handshake */
-		return;
-	}
-	smtp_session_connect(c);
-	conn_flush(c);
+	c->ops->on_open(c, pi);
 }
 
 /* ---- PROXY protocol ------------------------------------------------------ */
@@ -234,7 +198,7 @@ static void conn_proxy_start(struct conn *c)
 	ev_timer_start(c->srv->loop, &c->timer);
 }
 
-/* Puts the header's addresses on the session. */
+/* Takes the header's addresses; the owner gets the header itself. */
 static void conn_proxy_apply(struct conn *c, const struct proxy_info *pi)
 {
 	char port[16];
@@ -250,25 +214,7 @@ static void conn_proxy_apply(struct conn *c, const struct proxy_info *pi)
 	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 	ev_timer_stop(c->srv->loop, &c->timer);
 	ev_io_stop(c->srv->loop, &c->io);
-	lua_session_new(c);
-	lua_State *L = lua_main;
-	lua_session_push(L, c);
-	lua_createtable(L, 0, 5);
-	lua_pushinteger(L, pi->version);
-	lua_setfield(L, -2, "version");
-	if (!pi->local) {
-		lua_pushstring(L, pi->src);
-		lua_setfield(L, -2, "sourceAddress");
-		lua_pushinteger(L, pi->src_port);
-		lua_setfield(L, -2, "sourcePort");
-		lua_pushstring(L, pi->dst);
-		lua_setfield(L, -2, "destinationAddress");
-		lua_pushinteger(L, pi->dst_port);
-		lua_setfield(L, -2, "destinationPort");
-	}
-	lua_setfield(L, -2, "proxy");
-	lua_pop(L, 1);
-	conn_run_session(c);
+	conn_open(c, pi);
 }
 
 /* The header is read with MSG_PEEK and then exactly its length, so the
@@ -322,88 +268,6 @@ static void conn_proxy_timer(struct conn *c)
 	}
 }
 
-/* "250-" or "250 2.1.0 " without printf: it comes with every reply. */
-static void conn_reply_prefix(struct buf *out, int code, char sep, const char *enhanced)
-{
-	size_t elen = enhanced ? strlen(enhanced) : 0;
-	if (code < 100 || code > 999 || elen > 32) {
-		buf_appendf(out, "%d%c%s%s", code, sep, elen ? enhanced : "", elen ? " " : "");
-		return;
-	}
-	char *p = buf_reserve(out, 5 + elen + 1);
-	p[0] = (char)('0' + code / 100);
-	p[1] = (char)('0' + code / 10 % 10);
-	p[2] = (char)('0' + code % 10);
-	p[3] = sep;
-	out->len += 4;
-	if (elen) {
-		memcpy(p + 4, enhanced, elen);
-		p[4 + elen] = ' ';
-		out->len += elen + 1;
-	}
-}
-
-static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced, const char *fmt,
-                        va_list ap)
-{
-	if (c->phase == PHASE_CLOSED)
-		return;
-	conn_reply_prefix(&c->out, code, sep, enhanced && !c->opt->hide_enhanced ? enhanced : NULL);
-	if (!strchr(fmt, '%')) { /* a literal of ours: nothing to format or clean */
-		buf_append(&c->out, fmt, strlen(fmt));
-		buf_append(&c->out, "\r\n", 2);
-		return;
-	}
-	char text[1024];
-	int r = vsnprintf(text, sizeof text, fmt, ap);
-	size_t n = r < 0 ? 0 : (size_t)r < sizeof text ? (size_t)r : sizeof text - 1;
-	/* A reply never carries a control byte, whatever was formatted into it. */
-	char *w = buf_reserve(&c->out, n + 2);
-	for (size_t i = 0; i < n; i++)
-		w[i] = (unsigned char)text[i] < ' ' || text[i] == 0x7f ? ' ' : text[i];
-	memcpy(w + n, "\r\n", 2);
-	c->out.len += n + 2;
-}
-
-void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	conn_vreply(c, code, ' ', enhanced, fmt, ap);
-	va_end(ap);
-}
-
-void conn_reply_more(struct conn *c, int code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	conn_vreply(c, code, '-', NULL, fmt, ap);
-	va_end(ap);
-}
-
-void conn_reply_outcome(struct conn *c, const struct hook_outcome *o)
-{
-	conn_reply(c, o->code, o->enhanced, "%s", o->text);
-}
-
-void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *text)
-{
-	const struct smtp_reply *r = &smtp_replies[id];
-	conn_reply(c, r->code, smtp_has_enhanced(text) ? NULL : r->enhanced, "%s", text);
-}
-
-void conn_reply_known(struct conn *c, enum smtp_reply_id id)
-{
-	const struct smtp_reply *r = &smtp_replies[id];
-	if (c->phase == PHASE_CLOSED)
-		return;
-	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
-	conn_reply_prefix(&c->out, r->code, ' ', !c->opt->hide_enhanced ? r->enhanced : NULL);
-	buf_append(&c->out, r->text, r->text_len);
-	buf_append(&c->out, "\r\n", 2);
-}
-
-
 /* One send through TLS or the socket; -1 with errno EAGAIN to wait. */
 static ssize_t conn_send(struct conn *c, const char *p, size_t n)
 {
@@ -443,58 +307,22 @@ bool conn_flush(struct conn *c)
 	return true;
 }
 
-void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
+void conn_close_when_flushed(struct conn *c, bool drain)
 {
-	if (c->phase == PHASE_CLOSED || c->phase == PHASE_CLOSING)
-		return;
-	if (c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY) {
-		conn_close(c, text); /* no channel to say it on */
-		return;
-	}
-	conn_reply(c, code, enhanced, "%s", text);
-	hook_cancel(c);
 	c->phase = PHASE_CLOSING;
-	/* A refusal may meet input still unread; a 221 answers a client that
-	 * said QUIT and is done talking. */
-	c->drain_on_close = code >= 400;
-	/* Whatever the client pipelined after the last reply is not executed. */
+	c->drain_on_close = drain;
+	/* Whatever the peer pipelined after the last reply is not executed. */
 	buf_free(&c->in);
 	conn_flush(c);
 }
 
-static void conn_finish(struct conn *c);
-
-static void conn_on_close_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
-                               int nres)
-{
-	(void)o;
-	(void)co;
-	(void)nres;
-	conn_finish(c);
-}
-
-/* Runs after conn_close from the loop, with nothing of c on the stack. */
-static void conn_finalize(struct conn *c)
-{
-	struct smtp_session *s = conn_session(c);
-	lua_State *co = s->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
-	if (!co) {
-		conn_finish(c);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 1, conn_on_close_done);
-}
-
-static void conn_finish(struct conn *c)
+void conn_free(struct conn *c)
 {
 	struct server *srv = c->srv;
 	ev_timer_stop(srv->loop, &c->timer);
-	smtp_session_free(c);
 	conn_tls_free(c);
 	buf_free(&c->in);
 	buf_free(&c->out);
-	config_unref(lua_main, c->cfg);
 	metrics_connection(-1);
 	server_conn_gone(srv, c);
 	free(c);
@@ -518,10 +346,7 @@ void conn_close(struct conn *c, const char *reason)
 		return;
 	c->phase = PHASE_CLOSED;
 	conn_log(c, LOG_INFO, "closed", "reason", reason ? reason : "done", NULL);
-	smtp_session_cancel_greeting_delay(c);
-	smtp_rdns_cancel(c);
-	hook_cancel(c);
-	smtp_session_body_free(c);
+	c->ops->on_closed(c);
 	ev_io_stop(c->srv->loop, &c->io);
 	if (c->ssl && c->secure)
 		SSL_shutdown(c->ssl); /* close_notify, best effort, never waited for */
@@ -534,40 +359,22 @@ void conn_close(struct conn *c, const char *reason)
 	ev_timer_start(c->srv->loop, &c->timer);
 }
 
-/* Should the session stop taking input for now? */
-static bool conn_input_blocked(const struct conn *c)
+bool conn_input_paused(const struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
-	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA &&
-	    c->phase != PHASE_BDAT)
-		return true;
-	if (c->starttls_pending)
-		return true;
-	if (buf_used(&c->out) > CONN_OUT_HIGH)
-		return true;
-	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
-		if (!s->body)
-			return false; /* a refused BDAT chunk: read and dropped */
-		if (s->body->ended)
-			return true; /* until onData has answered */
-		if (s->hook.active && s->hook.wait != WAIT_STREAM)
-			return buf_used(&s->body->pending) > CONN_PENDING_HIGH;
-		return false;
-	}
-	/* Between BDAT chunks onData waits for the next one: commands go on. */
-	return s->hook.active && !(s->tx.chunking && s->hook.wait == WAIT_STREAM);
+	return c->starttls_pending || buf_used(&c->out) > CONN_OUT_HIGH;
 }
 
 void conn_update_io(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_CLOSED)
 		return;
 	int want;
 	if (c->phase == PHASE_HANDSHAKE)
-		want = s->hook.active ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
+		want = conn_tls_waiting(c) ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
+	else if (conn_input_paused(c) || !c->ops->wants_input(c))
+		want = 0;
 	else
-		want = conn_input_blocked(c) ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
+		want = c->tls_want_write ? EV_WRITE : EV_READ;
 	if (buf_used(&c->out) > 0)
 		want |= c->tls_write_wants_read ? EV_READ : EV_WRITE;
 	if (want != (c->io.events & (EV_READ | EV_WRITE)) || !ev_is_active(&c->io)) {
@@ -581,72 +388,27 @@ void conn_update_io(struct conn *c)
 		ev_feed_event(c->srv->loop, &c->io, EV_READ);
 }
 
-void conn_process(struct conn *c)
-{
-	while (buf_used(&c->in) > 0 && !conn_input_blocked(c)) {
-		char *p = c->in.data + c->in.off; /* ours: the body is decoded in place */
-		size_t n = buf_used(&c->in);
-		if (c->phase == PHASE_DATA) {
-			buf_consume(&c->in, smtp_session_data(c, p, n));
-			continue;
-		}
-		if (c->phase == PHASE_BDAT) {
-			buf_consume(&c->in, smtp_session_bdat(c, p, n));
-			continue;
-		}
-		const char *line;
-		size_t line_len, used;
-		enum smtp_line_status st = smtp_line_next(&c->lines, p, n, &line, &line_len, &used);
-		if (st == SMTP_LINE_NEED_MORE)
-			break;
-		if (st == SMTP_LINE_SKIPPING) {
-			buf_consume(&c->in, used);
-			/* Megabytes with no line end are not a command: stop reading. */
-			if ((c->skipped += used) > CONN_UNTERMINATED_MAX) {
-				conn_end(c, 421, "4.4.2", "Error: line too long, closing connection");
-				break;
-			}
-			continue;
-		}
-		c->skipped = 0;
-		conn_line_progress(c);
-		/* The line stays valid until consumed: handlers may read it first. */
-		if (st == SMTP_LINE_TOO_LONG)
-			smtp_session_line_too_long(c);
-		else
-			smtp_session_line(c, line, line_len);
-		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
-			buf_consume(&c->in, used);
-		if (c->starttls_pending) {
-			/* Plaintext pipelined after STARTTLS is never executed
-			 * (CVE-2011-0411). */
-			buf_consume(&c->in, buf_used(&c->in));
-			break;
-		}
-	}
-	buf_release_if_empty(&c->in);
-}
-
 void conn_resume(struct conn *c)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	conn_process(c);
+	c->ops->on_input(c);
 	conn_flush(c);
 }
 
 void conn_stop(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
-	s->stopping = true;
-	smtp_session_stop(c);
-	if (c->phase != PHASE_CLOSED)
-		conn_flush(c);
+	c->ops->on_stop(c, false);
 }
 
-/* A complete command line: the idle timer starts over, and so does the
- * deadline a message that may follow must keep up with. */
-static void conn_line_progress(struct conn *c)
+void conn_stop_now(struct conn *c)
+{
+	c->ops->on_stop(c, true);
+}
+
+/* A command line: the idle timer starts over, and so does the deadline a
+ * message that may follow must keep up with. */
+void conn_line_progress(struct conn *c)
 {
 	double t = c->opt->socket_timeout;
 	if (t <= 0)
@@ -696,7 +458,7 @@ static void conn_read(struct conn *c)
 	 * up minDataRate: a client dripping bytes (slowloris) times out. */
 	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT)
 		conn_data_progress(c, (size_t)r);
-	conn_process(c);
+	c->ops->on_input(c);
 }
 
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
@@ -719,7 +481,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 	/* Nothing else holds c now: free it without another loop turn. */
 	if (c->phase == PHASE_CLOSED && ev_is_active(&c->timer)) {
 		ev_timer_stop(loop, &c->timer);
-		conn_finalize(c);
+		c->ops->on_release(c);
 	}
 }
 
@@ -727,28 +489,24 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = (struct conn *)((char *)w - offsetof(struct conn, timer));
 	if (c->phase == PHASE_CLOSED) {
-		conn_finalize(c);
+		c->ops->on_release(c);
 		return;
 	}
 	if (c->phase == PHASE_PROXY) {
 		conn_proxy_timer(c);
 		return;
 	}
-	/* Time spent waiting on the script is not the client's idleness. */
-	if (conn_session(c)->hook.active && conn_session(c)->hook.wait != WAIT_STREAM) {
-		w->repeat = c->opt->socket_timeout;
-		c->data_deadline = ev_now(loop) + w->repeat;
-		ev_timer_again(loop, w);
-		return;
-	}
-	conn_log(c, LOG_INFO, "timeout", NULL);
-	if (c->phase == PHASE_HANDSHAKE) {
-		smtp_session_tls_failed(c, "ERR_TLS_HANDSHAKE_TIMEOUT", "TLS handshake timeout");
-		return;
-	}
 	if (c->phase == PHASE_CLOSING) {
+		conn_log(c, LOG_INFO, "timeout", NULL);
 		conn_close(c, "timeout while closing");
 		return;
 	}
-	conn_end(c, 421, "4.4.2", "Timeout - closing connection");
+	c->ops->on_timeout(c);
+}
+
+void conn_idle_restart(struct conn *c)
+{
+	c->timer.repeat = c->opt->socket_timeout;
+	c->data_deadline = ev_now(c->srv->loop) + c->timer.repeat;
+	ev_timer_again(c->srv->loop, &c->timer);
 }

@@ -1,15 +1,14 @@
-/* conn — one client connection: its socket, watchers, buffers, line
- * reader and TLS state. The SMTP session it carries (smtp/session.h) is
- * freed with it. */
+/* conn — one client connection as a transport: its socket, watchers,
+ * buffers, TLS, PROXY header, timers and deadlines. It knows nothing of the
+ * protocol it carries: it reports to its owner (the SMTP session,
+ * smtp/session.c) through one table of callbacks, struct conn_owner_ops,
+ * as nginx's c->read->handler or Redis's ae file events do. */
 #ifndef LUASMTPD_CONN_H
 #define LUASMTPD_CONN_H
 
 #include "base/buf.h"
-#include "lua/config.h"
 #include "base/log.h"
-#include "lua/lua_hook.h"
-#include "proto/smtp_parse.h"
-#include "smtp/smtp_replies.h"
+#include "net/listener_options.h"
 
 #include <ev.h>
 #include <openssl/ssl.h>
@@ -18,7 +17,8 @@
 #include <sys/socket.h>
 
 struct server;
-struct smtp_session;
+struct conn;
+struct proxy_info;
 
 enum conn_phase {
 	PHASE_PROXY,     /* waiting for the PROXY protocol header */
@@ -32,12 +32,42 @@ enum conn_phase {
 	PHASE_CLOSED,   /* socket closed; onClose may still run */
 };
 
+/* What the connection tells its owner. Each is called with c alive; after
+ * on_closed only on_stop (a server shutdown meets every connection) and
+ * on_release follow. */
+struct conn_owner_ops {
+	/* The session may begin (after accept, or after the PROXY header pi,
+	 * else NULL): implicit TLS first, or the protocol's greeting. */
+	void (*on_open)(struct conn *c, const struct proxy_info *pi);
+	/* Refused before it began (maxClients, maxConnectionsPerIp,
+	 * maxConnectionRate): say why with conn_send_now; c closes next. */
+	void (*on_refused)(struct conn *c, const char *why);
+	/* c->in has new bytes: consume what can be handled now. */
+	void (*on_input)(struct conn *c);
+	/* Besides the transport's own back-pressure, may c read now? */
+	bool (*wants_input)(const struct conn *c);
+	/* A ClientHello named a server (not in the SNI cache): answer with
+	 * conn_tls_servername_answer, now or later. */
+	void (*on_servername)(struct conn *c, const char *name);
+	void (*on_tls_done)(struct conn *c);
+	/* The handshake failed: the owner closes c. */
+	void (*on_tls_failed)(struct conn *c, const char *code, const char *reason);
+	/* socketTimeout of silence (or a handshake's deadline) has passed. */
+	void (*on_timeout)(struct conn *c);
+	/* Server shutdown: end after the work in hand, or now (closeTimeout). */
+	void (*on_stop)(struct conn *c, bool now);
+	/* The socket has just closed: stop whatever runs for c. */
+	void (*on_closed)(struct conn *c);
+	/* From the loop, with nothing of c on the stack: the owner finishes,
+	 * then calls conn_free(c). */
+	void (*on_release)(struct conn *c);
+};
+
 struct conn {
 	ev_io io;
 	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
 	struct server *srv;
-	struct config *cfg;       /* a reference: the script generation this session runs */
-	struct smtp_options *opt; /* its listener's options, within cfg */
+	struct listener_options *opt; /* its listener's options (the owner keeps them alive) */
 	int fd;
 	enum conn_phase phase;
 	char id[17];
@@ -51,8 +81,6 @@ struct conn {
 
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */
-	struct smtp_line_reader lines;
-	size_t skipped; /* bytes of an over-long line dropped so far */
 	bool drain_on_close; /* read pending input before close (see conn_close) */
 
 	/* TLS */
@@ -67,43 +95,46 @@ struct conn {
 	SSL_CTX *sni_ctx;      /* what it chose (a reference), NULL: the default */
 	char *servername;      /* the ClientHello's, lower-cased; NULL if none */
 
-	struct smtp_session *session; /* what the connection carries */
+	const struct conn_owner_ops *ops;
+	void *owner;
 
 	struct conn *prev, *next; /* the server's list of connections */
 };
 
-/* local: the listener's own address, or NULL to ask the socket. */
-struct conn *conn_new(struct server *srv, struct config *cfg, struct smtp_options *opt, int fd,
-                      const struct sockaddr *peer, const struct sockaddr *local);
-/* Starts the session (onConnect, then the greeting). */
+/* local: the listener's own address, or NULL to ask the socket. The
+ * caller sets c->ops and c->owner before conn_start. */
+struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, const struct sockaddr *peer,
+                      const struct sockaddr *local);
+/* Admits c (connection limits, PROXY header), then opens it to its owner. */
 void conn_start(struct conn *c, const char *listen_addr);
 /* maxConnectionsPerIp: are there more open connections from c's address
  * (c among them) than allowed? */
 bool conn_too_many_from_peer(const struct conn *c);
-/* Queues a reply line; multi-line replies call this once per line. */
-void conn_reply(struct conn *c, int code, const char *enhanced, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-/* Queues a non-final line of a multi-line reply ("250-PIPELINING"). */
-void conn_reply_more(struct conn *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Queues the reply a hook's rejection asks for. */
-void conn_reply_outcome(struct conn *c, const struct hook_outcome *o);
-/* A hook's text in the catalogue's reply id: its enhanced code goes first
- * unless the text starts with its own ("2.6.1 queued as X"). */
-void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *text);
-/* Queues a reply of the catalogue (smtp_replies.h). */
-void conn_reply_known(struct conn *c, enum smtp_reply_id id);
+/* Writes line at once, past the buffer, best effort: for a refusal before
+ * the session begins. */
+void conn_send_now(struct conn *c, const char *line);
 /* Sends what is queued; returns false if the connection died. */
 bool conn_flush(struct conn *c);
-/* Queues a final reply, then closes once it is written. */
-void conn_end(struct conn *c, int code, const char *enhanced, const char *text);
-/* Closes now; the struct is freed later from the loop. */
+/* Unread input is dropped; c closes once what is queued is written. drain:
+ * read what the peer has sent meanwhile before closing (see conn_close). */
+void conn_close_when_flushed(struct conn *c, bool drain);
+/* Closes now; the struct is freed later from the loop (on_release). */
 void conn_close(struct conn *c, const char *reason);
-/* Consumes buffered input until a hook suspends it or input runs out. */
-void conn_process(struct conn *c);
-/* After an asynchronous hook has finished: go on with buffered input. */
+/* Frees c: its owner's last word, from on_release. */
+void conn_free(struct conn *c);
+/* Input is held back by the transport: a TLS upgrade waits for the output
+ * to drain, or too much output is queued. */
+bool conn_input_paused(const struct conn *c);
+/* A complete command line has arrived: the idle timer starts over. */
+void conn_line_progress(struct conn *c);
+/* The owner is busy (not the peer): the idle timer starts over. */
+void conn_idle_restart(struct conn *c);
+/* After an asynchronous step: the owner goes on with buffered input. */
 void conn_resume(struct conn *c);
-/* Server shutdown: end the session now if idle, else after its transaction. */
+/* Server shutdown: the owner ends its session after its work in hand. */
 void conn_stop(struct conn *c);
+/* closeTimeout has passed: the owner ends its session now. */
+void conn_stop_now(struct conn *c);
 static inline const char *conn_session_id(const struct conn *c) { return c->id; }
 /* Re-arms the watcher for what the connection waits on now. */
 void conn_update_io(struct conn *c);

@@ -1,16 +1,12 @@
 #include "net/conn_tls.h"
 
 #include "net/conn.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_runtime.h"
 #include "net/server.h"
-#include "smtp/smtp_session.h"
 #include "tls/tls_context.h"
 #include "tls/tls_sni_cache.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <lauxlib.h>
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +52,7 @@ static void tls_switch_context(SSL *ssl, SSL_CTX *ctx, SSL_CTX *listener)
 	SSL_set_options(ssl, SSL_CTX_get_options(ctx));
 }
 
-static SSL_CTX *tls_sni_lookup(const struct smtp_options *o, const char *name)
+static SSL_CTX *tls_sni_lookup(const struct listener_options *o, const char *name)
 {
 	for (size_t i = 0; i < o->tls.nsni; i++)
 		if (strcmp(o->tls.sni[i].name, name) == 0)
@@ -78,28 +74,23 @@ static void tls_cache_put(struct conn *c, SSL_CTX *ctx)
 	tls_sni_cache_put(c->opt->sni_cache, c->servername, ctx);
 }
 
-static void tls_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+void conn_tls_servername_answer(struct conn *c, SSL_CTX *ctx, bool refused)
 {
 	c->sni_done = true;
-	if (o->kind == HOOK_REJECT) {
-		c->sni_failed = true;
-		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
-		         "reason", o->text, NULL);
-	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
-		SSL_CTX *ctx = tls_context_check(co, 1);
-		if (ctx) {
-			SSL_CTX_up_ref(ctx);
-			c->sni_ctx = ctx;
-			tls_cache_put(c, ctx);
-		} else if (!lua_isnil(co, 1)) {
-			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
-			         "servername", c->servername, NULL);
-		}
+	c->sni_failed = refused;
+	if (ctx) {
+		SSL_CTX_up_ref(ctx);
+		c->sni_ctx = ctx;
+		tls_cache_put(c, ctx);
 	}
-	/* A hook that failed is logged by the hook runner: the default serves.
-	 * An answer that came after a yield resumes the paused handshake. */
+	/* An answer that came after a yield resumes the paused handshake. */
 	if (c->sni_async && c->phase == PHASE_HANDSHAKE)
 		conn_tls_handshake(c);
+}
+
+bool conn_tls_waiting(const struct conn *c)
+{
+	return c->sni_async && !c->sni_done;
 }
 
 static int tls_client_hello(SSL *ssl, int *alert, void *arg)
@@ -111,15 +102,13 @@ static int tls_client_hello(SSL *ssl, int *alert, void *arg)
 		free(c->servername);
 		c->servername = tls_hello_servername(ssl);
 		SSL_CTX *cached = c->servername ? tls_cache_get(c) : NULL;
-		lua_State *co = c->servername && !cached ? hook_prepare(c, HOOK_SNI) : NULL;
 		if (cached) {
 			SSL_CTX_up_ref(cached);
 			c->sni_ctx = cached;
 			c->sni_done = true;
-		} else if (co) {
-			lua_pushstring(co, c->servername);
+		} else if (c->servername) {
 			c->sni_async = false;
-			hook_start(c, 1, tls_sni_done);
+			c->ops->on_servername(c, c->servername);
 			if (!c->sni_done) {
 				c->sni_async = true; /* it yielded: ask again when it answers */
 				return SSL_CLIENT_HELLO_RETRY;
@@ -190,7 +179,8 @@ void conn_tls_handshake(struct conn *c)
 	if (rc == 1) {
 		c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 		ev_timer_again(c->srv->loop, &c->timer);
-		smtp_session_secured(c);
+		c->secure = true;
+		c->ops->on_tls_done(c);
 		conn_flush(c);
 		return;
 	}
@@ -211,7 +201,7 @@ void conn_tls_handshake(struct conn *c)
 	               ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
 	char reason[256];
 	tls_reason(reason, sizeof reason);
-	smtp_session_tls_failed(c, dropped ? "SocketError" : "TLSError", reason);
+	c->ops->on_tls_failed(c, dropped ? "SocketError" : "TLSError", reason);
 }
 
 ssize_t conn_tls_recv(struct conn *c, void *buf, size_t n)

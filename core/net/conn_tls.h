@@ -19,5 +19,10 @@ void conn_tls_handshake(struct conn *c);
 ssize_t conn_tls_recv(struct conn *c, void *buf, size_t n);
 ssize_t conn_tls_send(struct conn *c, const void *buf, size_t n, bool *want_read);
 void conn_tls_free(struct conn *c);
+/* The owner's answer to on_servername: ctx (NULL: the default) or a
+ * refusal (the handshake fails with unrecognized_name). */
+void conn_tls_servername_answer(struct conn *c, SSL_CTX *ctx, bool refused);
+/* Does the handshake wait for that answer? */
+bool conn_tls_waiting(const struct conn *c);
 
 #endif

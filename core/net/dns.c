@@ -251,20 +251,3 @@ bool dns_reverse_name(const char *ip, char *out, size_t len)
 	strcpy(p, "ip6.arpa");
 	return true;
 }
-
-const char *dns_strerror(int status)
-{
-	switch (status) {
-	case ARES_ENOTFOUND:
-	case ARES_ENODATA:
-		return "not found";
-	case ARES_ETIMEOUT:
-		return "timeout";
-	case ARES_ECONNREFUSED:
-		return "connection refused";
-	case ARES_EBADNAME:
-		return "bad name";
-	default:
-		return ares_strerror(status);
-	}
-}

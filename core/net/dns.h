@@ -31,7 +31,5 @@ void dns_cancel(struct dns_query *q);
 /* "4.3.2.1.in-addr.arpa" / nibble form for an IPv6 address; false if ip
  * is not an address. */
 bool dns_reverse_name(const char *ip, char *out, size_t len);
-/* A short reason for an ARES_* status: "not found", "timeout", ... */
-const char *dns_strerror(int status);
 
 #endif

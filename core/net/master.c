@@ -1,7 +1,6 @@
 #include "net/master.h"
 
 #include "base/log.h"
-#include "lua/lua_runtime.h"
 #include "base/metrics.h"
 #include "base/sd_notify.h"
 #include "net/server.h"
@@ -81,7 +80,7 @@ static void master_become_worker(struct master *m, unsigned slot)
 	}
 	server_run(srv);
 	server_free(srv);
-	lua_runtime_close();
+	srv->ops->close();
 	_exit(0);
 }
 

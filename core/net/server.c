@@ -2,16 +2,12 @@
 
 #include "net/conn.h"
 #include "base/log.h"
-#include "lua/lua_guard.h"
-#include "lua/lua_runtime.h"
 #include "base/metrics.h"
 #include "base/sd_notify.h"
-#include "tls/tls_sni_cache.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <lauxlib.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -133,8 +129,9 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-		struct conn *c = conn_new(srv, srv->cfg, l->opt, fd, (struct sockaddr *)&peer,
+		struct conn *c = conn_new(srv, l->opt, fd, (struct sockaddr *)&peer,
 		                          l->local.ss_family == AF_UNSPEC ? NULL : (struct sockaddr *)&l->local);
+		srv->accept_conn(c);
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;
@@ -153,7 +150,7 @@ static bool server_is_wildcard(const struct sockaddr_storage *ss)
 	return true;
 }
 
-static struct listener *server_new_listener(struct server *srv, struct smtp_options *o,
+static struct listener *server_new_listener(struct server *srv, struct listener_options *o,
                                             const char *addr, int fd)
 {
 	struct listener *l = calloc(1, sizeof *l);
@@ -190,12 +187,12 @@ static struct listener *server_find_listener(struct server *srv, const char *add
 /* Binds every address of cfg that srv does not listen on yet, into *fresh;
  * addresses it does listen on are noted in keep (parallel to listeners).
  * On a failure, what was bound is closed again. */
-static bool server_bind_config(struct server *srv, struct config *cfg, struct listener **fresh,
+static bool server_bind_config(struct server *srv, struct listener_set *cfg, struct listener **fresh,
                                char *err, size_t errlen)
 {
 	*fresh = NULL;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
+		struct listener_options *o = cfg->listeners[i];
 		for (size_t j = 0; j < o->nlisten; j++) {
 			if (server_find_listener(srv, o->listen[j]))
 				continue;
@@ -217,16 +214,14 @@ static bool server_bind_config(struct server *srv, struct config *cfg, struct li
 }
 
 /* The options of cfg that listen on addr, or NULL. */
-static struct smtp_options *server_options_for(struct config *cfg, const char *addr)
+static struct listener_options *server_options_for(struct listener_set *cfg, const char *addr)
 {
 	for (size_t i = 0; i < cfg->nlisteners; i++)
-		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++)
-			if (strcmp(cfg->listeners[i].listen[j], addr) == 0)
-				return &cfg->listeners[i];
+		for (size_t j = 0; j < cfg->listeners[i]->nlisten; j++)
+			if (strcmp(cfg->listeners[i]->listen[j], addr) == 0)
+				return cfg->listeners[i];
 	return NULL;
 }
-
-static void server_watch_certs(struct server *srv);
 
 /* "host:port" as bound: the real port of a "127.0.0.1:0" listener. */
 static void server_bound_address(int fd, char *out, size_t len)
@@ -251,12 +246,12 @@ static void server_bound_address(int fd, char *out, size_t len)
 
 /* Makes cfg current: kept listeners take its options, others close, fresh
  * ones open. */
-static void server_adopt(struct server *srv, struct config *cfg, struct listener *fresh)
+static void server_adopt(struct server *srv, struct listener_set *cfg, struct listener *fresh)
 {
 	struct listener **pl = &srv->listeners;
 	while (*pl) {
 		struct listener *l = *pl;
-		struct smtp_options *o = server_options_for(cfg, l->addr);
+		struct listener_options *o = server_options_for(cfg, l->addr);
 		if (o) {
 			l->opt = o;
 			pl = &l->next;
@@ -277,10 +272,10 @@ static void server_adopt(struct server *srv, struct config *cfg, struct listener
 		server_bound_address(l->fd, bound, sizeof bound);
 		log_kv(LOG_INFO, NULL, "listening", "listen", l->addr, "address", bound, NULL);
 	}
-	struct config *old = srv->cfg;
+	struct listener_set *old = srv->cfg;
 	srv->cfg = cfg;
-	config_unref(lua_main, old); /* sessions still on it keep it alive */
-	lua_guard_set_memory_limit(cfg->nlisteners ? cfg->listeners[0].lua_memory_limit : 0);
+	srv->ops->unref(old); /* sessions still on it keep it alive */
+	srv->ops->adopt(cfg);
 	if (srv->accepting)
 		server_watch_certs(srv);
 }
@@ -290,20 +285,19 @@ bool server_listen(struct server *srv, char *err, size_t errlen)
 	struct listener *fresh;
 	if (!server_bind_config(srv, srv->cfg, &fresh, err, errlen))
 		return false;
-	config_ref(srv->cfg); /* server_adopt drops the "old" one: the same */
+	srv->ops->ref(srv->cfg); /* server_adopt drops the "old" one: the same */
 	server_adopt(srv, srv->cfg, fresh);
 	return true;
 }
 
 bool server_reload(struct server *srv, char *err, size_t errlen)
 {
-	struct config *cfg = lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err,
-	                                      errlen);
+	struct listener_set *cfg = srv->ops->load(srv, err, errlen);
 	if (!cfg)
 		return false;
 	struct listener *fresh;
 	if (!server_bind_config(srv, cfg, &fresh, err, errlen)) {
-		config_unref(lua_main, cfg);
+		srv->ops->unref(cfg);
 		return false;
 	}
 	server_adopt(srv, cfg, fresh);
@@ -312,67 +306,17 @@ bool server_reload(struct server *srv, char *err, size_t errlen)
 
 /* ---- certificates ------------------------------------------------------- */
 
-/* Swaps in freshly built TLS for every listener of the current script;
- * all or nothing. extra_idx: options over the script's (0: none). */
-static bool server_rebuild_tls(struct server *srv, lua_State *L, int extra_idx, char *err,
-                               size_t errlen)
-{
-	struct config *cfg = srv->cfg;
-	struct tls_set *built = calloc(cfg->nlisteners, sizeof *built);
-	if (!built)
-		abort();
-	bool ok = true;
-	for (size_t i = 0; ok && i < cfg->nlisteners; i++)
-		ok = config_build_tls(L, &cfg->listeners[i], extra_idx, &built[i], err, errlen);
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct smtp_options *o = &cfg->listeners[i];
-		if (ok) {
-			/* Handshakes in flight hold their own reference to the old context. */
-			config_free_tls(&o->tls);
-			o->tls = built[i];
-			tls_sni_cache_free(o->sni_cache);
-			o->sni_cache = NULL;
-		} else {
-			config_free_tls(&built[i]);
-		}
-	}
-	free(built);
-	if (ok)
-		server_watch_certs(srv);
-	return ok;
-}
-
-bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
-                                  size_t errlen)
-{
-	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	if (!server_rebuild_tls(srv, L, idx, err, errlen))
-		return false;
-	/* The new values become the listeners' own, so a later renewal on
-	 * disk rebuilds from them. */
-	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, srv->cfg->listeners[i].table_ref);
-		lua_pushnil(L);
-		while (lua_next(L, idx)) {
-			lua_pushvalue(L, -2);
-			lua_insert(L, -2);
-			lua_rawset(L, -4);
-		}
-		lua_pop(L, 1);
-	}
-	log_kv(LOG_INFO, NULL, "secure context updated", NULL);
-	return true;
-}
-
 static void server_cert_settled(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct server *srv = (struct server *)((char *)w - offsetof(struct server, cert_settle));
 	char err[512];
-	if (server_rebuild_tls(srv, lua_main, 0, err, sizeof err))
+	if (srv->ops->rebuild_tls(srv->cfg, err, sizeof err)) {
+		server_watch_certs(srv);
 		log_kv(LOG_INFO, NULL, "certificates reloaded", NULL);
-	else
+	} else {
 		log_kv(LOG_ERROR, NULL, "certificate reload failed, the old ones keep serving", "error",
 		       err, NULL);
+	}
 }
 
 static void server_cert_changed(struct ev_loop *loop, ev_stat *w, int revents)
@@ -395,19 +339,19 @@ static void server_unwatch_certs(struct server *srv)
 
 /* Watches every file the current TLS contexts were read from: renewals
  * written in place or renamed over (certbot) are picked up without HUP. */
-static void server_watch_certs(struct server *srv)
+void server_watch_certs(struct server *srv)
 {
 	server_unwatch_certs(srv);
 	size_t n = 0;
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-		n += srv->cfg->listeners[i].tls.nwatch;
+		n += srv->cfg->listeners[i]->tls.nwatch;
 	if (n == 0)
 		return;
 	srv->watches = calloc(n, sizeof *srv->watches);
 	if (!srv->watches)
 		abort();
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++) {
-		const struct tls_set *t = &srv->cfg->listeners[i].tls;
+		const struct tls_set *t = &srv->cfg->listeners[i]->tls;
 		for (size_t j = 0; j < t->nwatch; j++) {
 			struct cert_watch *cw = &srv->watches[srv->nwatches++];
 			cw->srv = srv;
@@ -446,15 +390,15 @@ static void server_close_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	struct server *srv = (struct server *)((char *)w - offsetof(struct server, close_timer));
 	for (struct conn *c = srv->conns; c; c = c->next)
 		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
-			conn_end(c, 421, "4.4.2", "Server shutting down");
+			conn_stop_now(c);
 }
 
 static double server_close_timeout_value(const struct server *srv)
 {
 	double t = 0;
 	for (size_t i = 0; i < srv->cfg->nlisteners; i++)
-		if (srv->cfg->listeners[i].close_timeout > t)
-			t = srv->cfg->listeners[i].close_timeout;
+		if (srv->cfg->listeners[i]->close_timeout > t)
+			t = srv->cfg->listeners[i]->close_timeout;
 	return t;
 }
 
@@ -533,7 +477,7 @@ static void server_on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 
 bool server_drop_privileges(struct server *srv, char *err, size_t errlen)
 {
-	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0].user : NULL;
+	const char *user = srv->cfg->nlisteners ? srv->cfg->listeners[0]->user : NULL;
 	if (!user && getuid() == 0)
 		log_kv(LOG_WARN, NULL, "running as root: set user = \"...\" in the script to drop root after binding", NULL);
 	if (!user || getuid() != 0)
@@ -556,7 +500,7 @@ void server_run(struct server *srv)
 {
 	server_current = srv;
 	srv->accepting = true;
-	lua_guard_start(lua_main);
+	srv->ops->serving();
 	for (struct listener *l = srv->listeners; l; l = l->next)
 		if (l->fd >= 0)
 			ev_io_start(srv->loop, &l->io);
@@ -586,7 +530,7 @@ void server_free(struct server *srv)
 		srv->listeners = l->next;
 		server_free_listener(srv, l);
 	}
-	config_unref(lua_main, srv->cfg);
+	srv->ops->unref(srv->cfg);
 	srv->cfg = NULL;
 	server_current = NULL;
 }

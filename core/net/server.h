@@ -1,22 +1,40 @@
 /* server — the listening sockets, the set of connections, signals, reload
- * (HUP, certificate renewals on disk, updateSecureContext) and the
- * graceful stop. */
+ * (HUP, certificate renewals on disk: through the struct server_ops its
+ * owner gives it) and the graceful stop. */
 #ifndef LUASMTPD_SERVER_H
 #define LUASMTPD_SERVER_H
 
-#include "lua/config.h"
+#include "net/listener_options.h"
 
 #include <ev.h>
 #include <sys/socket.h>
-#include <lua.h>
 #include <stdbool.h>
 
 struct conn;
+struct server;
+
+/* What the server asks of whoever configures it (main.c installs the Lua
+ * runtime's, lua/server_ops.c): net/ loads no script and knows no Lua. */
+struct server_ops {
+	/* The script loaded again for a reload (one reference); NULL and err. */
+	struct listener_set *(*load)(struct server *srv, char *err, size_t errlen);
+	void (*ref)(struct listener_set *cfg);
+	/* The last reference gone, cfg is freed (sessions hold theirs). */
+	void (*unref)(struct listener_set *cfg);
+	/* cfg became the server's: its process-wide settings apply. */
+	void (*adopt)(struct listener_set *cfg);
+	/* Every listener's TLS of cfg built again from its options (files
+	 * renewed on disk); all or nothing, false and err. */
+	bool (*rebuild_tls)(struct listener_set *cfg, char *err, size_t errlen);
+	/* The loop is about to serve; the process is done with the runtime. */
+	void (*serving)(void);
+	void (*close)(void);
+};
 
 struct listener {
 	ev_io io;
 	struct server *srv;
-	struct smtp_options *opt; /* in srv->cfg */
+	struct listener_options *opt; /* in srv->cfg */
 	int fd;
 	char addr[96];
 	/* Bound to one address (not a wildcard): every session's local
@@ -32,13 +50,16 @@ struct cert_watch {
 
 struct server {
 	struct ev_loop *loop;
-	struct config *cfg; /* the current script; sessions may hold older ones */
+	const struct server_ops *ops;
+	struct listener_set *cfg; /* the current script; sessions may hold older ones */
 	const char *script;
 	char **listen_override;
 	size_t noverride;
 	struct listener *listeners;
 	struct conn *conns;
 	unsigned nconns;
+	/* Gives a new connection its owner (sets c->ops and c->owner). */
+	void (*accept_conn)(struct conn *c);
 	bool stopping;
 	bool accepting; /* false in a master, whose workers accept */
 	bool draining;  /* an old worker after a reload: no new sessions */
@@ -66,9 +87,8 @@ void server_drain(struct server *srv);
 bool server_drop_privileges(struct server *srv, char *err, size_t errlen);
 /* Loads the script again; on failure nothing changes. */
 bool server_reload(struct server *srv, char *err, size_t errlen);
-/* smtp.server:updateSecureContext(opts at idx of L). */
-bool server_update_secure_context(struct server *srv, lua_State *L, int idx, char *err,
-                                  size_t errlen);
+/* The listeners' TLS was built again: watch the files it was read from. */
+void server_watch_certs(struct server *srv);
 /* Closes the listening sockets (a master stopping its workers). */
 void server_stop_listening(struct server *srv);
 /* Stops accepting; open sessions end as on TERM. */

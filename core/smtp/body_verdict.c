@@ -2,6 +2,7 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
+#include "proto/replies.h"
 
 #include <stdio.h>
 
@@ -14,16 +15,17 @@ int body_verdict(const struct conn *c, struct body_refusal *r)
 		r->code = 552;
 		r->enhanced = "5.3.4";
 		snprintf(r->text, sizeof r->text, "Error: message exceeds fixed maximum message size %llu",
-		         (unsigned long long)c->opt->size);
-	} else if (b->dec.bare_seen && c->opt->bare_line_endings == SMTP_BARE_REJECT) {
-		r->code = 554;
-		r->enhanced = "5.5.2";
-		snprintf(r->text, sizeof r->text, "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line");
+		         (unsigned long long)smtp_opt(c)->size);
+	} else if (b->dec.bare_seen && smtp_opt(c)->bare_line_endings == SMTP_BARE_REJECT) {
+		const struct smtp_reply *bare = &smtp_replies[REPLY_BARE_LINE_ENDING];
+		r->code = bare->code;
+		r->enhanced = bare->enhanced;
+		snprintf(r->text, sizeof r->text, "%s", bare->text);
 	} else if (b->line_too_long) {
 		r->code = 554;
 		r->enhanced = "5.6.0";
 		snprintf(r->text, sizeof r->text, "Error: a message line is longer than %zu octets",
-		         c->opt->max_line_length);
+		         smtp_opt(c)->max_line_length);
 	} else {
 		return 0;
 	}

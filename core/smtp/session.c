@@ -1,7 +1,18 @@
 #include "smtp/session.h"
 
+#include "lua/lua_runtime.h"
+#include "lua/lua_session.h"
+#include "lua/api_tls.h"
+#include "lua/tls_options.h"
+#include "net/conn_tls.h"
+#include "net/server.h"
+#include "smtp/reply.h"
+#include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
+#include "tls/tls_context.h"
 
+#include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static const struct smtp_policy *policy_current;
@@ -11,21 +22,38 @@ void smtp_policy_use(const struct smtp_policy *p)
 	policy_current = p;
 }
 
-struct smtp_session *smtp_session_new(struct conn *c)
+/* Body bytes onData has not taken yet, beyond which reading waits. */
+#define SESSION_PENDING_HIGH (1024 * 1024)
+/* Bytes of a line with no end yet, beyond which the session ends. */
+#define SESSION_UNTERMINATED_MAX (1024 * 1024)
+
+static const struct conn_owner_ops session_ops;
+
+void smtp_session_accept(struct conn *c)
 {
 	struct smtp_session *s = calloc(1, sizeof *s);
 	if (!s)
 		abort();
 	s->conn = c;
+	/* The script generation the session runs: c's options live in it. */
+	s->cfg = c->srv->cfg;
+	c->srv->ops->ref(s->cfg);
 	s->policy = policy_current;
-	c->session = s;
 	s->policy->attach(s);
-	return s;
+	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
+	 * smtp_session_line holds other commands to maxCommandLength. */
+	size_t max = smtp_opt(c)->max_command_length;
+	smtp_line_reader_init(&s->lines, max > SMTP_AUTH_LINE_MAX ? max : SMTP_AUTH_LINE_MAX);
+	c->ops = &session_ops;
+	c->owner = s;
 }
 
-void smtp_session_free(struct conn *c)
+/* Frees c's session and what it holds, then c; the configuration last. */
+static void session_free(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
+	struct listener_set *cfg = s->cfg;
+	const struct server_ops *ops = c->srv->ops;
 	smtp_session_body_free(c);
 	s->policy->detach(s);
 	rcpt_set_clear(&s->rcpts);
@@ -35,5 +63,190 @@ void smtp_session_free(struct conn *c)
 	free(s->sasl_challenge);
 	free(s->sasl_refusal);
 	free(s);
-	c->session = NULL;
+	c->owner = NULL;
+	conn_free(c);
+	ops->unref(cfg);
 }
+
+static void session_on_open(struct conn *c, const struct proxy_info *pi)
+{
+	lua_session_new(c);
+	if (pi)
+		lua_session_set_proxy(c, pi);
+	if (smtp_opt(c)->secure) {
+		conn_tls_begin(c); /* onConnect follows the handshake */
+		return;
+	}
+	smtp_session_connect(c);
+	conn_flush(c);
+}
+
+static void session_on_refused(struct conn *c, const char *why)
+{
+	char line[320];
+	snprintf(line, sizeof line, "421 %s%s %s\r\n", smtp_opt(c)->hide_enhanced ? "" : "4.4.2 ", smtp_opt(c)->name,
+	         why);
+	conn_send_now(c, line);
+}
+
+/* Besides the transport's back-pressure: does the session take input now? */
+static bool session_wants_input(const struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA &&
+	    c->phase != PHASE_BDAT)
+		return false;
+	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
+		if (!s->body)
+			return true; /* a refused BDAT chunk: read and dropped */
+		if (s->body->ended)
+			return false; /* until onData has answered */
+		if (s->hook.active && s->hook.wait != WAIT_STREAM)
+			return buf_used(&s->body->pending) <= SESSION_PENDING_HIGH;
+		return true;
+	}
+	/* Between BDAT chunks onData waits for the next one: commands go on. */
+	return !s->hook.active || (s->tx.chunking && s->hook.wait == WAIT_STREAM);
+}
+
+/* Consumes buffered input until a hook suspends it or input runs out. */
+static void session_on_input(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	while (buf_used(&c->in) > 0 && !conn_input_paused(c) && session_wants_input(c)) {
+		char *p = c->in.data + c->in.off; /* ours: the body is decoded in place */
+		size_t n = buf_used(&c->in);
+		if (c->phase == PHASE_DATA) {
+			buf_consume(&c->in, smtp_session_data(c, p, n));
+			continue;
+		}
+		if (c->phase == PHASE_BDAT) {
+			buf_consume(&c->in, smtp_session_bdat(c, p, n));
+			continue;
+		}
+		const char *line;
+		size_t line_len, used;
+		enum smtp_line_status st = smtp_line_next(&s->lines, p, n, &line, &line_len, &used);
+		if (st == SMTP_LINE_NEED_MORE)
+			break;
+		if (st == SMTP_LINE_SKIPPING) {
+			buf_consume(&c->in, used);
+			/* Megabytes with no line end are not a command: stop reading. */
+			if ((s->skipped += used) > SESSION_UNTERMINATED_MAX) {
+				conn_end(c, 421, "4.4.2", "Error: line too long, closing connection");
+				break;
+			}
+			continue;
+		}
+		s->skipped = 0;
+		conn_line_progress(c);
+		/* The line stays valid until consumed: handlers may read it first. */
+		if (st == SMTP_LINE_TOO_LONG)
+			smtp_session_line_too_long(c);
+		else
+			smtp_session_line(c, line, line_len);
+		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
+			buf_consume(&c->in, used);
+		if (c->starttls_pending) {
+			/* Plaintext pipelined after STARTTLS is never executed
+			 * (CVE-2011-0411). */
+			buf_consume(&c->in, buf_used(&c->in));
+			break;
+		}
+	}
+	buf_release_if_empty(&c->in);
+}
+
+static void session_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	SSL_CTX *ctx = NULL;
+	if (o->kind == HOOK_REJECT) {
+		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
+		         "reason", o->text, NULL);
+	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
+		ctx = tls_context_check(co, 1);
+		if (!ctx && !lua_isnil(co, 1))
+			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
+			         "servername", c->servername, NULL);
+	}
+	/* A hook that failed is logged by the hook runner: the default serves. */
+	conn_tls_servername_answer(c, ctx, o->kind == HOOK_REJECT);
+}
+
+static void session_on_servername(struct conn *c, const char *name)
+{
+	lua_State *co = hook_prepare(c, HOOK_SNI);
+	if (!co) {
+		conn_tls_servername_answer(c, NULL, false);
+		return;
+	}
+	lua_pushstring(co, name);
+	hook_start(c, 1, session_sni_done);
+}
+
+static void session_on_timeout(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	/* Time spent waiting on the script is not the client's idleness. */
+	if (s->hook.active && s->hook.wait != WAIT_STREAM) {
+		conn_idle_restart(c);
+		return;
+	}
+	conn_log(c, LOG_INFO, "timeout", NULL);
+	if (c->phase == PHASE_HANDSHAKE) {
+		smtp_session_tls_failed(c, "ERR_TLS_HANDSHAKE_TIMEOUT", "TLS handshake timeout");
+		return;
+	}
+	conn_end(c, 421, "4.4.2", "Timeout - closing connection");
+}
+
+static void session_on_stop(struct conn *c, bool now)
+{
+	if (now) {
+		conn_end(c, 421, "4.4.2", "Server shutting down");
+		return;
+	}
+	conn_session(c)->stopping = true;
+	smtp_session_stop(c);
+	if (c->phase != PHASE_CLOSED)
+		conn_flush(c);
+}
+
+static void session_on_closed(struct conn *c)
+{
+	smtp_session_cancel_greeting_delay(c);
+	smtp_rdns_cancel(c);
+	hook_cancel(c);
+	smtp_session_body_free(c);
+}
+
+static void session_on_close_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	session_free(c);
+}
+
+/* onClose, then the session and its connection go. */
+static void session_on_release(struct conn *c)
+{
+	lua_State *co = conn_session(c)->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
+	if (!co) {
+		session_free(c);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 1, session_on_close_done);
+}
+
+static const struct conn_owner_ops session_ops = {
+	.on_open = session_on_open,
+	.on_refused = session_on_refused,
+	.on_input = session_on_input,
+	.wants_input = session_wants_input,
+	.on_servername = session_on_servername,
+	.on_tls_done = smtp_session_secured,
+	.on_tls_failed = smtp_session_tls_failed,
+	.on_timeout = session_on_timeout,
+	.on_stop = session_on_stop,
+	.on_closed = session_on_closed,
+	.on_release = session_on_release,
+};

@@ -1,7 +1,8 @@
 /* session — the SMTP session a connection carries: the protocol state
- * (greeting, transaction, body, BDAT, SASL, XCLIENT, counters), the reverse
- * DNS lookup, the hook in flight and the Lua references. The connection
- * (net/conn.h) is its transport: socket, buffers, TLS, timers. */
+ * (greeting, transaction, body, BDAT, SASL, XCLIENT, counters), the line
+ * reader, the reverse DNS lookup, the hook in flight and the Lua
+ * references. The connection (net/conn.h) is its transport: the session is
+ * its owner and hears from it through struct conn_owner_ops. */
 #ifndef LUASMTPD_SMTP_SESSION_STATE_H
 #define LUASMTPD_SMTP_SESSION_STATE_H
 
@@ -10,6 +11,7 @@
 #include "net/conn.h"
 #include "proto/smtp_parse.h"
 #include "smtp/policy.h"
+#include "smtp/options.h"
 #include "smtp/rcpt_set.h"
 
 #include <ev.h>
@@ -59,6 +61,9 @@ struct body {
 
 struct smtp_session {
 	struct conn *conn; /* its transport */
+	struct listener_set *cfg; /* a reference: the script generation this session runs */
+	struct smtp_line_reader lines;
+	size_t skipped; /* bytes of an over-long line dropped so far */
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
@@ -118,12 +123,11 @@ struct smtp_session {
 /* The session c carries. */
 static inline struct smtp_session *conn_session(const struct conn *c)
 {
-	return c->session;
+	return c->owner;
 }
 
-/* A session for c, with no Lua references yet; c carries it from here on. */
-struct smtp_session *smtp_session_new(struct conn *c);
-/* Frees c's session and what it holds (body, Lua references, SASL state). */
-void smtp_session_free(struct conn *c);
+/* The server's acceptor: a new session owns c from here on, and frees it
+ * after onClose. */
+void smtp_session_accept(struct conn *c);
 
 #endif

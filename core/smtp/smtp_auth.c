@@ -3,8 +3,10 @@
 
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
+#include "smtp/reply.h"
 #include "base/metrics.h"
 #include "smtp/smtp_session.h"
+#include "proto/replies.h"
 
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -36,10 +38,10 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 	/* Only a permanent failure counts against the address: a 454 (the
 	 * backend is down, or this very throttle) is not a wrong password. */
 	if (code >= 500)
-		auth_throttle_failed(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window);
-	if (c->opt->max_auth_failures && ++conn_session(c)->auth_failures >= c->opt->max_auth_failures) {
+		auth_throttle_failed(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window);
+	if (smtp_opt(c)->max_auth_failures && ++conn_session(c)->auth_failures >= smtp_opt(c)->max_auth_failures) {
 		conn_log(c, LOG_WARN, "too many failed AUTH attempts", NULL);
-		conn_end(c, 421, "4.7.0", "Error: too many failed authentication attempts");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_AUTH_TOO_MANY_FAILURES));
 		return;
 	}
 	conn_reply(c, code, enhanced, "%s", text);
@@ -48,7 +50,7 @@ static void auth_failed(struct conn *c, int code, const char *enhanced, const ch
 static void auth_bad_data(struct conn *c)
 {
 	auth_reset(c);
-	conn_reply(c, 501, "5.5.2", "Error: invalid userdata");
+	conn_reply_known(c, REPLY_AUTH_BAD_BASE64);
 }
 
 static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
@@ -58,7 +60,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 	enum auth_method method = s->sasl_method;
 	smtp_session_take_verdict(s, v);
 	if (v->undecided) {
-		auth_failed(c, 535, "5.7.8", "Error: Authentication not implemented");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_NOT_IMPLEMENTED));
 		return;
 	}
 	auth_reset(c);
@@ -187,7 +189,7 @@ static void auth_cram_start(struct conn *c)
 	RAND_bytes(rnd, sizeof rnd);
 	char challenge[512];
 	snprintf(challenge, sizeof challenge, "<%02x%02x%02x%02x%02x%02x%02x%02x.%ld@%s>", rnd[0],
-	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), c->opt->name);
+	         rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], (long)time(NULL), smtp_opt(c)->name);
 	free(conn_session(c)->sasl_challenge);
 	conn_session(c)->sasl_challenge = strdup(challenge);
 	char b64[sizeof challenge * 2];
@@ -254,7 +256,7 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 	}
 	if (len == 1 && line[0] == '*') {
 		auth_reset(c);
-		conn_reply(c, 501, "5.0.0", "Authentication aborted");
+		conn_reply_known(c, REPLY_AUTH_ABORTED);
 		return;
 	}
 	switch (step) {
@@ -269,10 +271,10 @@ void smtp_auth_line(struct conn *c, const char *line, size_t len)
 
 static enum auth_method auth_find(const struct conn *c, const char *name, size_t len)
 {
-	for (size_t i = 0; i < c->opt->nauth_methods; i++) {
-		const char *m = auth_method_name(c->opt->auth_methods[i]);
+	for (size_t i = 0; i < smtp_opt(c)->nauth_methods; i++) {
+		const char *m = auth_method_name(smtp_opt(c)->auth_methods[i]);
 		if (smtp_ascii_ieq(m, strlen(m), name, len))
-			return c->opt->auth_methods[i];
+			return smtp_opt(c)->auth_methods[i];
 	}
 	return 0;
 }
@@ -280,19 +282,19 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (!conn_session(c)->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		conn_reply_known(c, REPLY_NEED_HELO);
 		return;
 	}
 	if (conn_session(c)->authenticated) {
-		conn_reply(c, 503, "5.5.1", "Error: No identity changes permitted");
+		conn_reply_known(c, REPLY_AUTH_AGAIN);
 		return;
 	}
 	if (!smtp_session_auth_offered(c)) {
-		conn_reply(c, 538, "5.7.11", "Error: Must issue a STARTTLS command first");
+		conn_reply_known(c, REPLY_AUTH_NEEDS_TLS);
 		return;
 	}
 	if (conn_session(c)->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: AUTH is not allowed during a mail transaction");
+		conn_reply_known(c, REPLY_AUTH_DURING_MAIL);
 		return;
 	}
 	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
@@ -300,21 +302,21 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 	const char *ir = sp ? sp + 1 : NULL;
 	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
 	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: AUTH mechanism [initial-response]");
+		conn_reply_known(c, REPLY_AUTH_SYNTAX);
 		return;
 	}
 	enum auth_method m = auth_find(c, cmd->arg, mlen);
 	if (!m) {
-		conn_reply(c, 504, "5.5.4", "Error: Unrecognized authentication type");
+		conn_reply_known(c, REPLY_AUTH_UNKNOWN_MECHANISM);
 		return;
 	}
 	conn_session(c)->sasl_method = m;
 	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
 	 * is refused, mail may still go where AUTH is optional, and a client
 	 * that insists meets maxAuthFailures, which closes the session. */
-	if (auth_throttle_blocked(c->remote_addr, c->opt->max_auth_failures_per_ip, c->opt->auth_failure_window)) {
+	if (auth_throttle_blocked(c->remote_addr, smtp_opt(c)->max_auth_failures_per_ip, smtp_opt(c)->auth_failure_window)) {
 		conn_log(c, LOG_WARN, "AUTH refused: too many failures from this address", NULL);
-		auth_failed(c, 454, "4.7.0", "Error: too many authentication failures, try again later");
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;
 	}
 	c->phase = PHASE_AUTH;

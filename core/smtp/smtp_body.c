@@ -8,6 +8,8 @@
 
 #include "base/metrics.h"
 #include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
 #include "smtp/body_verdict.h"
 #include "smtp/smtp_log.h"
 
@@ -38,9 +40,9 @@ static void session_message_reply(struct conn *c, const struct hook_outcome *rcp
 	else if (rcpt)
 		conn_reply_known(c, REPLY_MESSAGE_ACCEPTED);
 	else if (b->outcome.text[0])
-		conn_reply_hook_text(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
+		conn_reply_hook_text(c, smtp_opt(c)->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED, b->outcome.text);
 	else
-		conn_reply_known(c, c->opt->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
+		conn_reply_known(c, smtp_opt(c)->lmtp ? REPLY_MESSAGE_ACCEPTED : REPLY_MESSAGE_QUEUED);
 }
 
 static void session_data_finish(struct conn *c)
@@ -48,7 +50,7 @@ static void session_data_finish(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	size_t reply_at = c->out.len;
-	if (!c->opt->lmtp) {
+	if (!smtp_opt(c)->lmtp) {
 		session_message_reply(c, NULL);
 	} else {
 		/* RFC 2033 4.2: one reply per accepted recipient, in order. */
@@ -66,7 +68,7 @@ static void session_data_finish(struct conn *c)
 	c->phase = PHASE_COMMAND;
 	smtp_session_reset_transaction(c);
 	if (s->stopping)
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 }
 
 static void session_data_done(struct smtp_session *s, const struct policy_verdict *v)
@@ -89,11 +91,11 @@ static bool session_check_message_start(struct conn *c)
 	if (!smtp_session_check_transaction_start(c))
 		return false;
 	if (!s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		conn_reply_known(c, REPLY_NEED_MAIL);
 		return false;
 	}
 	if (s->tx.nrcpt == 0) {
-		conn_reply(c, 503, "5.5.1", "Error: need RCPT command");
+		conn_reply_known(c, REPLY_NEED_RCPT);
 		return false;
 	}
 	return true;
@@ -119,7 +121,7 @@ static void session_body_begin(struct conn *c)
 	struct body *b = calloc(1, sizeof *b);
 	if (!b)
 		abort();
-	smtp_data_init(&b->dec, c->opt->bare_line_endings);
+	smtp_data_init(&b->dec, smtp_opt(c)->bare_line_endings);
 	s->body = b;
 	s->policy->data(s, session_data_done);
 }
@@ -128,21 +130,21 @@ void smtp_cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 {
 	struct smtp_session *s = conn_session(c);
 	if (s->tx.chunking) {
-		conn_reply(c, 503, "5.5.1", "Error: DATA is not allowed after BDAT");
+		conn_reply_known(c, REPLY_DATA_AFTER_BDAT);
 		return;
 	}
 	if (!session_check_message_start(c))
 		return;
 	if (s->tx.binarymime) {
-		conn_reply(c, 503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT, not DATA");
+		conn_reply_known(c, REPLY_BINARYMIME_NEEDS_BDAT);
 		return;
 	}
 	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: DATA");
+		conn_reply_known(c, REPLY_DATA_SYNTAX);
 		return;
 	}
 	c->phase = PHASE_DATA;
-	conn_reply(c, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	conn_reply_known(c, REPLY_DATA_GO_AHEAD);
 	session_body_begin(c);
 }
 
@@ -153,7 +155,7 @@ static bool session_body_bytes(struct conn *c, size_t n)
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	b->byte_length += n;
-	if (c->opt->size && b->byte_length > c->opt->size)
+	if (smtp_opt(c)->size && b->byte_length > smtp_opt(c)->size)
 		b->size_exceeded = true;
 	return !b->hook_done;
 }
@@ -169,7 +171,7 @@ static void session_check_lines(struct conn *c, const char *p, size_t n)
 {
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
-	size_t max = c->opt->max_line_length;
+	size_t max = smtp_opt(c)->max_line_length;
 	const char *end = p + n;
 	while (p < end && !b->line_too_long) {
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
@@ -197,7 +199,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 	size_t out_len = 0;
 	bool done = false;
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
-	if (c->opt->max_line_length)
+	if (smtp_opt(c)->max_line_length)
 		session_check_lines(c, out, out_len);
 	if (session_body_bytes(c, out_len)) {
 		if (in_place)
@@ -241,7 +243,7 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	bool last;
 	if (!session_parse_bdat(cmd, &size, &last)) {
 		/* Without a size the chunk cannot be skipped: the session ends. */
-		conn_end(c, 501, "5.5.4", "Error: Syntax: BDAT <size> [LAST]");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_BDAT_SYNTAX));
 		return;
 	}
 	s->bdat_remaining = size;
@@ -252,10 +254,10 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	if (!s->tx.chunking) {
 		if (!s->tx.has_mail || s->tx.nrcpt == 0 || !s->greeted || smtp_session_auth_required(c)) {
 			bool auth = s->greeted && smtp_session_auth_required(c);
-			s->bdat_refusal = !s->greeted ? "Error: send HELO/EHLO first"
-			                  : auth ? c->opt->auth_required_message
-			                  : !s->tx.has_mail ? "Error: need MAIL command"
-			                                    : "Error: need RCPT command";
+			s->bdat_refusal = !s->greeted ? smtp_replies[REPLY_NEED_HELO].text
+			                  : auth ? smtp_opt(c)->auth_required_message
+			                  : !s->tx.has_mail ? smtp_replies[REPLY_NEED_MAIL].text
+			                                    : smtp_replies[REPLY_NEED_RCPT].text;
 			s->bdat_refusal_code = auth ? 530 : 503;
 			if (s->bdat_remaining == 0)
 				session_bdat_chunk_done(c);

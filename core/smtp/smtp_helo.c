@@ -8,6 +8,8 @@
 
 #include "base/metrics.h"
 #include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
 #include "net/server.h"
 #include "smtp/smtp_auth.h"
 #include "smtp/smtp_rdns.h"
@@ -68,7 +70,7 @@ static void session_lookup_then_connect(struct conn *c)
 	 * may name it next. */
 	snprintf(s->client_hostname, sizeof s->client_hostname, "[%s]", c->remote_addr);
 	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
-	if (c->opt->resolve_client_hostname)
+	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
 	else
 		session_run_on_connect(c);
@@ -103,10 +105,10 @@ static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int r
 void smtp_session_connect(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->opt->greeting_delay > 0) {
+	if (smtp_opt(c)->greeting_delay > 0) {
 		if (!(s->greet_delay = malloc(sizeof *s->greet_delay)))
 			abort();
-		ev_timer_init(s->greet_delay, session_greeting_delay_done, c->opt->greeting_delay, 0.);
+		ev_timer_init(s->greet_delay, session_greeting_delay_done, smtp_opt(c)->greeting_delay, 0.);
 		s->greet_delay->data = c;
 		ev_timer_start(c->srv->loop, s->greet_delay);
 		return;
@@ -120,9 +122,9 @@ void smtp_session_connect(struct conn *c)
  * operator's, the client hostname is not trusted to be format-free. */
 static void session_helo_text(struct conn *c, char *out, size_t len)
 {
-	const char *subst[2] = {c->opt->name, conn_session(c)->client_hostname};
+	const char *subst[2] = {smtp_opt(c)->name, conn_session(c)->client_hostname};
 	size_t o = 0, k = 0;
-	for (const char *p = c->opt->helo_response; *p && o + 1 < len; p++) {
+	for (const char *p = smtp_opt(c)->helo_response; *p && o + 1 < len; p++) {
 		if (p[0] == '%' && p[1] == 's' && k < 2) {
 			o += (size_t)snprintf(out + o, len - o, "%s", subst[k++]);
 			if (o >= len)
@@ -137,12 +139,12 @@ static void session_helo_text(struct conn *c, char *out, size_t len)
 
 bool smtp_session_chunking_offered(struct conn *c)
 {
-	return !c->opt->hide_chunking && !smtp_session_verb_disabled(c, SMTP_VERB_BDAT);
+	return !smtp_opt(c)->hide_chunking && !smtp_session_verb_disabled(c, SMTP_VERB_BDAT);
 }
 
 static void session_ehlo_keywords(struct conn *c)
 {
-	const struct smtp_options *o = c->opt;
+	const struct smtp_options *o = smtp_opt(c);
 	if (!o->hide_pipelining)
 		conn_reply_more(c, 250, "PIPELINING");
 	if (!o->hide_8bitmime)
@@ -182,9 +184,9 @@ static void session_ehlo_keywords(struct conn *c)
 void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 {
 	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
-	if (c->opt->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
-		if (c->opt->lmtp)
-			conn_reply(c, 500, "5.5.1", "Error: %s not allowed in LMTP server", smtp_verb_name(cmd->verb));
+	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
+		if (smtp_opt(c)->lmtp)
+			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
 		else
 			smtp_cmd_unknown(c, cmd);
 		return;
@@ -195,7 +197,7 @@ void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
-		conn_reply(c, 501, "5.5.4", "Error: Bad hostname syntax");
+		conn_reply_known(c, REPLY_BAD_HOSTNAME);
 		return;
 	}
 	conn_session(c)->greeted = true;
@@ -246,7 +248,7 @@ void smtp_session_forget_identity(struct conn *c)
 void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (c->secure) {
-		conn_reply(c, 503, "5.5.1", "Error: TLS already active");
+		conn_reply_known(c, REPLY_TLS_ACTIVE);
 		return;
 	}
 	if (!session_starttls_offered(c)) {
@@ -254,10 +256,10 @@ void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (cmd->arg_len) {
-		conn_reply(c, 501, "5.5.4", "Error: syntax: STARTTLS");
+		conn_reply_known(c, REPLY_STARTTLS_SYNTAX);
 		return;
 	}
-	conn_reply(c, 220, "2.0.0", "Ready to start TLS");
+	conn_reply_known(c, REPLY_STARTTLS_READY);
 	smtp_session_forget_identity(c);
 	c->starttls_pending = true; /* conn_flush starts the handshake */
 }
@@ -272,7 +274,7 @@ static void session_secure_done(struct smtp_session *s, const struct policy_verd
 		conn_end(c, v->reply.code, v->reply.enhanced, v->reply.text);
 		return;
 	}
-	if (c->opt->secure)
+	if (smtp_opt(c)->secure)
 		smtp_session_greet(c);
 	else
 		c->phase = PHASE_COMMAND;
@@ -286,7 +288,6 @@ static void session_run_on_secure(struct conn *c)
 
 void smtp_session_secured(struct conn *c)
 {
-	c->secure = true;
 	c->phase = PHASE_CONNECT;
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
@@ -297,7 +298,7 @@ void smtp_session_secured(struct conn *c)
 	metrics_tls(s->tls_version);
 	conn_log(c, LOG_INFO, "tls", "version", s->tls_version, "cipher", s->tls_cipher, "servername",
 	         c->servername, NULL);
-	if (!c->opt->secure) {
+	if (!smtp_opt(c)->secure) {
 		session_run_on_secure(c);
 		return;
 	}

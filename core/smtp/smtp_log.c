@@ -48,11 +48,11 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->body->byte_length);
 	snprintf(ms, sizeof ms, "%.3f", s->hook_seconds * 1000);
 	/* LMTP: RFC 2033 gives a reply per recipient, each its own verdict. */
-	unsigned lines = c->opt->lmtp ? s->tx.nrcpt : 1;
+	unsigned lines = smtp_opt(c)->lmtp ? s->tx.nrcpt : 1;
 	struct buf to = {0};
 	const char *p = replies, *end = replies + len;
 	for (unsigned i = 1; i <= lines && p < end; i++) {
-		log_recipients(s, c->opt->lmtp ? i : 0, &to);
+		log_recipients(s, smtp_opt(c)->lmtp ? i : 0, &to);
 		log_next_reply(&p, end, reply, sizeof reply);
 		conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
 		         s->user, "from", from, "to", to.data, "size", size, "reply", reply, "hook_ms", ms, NULL);

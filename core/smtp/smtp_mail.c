@@ -7,6 +7,8 @@
 #include "smtp/smtp_session.h"
 
 #include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
 #include "smtp/smtp_log.h"
 
 #include <stdio.h>
@@ -19,11 +21,11 @@
 bool smtp_session_check_transaction_start(struct conn *c)
 {
 	if (!conn_session(c)->greeted) {
-		conn_reply(c, 503, "5.5.1", "Error: send HELO/EHLO first");
+		conn_reply_known(c, REPLY_NEED_HELO);
 		return false;
 	}
 	if (smtp_session_auth_required(c)) {
-		conn_reply(c, 530, "5.7.0", "%s", c->opt->auth_required_message);
+		conn_reply(c, 530, "5.7.0", "%s", smtp_opt(c)->auth_required_message);
 		return false;
 	}
 	return true;
@@ -46,19 +48,19 @@ static bool session_path_ok(struct conn *c, enum smtp_path_status st, const stru
 		return false;
 	case SMTP_PATH_BAD_ADDRESS:
 		if (mail)
-			conn_reply(c, 501, "5.1.7", "Error: Bad sender address syntax");
+			conn_reply_known(c, REPLY_BAD_SENDER);
 		else
-			conn_reply(c, 501, "5.1.3", "Error: Bad recipient address syntax");
+			conn_reply_known(c, REPLY_BAD_RECIPIENT);
 		return false;
 	case SMTP_PATH_DUP_PARAM:
 		conn_reply(c, 501, "5.5.4", "Error: duplicate %.*s parameter",
 		           (int)p->params[p->nparams].key_len, p->params[p->nparams].key);
 		return false;
 	case SMTP_PATH_BAD_PARAM:
-		conn_reply(c, 501, "5.5.4", "Error: Bad parameter syntax");
+		conn_reply_known(c, REPLY_BAD_PARAMETER);
 		return false;
 	case SMTP_PATH_TOO_MANY_PARAMS:
-		conn_reply(c, 501, "5.5.4", "Error: too many parameters");
+		conn_reply_known(c, REPLY_TOO_MANY_PARAMETERS);
 		return false;
 	}
 	return false;
@@ -129,11 +131,11 @@ static bool session_rcpt_params_ok(struct conn *c, const struct smtp_path *path)
 			return false;
 		}
 		if (notify && !session_notify_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: NOTIFY parameter must be NEVER, or SUCCESS, FAILURE and DELAY");
+			conn_reply_known(c, REPLY_BAD_NOTIFY);
 			return false;
 		}
 		if (orcpt && !session_orcpt_ok(p)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ORCPT parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ORCPT);
 			return false;
 		}
 	}
@@ -154,41 +156,41 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 		if (param_is(p, "SIZE")) {
 			uint64_t size;
 			if (!smtp_parse_size(p->value, p->value_len, &size)) {
-				conn_reply(c, 501, "5.5.4", "Error: Bad message size syntax");
+				conn_reply_known(c, REPLY_BAD_SIZE);
 				return false;
 			}
-			if (c->opt->size && !c->opt->hide_size && size > c->opt->size) {
+			if (smtp_opt(c)->size && !smtp_opt(c)->hide_size && size > smtp_opt(c)->size) {
 				conn_reply(c, 552, "5.3.4", "Error: message exceeds fixed maximum message size %llu",
-				           (unsigned long long)c->opt->size);
+				           (unsigned long long)smtp_opt(c)->size);
 				return false;
 			}
 			conn_session(c)->tx.declared_size = size;
 		} else if (param_is(p, "BODY")) {
 			conn_session(c)->tx.binarymime = value_is(p, "BINARYMIME") && smtp_session_chunking_offered(c);
 			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !conn_session(c)->tx.binarymime) {
-				conn_reply(c, 501, "5.5.4", "Error: Invalid BODY parameter value. Must be 7BIT, 8BITMIME or BINARYMIME");
+				conn_reply_known(c, REPLY_BAD_BODY);
 				return false;
 			}
 		} else if (param_is(p, "SMTPUTF8")) {
 			if (p->value) {
-				conn_reply(c, 501, "5.5.4", "Error: Invalid SMTPUTF8 parameter. This flag does not accept a value");
+				conn_reply_known(c, REPLY_SMTPUTF8_VALUE);
 				return false;
 			}
 			conn_session(c)->tx.smtputf8 = true;
 		} else if (param_is(p, "REQUIRETLS")) {
 			if (p->value) {
-				conn_reply(c, 501, "5.5.4", "Error: REQUIRETLS does not accept a value");
+				conn_reply_known(c, REPLY_REQUIRETLS_VALUE);
 				return false;
 			}
 			if (!c->secure) {
-				conn_reply(c, 530, "5.7.10", "Error: REQUIRETLS not permitted on non-TLS connections");
+				conn_reply_known(c, REPLY_REQUIRETLS_NOT_TLS);
 				return false;
 			}
 		} else if (dsn_param && param_is(p, "RET") && !value_is(p, "FULL") && !value_is(p, "HDRS")) {
-			conn_reply(c, 501, "5.5.4", "Error: Invalid RET parameter value. Must be FULL or HDRS");
+			conn_reply_known(c, REPLY_BAD_RET);
 			return false;
 		} else if (dsn_param && param_is(p, "ENVID") && !session_xtext_ok(p, 100)) {
-			conn_reply(c, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
+			conn_reply_known(c, REPLY_BAD_ENVID);
 			return false;
 		}
 	}
@@ -254,13 +256,13 @@ void smtp_cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 	if (!smtp_session_check_transaction_start(c))
 		return;
 	if (s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: nested MAIL command");
+		conn_reply_known(c, REPLY_NESTED_MAIL);
 		return;
 	}
 	struct smtp_path path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_MAIL, cmd->arg, cmd->arg_len,
-	                                           c->opt->lenient_address_parsing, &path);
+	                                           smtp_opt(c)->lenient_address_parsing, &path);
 	if (!session_path_ok(c, st, &path, true)) {
 		session_refused_path(c, false, cmd, NULL, reply_at);
 		return;
@@ -271,7 +273,7 @@ void smtp_cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
 		return;
 	}
 	if (path.has_8bit && !s->tx.smtputf8) {
-		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
+		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
 		session_refused_path(c, false, cmd, &path, reply_at);
 		return;
 	}
@@ -303,17 +305,17 @@ void smtp_cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	if (!smtp_session_check_transaction_start(c))
 		return;
 	if (!s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: need MAIL command");
+		conn_reply_known(c, REPLY_NEED_MAIL);
 		return;
 	}
 	if (s->tx.chunking) {
-		conn_reply(c, 503, "5.5.1", "Error: RCPT is not allowed once BDAT has begun");
+		conn_reply_known(c, REPLY_RCPT_AFTER_BDAT);
 		return;
 	}
 	struct smtp_path path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
-	                                           c->opt->lenient_address_parsing, &path);
+	                                           smtp_opt(c)->lenient_address_parsing, &path);
 	if (!session_path_ok(c, st, &path, false)) {
 		session_refused_path(c, true, cmd, NULL, reply_at);
 		return;
@@ -322,10 +324,10 @@ void smtp_cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
 	if (!session_rcpt_params_ok(c, &path))
 		; /* replied */
 	else if (path.has_8bit && !s->tx.smtputf8)
-		conn_reply(c, 553, "5.6.7", "Error: internationalized address needs the SMTPUTF8 parameter");
-	else if (c->opt->max_recipients && s->tx.nrcpt >= c->opt->max_recipients &&
+		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
+	else if (smtp_opt(c)->max_recipients && s->tx.nrcpt >= smtp_opt(c)->max_recipients &&
 	         !rcpt_set_find(&s->rcpts, path.address, path.address_len))
-		conn_reply(c, 452, "4.5.3", "Error: too many recipients");
+		conn_reply_known(c, REPLY_TOO_MANY_RECIPIENTS);
 	else
 		refused = false;
 	if (refused) {

@@ -10,6 +10,8 @@
 #include "smtp/session_commands.h"
 
 #include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
 #include "smtp/smtp_auth.h"
 #include "smtp/smtp_xclient.h"
 
@@ -22,26 +24,26 @@
 
 static bool session_may_auth(const struct conn *c)
 {
-	return !config_verb_disabled(c->opt, SMTP_VERB_AUTH) && c->opt->nauth_methods > 0;
+	return !config_verb_disabled(smtp_opt(c), SMTP_VERB_AUTH) && smtp_opt(c)->nauth_methods > 0;
 }
 
 /* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
 bool smtp_session_auth_required(const struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return session_may_auth(c) && !c->opt->auth_optional && !s->authenticated;
+	return session_may_auth(c) && !smtp_opt(c)->auth_optional && !s->authenticated;
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
  * operator says otherwise. */
 bool smtp_session_auth_offered(const struct conn *c)
 {
-	return session_may_auth(c) && (c->secure || c->opt->allow_insecure_auth);
+	return session_may_auth(c) && (c->secure || smtp_opt(c)->allow_insecure_auth);
 }
 
 bool smtp_session_dsn_on(const struct conn *c)
 {
-	return !c->opt->hide_dsn;
+	return !smtp_opt(c)->hide_dsn;
 }
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
@@ -49,7 +51,7 @@ bool smtp_session_dsn_on(const struct conn *c)
 void smtp_session_update_transmission(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	const char *proto = c->opt->lmtp ? "LMTP" : s->esmtp && !s->tx.smtputf8 ? "ESMTP" : "SMTP";
+	const char *proto = smtp_opt(c)->lmtp ? "LMTP" : s->esmtp && !s->tx.smtputf8 ? "ESMTP" : "SMTP";
 	snprintf(s->transmission, sizeof s->transmission, "%s%s%s%s", s->tx.smtputf8 ? "UTF8" : "", proto,
 	         c->secure ? "S" : "", s->authenticated ? "A" : "");
 	s->policy->changed(s, FACT_TRANSMISSION);
@@ -76,7 +78,7 @@ void smtp_session_reset_transaction(struct conn *c)
 static uint32_t session_disabled_mask(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return s->disabled_override ? s->disabled_commands : c->opt->disabled_commands;
+	return s->disabled_override ? s->disabled_commands : smtp_opt(c)->disabled_commands;
 }
 
 bool smtp_session_verb_disabled(struct conn *c, enum smtp_verb v)
@@ -102,11 +104,11 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 void smtp_session_greet(struct conn *c)
 {
 	c->phase = PHASE_COMMAND;
-	if (c->opt->banner)
-		conn_reply(c, 220, NULL, "%s %s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP",
-		           c->opt->banner);
+	if (smtp_opt(c)->banner)
+		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
+		           smtp_opt(c)->banner);
 	else
-		conn_reply(c, 220, NULL, "%s %s", c->opt->name, c->opt->lmtp ? "LMTP" : "ESMTP");
+		conn_reply(c, 220, NULL, "%s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP");
 }
 
 /* ---- the rest ----------------------------------------------------------- */
@@ -119,7 +121,7 @@ static void session_add_error(struct conn *c);
 static void session_count_junk(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	unsigned max = c->opt->max_junk_commands;
+	unsigned max = smtp_opt(c)->max_junk_commands;
 	if (max && ++s->junk_commands > max)
 		session_add_error(c);
 }
@@ -127,49 +129,49 @@ static void session_count_junk(struct conn *c)
 static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
 {
 	smtp_session_reset_transaction(c);
-	conn_reply(c, 250, "2.0.0", "Flushed");
+	conn_reply_known(c, REPLY_RSET);
 	session_count_junk(c);
 }
 
 static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_reply(c, 250, "2.0.0", "OK");
+	conn_reply_known(c, REPLY_OK);
 	session_count_junk(c);
 }
 
 static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_end(c, 221, "2.0.0", "Bye");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_BYE));
 }
 
 static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd)
 {
 	if (cmd->arg_len == 0)
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: VRFY address");
+		conn_reply_known(c, REPLY_VRFY_SYNTAX);
 	else
-		conn_reply(c, 252, "2.0.0", "Try to send something. No promises though");
+		conn_reply_known(c, REPLY_VRFY);
 	session_count_junk(c);
 }
 
 static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_reply(c, 214, "2.0.0", "See https://tools.ietf.org/html/rfc5321 for details");
+	conn_reply_known(c, REPLY_HELP);
 	session_count_junk(c);
 }
 
 static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
 {
-	conn_end(c, 421, "4.4.2", "HTTP requests not allowed");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_HTTP_REQUEST));
 }
 
 void smtp_cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
 {
 	struct smtp_session *s = conn_session(c);
 	if (++s->unknown_commands >= UNKNOWN_COMMANDS_MAX) {
-		conn_end(c, 421, "4.4.2", "Error: too many unrecognized commands");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_UNRECOGNIZED));
 		return;
 	}
-	conn_reply(c, 500, "5.5.2", "Error: command not recognized");
+	conn_reply_known(c, REPLY_UNKNOWN_COMMAND);
 }
 
 typedef void (*cmd_fn)(struct conn *, const struct smtp_cmd *);
@@ -188,12 +190,12 @@ static const cmd_fn commands[SMTP_VERB_COUNT] = {
 static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
 {
 	struct smtp_session *s = conn_session(c);
-	unsigned max = c->opt->max_unauth_commands;
+	unsigned max = smtp_opt(c)->max_unauth_commands;
 	if (!max || !smtp_session_auth_required(c) || v == SMTP_VERB_AUTH)
 		return false;
 	if (++s->unauth_commands < max)
 		return false;
-	conn_end(c, 421, "4.4.2", "Error: too many unauthenticated commands");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_UNAUTHENTICATED));
 	return true;
 }
 
@@ -213,7 +215,7 @@ static void session_add_error(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	if (++s->errors >= ERRORS_MAX)
-		conn_end(c, 421, "4.4.2", "Error: too many errors");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_ERRORS));
 }
 
 static void session_command(struct conn *c, const char *line, size_t len);
@@ -239,21 +241,21 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	struct smtp_cmd cmd;
 	enum smtp_cmd_status st = smtp_parse_command(line, len, &cmd);
 	if (st == SMTP_CMD_BAD_CHAR) {
-		conn_reply(c, 501, "5.5.2", "Error: command contains a control character");
+		conn_reply_known(c, REPLY_CONTROL_CHARACTER);
 		return;
 	}
 	if (st == SMTP_CMD_EMPTY) {
 		smtp_cmd_unknown(c, &cmd);
 		return;
 	}
-	if (len > c->opt->max_command_length && cmd.verb != SMTP_VERB_AUTH) {
+	if (len > smtp_opt(c)->max_command_length && cmd.verb != SMTP_VERB_AUTH) {
 		smtp_session_line_too_long(c);
 		return;
 	}
 	if (log_enabled(LOG_DEBUG))
 		conn_log(c, LOG_DEBUG, "command", "verb", smtp_verb_name(cmd.verb), NULL);
 	if (s->stopping && !s->tx.has_mail && cmd.verb != SMTP_VERB_QUIT) {
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 		return;
 	}
 	if (session_unauth_limit_hit(c, cmd.verb))
@@ -261,9 +263,9 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	cmd_fn fn = commands[cmd.verb];
 	if (!fn || smtp_session_verb_disabled(c, cmd.verb))
 		fn = smtp_cmd_unknown;
-	if (c->opt->needs_upgrade && !c->secure && fn != smtp_cmd_unknown && fn != smtp_cmd_helo &&
+	if (smtp_opt(c)->needs_upgrade && !c->secure && fn != smtp_cmd_unknown && fn != smtp_cmd_helo &&
 	    fn != smtp_cmd_starttls && fn != cmd_quit) {
-		conn_reply(c, 530, "5.7.0", "Error: Must issue a STARTTLS command first");
+		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;
 	}
 	fn(c, &cmd);
@@ -276,7 +278,7 @@ void smtp_session_line_too_long(struct conn *c)
 		c->phase = PHASE_COMMAND;
 		s->sasl = SASL_NONE;
 	}
-	conn_reply(c, 500, "5.5.6", "Error: line too long");
+	conn_reply_known(c, REPLY_LINE_TOO_LONG);
 }
 
 void smtp_session_stop(struct conn *c)
@@ -287,5 +289,5 @@ void smtp_session_stop(struct conn *c)
 	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && !s->hook.active &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 }

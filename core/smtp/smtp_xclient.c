@@ -2,6 +2,8 @@
 #include "smtp/session.h"
 
 #include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
 #include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
 
@@ -27,7 +29,7 @@ struct x_value {
 static bool x_trusted(const struct conn *c, bool xforward)
 {
 	struct smtp_session *s = conn_session(c);
-	const struct smtp_options *o = c->opt;
+	const struct smtp_options *o = smtp_opt(c);
 	bool on = xforward ? o->use_xforward : o->use_xclient;
 	const struct cidr *list = xforward ? o->xforward_trusted : o->xclient_trusted;
 	size_t n = xforward ? o->nxforward_trusted : o->nxclient_trusted;
@@ -161,15 +163,15 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 {
 	struct smtp_session *s = conn_session(c);
 	if (!smtp_xclient_offered(c, xforward)) {
-		conn_reply(c, 550, "5.7.0", "Error: Not allowed");
+		conn_reply_known(c, REPLY_XCLIENT_NOT_ALLOWED);
 		return false;
 	}
 	if (s->tx.has_mail) {
-		conn_reply(c, 503, "5.5.1", "Error: Mail transaction in progress");
+		conn_reply_known(c, REPLY_XCLIENT_DURING_MAIL);
 		return false;
 	}
 	if (!x_parse(cmd, xforward, vals)) {
-		conn_reply(c, 501, "5.5.4", "Error: Bad command parameter syntax");
+		conn_reply_known(c, REPLY_XCLIENT_SYNTAX);
 		return false;
 	}
 	if (!s->x_peer && !(s->x_peer = strdup(c->remote_addr)))
@@ -244,11 +246,11 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	/* A new client: the connect-time checks are its too (no input is read
 	 * meanwhile; the greeting waits for them). */
 	if (vals[X_ADDR].present && conn_too_many_from_peer(c)) {
-		conn_end(c, 421, "4.4.2", "Too many connections from your address");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_CONNECTIONS));
 		return;
 	}
 	c->phase = PHASE_CONNECT;
-	if (c->opt->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
+	if (smtp_opt(c)->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
 		smtp_rdns_start(c, x_run_on_connect);
 	else
 		x_run_on_connect(c);
@@ -262,5 +264,5 @@ void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
 	smtp_session_reset_transaction(c);
 	x_record(c, true, vals);
 	x_apply(c, vals);
-	conn_reply(c, 250, "2.0.0", "OK");
+	conn_reply_known(c, REPLY_OK);
 }

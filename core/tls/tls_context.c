@@ -1,6 +1,5 @@
 #include "tls/tls_context.h"
 
-#include <lauxlib.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -13,22 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#define TLS_CTX_MT "luasmtpd.tls.context"
-
-static const char *const tls_option_names[] = {
-	"key", "cert", "ca", "pfx", "passphrase", "minVersion", "maxVersion", "ciphers",
-	"ciphersuites", "honorCipherOrder", "ecdhCurve", "requestCert", "rejectUnauthorized",
-	"sessionIdContext", "sessionTimeout", "ticketKeys", "requestOCSP",
-};
-
-bool tls_context_option(const char *name)
-{
-	for (size_t i = 0; i < sizeof tls_option_names / sizeof *tls_option_names; i++)
-		if (strcmp(tls_option_names[i], name) == 0)
-			return true;
-	return false;
-}
 
 static int tls_info_index = -1;
 static int tls_ticket_index = -1;
@@ -44,6 +27,11 @@ static void tls_indexes(void)
 		tls_info_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
 		tls_ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
 	}
+}
+
+void tls_options_init(struct tls_options *o)
+{
+	*o = (struct tls_options){.reject_unauthorized = true, .honor_cipher_order = true};
 }
 
 const struct tls_ctx_info *tls_context_info(const SSL_CTX *ctx)
@@ -100,33 +88,6 @@ static int tls_passphrase_cb(char *buf, int size, int rwflag, void *u)
 	return n;
 }
 
-/* Reads opts[name] as a string; NULL when absent. */
-static const char *tls_string(lua_State *L, int idx, const char *name, size_t *len,
-                              struct tls_err *e, bool *bad)
-{
-	lua_getfield(L, idx, name);
-	int t = lua_type(L, -1);
-	const char *s = NULL;
-	if (t == LUA_TSTRING)
-		s = lua_tolstring(L, -1, len);
-	else if (t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1)))
-		*bad = !tls_fail(e, name, "expected a string, got %s", lua_typename(L, t));
-	lua_pop(L, 1); /* the string stays alive: it is referenced by the options table */
-	return s;
-}
-
-static bool tls_bool(lua_State *L, int idx, const char *name, bool dflt, bool *out,
-                     struct tls_err *e)
-{
-	lua_getfield(L, idx, name);
-	int t = lua_type(L, -1);
-	*out = t == LUA_TNIL ? dflt : lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-		return tls_fail(e, name, "expected a boolean, got %s", lua_typename(L, t));
-	return true;
-}
-
 static bool tls_load_key(SSL_CTX *ctx, const char *v, size_t len, const char *pass, struct tls_err *e)
 {
 	BIO *b = tls_source(v, len);
@@ -177,38 +138,21 @@ static bool tls_add_ca_pem(X509_STORE *store, const char *v, size_t len, STACK_O
 	return n > 0 || tls_fail(e, "ca", "no certificate found in %s", len > 64 ? "the PEM text" : v);
 }
 
-/* A ca value at idx (PEM text or a path, or a list of them) into store;
- * names, when not NULL, gets their subjects. */
-static bool tls_add_ca_value(lua_State *L, int idx, X509_STORE *store, STACK_OF(X509_NAME) *names,
-                             struct tls_err *e)
+/* The ca values (PEM text or paths) into store; names, when not NULL,
+ * gets their subjects. */
+static bool tls_add_ca(const struct tls_blob *ca, size_t nca, X509_STORE *store,
+                       STACK_OF(X509_NAME) *names, struct tls_err *e)
 {
-	int t = lua_type(L, idx);
-	bool ok = true;
-	if (t == LUA_TSTRING) {
-		size_t len;
-		const char *v = lua_tolstring(L, idx, &len);
-		ok = tls_add_ca_pem(store, v, len, names, e);
-	} else if (t == LUA_TTABLE) {
-		for (int i = 1; ok && i <= (int)lua_objlen(L, idx); i++) {
-			lua_rawgeti(L, idx, i);
-			size_t len;
-			const char *v = lua_tolstring(L, -1, &len);
-			ok = v ? tls_add_ca_pem(store, v, len, names, e)
-			       : tls_fail(e, "ca", "entry %d is not a string", i);
-			lua_pop(L, 1);
-		}
-	} else if (t != LUA_TNIL) {
-		ok = tls_fail(e, "ca", "expected a string or a list of strings");
-	}
-	return ok;
+	for (size_t i = 0; i < nca; i++)
+		if (!tls_add_ca_pem(store, ca[i].data, ca[i].len, names, e))
+			return false;
+	return true;
 }
 
-static bool tls_load_ca(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+static bool tls_load_ca(const struct tls_options *o, SSL_CTX *ctx, struct tls_err *e)
 {
-	lua_getfield(L, idx, "ca");
 	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
-	bool ok = tls_add_ca_value(L, lua_gettop(L), SSL_CTX_get_cert_store(ctx), names, e);
-	lua_pop(L, 1);
+	bool ok = tls_add_ca(o->ca, o->nca, SSL_CTX_get_cert_store(ctx), names, e);
 	if (ok && sk_X509_NAME_num(names) > 0)
 		SSL_CTX_set_client_CA_list(ctx, names);
 	else
@@ -216,13 +160,13 @@ static bool tls_load_ca(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
 	return ok;
 }
 
-X509_STORE *tls_ca_store(lua_State *L, int idx, char *err, size_t errlen)
+X509_STORE *tls_ca_store(const struct tls_blob *ca, size_t nca, char *err, size_t errlen)
 {
 	struct tls_err e = {err, errlen};
 	X509_STORE *store = X509_STORE_new();
 	if (!store)
 		abort();
-	if (!tls_add_ca_value(L, idx, store, NULL, &e)) {
+	if (!tls_add_ca(ca, nca, store, NULL, &e)) {
 		X509_STORE_free(store);
 		return NULL;
 	}
@@ -329,20 +273,14 @@ static int tls_verify_keep_going(int ok, X509_STORE_CTX *store)
 	return 1;
 }
 
-static bool tls_identity(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+static bool tls_identity(const struct tls_options *o, SSL_CTX *ctx, struct tls_err *e)
 {
-	size_t klen = 0, clen = 0, plen = 0, passlen = 0;
-	const char *pass = tls_string(L, idx, "passphrase", &passlen, e, bad);
-	const char *pfx = tls_string(L, idx, "pfx", &plen, e, bad);
-	const char *key = tls_string(L, idx, "key", &klen, e, bad);
-	const char *cert = tls_string(L, idx, "cert", &clen, e, bad);
-	if (*bad)
+	const char *pfx = o->pfx.data, *key = o->key.data, *cert = o->cert.data;
+	if (pfx && !tls_load_pfx(ctx, pfx, o->pfx.len, o->passphrase, e))
 		return false;
-	if (pfx && !tls_load_pfx(ctx, pfx, plen, pass, e))
+	if (cert && !tls_load_cert(ctx, cert, o->cert.len, e))
 		return false;
-	if (cert && !tls_load_cert(ctx, cert, clen, e))
-		return false;
-	if (key && !tls_load_key(ctx, key, klen, pass, e))
+	if (key && !tls_load_key(ctx, key, o->key.len, o->passphrase, e))
 		return false;
 	if (!pfx && !(key && cert))
 		return tls_fail(e, key ? "cert" : "key", "a TLS listener needs both key and cert (or pfx)");
@@ -359,16 +297,10 @@ static const char tls_default_ciphers[] =
 	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+static bool tls_protocol(const struct tls_options *o, SSL_CTX *ctx, struct tls_err *e)
 {
-	size_t n;
-	const char *minv = tls_string(L, idx, "minVersion", &n, e, bad);
-	const char *maxv = tls_string(L, idx, "maxVersion", &n, e, bad);
-	const char *ciphers = tls_string(L, idx, "ciphers", &n, e, bad);
-	const char *suites = tls_string(L, idx, "ciphersuites", &n, e, bad);
-	const char *curves = tls_string(L, idx, "ecdhCurve", &n, e, bad);
-	if (*bad)
-		return false;
+	const char *minv = o->min_version, *maxv = o->max_version, *ciphers = o->ciphers;
+	const char *suites = o->ciphersuites, *curves = o->ecdh_curve;
 	int v;
 	if (minv && (!tls_version("minVersion", minv, &v, e) || !SSL_CTX_set_min_proto_version(ctx, v)))
 		return false;
@@ -383,24 +315,15 @@ static bool tls_protocol(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e,
 	return true;
 }
 
-static bool tls_sessions(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e, bool *bad)
+static bool tls_sessions(const struct tls_options *o, SSL_CTX *ctx, struct tls_err *e)
 {
-	size_t sid_len = 0, tk_len = 0;
-	const char *sid = tls_string(L, idx, "sessionIdContext", &sid_len, e, bad);
-	const char *tk = tls_string(L, idx, "ticketKeys", &tk_len, e, bad);
-	if (*bad)
-		return false;
+	const char *sid = o->session_id_context.data, *tk = o->ticket_keys.data;
+	size_t sid_len = o->session_id_context.len, tk_len = o->ticket_keys.len;
 	if (sid && (sid_len > SSL_MAX_SID_CTX_LENGTH ||
 	            SSL_CTX_set_session_id_context(ctx, (const unsigned char *)sid, (unsigned)sid_len) != 1))
 		return tls_fail(e, "sessionIdContext", "at most %d bytes", SSL_MAX_SID_CTX_LENGTH);
-	lua_getfield(L, idx, "sessionTimeout");
-	int t = lua_type(L, -1);
-	double timeout = lua_tonumber(L, -1);
-	lua_pop(L, 1);
-	if (t != LUA_TNIL && (t != LUA_TNUMBER || timeout < 0))
-		return tls_fail(e, "sessionTimeout", "expected seconds >= 0");
-	if (t == LUA_TNUMBER)
-		SSL_CTX_set_timeout(ctx, (long)timeout);
+	if (o->has_session_timeout)
+		SSL_CTX_set_timeout(ctx, (long)o->session_timeout);
 	return !tk || tls_ticket_keys(ctx, tk, tk_len, e);
 }
 
@@ -432,41 +355,27 @@ void tls_context_inherit_verification(SSL *ssl, SSL_CTX *chosen, SSL_CTX *listen
 		SSL_set_client_CA_list(ssl, SSL_dup_CA_list(names));
 }
 
-static bool tls_has(lua_State *L, int idx, const char *name)
-{
-	lua_getfield(L, idx, name);
-	bool has = !lua_isnil(L, -1);
-	lua_pop(L, 1);
-	return has;
-}
-
-static bool tls_verification(lua_State *L, int idx, SSL_CTX *ctx, struct tls_err *e)
+static bool tls_verification(const struct tls_options *o, SSL_CTX *ctx, struct tls_err *e)
 {
 	struct tls_ctx_info *info = calloc(1, sizeof *info);
 	if (!info)
 		abort();
 	SSL_CTX_set_ex_data(ctx, tls_info_index, info);
-	info->own_request_cert = tls_has(L, idx, "requestCert");
-	info->own_reject_unauthorized = tls_has(L, idx, "rejectUnauthorized");
-	info->own_ca = tls_has(L, idx, "ca");
-	bool honor, ocsp;
-	if (!tls_bool(L, idx, "requestCert", false, &info->request_cert, e) ||
-	    !tls_bool(L, idx, "rejectUnauthorized", true, &info->reject_unauthorized, e) ||
-	    !tls_bool(L, idx, "honorCipherOrder", true, &honor, e) ||
-	    /* requestOCSP concerns a client's view of the server: accepted, no effect. */
-	    !tls_bool(L, idx, "requestOCSP", false, &ocsp, e))
-		return false;
-	if (honor)
+	info->own_request_cert = o->has_request_cert;
+	info->own_reject_unauthorized = o->has_reject_unauthorized;
+	info->own_ca = o->has_ca;
+	info->request_cert = o->request_cert;
+	info->reject_unauthorized = o->reject_unauthorized;
+	if (o->honor_cipher_order)
 		SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_verify(ctx, tls_verify_mode(info->request_cert, info->reject_unauthorized),
 	                   tls_verify_callback(info->request_cert, info->reject_unauthorized));
-	return tls_load_ca(L, idx, ctx, e);
+	return tls_load_ca(o, ctx, e);
 }
 
-SSL_CTX *tls_context_from_lua(lua_State *L, int idx, char *err, size_t errlen)
+SSL_CTX *tls_context_new(const struct tls_options *o, char *err, size_t errlen)
 {
 	tls_indexes();
-	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
 	struct tls_err e = {err, errlen};
 	ERR_clear_error();
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -480,51 +389,10 @@ SSL_CTX *tls_context_from_lua(lua_State *L, int idx, char *err, size_t errlen)
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                      SSL_MODE_ENABLE_PARTIAL_WRITE);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	bool bad = false;
-	if (!tls_identity(L, idx, ctx, &e, &bad) || !tls_protocol(L, idx, ctx, &e, &bad) ||
-	    !tls_sessions(L, idx, ctx, &e, &bad) || !tls_verification(L, idx, ctx, &e)) {
+	if (!tls_identity(o, ctx, &e) || !tls_protocol(o, ctx, &e) || !tls_sessions(o, ctx, &e) ||
+	    !tls_verification(o, ctx, &e)) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
 	return ctx;
-}
-
-/* ---- smtp.tls.context objects ------------------------------------------ */
-
-void tls_context_push(lua_State *L, SSL_CTX *ctx)
-{
-	SSL_CTX **ud = lua_newuserdata(L, sizeof *ud);
-	*ud = ctx;
-	luaL_getmetatable(L, TLS_CTX_MT);
-	lua_setmetatable(L, -2);
-}
-
-SSL_CTX *tls_context_check(lua_State *L, int idx)
-{
-	SSL_CTX **ud = luaL_testudata(L, idx, TLS_CTX_MT);
-	return ud ? *ud : NULL;
-}
-
-static int tls_context_gc(lua_State *L)
-{
-	SSL_CTX **ud = luaL_checkudata(L, 1, TLS_CTX_MT);
-	SSL_CTX_free(*ud);
-	*ud = NULL;
-	return 0;
-}
-
-static int tls_context_tostring(lua_State *L)
-{
-	lua_pushfstring(L, "smtp.tls.context (%p)", lua_touserdata(L, 1));
-	return 1;
-}
-
-void tls_context_register(lua_State *L)
-{
-	luaL_newmetatable(L, TLS_CTX_MT);
-	lua_pushcfunction(L, tls_context_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, tls_context_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_pop(L, 1);
 }

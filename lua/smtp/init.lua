@@ -1,9 +1,15 @@
 -- The public `smtp` module: what policy scripts `require "smtp"` for.
--- Inside luasmtpd the C core (smtp.core) backs sleep and logging; under a
--- plain `busted` run the pure-Lua parts still work, so policies can be
--- unit-tested without the server.
+-- Inside luasmtpd the C modules of the core (smtp.core and smtp.core.*,
+-- core/lua/modules.c) back it; under a plain `busted` run the pure-Lua
+-- parts still work, so policies can be unit-tested without the server.
 local has_core, core = pcall(require, "smtp.core")
 if not has_core then core = nil end
+-- All of them now, at start-up: a reload forgets only the script's modules.
+local log, timer, fsync, tcp, dns, tls, server
+if core then
+  log, timer, fsync = require "smtp.core.log", require "smtp.core.timer", require "smtp.core.fsync"
+  tcp, dns, tls, server = require "smtp.core.tcp", require "smtp.core.dns", require "smtp.core.tls", require "smtp.core.server"
+end
 
 local smtp = { _VERSION = "0.1.0" }
 local replies = require "smtp.replies"
@@ -38,19 +44,19 @@ end
 smtp.log = {}
 for _, level in ipairs { "debug", "info", "warn", "error" } do
   smtp.log[level] = function(msg, fields)
-    if core then core.log(level, tostring(msg), fields) else fallback_log(level, tostring(msg), fields) end
+    if log then log.write(level, tostring(msg), fields) else fallback_log(level, tostring(msg), fields) end
   end
 end
 
 --- Suspends the calling hook for s seconds; other sessions go on.
 function smtp.sleep(s)
   if not core then error("smtp.sleep needs the luasmtpd runtime", 2) end
-  return core.sleep(s)
+  return timer.sleep(s)
 end
 
 --- The current time in seconds (a float, microsecond precision).
 function smtp.now()
-  if core then return core.now() end
+  if timer then return timer.now() end
   return os.time()
 end
 
@@ -58,7 +64,7 @@ end
 --- file created in it or renamed into it then survives a crash or a power
 --- loss. true, or nil, err. Without the runtime (busted) it runs sync(1).
 function smtp.fsync_dir(path)
-  if core then return core.fsync_dir(path) end
+  if fsync then return fsync.dir(path) end
   local ok = os.execute("sync")
   if ok == 0 or ok == true then return true end
   return nil, "sync failed"
@@ -94,7 +100,7 @@ end
 
 function smtp.tls.context(opts)
   if not core then error("smtp.tls.context needs the luasmtpd runtime", 2) end
-  return core.tls_context(smtp.tls.options(opts))
+  return tls.context(smtp.tls.options(opts))
 end
 
 --- A non-blocking TCP client for hooks (OpenResty's cosocket API):
@@ -104,7 +110,7 @@ end
 --- sock:close(). Each returns nil, err on failure or timeout.
 function smtp.tcp()
   if not core then error("smtp.tcp needs the luasmtpd runtime", 2) end
-  return core.tcp()
+  return tcp.new()
 end
 
 --- Asynchronous DNS (c-ares): smtp.dns.query(name, type) with type "A",
@@ -116,12 +122,12 @@ smtp.dns = {}
 
 function smtp.dns.query(name, qtype)
   if not core then error("smtp.dns needs the luasmtpd runtime", 2) end
-  return core.dns_query(name, qtype)
+  return dns.query(name, qtype)
 end
 
 function smtp.dns.configure(opts)
   if not core then error("smtp.dns needs the luasmtpd runtime", 2) end
-  return core.dns_configure(opts)
+  return dns.configure(opts)
 end
 
 --- Counters of the policy's own, served with the server's on the `metrics`
@@ -169,7 +175,7 @@ end
 -- hooks once the server runs.
 smtp.server = setmetatable({}, {
   __index = function(_, key)
-    if key == "connections" then return core and core.server_connections() or 0 end
+    if key == "connections" then return server and server.connections() or 0 end
   end,
 })
 
@@ -178,13 +184,13 @@ smtp.server = setmetatable({}, {
 --- true, or nil, err (and nothing changes).
 function smtp.server:updateSecureContext(opts)
   if not core then error("smtp.server needs the luasmtpd runtime", 2) end
-  return core.server_update_secure_context(opts)
+  return server.update_secure_context(opts)
 end
 
 --- Stops accepting; open sessions end as on TERM.
 function smtp.server:close()
   if not core then error("smtp.server needs the luasmtpd runtime", 2) end
-  core.server_close()
+  server.close()
 end
 
 if core then core.set_reject_metatable(Reject) end

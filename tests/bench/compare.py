@@ -79,6 +79,8 @@ usage: compare.py [--quick] [-r ROUNDS] [--anchors LIST|all|none] [--anchor-scal
 Environment: LUASMTPD_BIN (default build/luasmtpd), BENCH_LOAD_BIN
 (default build/bench_load).
 Exit status 0 unless the floor, luasmtpd or bench_load failed.
+This tree's luasmtpd against a build of another commit, on the same
+scenarios: tests/bench/base_compare.py (make bench-compare BASE=<commit>).
 """
 
 import argparse
@@ -93,12 +95,14 @@ import sys
 import tempfile
 import time
 
+from benchutil import TICK, free_port, sched_cpu_s, stat_cpu_s
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FLOOR_BIN = os.path.join(ROOT, "build", "bench_floor")
 LOAD_BIN = os.environ.get("BENCH_LOAD_BIN", os.path.join(ROOT, "build", "bench_load"))
-LUASMTPD_BIN = os.environ.get("LUASMTPD_BIN", os.path.join(ROOT, "build", "luasmtpd"))
-TICK = os.sysconf("SC_CLK_TCK")
+# the luasmtpd binaries by server name; base_compare.py and callgrind.py add "base"
+LUASMTPD = {"luasmtpd": os.environ.get("LUASMTPD_BIN", os.path.join(ROOT, "build", "luasmtpd"))}
 ANCHOR_DIR = os.path.join(HERE, "anchors")
 ANCHOR_BUILD = os.path.join(ROOT, "build", "anchors")
 ANCHORS = ["aiosmtpd", "node", "smtp-sink"]
@@ -204,17 +208,7 @@ def tree(pid):
 
 def cpu1(pid):
     """(user+sys s from /proc/PID/stat, on-CPU s from schedstat or None) of one process."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    st = (int(fields[11]) + int(fields[12])) / TICK
-    ns = 0
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                ns += int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return st, None
-    return st, ns / 1e9
+    return stat_cpu_s(pid), sched_cpu_s(pid)
 
 
 def cpu_tree(pid):
@@ -232,14 +226,6 @@ def rss_kib(pid):
 
 def rss_tree(pid):
     return sum(rss_kib(p) for p in tree(pid))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def make_cert(tmp):
@@ -290,26 +276,40 @@ def load(port, scen, n, conc=CONC, extra=(), timeout=120, cpus=None):
     return res
 
 
+def lua_dir_env(binary):
+    """The base binary loads its own commit's lua/, found as BINARY/../../lua
+    in a build tree (build/luasmtpd) as in tests/bench/build_base.sh's
+    bin/luasmtpd, not the lua/ of this tree."""
+    lua = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(binary))), "lua")
+    return {"LUASMTPD_LUA_DIR": lua} if os.path.isdir(lua) else {}
+
+
 class Server:
-    def __init__(self, name, key, cert, tmp, workers=1, cpus=None):
+    """NAME is "floor", an anchor, or a key of LUASMTPD (luasmtpd, base);
+    WRAP prefixes the command (valgrind); START is the seconds allowed
+    until the greeting."""
+
+    def __init__(self, name, key, cert, tmp, workers=1, cpus=None, wrap=(), start=10):
         self.name = name
         self.port = free_port()
         env = dict(os.environ, LUASMTPD_BENCH_KEY=key, LUASMTPD_BENCH_CERT=cert)
         if name == "floor":
             argv = [FLOOR_BIN, str(self.port), cert, key]
-        elif name == "luasmtpd":
-            argv = [LUASMTPD_BIN, "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn"]
+        elif name in LUASMTPD:
+            argv = [LUASMTPD[name], "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn"]
             if workers > 1:
                 argv += ["--workers", str(workers)]
             argv.append(os.path.join(ROOT, "scripts", "bench.lua"))
+            if name != "luasmtpd":
+                env.update(lua_dir_env(LUASMTPD[name]))
         else:
             argv, extra = prepare_anchor(name, self.port, key, cert)  # may raise Skip
             env.update(extra or {})
         self.log = open(os.path.join(tmp, "%s-%d.log" % (name, self.port)), "w+")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=pinned(cpus))
+        self.proc = subprocess.Popen(list(wrap) + argv, cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=pinned(cpus))
         self.pid = self.proc.pid
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + start
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
@@ -333,12 +333,12 @@ class Server:
         if self.proc.poll() is not None:
             raise RuntimeError("%s exited (%s): %s" % (self.name, self.proc.returncode, self.tail()))
 
-    def stop(self):
+    def stop(self, grace=5):
         kids = [p for p in tree(self.pid) if p != self.pid] if self.proc.poll() is None else []
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

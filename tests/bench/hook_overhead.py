@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import harness  # noqa: E402
+from benchutil import TICK, sched_cpu_s, stat_cpu_s  # noqa: E402
 import svcutil  # noqa: E402
 
 TOTAL_BUDGET = 55.0     # seconds for the whole benchmark
@@ -64,24 +65,6 @@ REDIS_HOOKS = {
     sock:close()
   end'''),
 }
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-
-
-def cpu_ns(pid):
-    """On-CPU time of every thread, from schedstat (None if unavailable)."""
-    total = 0
-    try:
-        for tid in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-                total += int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return total
 
 
 class Conn:
@@ -178,17 +161,17 @@ class Variant:
 
     def round(self, n, conns, body, deadline):
         pid = self.srv.proc.pid
-        t0, ns0 = cpu_ticks(pid), cpu_ns(pid)
+        t0, s0 = stat_cpu_s(pid), sched_cpu_s(pid)
         got, wall, errors = drive(self.srv.port, n, conns, body, deadline)
-        t1, ns1 = cpu_ticks(pid), cpu_ns(pid)
+        t1, s1 = stat_cpu_s(pid), sched_cpu_s(pid)
         if errors:
             if got == 0:
                 raise RuntimeError("%s: %s" % (self.label, errors[0]))
             self.note = "(stopped at the deadline)"
         if got:
-            self.stat_us.append((t1 - t0) / os.sysconf("SC_CLK_TCK") * 1e6 / got)
-            if ns0 is not None and ns1 is not None:
-                self.sched_us.append((ns1 - ns0) / 1e3 / got)
+            self.stat_us.append((t1 - t0) * 1e6 / got)
+            if s0 is not None and s1 is not None:
+                self.sched_us.append((s1 - s0) * 1e6 / got)
         self.messages += got
         self.wall += wall
         return not errors
@@ -265,7 +248,7 @@ def main():
                  v.note))
     print("cpu us/msg: median over rounds of the server's user+sys (/proc/PID/stat, %d Hz ticks); "
           "schedstat: on-CPU time of its threads (ns); overhead vs (a) from %s"
-          % (os.sysconf("SC_CLK_TCK"), "schedstat" if use_sched else "/proc/PID/stat"))
+          % (TICK, "schedstat" if use_sched else "/proc/PID/stat"))
     print("total %.1fs" % (time.monotonic() - start))
     return 0
 

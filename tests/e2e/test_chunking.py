@@ -456,7 +456,9 @@ class BigMessage(E2ETest):
             self.assertEqual(srv.maildir_tmp(), [])
 
     def test_pipelined_small_chunks_maildir(self):
-        body = os.urandom(3000)
+        # Random bytes, but not starting with a space or tab, which would
+        # read as a continuation of the Received header split_received cuts.
+        body = b"x" + os.urandom(2999)
         with Server(default_with(name="mx.test")) as srv:
             with srv.client() as c:
                 self.assertReply(c.ehlo(), 250)

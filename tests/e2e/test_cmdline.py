@@ -8,7 +8,7 @@ import socket
 import tempfile
 import time
 
-from harness import DEFAULT_SCRIPT, E2ETest, Server, binary, default_with, free_port, script, split_received
+from harness import DEFAULT_SCRIPT, E2ETest, Lua, Server, binary, default_with, free_port, script, split_received
 
 
 class Check(E2ETest):
@@ -56,8 +56,9 @@ class Check(E2ETest):
         self.assertRegex(err, r":3\b", "the message should give the line")
 
     def test_broken_reply_catalogue(self):
-        """lua/smtp/replies.lua is read at start: a broken entry stops the
-        server with a message naming it, rather than a malformed reply."""
+        """The reply catalogue is compiled in (core/proto/replies.c, checked
+        by build/test_replies): a broken lua/smtp/replies.lua beside the
+        binary, the testing kit's copy, changes no reply of the server."""
         import shutil
         lua = tempfile.mkdtemp(prefix="e2e-lua-")
         self.addCleanup(shutil.rmtree, lua)
@@ -65,14 +66,14 @@ class Check(E2ETest):
         catalogue = os.path.join(lua, "smtp", "replies.lua")
         with open(catalogue) as f:
             text = f.read()
-        for old, new, named in [('"Accepted" }', '"Accepted\\r\\nX" }', "mailAccepted"),
-                                ('[550] = "5.1.1"', '[550] = "4.1.1"', "enhanced[550]")]:
-            with self.subTest(named=named):
-                with open(catalogue, "w") as f:
-                    f.write(text.replace(old, new, 1))
-                r = self.server_cmd(["-t", self.write(script())], env={"LUASMTPD_LUA_DIR": lua})
-                self.assertEqual(r.returncode, 1, r.stderr)
-                self.assertIn(named, r.stderr.decode("utf-8", "replace"))
+        with open(catalogue, "w") as f:
+            f.write(text.replace('"Accepted" }', '"Accepted\\r\\nX" }', 1).replace('[550] = "5.1.1"', '[550] = "4.1.1"', 1))
+        hooks = {"onRcptTo": Lua('function(a) if a.address:match("^no@") then return nil, "no" end end')}
+        with Server(script(hooks=hooks), env={"LUASMTPD_LUA_DIR": lua}) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                self.assertEqual(str(c.cmd("MAIL FROM:<a@example.com>")), "250 2.1.0 Accepted")
+                self.assertEqual(str(c.cmd("RCPT TO:<no@example.com>")), "550 5.1.1 no")
 
     def test_unknown_option(self):
         r = self.check(self.write(script(fooBarOption=1)))

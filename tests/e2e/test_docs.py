@@ -2,7 +2,8 @@
 README's options table is one table naming every option core/lua/config.c
 accepts (and only those: `luasmtpd -t` must know each name), and the
 replies docs/replies.md gives for EHLO, BDAT, LMTP and PROXY are the ones
-on the wire, text included."""
+on the wire, text included; its list of the err strings Lua calls return is
+core/lua/errors.h."""
 
 import os
 import re
@@ -76,6 +77,18 @@ def core_options():
     m = re.search(r"option_defs\[\] = \{(.*?)\n\};", src, re.S)
     names = re.findall(r'(?:OPT|HOOK)\("(\w+)"|\{"(\w+)", OPT_\w+', m.group(1))
     return {a or b for a, b in names}
+
+
+class ErrorList(E2ETest):
+    """README's list of the err strings is core/lua/errors.h, both ways."""
+
+    def test_readme_lists_every_error_string(self):
+        defined = set(re.findall(r'#define LUA_ERR_\w+ "([^"]+)"', read(os.path.join(ROOT, "core", "lua", "errors.h"))))
+        self.assertGreater(len(defined), 3, "no LUA_ERR_* in core/lua/errors.h")
+        [t] = [t for t in tables(section(read(README), "Talking to the world from a hook"))
+               if cells(t[0]) == ["`err`", "meaning"]]
+        listed = {re.fullmatch(r'`"([^"]+)"`', row[0]).group(1) for row in body_rows(t)}
+        self.assertEqual(listed, defined)
 
 
 class OptionsTable(E2ETest):
@@ -259,7 +272,7 @@ class LmtpReplies(SharedServerTest):
 
     def test_one_reply_per_recipient(self):
         [greeting] = documented_replies("greeting with `lmtp = true`")
-        [refused] = documented_replies("EHLO or HELO with `lmtp = true`")
+        refused = documented_replies("EHLO or HELO with `lmtp = true`")[0]
         accepted, not_accepted = documented_replies("LMTP: after the final dot")
         self.assertEqual(wire(self.client().greeting), greeting.replace("<name>", "mx.test"))
         with self.client() as c:
@@ -273,6 +286,85 @@ class LmtpReplies(SharedServerTest):
             rs = [wire(r) for r in c.read_replies(3)]
             self.assertEqual(rs, [accepted, not_accepted, "452 4.2.2 Mailbox full"])
             c.no_reply(0.2)
+
+
+# Writes require "smtp.replies" to stderr as sorted "key = value" lines.
+DUMP_REPLIES = r'''
+local function dump(v, prefix, out)
+  if type(v) ~= "table" then out[#out + 1] = prefix .. " = " .. tostring(v) return end
+  for k, x in pairs(v) do dump(x, prefix .. "." .. tostring(k), out) end
+end
+local out = {}
+dump(require "smtp.replies", "replies", out)
+table.sort(out)
+io.stderr:write(table.concat(out, "\n"), "\n")
+'''
+
+
+# Placeholders of the replies docs/replies.md gives as templates.
+TEMPLATE = re.compile(r"<(name|clientHostname|banner|total)>")
+DOC_REPLY = re.compile(r"^(\d{3}) (?:([245]\.\d{1,3}\.\d{1,3})(?: |$))?(.*)$")
+
+
+def documented_full_replies():
+    """(code, enhanced or "", text) of every backticked reply in
+    docs/replies.md that gives a text ("250 2.1.0 Accepted")."""
+    out = set()
+    for row in replies_rows():
+        for s in re.findall(r"`([^`]*)`", " ".join(row)):
+            m = DOC_REPLY.match(s)
+            if m and m.group(3):
+                out.add((int(m.group(1)), m.group(2) or "", m.group(3)))
+    return out
+
+
+class ReplyCatalogue(E2ETest):
+    """The catalogue of core/proto/replies.c is one: the server's
+    smtp.replies (exported from the C table) and lua/smtp/replies.lua, which
+    the testing kit reads under plain luajit, are the same table, and
+    docs/replies.md gives each of its replies as it is."""
+
+    def core_dump(self):
+        d = tempfile.mkdtemp(prefix="luasmtpd-docs-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "dump.lua")
+        with open(path, "w") as f:
+            f.write(DUMP_REPLIES + "return {}\n")
+        r = self.run_cmd([binary(), "-t", path])
+        err = r.stderr.decode()
+        self.check_sanitizer_text(err, "luasmtpd -t")
+        lines = [l for l in err.splitlines() if l.startswith("replies.")]
+        self.assertGreater(len(lines), 40, err)
+        return lines
+
+    def catalogue(self):
+        """{name: (code, enhanced, text)} of the server's smtp.replies."""
+        fields = {}
+        for line in self.core_dump():
+            m = re.match(r"^replies\.(\w+)\.([123]) = (.*)$", line)
+            if m and m.group(1) not in ("enhanced", "rejectCode"):
+                fields.setdefault(m.group(1), {})[int(m.group(2))] = m.group(3)
+        return {k: (int(v[1]), v[2], v[3]) for k, v in fields.items()}
+
+    def test_the_kit_reads_the_cores_catalogue(self):
+        core = self.core_dump()
+        plain = self.run_cmd(["luajit", "-e", 'package.path = "lua/?.lua;" .. package.path', "-e", DUMP_REPLIES])
+        self.assertEqual(plain.returncode, 0, plain.stderr)
+        self.assertEqual(plain.stderr.decode().splitlines(), core,
+                         "lua/smtp/replies.lua is not the C table: make lua/smtp/replies.lua and commit it")
+
+    def test_docs_give_every_catalogue_reply(self):
+        documented = documented_full_replies()
+        missing = sorted("%s: %d %s %s" % (k, *v) for k, v in self.catalogue().items() if v not in documented)
+        self.assertEqual(missing, [], "catalogue replies docs/replies.md does not give with this code, "
+                                      "enhanced code and text")
+
+    def test_every_documented_text_is_the_catalogues(self):
+        replies = set(self.catalogue().values())
+        self.assertGreater(len(replies), 40)
+        stray = sorted("%d %s %s" % r for r in documented_full_replies()
+                       if r not in replies and not TEMPLATE.search(r[2]))
+        self.assertEqual(stray, [], "docs/replies.md gives texts the catalogue (core/proto/replies.c) does not have")
 
 
 class ProxyReplies(E2ETest):

@@ -49,6 +49,38 @@ class Install(unittest.TestCase):
             left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
             self.assertEqual(left, [])
 
+    def test_installed_testing_kit(self):
+        """The kit (lua/smtp/testing.lua and lua/smtp/testing/) works from an
+        install: it runs the installed binary, its recorder and its CA."""
+        with tempfile.TemporaryDirectory() as dest:
+            r = make("install", "PREFIX=/usr/local", "DESTDIR=" + dest)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            prefix = os.path.join(dest, "usr/local")
+            lua = os.path.join(prefix, "share/luasmtpd/lua")
+            spec = """
+                package.path = %r .. "/?.lua;" .. %r .. "/?/init.lua;" .. package.path
+                local testing = require "smtp.testing"
+                assert(testing.binary() == %r, tostring(testing.binary()))
+                local pki = testing.pki()
+                local server = assert(testing.server({ authOptional = true },
+                  { options = { key = pki.key("localhost"), cert = pki.cert("localhost") } }))
+                local c = assert(server:client())
+                c:ehlo("me.example")
+                assert(c:starttls { servername = "localhost", cafile = pki.ca } == 220)
+                c:ehlo("me.example"); c:mail("a@example.org"); c:rcpt("b@example.org")
+                testing.assert_reply(c, 250, "2.1.5")
+                c:data("hi")
+                testing.assert_reply(c, 250)
+                assert(server:messages()[1].body == "hi\\r\\n")
+                assert(server:stop())
+                print("kit ok")
+            """ % (lua, lua, os.path.join(prefix, "sbin/luasmtpd"))
+            env = {k: v for k, v in os.environ.items() if k not in ("LUA_PATH", "LUASMTPD_LUA_DIR", "LUASMTPD_BIN")}
+            with tempfile.TemporaryDirectory() as work:
+                r = subprocess.run(["luajit", "-e", spec], cwd=work, env=env, capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(b"kit ok", r.stdout)
+
 
 class SystemdNotify(unittest.TestCase):
     """Type=notify: READY=1 once listening, RELOADING=1/READY=1 around a

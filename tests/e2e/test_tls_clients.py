@@ -106,7 +106,9 @@ class RealClients(SharedServerTest):
         [d] = self.new_data()
         self.assertEqual(d["transmissionType"], "ESMTPS")
         self.assertEqual(d["localPort"], self.secure)
-        sec = [e for e in self.srv.events("secure") if e["session"]["port"] == d["port"]]
+        # A client port is unique per listener only: match both.
+        sec = [e for e in self.srv.events("secure")
+               if (e["session"]["port"], e["session"]["localPort"]) == (d["port"], d["localPort"])]
         self.assertEqual(len(sec), 1)
         conn = sec[0]["conn"]
         self.assertIs(conn["authorized"], True)

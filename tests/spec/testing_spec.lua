@@ -460,7 +460,7 @@ describe("testing.server processes", function()
 end)
 
 -- The kit's simulated replies (testing.call) and the core's replies on the
--- wire come from one catalogue (lua/smtp/replies.lua): the same policy,
+-- wire come from one catalogue (core/proto/replies.c): the same policy,
 -- run both ways, must give the same code and text.
 describe("testing.call and the core give the same replies", function()
   -- MAIL and RCPT: refuse no@ with code (default text), txt@ with text.

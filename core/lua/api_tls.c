@@ -1,18 +1,26 @@
-#include "lua/lua_tls.h"
+/* api_tls — what Lua sees of TLS: smtp.tls.context(opts), the session
+ * fields (secure, servername, tlsOptions) and the `conn` object onSecure
+ * gets. */
+#include "lua/api_tls.h"
 #include "smtp/session.h"
 
-#include "net/conn.h"
+#include "lua/lua_api.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
+#include "lua/tls_options.h"
+#include "lua/modules.h"
+#include "net/conn.h"
+#include "tls/tls_context.h"
 
-#include <lauxlib.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <string.h>
 
-#define TLS_CONN_MT "luasmtpd.tlsconn"
+#define TLS_CONN_CLASS "TLS conn"
+
+static int tls_conn_class = LUA_NOREF;
 
 struct lua_tls_conn {
 	struct conn *c; /* NULL once the connection is gone */
@@ -127,7 +135,7 @@ static const char *tls_verify_code(long result)
 
 static struct lua_tls_conn *tls_conn_check(lua_State *L)
 {
-	return luaL_checkudata(L, 1, TLS_CONN_MT);
+	return lua_api_checkudata(L, 1, tls_conn_class, TLS_CONN_CLASS);
 }
 
 static int tls_conn_peer_certificate(lua_State *L)
@@ -183,7 +191,7 @@ static int tls_conn_index(lua_State *L)
 		else
 			lua_pushnil(L);
 	} else {
-		luaL_getmetatable(L, TLS_CONN_MT);
+		lua_getmetatable(L, 1);
 		lua_getfield(L, -1, "methods");
 		lua_getfield(L, -1, key);
 	}
@@ -198,7 +206,9 @@ static int tls_conn_gc(lua_State *L)
 	return 0;
 }
 
-static void tls_conn_register(lua_State *L)
+/* The class, made on first use: the methods sit beside the properties
+ * that __index answers. */
+static int tls_conn_class_ref(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{"getPeerCertificate", tls_conn_peer_certificate},
@@ -206,18 +216,20 @@ static void tls_conn_register(lua_State *L)
 		{"getProtocol", tls_conn_protocol},
 		{NULL, NULL},
 	};
-	if (!luaL_newmetatable(L, TLS_CONN_MT)) {
-		lua_pop(L, 1);
-		return;
-	}
+	static const luaL_Reg meta[] = {
+		{"__index", tls_conn_index},
+		{"__gc", tls_conn_gc},
+		{NULL, NULL},
+	};
+	if (tls_conn_class != LUA_NOREF)
+		return tls_conn_class;
+	tls_conn_class = lua_api_class(L, NULL, meta);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, tls_conn_class);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
 	lua_setfield(L, -2, "methods");
-	lua_pushcfunction(L, tls_conn_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, tls_conn_gc);
-	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
+	return tls_conn_class;
 }
 
 static void tls_conn_fill(struct lua_tls_conn *t, struct conn *c)
@@ -248,14 +260,10 @@ void lua_tls_push_conn(lua_State *L, struct conn *c)
 		lua_rawgeti(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
 		return;
 	}
-	tls_conn_register(L);
-	struct lua_tls_conn *t = lua_newuserdata(L, sizeof *t);
-	memset(t, 0, sizeof *t);
+	struct lua_tls_conn *t = lua_api_newudata(L, sizeof *t, tls_conn_class_ref(L));
 	t->c = c;
 	t->cert_ref = LUA_NOREF;
 	tls_conn_fill(t, c);
-	luaL_getmetatable(L, TLS_CONN_MT);
-	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
 	s->tls_obj_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
@@ -292,4 +300,25 @@ void lua_tls_session_fields(struct conn *c)
 	tls_push_cipher(L, &t);
 	lua_setfield(L, -2, "tlsOptions");
 	lua_pop(L, 1);
+}
+
+/* context(opts) -> an OpenSSL context for SNICallback | nil, err */
+static int tls_lua_context(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	char err[512];
+	SSL_CTX *ctx = tls_context_from_lua(L, 1, err, sizeof err);
+	if (!ctx)
+		return lua_api_fail(L, err);
+	tls_context_push(L, ctx);
+	return 1;
+}
+
+int luaopen_smtp_tls(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{"context", tls_lua_context},
+		{NULL, NULL},
+	};
+	return lua_api_module(L, fns);
 }

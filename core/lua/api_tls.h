@@ -1,9 +1,9 @@
-/* lua_tls — what Lua sees of a connection's TLS: the session fields
- * (secure, servername, tlsOptions) and the `conn` object onSecure gets
- * (getPeerCertificate, getCipher, getProtocol, authorized,
+/* api_tls — what Lua sees of TLS: smtp.tls.context(opts), a connection's
+ * session fields (secure, servername, tlsOptions) and the `conn` object
+ * onSecure gets (getPeerCertificate, getCipher, getProtocol, authorized,
  * authorizationError), as Node's TLSSocket offers them. */
-#ifndef LUASMTPD_LUA_TLS_H
-#define LUASMTPD_LUA_TLS_H
+#ifndef LUASMTPD_LUA_API_TLS_H
+#define LUASMTPD_LUA_API_TLS_H
 
 #include <lua.h>
 

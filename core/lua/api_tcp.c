@@ -1,19 +1,24 @@
-#include "lua/lua_tcp.h"
+/* api_tcp — smtp.tcp(), a non-blocking TCP (and TLS) client for hooks, in
+ * the manner of OpenResty's cosockets: calls read as blocking code but
+ * suspend only the calling hook while the loop serves everyone else.
+ * Failures and timeouts return nil, err; timeouts are in seconds. */
 #include "smtp/session.h"
 
 #include "base/buf.h"
-#include "net/conn.h"
-#include "net/dns.h"
+#include "lua/api_dns.h"
+#include "lua/lua_api.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
+#include "lua/modules.h"
+#include "net/conn.h"
+#include "net/dns.h"
 #include "net/server.h"
-#include "tls/tls_context.h"
+#include "lua/tls_options.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <errno.h>
-#include <lauxlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -24,7 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define TCP_MT "luasmtpd.tcp"
+#define TCP_CLASS "smtp.tcp socket"
 #define TCP_DEFAULT_TIMEOUT 60.0
 #define TCP_READ_CHUNK 16384
 
@@ -32,10 +37,9 @@ enum tcp_op { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE
 enum tcp_recv { RECV_LINE, RECV_BYTES, RECV_ALL };
 
 struct lua_tcp {
-	struct hook_waiter waiter; /* first member: the hook's cancel gets us back */
+	struct hook_pending pending; /* first member: the cleanup gets us back */
 	ev_io io;
 	ev_timer timer;
-	struct conn *c; /* whose hook waits, while an op is in flight */
 	int fd;
 	SSL *ssl;
 	double timeout;
@@ -52,6 +56,7 @@ struct lua_tcp {
 };
 
 static SSL_CTX *tcp_client_ctx;
+static int tcp_class = LUA_NOREF;
 
 static struct ev_loop *tcp_loop(void)
 {
@@ -60,14 +65,17 @@ static struct ev_loop *tcp_loop(void)
 
 static struct lua_tcp *tcp_check(lua_State *L)
 {
-	return luaL_checkudata(L, 1, TCP_MT);
+	return lua_api_checkudata(L, 1, tcp_class, TCP_CLASS);
 }
 
-static int tcp_fail(lua_State *L, const char *err)
+/* The socket, for a call that uses it: one hook at a time (a socket kept
+ * in a script's table is in reach of every session). */
+static struct lua_tcp *tcp_check_idle(lua_State *L)
 {
-	lua_pushnil(L);
-	lua_pushstring(L, err);
-	return 2;
+	struct lua_tcp *t = tcp_check(L);
+	if (hook_pending_thread(&t->pending))
+		luaL_error(L, "smtp.tcp: socket busy (another hook waits on it)");
+	return t;
 }
 
 /* Ends the op in flight without resuming anyone. */
@@ -82,7 +90,6 @@ static void tcp_stop(struct lua_tcp *t)
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, t->send_ref);
 	t->send_ref = LUA_NOREF;
 	t->op = OP_NONE;
-	t->c = NULL;
 }
 
 static void tcp_close(struct lua_tcp *t)
@@ -99,24 +106,34 @@ static void tcp_close(struct lua_tcp *t)
 	buf_free(&t->rbuf);
 }
 
-static void tcp_cancel(struct hook_waiter *w)
+static void tcp_cleanup(struct hook_pending *p)
 {
-	/* The session is gone: the socket is left unusable mid-operation. */
-	tcp_close((struct lua_tcp *)w);
+	/* The hook is gone: the socket is left unusable mid-operation. */
+	tcp_close((struct lua_tcp *)p);
+}
+
+/* The coroutine waiting on t's op; NULL (and the op stopped) when its
+ * hook run is over. */
+static lua_State *tcp_waiting(struct lua_tcp *t)
+{
+	lua_State *co = hook_pending_thread(&t->pending);
+	if (!co)
+		tcp_stop(t);
+	return co;
 }
 
 /* Finishes the op in flight: the results are on the hook's coroutine. */
 static void tcp_resume(struct lua_tcp *t, int nres)
 {
-	struct conn *c = t->c;
 	tcp_stop(t);
-	hook_io_done(c, nres);
+	hook_pending_done(&t->pending, nres);
 }
 
 static void tcp_resume_fail(struct lua_tcp *t, const char *err)
 {
-	lua_State *co = conn_session(t->c)->hook.co;
-	tcp_resume(t, tcp_fail(co, err));
+	lua_State *co = tcp_waiting(t);
+	if (co)
+		tcp_resume(t, lua_api_fail(co, err));
 }
 
 /* Watches the socket for op (events 0: only the timeout runs, as while
@@ -138,12 +155,10 @@ static void tcp_arm(struct lua_tcp *t, enum tcp_op op, int events)
 /* Suspends the calling hook until op completes within the timeout. */
 static int tcp_wait(lua_State *L, struct lua_tcp *t, enum tcp_op op, int events)
 {
-	struct conn *c = hook_current(L);
-	if (!c)
+	if (!hook_current(L))
 		return luaL_error(L, "smtp.tcp: only a hook's own coroutine can wait for the network");
-	t->c = c;
 	tcp_arm(t, op, events);
-	return hook_wait_io(L, &t->waiter);
+	return hook_wait(L, &t->pending);
 }
 
 /* Re-arms for the other direction (TLS may need to write to read). */
@@ -229,7 +244,7 @@ static int tcp_try_receive(lua_State *L, struct lua_tcp *t, bool eof)
 	}
 	/* As OpenResty: nil, "closed", and what was received. */
 	lua_pushnil(L);
-	lua_pushstring(L, "closed");
+	lua_pushstring(L, LUA_ERR_CLOSED);
 	lua_pushlstring(L, p, n);
 	buf_consume(b, n);
 	return 3;
@@ -264,15 +279,15 @@ static int tcp_receive_step(lua_State *L, struct lua_tcp *t, int *events)
 		if (r == -1)
 			return 0;
 		if (r == -2)
-			return tcp_fail(L, strerror(errno));
+			return lua_api_fail(L, lua_api_errno(errno));
 	}
 }
 
 static int tcp_receive(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (lua_type(L, 2) == LUA_TNUMBER) {
 		lua_Number n = lua_tonumber(L, 2);
 		if (n < 0)
@@ -303,7 +318,7 @@ static int tcp_send_step(lua_State *L, struct lua_tcp *t, int *events)
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 				return 0;
-			return tcp_fail(L, strerror(errno));
+			return lua_api_fail(L, lua_api_errno(errno));
 		}
 		t->send_off += (size_t)w;
 	}
@@ -313,11 +328,11 @@ static int tcp_send_step(lua_State *L, struct lua_tcp *t, int *events)
 
 static int tcp_send(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	size_t len;
 	const char *data = luaL_checklstring(L, 2, &len);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	t->send_ptr = data;
 	t->send_len = len;
 	t->send_off = 0;
@@ -341,7 +356,7 @@ static int tcp_connect_result(lua_State *L, struct lua_tcp *t)
 	if (err) {
 		close(t->fd);
 		t->fd = -1;
-		return tcp_fail(L, strerror(err));
+		return lua_api_fail(L, lua_api_errno(err));
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -376,7 +391,7 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 {
 	t->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (t->fd < 0)
-		return tcp_fail(L, strerror(errno));
+		return lua_api_fail(L, lua_api_errno(errno));
 	int one = 1;
 	setsockopt(t->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (connect(t->fd, (const struct sockaddr *)ss, len) == 0) {
@@ -388,7 +403,7 @@ static int tcp_start_connect(lua_State *L, struct lua_tcp *t, const struct socka
 	int e = errno;
 	close(t->fd);
 	t->fd = -1;
-	return tcp_fail(L, strerror(e));
+	return lua_api_fail(L, lua_api_errno(e));
 }
 
 /* The first address of an A answer, with the port of the connect. Runs
@@ -397,12 +412,15 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 {
 	struct lua_tcp *t = arg;
 	t->dns = NULL;
+	lua_State *co = tcp_waiting(t);
+	if (!co)
+		return;
 	struct ares_addrttl a[1];
 	int n = 1;
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
 		status = ARES_ENODATA;
 	if (status != ARES_SUCCESS) {
-		tcp_resume_fail(t, dns_strerror(status));
+		tcp_resume_fail(t, lua_dns_error(status));
 		return;
 	}
 	struct sockaddr_storage ss;
@@ -411,7 +429,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 	s4->sin_family = AF_INET;
 	s4->sin_port = htons((uint16_t)t->port);
 	s4->sin_addr = a[0].ipaddr;
-	int r = tcp_start_connect(conn_session(t->c)->hook.co, t, &ss, sizeof *s4);
+	int r = tcp_start_connect(co, t, &ss, sizeof *s4);
 	if (r)
 		tcp_resume(t, r);
 	else
@@ -420,7 +438,7 @@ static void tcp_resolved(void *arg, int status, const unsigned char *abuf, int a
 
 static int tcp_connect(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	const char *host = luaL_checkstring(L, 2);
 	lua_Integer port = luaL_checkinteger(L, 3);
 	if (port < 1 || port > 65535)
@@ -439,7 +457,7 @@ static int tcp_connect(lua_State *L)
 	t->port = (int)port;
 	t->dns = dns_query(host, ns_t_a, tcp_resolved, t, err, sizeof err);
 	if (!t->dns)
-		return tcp_fail(L, err);
+		return lua_api_fail(L, err);
 	return tcp_wait(L, t, OP_RESOLVE, 0);
 }
 
@@ -465,7 +483,7 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
 		snprintf(reason, sizeof reason, "certificate verify failed: %s",
 		         X509_verify_cert_error_string(vr));
 	ERR_clear_error();
-	return tcp_fail(L, reason);
+	return lua_api_fail(L, reason);
 }
 
 /* sock:sslhandshake(servername, verify, opts), or OpenResty's
@@ -478,7 +496,7 @@ static int tcp_handshake_step(lua_State *L, struct lua_tcp *t, int *events)
  * system store for this handshake, as Node's ca option does. */
 static int tcp_sslhandshake(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	int top = lua_gettop(L);
 	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
 	int last = opts ? opts - 1 : top; /* the last positional argument */
@@ -486,15 +504,15 @@ static int tcp_sslhandshake(lua_State *L)
 	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
 	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (t->ssl)
-		return tcp_fail(L, "already using TLS");
+		return lua_api_fail(L, LUA_ERR_TLS_ACTIVE);
 	X509_STORE *ca = NULL;
 	if (opts) {
 		lua_getfield(L, opts, "ca");
 		char err[256];
-		if (!lua_isnil(L, -1) && !(ca = tls_ca_store(L, lua_gettop(L), err, sizeof err)))
-			return tcp_fail(L, err);
+		if (!lua_isnil(L, -1) && !(ca = tls_ca_store_from_lua(L, lua_gettop(L), err, sizeof err)))
+			return lua_api_fail(L, err);
 	}
 	if (!tcp_client_ctx) {
 		tcp_client_ctx = SSL_CTX_new(TLS_client_method());
@@ -524,7 +542,9 @@ static int tcp_sslhandshake(lua_State *L)
 static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct lua_tcp *t = (struct lua_tcp *)((char *)w - offsetof(struct lua_tcp, io));
-	lua_State *co = conn_session(t->c)->hook.co;
+	lua_State *co = tcp_waiting(t);
+	if (!co)
+		return;
 	int events = 0, n = 0;
 	switch (t->op) {
 	case OP_CONNECT:
@@ -553,11 +573,13 @@ static void tcp_on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void tcp_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct lua_tcp *t = (struct lua_tcp *)((char *)w - offsetof(struct lua_tcp, timer));
+	if (!tcp_waiting(t))
+		return;
 	if (t->op == OP_CONNECT) {
 		close(t->fd);
 		t->fd = -1;
 	}
-	tcp_resume_fail(t, "timeout");
+	tcp_resume_fail(t, LUA_ERR_TIMEOUT);
 }
 
 /* ---- the object ----------------------------------------------------------- */
@@ -572,9 +594,9 @@ static int tcp_settimeout(lua_State *L)
 
 static int tcp_close_method(lua_State *L)
 {
-	struct lua_tcp *t = tcp_check(L);
+	struct lua_tcp *t = tcp_check_idle(L);
 	if (t->fd < 0)
-		return tcp_fail(L, "closed");
+		return lua_api_fail(L, LUA_ERR_CLOSED);
 	if (t->ssl)
 		SSL_shutdown(t->ssl);
 	tcp_close(t);
@@ -590,22 +612,20 @@ static int tcp_gc(lua_State *L)
 
 static int tcp_new(lua_State *L)
 {
-	struct lua_tcp *t = lua_newuserdata(L, sizeof *t);
-	memset(t, 0, sizeof *t);
-	t->waiter.cancel = tcp_cancel;
+	struct lua_tcp *t = lua_api_newudata(L, sizeof *t, tcp_class);
+	t->pending.cleanup = tcp_cleanup;
 	t->fd = -1;
 	t->timeout = TCP_DEFAULT_TIMEOUT;
 	t->send_ref = LUA_NOREF;
 	ev_init(&t->io, tcp_on_io);
 	ev_init(&t->timer, tcp_on_timeout);
-	luaL_getmetatable(L, TCP_MT);
-	lua_setmetatable(L, -2);
 	return 1;
 }
 
-void lua_tcp_register(lua_State *L)
+int luaopen_smtp_tcp(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
+		{"connect", tcp_connect},
 		{"receive", tcp_receive},
 		{"send", tcp_send},
 		{"sslhandshake", tcp_sslhandshake},
@@ -613,15 +633,15 @@ void lua_tcp_register(lua_State *L)
 		{"close", tcp_close_method},
 		{NULL, NULL},
 	};
-	luaL_newmetatable(L, TCP_MT);
-	lua_newtable(L);
-	luaL_register(L, NULL, methods);
-	lua_pushcfunction(L, tcp_connect);
-	lua_setfield(L, -2, "connect");
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, tcp_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
-	lua_pushcfunction(L, tcp_new);
-	lua_setfield(L, -2, "tcp");
+	static const luaL_Reg meta[] = {
+		{"__gc", tcp_gc},
+		{NULL, NULL},
+	};
+	static const luaL_Reg fns[] = {
+		{"new", tcp_new},
+		{NULL, NULL},
+	};
+	if (tcp_class == LUA_NOREF)
+		tcp_class = lua_api_class(L, methods, meta);
+	return lua_api_module(L, fns);
 }

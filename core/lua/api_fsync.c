@@ -1,6 +1,7 @@
-#include "lua/lua_fsync.h"
+#include "lua/api_fsync.h"
 
-#include <lauxlib.h>
+#include "lua/lua_api.h"
+#include "lua/modules.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,19 +37,20 @@ int fsync_parent_dir(const char *path)
 	return fsync_dir(dir);
 }
 
-static int lua_fsync_dir(lua_State *L)
+/* dir(path) -> true | nil, err */
+static int fsync_lua_dir(lua_State *L)
 {
-	if (fsync_dir(luaL_checkstring(L, 1)) != 0) {
-		lua_pushnil(L);
-		lua_pushstring(L, strerror(errno));
-		return 2;
-	}
+	if (fsync_dir(luaL_checkstring(L, 1)) != 0)
+		return lua_api_fail(L, lua_api_errno(errno));
 	lua_pushboolean(L, 1);
 	return 1;
 }
 
-void lua_fsync_register(lua_State *L)
+int luaopen_smtp_fsync(lua_State *L)
 {
-	lua_pushcfunction(L, lua_fsync_dir);
-	lua_setfield(L, -2, "fsync_dir");
+	static const luaL_Reg fns[] = {
+		{"dir", fsync_lua_dir},
+		{NULL, NULL},
+	};
+	return lua_api_module(L, fns);
 }

@@ -1,24 +1,27 @@
-#include "lua/lua_dns.h"
+/* api_dns — smtp.dns: query(name, type) for A, AAAA, MX, TXT and PTR from
+ * a hook, suspending only that hook; configure{servers, timeout, tries}. */
+#include "lua/api_dns.h"
 #include "smtp/session.h"
 
+#include "lua/lua_api.h"
+#include "lua/lua_hook.h"
+#include "lua/modules.h"
 #include "net/conn.h"
 #include "net/dns.h"
-#include "lua/lua_hook.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
-#include <lauxlib.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DNS_MAX_ANSWERS 64
 
 struct lua_dns_wait {
-	struct hook_waiter waiter; /* first member: the hook's cancel gets us back */
+	struct hook_pending pending; /* first member: the cleanup gets us back */
 	struct dns_query *q;
-	struct conn *c;
 	int type;
 };
 
@@ -109,7 +112,9 @@ static void push_ptr(lua_State *L, const unsigned char *abuf, int alen, int *ok)
 		ares_free_hostent(h);
 }
 
-int lua_dns_push_records(lua_State *L, int type, const unsigned char *abuf, int alen)
+/* Pushes the records of a raw answer as a Lua array; false (nothing
+ * pushed) when the answer does not parse. */
+static bool dns_push_records(lua_State *L, int type, const unsigned char *abuf, int alen)
 {
 	int ok = 0;
 	switch (type) {
@@ -124,29 +129,39 @@ int lua_dns_push_records(lua_State *L, int type, const unsigned char *abuf, int 
 	return ok;
 }
 
+const char *lua_dns_error(int status)
+{
+	switch (status) {
+	case ARES_ENOTFOUND:
+	case ARES_ENODATA: return LUA_ERR_NOT_FOUND;
+	case ARES_ETIMEOUT: return LUA_ERR_TIMEOUT;
+	case ARES_ECONNREFUSED: return LUA_ERR_REFUSED;
+	case ARES_EBADNAME: return LUA_ERR_BAD_NAME;
+	default: return ares_strerror(status);
+	}
+}
+
 /* Pushes records, or nil, err. */
 static int lua_dns_results(lua_State *L, int type, int status, const unsigned char *abuf, int alen)
 {
-	if (status == ARES_SUCCESS && lua_dns_push_records(L, type, abuf, alen))
+	if (status == ARES_SUCCESS && dns_push_records(L, type, abuf, alen))
 		return 1;
-	lua_pushnil(L);
-	lua_pushstring(L, status == ARES_SUCCESS ? "bad answer" : dns_strerror(status));
-	return 2;
+	return lua_api_fail(L, status == ARES_SUCCESS ? LUA_ERR_BAD_ANSWER : lua_dns_error(status));
 }
 
 /* Runs from the loop, never inside lua_dns_query (dns.h). */
 static void lua_dns_answered(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct lua_dns_wait *w = arg;
-	struct conn *c = w->c;
-	int n = lua_dns_results(conn_session(c)->hook.co, w->type, status, abuf, alen);
+	lua_State *co = hook_pending_thread(&w->pending);
+	if (co)
+		hook_pending_done(&w->pending, lua_dns_results(co, w->type, status, abuf, alen));
 	free(w);
-	hook_io_done(c, n);
 }
 
-static void lua_dns_cancel_wait(struct hook_waiter *hw)
+static void lua_dns_cleanup(struct hook_pending *p)
 {
-	struct lua_dns_wait *w = (struct lua_dns_wait *)hw;
+	struct lua_dns_wait *w = (struct lua_dns_wait *)p;
 	dns_cancel(w->q);
 	free(w);
 }
@@ -161,8 +176,7 @@ static int lua_dns_query(lua_State *L)
 			type = dns_types[i].type;
 	if (!type)
 		return luaL_argerror(L, 2, "expected A, AAAA, MX, TXT or PTR");
-	struct conn *c = hook_current(L);
-	if (!c)
+	if (!hook_current(L))
 		return luaL_error(L, "smtp.dns.query: only a hook's own coroutine can wait for an answer");
 	char rev[80];
 	if (type == ns_t_ptr && dns_reverse_name(name, rev, sizeof rev))
@@ -170,18 +184,15 @@ static int lua_dns_query(lua_State *L)
 	struct lua_dns_wait *w = calloc(1, sizeof *w);
 	if (!w)
 		abort();
-	w->waiter.cancel = lua_dns_cancel_wait;
-	w->c = c;
+	w->pending.cleanup = lua_dns_cleanup;
 	w->type = type;
 	char err[256];
 	w->q = dns_query(name, type, lua_dns_answered, w, err, sizeof err);
 	if (!w->q) {
 		free(w);
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
+		return lua_api_fail(L, err);
 	}
-	return hook_wait_io(L, &w->waiter);
+	return hook_wait(L, &w->pending);
 }
 
 static int lua_dns_configure(lua_State *L)
@@ -214,10 +225,12 @@ static int lua_dns_configure(lua_State *L)
 	return 0;
 }
 
-void lua_dns_register(lua_State *L)
+int luaopen_smtp_dns(lua_State *L)
 {
-	lua_pushcfunction(L, lua_dns_query);
-	lua_setfield(L, -2, "dns_query");
-	lua_pushcfunction(L, lua_dns_configure);
-	lua_setfield(L, -2, "dns_configure");
+	static const luaL_Reg fns[] = {
+		{"query", lua_dns_query},
+		{"configure", lua_dns_configure},
+		{NULL, NULL},
+	};
+	return lua_api_module(L, fns);
 }

@@ -1,0 +1,59 @@
+#include "lua/lua_api.h"
+
+#include "lua/lua_runtime.h"
+
+#include <errno.h>
+#include <string.h>
+
+int lua_api_module(lua_State *L, const luaL_Reg *fns)
+{
+	lua_newtable(L);
+	luaL_register(L, NULL, fns);
+	return 1;
+}
+
+int lua_api_fail(lua_State *L, const char *err)
+{
+	lua_pushnil(L);
+	lua_pushstring(L, err);
+	return 2;
+}
+
+const char *lua_api_errno(int e)
+{
+	switch (e) {
+	case ECONNREFUSED: return LUA_ERR_REFUSED;
+	case ETIMEDOUT: return LUA_ERR_TIMEOUT;
+	default: return strerror(e);
+	}
+}
+
+int lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta)
+{
+	lua_newtable(L);
+	if (methods) {
+		lua_newtable(L);
+		luaL_register(L, NULL, methods);
+		lua_setfield(L, -2, "__index");
+	}
+	if (meta)
+		luaL_register(L, NULL, meta);
+	return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void *lua_api_newudata(lua_State *L, size_t size, int class_ref)
+{
+	void *p = lua_newuserdata(L, size);
+	memset(p, 0, size);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, class_ref);
+	lua_setmetatable(L, -2);
+	return p;
+}
+
+void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name)
+{
+	void *p = lua_touserdata(L, idx);
+	if (!p || !lua_has_metatable(L, idx, class_ref))
+		luaL_typerror(L, idx, name);
+	return p;
+}

@@ -1,0 +1,31 @@
+/* lua_api — the one idiom of the core's Lua modules (api_*.c): a module is
+ * one luaL_Reg table returned by one luaopen_smtp_<module>, listed once in
+ * modules.c; arguments are checked with luaL_check*, and misuse raises;
+ * an expected failure returns nil, err with err from errors.h; a userdata's
+ * class is its metatable, held by registry reference and compared by
+ * reference. */
+#ifndef LUASMTPD_LUA_API_H
+#define LUASMTPD_LUA_API_H
+
+#include "lua/errors.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stddef.h>
+
+/* A luaopen_smtp_<module>'s body: pushes a new table of fns, returns 1. */
+int lua_api_module(lua_State *L, const luaL_Reg *fns);
+/* Pushes nil, err and returns 2: `return lua_api_fail(L, LUA_ERR_CLOSED);`. */
+int lua_api_fail(lua_State *L, const char *err);
+/* The errors.h string for errno e, else strerror(e). */
+const char *lua_api_errno(int e);
+/* A new class: a metatable whose __index is a table of methods, with the
+ * metamethods of meta (either may be NULL). Returns its registry ref. */
+int lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta);
+/* Pushes a zeroed userdata of size bytes and class class_ref. */
+void *lua_api_newudata(lua_State *L, size_t size, int class_ref);
+/* The userdata at idx if its class is class_ref, else raises a bad
+ * argument error naming the class expected (name). */
+void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name);
+
+#endif

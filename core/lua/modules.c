@@ -1,0 +1,27 @@
+#include "lua/modules.h"
+
+#include <lauxlib.h>
+
+static const luaL_Reg modules[] = {
+	{"smtp.core", luaopen_smtp_core},
+	{"smtp.core.log", luaopen_smtp_log},
+	{"smtp.core.timer", luaopen_smtp_timer},
+	{"smtp.core.fsync", luaopen_smtp_fsync},
+	{"smtp.core.tcp", luaopen_smtp_tcp},
+	{"smtp.core.dns", luaopen_smtp_dns},
+	{"smtp.core.tls", luaopen_smtp_tls},
+	{"smtp.core.server", luaopen_smtp_server},
+	{"smtp.replies", luaopen_smtp_replies},
+	{NULL, NULL},
+};
+
+void lua_modules_preload(lua_State *L)
+{
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	for (const luaL_Reg *m = modules; m->name; m++) {
+		lua_pushcfunction(L, m->func);
+		lua_setfield(L, -2, m->name);
+	}
+	lua_pop(L, 2);
+}

@@ -1,0 +1,25 @@
+/* modules — the C modules behind the public `smtp` Lua module
+ * (lua/smtp/init.lua), one per api_*.c, preloaded from one list: a script
+ * sees them only through smtp.* (smtp.tcp(), smtp.dns.query, ...). */
+#ifndef LUASMTPD_LUA_MODULES_H
+#define LUASMTPD_LUA_MODULES_H
+
+#include <lua.h>
+
+int luaopen_smtp_core(lua_State *L);   /* lua_runtime.c: smtp.pid, dev certificates, smtp.reject */
+int luaopen_smtp_log(lua_State *L);    /* api_log.c: smtp.log.* */
+int luaopen_smtp_timer(lua_State *L);  /* api_timer.c: smtp.sleep, smtp.now */
+int luaopen_smtp_fsync(lua_State *L);  /* api_fsync.c: smtp.fsync_dir */
+int luaopen_smtp_tcp(lua_State *L);    /* api_tcp.c: smtp.tcp() */
+int luaopen_smtp_dns(lua_State *L);    /* api_dns.c: smtp.dns.* */
+int luaopen_smtp_tls(lua_State *L);    /* api_tls.c: smtp.tls.context */
+int luaopen_smtp_server(lua_State *L); /* api_server.c: smtp.server */
+/* api_replies.c: smtp.replies, the catalogue of proto/replies.c (preloaded
+ * under that name, so require "smtp.replies" never reads the Lua copy) */
+int luaopen_smtp_replies(lua_State *L);
+
+/* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
+ * (and "smtp.replies"). */
+void lua_modules_preload(lua_State *L);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * test_conn.c — the transport seam (core/net/conn.c) with an owner that is
+ * not the SMTP session and no Lua: bytes reach on_input, what the owner
+ * queues is written, a close after the last write calls on_closed then
+ * on_release (which frees the connection), a peer's close does the same,
+ * and a connection over maxClients is refused through on_refused.
+ */
+#include "net/conn.h"
+#include "net/server.h"
+#include "unit.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* An echo owner: each input is written back, "quit" ends after the reply. */
+struct echo {
+	int opened, inputs, closed, released, refused;
+	char seen[64];
+};
+
+static void echo_open(struct conn *c, const struct proxy_info *pi)
+{
+	struct echo *e = c->owner;
+	e->opened++;
+	c->phase = PHASE_COMMAND; /* the owner's protocol state, as the session sets it */
+}
+
+static void echo_input(struct conn *c)
+{
+	struct echo *e = c->owner;
+	size_t n = buf_used(&c->in);
+	e->inputs++;
+	snprintf(e->seen, sizeof e->seen, "%.*s", (int)n, buf_head(&c->in));
+	buf_append(&c->out, buf_head(&c->in), n);
+	buf_consume(&c->in, n);
+	if (strncmp(e->seen, "quit", 4) == 0)
+		conn_close_when_flushed(c, false);
+}
+
+static bool echo_wants_input(const struct conn *c)
+{
+	return c->phase == PHASE_COMMAND;
+}
+
+static void echo_refused(struct conn *c, const char *why)
+{
+	((struct echo *)c->owner)->refused++;
+	conn_send_now(c, "busy\r\n");
+}
+
+static void echo_closed(struct conn *c)
+{
+	((struct echo *)c->owner)->closed++;
+}
+
+static void echo_release(struct conn *c)
+{
+	((struct echo *)c->owner)->released++;
+	conn_free(c);
+}
+
+static const struct conn_owner_ops echo_ops = {
+	.on_open = echo_open,
+	.on_refused = echo_refused,
+	.on_input = echo_input,
+	.wants_input = echo_wants_input,
+	.on_closed = echo_closed,
+	.on_release = echo_release,
+};
+
+/* A connection on one end of a socket pair, owned by e; *peer: the other end. */
+static struct conn *echo_conn(struct server *srv, struct listener_options *opt, struct echo *e, int *peer)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+		return NULL;
+	struct sockaddr_storage none = {.ss_family = AF_UNSPEC};
+	struct conn *c = conn_new(srv, opt, sv[0], (struct sockaddr *)&none, (struct sockaddr *)&none);
+	c->ops = &echo_ops;
+	c->owner = e;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	*peer = sv[1];
+	return c;
+}
+
+static void spin(struct server *srv)
+{
+	for (int i = 0; i < 20; i++)
+		ev_run(srv->loop, EVRUN_NOWAIT);
+}
+
+static void test_echo_then_close_after_reply(void)
+{
+	struct server srv = {.loop = ev_default_loop(0)};
+	struct listener_options opt = {0};
+	struct echo e = {0};
+	int peer;
+	struct conn *c = echo_conn(&srv, &opt, &e, &peer);
+	CHECK(c != NULL);
+	conn_start(c, "test");
+	CHECK_INT(e.opened, 1);
+	CHECK_INT(write(peer, "hello\r\n", 7), 7);
+	spin(&srv);
+	CHECK_INT(e.inputs, 1);
+	CHECK_STR(e.seen, "hello\r\n");
+	char got[64] = {0};
+	CHECK_INT(read(peer, got, sizeof got - 1), 7);
+	CHECK_STR(got, "hello\r\n");
+	CHECK_INT(write(peer, "quit\r\n", 6), 6);
+	spin(&srv);
+	memset(got, 0, sizeof got);
+	CHECK_INT(read(peer, got, sizeof got - 1), 6); /* the last reply, then the close */
+	CHECK_INT(read(peer, got, sizeof got - 1), 0);
+	CHECK_INT(e.closed, 1);
+	CHECK_INT(e.released, 1);
+	CHECK(srv.conns == NULL);
+	close(peer);
+}
+
+static void test_peer_close(void)
+{
+	struct server srv = {.loop = ev_default_loop(0)};
+	struct listener_options opt = {0};
+	struct echo e = {0};
+	int peer;
+	struct conn *c = echo_conn(&srv, &opt, &e, &peer);
+	conn_start(c, "test");
+	close(peer);
+	spin(&srv);
+	CHECK_INT(e.inputs, 0);
+	CHECK_INT(e.closed, 1);
+	CHECK_INT(e.released, 1);
+	CHECK(srv.conns == NULL);
+}
+
+static void test_refused_over_max_clients(void)
+{
+	struct server srv = {.loop = ev_default_loop(0)};
+	struct listener_options opt = {.max_clients = 1};
+	struct echo first = {0}, second = {0};
+	int peer1, peer2;
+	struct conn *c1 = echo_conn(&srv, &opt, &first, &peer1);
+	conn_start(c1, "test");
+	struct conn *c2 = echo_conn(&srv, &opt, &second, &peer2);
+	conn_start(c2, "test");
+	CHECK_INT(first.opened, 1);
+	CHECK_INT(second.opened, 0);
+	CHECK_INT(second.refused, 1);
+	CHECK_INT(second.closed, 1);
+	char got[16] = {0};
+	CHECK_INT(read(peer2, got, sizeof got - 1), 6);
+	CHECK_STR(got, "busy\r\n");
+	spin(&srv);
+	CHECK_INT(second.released, 1);
+	close(peer1);
+	spin(&srv);
+	CHECK_INT(first.released, 1);
+	CHECK(srv.conns == NULL);
+	close(peer2);
+}
+
+int main(void)
+{
+	RUN(test_echo_then_close_after_reply);
+	RUN(test_peer_close);
+	RUN(test_refused_over_max_clients);
+	return unit_summary();
+}
