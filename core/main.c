@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "lua/lua_guard.h"
 #include "lua/lua_runtime.h"
+#include "lua/policy_lua.h"
 #include "lua/server_ops.h"
 #include "net/master.h"
 #include "base/metrics.h"
@@ -130,6 +131,7 @@ int main(int argc, char **argv)
 	srv.script = cli.script;
 	srv.listen_override = cli.listen;
 	srv.noverride = cli.nlisten;
+	smtp_policy_use(&policy_lua);
 	if (!lua_runtime_init(argc, argv, err, sizeof err) ||
 	    !(srv.cfg = srv.ops->load(&srv, err, sizeof err))) {
 		log_kv(LOG_ERROR, NULL, "cannot load the script", "script", cli.script, "error", err, NULL);

@@ -6,6 +6,7 @@
 
 #include "lua/config.h"
 #include "base/log.h"
+#include "smtp/policy.h"
 
 #include <ev.h>
 #include <lua.h>
@@ -13,18 +14,10 @@
 
 struct conn;
 
-enum hook_kind { HOOK_ACCEPT, HOOK_REJECT, HOOK_FAILED };
-
-/* What a finished hook said, reduced to an SMTP reply for the non-accept
- * cases. The hook's return values stay on the coroutine for the done
- * callback (onAuth's table, onData's text). */
-struct hook_outcome {
-	enum hook_kind kind;
-	int code;
-	char enhanced[16]; /* "5.1.1"; "" when the text already starts with one */
-	char text[512];    /* sanitised: no control bytes */
-};
-
+/* What a finished hook said is a struct hook_outcome (smtp/policy.h),
+ * reduced to an SMTP reply for the non-accept cases. The hook's return
+ * values stay on the coroutine for the done callback (onAuth's table,
+ * onData's text). */
 typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
 
 enum hook_wait { WAIT_NONE, WAIT_PENDING, WAIT_STREAM };

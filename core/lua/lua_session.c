@@ -40,7 +40,6 @@ void lua_session_free(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->session_ref);
 	s->session_ref = LUA_NOREF;
-	rcpt_set_clear(&s->rcpts);
 }
 
 void lua_session_push(lua_State *L, struct conn *c)
@@ -103,7 +102,6 @@ void lua_session_reset_envelope(struct conn *c)
 	lua_pushinteger(L, s->transactions + 1);
 	lua_setfield(L, -2, "transaction");
 	lua_pop(L, 1);
-	rcpt_set_clear(&s->rcpts);
 }
 
 /* Pushes session.envelope. */
@@ -123,32 +121,18 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx)
 	lua_pop(L, 1);
 }
 
-bool lua_session_has_rcpt(struct conn *c, const char *address)
-{
-	struct smtp_session *s = conn_session(c);
-	return rcpt_set_find(&s->rcpts, address, strlen(address)) > 0;
-}
-
-bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
+void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 {
 	struct smtp_session *s = conn_session(c);
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	lua_getfield(L, idx, "address");
-	size_t len = 0;
-	const char *address = lua_tolstring(L, -1, &len);
 	lua_session_push_envelope(L, c);
 	lua_getfield(L, -1, "rcptTo");
-	size_t at = address ? rcpt_set_find(&s->rcpts, address, len) : 0;
-	bool fresh = at == 0;
-	if (fresh) {
+	size_t at = rcpt_set_find(&s->rcpts, s->judged, strlen(s->judged));
+	if (at == 0)
 		at = lua_objlen(L, -1) + 1;
-		if (address)
-			rcpt_set_add(&s->rcpts, address, len, (unsigned)at);
-	}
 	lua_pushvalue(L, idx);
 	lua_rawseti(L, -2, (int)at);
-	lua_pop(L, 3);
-	return fresh;
+	lua_pop(L, 2);
 }
 
 void lua_push_address(lua_State *L, const struct smtp_path *p)

@@ -24,11 +24,10 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 /* A new, empty envelope, and session.transaction = c->transactions + 1. */
 void lua_session_reset_envelope(struct conn *c);
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx);
-/* Appends a recipient; one equal (case-insensitively) to an earlier one
- * replaces it (found in c->rcpts, not by a scan). Returns true when it was new. */
-bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
-/* Is this address already a recipient? (maxRecipients counts unique ones) */
-bool lua_session_has_rcpt(struct conn *c, const char *address);
+/* Appends the recipient accepted (the address table at idx); one equal
+ * (case-insensitively) to an earlier one replaces it, at the index the
+ * session's set (smtp_session.rcpts) holds for it: found without a scan. */
+void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Pushes {address = "...", args = {KEY = value|true}}. */
 void lua_push_address(lua_State *L, const struct smtp_path *p);
 

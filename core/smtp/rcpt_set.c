@@ -84,6 +84,28 @@ void rcpt_set_add(struct rcpt_set *s, const char *address, size_t len, unsigned 
 	sl->hash = h;
 	sl->index = index;
 	s->count++;
+	if (index > s->spellings_cap) {
+		size_t cap = s->spellings_cap ? 2 * s->spellings_cap : 16;
+		cap = cap < index ? index : cap;
+		if (!(s->spellings = realloc(s->spellings, cap * sizeof *s->spellings)))
+			abort();
+		s->spellings_cap = cap;
+	}
+	for (; s->nspellings < index; s->nspellings++)
+		s->spellings[s->nspellings] = NULL;
+	rcpt_set_respell(s, index, address, len);
+}
+
+void rcpt_set_respell(struct rcpt_set *s, unsigned index, const char *address, size_t len)
+{
+	free(s->spellings[index - 1]);
+	if (!(s->spellings[index - 1] = strndup(address, len)))
+		abort();
+}
+
+const char *rcpt_set_spelling(const struct rcpt_set *s, unsigned index)
+{
+	return index >= 1 && index <= s->nspellings ? s->spellings[index - 1] : NULL;
 }
 
 void rcpt_set_clear(struct rcpt_set *s)
@@ -91,5 +113,8 @@ void rcpt_set_clear(struct rcpt_set *s)
 	for (size_t i = 0; i < s->cap; i++)
 		free(s->slots[i].key);
 	free(s->slots);
+	for (size_t i = 0; i < s->nspellings; i++)
+		free(s->spellings[i]);
+	free(s->spellings);
 	*s = (struct rcpt_set){0};
 }

@@ -15,6 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+static const struct smtp_policy *policy_current;
+
+void smtp_policy_use(const struct smtp_policy *p)
+{
+	policy_current = p;
+}
+
 /* Body bytes onData has not taken yet, beyond which reading waits. */
 #define SESSION_PENDING_HIGH (1024 * 1024)
 /* Bytes of a line with no end yet, beyond which the session ends. */
@@ -31,10 +38,8 @@ void smtp_session_accept(struct conn *c)
 	/* The script generation the session runs: c's options live in it. */
 	s->cfg = c->srv->cfg;
 	c->srv->ops->ref(s->cfg);
-	s->session_ref = LUA_NOREF;
-	s->hook.co_ref = LUA_NOREF;
-	s->pending_ref = LUA_NOREF;
-	s->tls_obj_ref = LUA_NOREF;
+	s->policy = policy_current;
+	s->policy->attach(s);
 	/* AUTH lines may be longer than commands (RFC 4954 4: 12,288 octets);
 	 * smtp_session_line holds other commands to maxCommandLength. */
 	size_t max = smtp_opt(c)->max_command_length;
@@ -50,10 +55,9 @@ static void session_free(struct conn *c)
 	struct listener_set *cfg = s->cfg;
 	const struct server_ops *ops = c->srv->ops;
 	smtp_session_body_free(c);
-	/* The Lua conn object lets go of c's SSL before the transport frees it. */
-	lua_tls_detach(c);
-	lua_session_free(c);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
+	s->policy->detach(s);
+	rcpt_set_clear(&s->rcpts);
+	free(s->user);
 	free(s->x_peer);
 	free(s->sasl_user);
 	free(s->sasl_challenge);

@@ -10,6 +10,7 @@
 #include "lua/lua_hook.h"
 #include "net/conn.h"
 #include "proto/smtp_parse.h"
+#include "smtp/policy.h"
 #include "smtp/options.h"
 #include "smtp/rcpt_set.h"
 
@@ -35,6 +36,7 @@ struct transaction {
 	bool chunking;   /* a BDAT has started the message */
 	unsigned nrcpt;
 	uint64_t declared_size;
+	char mail_from[SMTP_PATH_MAX + 1]; /* once has_mail */
 };
 
 /* The message body as it streams in (DATA, BDAT): allocated when a message
@@ -48,13 +50,13 @@ struct body {
 	size_t line_len;     /* of the line in progress (for maxLineLength) */
 	bool ended;
 	bool hook_done;      /* onData returned (or there is none) */
-	struct hook_outcome outcome; /* what onData said, once hook_done */
+	struct hook_outcome outcome; /* the data verdict's reply, once hook_done */
+	struct hook_outcome *rcpt_replies; /* ... and its per-recipient ones (LMTP), or NULL */
 	int save_fd;         /* stream:save() target, -1 when none */
 	char *save_path;
 	int save_errno;
 	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
 	int stream_ref;      /* the Lua stream object */
-	int lmtp_ref;        /* onData's per-recipient answers (LMTP) */
 };
 
 struct smtp_session {
@@ -65,6 +67,16 @@ struct smtp_session {
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
+
+	/* Facts the policy shows (enum session_fact in smtp/policy.h). */
+	bool pregreet;              /* the client spoke before the greeting */
+	char client_hostname[256];  /* "[address]" unless resolved or named; "" unknown */
+	char helo_name[256];        /* HELO/EHLO's argument, lower-cased; "" before */
+	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
+	char transmission[16];      /* RFC 3848's "ESMTPSA" and the like */
+	char *user;                 /* the user a login named (when a string), or NULL */
+	char tls_version[16];       /* once secure */
+	char tls_cipher[64];
 
 	bool greeted;      /* HELO/EHLO/LHLO seen */
 	bool esmtp;        /* EHLO rather than HELO */
@@ -97,6 +109,10 @@ struct smtp_session {
 	struct dns_query *rdns;
 	void (*rdns_next)(struct conn *c);
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
+
+	const struct smtp_policy *policy; /* what the session asks for decisions */
+	policy_done_fn policy_done; /* the answer to the question in flight, if any */
+	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */

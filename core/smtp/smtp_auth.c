@@ -4,16 +4,10 @@
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
 #include "smtp/reply.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_session.h"
 #include "base/metrics.h"
 #include "smtp/smtp_session.h"
 #include "proto/replies.h"
 
-#include <lauxlib.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,9 +53,16 @@ static void auth_bad_data(struct conn *c)
 	conn_reply_known(c, REPLY_AUTH_BAD_BASE64);
 }
 
-static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	enum auth_method method = conn_session(c)->sasl_method;
+	struct conn *c = s->conn;
+	const struct hook_outcome *o = &v->reply;
+	enum auth_method method = s->sasl_method;
+	smtp_session_take_verdict(s, v);
+	if (v->undecided) {
+		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_NOT_IMPLEMENTED));
+		return;
+	}
 	auth_reset(c);
 	if (o->kind == HOOK_FAILED) {
 		metrics_auth(method, false);
@@ -70,15 +71,15 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 	}
 	if (o->kind == HOOK_REJECT && method == AUTH_XOAUTH2) {
 		/* RFC 7628 3.2.2: the error goes out as a challenge; the
-		 * client's (empty) answer then gets onAuth's refusal. */
+		 * client's (empty) answer then gets the refusal. */
 		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
 		c->phase = PHASE_AUTH;
-		conn_session(c)->sasl = SASL_XOAUTH2_ERROR;
-		if (!(conn_session(c)->sasl_refusal = malloc(sizeof *conn_session(c)->sasl_refusal)))
+		s->sasl = SASL_XOAUTH2_ERROR;
+		if (!(s->sasl_refusal = malloc(sizeof *s->sasl_refusal)))
 			abort();
-		*conn_session(c)->sasl_refusal = *o;
+		*s->sasl_refusal = *o;
 		conn_reply(c, 334, NULL, "%s", b64);
 		return;
 	}
@@ -86,52 +87,35 @@ static void auth_done(struct conn *c, const struct hook_outcome *o, lua_State *c
 		auth_failed(c, o->code, o->enhanced, o->text);
 		return;
 	}
-	bool has_user = co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
-	if (has_user) {
-		lua_getfield(co, 1, "user");
-		has_user = !lua_isnil(co, -1);
-		if (has_user)
-			lua_session_set_value(c, "user", co, -1);
-		lua_pop(co, 1);
-	}
-	if (!has_user) {
+	if (!v->user_set) {
 		const struct smtp_reply *r = &smtp_replies[REPLY_AUTH_NO_USER];
 		auth_failed(c, r->code, r->enhanced, r->text);
 		return;
 	}
-	conn_session(c)->authenticated = true;
+	smtp_session_set_user(s, v->user);
 	metrics_auth(method, true);
 	smtp_session_update_transmission(c);
-	lua_getfield(co, 1, "message");
-	const char *msg = lua_tostring(co, -1);
-	if (msg)
-		conn_reply_hook_text(c, REPLY_AUTH_ACCEPTED, msg);
+	if (o->text[0])
+		conn_reply_hook_text(c, REPLY_AUTH_ACCEPTED, o->text);
 	else
 		conn_reply_known(c, REPLY_AUTH_ACCEPTED);
-	lua_pop(co, 1);
 	conn_log(c, LOG_INFO, "authenticated", "method", auth_method_name(method), NULL);
 }
 
-/* Starts onAuth with an auth table having method and username; fields
- * adds the rest (fields_fn pushes them on the table at the top). */
-static void auth_ask(struct conn *c, const char *user, size_t ulen,
-                     void (*fields)(struct conn *c, lua_State *co, const void *arg), const void *arg)
+/* Asks the policy about the credentials the exchange has given. */
+static void auth_ask(struct conn *c, const char *user, size_t ulen, const char *secret, size_t slen)
 {
 	struct smtp_session *s = conn_session(c);
 	c->phase = PHASE_COMMAND;
-	lua_State *co = hook_prepare(c, HOOK_AUTH);
-	if (!co) {
-		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_NOT_IMPLEMENTED));
-		return;
-	}
-	lua_createtable(co, 0, 6);
-	lua_pushstring(co, auth_method_name(s->sasl_method));
-	lua_setfield(co, -2, "method");
-	lua_pushlstring(co, user, ulen);
-	lua_setfield(co, -2, "username");
-	fields(c, co, arg);
-	lua_session_push(co, c);
-	hook_start(c, 2, auth_done);
+	struct policy_auth a = {
+		.method = auth_method_name(s->sasl_method),
+		.username = user,
+		.username_len = ulen,
+		.secret = secret,
+		.secret_len = slen,
+		.challenge = s->sasl_method == AUTH_CRAM_MD5 ? s->sasl_challenge : NULL,
+	};
+	s->policy->auth(s, &a, auth_done);
 }
 
 /* Decodes base64 into out (AUTH_DECODED_MAX + 1); -1 when it is not. */
@@ -144,18 +128,6 @@ static long auth_decode(const char *b64, size_t len, char *out)
 
 /* ---- PLAIN and LOGIN ---------------------------------------------------- */
 
-struct auth_secret {
-	const char *p;
-	size_t len;
-};
-
-static void auth_password_field(struct conn *c, lua_State *co, const void *arg)
-{
-	const struct auth_secret *pw = arg;
-	lua_pushlstring(co, pw->p, pw->len);
-	lua_setfield(co, -2, "password");
-}
-
 static void auth_plain(struct conn *c, const char *b64, size_t len)
 {
 	char dec[AUTH_DECODED_MAX + 1];
@@ -165,8 +137,7 @@ static void auth_plain(struct conn *c, const char *b64, size_t len)
 		auth_bad_data(c);
 		return;
 	}
-	struct auth_secret pw = {pl.password, pl.password_len};
-	auth_ask(c, pl.authcid, pl.authcid_len, auth_password_field, &pw);
+	auth_ask(c, pl.authcid, pl.authcid_len, pl.password, pl.password_len);
 }
 
 /* One LOGIN answer: printable text, non-empty for the username. */
@@ -204,52 +175,13 @@ static void auth_login_pass(struct conn *c, const char *b64, size_t len)
 		auth_bad_data(c);
 		return;
 	}
-	struct auth_secret pw = {dec, (size_t)n};
 	char *user = s->sasl_user;
 	s->sasl_user = NULL;
-	auth_ask(c, user, strlen(user), auth_password_field, &pw);
+	auth_ask(c, user, strlen(user), dec, (size_t)n);
 	free(user);
 }
 
 /* ---- CRAM-MD5 (RFC 2195) ------------------------------------------------ */
-
-/* auth.validatePassword(pw): does HMAC-MD5(pw, challenge) match the
- * client's digest? Upvalues: the challenge and the digest (hex). */
-static int auth_cram_validate(lua_State *L)
-{
-	size_t plen, clen, dlen;
-	const char *pw = luaL_checklstring(L, 1, &plen);
-	const char *challenge = lua_tolstring(L, lua_upvalueindex(1), &clen);
-	const char *digest = lua_tolstring(L, lua_upvalueindex(2), &dlen);
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned mlen = 0;
-	HMAC(EVP_md5(), pw, (int)plen, (const unsigned char *)challenge, clen, mac, &mlen);
-	char hex[2 * EVP_MAX_MD_SIZE + 1];
-	for (unsigned i = 0; i < mlen; i++)
-		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-	bool ok = dlen == 2 * mlen && CRYPTO_memcmp(hex, digest, dlen) == 0;
-	lua_pushboolean(L, ok);
-	return 1;
-}
-
-struct auth_cram {
-	const char *digest;
-	size_t len;
-};
-
-static void auth_cram_fields(struct conn *c, lua_State *co, const void *arg)
-{
-	struct smtp_session *s = conn_session(c);
-	const struct auth_cram *cr = arg;
-	lua_pushstring(co, s->sasl_challenge);
-	lua_setfield(co, -2, "challenge");
-	lua_pushlstring(co, cr->digest, cr->len);
-	lua_setfield(co, -2, "challengeResponse");
-	lua_pushstring(co, s->sasl_challenge);
-	lua_pushlstring(co, cr->digest, cr->len);
-	lua_pushcclosure(co, auth_cram_validate, 2);
-	lua_setfield(co, -2, "validatePassword");
-}
 
 static void auth_cram_start(struct conn *c)
 {
@@ -280,18 +212,10 @@ static void auth_cram_response(struct conn *c, const char *b64, size_t len)
 	for (char *p = dec + (sp - dec) + 1; p < dec + n; p++)
 		if (*p >= 'A' && *p <= 'F')
 			*p = (char)(*p + 32);
-	struct auth_cram cr = {sp + 1, (size_t)(dec + n - sp - 1)};
-	auth_ask(c, dec, (size_t)(sp - dec), auth_cram_fields, &cr);
+	auth_ask(c, dec, (size_t)(sp - dec), sp + 1, (size_t)(dec + n - sp - 1));
 }
 
 /* ---- XOAUTH2 ------------------------------------------------------------ */
-
-static void auth_token_field(struct conn *c, lua_State *co, const void *arg)
-{
-	const struct auth_secret *tok = arg;
-	lua_pushlstring(co, tok->p, tok->len);
-	lua_setfield(co, -2, "accessToken");
-}
 
 /* "user=" U "\x01auth=Bearer " T "\x01\x01" */
 static void auth_xoauth2(struct conn *c, const char *b64, size_t len)
@@ -315,8 +239,7 @@ static void auth_xoauth2(struct conn *c, const char *b64, size_t len)
 		auth_bad_data(c);
 		return;
 	}
-	struct auth_secret t = {tok, (size_t)(end - tok)};
-	auth_ask(c, user, (size_t)(sep - user), auth_token_field, &t);
+	auth_ask(c, user, (size_t)(sep - user), tok, (size_t)(end - tok));
 }
 
 /* ---- the command -------------------------------------------------------- */

@@ -3,8 +3,6 @@
 
 #include "base/buf.h"
 #include "net/conn.h"
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -22,33 +20,18 @@ static void log_next_reply(const char **p, const char *end, char *out, size_t ou
 	*p = eol && eol + 2 <= end ? eol + 2 : end;
 }
 
-/* Pushes the string field at path "a.b" of the table at idx, or nil. */
-static const char *log_field_at(lua_State *L, int idx, const char *a, const char *b)
-{
-	lua_getfield(L, idx, a);
-	if (b && lua_type(L, -1) == LUA_TTABLE)
-		lua_getfield(L, -1, b);
-	else if (b)
-		lua_pushnil(L);
-	return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-}
-
 /* The recipients' addresses, comma-separated: all of them (first = 0), or
  * only the first-th (LMTP, one line per recipient). */
-static void log_recipients(lua_State *L, int rcpts, int first, struct buf *to)
+static void log_recipients(const struct smtp_session *s, unsigned first, struct buf *to)
 {
 	to->len = 0;
-	int n = lua_type(L, rcpts) == LUA_TTABLE ? (int)lua_objlen(L, rcpts) : 0;
-	for (int i = first ? first : 1; i <= (first ? first : n) && i <= n; i++) {
-		lua_rawgeti(L, rcpts, i);
-		lua_getfield(L, -1, "address");
-		size_t len;
-		const char *a = lua_tolstring(L, -1, &len);
+	unsigned n = s->tx.nrcpt;
+	for (unsigned i = first ? first : 1; i <= (first ? first : n) && i <= n; i++) {
+		const char *a = rcpt_set_spelling(&s->rcpts, i);
 		if (a && to->len)
 			buf_append(to, ",", 1);
 		if (a)
-			buf_append(to, a, len);
-		lua_pop(L, 2);
+			buf_append(to, a, strlen(a));
 	}
 	buf_append(to, "", 1);
 }
@@ -58,50 +41,33 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	struct smtp_session *s = conn_session(c);
 	if (!log_enabled(LOG_INFO))
 		return;
-	lua_State *L = lua_main;
-	int top = lua_gettop(L);
-	lua_session_push(L, c);
-	int session = lua_gettop(L);
-	lua_getfield(L, session, "envelope");
-	int envelope = lua_gettop(L);
-	lua_getfield(L, envelope, "rcptTo");
-	int rcpts = lua_gettop(L);
-	const char *from = log_field_at(L, envelope, "mailFrom", "address");
-	const char *user = log_field_at(L, session, "user", NULL);
-	const char *tls = log_field_at(L, session, "tlsOptions", "version");
-	const char *cipher = log_field_at(L, session, "tlsOptions", "name");
+	const char *from = s->tx.has_mail ? s->tx.mail_from : NULL;
+	const char *tls = c->secure ? s->tls_version : NULL;
+	const char *cipher = c->secure ? s->tls_cipher : NULL;
 	char size[24], ms[32], reply[LOG_REPLY_MAX + 1];
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->body->byte_length);
 	snprintf(ms, sizeof ms, "%.3f", s->hook_seconds * 1000);
 	/* LMTP: RFC 2033 gives a reply per recipient, each its own verdict. */
-	int lines = smtp_opt(c)->lmtp ? (int)s->tx.nrcpt : 1;
+	unsigned lines = smtp_opt(c)->lmtp ? s->tx.nrcpt : 1;
 	struct buf to = {0};
 	const char *p = replies, *end = replies + len;
-	for (int i = 1; i <= lines && p < end; i++) {
-		log_recipients(L, rcpts, smtp_opt(c)->lmtp ? i : 0, &to);
+	for (unsigned i = 1; i <= lines && p < end; i++) {
+		log_recipients(s, smtp_opt(c)->lmtp ? i : 0, &to);
 		log_next_reply(&p, end, reply, sizeof reply);
 		conn_log(c, LOG_INFO, "message", "client", c->remote_addr, "tls", tls, "cipher", cipher, "user",
-		         user, "from", from, "to", to.data, "size", size, "reply", reply, "hook_ms", ms, NULL);
+		         s->user, "from", from, "to", to.data, "size", size, "reply", reply, "hook_ms", ms, NULL);
 	}
 	buf_free(&to);
-	lua_settop(L, top);
 }
 
 void smtp_log_refused(struct conn *c, bool rcpt, const char *address, const char *reply, size_t len)
 {
+	struct smtp_session *s = conn_session(c);
 	if (!log_enabled(LOG_INFO))
 		return;
-	lua_State *L = lua_main;
-	int top = lua_gettop(L);
-	const char *from = address;
-	if (rcpt) {
-		lua_session_push(L, c);
-		lua_getfield(L, -1, "envelope");
-		from = log_field_at(L, lua_gettop(L), "mailFrom", "address");
-	}
+	const char *from = !rcpt ? address : s->tx.has_mail ? s->tx.mail_from : NULL;
 	char line[LOG_REPLY_MAX + 1];
 	log_next_reply(&reply, reply + len, line, sizeof line);
 	conn_log(c, LOG_INFO, rcpt ? "recipient refused" : "sender refused", "client", c->remote_addr, "from",
 	         from, "to", rcpt ? address : NULL, "reply", line, NULL);
-	lua_settop(L, top);
 }

@@ -3,7 +3,6 @@
 
 #include "net/conn.h"
 #include "net/dns.h"
-#include "lua/lua_session.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -18,7 +17,8 @@ static void rdns_finish(struct conn *c, const char *name)
 	struct smtp_session *s = conn_session(c);
 	s->rdns = NULL;
 	if (name) {
-		lua_session_set(c, "clientHostname", name);
+		snprintf(s->client_hostname, sizeof s->client_hostname, "%s", name);
+		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
 	}
 	free(s->rdns_name);

@@ -1,10 +1,12 @@
 /* smtp_session — the SMTP state machine: what each command does to a
- * connection's session, which hook it asks, and the reply. Input comes
- * from conn (framed lines, body bytes); replies go to conn's buffer. */
+ * connection's session, which decision it asks the policy for, and the
+ * reply. Input comes from conn (framed lines, body bytes); replies go to
+ * conn's buffer. The handlers live by job in smtp_helo.c, smtp_mail.c and
+ * smtp_body.c (smtp/session_commands.h). */
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
-#include "lua/lua_hook.h"
+#include "smtp/policy.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,11 +15,16 @@ struct conn;
 
 /* After accept: onConnect, then the greeting. */
 void smtp_session_connect(struct conn *c);
-/* Runs onConnect (again, after XCLIENT) with done as its continuation. */
-void smtp_session_run_on_connect(struct conn *c, hook_done_fn done);
-/* In such a done: true when onConnect accepted; its refusal ends the
+/* Asks the policy about the client (again, after XCLIENT), done as its
+ * continuation. */
+void smtp_session_run_on_connect(struct conn *c, policy_done_fn done);
+/* In such a done: true when the policy accepted; its refusal ends the
  * connection. */
-bool smtp_session_connect_accepted(struct conn *c, const struct hook_outcome *o);
+bool smtp_session_connect_accepted(struct smtp_session *s, const struct policy_verdict *v);
+/* A login succeeded for user (NULL: not a string). */
+void smtp_session_set_user(struct smtp_session *s, const char *user);
+/* What every verdict carries besides its reply (the disabled commands). */
+void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdict *v);
 /* One command or SASL line, without its line ending. */
 void smtp_session_line(struct conn *c, const char *line, size_t len);
 void smtp_session_line_too_long(struct conn *c);
@@ -29,7 +36,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n);
 size_t smtp_session_bdat(struct conn *c, const char *p, size_t n);
 /* A TLS handshake has completed: onConnect (implicit TLS), onSecure. */
 void smtp_session_secured(struct conn *c);
-/* A handshake failed: onError({code, message, meta}), then close. */
+/* A handshake failed: the policy is told, then the connection closes. */
 void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason);
 /* May this session authenticate now (TLS, or allowInsecureAuth)? */
 bool smtp_session_auth_offered(const struct conn *c);

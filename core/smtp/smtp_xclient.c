@@ -4,15 +4,11 @@
 #include "net/conn.h"
 #include "smtp/reply.h"
 #include "proto/replies.h"
-#include "lua/lua_hook.h"
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
 #include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,60 +122,40 @@ static bool x_parse(const struct smtp_cmd *cmd, bool xforward, struct x_value va
 	return n > 0;
 }
 
-/* session[table_name] = {KEY = value or false, ["KEY:DEFAULT"] = before}. */
-static void x_record(struct conn *c, const char *table_name, struct x_value vals[X_COUNT])
+/* Tells the policy what the front end says, before it applies. */
+static void x_record(struct conn *c, bool xforward, struct x_value vals[X_COUNT])
 {
-	lua_State *L = lua_main;
-	lua_session_push(L, c);
-	lua_getfield(L, -1, table_name);
-	if (lua_type(L, -1) != LUA_TTABLE) {
-		lua_pop(L, 1);
-		lua_newtable(L);
-		lua_pushvalue(L, -1);
-		lua_setfield(L, -3, table_name);
-	}
-	static const char *const session_fields[X_COUNT] = {
-		[X_NAME] = "clientHostname", [X_ADDR] = "remoteAddress", [X_PORT] = "remotePort",
-		[X_HELO] = "hostNameAppearsAs",
-	};
-	for (int a = 0; a < X_COUNT; a++) {
-		if (!vals[a].present)
-			continue;
-		if (session_fields[a]) {
-			lua_pushfstring(L, "%s:DEFAULT", x_names[a]);
-			lua_getfield(L, -3, session_fields[a]);
-			lua_rawset(L, -3);
-		}
-		if (vals[a].unavailable)
-			lua_pushboolean(L, 0);
-		else
-			lua_pushstring(L, vals[a].v);
-		lua_setfield(L, -2, x_names[a]);
-	}
-	lua_pop(L, 2);
+	struct smtp_session *s = conn_session(c);
+	struct policy_attr attrs[X_COUNT];
+	size_t n = 0;
+	for (int a = 0; a < X_COUNT; a++)
+		if (vals[a].present)
+			attrs[n++] = (struct policy_attr){x_names[a], vals[a].unavailable ? NULL : vals[a].v};
+	s->policy->forwarded(s, xforward, attrs, n);
 }
 
 /* Applies the client's identity to the session's own fields. */
 static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 {
+	struct smtp_session *s = conn_session(c);
 	if (vals[X_ADDR].present) {
 		const char *addr = vals[X_ADDR].unavailable ? "unknown" : vals[X_ADDR].v;
 		snprintf(c->remote_addr, sizeof c->remote_addr, "%.63s", addr); /* an IP: short */
-		lua_session_set(c, "remoteAddress", addr);
-		char name[80];
-		snprintf(name, sizeof name, "[%.63s]", addr);
-		lua_session_set(c, "clientHostname", name);
+		snprintf(s->client_hostname, sizeof s->client_hostname, "[%.63s]", addr);
 	}
 	if (vals[X_NAME].present)
-		lua_session_set(c, "clientHostname", vals[X_NAME].unavailable ? NULL : vals[X_NAME].v);
-	if (vals[X_PORT].present && !vals[X_PORT].unavailable) {
+		snprintf(s->client_hostname, sizeof s->client_hostname, "%s",
+		         vals[X_NAME].unavailable ? "" : vals[X_NAME].v);
+	if (vals[X_PORT].present && !vals[X_PORT].unavailable)
 		c->remote_port = atoi(vals[X_PORT].v);
-		lua_pushinteger(lua_main, c->remote_port);
-		lua_session_set_value(c, "remotePort", lua_main, -1);
-		lua_pop(lua_main, 1);
+	if (vals[X_ADDR].present || vals[X_PORT].present)
+		s->policy->changed(s, FACT_REMOTE);
+	if (vals[X_ADDR].present || vals[X_NAME].present)
+		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
+	if (vals[X_HELO].present) {
+		snprintf(s->helo_name, sizeof s->helo_name, "%s", vals[X_HELO].unavailable ? "" : vals[X_HELO].v);
+		s->policy->changed(s, FACT_HELO);
 	}
-	if (vals[X_HELO].present)
-		lua_session_set(c, "hostNameAppearsAs", vals[X_HELO].unavailable ? NULL : vals[X_HELO].v);
 }
 
 /* Checks shared by both commands; replies and returns false on failure. */
@@ -203,54 +179,43 @@ static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, s
 	return true;
 }
 
-static void x_login_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void x_login_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	struct smtp_session *s = conn_session(c);
-	if (o->kind != HOOK_ACCEPT) {
-		conn_end(c, 550, o->enhanced, o->text);
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		conn_end(c, 550, v->reply.enhanced, v->reply.text);
 		return;
 	}
-	if (co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE) {
-		lua_getfield(co, 1, "user");
-		if (!lua_isnil(co, -1)) {
-			lua_session_set_value(c, "user", co, -1);
-			s->authenticated = true;
-			smtp_session_update_transmission(c);
-		}
-		lua_pop(co, 1);
+	if (v->user_set) {
+		smtp_session_set_user(s, v->user);
+		smtp_session_update_transmission(c);
 	}
 	smtp_session_greet(c);
 }
 
 /* LOGIN: the front end vouches for a user (kept in sasl_user while
- * onConnect runs); onAuth has the last word. Then the new greeting. */
+ * onConnect runs); the policy has the last word. Then the new greeting. */
 static void x_login(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	char *user = s->sasl_user;
 	s->sasl_user = NULL;
-	lua_State *co = user ? hook_prepare(c, HOOK_AUTH) : NULL;
-	if (!co) {
-		free(user);
+	if (!user) {
 		smtp_session_greet(c);
 		return;
 	}
-	lua_createtable(co, 0, 2);
-	lua_pushstring(co, "XCLIENT");
-	lua_setfield(co, -2, "method");
-	lua_pushstring(co, user);
-	lua_setfield(co, -2, "username");
+	struct policy_auth a = {.method = "XCLIENT", .username = user, .username_len = strlen(user)};
+	s->policy->auth(s, &a, x_login_done);
 	free(user);
-	lua_session_push(co, c);
-	hook_start(c, 2, x_login_done);
 }
 
 /* The new client passed onConnect, or Postfix-like the answer to XCLIENT
  * is its rejection and the connection ends as a refused one would. */
-static void x_connect_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void x_connect_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	if (smtp_session_connect_accepted(c, o))
-		x_login(c);
+	if (smtp_session_connect_accepted(s, v))
+		x_login(s->conn);
 }
 
 static void x_run_on_connect(struct conn *c)
@@ -265,7 +230,7 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 	if (!x_check(c, cmd, false, vals))
 		return;
 	smtp_session_forget_identity(c);
-	x_record(c, "xClient", vals);
+	x_record(c, false, vals);
 	x_apply(c, vals);
 	if (vals[X_ADDR].present)
 		s->x_locked = true; /* the peer is now the client: it may not say more */
@@ -297,7 +262,7 @@ void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
 	if (!x_check(c, cmd, true, vals))
 		return;
 	smtp_session_reset_transaction(c);
-	x_record(c, "xForward", vals);
+	x_record(c, true, vals);
 	x_apply(c, vals);
 	conn_reply_known(c, REPLY_OK);
 }

@@ -1,6 +1,7 @@
 /*
  * test_rcpt_set.c — the per-transaction recipient set: case-insensitive
- * (ASCII) lookups, indexes kept across growth, clearing, and the same
+ * (ASCII) lookups, indexes kept across growth, clearing, the spelling
+ * kept per index, and the same
  * answers as the linear strcasecmp scan it replaced.
  */
 #include "smtp/rcpt_set.h"
@@ -26,6 +27,28 @@ static void test_basic(void)
 	CHECK_INT(rcpt_set_find(&s, "one@example.com", 15), 0);
 	CHECK_INT((long long)s.count, 0);
 	rcpt_set_clear(&s); /* twice is fine */
+}
+
+/* The spelling kept per index is the last one given, in order of index. */
+static void test_spellings(void)
+{
+	struct rcpt_set s = {0};
+	CHECK(rcpt_set_spelling(&s, 1) == NULL);
+	rcpt_set_add(&s, "a@x", 3, 1);
+	rcpt_set_add(&s, "b@x", 3, 2);
+	rcpt_set_respell(&s, rcpt_set_find(&s, "A@X", 3), "A@X", 3);
+	CHECK_STR(rcpt_set_spelling(&s, 1), "A@X");
+	CHECK_STR(rcpt_set_spelling(&s, 2), "b@x");
+	CHECK(rcpt_set_spelling(&s, 3) == NULL);
+	for (unsigned i = 3; i <= 100; i++) {
+		char a[16];
+		int n = snprintf(a, sizeof a, "%u@x", i);
+		rcpt_set_add(&s, a, (size_t)n, i);
+	}
+	CHECK_STR(rcpt_set_spelling(&s, 100), "100@x");
+	CHECK_STR(rcpt_set_spelling(&s, 2), "b@x");
+	rcpt_set_clear(&s);
+	CHECK(rcpt_set_spelling(&s, 1) == NULL);
 }
 
 /* Thousands of addresses through several growths agree with a scan. */
@@ -61,5 +84,6 @@ int main(void)
 {
 	RUN(test_basic);
 	RUN(test_against_scan);
+	RUN(test_spellings);
 	return unit_summary();
 }

@@ -1,0 +1,589 @@
+#include "lua/policy_lua.h"
+
+#include "lua/lua_hook.h"
+#include "lua/lua_runtime.h"
+#include "lua/lua_session.h"
+#include "lua/lua_stream.h"
+#include "lua/api_tls.h"
+#include "net/conn.h"
+#include "smtp/session.h"
+#include "proto/replies.h"
+
+#include <lauxlib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* session.disabledCommands, as a verdict says it (read after every hook). */
+static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v)
+{
+	/* After every hook: the key is interned once, not on each lookup. */
+	static int key_ref = LUA_NOREF;
+	lua_State *L = lua_main;
+	if (key_ref == LUA_NOREF) {
+		lua_pushliteral(L, "disabledCommands");
+		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_session_push(L, c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
+	lua_rawget(L, -2);
+	v->disabled_set = lua_type(L, -1) == LUA_TTABLE;
+	v->disabled_commands = 0;
+	if (v->disabled_set) {
+		uint32_t mask = 0;
+		size_t n = lua_objlen(L, -1);
+		for (size_t i = 1; i <= n; i++) {
+			lua_rawgeti(L, -1, (int)i);
+			size_t len;
+			const char *name = lua_tolstring(L, -1, &len);
+			if (name)
+				mask |= 1u << smtp_verb_from_name(name, len);
+			lua_pop(L, 1);
+		}
+		v->disabled_commands = mask & ~1u;
+	}
+	lua_pop(L, 2);
+}
+
+/* Hands the verdict to the session's continuation. */
+static void policy_lua_answer(struct conn *c, const struct hook_outcome *o, struct policy_verdict *v)
+{
+	struct smtp_session *s = conn_session(c);
+	policy_done_fn done = s->policy_done;
+	s->policy_done = NULL;
+	v->reply = *o;
+	done(s, v);
+}
+
+/* The verdict of a hook whose return values say nothing more. */
+static void policy_lua_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct policy_verdict v = {.undecided = false};
+	policy_lua_read_disabled(c, &v);
+	policy_lua_answer(c, o, &v);
+}
+
+/* Readies hook id with done as the session's continuation: NULL (and done
+ * has been told "accept") when the script has no such hook. */
+static lua_State *policy_lua_prepare(struct smtp_session *s, enum hook_id id, policy_done_fn done)
+{
+	s->policy_done = done;
+	lua_State *co = hook_prepare(s->conn, id);
+	if (!co)
+		hook_accept_now(s->conn, policy_lua_done);
+	return co;
+}
+
+/* ---- the session's Lua state ------------------------------------------------ */
+
+static void policy_lua_attach(struct smtp_session *s)
+{
+	s->session_ref = LUA_NOREF;
+	s->hook.co_ref = LUA_NOREF;
+	s->pending_ref = LUA_NOREF;
+	s->tls_obj_ref = LUA_NOREF;
+}
+
+static void policy_lua_detach(struct smtp_session *s)
+{
+	/* The Lua conn object lets go of the SSL before the transport frees it. */
+	lua_tls_detach(s->conn);
+	lua_session_free(s->conn);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
+	s->pending_ref = LUA_NOREF;
+}
+
+/* session[field] = value, nil for NULL or "". */
+static void policy_lua_set_string(struct conn *c, const char *field, const char *value)
+{
+	lua_session_set(c, field, value && value[0] ? value : NULL);
+}
+
+/* Mirrors a fact of the session into its table. */
+static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
+{
+	struct conn *c = s->conn;
+	lua_State *L = lua_main;
+	switch (f) {
+	case FACT_PREGREET:
+		lua_pushboolean(L, s->pregreet);
+		lua_session_set_value(c, "pregreet", L, -1);
+		lua_pop(L, 1);
+		break;
+	case FACT_CLIENT_HOSTNAME:
+		policy_lua_set_string(c, "clientHostname", s->client_hostname);
+		break;
+	case FACT_HELO:
+		policy_lua_set_string(c, "hostNameAppearsAs", s->helo_name);
+		policy_lua_set_string(c, "openingCommand", s->opening_command);
+		break;
+	case FACT_USER_FORGOTTEN:
+		lua_session_set(c, "user", NULL);
+		break;
+	case FACT_TRANSMISSION:
+		lua_session_set(c, "transmissionType", s->transmission);
+		break;
+	case FACT_ENVELOPE:
+		lua_session_reset_envelope(c);
+		break;
+	case FACT_TLS:
+		lua_tls_session_fields(c);
+		break;
+	case FACT_REMOTE:
+		lua_session_set(c, "remoteAddress", c->remote_addr);
+		lua_pushinteger(L, c->remote_port);
+		lua_session_set_value(c, "remotePort", L, -1);
+		lua_pop(L, 1);
+		break;
+	}
+}
+
+/* The session field an XCLIENT/XFORWARD attribute overrides, or NULL. */
+static const char *policy_lua_forwarded_field(const char *attr)
+{
+	static const char *const fields[][2] = {
+		{"NAME", "clientHostname"}, {"ADDR", "remoteAddress"}, {"PORT", "remotePort"},
+		{"HELO", "hostNameAppearsAs"},
+	};
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+		if (strcmp(attr, fields[i][0]) == 0)
+			return fields[i][1];
+	return NULL;
+}
+
+/* session.xClient (or xForward) = {KEY = value or false,
+ * ["KEY:DEFAULT"] = the session's field before}, added to one left by an
+ * earlier command. */
+static void policy_lua_forwarded(struct smtp_session *s, bool xforward, const struct policy_attr *attrs,
+                                 size_t n)
+{
+	const char *table_name = xforward ? "xForward" : "xClient";
+	lua_State *L = lua_main;
+	lua_session_push(L, s->conn);
+	lua_getfield(L, -1, table_name);
+	if (lua_type(L, -1) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, -3, table_name);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *field = policy_lua_forwarded_field(attrs[i].name);
+		if (field) {
+			lua_pushfstring(L, "%s:DEFAULT", attrs[i].name);
+			lua_getfield(L, -3, field);
+			lua_rawset(L, -3);
+		}
+		if (attrs[i].value)
+			lua_pushstring(L, attrs[i].value);
+		else
+			lua_pushboolean(L, 0);
+		lua_setfield(L, -2, attrs[i].name);
+	}
+	lua_pop(L, 2);
+}
+
+/* ---- connect, TLS --------------------------------------------------------- */
+
+static void policy_lua_connect(struct smtp_session *s, policy_done_fn done)
+{
+	lua_State *co = policy_lua_prepare(s, HOOK_CONNECT, done);
+	if (!co)
+		return;
+	lua_session_push(co, s->conn);
+	hook_start(s->conn, 1, policy_lua_done);
+}
+
+static void policy_lua_secure(struct smtp_session *s, policy_done_fn done)
+{
+	lua_State *co = policy_lua_prepare(s, HOOK_SECURE, done);
+	if (!co)
+		return;
+	lua_tls_push_conn(co, s->conn);
+	lua_session_push(co, s->conn);
+	hook_start(s->conn, 2, policy_lua_done);
+}
+
+/* onError({code, message, remoteAddress, meta}) as smtp-server emits it. */
+static void policy_lua_tls_error(struct smtp_session *s, const char *code, const char *reason,
+                                 policy_done_fn done)
+{
+	struct conn *c = s->conn;
+	lua_State *co = policy_lua_prepare(s, HOOK_ERROR, done);
+	if (!co)
+		return;
+	lua_createtable(co, 0, 4);
+	lua_pushstring(co, code);
+	lua_setfield(co, -2, "code");
+	lua_pushstring(co, strcmp(code, "SocketError") == 0 ? "Socket closed while initiating TLS" : reason);
+	lua_setfield(co, -2, "message");
+	lua_pushstring(co, c->remote_addr);
+	lua_setfield(co, -2, "remoteAddress");
+	lua_createtable(co, 0, 6);
+	lua_pushstring(co, smtp_opt(c)->secure ? "tls" : "starttls");
+	lua_setfield(co, -2, "tlsProtocol");
+	lua_pushstring(co, "smtp");
+	lua_setfield(co, -2, "protocol");
+	lua_pushstring(co, "connect");
+	lua_setfield(co, -2, "stage");
+	lua_pushstring(co, c->remote_addr);
+	lua_setfield(co, -2, "remoteAddress");
+	lua_pushstring(co, reason);
+	lua_setfield(co, -2, "reason");
+	lua_setfield(co, -2, "meta");
+	hook_start(c, 1, policy_lua_done);
+}
+
+/* ---- AUTH ------------------------------------------------------------------ */
+
+/* auth.validatePassword(pw): does HMAC-MD5(pw, challenge) match the
+ * client's digest? Upvalues: the challenge and the digest (hex). */
+static int policy_lua_cram_validate(lua_State *L)
+{
+	size_t plen, clen, dlen;
+	const char *pw = luaL_checklstring(L, 1, &plen);
+	const char *challenge = lua_tolstring(L, lua_upvalueindex(1), &clen);
+	const char *digest = lua_tolstring(L, lua_upvalueindex(2), &dlen);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned mlen = 0;
+	HMAC(EVP_md5(), pw, (int)plen, (const unsigned char *)challenge, clen, mac, &mlen);
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+	for (unsigned i = 0; i < mlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+	bool ok = dlen == 2 * mlen && CRYPTO_memcmp(hex, digest, dlen) == 0;
+	lua_pushboolean(L, ok);
+	return 1;
+}
+
+/* Pushes onAuth's auth table: method, username, and the proof under the
+ * names smtp-server gives it. */
+static void policy_lua_push_auth(lua_State *co, const struct policy_auth *a)
+{
+	lua_createtable(co, 0, 6);
+	lua_pushstring(co, a->method);
+	lua_setfield(co, -2, "method");
+	lua_pushlstring(co, a->username, a->username_len);
+	lua_setfield(co, -2, "username");
+	if (!a->secret)
+		return;
+	if (a->challenge) {
+		lua_pushstring(co, a->challenge);
+		lua_setfield(co, -2, "challenge");
+		lua_pushlstring(co, a->secret, a->secret_len);
+		lua_setfield(co, -2, "challengeResponse");
+		lua_pushstring(co, a->challenge);
+		lua_pushlstring(co, a->secret, a->secret_len);
+		lua_pushcclosure(co, policy_lua_cram_validate, 2);
+		lua_setfield(co, -2, "validatePassword");
+		return;
+	}
+	lua_pushlstring(co, a->secret, a->secret_len);
+	lua_setfield(co, -2, strcmp(a->method, "XOAUTH2") == 0 ? "accessToken" : "password");
+}
+
+/* onAuth accepted with {user = ..., message = ...}: session.user is set;
+ * without a user the login fails (the session says how). */
+static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct policy_verdict v = {.undecided = false};
+	struct hook_outcome reply = *o;
+	policy_lua_read_disabled(c, &v);
+	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
+	if (table) {
+		lua_getfield(co, 1, "user");
+		v.user_set = !lua_isnil(co, -1);
+		if (v.user_set)
+			lua_session_set_value(c, "user", co, -1);
+		/* Stays on the coroutine's stack until the done below returns. */
+		v.user = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+		lua_getfield(co, 1, "message");
+		size_t len = 0;
+		const char *msg = v.user_set ? lua_tolstring(co, -1, &len) : NULL;
+		if (msg) {
+			len = len < sizeof reply.text ? len : sizeof reply.text - 1;
+			memcpy(reply.text, msg, len);
+			reply.text[len] = '\0';
+		}
+		lua_pop(co, 1);
+	}
+	policy_lua_answer(c, &reply, &v);
+	if (table)
+		lua_pop(co, 1); /* the user */
+}
+
+static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a, policy_done_fn done)
+{
+	struct conn *c = s->conn;
+	s->policy_done = done;
+	lua_State *co = hook_prepare(c, HOOK_AUTH);
+	if (!co) {
+		static const struct hook_outcome accept = {.kind = HOOK_ACCEPT};
+		struct policy_verdict v = {.undecided = true};
+		policy_lua_read_disabled(c, &v);
+		policy_lua_answer(c, &accept, &v);
+		return;
+	}
+	policy_lua_push_auth(co, a);
+	lua_session_push(co, c);
+	hook_start(c, 2, policy_lua_auth_done);
+}
+
+/* ---- MAIL / RCPT ---------------------------------------------------------- */
+
+static bool policy_lua_dsn_on(const struct conn *c)
+{
+	return !smtp_opt(c)->hide_dsn;
+}
+
+/* Keeps the address table for the done callback, pushes it for the hook. */
+static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
+{
+	struct smtp_session *s = conn_session(c);
+	lua_push_address(co, path);
+	lua_pushvalue(co, -1);
+	luaL_unref(co, LUA_REGISTRYINDEX, s->pending_ref);
+	s->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+}
+
+/* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
+ * address table at the top of L. */
+static void policy_lua_add_rcpt_dsn(lua_State *L, const struct smtp_path *path)
+{
+	const struct smtp_param *notify = smtp_path_param(path, "NOTIFY");
+	const struct smtp_param *orcpt = smtp_path_param(path, "ORCPT");
+	lua_createtable(L, 0, 2);
+	lua_newtable(L);
+	const char *v = notify ? notify->value : NULL, *end = v ? v + notify->value_len : NULL;
+	for (int n = 1; v && v < end; n++) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
+		char word[8];
+		for (size_t i = 0; i < len && i < sizeof word; i++)
+			word[i] = (char)(v[i] >= 'a' && v[i] <= 'z' ? v[i] - 32 : v[i]);
+		lua_pushlstring(L, word, len < sizeof word ? len : sizeof word);
+		lua_rawseti(L, -2, n);
+		v = comma ? comma + 1 : end;
+	}
+	lua_setfield(L, -2, "notify");
+	if (orcpt) {
+		lua_getfield(L, -2, "args");
+		lua_getfield(L, -1, "ORCPT");
+		lua_setfield(L, -3, "orcpt");
+		lua_pop(L, 1);
+	}
+	lua_setfield(L, -2, "dsn");
+}
+
+/* Asks onMailFrom/onRcptTo (id) about path; the address table goes to the
+ * hook and, accepted, into the envelope. */
+static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, const struct smtp_path *path,
+                                     policy_done_fn done, hook_done_fn hook_done)
+{
+	struct conn *c = s->conn;
+	s->policy_done = done;
+	lua_State *co = hook_prepare(c, id);
+	policy_lua_hold_address(c, co ? co : lua_main, path);
+	if (id == HOOK_RCPT_TO && policy_lua_dsn_on(c))
+		policy_lua_add_rcpt_dsn(co ? co : lua_main, path);
+	if (!co) {
+		lua_pop(lua_main, 1);
+		hook_accept_now(c, hook_done);
+		return;
+	}
+	lua_session_push(co, c);
+	hook_start(c, 2, hook_done);
+}
+
+/* Pushes the address table judged onto L, and lets go of it. */
+static void policy_lua_take_address(struct conn *c, lua_State *L)
+{
+	struct smtp_session *s = conn_session(c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, s->pending_ref);
+	s->pending_ref = LUA_NOREF;
+}
+
+/* session.envelope gets the accepted sender (address table at the top of
+ * L, popped) and what its parameters say. */
+static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
+{
+	lua_getfield(L, -1, "args");
+	lua_getfield(L, -1, "BODY");
+	const char *body = lua_tostring(L, -1);
+	const char *body_type = !body ? "7bit" : strcasecmp(body, "8BITMIME") == 0 ? "8bitmime"
+	                      : strcasecmp(body, "BINARYMIME") == 0       ? "binarymime"
+	                                                                  : "7bit";
+	lua_pop(L, 2);
+	lua_session_set_mail_from(c, L, -1);
+	lua_pop(L, 1);
+	lua_session_push(L, c);
+	lua_getfield(L, -1, "envelope");
+	lua_pushstring(L, body_type);
+	lua_setfield(L, -2, "bodyType");
+	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
+	lua_setfield(L, -2, "smtpUtf8");
+	lua_getfield(L, -1, "mailFrom");
+	lua_getfield(L, -1, "args");
+	lua_getfield(L, -1, "REQUIRETLS");
+	lua_setfield(L, -4, "requireTLS");
+	if (policy_lua_dsn_on(c)) {
+		lua_createtable(L, 0, 2);
+		lua_getfield(L, -2, "RET");
+		lua_setfield(L, -2, "ret");
+		lua_getfield(L, -2, "ENVID");
+		lua_setfield(L, -2, "envid");
+		lua_setfield(L, -4, "dsn");
+	}
+	lua_pop(L, 4);
+}
+
+/* session.envelope.rcptTo gets the accepted recipient (address table at
+ * the top of L, popped). */
+static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
+{
+	lua_session_add_rcpt(c, L, -1);
+	lua_pop(L, 1);
+}
+
+/* The verdict on an address; accepted, record puts it in the envelope. */
+static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o,
+                                    void (*record)(struct conn *c, lua_State *L))
+{
+	lua_State *L = lua_main;
+	struct policy_verdict v = {.undecided = false};
+	policy_lua_take_address(c, L);
+	policy_lua_read_disabled(c, &v);
+	if (o->kind == HOOK_ACCEPT)
+		record(c, L);
+	else
+		lua_pop(L, 1);
+	policy_lua_answer(c, o, &v);
+}
+
+static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	policy_lua_address_done(c, o, policy_lua_envelope_mail);
+}
+
+static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
+{
+	policy_lua_judge_address(s, HOOK_MAIL_FROM, path, done, policy_lua_mail_done);
+}
+
+static void policy_lua_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	policy_lua_address_done(c, o, policy_lua_envelope_rcpt);
+}
+
+static void policy_lua_rcpt(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
+{
+	policy_lua_judge_address(s, HOOK_RCPT_TO, path, done, policy_lua_rcpt_done);
+}
+
+/* ---- DATA / BDAT ----------------------------------------------------------- */
+
+/* One recipient's answer in onData's LMTP table (at the top of L): a
+ * string accepts with that text, an smtp.reject refuses, nil or true
+ * accept, anything else refuses with the catalogue's reply. */
+static void policy_lua_rcpt_reply(lua_State *L, struct hook_outcome *o)
+{
+	int t = lua_type(L, -1);
+	if (t == LUA_TSTRING) {
+		hook_outcome_from_value(L, -1, 250, o);
+		o->kind = HOOK_ACCEPT;
+	} else if (lua_is_reject(L, -1)) {
+		hook_outcome_from_value(L, lua_gettop(L), 450, o);
+	} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
+		o->kind = HOOK_ACCEPT;
+		o->text[0] = '\0';
+	} else {
+		const struct smtp_reply *r = &smtp_replies[REPLY_RECIPIENT_NOT_ACCEPTED];
+		o->kind = HOOK_REJECT;
+		o->code = r->code;
+		snprintf(o->enhanced, sizeof o->enhanced, "%s", r->enhanced);
+		snprintf(o->text, sizeof o->text, "%.*s", (int)r->text_len, r->text);
+	}
+}
+
+/* onData returned: a string is the success text; in LMTP a table answers
+ * per recipient. */
+static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct smtp_session *s = conn_session(c);
+	struct policy_verdict v = {.undecided = false};
+	struct hook_outcome reply = *o;
+	bool accepted = o->kind == HOOK_ACCEPT && co && nres >= 1;
+	if (accepted && lua_type(co, 1) == LUA_TSTRING) {
+		struct hook_outcome t;
+		hook_outcome_from_value(co, 1, 250, &t);
+		memcpy(reply.text, t.text, sizeof t.text);
+	}
+	if (accepted && lua_type(co, 1) == LUA_TTABLE && !lua_is_reject(co, 1) && smtp_opt(c)->lmtp &&
+	    s->tx.nrcpt > 0) {
+		if (!(v.rcpt_replies = calloc(s->tx.nrcpt, sizeof *v.rcpt_replies)))
+			abort();
+		for (unsigned i = 0; i < s->tx.nrcpt; i++) {
+			lua_rawgeti(co, 1, (int)i + 1);
+			policy_lua_rcpt_reply(co, &v.rcpt_replies[i]);
+			lua_pop(co, 1);
+		}
+	}
+	policy_lua_read_disabled(c, &v);
+	policy_lua_answer(c, &reply, &v);
+}
+
+static void policy_lua_data(struct smtp_session *s, policy_done_fn done)
+{
+	struct body *b = s->body;
+	b->save_fd = -1;
+	b->stream_ref = LUA_NOREF;
+	lua_State *co = policy_lua_prepare(s, HOOK_DATA, done);
+	if (!co)
+		return;
+	lua_stream_push(co, s->conn);
+	lua_session_push(co, s->conn);
+	hook_start(s->conn, 2, policy_lua_data_done);
+}
+
+static void policy_lua_body(struct smtp_session *s, const char *p, size_t n)
+{
+	lua_stream_feed_bytes(s->conn, p, n);
+}
+
+static void policy_lua_body_more(struct smtp_session *s)
+{
+	lua_stream_feed(s->conn);
+}
+
+static void policy_lua_message_end(struct smtp_session *s)
+{
+	lua_stream_detach(s->conn);
+}
+
+static void policy_lua_cancel(struct smtp_session *s)
+{
+	s->policy_done = NULL;
+	hook_cancel(s->conn);
+}
+
+const struct smtp_policy policy_lua = {
+	.attach = policy_lua_attach,
+	.detach = policy_lua_detach,
+	.changed = policy_lua_changed,
+	.forwarded = policy_lua_forwarded,
+	.connect = policy_lua_connect,
+	.secure = policy_lua_secure,
+	.tls_error = policy_lua_tls_error,
+	.auth = policy_lua_auth,
+	.mail = policy_lua_mail,
+	.rcpt = policy_lua_rcpt,
+	.data = policy_lua_data,
+	.body = policy_lua_body,
+	.body_more = policy_lua_body_more,
+	.message_end = policy_lua_message_end,
+	.cancel = policy_lua_cancel,
+};

@@ -1,0 +1,320 @@
+/* smtp_helo — the session's opening: greetingDelay, the reverse lookup
+ * and the connect verdict before the greeting, HELO/EHLO/LHLO and the EHLO
+ * keywords, STARTTLS, and what follows a TLS handshake (the secure
+ * verdict, or the policy told of its failure). */
+#include "smtp/smtp_session.h"
+#include "smtp/session.h"
+#include "smtp/session_commands.h"
+
+#include "base/metrics.h"
+#include "net/conn.h"
+#include "smtp/reply.h"
+#include "proto/replies.h"
+#include "net/server.h"
+#include "smtp/smtp_auth.h"
+#include "smtp/smtp_rdns.h"
+#include "smtp/smtp_xclient.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static bool session_starttls_offered(struct conn *c)
+{
+	return c->opt->tls.ctx && !c->secure && !smtp_session_verb_disabled(c, SMTP_VERB_STARTTLS);
+}
+
+/* ---- connect ------------------------------------------------------------ */
+
+static void session_run_on_secure(struct conn *c);
+
+/* Also after XCLIENT's connect: the same verdict, the same refusal. */
+bool smtp_session_connect_accepted(struct smtp_session *s, const struct policy_verdict *v)
+{
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind == HOOK_ACCEPT)
+		return true;
+	conn_end(s->conn, v->reply.code, v->reply.enhanced, v->reply.text);
+	return false;
+}
+
+/* After the connect verdict: the greeting, or with implicit TLS the
+ * secure one first. */
+static void session_connect_done(struct smtp_session *s, const struct policy_verdict *v)
+{
+	if (!smtp_session_connect_accepted(s, v))
+		return;
+	if (s->conn->secure)
+		session_run_on_secure(s->conn);
+	else
+		smtp_session_greet(s->conn);
+}
+
+void smtp_session_run_on_connect(struct conn *c, policy_done_fn done)
+{
+	struct smtp_session *s = conn_session(c);
+	s->policy->connect(s, done);
+}
+
+static void session_run_on_connect(struct conn *c)
+{
+	smtp_session_run_on_connect(c, session_connect_done);
+}
+
+static void session_lookup_then_connect(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	/* The address is final here (after a PROXY header); a reverse lookup
+	 * may name it next. */
+	snprintf(s->client_hostname, sizeof s->client_hostname, "[%s]", c->remote_addr);
+	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
+	if (smtp_opt(c)->resolve_client_hostname)
+		smtp_rdns_start(c, session_run_on_connect);
+	else
+		session_run_on_connect(c);
+}
+
+void smtp_session_cancel_greeting_delay(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	if (!s->greet_delay)
+		return;
+	ev_timer_stop(c->srv->loop, s->greet_delay);
+	free(s->greet_delay);
+	s->greet_delay = NULL;
+}
+
+/* greetingDelay has passed: a client that spoke already is a pregreeter
+ * (a spam bot that does not wait for the banner); onConnect may refuse it. */
+static void session_greeting_delay_done(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	smtp_session_cancel_greeting_delay(c);
+	char b;
+	if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+		conn_session(c)->pregreet = true;
+		conn_session(c)->policy->changed(conn_session(c), FACT_PREGREET);
+		conn_log(c, LOG_INFO, "pregreet: the client spoke before the greeting", NULL);
+	}
+	session_lookup_then_connect(c);
+	conn_resume(c);
+}
+
+void smtp_session_connect(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	if (smtp_opt(c)->greeting_delay > 0) {
+		if (!(s->greet_delay = malloc(sizeof *s->greet_delay)))
+			abort();
+		ev_timer_init(s->greet_delay, session_greeting_delay_done, smtp_opt(c)->greeting_delay, 0.);
+		s->greet_delay->data = c;
+		ev_timer_start(c->srv->loop, s->greet_delay);
+		return;
+	}
+	session_lookup_then_connect(c);
+}
+
+/* ---- HELO / EHLO -------------------------------------------------------- */
+
+/* heloResponse with its two %s filled in by hand: the template is the
+ * operator's, the client hostname is not trusted to be format-free. */
+static void session_helo_text(struct conn *c, char *out, size_t len)
+{
+	const char *subst[2] = {smtp_opt(c)->name, conn_session(c)->client_hostname};
+	size_t o = 0, k = 0;
+	for (const char *p = smtp_opt(c)->helo_response; *p && o + 1 < len; p++) {
+		if (p[0] == '%' && p[1] == 's' && k < 2) {
+			o += (size_t)snprintf(out + o, len - o, "%s", subst[k++]);
+			if (o >= len)
+				o = len - 1;
+			p++;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+}
+
+bool smtp_session_chunking_offered(struct conn *c)
+{
+	return !smtp_opt(c)->hide_chunking && !smtp_session_verb_disabled(c, SMTP_VERB_BDAT);
+}
+
+static void session_ehlo_keywords(struct conn *c)
+{
+	const struct smtp_options *o = smtp_opt(c);
+	if (!o->hide_pipelining)
+		conn_reply_more(c, 250, "PIPELINING");
+	if (!o->hide_8bitmime)
+		conn_reply_more(c, 250, "8BITMIME");
+	if (!o->hide_smtputf8)
+		conn_reply_more(c, 250, "SMTPUTF8");
+	if (!o->hide_enhanced)
+		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
+	if (smtp_session_dsn_on(c))
+		conn_reply_more(c, 250, "DSN");
+	if (smtp_session_chunking_offered(c)) {
+		conn_reply_more(c, 250, "CHUNKING");
+		conn_reply_more(c, 250, "BINARYMIME");
+	}
+	if (smtp_session_auth_offered(c) && !conn_session(c)->authenticated && !smtp_session_verb_disabled(c, SMTP_VERB_AUTH)) {
+		char methods[64] = "";
+		for (size_t i = 0; i < o->nauth_methods; i++) {
+			strcat(methods, " ");
+			strcat(methods, auth_method_name(o->auth_methods[i]));
+		}
+		conn_reply_more(c, 250, "AUTH%s", methods);
+	}
+	if (session_starttls_offered(c) && !o->hide_starttls)
+		conn_reply_more(c, 250, "STARTTLS");
+	if (c->secure && !o->hide_requiretls)
+		conn_reply_more(c, 250, "REQUIRETLS");
+	if (o->size && o->hide_size)
+		conn_reply_more(c, 250, "SIZE");
+	else if (o->size)
+		conn_reply_more(c, 250, "SIZE %llu", (unsigned long long)o->size);
+	if (smtp_xclient_offered(c, false))
+		conn_reply_more(c, 250, "XCLIENT NAME ADDR PORT PROTO HELO LOGIN");
+	if (smtp_xclient_offered(c, true))
+		conn_reply_more(c, 250, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
+}
+
+void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
+{
+	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
+	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
+		if (smtp_opt(c)->lmtp)
+			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
+		else
+			smtp_cmd_unknown(c, cmd);
+		return;
+	}
+	bool ehlo = cmd->verb != SMTP_VERB_HELO;
+	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len) || memchr(cmd->arg, '\t', cmd->arg_len)) {
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
+		return;
+	}
+	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
+		conn_reply_known(c, REPLY_BAD_HOSTNAME);
+		return;
+	}
+	conn_session(c)->greeted = true;
+	conn_session(c)->esmtp = ehlo;
+	smtp_session_reset_transaction(c);
+	struct smtp_session *s = conn_session(c);
+	size_t n = cmd->arg_len < sizeof s->helo_name ? cmd->arg_len : sizeof s->helo_name - 1;
+	for (size_t i = 0; i < n; i++)
+		s->helo_name[i] = (char)tolower((unsigned char)cmd->arg[i]);
+	s->helo_name[n] = '\0';
+	s->opening_command = smtp_verb_name(cmd->verb);
+	s->policy->changed(s, FACT_HELO);
+	smtp_session_update_transmission(c);
+	char text[512];
+	session_helo_text(c, text, sizeof text);
+	if (!ehlo) {
+		conn_reply(c, 250, NULL, "%s", text);
+		return;
+	}
+	/* Every line but the last is "250-"; the last keyword closes with
+	 * "250 ", so the lines are built first and the last one fixed up. */
+	size_t start = c->out.len;
+	conn_reply_more(c, 250, "%s", text);
+	session_ehlo_keywords(c);
+	char *last = c->out.data + c->out.len - 3;
+	while (last > c->out.data + start && last[-1] != '\n')
+		last--;
+	last[3] = ' ';
+}
+
+/* RFC 3207 4.2: everything learnt before TLS is forgotten. */
+void smtp_session_forget_identity(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	s->greeted = false;
+	s->esmtp = false;
+	s->authenticated = false;
+	free(s->user);
+	s->user = NULL;
+	s->unauth_commands = 0;
+	smtp_session_reset_transaction(c);
+	s->helo_name[0] = '\0';
+	s->opening_command = NULL;
+	s->policy->changed(s, FACT_HELO);
+	s->policy->changed(s, FACT_USER_FORGOTTEN);
+}
+
+void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
+{
+	if (c->secure) {
+		conn_reply_known(c, REPLY_TLS_ACTIVE);
+		return;
+	}
+	if (!session_starttls_offered(c)) {
+		smtp_cmd_unknown(c, cmd);
+		return;
+	}
+	if (cmd->arg_len) {
+		conn_reply_known(c, REPLY_STARTTLS_SYNTAX);
+		return;
+	}
+	conn_reply_known(c, REPLY_STARTTLS_READY);
+	smtp_session_forget_identity(c);
+	c->starttls_pending = true; /* conn_flush starts the handshake */
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static void session_secure_done(struct smtp_session *s, const struct policy_verdict *v)
+{
+	struct conn *c = s->conn;
+	smtp_session_take_verdict(s, v);
+	if (v->reply.kind != HOOK_ACCEPT) {
+		conn_end(c, v->reply.code, v->reply.enhanced, v->reply.text);
+		return;
+	}
+	if (smtp_opt(c)->secure)
+		smtp_session_greet(c);
+	else
+		c->phase = PHASE_COMMAND;
+}
+
+static void session_run_on_secure(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
+	s->policy->secure(s, session_secure_done);
+}
+
+void smtp_session_secured(struct conn *c)
+{
+	c->phase = PHASE_CONNECT;
+	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
+	smtp_session_update_transmission(c);
+	struct smtp_session *s = conn_session(c);
+	snprintf(s->tls_version, sizeof s->tls_version, "%s", SSL_get_version(c->ssl));
+	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
+	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", cipher ? SSL_CIPHER_get_name(cipher) : "");
+	metrics_tls(s->tls_version);
+	conn_log(c, LOG_INFO, "tls", "version", s->tls_version, "cipher", s->tls_cipher, "servername",
+	         c->servername, NULL);
+	if (!smtp_opt(c)->secure) {
+		session_run_on_secure(c);
+		return;
+	}
+	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
+	session_lookup_then_connect(c);
+}
+
+static void session_error_done(struct smtp_session *s, const struct policy_verdict *v)
+{
+	conn_close(s->conn, "TLS handshake failed");
+}
+
+void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason)
+{
+	struct smtp_session *s = conn_session(c);
+	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
+	c->phase = PHASE_CLOSING;
+	s->policy->tls_error(s, code, reason, session_error_done);
+}
