@@ -2,7 +2,7 @@
 # commands; both install missing Debian packages first (root or sudo).
 
 CC      ?= cc
-PKGS    := luajit openssl libcares
+PKGS    := luajit openssl libcares libpcre2-8 zlib
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Icore -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -15,8 +15,8 @@ DATADIR := $(PREFIX)/share
 CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
-APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev openssl \
-            lua-busted lua-socket lua-sec swaks curl python3 clang redis-server dnsmasq-base haproxy strace
+APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
+            lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -38,7 +38,7 @@ $(DEPS_STAMP): Makefile
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
 	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
-	luajit -e 'require "socket"; require "ssl"' 2>/dev/null || missing=1; \
+	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -150,11 +150,14 @@ valgrind: build/luasmtpd certs
 # so a DESTDIR staging tree works as installed).
 install: build/luasmtpd
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing \
+		$(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/ngx $(DESTDIR)$(DATADIR)/luasmtpd/lua/resty \
 		$(DESTDIR)$(DATADIR)/luasmtpd/scripts $(DESTDIR)$(DATADIR)/luasmtpd/certs $(DESTDIR)$(DATADIR)/man/man8 \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
 	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
+	install -m 644 lua/smtp/ngx/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/ngx/
+	install -m 644 lua/resty/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/resty/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/
 	install -m 755 certs/mkca.sh $(DESTDIR)$(DATADIR)/luasmtpd/certs/
 	sed 's|@DATADIR@|$(DATADIR)|g' scripts/man/luasmtpd.8 > $(DESTDIR)$(DATADIR)/man/man8/luasmtpd.8

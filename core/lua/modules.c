@@ -12,6 +12,9 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.tls", luaopen_smtp_tls},
 	{"smtp.core.server", luaopen_smtp_server},
 	{"smtp.replies", luaopen_smtp_replies},
+	{"smtp.core.re", luaopen_smtp_re},
+	{"smtp.core.digest", luaopen_smtp_digest},
+	{"smtp.core.ngx", luaopen_smtp_ngx},
 	{NULL, NULL},
 };
 

@@ -17,6 +17,9 @@ int luaopen_smtp_server(lua_State *L); /* api_server.c: smtp.server */
 /* api_replies.c: smtp.replies, the catalogue of proto/replies.c (preloaded
  * under that name, so require "smtp.replies" never reads the Lua copy) */
 int luaopen_smtp_replies(lua_State *L);
+int luaopen_smtp_re(lua_State *L);     /* api_re.c: PCRE2 for ngx.re */
+int luaopen_smtp_digest(lua_State *L); /* api_digest.c: ngx.md5, base64, crc32... */
+int luaopen_smtp_ngx(lua_State *L);    /* api_ngx.c: what ngx.ctx and ngx.get_phase ask of the core */
 
 /* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
  * (and "smtp.replies"). */

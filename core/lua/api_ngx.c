@@ -1,0 +1,34 @@
+/* api_ngx — what lua/smtp/ngx.lua needs from the core beyond regexes and
+ * digests: the session whose hook is running, so that ngx.ctx is one
+ * table per session (and fresh for each), and ngx.null, the NULL light
+ * userdata (equal to cjson.null, as libraries expect). */
+#include "lua/lua_api.h"
+#include "lua/lua_hook.h"
+#include "lua/lua_session.h"
+#include "lua/modules.h"
+
+#include <stddef.h>
+
+/* session(): the running hook's session table, or nil outside a hook's
+ * own coroutine (at load time, in a coroutine the hook made). */
+static int ngx_session(lua_State *L)
+{
+	struct conn *c = hook_current(L);
+	if (!c)
+		lua_pushnil(L);
+	else
+		lua_session_push(L, c);
+	return 1;
+}
+
+int luaopen_smtp_ngx(lua_State *L)
+{
+	static const luaL_Reg fns[] = {
+		{"session", ngx_session},
+		{NULL, NULL},
+	};
+	lua_api_module(L, fns);
+	lua_pushlightuserdata(L, NULL);
+	lua_setfield(L, -2, "null");
+	return 1;
+}
