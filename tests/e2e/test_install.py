@@ -103,6 +103,8 @@ class SystemdNotify(unittest.TestCase):
                 states += [sock.recv(256), sock.recv(256)]
                 srv.send_signal(signal.SIGTERM)
                 states.append(sock.recv(256))
+                # The TERM is ours: collect the exit (it may come before stop()).
+                srv.wait_exit()
             finally:
                 srv.stop()
                 sock.close()
