@@ -12,6 +12,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.tls", luaopen_smtp_tls},
 	{"smtp.core.server", luaopen_smtp_server},
 	{"smtp.replies", luaopen_smtp_replies},
+	{"smtp.ngx.shdict", luaopen_smtp_shdict},
 	{NULL, NULL},
 };
 

@@ -17,6 +17,8 @@ int luaopen_smtp_server(lua_State *L); /* api_server.c: smtp.server */
 /* api_replies.c: smtp.replies, the catalogue of proto/replies.c (preloaded
  * under that name, so require "smtp.replies" never reads the Lua copy) */
 int luaopen_smtp_replies(lua_State *L);
+/* api_shdict.c: smtp.ngx.shdict = {declare, shared}, ngx.shared.DICT */
+int luaopen_smtp_shdict(lua_State *L);
 
 /* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
  * (and "smtp.replies"). */
