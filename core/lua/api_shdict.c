@@ -202,7 +202,8 @@ static int shdict_delete(lua_State *L)
 	return shdict_store(L, SHM_SET);
 }
 
-/* incr(key, value, init, init_ttl): new value, nil, forcible or nil, err. */
+/* incr(key, value, init, init_ttl): new value (with init: nil, forcible
+ * too) or nil, err. */
 static int shdict_incr(lua_State *L)
 {
 	struct shm_zone *z = shdict_check(L);
@@ -210,7 +211,7 @@ static int shdict_incr(lua_State *L)
 	const char *key = shdict_key(L, &klen);
 	if (!key)
 		return 2;
-	if (lua_type(L, 3) != LUA_TNUMBER && !lua_isnumber(L, 3))
+	if (!lua_isnumber(L, 3))
 		return lua_api_fail(L, "value not a number");
 	double by = lua_tonumber(L, 3), init = 0;
 	bool has_init = !lua_isnoneornil(L, 4);
@@ -227,11 +228,12 @@ static int shdict_incr(lua_State *L)
 	enum shm_status st = shm_incr(z, key, klen, by, has_init ? &init : NULL, init_ttl, &result, &forcible);
 	if (st != SHM_OK) {
 		lua_api_fail(L, shdict_status_text(st));
-		lua_pushboolean(L, forcible);
-		return 3;
+	} else {
+		lua_pushnumber(L, result);
+		lua_pushnil(L);
 	}
-	lua_pushnumber(L, result);
-	lua_pushnil(L);
+	if (!has_init)
+		return st == SHM_OK ? 1 : 2; /* forcible only with init, as lua-nginx-module */
 	lua_pushboolean(L, forcible);
 	return 3;
 }

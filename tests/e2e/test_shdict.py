@@ -174,8 +174,8 @@ class SharedDictSemantics(E2ETest):
     def test_method_answers(self):
         with Server(shdict_script()) as srv:
             self.assertEqual(ask(srv.port, "misc")[0],
-                             "true,nil,false|false,exists,false|false,not found,false|nil,not found,false|"
-                             "true,nil,false|nil,not a number,false|nil,empty key|nil,not found|true,nil,false|"
+                             "true,nil,false|false,exists,false|false,not found,false|nil,not found|"
+                             "true,nil,false|nil,not a number|nil,empty key|nil,not found|true,nil,false|"
                              "nil|true|1048576")
 
     def test_declare_only_while_the_script_loads(self):
