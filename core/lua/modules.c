@@ -15,6 +15,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.re", luaopen_smtp_re},
 	{"smtp.core.digest", luaopen_smtp_digest},
 	{"smtp.core.ngx", luaopen_smtp_ngx},
+	{"smtp.ngx.shdict", luaopen_smtp_shdict},
 	{NULL, NULL},
 };
 

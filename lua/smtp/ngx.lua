@@ -150,7 +150,7 @@ local socket = optional("smtp.ngx.socket")
 local shdict = optional("smtp.ngx.shdict")
 ngx.socket = socket
 ngx.shared = shdict and shdict.shared
-M.shared_dict = shdict and shdict.shared_dict or function() unoffered("shared_dict") end
+M.shared_dict = shdict and shdict.declare or function() unoffered("shared_dict") end
 
 -- ngx.ctx: one table per session, fresh for each; assigning replaces it.
 local ctxs = setmetatable({}, { __mode = "k" })
