@@ -274,6 +274,7 @@ static int sock_connect(lua_State *L)
 	if (t->fd >= 0)
 		sock_close(t);
 	t->eof = false;
+	t->until_ended = false;
 	t->reused = 0;
 	t->pool_size = POOL_DEFAULT_SIZE;
 	const char *pool = NULL;

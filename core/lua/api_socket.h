@@ -39,7 +39,9 @@ struct lua_socket {
 	/* receiveuntil: the pattern (kept alive by the iterator's upvalue) */
 	const char *until_pat;
 	size_t until_len;
+	size_t until_size; /* the iterator's size argument, 0: none */
 	bool until_inclusive;
+	bool until_ended; /* a sized read reached the pattern: next call says nil */
 	/* connect(name, port): the lookup before the connect */
 	struct dns_query *dns;
 	int port;

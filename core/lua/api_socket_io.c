@@ -115,11 +115,18 @@ static int sock_try_receive(lua_State *L, struct lua_socket *t, bool eof)
 		break;
 	case RECV_UNTIL: {
 		const char *at = n ? memmem(p, n, t->until_pat, t->until_len) : NULL;
+		size_t size = t->until_size;
 		if (at) {
 			size_t before = (size_t)(at - p);
+			if (size && before > size)
+				return sock_push_taken(L, b, size, 0);
+			t->until_ended = size > 0;
 			return t->until_inclusive ? sock_push_taken(L, b, before + t->until_len, 0)
 			                          : sock_push_taken(L, b, before, t->until_len);
 		}
+		/* Bytes that cannot begin the pattern may go before it is seen. */
+		if (size && n >= t->until_len && n - (t->until_len - 1) >= size)
+			return sock_push_taken(L, b, size, 0);
 		break;
 	}
 	case RECV_ALL:
@@ -214,12 +221,23 @@ int sock_receiveany(lua_State *L)
 }
 
 /* The iterator receiveuntil returns: each call reads up to the next
- * occurrence of the pattern (its upvalue 2, the socket upvalue 1). */
+ * occurrence of the pattern (its upvalue 2, the socket upvalue 1). With a
+ * size, it returns at most size bytes a call, and once the data before
+ * the pattern is all returned, one nil (lua-nginx-module's end marker). */
 static int sock_until_iter(lua_State *L)
 {
+	lua_Integer size = luaL_optinteger(L, 1, 0);
+	if (size < 0)
+		return luaL_argerror(L, 1, "expected a size >= 0");
 	lua_settop(L, 0);
 	lua_pushvalue(L, lua_upvalueindex(1));
 	struct lua_socket *t = sock_check_idle(L);
+	if (t->until_ended) {
+		t->until_ended = false;
+		lua_pushnil(L);
+		return 1;
+	}
+	t->until_size = (size_t)size;
 	size_t len;
 	t->until_pat = lua_tolstring(L, lua_upvalueindex(2), &len);
 	t->until_len = len;

@@ -149,6 +149,18 @@ CASES["tls-pool"] = function()
   return R(line, err, times)
 end
 
+CASES["until-size"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", PATTERNS_PORT))
+  assert(s:receive() == "line1")
+  local reader = s:receiveuntil("--END--")
+  local got = {}
+  for _ = 1, 3 do got[#got + 1] = tostring(reader(4)) end
+  local tail, err, partial = reader(4)
+  return R(table.concat(got, "|"), err, tostring(tail) .. "," .. partial)
+end
+
 CASES["patterns"] = function()
   local s = ngx.socket.tcp()
   s:settimeout(1000)
@@ -330,3 +342,7 @@ class RestyRedis(E2ETest):
         second = self.case("tls-pool")
         self.assertEqual((second.get("v"), second.get("extra")), ("TLS:hello", 1), second)
         self.assertEqual(self.helpers[-1].handshakes, 1)
+
+    def test_receiveuntil_with_a_size(self):
+        r = self.case("until-size")
+        self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("abcd|ef|nil", "closed", "nil,xyz"), r)
