@@ -278,9 +278,21 @@ static void hook_sleep_cleanup(struct hook_pending *p)
 	ev_timer_stop(p->c->srv->loop, &conn_session(p->c)->hook.timers->sleep);
 }
 
+/* Any coroutine but the main thread that runs while a hook runs was
+ * resumed, directly or not, by that hook's coroutine. */
+static struct conn *hook_waiter(lua_State *L)
+{
+	return L != lua_main ? hook_running : NULL;
+}
+
+bool hook_can_wait(lua_State *L)
+{
+	return hook_waiter(L) != NULL;
+}
+
 int hook_wait(lua_State *L, struct hook_pending *p)
 {
-	struct conn *c = hook_current(L);
+	struct conn *c = hook_waiter(L);
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
 	struct hook_run *h = &conn_session(c)->hook;
@@ -288,7 +300,10 @@ int hook_wait(lua_State *L, struct hook_pending *p)
 	p->gen = h->gen;
 	h->wait = WAIT_PENDING;
 	h->pending = p;
-	return lua_yield(L, 0);
+	if (L == h->co)
+		return lua_yield(L, 0);
+	hook_push_wait_marker(L);
+	return lua_yield(L, 1);
 }
 
 lua_State *hook_pending_thread(const struct hook_pending *p)
@@ -310,7 +325,7 @@ void hook_pending_done(struct hook_pending *p, int nres)
 
 int hook_sleep(lua_State *L, double s)
 {
-	struct conn *c = hook_current(L);
+	struct conn *c = hook_waiter(L);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
 	struct hook_timers *t = hook_timers(c);

@@ -60,6 +60,11 @@ void hook_wake(struct conn *c, int nres);
 void hook_cancel(struct conn *c);
 /* The connection whose hook is running on L, or NULL (wrong coroutine). */
 struct conn *hook_current(lua_State *L);
+/* True when L may wait on the network: the running hook's coroutine, or a
+ * coroutine it resumed (lua_cowait.c passes the wait up to the hook). */
+bool hook_can_wait(lua_State *L);
+/* lua_cowait.c: pushes the value such a nested coroutine yields to wait. */
+void hook_push_wait_marker(lua_State *L);
 /* Suspends the running hook for s seconds (smtp.sleep). */
 int hook_sleep(lua_State *L, double s);
 /* Suspends the running hook until p's operation completes (p->cleanup

@@ -8,6 +8,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.timer", luaopen_smtp_timer},
 	{"smtp.core.fsync", luaopen_smtp_fsync},
 	{"smtp.core.tcp", luaopen_smtp_tcp},
+	{"smtp.ngx.socket", luaopen_smtp_ngx_socket},
 	{"smtp.core.dns", luaopen_smtp_dns},
 	{"smtp.core.tls", luaopen_smtp_tls},
 	{"smtp.core.server", luaopen_smtp_server},
@@ -28,4 +29,5 @@ void lua_modules_preload(lua_State *L)
 		lua_setfield(L, -2, m->name);
 	}
 	lua_pop(L, 2);
+	lua_cowait_install(L);
 }

@@ -10,7 +10,11 @@ int luaopen_smtp_core(lua_State *L);   /* lua_runtime.c: smtp.pid, dev certifica
 int luaopen_smtp_log(lua_State *L);    /* api_log.c: smtp.log.* */
 int luaopen_smtp_timer(lua_State *L);  /* api_timer.c: smtp.sleep, smtp.now */
 int luaopen_smtp_fsync(lua_State *L);  /* api_fsync.c: smtp.fsync_dir */
-int luaopen_smtp_tcp(lua_State *L);    /* api_tcp.c: smtp.tcp() */
+int luaopen_smtp_tcp(lua_State *L);    /* api_socket.c: smtp.tcp() */
+int luaopen_smtp_ngx_socket(lua_State *L); /* api_socket.c: ngx.socket.tcp, smtp.ngx.socket */
+/* lua_cowait.c: coroutine.resume and wrap that let a coroutine a hook runs
+ * wait on a cosocket (the wait passes through to the hook) */
+void lua_cowait_install(lua_State *L);
 int luaopen_smtp_dns(lua_State *L);    /* api_dns.c: smtp.dns.* */
 int luaopen_smtp_tls(lua_State *L);    /* api_tls.c: smtp.tls.context */
 int luaopen_smtp_server(lua_State *L); /* api_server.c: smtp.server */

@@ -6,6 +6,10 @@
       stream,
   (c) an onRcptTo doing one smtp.tcp round trip to a local redis-server
       (connect, GET, close),
+  (d) the same through smtp.tcp with pooling (setkeepalive: the connect
+      takes the pooled connection),
+  (e) one GET through lua-resty-redis on ngx.socket.tcp with set_keepalive
+      (when ../shared/compat/lib holds it; else the variant is left out),
 
 measured as the server process's user+sys time from /proc/PID/stat (clock
 ticks) and, more precisely, its on-CPU time from /proc/PID/task/*/schedstat
@@ -15,7 +19,7 @@ few connections (MAIL+RCPT+DATA pipelined, then the body, per message).
 usage: hook_overhead.py [-n MESSAGES] [-c CONNECTIONS] [--size BYTES] [-r ROUNDS]
 Default: 2000 messages over 4 connections, 1 KiB bodies, 5 rounds per
 variant (interleaved; the median is reported), against
-$LUASMTPD_BIN (default build/luasmtpd). Runtime is bounded (about 60 s at
+$LUASMTPD_BIN (default build/luasmtpd). Runtime is bounded (about 90 s at
 most: every variant stops at its deadline and says so). Prints a table
 and exits 0; non-zero only when a run fails.
 """
@@ -35,7 +39,7 @@ import harness  # noqa: E402
 from benchutil import TICK, sched_cpu_s, stat_cpu_s  # noqa: E402
 import svcutil  # noqa: E402
 
-TOTAL_BUDGET = 55.0     # seconds for the whole benchmark
+TOTAL_BUDGET = 85.0     # seconds for the whole benchmark
 IO_TIMEOUT = 10.0
 WARMUP = 200            # messages per variant before measuring (JIT, caches)
 
@@ -53,8 +57,10 @@ local REDIS_PORT = %d
 local GET = "*2\r\n$3\r\nGET\r\n$9\r\nbench:key\r\n"
 '''
 
-REDIS_HOOKS = {
-    "onRcptTo": harness.Lua(r'''function(address, session)
+
+def redis_get_hooks(finish):
+    """onRcptTo doing one GET over smtp.tcp, then `finish` (Lua) with the socket."""
+    return {"onRcptTo": harness.Lua(r'''function(address, session)
     local sock = smtp.tcp()
     sock:settimeout(2)
     assert(sock:connect("127.0.0.1", REDIS_PORT))
@@ -62,7 +68,31 @@ REDIS_HOOKS = {
     local head = assert(sock:receive("*l"))
     local n = tonumber(head:sub(2))
     if n and n >= 0 then assert(sock:receive(n + 2)) end
-    sock:close()
+    %s
+  end''' % finish)}
+
+
+REDIS_HOOKS = redis_get_hooks("sock:close()")
+POOLED_HOOKS = redis_get_hooks("assert(sock:setkeepalive(60))")
+
+# lua-resty-redis exactly as published, when the shared compat folder has it
+COMPAT = next((p for p in (os.path.join(ROOT, "..", "shared", "compat", "lib"),
+                           os.path.join(ROOT, "..", "..", "shared", "compat", "lib"))
+               if os.path.isdir(p)), None)
+
+RESTY_PRELUDE = r'''
+package.path = %s .. "/?.lua;" .. package.path
+ngx = ngx or {socket = require "smtp.ngx.socket", null = require("cjson").null}
+local redis = require "resty.redis"
+'''
+
+RESTY_HOOKS = {
+    "onRcptTo": harness.Lua(r'''function(address, session)
+    local red = redis:new()
+    red:set_timeouts(2000, 2000, 2000)
+    assert(red:connect("127.0.0.1", REDIS_PORT))
+    assert(red:get("bench:key"))
+    assert(red:set_keepalive(60000, 10))
   end'''),
 }
 
@@ -215,7 +245,11 @@ def main():
             ("(b) empty hooks", harness.script(hooks=EMPTY_HOOKS, **BASE)),
             ("(c) redis GET in onRcptTo", harness.script(hooks=REDIS_HOOKS, prelude=REDIS_PRELUDE % redis.port,
                                                          **BASE)),
-        ]:
+            ("(d) (c) pooled, smtp.tcp", harness.script(hooks=POOLED_HOOKS, prelude=REDIS_PRELUDE % redis.port,
+                                                        **BASE)),
+        ] + ([("(e) resty.redis pooled", harness.script(
+                hooks=RESTY_HOOKS, prelude=REDIS_PRELUDE % redis.port + RESTY_PRELUDE % harness.lua_value(
+                    os.path.abspath(COMPAT)), **BASE))] if COMPAT else []):
             variants.append(Variant(label, text))
         for v in variants:
             v.warm(a.c, body, deadline)

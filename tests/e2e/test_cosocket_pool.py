@@ -1,0 +1,348 @@
+"""Connection pools and ngx.socket.tcp (issue 17): lua-resty-redis, exactly
+as published (../shared/compat/lib), against a real redis-server deciding
+RCPT verdicts (GET/SET/INCR, pipelines), pool reuse seen through
+get_reused_times, a 100 ms timeout against a server that never answers
+giving 451 while other sessions go on, a closed or pooled socket giving
+nil, "closed", a peer closing an idle pooled connection (the next connect
+is a fresh one), cosockets in a coroutine a hook creates, smtp.tcp pooling
+and the ngx receive patterns. Skipped with a message when the compat
+folder is absent."""
+
+import os
+import socket
+import ssl
+import time
+import unittest
+
+import svcutil
+from harness import ROOT, E2ETest, Lua, Server, lua_value, script, wait_for
+from svcutil import CASES_PRELUDE, case_hook, run_case
+
+# The main checkout's sibling, or (from a worktree in /work/wt/NAME) two up.
+COMPAT = next((p for p in (os.path.join(ROOT, "..", "shared", "compat", "lib"),
+                           os.path.join(ROOT, "..", "..", "shared", "compat", "lib"))
+               if os.path.isdir(p)), os.path.join(ROOT, "..", "shared", "compat", "lib"))
+
+PRELUDE = r'''
+package.path = COMPAT .. "/?.lua;" .. package.path
+-- the global the smtp.ngx module installs, reduced to what resty.redis uses
+ngx = {socket = require "smtp.ngx.socket", null = require("cjson").null}
+local redis = require "resty.redis"
+
+local function red(timeout)
+  local r = redis:new()
+  r:set_timeouts(timeout or 1000, timeout or 1000, timeout or 1000)
+  local ok, err = r:connect("127.0.0.1", REDIS_PORT)
+  if not ok then return nil, err end
+  return r
+end
+
+CASES["set-get"] = function()
+  local r, err = red()
+  if not r then return R(nil, err) end
+  assert(r:set("pool:k", "v1"))
+  local v, gerr = r:get("pool:k")
+  local times = r:get_reused_times()
+  assert(r:set_keepalive(10000, 10))
+  return R(v, gerr, times)
+end
+
+CASES["pipeline"] = function()
+  local r = assert(red())
+  r:init_pipeline()
+  r:set("pipe:a", "1")
+  r:incr("pipe:a")
+  r:get("pipe:a")
+  r:get("pipe:none")
+  local res, err = r:commit_pipeline()
+  assert(r:set_keepalive(10000, 10))
+  return R(res and table.concat({tostring(res[1]), res[2], res[3], tostring(res[4] == ngx.null)}, ","), err)
+end
+
+CASES["closed"] = function()
+  local s = ngx.socket.tcp()
+  assert(s:connect("127.0.0.1", REDIS_PORT))
+  assert(s:close())
+  local a, aerr = s:send("PING\r\n")
+  local p = ngx.socket.tcp()
+  assert(p:connect("127.0.0.1", REDIS_PORT, {pool = "closed-case"}))
+  assert(p:setkeepalive())
+  local b, berr = p:receive()
+  return R(tostring(a) .. "," .. tostring(b), aerr .. "," .. berr)
+end
+
+CASES["unread"] = function()
+  local s = ngx.socket.tcp()
+  assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "unread-case"}))
+  assert(s:send({"PING\r\n", {"PING", "\r\n"}}))
+  assert(s:receive(7) == "+PONG\r\n")
+  local ok, err = s:setkeepalive()
+  s:close()
+  return R(ok, err)
+end
+
+CASES["killme"] = function()
+  local s = ngx.socket.tcp()
+  assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "killme"}))
+  local times = s:getreusedtimes()
+  assert(s:send("CLIENT SETNAME killme\r\n"))
+  assert(s:receive() == "+OK")
+  assert(s:setkeepalive(10000))
+  return R(times)
+end
+
+CASES["in-coroutine"] = function()
+  local get = coroutine.wrap(function(key)
+    local r = assert(red())
+    local v = r:get(key)
+    r:set_keepalive(10000, 10)
+    return v
+  end)
+  local co = coroutine.create(function()
+    local r = assert(red())
+    local v = r:incr("co:n")
+    coroutine.yield("plain yield")
+    r:set_keepalive(10000, 10)
+    return v
+  end)
+  local ok1, y = coroutine.resume(co)
+  local ok2, n = coroutine.resume(co)
+  return R(get("pool:k"), y, ok1 and ok2 and n)
+end
+
+CASES["smtp-tcp"] = function()
+  local s = smtp.tcp()
+  s:settimeout(1)
+  assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "smtp-tcp"}))
+  local times = s:getreusedtimes()
+  assert(s:send("PING\r\n"))
+  local line = s:receive()
+  assert(s:setkeepalive(10))
+  return R(line, nil, times)
+end
+
+CASES["udp"] = function()
+  local u = ngx.socket.udp()
+  u:settimeout(1000)
+  assert(u:setpeername("127.0.0.1", UDP_ECHO_PORT))
+  assert(u:send({"ping", {1, "!"}}))
+  local echo, err = u:receive()
+  local s = ngx.socket.udp()
+  s:settimeout(100)
+  assert(s:setpeername("127.0.0.1", UDP_SILENT_PORT))
+  assert(s:send("anyone?"))
+  local none, terr = s:receive()
+  u:close()
+  return R(echo, err or terr, tostring(none))
+end
+
+CASES["tls-pool"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", TLS_PORT, {pool = "tls-echo"}))
+  local ok, herr = s:sslhandshake(nil, "localhost", false)
+  if not ok then return R(nil, herr) end
+  assert(s:send("hello\n"))
+  local line, err = s:receive()
+  local times = s:getreusedtimes()
+  assert(s:setkeepalive(10000))
+  return R(line, err, times)
+end
+
+CASES["until-size"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", PATTERNS_PORT))
+  assert(s:receive() == "line1")
+  local reader = s:receiveuntil("--END--")
+  local got = {}
+  for _ = 1, 3 do got[#got + 1] = tostring(reader(4)) end
+  local tail, err, partial = reader(4)
+  return R(table.concat(got, "|"), err, tostring(tail) .. "," .. partial)
+end
+
+CASES["patterns"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", PATTERNS_PORT))
+  local line = s:receive()
+  local three = s:receive("3")
+  local until_ = s:receiveuntil("--END--")
+  local upto = until_()
+  local any = s:receiveany(2)
+  local rest, err, partial = s:receive(100)
+  return R(table.concat({line, three, upto, any}, "|"), err, partial)
+end
+'''
+
+HOOK = r'''function(address, session)
+  local name = address.address:match("^(.-)@")
+  local quota = name:match("^quota%-(.*)$")
+  if quota then
+    local r, err = red()
+    if not r then return nil, smtp.reject(451, "4.3.0 redis: " .. err) end
+    local n, ierr = r:incr("quota:" .. quota)
+    r:set_keepalive(10000, 10)
+    if not n then return nil, smtp.reject(451, "4.3.0 redis: " .. ierr) end
+    if n > 2 then return nil, smtp.reject(452, "4.2.2 over quota") end
+    return true
+  end
+  if name == "silent" then
+    local r = ngx.socket.tcp()
+    r:settimeout(100)
+    assert(r:connect("127.0.0.1", SILENT_PORT))
+    r:send("GET x\r\n")
+    local v, err = r:receive()
+    if not v then return nil, smtp.reject(451, "4.4.3 lookup " .. err) end
+    return true
+  end
+  return CASE(address, session)
+end'''
+
+
+class UDPEcho(svcutil.SilentUDP):
+    """A UDP port that sends each datagram back."""
+
+    def _run(self):
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+                self.sock.sendto(data, peer)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+
+class TLSEcho(svcutil.TLSServer):
+    """TLS from the first byte: answers each line with "TLS:<line>" until
+    the peer closes (a connection that can be pooled). Counts handshakes."""
+
+    def handle(self, s):
+        try:
+            t = self.ctx.wrap_socket(s, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with self.lock:
+            self.handshakes += 1
+        with t:
+            f = t.makefile("rb")
+            for line in f:
+                t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
+
+
+@unittest.skipUnless(os.path.isdir(COMPAT), "lua-resty-redis not found in %s (the shared compat "
+                     "folder): the OpenResty library tests are skipped" % COMPAT)
+class RestyRedis(E2ETest):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = svcutil.start_redis()
+        cls.helpers = [svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"),
+                       UDPEcho(), svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed())]
+        try:
+            prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
+                       "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
+                       "local TLS_PORT = %d\n"
+                       % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
+                          + tuple(h.port for h in cls.helpers))) + CASES_PRELUDE + PRELUDE
+                       + "local CASE = %s\n" % case_hook())
+            cls.srv = Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
+                                    disableReverseLookup=True, hookTimeout=5, closeTimeout=3))
+        except BaseException:
+            cls.redis.stop()
+            for h in cls.helpers:
+                h.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.srv.stop()
+        finally:
+            cls.redis.stop()
+            for h in cls.helpers:
+                h.stop()
+
+    def session(self):
+        c = self.srv.client()
+        self.assertEqual(c.ehlo().code, 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.com>").code, 250)
+        return c
+
+    def case(self, name, **kw):
+        with self.session() as c:
+            return run_case(self, c, name, **kw)
+
+    def test_set_get_and_pool_reuse(self):
+        first = self.case("set-get")
+        self.assertEqual(first.get("v"), "v1", first)
+        second = self.case("set-get")
+        self.assertEqual(second.get("v"), "v1", second)
+        self.assertGreaterEqual(second.get("extra"), 1, "the second connect came from the pool")
+
+    def test_incr_decides_rcpt(self):
+        with self.session() as c:
+            codes = [c.cmd("RCPT TO:<quota-ann@example.org>").code for _ in range(3)]
+        self.assertEqual(codes, [250, 250, 452])
+
+    def test_pipeline(self):
+        r = self.case("pipeline")
+        self.assertEqual(r.get("v"), "OK,2,2,true", r)
+
+    def test_timeout_gives_451_while_others_go_on(self):
+        with self.session() as slow, self.session() as fast:
+            t0 = time.monotonic()
+            slow.send("RCPT TO:<silent@example.org>\r\n")
+            self.assertEqual(fast.cmd("RCPT TO:<quota-other@example.org>").code, 250)
+            r = slow.read_reply()
+            dt = time.monotonic() - t0
+        self.assertEqual(r.code, 451, r.raw)
+        self.assertIn(b"timeout", r.raw)
+        self.assertLess(dt, 2)
+
+    def test_closed_and_pooled_sockets_say_closed(self):
+        r = self.case("closed")
+        self.assertEqual((r.get("v"), r.get("err")), ("nil,nil", "closed,closed"), r)
+
+    def test_setkeepalive_refuses_unread_data(self):
+        r = self.case("unread")
+        self.assertEqual(r.get("err"), "unread data in buffer", r)
+
+    def test_peer_closing_an_idle_connection_empties_the_pool(self):
+        self.assertEqual(self.case("killme").get("v"), 0)
+        self.assertEqual(self.case("killme").get("v"), 1, "taken from the pool")
+        svcutil.redis_command(self.redis.port, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        time.sleep(0.2)
+        self.assertEqual(self.case("killme").get("v"), 0, "a fresh connection after the peer closed")
+
+    def test_cosockets_in_a_coroutine_the_hook_creates(self):
+        self.case("set-get")
+        r = self.case("in-coroutine")
+        self.assertEqual((r.get("v"), r.get("err")), ("v1", "plain yield"), r)
+        self.assertIsInstance(r.get("extra"), int)
+
+    def test_smtp_tcp_pools_too(self):
+        self.assertEqual(self.case("smtp-tcp").get("v"), "+PONG")
+        r = self.case("smtp-tcp")
+        self.assertEqual(r.get("extra"), 1, r)
+
+    def test_receive_patterns(self):
+        r = self.case("patterns")
+        self.assertEqual(r.get("v"), "line1|abc|def|xy", r)
+        self.assertEqual((r.get("err"), r.get("extra")), ("closed", "z"), r)
+
+    def test_udp_send_receive_and_timeout(self):
+        r = self.case("udp")
+        self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("ping1!", "timeout", "nil"), r)
+
+    def test_pooled_tls_connection_is_reused_without_a_handshake(self):
+        first = self.case("tls-pool")
+        self.assertEqual((first.get("v"), first.get("extra")), ("TLS:hello", 0), first)
+        second = self.case("tls-pool")
+        self.assertEqual((second.get("v"), second.get("extra")), ("TLS:hello", 1), second)
+        self.assertEqual(self.helpers[-1].handshakes, 1)
+
+    def test_receiveuntil_with_a_size(self):
+        r = self.case("until-size")
+        self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("abcd|ef|nil", "closed", "nil,xyz"), r)
