@@ -15,13 +15,10 @@ import time
 import unittest
 
 import svcutil
-from harness import ROOT, E2ETest, Lua, Server, lua_value, script, wait_for
+from harness import COMPAT, ROOT, E2ETest, Lua, Server, compat_reason, lua_value, script, wait_for
 from svcutil import CASES_PRELUDE, case_hook, run_case
 
 # The main checkout's sibling, or (from a worktree in /work/wt/NAME) two up.
-COMPAT = next((p for p in (os.path.join(ROOT, "..", "shared", "compat", "lib"),
-                           os.path.join(ROOT, "..", "..", "shared", "compat", "lib"))
-               if os.path.isdir(p)), os.path.join(ROOT, "..", "shared", "compat", "lib"))
 
 PRELUDE = r'''
 package.path = COMPAT .. "/?.lua;" .. package.path
@@ -231,8 +228,7 @@ class TLSEcho(svcutil.TLSServer):
                 t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
 
 
-@unittest.skipUnless(os.path.isdir(COMPAT), "lua-resty-redis not found in %s (the shared compat "
-                     "folder): the OpenResty library tests are skipped" % COMPAT)
+@unittest.skipUnless(COMPAT, compat_reason())
 class RestyRedis(E2ETest):
 
     @classmethod

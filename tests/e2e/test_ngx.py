@@ -7,13 +7,10 @@ published lua-resty libraries loading from ../shared/compat/lib."""
 import os
 import tempfile
 
-from harness import ROOT, E2ETest, Lua, Server, binary, script
+from harness import COMPAT, ROOT, E2ETest, Lua, Server, binary, compat_reason, script
 
 # ../shared next to the main checkout; a worktree under /work/wt is one
 # level deeper.
-COMPAT = next((p for p in (os.path.join(ROOT, "..", "shared", "compat", "lib"),
-                           os.path.join(ROOT, "..", "..", "shared", "compat", "lib")) if os.path.isdir(p)),
-              os.path.join(ROOT, "..", "shared", "compat", "lib"))
 
 PRELUDE = r'''
 require "smtp.ngx"
@@ -70,12 +67,11 @@ class NgxInHooks(E2ETest):
 
 class RestyLibrariesLoad(E2ETest):
     """The published libraries load unchanged: resty.http_connect (ngx.re,
-    ngx.log, resty.string); resty.redis and resty.http need ngx.socket,
-    which until smtp.ngx.socket exists raises the error naming it."""
+    ngx.log, resty.string), resty.redis and resty.http (ngx.socket)."""
 
     def setUp(self):
-        if not os.path.isdir(COMPAT):
-            self.skipTest("no ../shared/compat/lib: the published lua-resty-* libraries are not here")
+        if not COMPAT:
+            self.skipTest(compat_reason())
 
     def check(self, body):
         src = ('package.path = %r .. "/?.lua;" .. package.path\nrequire "smtp.ngx"\n%s\n'
@@ -92,12 +88,7 @@ class RestyLibrariesLoad(E2ETest):
         r = self.check('local c = require "resty.http_connect"\nassert(type(c) == "function")')
         self.assertEqual(r.returncode, 0, r.stderr)
 
-    def test_redis_and_http_load_or_name_ngx_socket(self):
-        has_socket = os.path.exists(os.path.join(ROOT, "lua", "smtp", "ngx", "socket.lua"))
+    def test_redis_and_http_load(self):
         for lib in ("resty.redis", "resty.http"):
             r = self.check('require %r' % lib)
-            if has_socket:
-                self.assertEqual(r.returncode, 0, r.stderr)
-            else:
-                self.assertNotEqual(r.returncode, 0)
-                self.assertIn(b"ngx.socket is not offered by luasmtpd", r.stderr)
+            self.assertEqual(r.returncode, 0, r.stderr)
