@@ -6,8 +6,10 @@
 #include "lua/lua_stream.h"
 #include "lua/api_tls.h"
 #include "net/conn.h"
+#include "net/conn_tls.h"
 #include "smtp/session.h"
 #include "proto/replies.h"
+#include "lua/tls_options.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
@@ -95,6 +97,35 @@ static void policy_lua_detach(struct smtp_session *s)
 	lua_session_free(s->conn);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
 	s->pending_ref = LUA_NOREF;
+}
+
+/* The session table, with what the PROXY header said of the client. */
+static void policy_lua_opened(struct smtp_session *s, const struct proxy_info *pi)
+{
+	lua_session_new(s->conn);
+	if (pi)
+		lua_session_set_proxy(s->conn, pi);
+}
+
+/* onClose(session), when the session table was made (the connection got
+ * past its PROXY header). */
+static void policy_lua_closed_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct policy_verdict v = {.undecided = false};
+	policy_lua_answer(c, o, &v);
+}
+
+static void policy_lua_closed(struct smtp_session *s, policy_done_fn done)
+{
+	lua_State *co = s->session_ref != LUA_NOREF ? hook_prepare(s->conn, HOOK_CLOSE) : NULL;
+	if (!co) {
+		static const struct policy_verdict accept = {.reply.kind = HOOK_ACCEPT};
+		done(s, &accept);
+		return;
+	}
+	s->policy_done = done;
+	lua_session_push(co, s->conn);
+	hook_start(s->conn, 1, policy_lua_closed_done);
 }
 
 /* session[field] = value, nil for NULL or "". */
@@ -236,6 +267,39 @@ static void policy_lua_tls_error(struct smtp_session *s, const char *code, const
 	lua_setfield(co, -2, "reason");
 	lua_setfield(co, -2, "meta");
 	hook_start(c, 1, policy_lua_done);
+}
+
+/* SNICallback returned: an smtp.tls.context serves the name, nil the
+ * default context; a rejection ends the handshake. */
+static void policy_lua_servername_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct smtp_session *s = conn_session(c);
+	SSL_CTX *ctx = NULL;
+	if (o->kind == HOOK_REJECT) {
+		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
+		         "reason", o->text, NULL);
+	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
+		ctx = tls_context_check(co, 1);
+		if (!ctx && !lua_isnil(co, 1))
+			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
+			         "servername", c->servername, NULL);
+	}
+	/* A hook that failed is logged by the hook runner: the default serves. */
+	policy_servername_fn done = s->servername_done;
+	s->servername_done = NULL;
+	done(s, ctx, o->kind == HOOK_REJECT);
+}
+
+static void policy_lua_servername(struct smtp_session *s, const char *name, policy_servername_fn done)
+{
+	lua_State *co = hook_prepare(s->conn, HOOK_SNI);
+	if (!co) {
+		done(s, NULL, false);
+		return;
+	}
+	s->servername_done = done;
+	lua_pushstring(co, name);
+	hook_start(s->conn, 1, policy_lua_servername_done);
 }
 
 /* ---- AUTH ------------------------------------------------------------------ */
@@ -567,12 +631,16 @@ static void policy_lua_message_end(struct smtp_session *s)
 static void policy_lua_cancel(struct smtp_session *s)
 {
 	s->policy_done = NULL;
+	s->servername_done = NULL;
 	hook_cancel(s->conn);
 }
 
 const struct smtp_policy policy_lua = {
 	.attach = policy_lua_attach,
 	.detach = policy_lua_detach,
+	.opened = policy_lua_opened,
+	.servername = policy_lua_servername,
+	.closed = policy_lua_closed,
 	.changed = policy_lua_changed,
 	.forwarded = policy_lua_forwarded,
 	.connect = policy_lua_connect,

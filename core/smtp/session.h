@@ -112,6 +112,7 @@ struct smtp_session {
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
 	policy_done_fn policy_done; /* the answer to the question in flight, if any */
+	policy_servername_fn servername_done; /* ... when that question is servername */
 	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
 	struct hook_run hook; /* the hook in flight, if any */
