@@ -3,6 +3,7 @@
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
+#include "lua/lua_session_state.h"
 #include "lua/lua_stream.h"
 #include "lua/api_tls.h"
 #include "net/conn.h"
@@ -84,10 +85,15 @@ static lua_State *policy_lua_prepare(struct smtp_session *s, enum hook_id id, po
 
 static void policy_lua_attach(struct smtp_session *s)
 {
-	s->session_ref = LUA_NOREF;
-	s->hook.co_ref = LUA_NOREF;
-	s->pending_ref = LUA_NOREF;
-	s->tls_obj_ref = LUA_NOREF;
+	struct lua_session_state *st = calloc(1, sizeof *st);
+	if (!st)
+		abort();
+	st->session_ref = LUA_NOREF;
+	st->hook.co_ref = LUA_NOREF;
+	st->pending_ref = LUA_NOREF;
+	st->tls_obj_ref = LUA_NOREF;
+	st->stream_ref = LUA_NOREF;
+	s->policy_state = st;
 }
 
 static void policy_lua_detach(struct smtp_session *s)
@@ -95,8 +101,9 @@ static void policy_lua_detach(struct smtp_session *s)
 	/* The Lua conn object lets go of the SSL before the transport frees it. */
 	lua_tls_detach(s->conn);
 	lua_session_free(s->conn);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = LUA_NOREF;
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, lua_state_of(s->conn)->pending_ref);
+	free(s->policy_state);
+	s->policy_state = NULL;
 }
 
 /* The session table, with what the PROXY header said of the client. */
@@ -117,7 +124,7 @@ static void policy_lua_closed_done(struct conn *c, const struct hook_outcome *o,
 
 static void policy_lua_closed(struct smtp_session *s, policy_done_fn done)
 {
-	lua_State *co = s->session_ref != LUA_NOREF ? hook_prepare(s->conn, HOOK_CLOSE) : NULL;
+	lua_State *co = lua_state_of(s->conn)->session_ref != LUA_NOREF ? hook_prepare(s->conn, HOOK_CLOSE) : NULL;
 	if (!co) {
 		static const struct policy_verdict accept = {.reply.kind = HOOK_ACCEPT};
 		done(s, &accept);
@@ -406,11 +413,10 @@ static bool policy_lua_dsn_on(const struct conn *c)
 /* Keeps the address table for the done callback, pushes it for the hook. */
 static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
 {
-	struct smtp_session *s = conn_session(c);
 	lua_push_address(co, path);
 	lua_pushvalue(co, -1);
-	luaL_unref(co, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+	luaL_unref(co, LUA_REGISTRYINDEX, lua_state_of(c)->pending_ref);
+	lua_state_of(c)->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 }
 
 /* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
@@ -465,10 +471,10 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 /* Pushes the address table judged onto L, and lets go of it. */
 static void policy_lua_take_address(struct conn *c, lua_State *L)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = LUA_NOREF;
+	struct lua_session_state *st = lua_state_of(c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, st->pending_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, st->pending_ref);
+	st->pending_ref = LUA_NOREF;
 }
 
 /* session.envelope gets the accepted sender (address table at the top of
@@ -604,7 +610,7 @@ static void policy_lua_data(struct smtp_session *s, policy_done_fn done)
 {
 	struct body *b = s->body;
 	b->save_fd = -1;
-	b->stream_ref = LUA_NOREF;
+	lua_state_of(s->conn)->stream_ref = LUA_NOREF;
 	lua_State *co = policy_lua_prepare(s, HOOK_DATA, done);
 	if (!co)
 		return;
@@ -635,6 +641,12 @@ static void policy_lua_cancel(struct smtp_session *s)
 	hook_cancel(s->conn);
 }
 
+static enum policy_wait policy_lua_waiting(const struct smtp_session *s)
+{
+	const struct hook_run *h = &lua_state_of(s->conn)->hook;
+	return !h->active ? POLICY_IDLE : h->wait == WAIT_STREAM ? POLICY_READING : POLICY_DECIDING;
+}
+
 const struct smtp_policy policy_lua = {
 	.attach = policy_lua_attach,
 	.detach = policy_lua_detach,
@@ -654,4 +666,5 @@ const struct smtp_policy policy_lua = {
 	.body_more = policy_lua_body_more,
 	.message_end = policy_lua_message_end,
 	.cancel = policy_lua_cancel,
+	.waiting = policy_lua_waiting,
 };

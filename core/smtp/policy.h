@@ -62,6 +62,11 @@ struct policy_attr {
 	const char *value; /* NULL: [UNAVAILABLE] or [TEMPUNAVAIL] */
 };
 
+/* What a policy is busy with: nothing, a decision (its time is not the
+ * client's idleness), or a decision that waits for the body as it streams
+ * in (the client's time). */
+enum policy_wait { POLICY_IDLE, POLICY_DECIDING, POLICY_READING };
+
 typedef void (*policy_done_fn)(struct smtp_session *s, const struct policy_verdict *v);
 /* The answer to servername: ctx serves the handshake (NULL: the default
  * context), or refused ends it. */
@@ -126,6 +131,7 @@ struct smtp_policy {
 	/* The question in flight is dropped unanswered (RSET between BDAT
 	 * chunks abandons the message and its data verdict). */
 	void (*cancel)(struct smtp_session *s);
+	enum policy_wait (*waiting)(const struct smtp_session *s);
 };
 
 /* The policy sessions created from now on ask (main.c wires the Lua one). */

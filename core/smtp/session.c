@@ -94,12 +94,13 @@ static bool session_wants_input(const struct conn *c)
 			return true; /* a refused BDAT chunk: read and dropped */
 		if (s->body->ended)
 			return false; /* until onData has answered */
-		if (s->hook.active && s->hook.wait != WAIT_STREAM)
+		if (s->policy->waiting(s) == POLICY_DECIDING)
 			return buf_used(&s->body->pending) <= SESSION_PENDING_HIGH;
 		return true;
 	}
 	/* Between BDAT chunks onData waits for the next one: commands go on. */
-	return !s->hook.active || (s->tx.chunking && s->hook.wait == WAIT_STREAM);
+	enum policy_wait w = s->policy->waiting(s);
+	return w == POLICY_IDLE || (s->tx.chunking && w == POLICY_READING);
 }
 
 /* Consumes buffered input until a hook suspends it or input runs out. */
@@ -165,7 +166,7 @@ static void session_on_timeout(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	/* Time spent waiting on the script is not the client's idleness. */
-	if (s->hook.active && s->hook.wait != WAIT_STREAM) {
+	if (s->policy->waiting(s) == POLICY_DECIDING) {
 		conn_idle_restart(c);
 		return;
 	}

@@ -286,7 +286,7 @@ void smtp_session_stop(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
 	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
-	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && !s->hook.active &&
+	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
