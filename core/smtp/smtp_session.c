@@ -103,7 +103,7 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 
 void smtp_session_greet(struct conn *c)
 {
-	c->phase = PHASE_COMMAND;
+	smtp_session_enter(c, PHASE_COMMAND);
 	if (smtp_opt(c)->banner)
 		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
 		           smtp_opt(c)->banner);
@@ -275,10 +275,15 @@ void smtp_session_line_too_long(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_AUTH) {
-		c->phase = PHASE_COMMAND;
+		smtp_session_enter(c, PHASE_COMMAND);
 		s->sasl = SASL_NONE;
 	}
 	conn_reply_known(c, REPLY_LINE_TOO_LONG);
+}
+
+void smtp_session_enter(struct conn *c, enum conn_phase phase)
+{
+	c->phase = phase;
 }
 
 void smtp_session_stop(struct conn *c)
