@@ -73,6 +73,13 @@ build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 build/test_%: tests/unit/test_%.c $(CORE_OBJ)
 	$(CC) $(CFLAGS) -Icore -o $@ $^ $(LDLIBS)
 
+# The session with no Lua: core/smtp/ and the layers below it only, so the
+# test shows that the state machine runs on the null and scripted policies.
+NOLUA_OBJ := $(filter-out build/obj/lua/%,$(CORE_OBJ))
+NOLUA_LIBS := $(filter-out -lluajit%,$(LDLIBS))
+build/test_session: tests/unit/test_session.c tests/unit/session_fake.h $(NOLUA_OBJ)
+	$(CC) $(CFLAGS) -Icore -o $@ $(filter-out %.h,$^) $(NOLUA_LIBS)
+
 certs: $(DEPS_STAMP)
 	@sh certs/mkcert.sh
 
@@ -88,12 +95,19 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy
+FUZZ_TARGETS := command data sasl proxy session
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 FUZZ_SRC := $(wildcard core/proto/*.c)
 
 build/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(FUZZ_SRC) -lcrypto
+
+# The session's target runs the state machine and the layers below it (no
+# Lua): its own link line.
+NOLUA_SRC := $(filter-out core/lua/%,$(CORE_SRC))
+build/fuzz_session: tests/fuzz/fuzz_session.c tests/unit/session_fake.h $(NOLUA_SRC) $(CORE_HDR) | $(DEPS_STAMP)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(NOLUA_SRC) \
+		$(NOLUA_LIBS)
 
 fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \

@@ -2,6 +2,7 @@
  * fields (secure, servername, tlsOptions) and the `conn` object onSecure
  * gets. */
 #include "lua/api_tls.h"
+#include "lua/lua_session_state.h"
 #include "smtp/session.h"
 
 #include "lua/lua_api.h"
@@ -255,7 +256,7 @@ static void tls_conn_fill(struct lua_tls_conn *t, struct conn *c)
 
 void lua_tls_push_conn(lua_State *L, struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	if (s->tls_obj_ref != LUA_NOREF) {
 		lua_rawgeti(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
 		return;
@@ -270,7 +271,7 @@ void lua_tls_push_conn(lua_State *L, struct conn *c)
 
 void lua_tls_detach(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	if (s->tls_obj_ref == LUA_NOREF)
 		return;
 	lua_State *L = lua_main;

@@ -1,6 +1,6 @@
 #include "lua/lua_hook.h"
 #include "proto/replies.h"
-#include "smtp/session.h"
+#include "lua/lua_session_state.h"
 
 #include "net/conn.h"
 #include "lua/lua_guard.h"
@@ -20,7 +20,7 @@ static struct conn *hook_running;
 
 struct conn *hook_current(lua_State *L)
 {
-	return hook_running && conn_session(hook_running)->hook.co == L ? hook_running : NULL;
+	return hook_running && lua_state_of(hook_running)->hook.co == L ? hook_running : NULL;
 }
 
 static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
@@ -76,7 +76,7 @@ static void hook_internal_error(struct hook_outcome *o)
 
 lua_State *hook_prepare(struct conn *c, enum hook_id id)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	int fn = listener_config_of(c)->hook_ref[id];
 	if (fn == LUA_NOREF)
 		return NULL;
@@ -94,7 +94,7 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 
 static void hook_log_error(struct conn *c, lua_State *co, const char *what)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	const char *err = lua_tostring(co, -1);
 	luaL_traceback(co, co, err ? err : "(error object is not a string)", 0);
 	conn_log(c, LOG_ERROR, "hook failed", "hook", hook_name(s->hook.id), "error", what,
@@ -116,7 +116,7 @@ static void hook_sleep_cleanup(struct hook_pending *p);
 
 static struct hook_timers *hook_timers(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	struct hook_run *h = &s->hook;
 	if (!h->timers) {
 		if (!(h->timers = malloc(sizeof *h->timers)))
@@ -131,7 +131,7 @@ static struct hook_timers *hook_timers(struct conn *c)
 
 static void hook_timers_free(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	struct hook_timers *t = s->hook.timers;
 	if (!t)
 		return;
@@ -144,7 +144,7 @@ static void hook_timers_free(struct conn *c)
 /* The hook has returned or raised: tell the connection, free the coroutine. */
 static void hook_finish(struct conn *c, int status, double now)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	struct hook_run *h = &s->hook;
 	lua_State *co = h->co;
 	struct hook_outcome o = {.kind = HOOK_ACCEPT, .code = 0};
@@ -187,7 +187,7 @@ static void hook_finish(struct conn *c, int status, double now)
 
 static void hook_resume(struct conn *c, int nargs)
 {
-	struct hook_run *h = &conn_session(c)->hook;
+	struct hook_run *h = &lua_state_of(c)->hook;
 	struct conn *outer = hook_running;
 	hook_running = c;
 	h->wait = WAIT_NONE;
@@ -219,7 +219,7 @@ static void hook_resume(struct conn *c, int nargs)
 static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	struct hook_run *h = &conn_session(c)->hook;
+	struct hook_run *h = &lua_state_of(c)->hook;
 	bool closing = h->id == HOOK_CLOSE;
 	char timeout[32];
 	snprintf(timeout, sizeof timeout, "%g", listener_config_of(c)->hook_timeout);
@@ -239,7 +239,7 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 
 void hook_start(struct conn *c, int nargs, hook_done_fn done)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	s->hook.done = done;
 	hook_resume(c, nargs);
 }
@@ -259,7 +259,7 @@ void hook_wake(struct conn *c, int nres)
  * goes on with what it had buffered. */
 static void hook_resume_async(struct conn *c, int nargs)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	/* onClose frees the connection when it ends: touch nothing after. */
 	bool closing = s->hook.id == HOOK_CLOSE;
 	hook_resume(c, nargs);
@@ -270,12 +270,12 @@ static void hook_resume_async(struct conn *c, int nargs)
 static void hook_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	hook_pending_done(&conn_session(c)->hook.timers->sleeping, 0);
+	hook_pending_done(&lua_state_of(c)->hook.timers->sleeping, 0);
 }
 
 static void hook_sleep_cleanup(struct hook_pending *p)
 {
-	ev_timer_stop(p->c->srv->loop, &conn_session(p->c)->hook.timers->sleep);
+	ev_timer_stop(p->c->srv->loop, &lua_state_of(p->c)->hook.timers->sleep);
 }
 
 /* Any coroutine but the main thread that runs while a hook runs was
@@ -295,7 +295,7 @@ int hook_wait(lua_State *L, struct hook_pending *p)
 	struct conn *c = hook_waiter(L);
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
-	struct hook_run *h = &conn_session(c)->hook;
+	struct hook_run *h = &lua_state_of(c)->hook;
 	p->c = c;
 	p->gen = h->gen;
 	h->wait = WAIT_PENDING;
@@ -310,7 +310,7 @@ lua_State *hook_pending_thread(const struct hook_pending *p)
 {
 	if (!p->c)
 		return NULL;
-	const struct hook_run *h = &conn_session(p->c)->hook;
+	const struct hook_run *h = &lua_state_of(p->c)->hook;
 	return h->active && h->pending == p && h->gen == p->gen ? h->co : NULL;
 }
 
@@ -319,7 +319,7 @@ void hook_pending_done(struct hook_pending *p, int nres)
 	if (!hook_pending_thread(p))
 		return;
 	struct conn *c = p->c;
-	conn_session(c)->hook.pending = NULL;
+	lua_state_of(c)->hook.pending = NULL;
 	hook_resume_async(c, nres);
 }
 
@@ -336,7 +336,7 @@ int hook_sleep(lua_State *L, double s)
 
 void hook_cancel(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
+	struct lua_session_state *s = lua_state_of(c);
 	struct hook_run *h = &s->hook;
 	if (!h->active)
 		return;

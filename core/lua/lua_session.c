@@ -1,4 +1,5 @@
 #include "lua/lua_session.h"
+#include "lua/lua_session_state.h"
 #include "smtp/session.h"
 
 #include "net/conn.h"
@@ -31,21 +32,20 @@ void lua_session_new(struct conn *c)
 	lua_setfield(L, -2, "secure");
 	lua_pushstring(L, "SMTP");
 	lua_setfield(L, -2, "transmissionType");
-	conn_session(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_session_reset_envelope(c);
 }
 
 void lua_session_free(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->session_ref);
-	s->session_ref = LUA_NOREF;
+	struct lua_session_state *ls = lua_state_of(c);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, ls->session_ref);
+	ls->session_ref = LUA_NOREF;
 }
 
 void lua_session_push(lua_State *L, struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->session_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lua_state_of(c)->session_ref);
 }
 
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)

@@ -1,4 +1,5 @@
 #include "lua/lua_stream.h"
+#include "lua/lua_session_state.h"
 #include "smtp/session.h"
 
 #include "smtp/body_verdict.h"
@@ -61,8 +62,8 @@ static void stream_push_pending(lua_State *L, struct conn *c)
 
 static bool stream_waiting(const struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
-	return s->hook.active && s->hook.wait == WAIT_STREAM && s->hook.id == HOOK_DATA;
+	const struct hook_run *h = &lua_state_of(c)->hook;
+	return h->active && h->wait == WAIT_STREAM && h->id == HOOK_DATA;
 }
 
 static int stream_read(lua_State *L)
@@ -82,7 +83,7 @@ static int stream_read(lua_State *L)
 		return 0;
 	if (hook_current(L) != c)
 		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
-	conn_session(c)->hook.wait = WAIT_STREAM;
+	lua_state_of(c)->hook.wait = WAIT_STREAM;
 	return lua_yield(L, 0);
 }
 
@@ -206,7 +207,7 @@ static int stream_save(lua_State *L)
 	stream_save_pending(c);
 	if (b->ended)
 		return stream_save_finish(L, c);
-	conn_session(c)->hook.wait = WAIT_STREAM;
+	lua_state_of(c)->hook.wait = WAIT_STREAM;
 	return lua_yield(L, 0);
 }
 
@@ -255,14 +256,13 @@ void lua_stream_register(lua_State *L)
 
 void lua_stream_push(lua_State *L, struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
 	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
 	memset(st, 0, sizeof *st);
 	st->c = c;
 	luaL_getmetatable(L, STREAM_MT);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	s->body->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_state_of(c)->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* Once the core refuses the message (body_verdict), nothing more of it is
@@ -278,7 +278,7 @@ static bool stream_refused(struct conn *c)
 	buf_consume(&b->pending, buf_used(&b->pending));
 	stream_save_abort(b);
 	if (stream_waiting(c))
-		hook_wake(c, stream_push_refusal(s->hook.co, &refusal));
+		hook_wake(c, stream_push_refusal(lua_state_of(c)->hook.co, &refusal));
 	return true;
 }
 
@@ -292,7 +292,7 @@ void lua_stream_feed(struct conn *c)
 		stream_save_pending(c);
 	if (!stream_waiting(c))
 		return;
-	lua_State *co = s->hook.co;
+	lua_State *co = lua_state_of(c)->hook.co;
 	if (b->save_fd >= 0) {
 		if (b->ended)
 			hook_wake(c, stream_save_finish(co, c));
@@ -322,7 +322,7 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 		stream_save_bytes(c, p, n);
 		return;
 	}
-	lua_pushlstring(s->hook.co, p, n);
+	lua_pushlstring(lua_state_of(c)->hook.co, p, n);
 	b->handed_out = true;
 	hook_wake(c, 1);
 }
@@ -332,15 +332,16 @@ void lua_stream_detach(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	struct body *b = s->body;
 	stream_save_abort(b);
-	if (b->stream_ref == LUA_NOREF)
+	struct lua_session_state *ls = lua_state_of(c);
+	if (ls->stream_ref == LUA_NOREF)
 		return;
 	lua_State *L = lua_main;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, b->stream_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->stream_ref);
 	struct lua_stream *st = lua_touserdata(L, -1);
 	st->c = NULL;
 	st->byte_length = (double)b->byte_length;
 	st->size_exceeded = b->size_exceeded;
 	lua_pop(L, 1);
-	luaL_unref(L, LUA_REGISTRYINDEX, b->stream_ref);
-	b->stream_ref = LUA_NOREF;
+	luaL_unref(L, LUA_REGISTRYINDEX, ls->stream_ref);
+	ls->stream_ref = LUA_NOREF;
 }

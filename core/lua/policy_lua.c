@@ -3,11 +3,14 @@
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
+#include "lua/lua_session_state.h"
 #include "lua/lua_stream.h"
 #include "lua/api_tls.h"
 #include "net/conn.h"
+#include "net/conn_tls.h"
 #include "smtp/session.h"
 #include "proto/replies.h"
+#include "lua/tls_options.h"
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
@@ -82,10 +85,15 @@ static lua_State *policy_lua_prepare(struct smtp_session *s, enum hook_id id, po
 
 static void policy_lua_attach(struct smtp_session *s)
 {
-	s->session_ref = LUA_NOREF;
-	s->hook.co_ref = LUA_NOREF;
-	s->pending_ref = LUA_NOREF;
-	s->tls_obj_ref = LUA_NOREF;
+	struct lua_session_state *st = calloc(1, sizeof *st);
+	if (!st)
+		abort();
+	st->session_ref = LUA_NOREF;
+	st->hook.co_ref = LUA_NOREF;
+	st->pending_ref = LUA_NOREF;
+	st->tls_obj_ref = LUA_NOREF;
+	st->stream_ref = LUA_NOREF;
+	s->policy_state = st;
 }
 
 static void policy_lua_detach(struct smtp_session *s)
@@ -93,8 +101,38 @@ static void policy_lua_detach(struct smtp_session *s)
 	/* The Lua conn object lets go of the SSL before the transport frees it. */
 	lua_tls_detach(s->conn);
 	lua_session_free(s->conn);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = LUA_NOREF;
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, lua_state_of(s->conn)->pending_ref);
+	free(s->policy_state);
+	s->policy_state = NULL;
+}
+
+/* The session table, with what the PROXY header said of the client. */
+static void policy_lua_opened(struct smtp_session *s, const struct proxy_info *pi)
+{
+	lua_session_new(s->conn);
+	if (pi)
+		lua_session_set_proxy(s->conn, pi);
+}
+
+/* onClose(session), when the session table was made (the connection got
+ * past its PROXY header). */
+static void policy_lua_closed_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct policy_verdict v = {.undecided = false};
+	policy_lua_answer(c, o, &v);
+}
+
+static void policy_lua_closed(struct smtp_session *s, policy_done_fn done)
+{
+	lua_State *co = lua_state_of(s->conn)->session_ref != LUA_NOREF ? hook_prepare(s->conn, HOOK_CLOSE) : NULL;
+	if (!co) {
+		static const struct policy_verdict accept = {.reply.kind = HOOK_ACCEPT};
+		done(s, &accept);
+		return;
+	}
+	s->policy_done = done;
+	lua_session_push(co, s->conn);
+	hook_start(s->conn, 1, policy_lua_closed_done);
 }
 
 /* session[field] = value, nil for NULL or "". */
@@ -238,6 +276,39 @@ static void policy_lua_tls_error(struct smtp_session *s, const char *code, const
 	hook_start(c, 1, policy_lua_done);
 }
 
+/* SNICallback returned: an smtp.tls.context serves the name, nil the
+ * default context; a rejection ends the handshake. */
+static void policy_lua_servername_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+{
+	struct smtp_session *s = conn_session(c);
+	SSL_CTX *ctx = NULL;
+	if (o->kind == HOOK_REJECT) {
+		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
+		         "reason", o->text, NULL);
+	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
+		ctx = tls_context_check(co, 1);
+		if (!ctx && !lua_isnil(co, 1))
+			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
+			         "servername", c->servername, NULL);
+	}
+	/* A hook that failed is logged by the hook runner: the default serves. */
+	policy_servername_fn done = s->servername_done;
+	s->servername_done = NULL;
+	done(s, ctx, o->kind == HOOK_REJECT);
+}
+
+static void policy_lua_servername(struct smtp_session *s, const char *name, policy_servername_fn done)
+{
+	lua_State *co = hook_prepare(s->conn, HOOK_SNI);
+	if (!co) {
+		done(s, NULL, false);
+		return;
+	}
+	s->servername_done = done;
+	lua_pushstring(co, name);
+	hook_start(s->conn, 1, policy_lua_servername_done);
+}
+
 /* ---- AUTH ------------------------------------------------------------------ */
 
 /* auth.validatePassword(pw): does HMAC-MD5(pw, challenge) match the
@@ -342,11 +413,10 @@ static bool policy_lua_dsn_on(const struct conn *c)
 /* Keeps the address table for the done callback, pushes it for the hook. */
 static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
 {
-	struct smtp_session *s = conn_session(c);
 	lua_push_address(co, path);
 	lua_pushvalue(co, -1);
-	luaL_unref(co, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
+	luaL_unref(co, LUA_REGISTRYINDEX, lua_state_of(c)->pending_ref);
+	lua_state_of(c)->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
 }
 
 /* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
@@ -401,10 +471,10 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 /* Pushes the address table judged onto L, and lets go of it. */
 static void policy_lua_take_address(struct conn *c, lua_State *L)
 {
-	struct smtp_session *s = conn_session(c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, s->pending_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, s->pending_ref);
-	s->pending_ref = LUA_NOREF;
+	struct lua_session_state *st = lua_state_of(c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, st->pending_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, st->pending_ref);
+	st->pending_ref = LUA_NOREF;
 }
 
 /* session.envelope gets the accepted sender (address table at the top of
@@ -540,7 +610,7 @@ static void policy_lua_data(struct smtp_session *s, policy_done_fn done)
 {
 	struct body *b = s->body;
 	b->save_fd = -1;
-	b->stream_ref = LUA_NOREF;
+	lua_state_of(s->conn)->stream_ref = LUA_NOREF;
 	lua_State *co = policy_lua_prepare(s, HOOK_DATA, done);
 	if (!co)
 		return;
@@ -567,12 +637,22 @@ static void policy_lua_message_end(struct smtp_session *s)
 static void policy_lua_cancel(struct smtp_session *s)
 {
 	s->policy_done = NULL;
+	s->servername_done = NULL;
 	hook_cancel(s->conn);
+}
+
+static enum policy_wait policy_lua_waiting(const struct smtp_session *s)
+{
+	const struct hook_run *h = &lua_state_of(s->conn)->hook;
+	return !h->active ? POLICY_IDLE : h->wait == WAIT_STREAM ? POLICY_READING : POLICY_DECIDING;
 }
 
 const struct smtp_policy policy_lua = {
 	.attach = policy_lua_attach,
 	.detach = policy_lua_detach,
+	.opened = policy_lua_opened,
+	.servername = policy_lua_servername,
+	.closed = policy_lua_closed,
 	.changed = policy_lua_changed,
 	.forwarded = policy_lua_forwarded,
 	.connect = policy_lua_connect,
@@ -586,4 +666,5 @@ const struct smtp_policy policy_lua = {
 	.body_more = policy_lua_body_more,
 	.message_end = policy_lua_message_end,
 	.cancel = policy_lua_cancel,
+	.waiting = policy_lua_waiting,
 };

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 struct smtp_session;
+struct proxy_info;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
 
 enum hook_kind { HOOK_ACCEPT, HOOK_REJECT, HOOK_FAILED };
 
@@ -60,7 +62,15 @@ struct policy_attr {
 	const char *value; /* NULL: [UNAVAILABLE] or [TEMPUNAVAIL] */
 };
 
+/* What a policy is busy with: nothing, a decision (its time is not the
+ * client's idleness), or a decision that waits for the body as it streams
+ * in (the client's time). */
+enum policy_wait { POLICY_IDLE, POLICY_DECIDING, POLICY_READING };
+
 typedef void (*policy_done_fn)(struct smtp_session *s, const struct policy_verdict *v);
+/* The answer to servername: ctx serves the handshake (NULL: the default
+ * context), or refused ends it. */
+typedef void (*policy_servername_fn)(struct smtp_session *s, struct ssl_ctx_st *ctx, bool refused);
 
 /* The facts of a session a policy shows its deciders (the Lua session
  * table): each is told when it changes, its value being in struct
@@ -85,6 +95,14 @@ struct smtp_policy {
 	 * for it (detach comes after any question's done, or instead of it). */
 	void (*attach)(struct smtp_session *s);
 	void (*detach)(struct smtp_session *s);
+	/* The connection is open, its PROXY header (pi, or NULL) read: the
+	 * policy makes what its deciders see of the session. */
+	void (*opened)(struct smtp_session *s, const struct proxy_info *pi);
+	/* The client asked for this server name in its TLS hello (SNI). */
+	void (*servername)(struct smtp_session *s, const char *name, policy_servername_fn done);
+	/* The connection is gone: the policy's last word (done's verdict says
+	 * nothing); the session is freed once done. */
+	void (*closed)(struct smtp_session *s, policy_done_fn done);
 	/* A client has connected (after greetingDelay and the reverse lookup;
 	 * with implicit TLS after the handshake), or XCLIENT named a new one. */
 	void (*connect)(struct smtp_session *s, policy_done_fn done);
@@ -113,6 +131,7 @@ struct smtp_policy {
 	/* The question in flight is dropped unanswered (RSET between BDAT
 	 * chunks abandons the message and its data verdict). */
 	void (*cancel)(struct smtp_session *s);
+	enum policy_wait (*waiting)(const struct smtp_session *s);
 };
 
 /* The policy sessions created from now on ask (main.c wires the Lua one). */

@@ -1,7 +1,7 @@
 #include "smtp/reply.h"
 
-#include "lua/lua_hook.h"
 #include "smtp/options.h"
+#include "smtp/session.h"
 
 #include <stdio.h>
 #include <stdarg.h>
@@ -98,7 +98,7 @@ void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
 		return;
 	}
 	conn_reply(c, code, enhanced, "%s", text);
-	hook_cancel(c);
+	conn_session(c)->policy->cancel(conn_session(c));
 	/* A refusal may meet input still unread; a 221 answers a client that
 	 * said QUIT and is done talking. */
 	conn_close_when_flushed(c, code >= 400);

@@ -1,17 +1,11 @@
 #include "smtp/session.h"
 
-#include "lua/lua_runtime.h"
-#include "lua/lua_session.h"
-#include "lua/api_tls.h"
-#include "lua/tls_options.h"
 #include "net/conn_tls.h"
 #include "net/server.h"
 #include "smtp/reply.h"
 #include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
-#include "tls/tls_context.h"
 
-#include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -70,9 +64,8 @@ static void session_free(struct conn *c)
 
 static void session_on_open(struct conn *c, const struct proxy_info *pi)
 {
-	lua_session_new(c);
-	if (pi)
-		lua_session_set_proxy(c, pi);
+	struct smtp_session *s = conn_session(c);
+	s->policy->opened(s, pi);
 	if (smtp_opt(c)->secure) {
 		conn_tls_begin(c); /* onConnect follows the handshake */
 		return;
@@ -101,12 +94,13 @@ static bool session_wants_input(const struct conn *c)
 			return true; /* a refused BDAT chunk: read and dropped */
 		if (s->body->ended)
 			return false; /* until onData has answered */
-		if (s->hook.active && s->hook.wait != WAIT_STREAM)
+		if (s->policy->waiting(s) == POLICY_DECIDING)
 			return buf_used(&s->body->pending) <= SESSION_PENDING_HIGH;
 		return true;
 	}
 	/* Between BDAT chunks onData waits for the next one: commands go on. */
-	return !s->hook.active || (s->tx.chunking && s->hook.wait == WAIT_STREAM);
+	enum policy_wait w = s->policy->waiting(s);
+	return w == POLICY_IDLE || (s->tx.chunking && w == POLICY_READING);
 }
 
 /* Consumes buffered input until a hook suspends it or input runs out. */
@@ -157,38 +151,22 @@ static void session_on_input(struct conn *c)
 	buf_release_if_empty(&c->in);
 }
 
-static void session_sni_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_servername_done(struct smtp_session *s, SSL_CTX *ctx, bool refused)
 {
-	SSL_CTX *ctx = NULL;
-	if (o->kind == HOOK_REJECT) {
-		conn_log(c, LOG_WARN, "SNICallback refused the name", "servername", c->servername,
-		         "reason", o->text, NULL);
-	} else if (o->kind == HOOK_ACCEPT && co && nres >= 1) {
-		ctx = tls_context_check(co, 1);
-		if (!ctx && !lua_isnil(co, 1))
-			conn_log(c, LOG_WARN, "SNICallback returned something that is not smtp.tls.context",
-			         "servername", c->servername, NULL);
-	}
-	/* A hook that failed is logged by the hook runner: the default serves. */
-	conn_tls_servername_answer(c, ctx, o->kind == HOOK_REJECT);
+	conn_tls_servername_answer(s->conn, ctx, refused);
 }
 
 static void session_on_servername(struct conn *c, const char *name)
 {
-	lua_State *co = hook_prepare(c, HOOK_SNI);
-	if (!co) {
-		conn_tls_servername_answer(c, NULL, false);
-		return;
-	}
-	lua_pushstring(co, name);
-	hook_start(c, 1, session_sni_done);
+	struct smtp_session *s = conn_session(c);
+	s->policy->servername(s, name, session_servername_done);
 }
 
 static void session_on_timeout(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	/* Time spent waiting on the script is not the client's idleness. */
-	if (s->hook.active && s->hook.wait != WAIT_STREAM) {
+	if (s->policy->waiting(s) == POLICY_DECIDING) {
 		conn_idle_restart(c);
 		return;
 	}
@@ -216,25 +194,20 @@ static void session_on_closed(struct conn *c)
 {
 	smtp_session_cancel_greeting_delay(c);
 	smtp_rdns_cancel(c);
-	hook_cancel(c);
+	conn_session(c)->policy->cancel(conn_session(c));
 	smtp_session_body_free(c);
 }
 
-static void session_on_close_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
+static void session_on_close_done(struct smtp_session *s, const struct policy_verdict *v)
 {
-	session_free(c);
+	session_free(s->conn);
 }
 
-/* onClose, then the session and its connection go. */
+/* The policy's last word (onClose), then the session and its connection go. */
 static void session_on_release(struct conn *c)
 {
-	lua_State *co = conn_session(c)->session_ref != LUA_NOREF ? hook_prepare(c, HOOK_CLOSE) : NULL;
-	if (!co) {
-		session_free(c);
-		return;
-	}
-	lua_session_push(co, c);
-	hook_start(c, 1, session_on_close_done);
+	struct smtp_session *s = conn_session(c);
+	s->policy->closed(s, session_on_close_done);
 }
 
 static const struct conn_owner_ops session_ops = {

@@ -1,13 +1,11 @@
 /* session — the SMTP session a connection carries: the protocol state
  * (greeting, transaction, body, BDAT, SASL, XCLIENT, counters), the line
- * reader, the reverse DNS lookup, the hook in flight and the Lua
- * references. The connection (net/conn.h) is its transport: the session is
+ * reader, the reverse DNS lookup, the question in flight to its policy. The connection (net/conn.h) is its transport: the session is
  * its owner and hears from it through struct conn_owner_ops. */
 #ifndef LUASMTPD_SMTP_SESSION_STATE_H
 #define LUASMTPD_SMTP_SESSION_STATE_H
 
 #include "base/buf.h"
-#include "lua/lua_hook.h"
 #include "net/conn.h"
 #include "proto/smtp_parse.h"
 #include "smtp/policy.h"
@@ -56,7 +54,6 @@ struct body {
 	char *save_path;
 	int save_errno;
 	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
-	int stream_ref;      /* the Lua stream object */
 };
 
 struct smtp_session {
@@ -103,8 +100,6 @@ struct smtp_session {
 	unsigned auth_failures;
 	struct body *body; /* NULL between messages */
 
-	int tls_obj_ref;       /* the conn object onSecure gets */
-
 	/* reverse DNS of the client (resolveClientHostname) */
 	struct dns_query *rdns;
 	void (*rdns_next)(struct conn *c);
@@ -112,11 +107,10 @@ struct smtp_session {
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
 	policy_done_fn policy_done; /* the answer to the question in flight, if any */
+	policy_servername_fn servername_done; /* ... when that question is servername */
 	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
-	struct hook_run hook; /* the hook in flight, if any */
-	int session_ref;      /* the Lua session table */
-	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+	void *policy_state; /* the policy's own, from attach to detach */
 	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
 };
 

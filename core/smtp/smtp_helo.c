@@ -277,7 +277,7 @@ static void session_secure_done(struct smtp_session *s, const struct policy_verd
 	if (smtp_opt(c)->secure)
 		smtp_session_greet(c);
 	else
-		c->phase = PHASE_COMMAND;
+		smtp_session_enter(c, PHASE_COMMAND);
 }
 
 static void session_run_on_secure(struct conn *c)
@@ -288,7 +288,7 @@ static void session_run_on_secure(struct conn *c)
 
 void smtp_session_secured(struct conn *c)
 {
-	c->phase = PHASE_CONNECT;
+	smtp_session_enter(c, PHASE_CONNECT);
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
 	struct smtp_session *s = conn_session(c);
@@ -315,6 +315,6 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 {
 	struct smtp_session *s = conn_session(c);
 	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
-	c->phase = PHASE_CLOSING;
+	smtp_session_enter(c, PHASE_CLOSING);
 	s->policy->tls_error(s, code, reason, session_error_done);
 }

@@ -103,7 +103,7 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 
 void smtp_session_greet(struct conn *c)
 {
-	c->phase = PHASE_COMMAND;
+	smtp_session_enter(c, PHASE_COMMAND);
 	if (smtp_opt(c)->banner)
 		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
 		           smtp_opt(c)->banner);
@@ -275,10 +275,15 @@ void smtp_session_line_too_long(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	if (c->phase == PHASE_AUTH) {
-		c->phase = PHASE_COMMAND;
+		smtp_session_enter(c, PHASE_COMMAND);
 		s->sasl = SASL_NONE;
 	}
 	conn_reply_known(c, REPLY_LINE_TOO_LONG);
+}
+
+void smtp_session_enter(struct conn *c, enum conn_phase phase)
+{
+	c->phase = phase;
 }
 
 void smtp_session_stop(struct conn *c)
@@ -286,7 +291,7 @@ void smtp_session_stop(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
 	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
-	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && !s->hook.active &&
+	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));

@@ -1,0 +1,26 @@
+/* lua_session_state — what the Lua layer keeps for one SMTP session: the
+ * hook in flight and the registry references of the objects its hooks
+ * see. The Lua policy creates it when a session attaches and frees it on
+ * detach; the session holds it only as its policy's opaque state, so
+ * core/smtp/ knows nothing of Lua. */
+#ifndef LUASMTPD_LUA_SESSION_STATE_H
+#define LUASMTPD_LUA_SESSION_STATE_H
+
+#include "lua/lua_hook.h"
+#include "smtp/session.h"
+
+struct lua_session_state {
+	struct hook_run hook; /* the hook in flight, if any */
+	int session_ref;      /* the Lua session table */
+	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
+	int tls_obj_ref;      /* the conn object onSecure gets */
+	int stream_ref;       /* the current message's stream object */
+};
+
+/* The Lua state of the session c carries. */
+static inline struct lua_session_state *lua_state_of(const struct conn *c)
+{
+	return conn_session(c)->policy_state;
+}
+
+#endif
