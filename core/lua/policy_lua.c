@@ -52,22 +52,23 @@ static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v)
 	lua_pop(L, 2);
 }
 
-/* Hands the verdict to the session's continuation. */
-static void policy_lua_answer(struct conn *c, const struct hook_outcome *o, struct policy_verdict *v)
+/* Hands the verdict to the session's continuation. Callers build v with
+ * its reply in place: a hook_outcome is over 500 bytes, copied or zeroed
+ * once per hook otherwise (callgrind: about 140 instructions each). */
+static void policy_lua_answer(struct conn *c, struct policy_verdict *v)
 {
 	struct smtp_session *s = conn_session(c);
 	policy_done_fn done = s->policy_done;
 	s->policy_done = NULL;
-	v->reply = *o;
 	done(s, v);
 }
 
 /* The verdict of a hook whose return values say nothing more. */
 static void policy_lua_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	struct policy_verdict v = {.undecided = false};
+	struct policy_verdict v = {.reply = *o};
 	policy_lua_read_disabled(c, &v);
-	policy_lua_answer(c, o, &v);
+	policy_lua_answer(c, &v);
 }
 
 /* Readies hook id with done as the session's continuation: NULL (and done
@@ -360,8 +361,8 @@ static void policy_lua_push_auth(lua_State *co, const struct policy_auth *a)
  * without a user the login fails (the session says how). */
 static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	struct policy_verdict v = {.undecided = false};
-	struct hook_outcome reply = *o;
+	struct policy_verdict v = {.reply = *o};
+	struct hook_outcome *reply = &v.reply;
 	policy_lua_read_disabled(c, &v);
 	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
 	if (table) {
@@ -375,13 +376,13 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 		size_t len = 0;
 		const char *msg = v.user_set ? lua_tolstring(co, -1, &len) : NULL;
 		if (msg) {
-			len = len < sizeof reply.text ? len : sizeof reply.text - 1;
-			memcpy(reply.text, msg, len);
-			reply.text[len] = '\0';
+			len = len < sizeof reply->text ? len : sizeof reply->text - 1;
+			memcpy(reply->text, msg, len);
+			reply->text[len] = '\0';
 		}
 		lua_pop(co, 1);
 	}
-	policy_lua_answer(c, &reply, &v);
+	policy_lua_answer(c, &v);
 	if (table)
 		lua_pop(co, 1); /* the user */
 }
@@ -392,10 +393,9 @@ static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a,
 	s->policy_done = done;
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
-		static const struct hook_outcome accept = {.kind = HOOK_ACCEPT};
-		struct policy_verdict v = {.undecided = true};
+		struct policy_verdict v = {.reply.kind = HOOK_ACCEPT, .undecided = true};
 		policy_lua_read_disabled(c, &v);
-		policy_lua_answer(c, &accept, &v);
+		policy_lua_answer(c, &v);
 		return;
 	}
 	policy_lua_push_auth(co, a);
@@ -524,14 +524,14 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
                                     void (*record)(struct conn *c, lua_State *L))
 {
 	lua_State *L = lua_main;
-	struct policy_verdict v = {.undecided = false};
+	struct policy_verdict v = {.reply = *o};
 	policy_lua_take_address(c, L);
 	policy_lua_read_disabled(c, &v);
 	if (o->kind == HOOK_ACCEPT)
 		record(c, L);
 	else
 		lua_pop(L, 1);
-	policy_lua_answer(c, o, &v);
+	policy_lua_answer(c, &v);
 }
 
 static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
@@ -584,13 +584,12 @@ static void policy_lua_rcpt_reply(lua_State *L, struct hook_outcome *o)
 static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
 	struct smtp_session *s = conn_session(c);
-	struct policy_verdict v = {.undecided = false};
-	struct hook_outcome reply = *o;
+	struct policy_verdict v = {.reply = *o};
 	bool accepted = o->kind == HOOK_ACCEPT && co && nres >= 1;
 	if (accepted && lua_type(co, 1) == LUA_TSTRING) {
 		struct hook_outcome t;
 		hook_outcome_from_value(co, 1, 250, &t);
-		memcpy(reply.text, t.text, sizeof t.text);
+		memcpy(v.reply.text, t.text, sizeof t.text);
 	}
 	if (accepted && lua_type(co, 1) == LUA_TTABLE && !lua_is_reject(co, 1) && smtp_opt(c)->lmtp &&
 	    s->tx.nrcpt > 0) {
@@ -603,7 +602,7 @@ static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, l
 		}
 	}
 	policy_lua_read_disabled(c, &v);
-	policy_lua_answer(c, &reply, &v);
+	policy_lua_answer(c, &v);
 }
 
 static void policy_lua_data(struct smtp_session *s, policy_done_fn done)

@@ -75,7 +75,9 @@ void rcpt_set_add(struct rcpt_set *s, const char *address, size_t len, unsigned 
 		rcpt_grow(s);
 	uint32_t h = rcpt_hash(address, len);
 	struct rcpt_slot *sl = rcpt_probe(s->slots, s->cap, h, address, len);
-	if (!(sl->key = malloc(len + 1)))
+	/* One allocation holds the key and, after it, the spelling: a repeat
+	 * has the key's length, so a respelling is written in place. */
+	if (!(sl->key = malloc(2 * (len + 1))))
 		abort();
 	for (size_t i = 0; i < len; i++)
 		sl->key[i] = ascii_lower(address[i]);
@@ -93,14 +95,14 @@ void rcpt_set_add(struct rcpt_set *s, const char *address, size_t len, unsigned 
 	}
 	for (; s->nspellings < index; s->nspellings++)
 		s->spellings[s->nspellings] = NULL;
+	s->spellings[index - 1] = sl->key + len + 1;
 	rcpt_set_respell(s, index, address, len);
 }
 
 void rcpt_set_respell(struct rcpt_set *s, unsigned index, const char *address, size_t len)
 {
-	free(s->spellings[index - 1]);
-	if (!(s->spellings[index - 1] = strndup(address, len)))
-		abort();
+	memcpy(s->spellings[index - 1], address, len);
+	s->spellings[index - 1][len] = '\0';
 }
 
 const char *rcpt_set_spelling(const struct rcpt_set *s, unsigned index)
@@ -108,13 +110,38 @@ const char *rcpt_set_spelling(const struct rcpt_set *s, unsigned index)
 	return index >= 1 && index <= s->nspellings ? s->spellings[index - 1] : NULL;
 }
 
-void rcpt_set_clear(struct rcpt_set *s)
+/* Frees the keys (and so the spellings), visiting the slots only until
+ * each is found: this runs after every message. */
+static void rcpt_set_free_keys(struct rcpt_set *s)
 {
-	for (size_t i = 0; i < s->cap; i++)
-		free(s->slots[i].key);
+	for (size_t i = 0, left = s->count; left; i++)
+		if (s->slots[i].key) {
+			free(s->slots[i].key);
+			left--;
+		}
+}
+
+void rcpt_set_free(struct rcpt_set *s)
+{
+	rcpt_set_free_keys(s);
 	free(s->slots);
-	for (size_t i = 0; i < s->nspellings; i++)
-		free(s->spellings[i]);
 	free(s->spellings);
 	*s = (struct rcpt_set){0};
+}
+
+/* Arrays of up to this many slots stay for the next transaction, which
+ * then allocates none (callgrind: a calloc and a realloc a message). */
+#define RCPT_SET_KEEP 64
+
+void rcpt_set_clear(struct rcpt_set *s)
+{
+	if (s->cap > RCPT_SET_KEEP) {
+		rcpt_set_free(s);
+		return;
+	}
+	rcpt_set_free_keys(s);
+	if (s->count)
+		memset(s->slots, 0, s->cap * sizeof *s->slots);
+	s->count = 0;
+	s->nspellings = 0;
 }

@@ -14,7 +14,7 @@ struct rcpt_set {
 	struct rcpt_slot *slots; /* open addressing; NULL while empty */
 	size_t cap;              /* a power of two, or 0 */
 	size_t count;
-	char **spellings;        /* by index - 1: the address as last given */
+	char **spellings;        /* by index - 1: the address as last given (in its key's allocation) */
 	size_t nspellings;
 	size_t spellings_cap;
 };
@@ -23,11 +23,14 @@ struct rcpt_set {
 unsigned rcpt_set_find(const struct rcpt_set *s, const char *address, size_t len);
 /* Adds address (not in the set yet) with its index (> 0). */
 void rcpt_set_add(struct rcpt_set *s, const char *address, size_t len, unsigned index);
-/* A repeat (found at index) replaces the spelling kept for it. */
+/* A repeat (found at index, so of the same length) replaces the spelling
+ * kept for it. */
 void rcpt_set_respell(struct rcpt_set *s, unsigned index, const char *address, size_t len);
 /* The address at index as last given, or NULL. */
 const char *rcpt_set_spelling(const struct rcpt_set *s, unsigned index);
-/* Empties the set and frees its memory. */
+/* Empties the set for the next transaction (small arrays are kept). */
 void rcpt_set_clear(struct rcpt_set *s);
+/* Empties the set and frees its memory. */
+void rcpt_set_free(struct rcpt_set *s);
 
 #endif

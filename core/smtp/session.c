@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const struct smtp_policy *policy_current;
 
@@ -23,11 +24,38 @@ void smtp_policy_use(const struct smtp_policy *p)
 
 static const struct conn_owner_ops session_ops;
 
-void smtp_session_accept(struct conn *c)
+/* Sessions freed, kept for the next connections. A session is over 1 KiB,
+ * a size glibc serves from its large bins after consolidating its fast
+ * bins: a new allocation costs a connection about 4,000 instructions
+ * (callgrind, tests/bench/callgrind.py) that a reuse does not. Under ASan
+ * each session is a fresh allocation, so a use after free is still found. */
+#define SESSION_SPARE_MAX 16
+static struct smtp_session *session_spare[SESSION_SPARE_MAX];
+static size_t session_nspare;
+
+static struct smtp_session *session_alloc(void)
 {
-	struct smtp_session *s = calloc(1, sizeof *s);
+	struct smtp_session *s = session_nspare ? session_spare[--session_nspare] : malloc(sizeof *s);
 	if (!s)
 		abort();
+	memset(s, 0, sizeof *s);
+	return s;
+}
+
+static void session_release(struct smtp_session *s)
+{
+#ifndef __SANITIZE_ADDRESS__
+	if (session_nspare < SESSION_SPARE_MAX) {
+		session_spare[session_nspare++] = s;
+		return;
+	}
+#endif
+	free(s);
+}
+
+void smtp_session_accept(struct conn *c)
+{
+	struct smtp_session *s = session_alloc();
 	s->conn = c;
 	/* The script generation the session runs: c's options live in it. */
 	s->cfg = c->srv->cfg;
@@ -50,13 +78,13 @@ static void session_free(struct conn *c)
 	const struct server_ops *ops = c->srv->ops;
 	smtp_session_body_free(c);
 	s->policy->detach(s);
-	rcpt_set_clear(&s->rcpts);
+	rcpt_set_free(&s->rcpts);
 	free(s->user);
 	free(s->x_peer);
 	free(s->sasl_user);
 	free(s->sasl_challenge);
 	free(s->sasl_refusal);
-	free(s);
+	session_release(s);
 	c->owner = NULL;
 	conn_free(c);
 	ops->unref(cfg);

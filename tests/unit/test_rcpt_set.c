@@ -27,6 +27,14 @@ static void test_basic(void)
 	CHECK_INT(rcpt_set_find(&s, "one@example.com", 15), 0);
 	CHECK_INT((long long)s.count, 0);
 	rcpt_set_clear(&s); /* twice is fine */
+	/* The next transaction reuses the arrays kept. */
+	rcpt_set_add(&s, "Two@x", 5, 1);
+	CHECK_INT(rcpt_set_find(&s, "two@X", 5), 1);
+	CHECK_INT(rcpt_set_find(&s, "one@example.com", 15), 0);
+	CHECK_STR(rcpt_set_spelling(&s, 1), "Two@x");
+	CHECK(rcpt_set_spelling(&s, 2) == NULL);
+	rcpt_set_free(&s);
+	CHECK(s.slots == NULL);
 }
 
 /* The spelling kept per index is the last one given, in order of index. */
@@ -49,6 +57,7 @@ static void test_spellings(void)
 	CHECK_STR(rcpt_set_spelling(&s, 2), "b@x");
 	rcpt_set_clear(&s);
 	CHECK(rcpt_set_spelling(&s, 1) == NULL);
+	rcpt_set_free(&s);
 }
 
 /* Thousands of addresses through several growths agree with a scan. */
@@ -77,7 +86,7 @@ static void test_against_scan(void)
 	CHECK_INT((long long)s.count, n);
 	CHECK_INT(rcpt_set_find(&s, "user0@example.org", 17), 1);
 	CHECK_INT(rcpt_set_find(&s, "user1@example.org", 17), 2);
-	rcpt_set_clear(&s);
+	rcpt_set_free(&s);
 }
 
 int main(void)
