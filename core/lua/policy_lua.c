@@ -119,8 +119,8 @@ static void policy_lua_opened(struct smtp_session *s, const struct proxy_info *p
  * past its PROXY header). */
 static void policy_lua_closed_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	struct policy_verdict v = {.undecided = false};
-	policy_lua_answer(c, o, &v);
+	struct policy_verdict v = {.reply = *o};
+	policy_lua_answer(c, &v);
 }
 
 static void policy_lua_closed(struct smtp_session *s, policy_done_fn done)
