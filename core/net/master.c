@@ -72,6 +72,8 @@ static void master_become_worker(struct master *m, unsigned slot)
 	metrics_stop(loop); /* the master serves them */
 	ev_loop_fork(loop);
 	srv->worker = true;
+	srv->worker_id = slot;
+	srv->worker_count = m->n;
 	metrics_use_slot(slot + 1);
 	char err[512];
 	if (!server_drop_privileges(srv, err, sizeof err)) {

@@ -64,6 +64,8 @@ struct server {
 	bool accepting; /* false in a master, whose workers accept */
 	bool draining;  /* an old worker after a reload: no new sessions */
 	bool worker;    /* one of a master's workers: HUP is the master's */
+	unsigned worker_id;    /* its slot, 0 .. worker_count - 1 (0 in a single process) */
+	unsigned worker_count; /* --workers N; 0 in a single process */
 	ev_signal sig_term, sig_int, sig_hup, sig_quit;
 	ev_timer close_timer;
 	struct cert_watch *watches;

@@ -112,9 +112,13 @@ ngx.config = strict("config.", {
   nginx_configure = function() return "" end,
 })
 
+local core_server = has_core and require "smtp.core.server" or nil
 ngx.worker = strict("worker.", {
   pid = function() return smtp.pid() end,
   exiting = function() return false end,
+  -- the worker's slot of --workers N (0 and 1 in a single process)
+  id = function() return core_server and core_server.worker_id() or 0 end,
+  count = function() return core_server and core_server.worker_count() or 1 end,
 })
 
 --- "init" while the script loads, "content" in hooks (the globals are

@@ -5,6 +5,7 @@ gets 451 and the log names it), cjson and cjson.safe round trips, and the
 published lua-resty libraries loading from ../shared/compat/lib."""
 
 import os
+import re
 import tempfile
 
 from harness import COMPAT, ROOT, E2ETest, Lua, Server, binary, compat_reason, script
@@ -63,6 +64,41 @@ class NgxInHooks(E2ETest):
             self.assertIn("ngx.foo is not offered by luasmtpd", srv.log())
             self.assertEqual(c.cmd("RCPT TO:<ok@x.test>").code, 250, "the session goes on")
             c.cmd("QUIT")
+
+
+WORKER = Lua(r'''function(address, session)
+    return nil, smtp.reject(550, "5.7.1 id=" .. ngx.worker.id() .. " count=" .. ngx.worker.count()
+      .. " pid=" .. ngx.worker.pid())
+  end''')
+
+
+class NgxWorker(E2ETest):
+    """ngx.worker.id() is the worker's slot of --workers N and count() is N;
+    a single process is worker 0 of 1."""
+
+    def ask(self, srv):
+        c = srv.client()
+        c.cmd("EHLO x")
+        r = c.cmd("MAIL FROM:<a@x.test>")
+        c.close()
+        return r.text
+
+    def test_single_process(self):
+        with Server(script(hooks={"onMailFrom": WORKER}, prelude=PRELUDE)) as srv:
+            self.assertRegex(self.ask(srv), r"id=0 count=1 pid=\d+$")
+
+    def test_two_workers(self):
+        with Server(script(hooks={"onMailFrom": WORKER}, prelude=PRELUDE), args=["--workers", "2"]) as srv:
+            seen = {}
+            for _ in range(300):
+                m = re.search(r"id=(\d+) count=(\d+) pid=(\d+)$", self.ask(srv))
+                self.assertTrue(m)
+                self.assertEqual(m.group(2), "2")
+                seen[m.group(1)] = m.group(3)
+                if len(seen) == 2:
+                    break
+            self.assertEqual(sorted(seen), ["0", "1"], "both workers answered, each with its own id")
+            self.assertNotEqual(seen["0"], seen["1"])
 
 
 class RestyLibrariesLoad(E2ETest):
