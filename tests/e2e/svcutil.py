@@ -587,3 +587,19 @@ def run_case(test, client, name, expect=250, timeout=None):
                             if e.get("case") == name and e.get("port") == client.local_port], 3)
     test.assertTrue(evs, "case %s left no record" % name)
     return evs[-1]
+
+
+class CaseSessions:
+    """For a test class whose cls.srv runs CASES_PRELUDE's cases in onRcptTo:
+    session() is a client that has said EHLO and MAIL FROM; case(name) runs
+    one case in a session of its own and returns its record."""
+
+    def session(self):
+        c = self.srv.client()
+        self.assertEqual(c.ehlo().code, 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.com>").code, 250)
+        return c
+
+    def case(self, name, **kw):
+        with self.session() as c:
+            return run_case(self, c, name, **kw)

@@ -295,7 +295,7 @@ end
 SCRIPTED_DATA = b"first line\r\nsecond line\n\r\ndefault pattern\r\nABCDEFGHIJ" + b"the rest" * 2000
 
 
-class TcpCosocket(E2ETest):
+class TcpCosocket(svcutil.CaseSessions, E2ETest):
     """smtp.tcp against small Python servers: every call returns data or
     nil, err; the server stays healthy (and ASan clean) throughout."""
 
@@ -341,16 +341,6 @@ class TcpCosocket(E2ETest):
             cls.srv.stop()
         finally:
             cls._stop_helpers()
-
-    def session(self):
-        c = self.srv.client()
-        self.assertEqual(c.ehlo().code, 250)
-        self.assertEqual(c.cmd("MAIL FROM:<s@example.com>").code, 250)
-        return c
-
-    def case(self, name, **kw):
-        with self.session() as c:
-            return run_case(self, c, name, **kw)
 
     def test_connect_refused(self):
         r = self.case("refused")

@@ -16,7 +16,7 @@ import unittest
 
 import svcutil
 from harness import COMPAT, ROOT, E2ETest, Lua, Server, compat_reason, lua_value, script, wait_for
-from svcutil import CASES_PRELUDE, case_hook, run_case
+from svcutil import CASES_PRELUDE, case_hook
 
 # The main checkout's sibling, or (from a worktree in /work/wt/NAME) two up.
 
@@ -229,7 +229,7 @@ class TLSEcho(svcutil.TLSServer):
 
 
 @unittest.skipUnless(COMPAT, compat_reason())
-class RestyRedis(E2ETest):
+class RestyRedis(svcutil.CaseSessions, E2ETest):
 
     @classmethod
     def setUpClass(cls):
@@ -259,16 +259,6 @@ class RestyRedis(E2ETest):
             cls.redis.stop()
             for h in cls.helpers:
                 h.stop()
-
-    def session(self):
-        c = self.srv.client()
-        self.assertEqual(c.ehlo().code, 250)
-        self.assertEqual(c.cmd("MAIL FROM:<s@example.com>").code, 250)
-        return c
-
-    def case(self, name, **kw):
-        with self.session() as c:
-            return run_case(self, c, name, **kw)
 
     def test_set_get_and_pool_reuse(self):
         first = self.case("set-get")
