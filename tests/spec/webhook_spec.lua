@@ -100,15 +100,23 @@ describe("webhook.lua in the real server, with lua-resty-http", function()
     if sink then sink:stop() end
   end)
 
-  it("takes messages the service takes, on one kept-alive connection", function()
-    compat.need()
+  -- One session: for each {recipient, body, code, reply pattern}, a message.
+  local function converse(messages)
     local c = assert(server:client())
     c:ehlo("client.example")
-    send(c, "alice@example.org", "Subject: one\r\n\r\n..dot\r\n")
-    assert.reply(c, 250, "2.6.0 OK: taken by the message service")
-    send(c, "carol@example.org", "Subject: two\r\n\r\nhi\r\n")
-    assert.reply(c, 250, "2.6.0")
+    for _, m in ipairs(messages) do
+      send(c, m[1], m[2])
+      assert.reply(c, m[3], m[4])
+    end
     c:quit()
+  end
+
+  it("takes messages the service takes, on one kept-alive connection", function()
+    compat.need()
+    converse {
+      { "alice@example.org", "Subject: one\r\n\r\n..dot\r\n", 250, "2.6.0 OK: taken by the message service" },
+      { "carol@example.org", "Subject: two\r\n\r\nhi\r\n", 250, "2.6.0" },
+    }
     local got = requests()
     assert.are.equal(2, #got)
     assert.are.same({ "/mail", "application/json" }, { got[1].path, got[1].type })
@@ -120,24 +128,18 @@ describe("webhook.lua in the real server, with lua-resty-http", function()
 
   it("answers 451 4.3.0 when the service refuses or is too slow", function()
     compat.need()
-    local c = assert(server:client())
-    c:ehlo("client.example")
-    send(c, "status-503@example.org", "Subject: refused\r\n\r\nhi\r\n")
-    assert.reply(c, 451, "4.3.0 the message service answered 503")
-    send(c, "slow@example.org", "Subject: slow\r\n\r\nhi\r\n")
-    assert.reply(c, 451, "4.3.0 the message service did not answer")
-    send(c, "alice@example.org", "Subject: fine\r\n\r\nhi\r\n")
-    assert.reply(c, 250, "2.6.0")
-    c:quit()
+    converse {
+      { "status-503@example.org", "Subject: refused\r\n\r\nhi\r\n", 451, "4.3.0 the message service answered 503" },
+      { "slow@example.org", "Subject: slow\r\n\r\nhi\r\n", 451, "4.3.0 the message service did not answer" },
+      { "alice@example.org", "Subject: fine\r\n\r\nhi\r\n", 250, "2.6.0" },
+    }
   end)
 
   it("answers 451 4.3.0 when the service is down", function()
     compat.need()
     sink:stop()
-    local c = assert(server:client())
-    c:ehlo("client.example")
-    send(c, "alice@example.org", "Subject: nobody home\r\n\r\nhi\r\n")
-    assert.reply(c, 451, "4.3.0 the message service did not answer")
-    c:quit()
+    converse {
+      { "alice@example.org", "Subject: nobody home\r\n\r\nhi\r\n", 451, "4.3.0 the message service did not answer" },
+    }
   end)
 end)
