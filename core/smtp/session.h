@@ -106,8 +106,6 @@ struct smtp_session {
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
-	policy_done_fn policy_done; /* the answer to the question in flight, if any */
-	policy_servername_fn servername_done; /* ... when that question is servername */
 	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
 	void *policy_state; /* the policy's own, from attach to detach */
