@@ -11,6 +11,7 @@
 #include "smtp/policy.h"
 #include "smtp/options.h"
 #include "smtp/rcpt_set.h"
+#include "smtp/state.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -58,6 +59,7 @@ struct body {
 
 struct smtp_session {
 	struct conn *conn; /* its transport */
+	enum smtp_state state; /* written by smtp_session_enter only */
 	struct listener_set *cfg; /* a reference: the script generation this session runs */
 	struct smtp_line_reader lines;
 	size_t skipped; /* bytes of an over-long line dropped so far */

@@ -20,7 +20,7 @@
 static void auth_reset(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	s->sasl = SASL_NONE;
 	free(s->sasl_user);
 	s->sasl_user = NULL;
@@ -75,7 +75,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
-		smtp_session_enter(c, PHASE_AUTH);
+		smtp_session_enter(c, SMTP_STATE_AUTH);
 		s->sasl = SASL_XOAUTH2_ERROR;
 		if (!(s->sasl_refusal = malloc(sizeof *s->sasl_refusal)))
 			abort();
@@ -106,7 +106,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 static void auth_ask(struct conn *c, const char *user, size_t ulen, const char *secret, size_t slen)
 {
 	struct smtp_session *s = conn_session(c);
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	struct policy_auth a = {
 		.method = auth_method_name(s->sasl_method),
 		.username = user,
@@ -162,7 +162,7 @@ static void auth_login_user(struct conn *c, const char *b64, size_t len)
 	free(s->sasl_user);
 	s->sasl_user = strndup(dec, (size_t)n);
 	s->sasl = SASL_LOGIN_PASS;
-	smtp_session_enter(c, PHASE_AUTH);
+	smtp_session_enter(c, SMTP_STATE_AUTH);
 	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
 }
 
@@ -319,7 +319,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;
 	}
-	smtp_session_enter(c, PHASE_AUTH);
+	smtp_session_enter(c, SMTP_STATE_AUTH);
 	/* RFC 4954: "=" is an empty initial response. */
 	if (ir && irlen == 1 && ir[0] == '=')
 		irlen = 0;

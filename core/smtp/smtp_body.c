@@ -65,7 +65,7 @@ static void session_data_finish(struct conn *c)
 	s->unknown_commands = 0;
 	s->errors = 0;
 	s->junk_commands = 0;
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	smtp_session_reset_transaction(c);
 	if (s->stopping)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
@@ -143,7 +143,7 @@ void smtp_cmd_data(struct conn *c, const struct smtp_cmd *cmd)
 		conn_reply_known(c, REPLY_DATA_SYNTAX);
 		return;
 	}
-	smtp_session_enter(c, PHASE_DATA);
+	smtp_session_enter(c, SMTP_STATE_DATA);
 	conn_reply_known(c, REPLY_DATA_GO_AHEAD);
 	session_body_begin(c);
 }
@@ -211,7 +211,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 		session_body_end(c);
 	s->policy->body_more(s);
 	/* onData may have answered and the message ended: b is gone then. */
-	if (c->phase == PHASE_DATA && s->body->ended && s->body->hook_done)
+	if (s->state == SMTP_STATE_DATA && s->body->ended && s->body->hook_done)
 		session_data_finish(c);
 	return used;
 }
@@ -248,7 +248,7 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 	}
 	s->bdat_remaining = size;
 	s->bdat_last = last;
-	smtp_session_enter(c, PHASE_BDAT);
+	smtp_session_enter(c, SMTP_STATE_BDAT);
 	/* A refused chunk is still read (RFC 3030 2): its reply waits for it. */
 	s->bdat_refusal = NULL;
 	if (!s->tx.chunking) {
@@ -266,7 +266,7 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 		s->tx.chunking = true;
 		session_body_begin(c);
 	}
-	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	if (s->bdat_remaining == 0 && s->state == SMTP_STATE_BDAT)
 		session_bdat_chunk_done(c);
 }
 
@@ -275,21 +275,21 @@ static void session_bdat_chunk_done(struct conn *c)
 {
 	struct body *b = conn_session(c)->body;
 	if (conn_session(c)->bdat_refusal) {
-		smtp_session_enter(c, PHASE_COMMAND);
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 		conn_reply(c, conn_session(c)->bdat_refusal_code, conn_session(c)->bdat_refusal_code == 530 ? "5.7.0" : "5.5.1", "%s",
 		           conn_session(c)->bdat_refusal);
 		return;
 	}
 	if (!conn_session(c)->bdat_last) {
-		smtp_session_enter(c, PHASE_COMMAND);
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 		conn_reply(c, 250, "2.0.0", "%llu octets received",
 		           (unsigned long long)b->byte_length);
 		return;
 	}
-	smtp_session_enter(c, PHASE_DATA); /* the reply waits for onData */
+	smtp_session_enter(c, SMTP_STATE_DATA); /* the reply waits for onData */
 	session_body_end(c);
 	conn_session(c)->policy->body_more(conn_session(c));
-	if (c->phase == PHASE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
+	if (conn_session(c)->state == SMTP_STATE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
 		session_data_finish(c);
 }
 
@@ -304,7 +304,7 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 			s->policy->body_more(s);
 	}
 	s->bdat_remaining -= take;
-	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	if (s->bdat_remaining == 0 && s->state == SMTP_STATE_BDAT)
 		session_bdat_chunk_done(c);
 	return take;
 }

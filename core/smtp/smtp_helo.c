@@ -261,6 +261,7 @@ void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
 	}
 	conn_reply_known(c, REPLY_STARTTLS_READY);
 	smtp_session_forget_identity(c);
+	smtp_session_enter(c, SMTP_STATE_TLS);
 	c->starttls_pending = true; /* conn_flush starts the handshake */
 }
 
@@ -277,7 +278,7 @@ static void session_secure_done(struct smtp_session *s, const struct policy_verd
 	if (smtp_opt(c)->secure)
 		smtp_session_greet(c);
 	else
-		smtp_session_enter(c, PHASE_COMMAND);
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 }
 
 static void session_run_on_secure(struct conn *c)
@@ -288,7 +289,6 @@ static void session_run_on_secure(struct conn *c)
 
 void smtp_session_secured(struct conn *c)
 {
-	smtp_session_enter(c, PHASE_CONNECT);
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
 	struct smtp_session *s = conn_session(c);
@@ -303,6 +303,7 @@ void smtp_session_secured(struct conn *c)
 		return;
 	}
 	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
+	smtp_session_enter(c, SMTP_STATE_CONNECT);
 	session_lookup_then_connect(c);
 }
 
@@ -315,6 +316,7 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 {
 	struct smtp_session *s = conn_session(c);
 	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
-	smtp_session_enter(c, PHASE_CLOSING);
+	smtp_session_enter(c, SMTP_STATE_CLOSING);
+	conn_close_pending(c);
 	s->policy->tls_error(s, code, reason, session_error_done);
 }

@@ -60,7 +60,7 @@ void smtp_session_update_transmission(struct conn *c)
 void smtp_session_reset_transaction(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (s->tx.chunking && c->phase == PHASE_COMMAND) {
+	if (s->tx.chunking && s->state == SMTP_STATE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
 		 * abandoned, and so is the onData waiting for the rest of it. */
 		s->policy->cancel(s);
@@ -103,7 +103,7 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 
 void smtp_session_greet(struct conn *c)
 {
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	if (smtp_opt(c)->banner)
 		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
 		           smtp_opt(c)->banner);
@@ -203,7 +203,7 @@ static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
  * client that keeps getting them is not a mail client. */
 static void session_count_error(struct conn *c, size_t reply_at)
 {
-	if (c->phase == PHASE_CLOSING || c->phase == PHASE_CLOSED || c->out.len < reply_at + 3)
+	if (conn_is_ending(c) || c->out.len < reply_at + 3)
 		return;
 	int code = smtp_session_reply_code(c->out.data + reply_at);
 	if (code != 500 && code != 501 && code != 503)
@@ -223,7 +223,7 @@ static void session_command(struct conn *c, const char *line, size_t len);
 void smtp_session_line(struct conn *c, const char *line, size_t len)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->phase == PHASE_AUTH) {
+	if (s->state == SMTP_STATE_AUTH) {
 		smtp_auth_line(c, line, len);
 		return;
 	}
@@ -274,24 +274,19 @@ static void session_command(struct conn *c, const char *line, size_t len)
 void smtp_session_line_too_long(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->phase == PHASE_AUTH) {
-		smtp_session_enter(c, PHASE_COMMAND);
+	if (s->state == SMTP_STATE_AUTH) {
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 		s->sasl = SASL_NONE;
 	}
 	conn_reply_known(c, REPLY_LINE_TOO_LONG);
-}
-
-void smtp_session_enter(struct conn *c, enum conn_phase phase)
-{
-	c->phase = phase;
 }
 
 void smtp_session_stop(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
-	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
-	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
+	bool early = !conn_is_open(c);
+	bool idle = s->state == SMTP_STATE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));

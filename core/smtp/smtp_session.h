@@ -8,14 +8,11 @@
 
 #include "net/conn.h"
 #include "smtp/policy.h"
+#include "smtp/state.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The one way the session moves from state to state (no direct writes of
- * c->phase in core/smtp/): where issue 16's enum smtp_state and its
- * transition checks are to take over from the transport's enum conn_phase. */
-void smtp_session_enter(struct conn *c, enum conn_phase phase);
 /* After accept: onConnect, then the greeting. */
 void smtp_session_connect(struct conn *c);
 /* Asks the policy about the client (again, after XCLIENT), done as its

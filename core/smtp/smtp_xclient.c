@@ -249,7 +249,7 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_CONNECTIONS));
 		return;
 	}
-	smtp_session_enter(c, PHASE_CONNECT);
+	smtp_session_enter(c, SMTP_STATE_CONNECT);
 	if (smtp_opt(c)->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
 		smtp_rdns_start(c, x_run_on_connect);
 	else
