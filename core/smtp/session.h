@@ -7,6 +7,7 @@
 
 #include "base/buf.h"
 #include "net/conn.h"
+#include "proto/replies.h"
 #include "proto/smtp_parse.h"
 #include "smtp/policy.h"
 #include "smtp/options.h"
@@ -92,8 +93,8 @@ struct smtp_session {
 	struct transaction tx;
 	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
 	bool bdat_last;
-	const char *bdat_refusal; /* a refused chunk's reply, sent once it is read */
-	int bdat_refusal_code;
+	enum smtp_reply_id bdat_refusal; /* a refused chunk's guard, answered once it is read (see
+	                                  * smtp/session_commands.h); REPLY_COUNT: none */
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */

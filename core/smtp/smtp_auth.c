@@ -1,5 +1,6 @@
 #include "smtp/smtp_auth.h"
 #include "smtp/session.h"
+#include "smtp/session_commands.h"
 
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
@@ -279,37 +280,30 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 	return 0;
 }
 
-void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_auth(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	if (!conn_session(c)->greeted) {
-		conn_reply_known(c, REPLY_NEED_HELO);
-		return;
-	}
-	if (conn_session(c)->authenticated) {
-		conn_reply_known(c, REPLY_AUTH_AGAIN);
-		return;
-	}
-	if (!smtp_session_auth_offered(c)) {
-		conn_reply_known(c, REPLY_AUTH_NEEDS_TLS);
-		return;
-	}
-	if (conn_session(c)->tx.has_mail) {
-		conn_reply_known(c, REPLY_AUTH_DURING_MAIL);
-		return;
-	}
+	if (conn_session(c)->authenticated)
+		return REPLY_AUTH_AGAIN;
+	if (!smtp_session_auth_offered(c))
+		return REPLY_AUTH_NEEDS_TLS;
+	if (conn_session(c)->tx.has_mail)
+		return REPLY_AUTH_DURING_MAIL;
 	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
 	size_t mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
-	const char *ir = sp ? sp + 1 : NULL;
-	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
-	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply_known(c, REPLY_AUTH_SYNTAX);
-		return;
-	}
-	enum auth_method m = auth_find(c, cmd->arg, mlen);
-	if (!m) {
-		conn_reply_known(c, REPLY_AUTH_UNKNOWN_MECHANISM);
-		return;
-	}
+	a->auth.ir = sp ? sp + 1 : NULL;
+	a->auth.ir_len = sp ? cmd->arg_len - mlen - 1 : 0;
+	if (mlen == 0 || (a->auth.ir && (a->auth.ir_len == 0 || memchr(a->auth.ir, ' ', a->auth.ir_len))))
+		return REPLY_AUTH_SYNTAX;
+	if (!(a->auth.method = auth_find(c, cmd->arg, mlen)))
+		return REPLY_AUTH_UNKNOWN_MECHANISM;
+	return SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_auth(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	enum auth_method m = a->auth.method;
+	const char *ir = a->auth.ir;
+	size_t irlen = a->auth.ir_len;
 	conn_session(c)->sasl_method = m;
 	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
 	 * is refused, mail may still go where AUTH is optional, and a client

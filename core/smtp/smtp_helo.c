@@ -181,25 +181,25 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
 }
 
-void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
 	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
 		if (smtp_opt(c)->lmtp)
-			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
-		else
-			smtp_cmd_unknown(c, cmd);
-		return;
+			return cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO;
+		smtp_cmd_unknown(c, cmd);
+		return SMTP_CHECK_SENT;
 	}
-	bool ehlo = cmd->verb != SMTP_VERB_HELO;
 	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len) || memchr(cmd->arg, '\t', cmd->arg_len)) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
-		return;
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", cmd->verb == SMTP_VERB_HELO ? "HELO" : "EHLO");
+		return SMTP_CHECK_SENT;
 	}
-	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
-		conn_reply_known(c, REPLY_BAD_HOSTNAME);
-		return;
-	}
+	return smtp_valid_helo(cmd->arg, cmd->arg_len) ? SMTP_CHECK_PASS : REPLY_BAD_HOSTNAME;
+}
+
+void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	bool ehlo = cmd->verb != SMTP_VERB_HELO;
 	conn_session(c)->greeted = true;
 	conn_session(c)->esmtp = ehlo;
 	smtp_session_reset_transaction(c);
@@ -245,20 +245,19 @@ void smtp_session_forget_identity(struct conn *c)
 	s->policy->changed(s, FACT_USER_FORGOTTEN);
 }
 
-void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_starttls(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	if (c->secure) {
-		conn_reply_known(c, REPLY_TLS_ACTIVE);
-		return;
-	}
+	if (c->secure)
+		return REPLY_TLS_ACTIVE;
 	if (!session_starttls_offered(c)) {
 		smtp_cmd_unknown(c, cmd);
-		return;
+		return SMTP_CHECK_SENT;
 	}
-	if (cmd->arg_len) {
-		conn_reply_known(c, REPLY_STARTTLS_SYNTAX);
-		return;
-	}
+	return cmd->arg_len ? REPLY_STARTTLS_SYNTAX : SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
 	conn_reply_known(c, REPLY_STARTTLS_READY);
 	smtp_session_forget_identity(c);
 	smtp_session_enter(c, SMTP_STATE_TLS);

@@ -1,8 +1,8 @@
 /* smtp_session — the SMTP state machine: what each command does to a
  * connection's session, which decision it asks the policy for, and the
  * reply. Input comes from conn (framed lines, body bytes); replies go to
- * conn's buffer. The handlers live by job in smtp_helo.c, smtp_mail.c and
- * smtp_body.c (smtp/session_commands.h). */
+ * conn's buffer. The commands live by job in smtp_helo.c, smtp_mail.c,
+ * smtp_body.c, smtp_auth.c and smtp_xclient.c (smtp/session_commands.h). */
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
