@@ -16,7 +16,8 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
-            lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace
+            lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
+            python3-aiosmtpd
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -39,6 +40,7 @@ $(DEPS_STAMP): Makefile
 	[ -f /usr/include/ev.h ] || missing=1; \
 	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
+	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

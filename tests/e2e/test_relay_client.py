@@ -1,0 +1,257 @@
+"""smtp.client (issue 18) against Python's aiosmtpd, a next hop nobody here
+wrote, run as its own process on free ports (tests/e2e/nexthop_aiosmtpd.py):
+a policy relays each message from onData and answers its client with the
+next hop's verdict. The bytes the next hop receives equal the bytes our
+client sent after the trace header, for 7-bit, 8-bit, SMTPUTF8 addresses,
+lines starting with a dot, a message not ending in CRLF and 20 MiB (the
+server's RSS stays bounded); aiosmtpd offers neither PIPELINING nor
+CHUNKING, so this is the DATA path. STARTTLS verified against the test CA
+works and an untrusted certificate gives 451 4.7.5; next hop down (451
+4.4.1), slow (4.4.2), dropping the connection at the data (4.4.2), 452 to
+one recipient and 550 (passed through, and the next hop got nothing), and
+one pooled TCP connection carrying several messages."""
+
+import json
+import os
+import shutil
+import smtplib
+import tempfile
+import unittest
+
+import svcutil
+import tlsutil
+from harness import E2ETest, Server, lua_value, sanitized, wait_for
+
+NEXTHOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nexthop_aiosmtpd.py")
+PYTHON = "/usr/bin/python3"
+
+
+def start_nexthop(**cfg):
+    """An aiosmtpd next hop on a free port; .out is where it writes."""
+    tmp = tempfile.mkdtemp(prefix="luasmtpd-nexthop-")
+    out = tempfile.mkdtemp(prefix="luasmtpd-nexthop-out-")
+    port = svcutil.free_port()
+    cfg.update(port=port, out=out)
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    svc = svcutil.Service("aiosmtpd", [PYTHON, NEXTHOP, os.path.join(tmp, "config.json")], port, tmp)
+    svc.out = out
+    return svc
+
+
+def messages(out):
+    """[(bytes, envelope dict)] in the order the next hop took them."""
+    got = []
+    n = 1
+    while os.path.exists(os.path.join(out, "msg-%d.eml" % n)):
+        with open(os.path.join(out, "msg-%d.eml" % n), "rb") as f:
+            body = f.read()
+        with open(os.path.join(out, "msg-%d.json" % n)) as f:
+            env = json.load(f)
+        got.append((body, env))
+        n += 1
+    return got
+
+
+def strip_trace(msg):
+    """The message after its first (folded) header field, the trace field."""
+    end = msg.index(b"\r\n")
+    while msg[end + 2:end + 3] in (b"\t", b" "):
+        end = msg.index(b"\r\n", end + 2)
+    return msg[end + 2:]
+
+
+def connections(out):
+    try:
+        with open(os.path.join(out, "connections")) as f:
+            return len(f.read().split())
+    except OSError:
+        return 0
+
+
+# The relay policy of these tests: the first recipient's domain names the
+# next hop and how to reach it.
+RELAY = r'''
+local client = require "smtp.client"
+local maildir = require "smtp.maildir"
+local hops = %s
+return {
+  name = "mx.test", authOptional = true, hookTimeout = 60, size = 64 * 1024 * 1024,
+  onData = function(stream, session)
+    local env = session.envelope
+    local hop = hops[env.rcptTo[1].address:match("@(.*)$")]
+    local res, err = client.send{
+      host = "127.0.0.1", port = hop.port, tls = hop.tls, ca = hop.ca, servername = "localhost",
+      helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = stream,
+      timeout = hop.timeout or 5, pool = hop.pool or false,
+      prepend = maildir.received_header(session, "mx.test"),
+    }
+    if not res then return nil, err end
+    return res.message
+  end,
+}
+'''
+
+
+class RelayClientTest(E2ETest):
+    @classmethod
+    def setUpClass(cls):
+        pki = tlsutil.certs()
+        cls.plain = start_nexthop(rcpt={"full@plain.test": "452 4.2.2 mailbox full",
+                                        "nobody@plain.test": "550 5.1.1 no such user"})
+        cls.tls = start_nexthop(tls={"cert": pki.crt("localhost"), "key": pki.key("localhost")})
+        cls.untrusted = start_nexthop(tls={"cert": pki.self_crt, "key": pki.self_key})
+        cls.down_port = svcutil.closed_port()
+        hops = {
+            "plain.test": {"port": cls.plain.port, "tls": "none"},
+            "pool.test": {"port": cls.plain.port, "tls": "none", "pool": True},
+            "opportunistic.test": {"port": cls.plain.port, "tls": "opportunistic"},
+            "slow.test": {"port": cls.plain.port, "tls": "none", "timeout": 1},
+            "tls.test": {"port": cls.tls.port, "tls": "required", "ca": pki.ca},
+            "untrusted.test": {"port": cls.untrusted.port, "tls": "required", "ca": pki.ca},
+            "down.test": {"port": cls.down_port, "tls": "none"},
+        }
+        cls.srv = Server(RELAY % lua_value(hops))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+        cls.srv.cleanup()
+        for s in (cls.plain, cls.tls, cls.untrusted):
+            s.stop()
+            shutil.rmtree(s.out, ignore_errors=True)
+
+    def relay(self, body, rcpts, sender="sender@example.com", options=()):
+        """Sends through luasmtpd; returns the reply to the data (code, text)."""
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+            s.ehlo("client.example")
+            code, msg = s.mail(sender, list(options))
+            self.assertEqual(code, 250, msg)
+            for r in rcpts:
+                code, msg = s.rcpt(r)
+                self.assertEqual(code, 250, msg)
+            return s.data(body)
+
+    def taken(self, hop, before, n=1):
+        wait_for(lambda: len(messages(hop.out)) >= before + n, timeout=5)
+        got = messages(hop.out)
+        self.assertEqual(len(got), before + n, "messages the next hop took")
+        return got[before:]
+
+    def assertRelayed(self, hop, body, rcpts, sender="sender@example.com", options=()):
+        before = len(messages(hop.out))
+        code, msg = self.relay(body, rcpts, sender, options)
+        self.assertEqual(code, 250, msg)
+        (got, env), = self.taken(hop, before)
+        self.assertTrue(got.startswith(b"Received: from client.example"), got[:200])
+        self.assertEqual(strip_trace(got), body)
+        self.assertEqual(env["from"], sender)
+        self.assertEqual(env["to"], list(rcpts))
+        return code, msg, env
+
+    def test_7bit_with_dots(self):
+        body = b"Subject: dots\r\n\r\n.starts with a dot\r\n..two\r\n.\r\nend\r\n"
+        code, msg, env = self.assertRelayed(self.plain, body, ["a@plain.test", "b@plain.test"])
+        self.assertIn(b"2.0.0 queued as", msg)
+
+    def test_8bit(self):
+        body = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße, ünïcødé\r\n".encode()
+        _, _, env = self.assertRelayed(self.plain, body, ["c@plain.test"], options=["BODY=8BITMIME"])
+        self.assertIn("BODY=8BITMIME", env["mail_options"])
+
+    def test_smtputf8_addresses(self):
+        body = "Subject: utf8\r\n\r\nhej\r\n".encode()
+        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+            s.ehlo("client.example")
+            before = len(messages(self.plain.out))
+            s.sendmail("jörg@example.com", ["dörte@plain.test"], body, mail_options=["SMTPUTF8"])
+        (got, env), = self.taken(self.plain, before)
+        self.assertEqual(env["from"], "jörg@example.com")
+        self.assertEqual(env["to"], ["dörte@plain.test"])
+        self.assertIn("SMTPUTF8", env["mail_options"])
+        self.assertTrue(got.endswith(body))
+
+    def test_20_mib_bounded_rss(self):
+        line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-_=+" * 1 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (20 * 1024 * 1024 // len(line))
+        self.assertRelayed(self.plain, b"Subject: warm\r\n\r\nup\r\n", ["warm@plain.test"])
+        base = self.srv.rss_kb()
+        peak = [base]
+
+        def sample():
+            peak[0] = max(peak[0], self.srv.rss_kb())
+            return False
+
+        import threading
+        done = threading.Event()
+
+        def sampler():
+            while not done.is_set():
+                sample()
+                done.wait(0.02)
+
+        t = threading.Thread(target=sampler)
+        t.start()
+        try:
+            self.assertRelayed(self.plain, body, ["big@plain.test"])
+        finally:
+            done.set()
+            t.join()
+        if not sanitized():
+            # the whole message would be 20 MiB: streaming keeps it to chunks
+            self.assertLess(peak[0] - base, 12 * 1024, "RSS grew from %d to %d KiB" % (base, peak[0]))
+
+    def test_starttls_verified(self):
+        body = b"Subject: tls\r\n\r\nsecret\r\n"
+        self.assertRelayed(self.tls, body, ["t@tls.test"])
+
+    def test_untrusted_certificate_is_temporary_failure(self):
+        before = len(messages(self.untrusted.out))
+        code, msg = self.relay(b"Subject: no\r\n\r\nno\r\n", ["u@untrusted.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.7.5"), msg)
+        self.assertEqual(len(messages(self.untrusted.out)), before)
+
+    def test_opportunistic_without_starttls_goes_plain(self):
+        self.assertRelayed(self.plain, b"Subject: opp\r\n\r\nplain\r\n", ["o@opportunistic.test"])
+
+    def test_next_hop_down(self):
+        code, msg = self.relay(b"Subject: down\r\n\r\nx\r\n", ["d@down.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.4.1"), msg)
+
+    def test_next_hop_slow(self):
+        code, msg = self.relay(b"Subject: slow\r\n\r\nx\r\n", ["slow@slow.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.4.2"), msg)
+
+    def test_next_hop_drops_at_data(self):
+        before = len(messages(self.plain.out))
+        code, msg = self.relay(b"Subject: drop\r\n\r\nx\r\n", ["drop@plain.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.4.2"), msg)
+        self.assertEqual(len(messages(self.plain.out)), before)
+
+    def test_452_to_one_recipient(self):
+        before = len(messages(self.plain.out))
+        code, msg = self.relay(b"Subject: some\r\n\r\nx\r\n", ["ok@plain.test", "full@plain.test"])
+        self.assertEqual(code, 452, msg)
+        self.assertEqual(msg, b"4.2.2 mailbox full")
+        self.assertEqual(len(messages(self.plain.out)), before, "nothing goes to half the recipients")
+
+    def test_550_passed_through(self):
+        before = len(messages(self.plain.out))
+        code, msg = self.relay(b"Subject: none\r\n\r\nx\r\n", ["nobody@plain.test"])
+        self.assertEqual(code, 550, msg)
+        self.assertEqual(msg, b"5.1.1 no such user")
+        self.assertEqual(len(messages(self.plain.out)), before)
+
+    def test_pool_reuses_one_connection(self):
+        conns = connections(self.plain.out)
+        for i in range(4):
+            self.assertRelayed(self.plain, b"Subject: pooled %d\r\n\r\nx\r\n" % i, ["p%d@pool.test" % i])
+        self.assertEqual(connections(self.plain.out) - conns, 1, "TCP connections for 4 pooled messages")
+
+
+if __name__ == "__main__":
+    unittest.main()
