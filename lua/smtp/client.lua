@@ -232,14 +232,28 @@ local function has_8bit(s)
   return s and s:find("[\128-\255]") ~= nil
 end
 
--- " KEY=value" for each of names present in args
-local function params(args, names)
+-- RFC 3461 4: the core hands ENVID and ORCPT's address decoded.
+local function xtext(v)
+  return (v:gsub("[^!-*,-<>-~]", function(ch) return string.format("+%02X", ch:byte()) end))
+end
+
+-- The DSN parameters of the client's command (its args, as the core gives
+-- them when it offers DSN), encoded again for the next hop (RFC 3461 5.2.1).
+local function dsn_params(args, names)
   local out = {}
   for _, k in ipairs(names) do
-    local v = args and (args[k] or args[k:lower()])
-    if v ~= nil and v ~= false then out[#out + 1] = v == true and k or (k .. "=" .. tostring(v)) end
+    local v = args and args[k]
+    if type(v) == "string" then
+      if k == "ENVID" then
+        v = xtext(v)
+      elseif k == "ORCPT" then
+        local kind, addr = v:match("^([^;]+);(.+)$")
+        v = kind and (kind .. ";" .. xtext(addr)) or nil
+      end
+      if v then out[#out + 1] = " " .. k .. "=" .. v end
+    end
   end
-  return #out > 0 and (" " .. table.concat(out, " ")) or ""
+  return table.concat(out)
 end
 
 local function mail_command(c, from, to, size)
@@ -256,12 +270,12 @@ local function mail_command(c, from, to, size)
     end
     p = p .. " SMTPUTF8"
   end
-  if ext.dsn then p = p .. params(args, { "RET", "ENVID" }) end
+  if ext.dsn then p = p .. dsn_params(args, { "RET", "ENVID" }) end
   return "MAIL FROM:<" .. (from.address or "") .. ">" .. p
 end
 
 local function rcpt_command(c, r)
-  return "RCPT TO:<" .. r.address .. ">" .. (c.ext.dsn and params(r.args, { "NOTIFY", "ORCPT" }) or "")
+  return "RCPT TO:<" .. r.address .. ">" .. (c.ext.dsn and dsn_params(r.args, { "NOTIFY", "ORCPT" }) or "")
 end
 
 local function recipient(r, address)

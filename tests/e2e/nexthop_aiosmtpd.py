@@ -6,7 +6,8 @@ python3-aiosmtpd), run as its own process with /usr/bin/python3:
 CONFIG: {"port": N, "out": DIR, "tls": {"cert": ..., "key": ...} (STARTTLS
 offered), "lmtp": bool, "rcpt": {address: "452 4.2.2 full"}, "mail":
 "550 ...", "data": "554 ...", "data_delay": seconds, "drop_data": bool,
-"lmtp_rcpt": {address: "552 5.2.2 over quota"}}. A recipient whose local
+"lmtp_rcpt": {address: "552 5.2.2 over quota"}, "auth": {"user": ...,
+"password": ...} (AUTH PLAIN and LOGIN without TLS)}. A recipient whose local
 part is "slow" makes the reply to the data wait data_delay seconds (3 by
 default); one whose local part is "drop" makes the server drop the
 connection instead of answering the data. Every message taken is
@@ -68,7 +69,8 @@ def main():
                 json.dump({"from": envelope.mail_from, "to": envelope.rcpt_tos,
                            "mail_options": envelope.mail_options,
                            "rcpt_options": envelope.rcpt_options,
-                           "peer": list(session.peer)[:2]}, f)
+                           "peer": list(session.peer)[:2],
+                           "authenticated": bool(session.authenticated)}, f)
             os.rename(base + ".eml.tmp", base + ".eml")
             if cfg.get("lmtp"):
                 verdicts = cfg.get("lmtp_rcpt", {})
@@ -89,11 +91,17 @@ def main():
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(cfg["tls"]["cert"], cfg["tls"]["key"])
 
+    auth = {}
+    if cfg.get("auth"):
+        def check(mechanism, login, password):
+            return (login.decode(), password.decode()) == (cfg["auth"]["user"], cfg["auth"]["password"])
+        auth = dict(auth_callback=check, auth_require_tls=False, auth_required=True)
+
     class Ctl(Controller):
         def factory(self):
             return Logged(self.handler, enable_SMTPUTF8=True, tls_context=tls,
                           data_size_limit=64 * 1024 * 1024, hostname="nexthop.test",
-                          timeout=30)
+                          timeout=30, **auth)
 
     ctl = Ctl(Handler(), hostname="127.0.0.1", port=cfg["port"])
     ctl.start()
