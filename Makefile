@@ -171,7 +171,7 @@ install: build/luasmtpd
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
-	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
+	install -m 644 lua/smtp/testing/*.lua lua/smtp/testing/nexthop.py $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
 	install -m 644 lua/smtp/ngx/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/ngx/
 	install -m 644 lua/resty/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/resty/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/

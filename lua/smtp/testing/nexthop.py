@@ -1,7 +1,8 @@
-"""A next hop for the relay tests: Python's aiosmtpd (Debian
+"""A next hop for relay tests, behind testing.nexthop() (nexthop.lua) and
+tests/e2e/test_relay_client.py: Python's aiosmtpd (Debian
 python3-aiosmtpd), run as its own process with /usr/bin/python3:
 
-    nexthop_aiosmtpd.py CONFIG.json
+    nexthop.py CONFIG.json
 
 CONFIG: {"port": N, "out": DIR, "tls": {"cert": ..., "key": ...} (STARTTLS
 offered), "lmtp": bool, "rcpt": {address: "452 4.2.2 full"}, "mail":
