@@ -19,7 +19,7 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 # (tests/e2e/mta.py), never as the system's services: see the install step.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
             lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
-            postfix dovecot-core dovecot-lmtpd
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -47,6 +47,7 @@ $(DEPS_STAMP): Makefile
 	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy \
 		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
+	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -108,7 +109,7 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session
+FUZZ_TARGETS := command data sasl proxy session smtp_client
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 FUZZ_SRC := $(wildcard core/proto/*.c)
 
@@ -182,7 +183,7 @@ install: build/luasmtpd
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
-	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
+	install -m 644 lua/smtp/testing/*.lua lua/smtp/testing/nexthop.py $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
 	install -m 644 lua/smtp/ngx/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/ngx/
 	install -m 644 lua/resty/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/resty/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/

@@ -20,6 +20,7 @@
 --   client      the SMTP client specs drive, with STARTTLS/SNI and transcripts
 --   assertions  assert.reply and friends, failing with the transcript
 --   pki         a throw-away certificate authority
+--   nexthop     a real next hop (aiosmtpd) for policies that relay
 --   serialize   values as Lua source (options to the server, records back)
 --   system      paths, scratch directories, processes (FFI), clean-up at exit
 --   files       whole files in and out
@@ -27,6 +28,7 @@ local assertions = require "smtp.testing.assertions"
 local fakes = require "smtp.testing.fakes"
 local files = require "smtp.testing.files"
 local load = require "smtp.testing.load"
+local nexthop = require "smtp.testing.nexthop"
 local pki = require "smtp.testing.pki"
 local recorder = require "smtp.testing.recorder"
 local reply = require "smtp.testing.reply"
@@ -47,6 +49,7 @@ return {
   check_reply = assertions.check_reply,
   assert_reply = assertions.assert_reply,
   pki = pki.pki,
+  nexthop = nexthop.nexthop,
   tmpdir = system.tmpdir,
   home = system.home,
   read_file = files.read_file,
