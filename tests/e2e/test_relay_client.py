@@ -357,6 +357,23 @@ class RelayClientTest(E2ETest):
         self.assertIn("verb=BDAT", log)
         self.assertNotIn("verb=DATA", log)
 
+    def test_message_refused_mid_stream_goes_nowhere(self):
+        # over the front's size: the stream ends in the core's refusal after
+        # its chunks went on, and the next hop never sees the end marker
+        hops = {"plain.test": {"port": self.plain.port, "tls": "none"}}
+        small = (RELAY % lua_value(hops)).replace("size = 64 * 1024 * 1024", "size = 4096")
+        self.assertIn("size = 4096", small)
+        before = len(messages(self.plain.out))
+        with Server(small) as front:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("big@plain.test")
+                code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200)
+        self.assertEqual(code, 552, msg)
+        wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
+        self.assertEqual(len(messages(self.plain.out)), before)
+
     def test_readme_example(self):
         # README's policy as printed, pointed at a local next hop that wants
         # STARTTLS (our test CA) and a login
