@@ -13,6 +13,7 @@ one pooled TCP connection carrying several messages."""
 
 import json
 import os
+import re
 import shutil
 import smtplib
 import tempfile
@@ -147,6 +148,9 @@ class RelayClientTest(E2ETest):
         cls.authed = start_nexthop(auth={"user": "relay", "password": "s3cret"})
         cls.lmtp = start_nexthop(lmtp=True, rcpt={"unknown@lmtp.test": "550 5.1.1 unknown user"},
                                  lmtp_rcpt={"quota@lmtp.test": "552 5.2.2 over quota"})
+        cls.tls_authed = start_nexthop(tls={"cert": pki.crt("localhost"), "key": pki.key("localhost")},
+                                       auth={"user": "relay", "password": "s3cret"})
+        cls.pki = pki
         cls.downstream = Server(DOWNSTREAM)
         cls.down_port = svcutil.closed_port()
         hops = {
@@ -168,7 +172,7 @@ class RelayClientTest(E2ETest):
         for srv in (cls.srv, cls.downstream):
             srv.stop()
             srv.cleanup()
-        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp):
+        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
 
@@ -352,6 +356,47 @@ class RelayClientTest(E2ETest):
         log = self.downstream.log()
         self.assertIn("verb=BDAT", log)
         self.assertNotIn("verb=DATA", log)
+
+    def test_message_refused_mid_stream_goes_nowhere(self):
+        # over the front's size: the stream ends in the core's refusal after
+        # its chunks went on, and the next hop never sees the end marker
+        hops = {"plain.test": {"port": self.plain.port, "tls": "none"}}
+        small = (RELAY % lua_value(hops)).replace("size = 64 * 1024 * 1024", "size = 4096")
+        self.assertIn("size = 4096", small)
+        before = len(messages(self.plain.out))
+        with Server(small) as front:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("big@plain.test")
+                code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200)
+        self.assertEqual(code, 552, msg)
+        wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
+        self.assertEqual(len(messages(self.plain.out)), before)
+
+    def test_readme_example(self):
+        # README's policy as printed, pointed at a local next hop that wants
+        # STARTTLS (our test CA) and a login
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        m = re.search(r"### Handing mail on: smtp.client\n.*?```lua\n(.*?)```", readme, re.S)
+        self.assertIsNotNone(m, "README.md: no ```lua block under '### Handing mail on: smtp.client'")
+        src = m.group(1)
+        for old, new in (('"10.0.0.5"', '"127.0.0.1"'), ("port = 25", "port = %d" % self.tls_authed.port),
+                         ('"/etc/ssl/our-ca.pem"', lua_value(self.pki.ca)), ('"mail.example.org"', '"localhost"')):
+            self.assertIn(old, src)
+            src = src.replace(old, new)
+        before = len(messages(self.tls_authed.out))
+        with Server(src, env={"RELAY_PASSWORD": "s3cret"}) as front:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("r@example.org")
+                code, msg = s.data(b"Subject: readme\r\n\r\nhi\r\n")
+        self.assertEqual(code, 250, msg)
+        (got, env), = self.taken(self.tls_authed, before)
+        self.assertEqual(strip_trace(got), b"Subject: readme\r\n\r\nhi\r\n")
+        self.assertTrue(env["authenticated"])
 
 
 if __name__ == "__main__":
