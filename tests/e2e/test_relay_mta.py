@@ -8,7 +8,8 @@ what the original client (smtplib) sent, modulo Postfix's trace headers and
 LF line ends, for 7-bit with dot lines, 8-bit, SMTPUTF8 addresses and a
 20 MiB attachment, and the client gets Postfix's own verdict. Postfix
 presenting a certificate of another CA gets the client 451 4.7.5 and
-nothing is queued; a stopped Postfix gets it 451 4.4.1.
+nothing is queued; a stopped Postfix gets it 451 4.4.1. The shipped
+scripts/relay.lua does the same, its Received field on top.
 
 To Dovecot over LMTP from an LMTP listener (lmtp = true): three recipients,
 one over quota and one unknown, each get Dovecot's own reply back through
@@ -24,7 +25,7 @@ import subprocess
 import tempfile
 
 import mta
-from harness import Lua, SharedServerTest, lua_value, script, wait_for
+from harness import ROOT, Lua, SharedServerTest, lua_value, script, wait_for
 from tlsutil import MKCA, certs
 
 # onData relays to the hop named by the sender's local part (HOPS below:
@@ -230,6 +231,41 @@ class RelayToPostfix(RelayTest):
         code, text = self.relay("down@example.com", "alice@postfix.test", MESSAGE_7BIT)
         self.assertEqual(code, 451, text)
         self.assertTrue(text.startswith(b"4.4.1 "), text)
+
+
+class RelayScriptToPostfix(RelayTest):
+    """The shipped scripts/relay.lua in front of Postfix, STARTTLS verified
+    against our CA: the client hears Postfix's verdict and the message
+    arrives with relay.lua's Received field on top of the original bytes."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = certs()
+        cls.hop = mta.start_postfix(c.crt("localhost"), c.key("localhost"))
+        cls.hops = (cls.hop,)
+        cls.SCRIPT = os.path.join(ROOT, "scripts", "relay.lua")
+        cls.SERVER_KW = {"env": {"LUASMTPD_RELAY_DOMAINS": mta.POSTFIX_DOMAIN, "LUASMTPD_NAME": "front.test",
+                                 "LUASMTPD_NEXTHOP": "127.0.0.1:%d" % cls.hop.port,
+                                 "LUASMTPD_NEXTHOP_TLS": "required", "LUASMTPD_NEXTHOP_CA": c.ca,
+                                 "LUASMTPD_NEXTHOP_TIMEOUT": "20"}}
+        super().setUpClass()
+
+    def test_relayed_with_its_received_field(self):
+        before = len(self.hop.files("bob"))
+        with smtplib.SMTP("127.0.0.1", self.srv.port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.mail("sender@example.com", ["BODY=8BITMIME"])
+            self.assertEqual(s.rcpt("bob@postfix.test")[0], 250)
+            code, text = s.data(MESSAGE_8BIT)
+        self.assertEqual(code, 250, text)
+        self.assertRegex(text, rb"^2\.0\.0 Ok: (?:\d+ bytes )?queued as [0-9A-F]+$")
+        data = self.hop.wait_message("bob", before + 1)
+        # Postfix's Received, then relay.lua's (by front.test), then the message
+        received = re.findall(rb"(?m)^Received: .*\n(?:\t.*\n)*", data)
+        self.assertEqual(len(received), 2, data[:800])
+        self.assertIn(b"by mx.postfix.test (Postfix) with ESMTPS", received[0])
+        self.assertIn(b"by front.test", received[1])
+        self.assertEqual(data.split(received[1], 1)[1], mta.as_postfix_stores(MESSAGE_8BIT))
 
 
 class RelayToDovecotLmtp(RelayTest):
