@@ -50,39 +50,19 @@ static int client_ehlo(lua_State *L)
 			break;
 		smtp_client_ehlo_line(&e, s, len);
 	}
-	static const struct {
-		const char *name;
-		size_t offset;
-	} flags[] = {
-		{"pipelining", offsetof(struct smtp_client_ext, pipelining)},
-		{"8bitmime", offsetof(struct smtp_client_ext, eightbitmime)},
-		{"smtputf8", offsetof(struct smtp_client_ext, smtputf8)},
-		{"dsn", offsetof(struct smtp_client_ext, dsn)},
-		{"chunking", offsetof(struct smtp_client_ext, chunking)},
-		{"starttls", offsetof(struct smtp_client_ext, starttls)},
-		{"binarymime", offsetof(struct smtp_client_ext, binarymime)},
-		{"enhancedstatuscodes", offsetof(struct smtp_client_ext, enhancedstatuscodes)},
-	};
 	lua_createtable(L, 0, 12);
-	for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++) {
-		lua_pushboolean(L, *(bool *)((char *)&e + flags[f].offset));
-		lua_setfield(L, -2, flags[f].name);
+	for (const struct smtp_client_flag *f = smtp_client_flags; f->keyword; f++) {
+		lua_pushboolean(L, *(bool *)((char *)&e + f->offset));
+		lua_setfield(L, -2, f->name);
 	}
 	if (e.size) {
 		lua_pushnumber(L, (lua_Number)e.max_size); /* 0: no limit */
 		lua_setfield(L, -2, "size");
 	}
-	static const struct {
-		const char *name;
-		unsigned bit;
-	} mechs[] = {{"PLAIN", SMTP_AUTH_PLAIN},
-	             {"LOGIN", SMTP_AUTH_LOGIN},
-	             {"CRAM-MD5", SMTP_AUTH_CRAM_MD5},
-	             {"XOAUTH2", SMTP_AUTH_XOAUTH2}};
 	lua_createtable(L, 0, 4);
-	for (size_t m = 0; m < sizeof mechs / sizeof mechs[0]; m++) {
-		lua_pushboolean(L, (e.auth & mechs[m].bit) != 0);
-		lua_setfield(L, -2, mechs[m].name);
+	for (const struct smtp_client_mech *m = smtp_client_mechs; m->name; m++) {
+		lua_pushboolean(L, (e.auth & m->bit) != 0);
+		lua_setfield(L, -2, m->name);
 	}
 	lua_setfield(L, -2, "auth");
 	return 1;

@@ -96,38 +96,38 @@ static const char *next_word(const char *s, size_t len, size_t *i, size_t *wl)
 	return s + start;
 }
 
+const struct smtp_client_flag smtp_client_flags[] = {
+	{"PIPELINING", "pipelining", offsetof(struct smtp_client_ext, pipelining)},
+	{"8BITMIME", "8bitmime", offsetof(struct smtp_client_ext, eightbitmime)},
+	{"SMTPUTF8", "smtputf8", offsetof(struct smtp_client_ext, smtputf8)},
+	{"DSN", "dsn", offsetof(struct smtp_client_ext, dsn)},
+	{"CHUNKING", "chunking", offsetof(struct smtp_client_ext, chunking)},
+	{"STARTTLS", "starttls", offsetof(struct smtp_client_ext, starttls)},
+	{"BINARYMIME", "binarymime", offsetof(struct smtp_client_ext, binarymime)},
+	{"ENHANCEDSTATUSCODES", "enhancedstatuscodes", offsetof(struct smtp_client_ext, enhancedstatuscodes)},
+	{NULL, NULL, 0},
+};
+
+const struct smtp_client_mech smtp_client_mechs[] = {
+	{"PLAIN", SMTP_AUTH_PLAIN},
+	{"LOGIN", SMTP_AUTH_LOGIN},
+	{"CRAM-MD5", SMTP_AUTH_CRAM_MD5},
+	{"XOAUTH2", SMTP_AUTH_XOAUTH2},
+	{NULL, 0},
+};
+
 static void read_auth(struct smtp_client_ext *e, const char *s, size_t len, size_t i)
 {
-	static const struct {
-		const char *name;
-		unsigned bit;
-	} mechs[] = {{"PLAIN", SMTP_AUTH_PLAIN},
-	             {"LOGIN", SMTP_AUTH_LOGIN},
-	             {"CRAM-MD5", SMTP_AUTH_CRAM_MD5},
-	             {"XOAUTH2", SMTP_AUTH_XOAUTH2}};
 	const char *w;
 	size_t wl;
 	while ((w = next_word(s, len, &i, &wl)))
-		for (size_t m = 0; m < sizeof mechs / sizeof mechs[0]; m++)
-			if (word_is(w, wl, mechs[m].name))
-				e->auth |= mechs[m].bit;
+		for (const struct smtp_client_mech *m = smtp_client_mechs; m->name; m++)
+			if (word_is(w, wl, m->name))
+				e->auth |= m->bit;
 }
 
 void smtp_client_ehlo_line(struct smtp_client_ext *e, const char *text, size_t len)
 {
-	static const struct {
-		const char *name;
-		size_t offset;
-	} flags[] = {
-		{"PIPELINING", offsetof(struct smtp_client_ext, pipelining)},
-		{"8BITMIME", offsetof(struct smtp_client_ext, eightbitmime)},
-		{"SMTPUTF8", offsetof(struct smtp_client_ext, smtputf8)},
-		{"DSN", offsetof(struct smtp_client_ext, dsn)},
-		{"CHUNKING", offsetof(struct smtp_client_ext, chunking)},
-		{"STARTTLS", offsetof(struct smtp_client_ext, starttls)},
-		{"BINARYMIME", offsetof(struct smtp_client_ext, binarymime)},
-		{"ENHANCEDSTATUSCODES", offsetof(struct smtp_client_ext, enhancedstatuscodes)},
-	};
 	size_t i = 0, wl;
 	const char *w = next_word(text, len, &i, &wl);
 	if (!w)
@@ -145,9 +145,9 @@ void smtp_client_ehlo_line(struct smtp_client_ext *e, const char *text, size_t l
 		e->max_size = n;
 		return;
 	}
-	for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++)
-		if (word_is(w, wl, flags[f].name))
-			*(bool *)((char *)e + flags[f].offset) = true;
+	for (const struct smtp_client_flag *f = smtp_client_flags; f->keyword; f++)
+		if (word_is(w, wl, f->keyword))
+			*(bool *)((char *)e + f->offset) = true;
 }
 
 void smtp_client_body_init(struct smtp_client_body *b, bool dots, bool normalize)

@@ -38,6 +38,20 @@ struct smtp_client_ext {
 	unsigned auth;             /* enum smtp_client_auth bits */
 };
 
+/* The keywords that are flags of struct smtp_client_ext, each with its
+ * lower-case name and its member's offset; and the AUTH mechanisms known,
+ * each with its bit. Both end with a NULL keyword. */
+struct smtp_client_flag {
+	const char *keyword, *name;
+	size_t offset;
+};
+extern const struct smtp_client_flag smtp_client_flags[];
+struct smtp_client_mech {
+	const char *name;
+	unsigned bit;
+};
+extern const struct smtp_client_mech smtp_client_mechs[];
+
 /* Reads one keyword line's text (every line of the reply but the first,
  * which names the server). Unknown keywords are ignored, as RFC 5321 asks;
  * "AUTH=PLAIN LOGIN" (the pre-RFC 2554 form) counts as AUTH. */

@@ -355,26 +355,32 @@ local function source(message)
   end
 end
 
--- The body after DATA or as BDAT chunks; returns true or nil, err.
+-- The body after DATA or as BDAT chunks; returns true or nil, err. Small
+-- pieces (the trace field, the stream's chunks) are gathered up to CHUNK
+-- bytes before a write, so a small message is one write (one BDAT LAST),
+-- and no more than about CHUNK bytes are ever held.
 local function body(c, next_chunk, prepend, chunking)
   local w = proto.body(not chunking, true)
-  local function put(data, last)
-    if chunking then
-      if data == "" and not last then return true end
-      local ok, err = c:send({ "BDAT ", #data, last and " LAST\r\n" or "\r\n", data })
-      if not ok then return nil, err end
-      if last then return true end -- its reply is the final one
-      local r, rerr = c:reply()
-      if not r then return nil, rerr end
-      if r.code ~= 250 then c.broken = true; return nil, reply_reject(r) end
-      return true
-    end
-    return c:send(data)
-  end
-  if prepend and prepend ~= "" then
-    local ok, err = put(w:feed(prepend))
+  local pending, size = {}, 0
+  local function flush(last)
+    local data = table.concat(pending)
+    pending, size = {}, 0
+    if not chunking then return c:send(data) end
+    local ok, err = c:send({ "BDAT ", #data, last and " LAST\r\n" or "\r\n", data })
     if not ok then return nil, err end
+    if last then return true end -- its reply is the final one
+    local r, rerr = c:reply()
+    if not r then return nil, rerr end
+    if r.code ~= 250 then c.broken = true; return nil, reply_reject(r) end
+    return true
   end
+  local function put(data)
+    pending[#pending + 1] = data
+    size = size + #data
+    if size < CHUNK then return true end
+    return flush(false)
+  end
+  if prepend and prepend ~= "" then put(w:feed(prepend)) end
   while true do
     local s, err = next_chunk()
     if err then c.broken = true; return nil, err end
@@ -382,7 +388,8 @@ local function body(c, next_chunk, prepend, chunking)
     local ok, perr = put(w:feed(s))
     if not ok then return nil, perr end
   end
-  return put(w:finish(), true)
+  pending[#pending + 1] = w:finish()
+  return flush(true)
 end
 
 -- The final replies: one per accepted recipient in LMTP, else one.

@@ -73,16 +73,18 @@ def connections(out):
 # The relay policy of these tests: the first recipient's domain names the
 # next hop and how to reach it.
 RELAY = r'''
+local smtp = require "smtp"
 local client = require "smtp.client"
 local maildir = require "smtp.maildir"
 local hops = %s
+%s
 return {
   name = "mx.test", authOptional = true, hideDSN = false, hookTimeout = 60, size = 64 * 1024 * 1024,
   onData = function(stream, session)
     local env = session.envelope
     local hop = hops[env.rcptTo[1].address:match("@(.*)$")]
     local res, err = client.send{
-      host = "127.0.0.1", port = hop.port, tls = hop.tls, ca = hop.ca, servername = "localhost",
+      host = not hop.mx and "127.0.0.1" or nil, mx = hop.mx, port = hop.port, tls = hop.tls, ca = hop.ca, servername = "localhost",
       helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = stream,
       timeout = hop.timeout or 5, pool = hop.pool or false, auth = hop.auth, lmtp = hop.lmtp,
       prepend = maildir.received_header(session, "mx.test"),
@@ -165,13 +167,23 @@ class RelayClientTest(E2ETest):
             "badauth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "wrong"}},
             "luasmtpd.test": {"port": cls.downstream.port},
         }
-        cls.srv = Server(RELAY % lua_value(hops))
+        # MX records in preference order: the first host refuses (nothing
+        # listens on 127.0.0.2), the second is the next hop
+        cls.dns = svcutil.start_dnsmasq([
+            "mx-host=relay.test,mx1.relay.test,10", "mx-host=relay.test,mx2.relay.test,20",
+            "address=/mx1.relay.test/127.0.0.2", "address=/mx2.relay.test/127.0.0.1",
+            "address=/nomx.test/127.0.0.1", "local=/test/"])
+        hops["relay.test"] = {"mx": "relay.test", "port": cls.plain.port}
+        hops["nomx.test"] = {"mx": "nomx.test", "port": cls.plain.port}
+        dns = 'smtp.dns.configure{servers = {"127.0.0.1:%d"}, timeout = 2, tries = 1}' % cls.dns.port
+        cls.srv = Server(RELAY % (lua_value(hops), dns))
 
     @classmethod
     def tearDownClass(cls):
         for srv in (cls.srv, cls.downstream):
             srv.stop()
             srv.cleanup()
+        cls.dns.stop()
         for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
@@ -357,11 +369,17 @@ class RelayClientTest(E2ETest):
         self.assertIn("verb=BDAT", log)
         self.assertNotIn("verb=DATA", log)
 
+    def test_mx_in_preference_order_with_fallback(self):
+        self.assertRelayed(self.plain, b"Subject: mx\r\n\r\nx\r\n", ["m@relay.test"])
+
+    def test_no_mx_means_the_domain_itself(self):
+        self.assertRelayed(self.plain, b"Subject: implicit mx\r\n\r\nx\r\n", ["m@nomx.test"])
+
     def test_message_refused_mid_stream_goes_nowhere(self):
         # over the front's size: the stream ends in the core's refusal after
         # its chunks went on, and the next hop never sees the end marker
         hops = {"plain.test": {"port": self.plain.port, "tls": "none"}}
-        small = (RELAY % lua_value(hops)).replace("size = 64 * 1024 * 1024", "size = 4096")
+        small = (RELAY % (lua_value(hops), "")).replace("size = 64 * 1024 * 1024", "size = 4096")
         self.assertIn("size = 4096", small)
         before = len(messages(self.plain.out))
         with Server(small) as front:
