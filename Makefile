@@ -15,8 +15,11 @@ DATADIR := $(PREFIX)/share
 CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
+# Postfix and Dovecot LMTP are next hops the relay tests start themselves
+# (tests/e2e/mta.py), never as the system's services: see the install step.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
-            lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace
+            lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -33,16 +36,27 @@ ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 .PHONY: all deps run test unit spec e2e test-asan certs clean tls-audit soak fuzz install uninstall bench bench-compare valgrind
 all: build/luasmtpd
 
+# A policy-rc.d exiting 101 (written for the install when the system has
+# none) keeps Debian from starting the packages' services: the tests start
+# their own redis, Postfix and Dovecot. Should one run anyway (a system that
+# ignores policy-rc.d), it is stopped after the install.
 $(DEPS_STAMP): Makefile
 	@missing=""; \
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
-	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy \
+		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
+	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PKGS) || exit 1; \
+		rcd=; [ -e /usr/sbin/policy-rc.d ] || { rcd=1; printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; $$SUDO chmod 755 /usr/sbin/policy-rc.d; }; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PKGS); ok=$$?; \
+		[ -z "$$rcd" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; \
+		[ $$ok = 0 ] || exit 1; \
+		! $$SUDO /usr/sbin/postfix status >/dev/null 2>&1 || $$SUDO /usr/sbin/postfix stop; \
+		[ ! -s /run/dovecot/master.pid ] || $$SUDO kill "$$(cat /run/dovecot/master.pid)" 2>/dev/null || true; \
 	fi
 	@mkdir -p build && touch $@
 deps: $(DEPS_STAMP)
@@ -95,7 +109,7 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session
+FUZZ_TARGETS := command data sasl proxy session smtp_client
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 FUZZ_SRC := $(wildcard core/proto/*.c)
 
@@ -169,7 +183,7 @@ install: build/luasmtpd
 		$(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 755 build/luasmtpd $(DESTDIR)$(SBINDIR)/luasmtpd
 	install -m 644 lua/smtp/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/
-	install -m 644 lua/smtp/testing/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
+	install -m 644 lua/smtp/testing/*.lua lua/smtp/testing/nexthop.py $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/testing/
 	install -m 644 lua/smtp/ngx/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/smtp/ngx/
 	install -m 644 lua/resty/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/lua/resty/
 	install -m 644 scripts/*.lua $(DESTDIR)$(DATADIR)/luasmtpd/scripts/

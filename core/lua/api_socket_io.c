@@ -269,24 +269,31 @@ int sock_receiveuntil(lua_State *L)
 
 /* ---- send --------------------------------------------------------------- */
 
-/* Appends a string, a number or (nested) an array of them. */
-static void sock_flatten(lua_State *L, int idx, luaL_Buffer *b, int depth)
+/* The bytes of a string, a number or (nested) an array of them: counted
+ * when out is NULL, else copied to out. Not through a luaL_Buffer: its
+ * pieces live on the stack, where the walk's own values get between them
+ * (a piece longer than LUAL_BUFFERSIZE lost all that came before it). */
+static size_t sock_flatten(lua_State *L, int idx, char *out, int depth)
 {
 	int type = lua_type(L, idx);
 	if (type == LUA_TSTRING || type == LUA_TNUMBER) {
-		lua_pushvalue(L, idx);
-		luaL_addvalue(b);
-		return;
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+		if (out)
+			memcpy(out, s, len);
+		return len;
 	}
 	if (type != LUA_TTABLE || depth > 32)
 		luaL_error(L, "bad argument #1 to 'send' (string, number or array table expected, got %s)",
 		           lua_typename(L, type));
+	size_t total = 0;
 	int n = (int)lua_objlen(L, idx);
 	for (int i = 1; i <= n; i++) {
 		lua_rawgeti(L, idx, i);
-		sock_flatten(L, lua_gettop(L), b, depth + 1);
+		total += sock_flatten(L, lua_gettop(L), out ? out + total : NULL, depth + 1);
 		lua_pop(L, 1);
 	}
+	return total;
 }
 
 /* Pushes the result when the send is complete; 0 to wait (events set). */
@@ -308,14 +315,15 @@ static int sock_send_step(lua_State *L, struct lua_socket *t, int *events)
 const char *sock_check_data(lua_State *L, size_t *len)
 {
 	if (lua_type(L, 2) == LUA_TTABLE) {
-		/* A flat copy is simpler than writev over a tree, and tables sent
-		 * are small (a command and its arguments). */
-		luaL_Buffer b;
+		/* A flat copy is simpler than writev over a tree: measured, then
+		 * copied (a table may hold a whole message chunk after a command). */
 		lua_settop(L, 2);
-		luaL_buffinit(L, &b);
-		sock_flatten(L, 2, &b, 0);
-		luaL_pushresult(&b);
+		size_t total = sock_flatten(L, 2, NULL, 0);
+		char *flat = lua_newuserdata(L, total ? total : 1);
+		sock_flatten(L, 2, flat, 0);
+		lua_pushlstring(L, flat, total);
 		lua_replace(L, 2);
+		lua_pop(L, 1);
 	}
 	return luaL_checklstring(L, 2, len);
 }

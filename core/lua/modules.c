@@ -17,6 +17,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.digest", luaopen_smtp_digest},
 	{"smtp.core.ngx", luaopen_smtp_ngx},
 	{"smtp.ngx.shdict", luaopen_smtp_shdict},
+	{"smtp.client.proto", luaopen_smtp_client_proto},
 	{NULL, NULL},
 };
 

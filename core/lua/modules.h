@@ -26,6 +26,8 @@ int luaopen_smtp_digest(lua_State *L); /* api_digest.c: ngx.md5, base64, crc32..
 int luaopen_smtp_ngx(lua_State *L);    /* api_ngx.c: what ngx.ctx and ngx.get_phase ask of the core */
 /* api_shdict.c: smtp.ngx.shdict = {declare, shared}, ngx.shared.DICT */
 int luaopen_smtp_shdict(lua_State *L);
+/* api_client.c: smtp.client.proto, replies, EHLO and the body for smtp.client */
+int luaopen_smtp_client_proto(lua_State *L);
 
 /* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
  * (and "smtp.replies"). */

@@ -22,6 +22,7 @@
 --   ngx         require "smtp.ngx" under testing.load
 --   service     real peers for the policy: redis-server, a spec's program
 --   pki         a throw-away certificate authority
+--   nexthop     a real next hop (aiosmtpd) for policies that relay
 --   serialize   values as Lua source (options to the server, records back)
 --   system      paths, scratch directories, processes (FFI), clean-up at exit
 --   files       whole files in and out
@@ -29,6 +30,7 @@ local assertions = require "smtp.testing.assertions"
 local fakes = require "smtp.testing.fakes"
 local files = require "smtp.testing.files"
 local load = require "smtp.testing.load"
+local nexthop = require "smtp.testing.nexthop"
 local pki = require "smtp.testing.pki"
 local recorder = require "smtp.testing.recorder"
 local reply = require "smtp.testing.reply"
@@ -53,6 +55,7 @@ return {
   service = service.service,
   free_port = service.free_port,
   pki = pki.pki,
+  nexthop = nexthop.nexthop,
   tmpdir = system.tmpdir,
   home = system.home,
   read_file = files.read_file,
