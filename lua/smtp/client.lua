@@ -25,6 +25,9 @@ local POOL_SIZE = 10       -- idle connections per destination
 -- pooled one needs only RSET (per worker, like the pool itself).
 local ehlo_seen = {}
 
+-- envelope()'s answer when a pooled connection fails its RSET
+local STALE = {}
+
 local function reject(code, text)
   return smtp.reject(code, text)
 end
@@ -192,15 +195,20 @@ local function connect(opts, host, port)
     opts.lmtp and "lmtp" or "smtp", opts.helo, opts.auth and opts.auth.user or "" }, "|")
   local ok, err = sock:connect(host, port, opts.pool and { pool = pool } or nil)
   if not ok then return nil, io_failure(err, who) end
-  local c = setmetatable({ sock = sock, who = who, opts = opts }, Conn)
+  local c = setmetatable({ sock = sock, who = who, opts = opts, host = host, port = port }, Conn)
   if opts.pool and sock:getreusedtimes() > 0 then
     -- RSET proves the state; the keywords are those its EHLO gave when
-    -- it was opened (the pool's key names how it was greeted).
+    -- it was opened (the pool's key names how it was greeted). Under
+    -- PIPELINING the RSET goes in one write with MAIL and the RCPTs.
     c.ext = ehlo_seen[pool]
+    if c.ext and c.ext.pipelining then
+      c.rset = true
+      return c
+    end
     local r = c:command("RSET")
     if r and (c.ext or c:hello()) then return c end
     sock:close()
-    return connect(setmetatable({ pool = false }, { __index = opts }), host, port)
+    return connect(opts, host, port) -- the next pooled one, or a new one
   end
   ok, err = c:open()
   if not ok then
@@ -290,6 +298,19 @@ local function envelope(c, from, to, size)
   local lines = { mail }
   for _, r in ipairs(to) do lines[#lines + 1] = rcpt_command(c, r) end
   local verdicts, accepted, mail_reply = {}, 0, nil
+  if c.rset then
+    -- a pooled connection: its RSET first, in the same write
+    c.rset = false
+    local ok = c:send("RSET\r\n" .. table.concat(lines, "\r\n") .. "\r\n")
+    local r = ok and c:reply()
+    if not (r and r.code == 250) then
+      c.broken = true
+      return nil, STALE
+    end
+  elseif c.ext.pipelining then
+    local ok, err = c:send(table.concat(lines, "\r\n") .. "\r\n")
+    if not ok then return nil, err end
+  end
   local function read(i)
     local r, err = c:reply()
     if not r then return nil, err end
@@ -302,10 +323,8 @@ local function envelope(c, from, to, size)
     return true
   end
   if c.ext.pipelining then
-    local ok, err = c:send(table.concat(lines, "\r\n") .. "\r\n")
-    if not ok then return nil, err end
     for i = 1, #lines do
-      ok, err = read(i)
+      local ok, err = read(i)
       if not ok then return nil, err end
     end
   else
@@ -325,8 +344,8 @@ end
 -- the end, or nil, err when the source fails (the core refused the
 -- message being received: err is that refusal).
 local function source(message)
-  if type(message) == "string" and message:find("\n", 1, true) == nil
-      and message:sub(1, 1) == "/" then
+  if type(message) == "string" and message:find("\n", 1, true) == nil then
+    -- a message has at least one line break; a path has none
     local f, err = io.open(message, "rb")
     if not f then return nil, reject(451, "4.3.0 cannot read the message: " .. tostring(err)) end
     local size = f:seek("end")
@@ -455,6 +474,14 @@ function M.send(opts)
   local next_chunk, size = source(o.message)
   if not next_chunk then c:release(); return nil, size end
   local verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
+  while accepted == STALE do
+    -- the pooled connection was not what the pool thought: closed, and
+    -- the next one (from the pool, which holds a bounded number, or new)
+    c:release()
+    c, err = connect(o, c.host, c.port)
+    if not c then return nil, err end
+    verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
+  end
   if not verdicts then
     if not c.broken then c:command("RSET") end
     c:release()

@@ -83,9 +83,22 @@ return {
   onData = function(stream, session)
     local env = session.envelope
     local hop = hops[env.rcptTo[1].address:match("@(.*)$")]
+    local message = stream
+    if hop.source then -- the message as a string, or in a file
+      local parts = {}
+      for chunk in stream:chunks() do parts[#parts + 1] = chunk end
+      message = table.concat(parts)
+      if hop.source == "file" then
+        local path = os.getenv("OUT") .. "/relay-" .. session.id
+        local f = assert(io.open(path, "wb"))
+        f:write(message)
+        f:close()
+        message = path
+      end
+    end
     local res, err = client.send{
       host = not hop.mx and "127.0.0.1" or nil, mx = hop.mx, port = hop.port, tls = hop.tls, ca = hop.ca, servername = "localhost",
-      helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = stream,
+      helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = message,
       timeout = hop.timeout or 5, pool = hop.pool or false, auth = hop.auth, lmtp = hop.lmtp,
       prepend = maildir.received_header(session, "mx.test"),
     }
@@ -166,6 +179,9 @@ class RelayClientTest(E2ETest):
             "auth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "s3cret"}},
             "badauth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "wrong"}},
             "luasmtpd.test": {"port": cls.downstream.port},
+            "pool.luasmtpd.test": {"port": cls.downstream.port, "pool": True},
+            "string.test": {"port": cls.plain.port, "source": "string"},
+            "file.test": {"port": cls.plain.port, "source": "file"},
         }
         # MX records in preference order: the first host refuses (nothing
         # listens on 127.0.0.2), the second is the next hop
@@ -221,6 +237,16 @@ class RelayClientTest(E2ETest):
         code, msg, env = self.assertRelayed(self.plain, body, ["a@plain.test", "b@plain.test"])
         # the next hop's own text, once (its enhanced code not doubled)
         self.assertRegex(msg, rb"^2\.0\.0 queued as \d+$")
+
+    def test_message_as_string_and_file(self):
+        # whole sources: their size is known, so MAIL carries SIZE (aiosmtpd
+        # offers it), the bytes sent after the trace field
+        body = b"Subject: sources\r\n\r\n.dot\r\n" + (b"z" * 98 + b"\r\n") * 2000
+        for rcpt in ("s@string.test", "f@file.test"):
+            before = len(messages(self.plain.out))
+            self.assertRelayed(self.plain, body, [rcpt])
+            (got, env), = messages(self.plain.out)[before:]
+            self.assertIn("SIZE=%d" % len(got), env["mail_options"])
 
     def test_8bit(self):
         body = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße, ünïcødé\r\n".encode()
@@ -391,6 +417,20 @@ class RelayClientTest(E2ETest):
         self.assertEqual(code, 552, msg)
         wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
         self.assertEqual(len(messages(self.plain.out)), before)
+
+    def test_pool_with_pipelining(self):
+        # a next hop offering PIPELINING: the pooled connection's RSET goes
+        # in one write with MAIL and RCPT, and one connection carries all
+        conns = self.downstream.log().count("msg=connection ")
+        for i in range(3):
+            with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("p%d@pool.luasmtpd.test" % i)
+                code, msg = s.data(b"Subject: pooled %d\r\n\r\nx\r\n" % i)
+            self.assertEqual(code, 250, msg)
+        self.assertEqual(self.downstream.log().count("msg=connection ") - conns, 1)
+        self.assertEqual(self.downstream.log().count("verb=RSET"), 2)
 
     def test_readme_example(self):
         # README's policy as printed, pointed at a local next hop that wants
