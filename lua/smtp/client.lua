@@ -450,7 +450,20 @@ local function check(opts)
   assert(({ none = 1, opportunistic = 1, required = 1, implicit = 1 })[o.tls],
     "smtp.client.send: tls must be none, opportunistic, required or implicit")
   if opts.verify == nil then o.verify = true end
+  -- addresses as the envelope holds them ({address, args}) or as strings;
+  -- nothing that would end a command line early
+  local function path(a, what)
+    if type(a) == "string" then a = { address = a, args = {} } end
+    assert(type(a) == "table" and type(a.address) == "string" and not a.address:find("[%c<>]"),
+      "smtp.client.send: " .. what .. " must be an address without control characters or <>")
+    return a
+  end
+  o.from = path(opts.from, "from")
+  o.to = {}
+  local list = (type(opts.to) ~= "table" or opts.to.address) and { opts.to } or opts.to
+  for i, r in ipairs(list) do o.to[i] = path(r, "to") end
   o.helo = opts.helo or "localhost"
+  assert(not o.helo:find("[%c%s]"), "smtp.client.send: helo must be one word")
   o.timeout = opts.timeout or 30
   if opts.pool == nil then o.pool = true end
   return o
@@ -483,7 +496,7 @@ function M.send(opts)
     verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
   end
   if not verdicts then
-    if not c.broken then c:command("RSET") end
+    if not c.broken and not c:command("RSET") then c.broken = true end
     c:release()
     return nil, accepted
   end

@@ -432,6 +432,36 @@ class RelayClientTest(E2ETest):
         self.assertEqual(self.downstream.log().count("msg=connection ") - conns, 1)
         self.assertEqual(self.downstream.log().count("verb=RSET"), 2)
 
+    def test_strings_for_addresses_and_misuse(self):
+        hook = r'''
+local client = require "smtp.client"
+return {
+  authOptional = true,
+  onData = function(stream, session)
+    for _ in stream:chunks() do end
+    local ok, err = pcall(client.send, {host = "127.0.0.1", port = %d, from = "a@b\r\nRSET", to = "c@plain.test",
+      message = "x\r\n"})
+    if ok then return nil, "5.0.0 misuse accepted" end
+    if not tostring(err):find("control characters", 1, true) then return nil, "5.0.0 " .. tostring(err) end
+    local res, serr = client.send{host = "127.0.0.1", port = %d, from = "a@example.com",
+      to = "strings@plain.test", message = "Subject: strings\r\n\r\nx\r\n"}
+    if not res then return nil, serr end
+    return res.message
+  end,
+}
+''' % (self.plain.port, self.plain.port)
+        before = len(messages(self.plain.out))
+        with Server(hook) as front:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("r@example.org")
+                code, msg = s.data(b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(code, 250, msg)
+        (got, env), = self.taken(self.plain, before)
+        self.assertEqual((got, env["from"], env["to"]), (b"Subject: strings\r\n\r\nx\r\n", "a@example.com",
+                                                         ["strings@plain.test"]))
+
     def test_readme_example(self):
         # README's policy as printed, pointed at a local next hop that wants
         # STARTTLS (our test CA) and a login
