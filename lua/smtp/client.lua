@@ -10,14 +10,15 @@
 -- nil, err where err is an smtp.reject a hook can return as it is: the next
 -- hop's own 4xx/5xx as it came, or a 451 of ours when the next hop could
 -- not be reached or spoke nonsense (4.4.1 refused, 4.4.2 timeout or lost
--- connection, 4.7.5 TLS, 4.5.0 a reply that does not parse).
+-- connection, 4.7.5 TLS, 4.7.0 our login refused, 4.4.3 MX lookup, 4.5.0
+-- a reply that does not parse). README.md, "Handing mail on", has it all.
 local smtp = require "smtp"
 local proto = require "smtp.client.proto"
 local digest = require "smtp.core.digest"
 
 local M = {}
 
-local CHUNK = 65536        -- bytes per write of a string or file message
+local CHUNK = 65536        -- bytes read from a string or file, and gathered per write
 local POOL_IDLE = 60       -- seconds an idle pooled connection is kept
 local POOL_SIZE = 10       -- idle connections per destination
 
