@@ -1,15 +1,20 @@
 """smtp.client (issue 18) against Python's aiosmtpd, a next hop nobody here
-wrote, run as its own process on free ports (lua/smtp/testing/nexthop.py, the testing kit's):
-a policy relays each message from onData and answers its client with the
-next hop's verdict. The bytes the next hop receives equal the bytes our
-client sent after the trace header, for 7-bit, 8-bit, SMTPUTF8 addresses,
-lines starting with a dot, a message not ending in CRLF and 20 MiB (the
-server's RSS stays bounded); aiosmtpd offers neither PIPELINING nor
-CHUNKING, so this is the DATA path. STARTTLS verified against the test CA
-works and an untrusted certificate gives 451 4.7.5; next hop down (451
-4.4.1), slow (4.4.2), dropping the connection at the data (4.4.2), 452 to
-one recipient and 550 (passed through, and the next hop got nothing), and
-one pooled TCP connection carrying several messages."""
+wrote, run as its own process on free ports (lua/smtp/testing/nexthop.py,
+the testing kit's): a policy relays each message from onData and answers
+its client with the next hop's verdict. The bytes the next hop receives
+equal the bytes our client sent after the trace field, for 7-bit, 8-bit,
+SMTPUTF8 addresses, lines starting with a dot, 20 MiB (the server's RSS
+stays bounded) and messages given as a string or a file; aiosmtpd offers
+neither PIPELINING nor CHUNKING, so this is the DATA path (BDAT,
+PIPELINING and DSN are shown against a second luasmtpd). STARTTLS and
+implicit TLS verified against the test CA work and an untrusted
+certificate gives 451 4.7.5; AUTH PLAIN, and a refused login as 451
+4.7.0; LMTP verdicts per recipient; MX records in order with fallback
+(dnsmasq); next hop down (451 4.4.1), slow (4.4.2), dropping the
+connection at the data (4.4.2), 452 to one recipient and 550 (passed
+through, and the next hop got nothing), a message the core refuses
+mid-stream (nothing reaches the next hop); one pooled TCP connection
+carrying several messages; README's example as printed."""
 
 import json
 import os
@@ -160,6 +165,7 @@ class RelayClientTest(E2ETest):
                                         "nobody@plain.test": "550 5.1.1 no such user"})
         cls.tls = start_nexthop(tls={"cert": pki.crt("localhost"), "key": pki.key("localhost")})
         cls.untrusted = start_nexthop(tls={"cert": pki.self_crt, "key": pki.self_key})
+        cls.implicit = start_nexthop(implicit={"cert": pki.crt("localhost"), "key": pki.key("localhost")})
         cls.authed = start_nexthop(auth={"user": "relay", "password": "s3cret"})
         cls.lmtp = start_nexthop(lmtp=True, rcpt={"unknown@lmtp.test": "550 5.1.1 unknown user"},
                                  lmtp_rcpt={"quota@lmtp.test": "552 5.2.2 over quota"})
@@ -175,6 +181,8 @@ class RelayClientTest(E2ETest):
             "slow.test": {"port": cls.plain.port, "tls": "none", "timeout": 1},
             "tls.test": {"port": cls.tls.port, "tls": "required", "ca": pki.ca},
             "untrusted.test": {"port": cls.untrusted.port, "tls": "required", "ca": pki.ca},
+            "implicit.test": {"port": cls.implicit.port, "tls": "implicit", "ca": pki.ca},
+            "implicit-untrusted.test": {"port": cls.implicit.port, "tls": "implicit"},
             "down.test": {"port": cls.down_port, "tls": "none"},
             "auth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "s3cret"}},
             "badauth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "wrong"}},
@@ -200,7 +208,7 @@ class RelayClientTest(E2ETest):
             srv.stop()
             srv.cleanup()
         cls.dns.stop()
-        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed):
+        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed, cls.implicit):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
 
@@ -306,6 +314,13 @@ class RelayClientTest(E2ETest):
         self.assertEqual(code, 451, msg)
         self.assertTrue(msg.startswith(b"4.7.5"), msg)
         self.assertEqual(len(messages(self.untrusted.out)), before)
+
+    def test_implicit_tls(self):
+        self.assertRelayed(self.implicit, b"Subject: implicit\r\n\r\nx\r\n", ["i@implicit.test"])
+        # without our CA, the system store does not know the test CA
+        code, msg = self.relay(b"Subject: no\r\n\r\nno\r\n", ["i@implicit-untrusted.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.7.5"), msg)
 
     def test_opportunistic_without_starttls_goes_plain(self):
         self.assertRelayed(self.plain, b"Subject: opp\r\n\r\nplain\r\n", ["o@opportunistic.test"])
