@@ -151,6 +151,7 @@ build/bench_load: tests/bench/loadgen.c | $(DEPS_STAMP)
 
 bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
+	$(PYTHON) tests/bench/relay_bench.py
 	$(PYTHON) tests/bench/compare.py
 
 # This tree's luasmtpd against one built from commit BASE (in a temporary

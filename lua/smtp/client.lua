@@ -10,20 +10,24 @@
 -- nil, err where err is an smtp.reject a hook can return as it is: the next
 -- hop's own 4xx/5xx as it came, or a 451 of ours when the next hop could
 -- not be reached or spoke nonsense (4.4.1 refused, 4.4.2 timeout or lost
--- connection, 4.7.5 TLS, 4.5.0 a reply that does not parse).
+-- connection, 4.7.5 TLS, 4.7.0 our login refused, 4.4.3 MX lookup, 4.5.0
+-- a reply that does not parse). README.md, "Handing mail on", has it all.
 local smtp = require "smtp"
 local proto = require "smtp.client.proto"
 local digest = require "smtp.core.digest"
 
 local M = {}
 
-local CHUNK = 65536        -- bytes per write of a string or file message
+local CHUNK = 65536        -- bytes read from a string or file, and gathered per write
 local POOL_IDLE = 60       -- seconds an idle pooled connection is kept
 local POOL_SIZE = 10       -- idle connections per destination
 
 -- What each pool's connections said to EHLO when they were opened, so a
 -- pooled one needs only RSET (per worker, like the pool itself).
 local ehlo_seen = {}
+
+-- envelope()'s answer when a pooled connection fails its RSET
+local STALE = {}
 
 local function reject(code, text)
   return smtp.reject(code, text)
@@ -192,15 +196,20 @@ local function connect(opts, host, port)
     opts.lmtp and "lmtp" or "smtp", opts.helo, opts.auth and opts.auth.user or "" }, "|")
   local ok, err = sock:connect(host, port, opts.pool and { pool = pool } or nil)
   if not ok then return nil, io_failure(err, who) end
-  local c = setmetatable({ sock = sock, who = who, opts = opts }, Conn)
+  local c = setmetatable({ sock = sock, who = who, opts = opts, host = host, port = port }, Conn)
   if opts.pool and sock:getreusedtimes() > 0 then
     -- RSET proves the state; the keywords are those its EHLO gave when
-    -- it was opened (the pool's key names how it was greeted).
+    -- it was opened (the pool's key names how it was greeted). Under
+    -- PIPELINING the RSET goes in one write with MAIL and the RCPTs.
     c.ext = ehlo_seen[pool]
+    if c.ext and c.ext.pipelining then
+      c.rset = true
+      return c
+    end
     local r = c:command("RSET")
     if r and (c.ext or c:hello()) then return c end
     sock:close()
-    return connect(setmetatable({ pool = false }, { __index = opts }), host, port)
+    return connect(opts, host, port) -- the next pooled one, or a new one
   end
   ok, err = c:open()
   if not ok then
@@ -290,6 +299,19 @@ local function envelope(c, from, to, size)
   local lines = { mail }
   for _, r in ipairs(to) do lines[#lines + 1] = rcpt_command(c, r) end
   local verdicts, accepted, mail_reply = {}, 0, nil
+  if c.rset then
+    -- a pooled connection: its RSET first, in the same write
+    c.rset = false
+    local ok = c:send("RSET\r\n" .. table.concat(lines, "\r\n") .. "\r\n")
+    local r = ok and c:reply()
+    if not (r and r.code == 250) then
+      c.broken = true
+      return nil, STALE
+    end
+  elseif c.ext.pipelining then
+    local ok, err = c:send(table.concat(lines, "\r\n") .. "\r\n")
+    if not ok then return nil, err end
+  end
   local function read(i)
     local r, err = c:reply()
     if not r then return nil, err end
@@ -302,10 +324,8 @@ local function envelope(c, from, to, size)
     return true
   end
   if c.ext.pipelining then
-    local ok, err = c:send(table.concat(lines, "\r\n") .. "\r\n")
-    if not ok then return nil, err end
     for i = 1, #lines do
-      ok, err = read(i)
+      local ok, err = read(i)
       if not ok then return nil, err end
     end
   else
@@ -325,8 +345,8 @@ end
 -- the end, or nil, err when the source fails (the core refused the
 -- message being received: err is that refusal).
 local function source(message)
-  if type(message) == "string" and message:find("\n", 1, true) == nil
-      and message:sub(1, 1) == "/" then
+  if type(message) == "string" and message:find("\n", 1, true) == nil then
+    -- a message has at least one line break; a path has none
     local f, err = io.open(message, "rb")
     if not f then return nil, reject(451, "4.3.0 cannot read the message: " .. tostring(err)) end
     local size = f:seek("end")
@@ -431,7 +451,20 @@ local function check(opts)
   assert(({ none = 1, opportunistic = 1, required = 1, implicit = 1 })[o.tls],
     "smtp.client.send: tls must be none, opportunistic, required or implicit")
   if opts.verify == nil then o.verify = true end
+  -- addresses as the envelope holds them ({address, args}) or as strings;
+  -- nothing that would end a command line early
+  local function path(a, what)
+    if type(a) == "string" then a = { address = a, args = {} } end
+    assert(type(a) == "table" and type(a.address) == "string" and not a.address:find("[%c<>]"),
+      "smtp.client.send: " .. what .. " must be an address without control characters or <>")
+    return a
+  end
+  o.from = path(opts.from, "from")
+  o.to = {}
+  local list = (type(opts.to) ~= "table" or opts.to.address) and { opts.to } or opts.to
+  for i, r in ipairs(list) do o.to[i] = path(r, "to") end
   o.helo = opts.helo or "localhost"
+  assert(not o.helo:find("[%c%s]"), "smtp.client.send: helo must be one word")
   o.timeout = opts.timeout or 30
   if opts.pool == nil then o.pool = true end
   return o
@@ -455,8 +488,16 @@ function M.send(opts)
   local next_chunk, size = source(o.message)
   if not next_chunk then c:release(); return nil, size end
   local verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
+  while accepted == STALE do
+    -- the pooled connection was not what the pool thought: closed, and
+    -- the next one (from the pool, which holds a bounded number, or new)
+    c:release()
+    c, err = connect(o, c.host, c.port)
+    if not c then return nil, err end
+    verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
+  end
   if not verdicts then
-    if not c.broken then c:command("RSET") end
+    if not c.broken and not c:command("RSET") then c.broken = true end
     c:release()
     return nil, accepted
   end

@@ -214,6 +214,17 @@ class Variant:
         self.srv.cleanup()
 
 
+def measure(variants, n, conns, body, rounds, deadline):
+    """Warms every variant up, then measures `rounds` rounds of n messages;
+    rounds interleave the variants, so drift (other load, CPU frequency)
+    hits all of them alike (the median is reported)."""
+    for v in variants:
+        v.warm(conns, body, deadline)
+    for _ in range(rounds):
+        if not all([v.round(n, conns, body, deadline) for v in variants]):
+            break
+
+
 def median(xs):
     xs = sorted(xs)
     if not xs:
@@ -251,13 +262,7 @@ def main():
                 hooks=RESTY_HOOKS, prelude=REDIS_PRELUDE % redis.port + RESTY_PRELUDE % harness.lua_value(
                     os.path.abspath(COMPAT)), **BASE))] if COMPAT else []):
             variants.append(Variant(label, text))
-        for v in variants:
-            v.warm(a.c, body, deadline)
-        # rounds interleave the variants, so drift (other load, CPU
-        # frequency) hits all of them alike; the median is reported
-        for _ in range(a.rounds):
-            if not all([v.round(a.n, a.c, body, deadline) for v in variants]):
-                break
+        measure(variants, a.n, a.c, body, a.rounds, deadline)
     finally:
         for v in variants:
             v.stop()

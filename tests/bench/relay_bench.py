@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import harness  # noqa: E402
-from hook_overhead import BASE, TOTAL_BUDGET, Variant, median  # noqa: E402
+from hook_overhead import BASE, TOTAL_BUDGET, Variant, measure, median  # noqa: E402
 
 RELAY_HOOKS = r'''function(stream, session)
     local res, err = require("smtp.client").send{host = "127.0.0.1", port = %d, pool = %s,
@@ -63,11 +63,7 @@ def main():
                                                   **BASE)),
         ]:
             variants.append(Variant(label, text))
-        for v in variants:
-            v.warm(a.c, body, deadline)
-        for _ in range(a.rounds):
-            if not all([v.round(a.n, a.c, body, deadline) for v in variants]):
-                break
+        measure(variants, a.n, a.c, body, a.rounds, deadline)
     finally:
         for v in variants:
             v.stop()

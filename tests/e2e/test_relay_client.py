@@ -1,15 +1,20 @@
 """smtp.client (issue 18) against Python's aiosmtpd, a next hop nobody here
-wrote, run as its own process on free ports (lua/smtp/testing/nexthop.py, the testing kit's):
-a policy relays each message from onData and answers its client with the
-next hop's verdict. The bytes the next hop receives equal the bytes our
-client sent after the trace header, for 7-bit, 8-bit, SMTPUTF8 addresses,
-lines starting with a dot, a message not ending in CRLF and 20 MiB (the
-server's RSS stays bounded); aiosmtpd offers neither PIPELINING nor
-CHUNKING, so this is the DATA path. STARTTLS verified against the test CA
-works and an untrusted certificate gives 451 4.7.5; next hop down (451
-4.4.1), slow (4.4.2), dropping the connection at the data (4.4.2), 452 to
-one recipient and 550 (passed through, and the next hop got nothing), and
-one pooled TCP connection carrying several messages."""
+wrote, run as its own process on free ports (lua/smtp/testing/nexthop.py,
+the testing kit's): a policy relays each message from onData and answers
+its client with the next hop's verdict. The bytes the next hop receives
+equal the bytes our client sent after the trace field, for 7-bit, 8-bit,
+SMTPUTF8 addresses, lines starting with a dot, 20 MiB (the server's RSS
+stays bounded) and messages given as a string or a file; aiosmtpd offers
+neither PIPELINING nor CHUNKING, so this is the DATA path (BDAT,
+PIPELINING and DSN are shown against a second luasmtpd). STARTTLS and
+implicit TLS verified against the test CA work and an untrusted
+certificate gives 451 4.7.5; AUTH PLAIN, and a refused login as 451
+4.7.0; LMTP verdicts per recipient; MX records in order with fallback
+(dnsmasq); next hop down (451 4.4.1), slow (4.4.2), dropping the
+connection at the data (4.4.2), 452 to one recipient and 550 (passed
+through, and the next hop got nothing), a message the core refuses
+mid-stream (nothing reaches the next hop); one pooled TCP connection
+carrying several messages; README's example as printed."""
 
 import json
 import os
@@ -83,9 +88,22 @@ return {
   onData = function(stream, session)
     local env = session.envelope
     local hop = hops[env.rcptTo[1].address:match("@(.*)$")]
+    local message = stream
+    if hop.source then -- the message as a string, or in a file
+      local parts = {}
+      for chunk in stream:chunks() do parts[#parts + 1] = chunk end
+      message = table.concat(parts)
+      if hop.source == "file" then
+        local path = os.getenv("OUT") .. "/relay-" .. session.id
+        local f = assert(io.open(path, "wb"))
+        f:write(message)
+        f:close()
+        message = path
+      end
+    end
     local res, err = client.send{
       host = not hop.mx and "127.0.0.1" or nil, mx = hop.mx, port = hop.port, tls = hop.tls, ca = hop.ca, servername = "localhost",
-      helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = stream,
+      helo = "mx.test", from = env.mailFrom, to = env.rcptTo, message = message,
       timeout = hop.timeout or 5, pool = hop.pool or false, auth = hop.auth, lmtp = hop.lmtp,
       prepend = maildir.received_header(session, "mx.test"),
     }
@@ -147,6 +165,7 @@ class RelayClientTest(E2ETest):
                                         "nobody@plain.test": "550 5.1.1 no such user"})
         cls.tls = start_nexthop(tls={"cert": pki.crt("localhost"), "key": pki.key("localhost")})
         cls.untrusted = start_nexthop(tls={"cert": pki.self_crt, "key": pki.self_key})
+        cls.implicit = start_nexthop(implicit={"cert": pki.crt("localhost"), "key": pki.key("localhost")})
         cls.authed = start_nexthop(auth={"user": "relay", "password": "s3cret"})
         cls.lmtp = start_nexthop(lmtp=True, rcpt={"unknown@lmtp.test": "550 5.1.1 unknown user"},
                                  lmtp_rcpt={"quota@lmtp.test": "552 5.2.2 over quota"})
@@ -162,10 +181,15 @@ class RelayClientTest(E2ETest):
             "slow.test": {"port": cls.plain.port, "tls": "none", "timeout": 1},
             "tls.test": {"port": cls.tls.port, "tls": "required", "ca": pki.ca},
             "untrusted.test": {"port": cls.untrusted.port, "tls": "required", "ca": pki.ca},
+            "implicit.test": {"port": cls.implicit.port, "tls": "implicit", "ca": pki.ca},
+            "implicit-untrusted.test": {"port": cls.implicit.port, "tls": "implicit"},
             "down.test": {"port": cls.down_port, "tls": "none"},
             "auth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "s3cret"}},
             "badauth.test": {"port": cls.authed.port, "auth": {"user": "relay", "password": "wrong"}},
             "luasmtpd.test": {"port": cls.downstream.port},
+            "pool.luasmtpd.test": {"port": cls.downstream.port, "pool": True},
+            "string.test": {"port": cls.plain.port, "source": "string"},
+            "file.test": {"port": cls.plain.port, "source": "file"},
         }
         # MX records in preference order: the first host refuses (nothing
         # listens on 127.0.0.2), the second is the next hop
@@ -184,7 +208,7 @@ class RelayClientTest(E2ETest):
             srv.stop()
             srv.cleanup()
         cls.dns.stop()
-        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed):
+        for s in (cls.plain, cls.tls, cls.untrusted, cls.authed, cls.lmtp, cls.tls_authed, cls.implicit):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
 
@@ -221,6 +245,16 @@ class RelayClientTest(E2ETest):
         code, msg, env = self.assertRelayed(self.plain, body, ["a@plain.test", "b@plain.test"])
         # the next hop's own text, once (its enhanced code not doubled)
         self.assertRegex(msg, rb"^2\.0\.0 queued as \d+$")
+
+    def test_message_as_string_and_file(self):
+        # whole sources: their size is known, so MAIL carries SIZE (aiosmtpd
+        # offers it), the bytes sent after the trace field
+        body = b"Subject: sources\r\n\r\n.dot\r\n" + (b"z" * 98 + b"\r\n") * 2000
+        for rcpt in ("s@string.test", "f@file.test"):
+            before = len(messages(self.plain.out))
+            self.assertRelayed(self.plain, body, [rcpt])
+            (got, env), = messages(self.plain.out)[before:]
+            self.assertIn("SIZE=%d" % len(got), env["mail_options"])
 
     def test_8bit(self):
         body = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße, ünïcødé\r\n".encode()
@@ -280,6 +314,13 @@ class RelayClientTest(E2ETest):
         self.assertEqual(code, 451, msg)
         self.assertTrue(msg.startswith(b"4.7.5"), msg)
         self.assertEqual(len(messages(self.untrusted.out)), before)
+
+    def test_implicit_tls(self):
+        self.assertRelayed(self.implicit, b"Subject: implicit\r\n\r\nx\r\n", ["i@implicit.test"])
+        # without our CA, the system store does not know the test CA
+        code, msg = self.relay(b"Subject: no\r\n\r\nno\r\n", ["i@implicit-untrusted.test"])
+        self.assertEqual(code, 451, msg)
+        self.assertTrue(msg.startswith(b"4.7.5"), msg)
 
     def test_opportunistic_without_starttls_goes_plain(self):
         self.assertRelayed(self.plain, b"Subject: opp\r\n\r\nplain\r\n", ["o@opportunistic.test"])
@@ -391,6 +432,50 @@ class RelayClientTest(E2ETest):
         self.assertEqual(code, 552, msg)
         wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
         self.assertEqual(len(messages(self.plain.out)), before)
+
+    def test_pool_with_pipelining(self):
+        # a next hop offering PIPELINING: the pooled connection's RSET goes
+        # in one write with MAIL and RCPT, and one connection carries all
+        conns = self.downstream.log().count("msg=connection ")
+        for i in range(3):
+            with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("p%d@pool.luasmtpd.test" % i)
+                code, msg = s.data(b"Subject: pooled %d\r\n\r\nx\r\n" % i)
+            self.assertEqual(code, 250, msg)
+        self.assertEqual(self.downstream.log().count("msg=connection ") - conns, 1)
+        self.assertEqual(self.downstream.log().count("verb=RSET"), 2)
+
+    def test_strings_for_addresses_and_misuse(self):
+        hook = r'''
+local client = require "smtp.client"
+return {
+  authOptional = true,
+  onData = function(stream, session)
+    for _ in stream:chunks() do end
+    local ok, err = pcall(client.send, {host = "127.0.0.1", port = %d, from = "a@b\r\nRSET", to = "c@plain.test",
+      message = "x\r\n"})
+    if ok then return nil, "5.0.0 misuse accepted" end
+    if not tostring(err):find("control characters", 1, true) then return nil, "5.0.0 " .. tostring(err) end
+    local res, serr = client.send{host = "127.0.0.1", port = %d, from = "a@example.com",
+      to = "strings@plain.test", message = "Subject: strings\r\n\r\nx\r\n"}
+    if not res then return nil, serr end
+    return res.message
+  end,
+}
+''' % (self.plain.port, self.plain.port)
+        before = len(messages(self.plain.out))
+        with Server(hook) as front:
+            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("s@example.com")
+                s.rcpt("r@example.org")
+                code, msg = s.data(b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(code, 250, msg)
+        (got, env), = self.taken(self.plain, before)
+        self.assertEqual((got, env["from"], env["to"]), (b"Subject: strings\r\n\r\nx\r\n", "a@example.com",
+                                                         ["strings@plain.test"]))
 
     def test_readme_example(self):
         # README's policy as printed, pointed at a local next hop that wants

@@ -8,7 +8,8 @@
 --
 -- Options: rcpt = {address = reply} (RCPT verdicts), mail = reply (every
 -- MAIL), data = reply (the reply to every message), tls = {cert, key}
--- (STARTTLS offered), auth = {user, password} (AUTH PLAIN/LOGIN required),
+-- (STARTTLS offered), implicit = {cert, key} (TLS from the first byte),
+-- auth = {user, password} (AUTH PLAIN/LOGIN required),
 -- lmtp = true (LHLO, one reply per recipient; lmtp_rcpt = {address =
 -- reply}). A recipient "slow@..." delays the reply to the data by
 -- data_delay seconds (3), "drop@..." drops the connection there.

@@ -8,7 +8,8 @@ CONFIG: {"port": N, "out": DIR, "tls": {"cert": ..., "key": ...} (STARTTLS
 offered), "lmtp": bool, "rcpt": {address: "452 4.2.2 full"}, "mail":
 "550 ...", "data": "554 ...", "data_delay": seconds, "drop_data": bool,
 "lmtp_rcpt": {address: "552 5.2.2 over quota"}, "auth": {"user": ...,
-"password": ...} (AUTH PLAIN and LOGIN without TLS)}. A recipient whose local
+"password": ...} (AUTH PLAIN and LOGIN without TLS), "implicit": {"cert": ...,
+"key": ...} (TLS from the first byte)}. A recipient whose local
 part is "slow" makes the reply to the data wait data_delay seconds (3 by
 default); one whose local part is "drop" makes the server drop the
 connection instead of answering the data. Every message taken is
@@ -104,7 +105,11 @@ def main():
                           data_size_limit=64 * 1024 * 1024, hostname="nexthop.test",
                           timeout=30, **auth)
 
-    ctl = Ctl(Handler(), hostname="127.0.0.1", port=cfg["port"])
+    implicit = None
+    if cfg.get("implicit"):
+        implicit = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        implicit.load_cert_chain(cfg["implicit"]["cert"], cfg["implicit"]["key"])
+    ctl = Ctl(Handler(), hostname="127.0.0.1", port=cfg["port"], ssl_context=implicit)
     ctl.start()
     # SIGTERM (blocked before the server's thread started) ends the wait
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
