@@ -127,6 +127,17 @@ function ngx.get_phase()
   return getmetatable(_G) == nil and "init" or "content"
 end
 
+-- Light threads of one hook (lua-nginx-module's user threads): spawn runs
+-- the function at once until it first waits; wait returns the first to
+-- end's true, results... or false, err; kill returns 1 or nil, err. The
+-- hook ends once its own function has returned and every thread it
+-- spawned has ended; if it raises, they are killed.
+ngx.thread = strict("thread.", {
+  spawn = runtime_fn("thread.spawn", core_ngx and core_ngx.spawn),
+  wait = runtime_fn("thread.wait", core_ngx and core_ngx.wait),
+  kill = runtime_fn("thread.kill", core_ngx and core_ngx.kill),
+})
+
 -- No request here: ngx.var is empty, and what only an HTTP request has
 -- raises when called (libraries fetch them at load time).
 ngx.var = {}
@@ -160,7 +171,7 @@ M.shared_dict = shdict and shdict.declare or function() unoffered("shared_dict")
 local ctxs = setmetatable({}, { __mode = "k" })
 local function session_key()
   local s = core_ngx and core_ngx.session()
-  if not s then error("ngx.ctx is offered only in a hook's own coroutine", 3) end
+  if not s then error("ngx.ctx is offered only in a hook", 3) end
   return s
 end
 
