@@ -1,6 +1,7 @@
 #include "lua/lua_hook.h"
 #include "proto/replies.h"
 #include "lua/lua_session_state.h"
+#include "lua/lua_timer.h"
 #include "lua/lua_uthread.h"
 
 #include "net/conn.h"
@@ -22,6 +23,11 @@ static struct conn *hook_running;
 struct conn *hook_current(lua_State *L)
 {
 	return hook_running && lua_state_of(hook_running)->hook.co == L ? hook_running : NULL;
+}
+
+bool hook_in_progress(void)
+{
+	return hook_running != NULL;
 }
 
 /* Any coroutine but the main thread that runs while a hook runs was
@@ -335,23 +341,43 @@ static void hook_sleep_cleanup(struct hook_pending *p)
 	ev_timer_stop(p->c->srv->loop, &lua_state_of(p->c)->hook.timers->sleep);
 }
 
-bool hook_can_wait(lua_State *L)
+/* A timer callback (lua_timer.c) runs L, or a coroutine it resumed. */
+static struct hook_uthread *hook_timer_of(lua_State *L)
 {
-	return hook_of(L) != NULL;
+	return L != lua_main && !hook_running ? timer_running : NULL;
 }
 
-int hook_yield(lua_State *L, struct conn *c)
+bool hook_can_wait(lua_State *L)
 {
-	const struct hook_run *h = &lua_state_of(c)->hook;
-	if (L == (h->current ? h->current->co : h->co))
+	return hook_of(L) || hook_timer_of(L);
+}
+
+/* Yields L up to root, the coroutine the runner resumes. */
+static int hook_yield_to(lua_State *L, lua_State *root)
+{
+	if (L == root)
 		return lua_yield(L, 0);
 	hook_push_wait_marker(L);
 	return lua_yield(L, 1);
 }
 
+int hook_yield(lua_State *L, struct conn *c)
+{
+	const struct hook_run *h = &lua_state_of(c)->hook;
+	return hook_yield_to(L, h->current ? h->current->co : h->co);
+}
+
 int hook_wait(lua_State *L, struct hook_pending *p)
 {
 	struct conn *c = hook_of(L);
+	struct hook_uthread *timer = hook_timer_of(L);
+	if (timer) {
+		p->c = NULL;
+		p->thread = timer;
+		p->gen = timer->gen;
+		timer->pending = p;
+		return hook_yield_to(L, timer->co);
+	}
 	if (!c)
 		return luaL_error(L, "only a hook's own coroutine can wait for the network");
 	struct hook_run *h = &lua_state_of(c)->hook;
@@ -369,8 +395,8 @@ int hook_wait(lua_State *L, struct hook_pending *p)
 
 lua_State *hook_pending_thread(const struct hook_pending *p)
 {
-	if (!p->c)
-		return NULL;
+	if (!p->c) /* a timer callback's, or never used */
+		return p->thread && p->thread->gen == p->gen && p->thread->pending == p ? p->thread->co : NULL;
 	const struct hook_run *h = &lua_state_of(p->c)->hook;
 	if (!h->active || h->gen != p->gen)
 		return NULL;
@@ -384,6 +410,10 @@ void hook_pending_done(struct hook_pending *p, int nres)
 	if (!hook_pending_thread(p))
 		return;
 	struct conn *c = p->c;
+	if (!c) {
+		timer_pending_done(p->thread, nres);
+		return;
+	}
 	if (!p->thread) {
 		lua_state_of(c)->hook.pending = NULL;
 		hook_resume_async(c, nres);
@@ -399,11 +429,13 @@ void hook_pending_done(struct hook_pending *p, int nres)
 int hook_sleep(lua_State *L, double s)
 {
 	struct conn *c = hook_of(L);
+	if (hook_timer_of(L))
+		return uthread_sleep(L, hook_timer_of(L), s);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
 	struct hook_run *h = &lua_state_of(c)->hook;
 	if (h->current)
-		return uthread_sleep(L, c, h->current, s);
+		return uthread_sleep(L, h->current, s);
 	struct hook_timers *t = hook_timers(c);
 	ev_timer_set(&t->sleep, s, 0.);
 	ev_timer_start(c->srv->loop, &t->sleep);

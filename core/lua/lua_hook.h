@@ -68,10 +68,13 @@ void hook_accept_now(struct conn *c, hook_done_fn done);
 void hook_wake(struct conn *c, int nres);
 /* Drops a hook in flight (the connection is gone). */
 void hook_cancel(struct conn *c);
+/* A hook's coroutine (or a light thread) is being resumed now. */
+bool hook_in_progress(void);
 /* The connection whose hook is running on L, or NULL (wrong coroutine). */
 struct conn *hook_current(lua_State *L);
-/* True when L may wait on the network: the running hook's coroutine, or a
- * coroutine it resumed (lua_cowait.c passes the wait up to the hook). */
+/* True when L may wait on the network: the running hook's coroutine, one
+ * of its light threads, a timer callback's (lua_timer.h), or a coroutine
+ * one of them resumed (lua_cowait.c passes the wait up). */
 bool hook_can_wait(lua_State *L);
 /* lua_cowait.c: pushes the value such a nested coroutine yields to wait. */
 void hook_push_wait_marker(lua_State *L);

@@ -1,9 +1,9 @@
 #include "lua/lua_uthread.h"
 
+#include "lua/api_socket.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session_state.h"
 #include "net/conn.h"
-#include "net/server.h"
 
 #include <lauxlib.h>
 
@@ -138,13 +138,20 @@ static void uthread_sleep_done(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void uthread_sleep_cleanup(struct hook_pending *p)
 {
-	ev_timer_stop(p->c->srv->loop, &p->thread->sleep);
+	ev_timer_stop(sock_loop(), &p->thread->sleep);
 }
 
-int uthread_sleep(lua_State *L, struct conn *c, struct hook_uthread *t, double s)
+void uthread_init(struct hook_uthread *t)
+{
+	ev_init(&t->sleep, uthread_sleep_done);
+	t->sleep.data = t;
+	t->sleeping.cleanup = uthread_sleep_cleanup;
+}
+
+int uthread_sleep(lua_State *L, struct hook_uthread *t, double s)
 {
 	ev_timer_set(&t->sleep, s, 0.);
-	ev_timer_start(c->srv->loop, &t->sleep);
+	ev_timer_start(sock_loop(), &t->sleep);
 	return hook_wait(L, &t->sleeping);
 }
 
@@ -169,9 +176,7 @@ int uthread_spawn(lua_State *L)
 	t->co = lua_thread_acquire(&t->ref);
 	t->parent = h->current;
 	t->status = UT_RUNNING;
-	ev_init(&t->sleep, uthread_sleep_done);
-	t->sleep.data = t;
-	t->sleeping.cleanup = uthread_sleep_cleanup;
+	uthread_init(t);
 	t->next = h->uthreads;
 	h->uthreads = t;
 	int n = lua_gettop(L);

@@ -31,6 +31,7 @@ struct hook_uthread {
 	bool waiting; /* in ngx.thread.wait */
 	bool waited;  /* its parent's ngx.thread.wait names it */
 	bool ended_ok; /* returned (its coroutine is reusable) */
+	unsigned gen;  /* a timer callback's (lua_timer.c): bumped as its record is reused */
 	ev_timer sleep; /* its ngx.sleep, a pending operation like any other */
 	struct hook_pending sleeping;
 };
@@ -39,8 +40,10 @@ struct hook_uthread {
  * pushed on t's coroutine: resumes it, and each waiting parent in turn as
  * threads end. May end the hook (and free c, in onClose). */
 void uthread_pending_done(struct conn *c, struct hook_uthread *t, int nres);
-/* Suspends light thread t for s seconds. */
-int uthread_sleep(lua_State *L, struct conn *c, struct hook_uthread *t, double s);
+/* Readies a new record's ngx.sleep. */
+void uthread_init(struct hook_uthread *t);
+/* Suspends light thread (or timer callback) t for s seconds. */
+int uthread_sleep(lua_State *L, struct hook_uthread *t, double s);
 /* Some light thread of h has not ended. */
 bool uthread_any_running(const struct hook_run *h);
 /* Stops every light thread of h (each pending operation's cleanup runs,

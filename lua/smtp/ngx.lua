@@ -115,7 +115,8 @@ ngx.config = strict("config.", {
 local core_server = has_core and require "smtp.core.server" or nil
 ngx.worker = strict("worker.", {
   pid = function() return smtp.pid() end,
-  exiting = function() return false end,
+  -- true once the worker stops, drains or reloads its script
+  exiting = core_ngx and core_ngx.exiting or function() return false end,
   -- the worker's slot of --workers N (0 and 1 in a single process)
   id = function() return core_server and core_server.worker_id() or 0 end,
   count = function() return core_server and core_server.worker_count() or 1 end,
@@ -136,6 +137,17 @@ ngx.thread = strict("thread.", {
   spawn = runtime_fn("thread.spawn", core_ngx and core_ngx.spawn),
   wait = runtime_fn("thread.wait", core_ngx and core_ngx.wait),
   kill = runtime_fn("thread.kill", core_ngx and core_ngx.kill),
+})
+
+-- Timers, outside any session: callback(premature, ...) runs after delay
+-- seconds in a coroutine of its own (cosockets, ngx.sleep and shared dicts
+-- work there); premature is true when the worker stops, drains or
+-- reloads. Made while the script loads, they start as a worker serves.
+ngx.timer = strict("timer.", {
+  at = runtime_fn("timer.at", core_ngx and core_ngx.timer_at),
+  every = runtime_fn("timer.every", core_ngx and core_ngx.timer_every),
+  running_count = runtime_fn("timer.running_count", core_ngx and core_ngx.timer_running_count),
+  pending_count = runtime_fn("timer.pending_count", core_ngx and core_ngx.timer_pending_count),
 })
 
 -- No request here: ngx.var is empty, and what only an HTTP request has

@@ -16,9 +16,9 @@ from svcutil import CASES_PRELUDE, case_hook
 
 BLOCK = 0.3  # seconds each BLPOP waits on an empty list
 
-PRELUDE = r'''
-require "smtp.ngx"
-
+# redis(name, command...): Redis commands on a connection of their own
+# (also test_timer's).
+REDIS_LUA = r'''
 -- One Redis command on a connection of its own (RESP by hand: this module
 -- needs no compat library); the reply's first line, or nil, err.
 local function redis(name, ...)
@@ -48,6 +48,10 @@ local function redis(name, ...)
   s:close()
   return line
 end
+'''
+
+PRELUDE = r'''
+require "smtp.ngx"
 
 CASES["parallel"] = function()
   local t0 = ngx.now()
@@ -179,25 +183,34 @@ def client_names(port):
 
 def thread_server(redis_port, **options):
     prelude = ("local REDIS_PORT = %d\nlocal BLOCK = %s\n" % (redis_port, BLOCK)
-               + CASES_PRELUDE + PRELUDE + "local CASE = %s\n" % case_hook())
+               + CASES_PRELUDE + REDIS_LUA + PRELUDE + "local CASE = %s\n" % case_hook())
     return Server(script(hooks={"onRcptTo": Lua("CASE")}, prelude=prelude, disableReverseLookup=True,
                          **options))
 
 
-class LightThreads(svcutil.CaseSessions, E2ETest):
+class RedisCaseServer(svcutil.CaseSessions):
+    """A class's redis-server (cls.redis) and the server cls.server(port)
+    makes (cls.srv), running cases against it; also test_timer's."""
 
     @classmethod
     def setUpClass(cls):
         cls.redis = svcutil.start_redis()
         with contextlib.ExitStack() as on_failure:
             on_failure.enter_context(cls.redis)  # stopped if the server does not start
-            cls.srv = thread_server(cls.redis.port, hookTimeout=5)
+            cls.srv = cls.server(cls.redis.port)
             on_failure.pop_all()
 
     @classmethod
     def tearDownClass(cls):
         with cls.redis:  # stopped after the server, whatever its stop reports
             cls.srv.stop()
+
+
+class LightThreads(RedisCaseServer, E2ETest):
+
+    @staticmethod
+    def server(redis_port):
+        return thread_server(redis_port, hookTimeout=5)
 
     def test_two_blocking_calls_in_two_threads_take_the_time_of_one(self):
         r = self.case("parallel")
