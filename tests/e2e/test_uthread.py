@@ -144,6 +144,7 @@ CASES["ctx"] = function()
     local before = ngx.ctx.seen
     ngx.sleep(0.01)
     ngx.ctx.seen = "thread"
+    smtp.log.info("hello from a light thread")
     return before
   end)
   local _, before = ngx.thread.wait(t)
@@ -255,9 +256,11 @@ class LightThreads(RedisCaseServer, E2ETest):
             self.assertIsNone(svcutil.redis_command(self.redis.port, "GET", "orphan:%d" % c.local_port))
         self.assertNotIn("uthread-orphan", client_names(self.redis.port))
 
-    def test_ngx_ctx_is_the_sessions_in_its_threads(self):
+    def test_ngx_ctx_and_the_log_are_the_sessions_in_its_threads(self):
         r = self.case("ctx")
         self.assertEqual((r.get("v"), r.get("extra")), ("entry", "thread"), r)
+        [line] = [l for l in self.srv.log().splitlines() if "hello from a light thread" in l][-1:]
+        self.assertIn("session=", line, "its log lines carry the session's id")
 
     def test_misuse_gets_lua_nginx_modules_errors(self):
         r = self.case("misuse")
