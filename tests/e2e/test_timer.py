@@ -5,7 +5,8 @@ writes to redis and a shared dict; ngx.timer.every ticks; running_count and
 pending_count; an error in a callback is logged and the server goes on;
 TERM and HUP run the pending timers at once with premature = true (HUP
 then starts the new script's); each worker of --workers 2 starts the
-script's timers; the pending and running limits
+script's timers, and an old one draining after HUP runs them premature;
+the pending and running limits
 (lua_max_pending_timers 1024, lua_max_running_timers 256); misuse gets
 lua-nginx-module's error strings."""
 
@@ -171,13 +172,19 @@ class TimersEnd(E2ETest):
             self.assertEqual(srv.events("late"), [{"premature": True, "exiting": False, "args": "xy"}])
             self.assertEqual(svcutil.redis_command(self.redis.port, "GET", "boots"), b"2")
 
-    def test_each_worker_starts_the_timers_the_script_made(self):
+    def test_each_worker_starts_the_scripts_timers_and_ends_them_as_it_drains(self):
         with timer_server(self.redis.port, args=["--workers", "2"]) as srv:
             self.assertEqual(len(srv.wait_events("boot", 2)), 2)
             self.assertTrue(svcutil.wait_for(
                 lambda: svcutil.redis_command(self.redis.port, "GET", "boots") == b"2", 3))
             time.sleep(0.2)
             self.assertEqual(len(srv.events("boot")), 2, "none in the master")
+            # HUP: new workers start the new script's timers; the old ones
+            # drain, running theirs at once, premature
+            srv.proc.send_signal(signal.SIGHUP)
+            self.assertEqual(len(srv.wait_events("boot", 4)), 4)
+            self.assertEqual(srv.wait_events("late", 2, timeout=5),
+                             [{"premature": True, "exiting": True, "args": "xy"}] * 2)
 
     def test_pending_and_running_limits(self):
         with timer_server(self.redis.port) as srv:
