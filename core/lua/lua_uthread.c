@@ -43,7 +43,8 @@ void uthread_drop_all(struct hook_run *h)
 		struct hook_uthread *next = t->next;
 		if (t->status == UT_RUNNING)
 			uthread_stop(t);
-		lua_thread_release(t->co, t->ref, t->ended_ok);
+		/* Never back to the pool: the script may hold the thread still. */
+		lua_thread_release(t->co, t->ref, false);
 		free(t);
 		t = next;
 	}
@@ -65,7 +66,6 @@ static void uthread_end(struct conn *c, struct hook_uthread *t, int status)
 	lua_State *co = t->co;
 	t->status = UT_ZOMBIE;
 	if (status == 0) {
-		t->ended_ok = true;
 		lua_pushboolean(co, 1);
 		lua_insert(co, 1);
 		return;

@@ -30,7 +30,6 @@ struct hook_uthread {
 	enum uthread_status status;
 	bool waiting; /* in ngx.thread.wait */
 	bool waited;  /* its parent's ngx.thread.wait names it */
-	bool ended_ok; /* returned (its coroutine is reusable) */
 	unsigned gen;  /* a timer callback's (lua_timer.c): bumped as its record is reused */
 	ev_timer sleep; /* its ngx.sleep, a pending operation like any other */
 	struct hook_pending sleeping;

@@ -138,6 +138,23 @@ CASES["leaves"] = function()
   return R("not reached")
 end
 
+local function perr(f, ...)
+  local ok, err = pcall(f, ...)
+  return ok and "no error" or tostring(err):gsub("^.-:%d+: ", "")
+end
+
+-- A thread handle kept from an earlier hook of the session names no thread
+-- of this one, even while this hook runs threads of its own.
+CASES["stale"] = function()
+  local fresh = ngx.thread.spawn(ngx.sleep, 0.01)
+  local old = ngx.ctx.old
+  ngx.ctx.old = ngx.thread.spawn(function() end)
+  ngx.thread.wait(ngx.ctx.old)
+  ngx.thread.wait(fresh)
+  if not old then return R("first") end
+  return R(select(2, ngx.thread.kill(old)), perr(ngx.thread.wait, old))
+end
+
 CASES["ctx"] = function()
   ngx.ctx.seen = "entry"
   local t = ngx.thread.spawn(function()
@@ -149,11 +166,6 @@ CASES["ctx"] = function()
   end)
   local _, before = ngx.thread.wait(t)
   return R(before, nil, ngx.ctx.seen)
-end
-
-local function perr(f, ...)
-  local ok, err = pcall(f, ...)
-  return ok and "no error" or tostring(err):gsub("^.-:%d+: ", "")
 end
 
 local LOAD_ERR = perr(ngx.thread.spawn, function() end)
@@ -261,6 +273,13 @@ class LightThreads(RedisCaseServer, E2ETest):
         self.assertEqual((r.get("v"), r.get("extra")), ("entry", "thread"), r)
         [line] = [l for l in self.srv.log().splitlines() if "hello from a light thread" in l][-1:]
         self.assertIn("session=", line, "its log lines carry the session's id")
+
+    def test_a_thread_of_an_earlier_hook_is_not_this_hooks(self):
+        with self.session() as c:
+            self.assertEqual(svcutil.run_case(self, c, "stale").get("v"), "first")
+            r = svcutil.run_case(self, c, "stale")
+        self.assertEqual((r.get("v"), r.get("err")),
+                         ("not user thread", "attempt to wait on a coroutine that is not a user thread"), r)
 
     def test_misuse_gets_lua_nginx_modules_errors(self):
         r = self.case("misuse")
