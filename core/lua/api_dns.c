@@ -176,7 +176,7 @@ static int lua_dns_query(lua_State *L)
 			type = dns_types[i].type;
 	if (!type)
 		return luaL_argerror(L, 2, "expected A, AAAA, MX, TXT or PTR");
-	if (!hook_current(L))
+	if (!hook_can_wait(L))
 		return luaL_error(L, "smtp.dns.query: only a hook's own coroutine can wait for an answer");
 	char rev[80];
 	if (type == ns_t_ptr && dns_reverse_name(name, rev, sizeof rev))

@@ -1,5 +1,6 @@
 /* api_log — smtp.log.debug/info/warn/error(msg, fields): a logfmt line on
- * the core's log, with the session's id when a hook writes it. */
+ * the core's log, with the session's id when a hook (or a light thread or
+ * coroutine of it) writes it. */
 #include "base/log.h"
 #include "lua/lua_api.h"
 #include "lua/lua_hook.h"
@@ -15,7 +16,7 @@ static int log_write(lua_State *L)
 	if (!log_enabled(level))
 		return 0;
 	const char *msg = luaL_checkstring(L, 2);
-	struct conn *c = hook_current(L);
+	struct conn *c = hook_of(L);
 	struct buf line = {0};
 	log_begin(&line, level, c ? conn_session_id(c) : NULL, msg);
 	if (lua_type(L, 3) == LUA_TTABLE) {

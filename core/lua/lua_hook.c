@@ -1,6 +1,8 @@
 #include "lua/lua_hook.h"
 #include "proto/replies.h"
 #include "lua/lua_session_state.h"
+#include "lua/lua_timer.h"
+#include "lua/lua_uthread.h"
 
 #include "net/conn.h"
 #include "lua/lua_guard.h"
@@ -21,6 +23,19 @@ static struct conn *hook_running;
 struct conn *hook_current(lua_State *L)
 {
 	return hook_running && lua_state_of(hook_running)->hook.co == L ? hook_running : NULL;
+}
+
+bool hook_in_progress(void)
+{
+	return hook_running != NULL;
+}
+
+/* Any coroutine but the main thread that runs while a hook runs was
+ * resumed, directly or not, by that hook's coroutine or one of its light
+ * threads. */
+struct conn *hook_of(lua_State *L)
+{
+	return L != lua_main ? hook_running : NULL;
 }
 
 static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
@@ -167,6 +182,8 @@ static void hook_finish(struct conn *c, int status, double now)
 		hook_internal_error(&o);
 	}
 	hook_timers_free(c);
+	/* Light threads still running end with their hook (one that raised). */
+	uthread_drop_all(h);
 	metrics_hook(h->id, now - h->started, o.kind == HOOK_FAILED);
 	/* done() may start the next hook on this connection: clear first. */
 	int ref = h->co_ref;
@@ -185,34 +202,80 @@ static void hook_finish(struct conn *c, int status, double now)
 		lua_gc(lua_main, LUA_GCCOLLECT, 0);
 }
 
-static void hook_resume(struct conn *c, int nargs)
+/* The hook waits (on the network, or for its light threads): hookTimeout
+ * runs for the time it spends so. */
+static void hook_arm_deadline(struct conn *c)
+{
+	double timeout = listener_config_of(c)->hook_timeout;
+	if (timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
+		ev_timer_set(&hook_timers(c)->deadline, timeout, 0.);
+		ev_timer_start(c->srv->loop, &hook_timers(c)->deadline);
+	}
+}
+
+/* Resumes co, the hook's own coroutine (t NULL) or light thread t, with
+ * one clock read on each side: it times the hook and arms the watchdog. */
+static int hook_resume_co(struct conn *c, struct hook_uthread *t, lua_State *co, int nargs, double *t1)
 {
 	struct hook_run *h = &lua_state_of(c)->hook;
 	struct conn *outer = hook_running;
+	struct hook_uthread *outer_thread = h->current;
 	hook_running = c;
-	h->wait = WAIT_NONE;
-	/* One clock read on each side: it times the hook and arms the watchdog. */
+	h->current = t;
 	double t0 = lua_guard_now();
 	if (!h->started)
 		h->started = t0;
 	lua_guard_enter(listener_config_of(c)->hook_timeout, t0);
-	int status = lua_resume(h->co, nargs);
-	double t1 = lua_guard_now();
-	conn_session(c)->hook_seconds += t1 - t0;
+	int status = lua_resume(co, nargs);
+	*t1 = lua_guard_now();
+	conn_session(c)->hook_seconds += *t1 - t0;
 	lua_guard_leave();
+	h->current = outer_thread;
 	hook_running = outer;
+	return status;
+}
+
+int hook_resume_uthread(struct conn *c, struct hook_uthread *t, lua_State *co, int nargs)
+{
+	double t1;
+	return hook_resume_co(c, t, co, nargs, &t1);
+}
+
+static void hook_resume(struct conn *c, int nargs)
+{
+	struct hook_run *h = &lua_state_of(c)->hook;
+	h->wait = WAIT_NONE;
+	double t1;
+	int status = hook_resume_co(c, NULL, h->co, nargs, &t1);
 	if (status == LUA_YIELD && h->wait != WAIT_NONE) {
 		/* Waiting on the client (the message body) is not the script's time. */
 		if (h->wait == WAIT_STREAM) {
 			if (h->timers)
 				ev_timer_stop(c->srv->loop, &h->timers->deadline);
-		} else if (listener_config_of(c)->hook_timeout > 0 && !ev_is_active(&hook_timers(c)->deadline)) {
-			ev_timer_set(&h->timers->deadline, listener_config_of(c)->hook_timeout, 0.);
-			ev_timer_start(c->srv->loop, &h->timers->deadline);
+		} else {
+			hook_arm_deadline(c);
 		}
 		return;
 	}
+	if (status == 0 && h->uthreads && uthread_any_running(h)) {
+		/* Its verdict waits, on its coroutine, for the light threads. */
+		h->entry_done = true;
+		hook_arm_deadline(c);
+		return;
+	}
 	hook_finish(c, status, t1);
+}
+
+void hook_entry_wake(struct conn *c, int nres)
+{
+	hook_resume(c, nres);
+}
+
+void hook_thread_ended(struct conn *c)
+{
+	struct hook_run *h = &lua_state_of(c)->hook;
+	if (h->active && h->entry_done && !uthread_any_running(h))
+		hook_finish(c, 0, lua_guard_now());
 }
 
 /* A suspended hook outlived hookTimeout: it is dropped and fails. */
@@ -278,40 +341,68 @@ static void hook_sleep_cleanup(struct hook_pending *p)
 	ev_timer_stop(p->c->srv->loop, &lua_state_of(p->c)->hook.timers->sleep);
 }
 
-/* Any coroutine but the main thread that runs while a hook runs was
- * resumed, directly or not, by that hook's coroutine. */
-static struct conn *hook_waiter(lua_State *L)
+/* A timer callback (lua_timer.c) runs L, or a coroutine it resumed. */
+static struct hook_uthread *hook_timer_of(lua_State *L)
 {
-	return L != lua_main ? hook_running : NULL;
+	return L != lua_main && !hook_running ? timer_running : NULL;
 }
 
 bool hook_can_wait(lua_State *L)
 {
-	return hook_waiter(L) != NULL;
+	return hook_of(L) || hook_timer_of(L);
 }
 
-int hook_wait(lua_State *L, struct hook_pending *p)
+/* Yields L up to root, the coroutine the runner resumes. */
+static int hook_yield_to(lua_State *L, lua_State *root)
 {
-	struct conn *c = hook_waiter(L);
-	if (!c)
-		return luaL_error(L, "only a hook's own coroutine can wait for the network");
-	struct hook_run *h = &lua_state_of(c)->hook;
-	p->c = c;
-	p->gen = h->gen;
-	h->wait = WAIT_PENDING;
-	h->pending = p;
-	if (L == h->co)
+	if (L == root)
 		return lua_yield(L, 0);
 	hook_push_wait_marker(L);
 	return lua_yield(L, 1);
 }
 
+int hook_yield(lua_State *L, struct conn *c)
+{
+	const struct hook_run *h = &lua_state_of(c)->hook;
+	return hook_yield_to(L, h->current ? h->current->co : h->co);
+}
+
+int hook_wait(lua_State *L, struct hook_pending *p)
+{
+	struct conn *c = hook_of(L);
+	struct hook_uthread *timer = hook_timer_of(L);
+	if (timer) {
+		p->c = NULL;
+		p->thread = timer;
+		p->gen = timer->gen;
+		timer->pending = p;
+		return hook_yield_to(L, timer->co);
+	}
+	if (!c)
+		return luaL_error(L, "only a hook's own coroutine can wait for the network");
+	struct hook_run *h = &lua_state_of(c)->hook;
+	p->c = c;
+	p->gen = h->gen;
+	p->thread = h->current;
+	if (h->current) {
+		h->current->pending = p;
+	} else {
+		h->wait = WAIT_PENDING;
+		h->pending = p;
+	}
+	return hook_yield(L, c);
+}
+
 lua_State *hook_pending_thread(const struct hook_pending *p)
 {
-	if (!p->c)
-		return NULL;
+	if (!p->c) /* a timer callback's, or never used */
+		return p->thread && p->thread->gen == p->gen && p->thread->pending == p ? p->thread->co : NULL;
 	const struct hook_run *h = &lua_state_of(p->c)->hook;
-	return h->active && h->pending == p && h->gen == p->gen ? h->co : NULL;
+	if (!h->active || h->gen != p->gen)
+		return NULL;
+	if (p->thread) /* the run's light threads live as long as the run */
+		return p->thread->pending == p ? p->thread->co : NULL;
+	return h->pending == p ? h->co : NULL;
 }
 
 void hook_pending_done(struct hook_pending *p, int nres)
@@ -319,15 +410,32 @@ void hook_pending_done(struct hook_pending *p, int nres)
 	if (!hook_pending_thread(p))
 		return;
 	struct conn *c = p->c;
-	lua_state_of(c)->hook.pending = NULL;
-	hook_resume_async(c, nres);
+	if (!c) {
+		timer_pending_done(p->thread, nres);
+		return;
+	}
+	if (!p->thread) {
+		lua_state_of(c)->hook.pending = NULL;
+		hook_resume_async(c, nres);
+		return;
+	}
+	/* onClose frees the connection when it ends: touch nothing after. */
+	bool closing = lua_state_of(c)->hook.id == HOOK_CLOSE;
+	uthread_pending_done(c, p->thread, nres);
+	if (!closing)
+		conn_resume(c);
 }
 
 int hook_sleep(lua_State *L, double s)
 {
-	struct conn *c = hook_waiter(L);
+	struct conn *c = hook_of(L);
+	if (hook_timer_of(L))
+		return uthread_sleep(L, hook_timer_of(L), s);
 	if (!c)
 		return luaL_error(L, "smtp.sleep: only a hook's own coroutine may sleep");
+	struct hook_run *h = &lua_state_of(c)->hook;
+	if (h->current)
+		return uthread_sleep(L, h->current, s);
 	struct hook_timers *t = hook_timers(c);
 	ev_timer_set(&t->sleep, s, 0.);
 	ev_timer_start(c->srv->loop, &t->sleep);
@@ -345,6 +453,7 @@ void hook_cancel(struct conn *c)
 	h->pending = NULL;
 	if (p)
 		p->cleanup(p);
+	uthread_drop_all(h);
 	hook_timers_free(c);
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);

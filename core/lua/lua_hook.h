@@ -20,7 +20,10 @@ struct conn;
  * onData's text). */
 typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
 
-enum hook_wait { WAIT_NONE, WAIT_PENDING, WAIT_STREAM };
+/* WAIT_THREADS: in ngx.thread.wait, until a light thread it waits on ends. */
+enum hook_wait { WAIT_NONE, WAIT_PENDING, WAIT_STREAM, WAIT_THREADS };
+
+struct hook_uthread; /* a light thread of the hook (lua_uthread.h) */
 
 /* The one operation a suspended hook waits on (a socket, a lookup, a
  * sleep), registered as it yields. Its completion resumes the hook only
@@ -32,6 +35,7 @@ struct hook_pending {
 	void (*cleanup)(struct hook_pending *p);
 	struct conn *c; /* whose hook yielded on it */
 	unsigned gen;   /* that hook run's generation */
+	struct hook_uthread *thread; /* the light thread that waits, NULL: the hook's own coroutine */
 };
 
 struct hook_run {
@@ -45,6 +49,12 @@ struct hook_run {
 	unsigned gen;                 /* bumped as each run starts and ends */
 	double started; /* lua_guard_now() at its first resume */
 	bool active;
+	/* ngx.thread: the run's light threads (lua_uthread.c), the one running
+	 * now (NULL: the hook's own coroutine), and whether the hook's own
+	 * coroutine has returned while some of them still run. */
+	struct hook_uthread *uthreads;
+	struct hook_uthread *current;
+	bool entry_done;
 };
 
 /* Readies hook id of c's options: returns the coroutine with the function
@@ -58,10 +68,13 @@ void hook_accept_now(struct conn *c, hook_done_fn done);
 void hook_wake(struct conn *c, int nres);
 /* Drops a hook in flight (the connection is gone). */
 void hook_cancel(struct conn *c);
+/* A hook's coroutine (or a light thread) is being resumed now. */
+bool hook_in_progress(void);
 /* The connection whose hook is running on L, or NULL (wrong coroutine). */
 struct conn *hook_current(lua_State *L);
-/* True when L may wait on the network: the running hook's coroutine, or a
- * coroutine it resumed (lua_cowait.c passes the wait up to the hook). */
+/* True when L may wait on the network: the running hook's coroutine, one
+ * of its light threads, a timer callback's (lua_timer.h), or a coroutine
+ * one of them resumed (lua_cowait.c passes the wait up). */
 bool hook_can_wait(lua_State *L);
 /* lua_cowait.c: pushes the value such a nested coroutine yields to wait. */
 void hook_push_wait_marker(lua_State *L);
@@ -77,6 +90,23 @@ lua_State *hook_pending_thread(const struct hook_pending *p);
 /* p has completed with nres results pushed on hook_pending_thread(p):
  * resumes the hook. */
 void hook_pending_done(struct hook_pending *p, int nres);
+
+/* For lua_uthread.c. The connection whose hook runs L (its own coroutine,
+ * a light thread, or a coroutine one of them resumed), or NULL. */
+struct conn *hook_of(lua_State *L);
+/* Yields L up to the hook's own coroutine or light thread it runs under
+ * (L itself, or through lua_cowait.c's marker), once what it waits on is
+ * registered. */
+int hook_yield(lua_State *L, struct conn *c);
+/* The hook's own coroutine, waiting in ngx.thread.wait,
+ * resumed with nres values pushed on it (from the loop). */
+void hook_entry_wake(struct conn *c, int nres);
+/* A light thread has ended: the hook ends too when its own coroutine has
+ * returned and no light thread runs. Call last: it may free c. */
+void hook_thread_ended(struct conn *c);
+/* Resumes light thread t's coroutine co from the loop, under the hook's
+ * watchdog and clock; returns lua_resume's status. */
+int hook_resume_uthread(struct conn *c, struct hook_uthread *t, lua_State *co, int nargs);
 
 /* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
 void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);

@@ -1,4 +1,5 @@
 #include "lua/lua_runtime.h"
+#include "lua/lua_timer.h"
 
 #include "lua/lua_api.h"
 #include "lua/lua_guard.h"
@@ -339,6 +340,7 @@ struct config *lua_runtime_load(const char *path, char **listen_override, size_t
 
 void lua_runtime_close(void)
 {
+	lua_timer_close(); /* callbacks in flight end before their state */
 	if (lua_main)
 		lua_close(lua_main);
 	lua_main = NULL;

@@ -3,6 +3,7 @@
 #include "base/log.h"
 #include "lua/lua_guard.h"
 #include "lua/lua_runtime.h"
+#include "lua/lua_timer.h"
 #include "tls/tls_sni_cache.h"
 
 #include <lauxlib.h>
@@ -10,7 +11,9 @@
 
 static struct listener_set *ops_load(struct server *srv, char *err, size_t errlen)
 {
+	lua_timer_load_begin();
 	struct config *cfg = lua_runtime_load(srv->script, srv->listen_override, srv->noverride, err, errlen);
+	lua_timer_load_end(cfg != NULL);
 	return cfg ? &cfg->set : NULL;
 }
 
@@ -64,6 +67,7 @@ static bool ops_rebuild_tls(struct listener_set *set, char *err, size_t errlen)
 static void ops_serving(void)
 {
 	lua_guard_start(lua_main);
+	lua_timer_serving();
 }
 
 const struct server_ops lua_server_ops = {
@@ -73,6 +77,7 @@ const struct server_ops lua_server_ops = {
 	.adopt = ops_adopt,
 	.rebuild_tls = ops_rebuild_tls,
 	.serving = ops_serving,
+	.stopping = lua_timer_exiting,
 	.close = lua_runtime_close,
 };
 

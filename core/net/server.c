@@ -422,6 +422,8 @@ void server_stop(struct server *srv, const char *why)
 		return;
 	srv->stopping = true;
 	log_kv(LOG_INFO, NULL, "stopping", "reason", why, NULL);
+	if (!srv->draining && srv->ops->stopping)
+		srv->ops->stopping();
 	if (!srv->worker)
 		sd_notify_state("STOPPING=1");
 	server_stop_listening(srv);
@@ -446,6 +448,8 @@ void server_drain(struct server *srv)
 		return;
 	srv->draining = true;
 	log_kv(LOG_INFO, NULL, "draining: no new sessions, open ones go on", NULL);
+	if (srv->ops->stopping)
+		srv->ops->stopping();
 	server_stop_listening(srv);
 	server_maybe_done(srv);
 }

@@ -26,8 +26,10 @@ struct server_ops {
 	/* Every listener's TLS of cfg built again from its options (files
 	 * renewed on disk); all or nothing, false and err. */
 	bool (*rebuild_tls)(struct listener_set *cfg, char *err, size_t errlen);
-	/* The loop is about to serve; the process is done with the runtime. */
+	/* The loop is about to serve; it stops or drains (no new sessions);
+	 * the process is done with the runtime. */
 	void (*serving)(void);
+	void (*stopping)(void);
 	void (*close)(void);
 };
 

@@ -115,7 +115,8 @@ ngx.config = strict("config.", {
 local core_server = has_core and require "smtp.core.server" or nil
 ngx.worker = strict("worker.", {
   pid = function() return smtp.pid() end,
-  exiting = function() return false end,
+  -- true once the worker stops, drains or reloads its script
+  exiting = core_ngx and core_ngx.exiting or function() return false end,
   -- the worker's slot of --workers N (0 and 1 in a single process)
   id = function() return core_server and core_server.worker_id() or 0 end,
   count = function() return core_server and core_server.worker_count() or 1 end,
@@ -126,6 +127,28 @@ ngx.worker = strict("worker.", {
 function ngx.get_phase()
   return getmetatable(_G) == nil and "init" or "content"
 end
+
+-- Light threads of one hook (lua-nginx-module's user threads): spawn runs
+-- the function at once until it first waits; wait returns the first to
+-- end's true, results... or false, err; kill returns 1 or nil, err. The
+-- hook ends once its own function has returned and every thread it
+-- spawned has ended; if it raises, they are killed.
+ngx.thread = strict("thread.", {
+  spawn = runtime_fn("thread.spawn", core_ngx and core_ngx.spawn),
+  wait = runtime_fn("thread.wait", core_ngx and core_ngx.wait),
+  kill = runtime_fn("thread.kill", core_ngx and core_ngx.kill),
+})
+
+-- Timers, outside any session: callback(premature, ...) runs after delay
+-- seconds in a coroutine of its own (cosockets, ngx.sleep and shared dicts
+-- work there); premature is true when the worker stops, drains or
+-- reloads. Made while the script loads, they start as a worker serves.
+ngx.timer = strict("timer.", {
+  at = runtime_fn("timer.at", core_ngx and core_ngx.timer_at),
+  every = runtime_fn("timer.every", core_ngx and core_ngx.timer_every),
+  running_count = runtime_fn("timer.running_count", core_ngx and core_ngx.timer_running_count),
+  pending_count = runtime_fn("timer.pending_count", core_ngx and core_ngx.timer_pending_count),
+})
 
 -- No request here: ngx.var is empty, and what only an HTTP request has
 -- raises when called (libraries fetch them at load time).
@@ -160,7 +183,7 @@ M.shared_dict = shdict and shdict.declare or function() unoffered("shared_dict")
 local ctxs = setmetatable({}, { __mode = "k" })
 local function session_key()
   local s = core_ngx and core_ngx.session()
-  if not s then error("ngx.ctx is offered only in a hook's own coroutine", 3) end
+  if not s then error("ngx.ctx is offered only in a hook", 3) end
   return s
 end
 
