@@ -6,6 +6,7 @@
 #include "smtp/session_commands.h"
 #include "smtp/smtp_session.h"
 
+#include "base/freelist.h"
 #include "base/metrics.h"
 #include "net/conn.h"
 #include "smtp/reply.h"
@@ -101,6 +102,9 @@ static bool session_check_message_start(struct conn *c)
 	return true;
 }
 
+/* Message bodies freed, kept for the next messages (base/freelist.h says why). */
+static struct freelist body_spare = FREELIST_INIT(sizeof(struct body), 16);
+
 void smtp_session_body_free(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
@@ -110,7 +114,7 @@ void smtp_session_body_free(struct conn *c)
 	s->policy->message_end(s);
 	free(b->rcpt_replies);
 	buf_free(&b->pending);
-	free(b);
+	freelist_free(&body_spare, b);
 	s->body = NULL;
 }
 
@@ -118,9 +122,7 @@ void smtp_session_body_free(struct conn *c)
 static void session_body_begin(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	struct body *b = calloc(1, sizeof *b);
-	if (!b)
-		abort();
+	struct body *b = freelist_calloc(&body_spare);
 	smtp_data_init(&b->dec, smtp_opt(c)->bare_line_endings);
 	s->body = b;
 	s->policy->data(s, session_data_done);
