@@ -76,7 +76,7 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 {
 	struct body *b = s->body;
 	b->hook_done = true;
-	b->outcome = v->reply;
+	hook_outcome_copy(&b->outcome, &v->reply);
 	b->rcpt_replies = v->rcpt_replies;
 	smtp_session_take_verdict(s, v);
 	/* A verdict before the end leaves the rest of the body to drain. */
