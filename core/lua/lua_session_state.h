@@ -15,6 +15,8 @@ struct lua_session_state {
 	int pending_ref;      /* the address a MAIL/RCPT hook is judging */
 	int tls_obj_ref;      /* the conn object onSecure gets */
 	int stream_ref;       /* the current message's stream object */
+	policy_done_fn policy_done; /* the answer to the question in flight, if any */
+	policy_servername_fn servername_done; /* ... when that question is servername */
 };
 
 /* The Lua state of the session c carries. */

@@ -68,8 +68,8 @@ static void policy_lua_verdict_of(struct policy_verdict *v, const struct hook_ou
 static void policy_lua_answer(struct conn *c, struct policy_verdict *v)
 {
 	struct smtp_session *s = conn_session(c);
-	policy_done_fn done = s->policy_done;
-	s->policy_done = NULL;
+	policy_done_fn done = lua_state_of(s->conn)->policy_done;
+	lua_state_of(s->conn)->policy_done = NULL;
 	done(s, v);
 }
 
@@ -86,7 +86,7 @@ static void policy_lua_done(struct conn *c, const struct hook_outcome *o, lua_St
  * has been told "accept") when the script has no such hook. */
 static lua_State *policy_lua_prepare(struct smtp_session *s, enum hook_id id, policy_done_fn done)
 {
-	s->policy_done = done;
+	lua_state_of(s->conn)->policy_done = done;
 	lua_State *co = hook_prepare(s->conn, id);
 	if (!co)
 		hook_accept_now(s->conn, policy_lua_done);
@@ -143,7 +143,7 @@ static void policy_lua_closed(struct smtp_session *s, policy_done_fn done)
 		done(s, &accept);
 		return;
 	}
-	s->policy_done = done;
+	lua_state_of(s->conn)->policy_done = done;
 	lua_session_push(co, s->conn);
 	hook_start(s->conn, 1, policy_lua_closed_done);
 }
@@ -305,8 +305,8 @@ static void policy_lua_servername_done(struct conn *c, const struct hook_outcome
 			         "servername", c->servername, NULL);
 	}
 	/* A hook that failed is logged by the hook runner: the default serves. */
-	policy_servername_fn done = s->servername_done;
-	s->servername_done = NULL;
+	policy_servername_fn done = lua_state_of(s->conn)->servername_done;
+	lua_state_of(s->conn)->servername_done = NULL;
 	done(s, ctx, o->kind == HOOK_REJECT);
 }
 
@@ -317,7 +317,7 @@ static void policy_lua_servername(struct smtp_session *s, const char *name, poli
 		done(s, NULL, false);
 		return;
 	}
-	s->servername_done = done;
+	lua_state_of(s->conn)->servername_done = done;
 	lua_pushstring(co, name);
 	hook_start(s->conn, 1, policy_lua_servername_done);
 }
@@ -403,7 +403,7 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a, policy_done_fn done)
 {
 	struct conn *c = s->conn;
-	s->policy_done = done;
+	lua_state_of(s->conn)->policy_done = done;
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
 		struct policy_verdict v = {.reply.kind = HOOK_ACCEPT, .undecided = true};
@@ -467,7 +467,7 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
                                      policy_done_fn done, hook_done_fn hook_done)
 {
 	struct conn *c = s->conn;
-	s->policy_done = done;
+	lua_state_of(s->conn)->policy_done = done;
 	lua_State *co = hook_prepare(c, id);
 	policy_lua_hold_address(c, co ? co : lua_main, path);
 	if (id == HOOK_RCPT_TO && policy_lua_dsn_on(c))
@@ -650,8 +650,8 @@ static void policy_lua_message_end(struct smtp_session *s)
 
 static void policy_lua_cancel(struct smtp_session *s)
 {
-	s->policy_done = NULL;
-	s->servername_done = NULL;
+	lua_state_of(s->conn)->policy_done = NULL;
+	lua_state_of(s->conn)->servername_done = NULL;
 	hook_cancel(s->conn);
 }
 

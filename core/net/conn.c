@@ -79,7 +79,7 @@ struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, 
 	metrics_connection(+1);
 	c->opt = opt;
 	c->fd = fd;
-	c->phase = PHASE_CONNECT;
+	c->phase = PHASE_OPEN;
 	conn_make_id(c->id);
 	conn_addr_string(peer, c->remote_addr, sizeof c->remote_addr, &c->remote_port);
 	struct sockaddr_storage asked;
@@ -154,14 +154,19 @@ void conn_start(struct conn *c, const char *listen_addr)
 	snprintf(port, sizeof port, "%d", c->remote_port);
 	conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
 	         listen_addr, NULL);
-	const char *busy = c->opt->max_clients && c->srv->nconns > c->opt->max_clients
-	                       ? "Too many connected clients, try again in a moment"
-	                   : conn_too_many_from_peer(c) ? "Too many connections from your address"
-	                   : conn_rate_exceeded(c)      ? "Too many connections from your address, slow down"
-	                                                : NULL;
-	if (busy) {
-		c->ops->on_refused(c, busy);
-		conn_close(c, busy);
+	/* The owner words the refusal; the log names the limit. */
+	static const char *const limits[] = {
+		[CONN_REFUSED_CLIENTS] = "maxClients",
+		[CONN_REFUSED_PEER] = "maxConnectionsPerIp",
+		[CONN_REFUSED_RATE] = "maxConnectionRate",
+	};
+	int busy = c->opt->max_clients && c->srv->nconns > c->opt->max_clients ? CONN_REFUSED_CLIENTS
+	           : conn_too_many_from_peer(c)                               ? CONN_REFUSED_PEER
+	           : conn_rate_exceeded(c)                                    ? CONN_REFUSED_RATE
+	                                                                      : -1;
+	if (busy >= 0) {
+		c->ops->on_refused(c, (enum conn_refusal)busy);
+		conn_close(c, limits[busy]);
 		return;
 	}
 	if (c->opt->use_proxy) {
@@ -174,7 +179,7 @@ void conn_start(struct conn *c, const char *listen_addr)
 /* The session proper: after accept, or after the PROXY header pi. */
 static void conn_open(struct conn *c, const struct proxy_info *pi)
 {
-	c->phase = PHASE_CONNECT;
+	c->phase = PHASE_OPEN;
 	ev_io_start(c->srv->loop, &c->io);
 	if (c->timer.repeat > 0)
 		ev_timer_again(c->srv->loop, &c->timer);
@@ -316,6 +321,11 @@ void conn_close_when_flushed(struct conn *c, bool drain)
 	conn_flush(c);
 }
 
+void conn_close_pending(struct conn *c)
+{
+	c->phase = PHASE_CLOSING;
+}
+
 void conn_free(struct conn *c)
 {
 	struct server *srv = c->srv;
@@ -371,7 +381,7 @@ void conn_update_io(struct conn *c)
 	int want;
 	if (c->phase == PHASE_HANDSHAKE)
 		want = conn_tls_waiting(c) ? 0 : c->tls_want_write ? EV_WRITE : EV_READ;
-	else if (conn_input_paused(c) || !c->ops->wants_input(c))
+	else if (c->phase == PHASE_CLOSING || conn_input_paused(c) || !c->ops->wants_input(c))
 		want = 0;
 	else
 		want = c->tls_want_write ? EV_WRITE : EV_READ;
@@ -440,7 +450,8 @@ static void conn_data_progress(struct conn *c, size_t n)
 
 static void conn_read(struct conn *c)
 {
-	size_t want = c->phase == PHASE_DATA || c->phase == PHASE_BDAT ? CONN_READ_DATA : CONN_READ_CMD;
+	bool stream = c->ops->streaming(c);
+	size_t want = stream ? CONN_READ_DATA : CONN_READ_CMD;
 	char *dst = buf_reserve(&c->in, want);
 	ssize_t r = c->ssl ? conn_tls_recv(c, dst, want) : recv(c->fd, dst, want, 0);
 	if (r == 0) {
@@ -456,7 +467,7 @@ static void conn_read(struct conn *c)
 	c->in.len += (size_t)r;
 	/* For commands only a whole line is progress, and a message must keep
 	 * up minDataRate: a client dripping bytes (slowloris) times out. */
-	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT)
+	if (stream)
 		conn_data_progress(c, (size_t)r);
 	c->ops->on_input(c);
 }

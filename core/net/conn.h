@@ -20,16 +20,21 @@ struct server;
 struct conn;
 struct proxy_info;
 
+/* Why a connection is refused before it begins. */
+enum conn_refusal {
+	CONN_REFUSED_CLIENTS, /* maxClients */
+	CONN_REFUSED_PEER,    /* maxConnectionsPerIp */
+	CONN_REFUSED_RATE,    /* maxConnectionRate */
+};
+
+/* The transport's phases; what the protocol does while the connection is
+ * open is its owner's own state (the SMTP session's: smtp/state.h). */
 enum conn_phase {
 	PHASE_PROXY,     /* waiting for the PROXY protocol header */
 	PHASE_HANDSHAKE, /* TLS handshake (implicit TLS or after STARTTLS) */
-	PHASE_CONNECT,  /* onConnect running, no greeting yet */
-	PHASE_COMMAND,  /* reading command lines */
-	PHASE_AUTH,     /* reading SASL continuation lines */
-	PHASE_DATA,     /* reading a message body */
-	PHASE_BDAT,     /* reading a BDAT chunk */
-	PHASE_CLOSING,  /* flushing the last reply, then close */
-	PHASE_CLOSED,   /* socket closed; onClose may still run */
+	PHASE_OPEN,      /* the owner's: it reads and writes through c */
+	PHASE_CLOSING,   /* flushing the last reply, then close */
+	PHASE_CLOSED,    /* socket closed; the owner may still finish (onClose) */
 };
 
 /* What the connection tells its owner. Each is called with c alive; after
@@ -39,13 +44,16 @@ struct conn_owner_ops {
 	/* The session may begin (after accept, or after the PROXY header pi,
 	 * else NULL): implicit TLS first, or the protocol's greeting. */
 	void (*on_open)(struct conn *c, const struct proxy_info *pi);
-	/* Refused before it began (maxClients, maxConnectionsPerIp,
-	 * maxConnectionRate): say why with conn_send_now; c closes next. */
-	void (*on_refused)(struct conn *c, const char *why);
+	/* Refused before it began: say why with conn_send_now; c closes next. */
+	void (*on_refused)(struct conn *c, enum conn_refusal why);
 	/* c->in has new bytes: consume what can be handled now. */
 	void (*on_input)(struct conn *c);
 	/* Besides the transport's own back-pressure, may c read now? */
 	bool (*wants_input)(const struct conn *c);
+	/* Is the owner reading a byte stream (a message body) rather than
+	 * lines? Reads are larger then, and every byte, not only a whole
+	 * line, keeps the connection alive at minDataRate. */
+	bool (*streaming)(const struct conn *c);
 	/* A ClientHello named a server (not in the SNI cache): answer with
 	 * conn_tls_servername_answer, now or later. */
 	void (*on_servername)(struct conn *c, const char *name);
@@ -120,6 +128,19 @@ bool conn_flush(struct conn *c);
 void conn_close_when_flushed(struct conn *c, bool drain);
 /* Closes now; the struct is freed later from the loop (on_release). */
 void conn_close(struct conn *c, const char *reason);
+/* The owner closes c once it has had a last word with someone else (its
+ * policy, on a failed handshake): meanwhile nothing is read or
+ * handshaken, and socketTimeout closes c if that takes too long. */
+void conn_close_pending(struct conn *c);
+/* What the owner may ask of the transport's phase. */
+static inline bool conn_is_open(const struct conn *c) { return c->phase == PHASE_OPEN; }
+static inline bool conn_is_handshaking(const struct conn *c) { return c->phase == PHASE_HANDSHAKE; }
+static inline bool conn_is_closed(const struct conn *c) { return c->phase == PHASE_CLOSED; }
+/* Closing or closed: no reply goes out any more. */
+static inline bool conn_is_ending(const struct conn *c)
+{
+	return c->phase == PHASE_CLOSING || c->phase == PHASE_CLOSED;
+}
 /* Frees c: its owner's last word, from on_release. */
 void conn_free(struct conn *c);
 /* Input is held back by the transport: a TLS upgrade waits for the output

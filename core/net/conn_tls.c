@@ -180,6 +180,7 @@ void conn_tls_handshake(struct conn *c)
 		c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 		ev_timer_again(c->srv->loop, &c->timer);
 		c->secure = true;
+		c->phase = PHASE_OPEN;
 		c->ops->on_tls_done(c);
 		conn_flush(c);
 		return;

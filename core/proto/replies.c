@@ -75,7 +75,14 @@ const struct smtp_reply smtp_replies[REPLY_COUNT] = {
 	REPLY(REPLY_AUTH_BAD_BASE64, "authBadBase64", 501, "5.5.2", "Error: invalid userdata"),
 	REPLY(REPLY_AUTH_ABORTED, "authAborted", 501, "5.0.0", "Authentication aborted"),
 	REPLY(REPLY_TOO_MANY_CONNECTIONS, "tooManyConnections", 421, "4.4.2", "Too many connections from your address"),
+	/* On accept, these three follow the server's name (maxConnectionsPerIp's is the one above). */
+	REPLY(REPLY_TOO_MANY_CLIENTS, "tooManyClients", 421, "4.4.2", "Too many connected clients, try again in a moment"),
+	REPLY(REPLY_CONNECTION_RATE, "connectionRate", 421, "4.4.2", "Too many connections from your address, slow down"),
 	REPLY(REPLY_SHUTTING_DOWN, "shuttingDown", 421, "4.4.2", "Server shutting down"),
+	/* socketTimeout of silence, or a message slower than minDataRate. */
+	REPLY(REPLY_TIMEOUT, "timeout", 421, "4.4.2", "Timeout - closing connection"),
+	/* A megabyte with no line end: not a command. */
+	REPLY(REPLY_LINE_UNTERMINATED, "lineUnterminated", 421, "4.4.2", "Error: line too long, closing connection"),
 	REPLY(REPLY_BAD_HOSTNAME, "badHostname", 501, "5.5.4", "Error: Bad hostname syntax"),
 	REPLY(REPLY_BAD_PARAMETER, "badParameter", 501, "5.5.4", "Error: Bad parameter syntax"),
 	REPLY(REPLY_TOO_MANY_PARAMETERS, "tooManyParameters", 501, "5.5.4", "Error: too many parameters"),

@@ -31,7 +31,7 @@ static void conn_reply_prefix(struct buf *out, int code, char sep, const char *e
 static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced, const char *fmt,
                         va_list ap)
 {
-	if (c->phase == PHASE_CLOSED)
+	if (conn_is_closed(c))
 		return;
 	conn_reply_prefix(&c->out, code, sep, enhanced && !smtp_opt(c)->hide_enhanced ? enhanced : NULL);
 	if (!strchr(fmt, '%')) { /* a literal of ours: nothing to format or clean */
@@ -80,7 +80,7 @@ void conn_reply_hook_text(struct conn *c, enum smtp_reply_id id, const char *tex
 void conn_reply_known(struct conn *c, enum smtp_reply_id id)
 {
 	const struct smtp_reply *r = &smtp_replies[id];
-	if (c->phase == PHASE_CLOSED)
+	if (conn_is_closed(c))
 		return;
 	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
 	conn_reply_prefix(&c->out, r->code, ' ', !smtp_opt(c)->hide_enhanced ? r->enhanced : NULL);
@@ -91,13 +91,14 @@ void conn_reply_known(struct conn *c, enum smtp_reply_id id)
 
 void conn_end(struct conn *c, int code, const char *enhanced, const char *text)
 {
-	if (c->phase == PHASE_CLOSED || c->phase == PHASE_CLOSING)
+	if (conn_is_ending(c))
 		return;
-	if (c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY) {
+	if (!conn_is_open(c)) { /* PROXY header, TLS handshake */
 		conn_close(c, text); /* no channel to say it on */
 		return;
 	}
 	conn_reply(c, code, enhanced, "%s", text);
+	smtp_session_enter(c, SMTP_STATE_CLOSING);
 	conn_session(c)->policy->cancel(conn_session(c));
 	/* A refusal may meet input still unread; a 221 answers a client that
 	 * said QUIT and is done talking. */

@@ -3,6 +3,7 @@
 #include "base/freelist.h"
 #include "net/conn_tls.h"
 #include "net/server.h"
+#include "proto/replies.h"
 #include "smtp/reply.h"
 #include "smtp/smtp_rdns.h"
 #include "smtp/smtp_session.h"
@@ -70,6 +71,7 @@ static void session_on_open(struct conn *c, const struct proxy_info *pi)
 	struct smtp_session *s = conn_session(c);
 	s->policy->opened(s, pi);
 	if (smtp_opt(c)->secure) {
+		smtp_session_enter(c, SMTP_STATE_TLS);
 		conn_tls_begin(c); /* onConnect follows the handshake */
 		return;
 	}
@@ -77,11 +79,20 @@ static void session_on_open(struct conn *c, const struct proxy_info *pi)
 	conn_flush(c);
 }
 
-static void session_on_refused(struct conn *c, const char *why)
+/* The catalogue's reply with the server's name before its text, sent past
+ * the buffer: the session has not begun. */
+static void session_on_refused(struct conn *c, enum conn_refusal why)
 {
+	static const enum smtp_reply_id replies[] = {
+		[CONN_REFUSED_CLIENTS] = REPLY_TOO_MANY_CLIENTS,
+		[CONN_REFUSED_PEER] = REPLY_TOO_MANY_CONNECTIONS,
+		[CONN_REFUSED_RATE] = REPLY_CONNECTION_RATE,
+	};
+	const struct smtp_reply *r = &smtp_replies[replies[why]];
+	bool enhanced = !smtp_opt(c)->hide_enhanced;
 	char line[320];
-	snprintf(line, sizeof line, "421 %s%s %s\r\n", smtp_opt(c)->hide_enhanced ? "" : "4.4.2 ", smtp_opt(c)->name,
-	         why);
+	snprintf(line, sizeof line, "%d %s%s%s %s\r\n", r->code, enhanced ? r->enhanced : "", enhanced ? " " : "",
+	         smtp_opt(c)->name, r->text);
 	conn_send_now(c, line);
 }
 
@@ -89,10 +100,10 @@ static void session_on_refused(struct conn *c, const char *why)
 static bool session_wants_input(const struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->phase != PHASE_COMMAND && c->phase != PHASE_AUTH && c->phase != PHASE_DATA &&
-	    c->phase != PHASE_BDAT)
+	if (s->state != SMTP_STATE_COMMAND && s->state != SMTP_STATE_AUTH && s->state != SMTP_STATE_DATA &&
+	    s->state != SMTP_STATE_BDAT)
 		return false;
-	if (c->phase == PHASE_DATA || c->phase == PHASE_BDAT) {
+	if (s->state == SMTP_STATE_DATA || s->state == SMTP_STATE_BDAT) {
 		if (!s->body)
 			return true; /* a refused BDAT chunk: read and dropped */
 		if (s->body->ended)
@@ -106,6 +117,12 @@ static bool session_wants_input(const struct conn *c)
 	return w == POLICY_IDLE || (s->tx.chunking && w == POLICY_READING);
 }
 
+static bool session_streaming(const struct conn *c)
+{
+	enum smtp_state st = conn_session(c)->state;
+	return st == SMTP_STATE_DATA || st == SMTP_STATE_BDAT;
+}
+
 /* Consumes buffered input until a hook suspends it or input runs out. */
 static void session_on_input(struct conn *c)
 {
@@ -113,11 +130,11 @@ static void session_on_input(struct conn *c)
 	while (buf_used(&c->in) > 0 && !conn_input_paused(c) && session_wants_input(c)) {
 		char *p = c->in.data + c->in.off; /* ours: the body is decoded in place */
 		size_t n = buf_used(&c->in);
-		if (c->phase == PHASE_DATA) {
+		if (s->state == SMTP_STATE_DATA) {
 			buf_consume(&c->in, smtp_session_data(c, p, n));
 			continue;
 		}
-		if (c->phase == PHASE_BDAT) {
+		if (s->state == SMTP_STATE_BDAT) {
 			buf_consume(&c->in, smtp_session_bdat(c, p, n));
 			continue;
 		}
@@ -130,7 +147,7 @@ static void session_on_input(struct conn *c)
 			buf_consume(&c->in, used);
 			/* Megabytes with no line end are not a command: stop reading. */
 			if ((s->skipped += used) > SESSION_UNTERMINATED_MAX) {
-				conn_end(c, 421, "4.4.2", "Error: line too long, closing connection");
+				conn_end(c, SMTP_REPLY_ARGS(REPLY_LINE_UNTERMINATED));
 				break;
 			}
 			continue;
@@ -142,7 +159,7 @@ static void session_on_input(struct conn *c)
 			smtp_session_line_too_long(c);
 		else
 			smtp_session_line(c, line, line_len);
-		if (c->phase != PHASE_CLOSED && c->phase != PHASE_CLOSING)
+		if (!conn_is_ending(c))
 			buf_consume(&c->in, used);
 		if (c->starttls_pending) {
 			/* Plaintext pipelined after STARTTLS is never executed
@@ -174,27 +191,28 @@ static void session_on_timeout(struct conn *c)
 		return;
 	}
 	conn_log(c, LOG_INFO, "timeout", NULL);
-	if (c->phase == PHASE_HANDSHAKE) {
+	if (conn_is_handshaking(c)) {
 		smtp_session_tls_failed(c, "ERR_TLS_HANDSHAKE_TIMEOUT", "TLS handshake timeout");
 		return;
 	}
-	conn_end(c, 421, "4.4.2", "Timeout - closing connection");
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_TIMEOUT));
 }
 
 static void session_on_stop(struct conn *c, bool now)
 {
 	if (now) {
-		conn_end(c, 421, "4.4.2", "Server shutting down");
+		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 		return;
 	}
 	conn_session(c)->stopping = true;
 	smtp_session_stop(c);
-	if (c->phase != PHASE_CLOSED)
+	if (!conn_is_closed(c))
 		conn_flush(c);
 }
 
 static void session_on_closed(struct conn *c)
 {
+	smtp_session_enter(c, SMTP_STATE_CLOSING);
 	smtp_session_cancel_greeting_delay(c);
 	smtp_rdns_cancel(c);
 	conn_session(c)->policy->cancel(conn_session(c));
@@ -218,6 +236,7 @@ static const struct conn_owner_ops session_ops = {
 	.on_refused = session_on_refused,
 	.on_input = session_on_input,
 	.wants_input = session_wants_input,
+	.streaming = session_streaming,
 	.on_servername = session_on_servername,
 	.on_tls_done = smtp_session_secured,
 	.on_tls_failed = smtp_session_tls_failed,

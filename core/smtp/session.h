@@ -7,10 +7,12 @@
 
 #include "base/buf.h"
 #include "net/conn.h"
+#include "proto/replies.h"
 #include "proto/smtp_parse.h"
 #include "smtp/policy.h"
 #include "smtp/options.h"
 #include "smtp/rcpt_set.h"
+#include "smtp/state.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -58,6 +60,7 @@ struct body {
 
 struct smtp_session {
 	struct conn *conn; /* its transport */
+	enum smtp_state state; /* written by smtp_session_enter only */
 	struct listener_set *cfg; /* a reference: the script generation this session runs */
 	struct smtp_line_reader lines;
 	size_t skipped; /* bytes of an over-long line dropped so far */
@@ -90,8 +93,8 @@ struct smtp_session {
 	struct transaction tx;
 	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
 	bool bdat_last;
-	const char *bdat_refusal; /* a refused chunk's reply, sent once it is read */
-	int bdat_refusal_code;
+	enum smtp_reply_id bdat_refusal; /* a refused chunk's guard, answered once it is read (see
+	                                  * smtp/session_commands.h); REPLY_COUNT: none */
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
@@ -106,8 +109,6 @@ struct smtp_session {
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
-	policy_done_fn policy_done; /* the answer to the question in flight, if any */
-	policy_servername_fn servername_done; /* ... when that question is servername */
 	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
 
 	void *policy_state; /* the policy's own, from attach to detach */

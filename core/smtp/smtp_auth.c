@@ -1,5 +1,6 @@
 #include "smtp/smtp_auth.h"
 #include "smtp/session.h"
+#include "smtp/session_commands.h"
 
 #include "smtp/auth_throttle.h"
 #include "net/conn.h"
@@ -20,7 +21,7 @@
 static void auth_reset(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	s->sasl = SASL_NONE;
 	free(s->sasl_user);
 	s->sasl_user = NULL;
@@ -75,7 +76,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 		static const char json[] = "{\"status\":\"401\",\"schemes\":\"bearer\",\"scope\":\"https://mail.google.com/\"}";
 		char b64[sizeof json * 2];
 		smtp_base64_encode(json, sizeof json - 1, b64);
-		smtp_session_enter(c, PHASE_AUTH);
+		smtp_session_enter(c, SMTP_STATE_AUTH);
 		s->sasl = SASL_XOAUTH2_ERROR;
 		if (!(s->sasl_refusal = malloc(sizeof *s->sasl_refusal)))
 			abort();
@@ -106,7 +107,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 static void auth_ask(struct conn *c, const char *user, size_t ulen, const char *secret, size_t slen)
 {
 	struct smtp_session *s = conn_session(c);
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	struct policy_auth a = {
 		.method = auth_method_name(s->sasl_method),
 		.username = user,
@@ -162,7 +163,7 @@ static void auth_login_user(struct conn *c, const char *b64, size_t len)
 	free(s->sasl_user);
 	s->sasl_user = strndup(dec, (size_t)n);
 	s->sasl = SASL_LOGIN_PASS;
-	smtp_session_enter(c, PHASE_AUTH);
+	smtp_session_enter(c, SMTP_STATE_AUTH);
 	conn_reply(c, 334, NULL, "UGFzc3dvcmQ6");
 }
 
@@ -279,37 +280,30 @@ static enum auth_method auth_find(const struct conn *c, const char *name, size_t
 	return 0;
 }
 
-void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_auth(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	if (!conn_session(c)->greeted) {
-		conn_reply_known(c, REPLY_NEED_HELO);
-		return;
-	}
-	if (conn_session(c)->authenticated) {
-		conn_reply_known(c, REPLY_AUTH_AGAIN);
-		return;
-	}
-	if (!smtp_session_auth_offered(c)) {
-		conn_reply_known(c, REPLY_AUTH_NEEDS_TLS);
-		return;
-	}
-	if (conn_session(c)->tx.has_mail) {
-		conn_reply_known(c, REPLY_AUTH_DURING_MAIL);
-		return;
-	}
+	if (conn_session(c)->authenticated)
+		return REPLY_AUTH_AGAIN;
+	if (!smtp_session_auth_offered(c))
+		return REPLY_AUTH_NEEDS_TLS;
+	if (conn_session(c)->tx.has_mail)
+		return REPLY_AUTH_DURING_MAIL;
 	const char *sp = memchr(cmd->arg, ' ', cmd->arg_len);
 	size_t mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arg_len;
-	const char *ir = sp ? sp + 1 : NULL;
-	size_t irlen = sp ? cmd->arg_len - mlen - 1 : 0;
-	if (mlen == 0 || (ir && (irlen == 0 || memchr(ir, ' ', irlen)))) {
-		conn_reply_known(c, REPLY_AUTH_SYNTAX);
-		return;
-	}
-	enum auth_method m = auth_find(c, cmd->arg, mlen);
-	if (!m) {
-		conn_reply_known(c, REPLY_AUTH_UNKNOWN_MECHANISM);
-		return;
-	}
+	a->auth.ir = sp ? sp + 1 : NULL;
+	a->auth.ir_len = sp ? cmd->arg_len - mlen - 1 : 0;
+	if (mlen == 0 || (a->auth.ir && (a->auth.ir_len == 0 || memchr(a->auth.ir, ' ', a->auth.ir_len))))
+		return REPLY_AUTH_SYNTAX;
+	if (!(a->auth.method = auth_find(c, cmd->arg, mlen)))
+		return REPLY_AUTH_UNKNOWN_MECHANISM;
+	return SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_auth(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	enum auth_method m = a->auth.method;
+	const char *ir = a->auth.ir;
+	size_t irlen = a->auth.ir_len;
 	conn_session(c)->sasl_method = m;
 	/* 454 (RFC 4954: temporary authentication failure), not 421: only AUTH
 	 * is refused, mail may still go where AUTH is optional, and a client
@@ -319,7 +313,7 @@ void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd)
 		auth_failed(c, SMTP_REPLY_ARGS(REPLY_AUTH_THROTTLED));
 		return;
 	}
-	smtp_session_enter(c, PHASE_AUTH);
+	smtp_session_enter(c, SMTP_STATE_AUTH);
 	/* RFC 4954: "=" is an empty initial response. */
 	if (ir && irlen == 1 && ir[0] == '=')
 		irlen = 0;

@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 struct conn;
-struct smtp_cmd;
 
-void smtp_auth_command(struct conn *c, const struct smtp_cmd *cmd);
-/* A continuation line while a mechanism waits for one. */
+/* (AUTH's check and proceed are in the command table,
+ * smtp/session_commands.h.) A continuation line while a mechanism waits
+ * for one. */
 void smtp_auth_line(struct conn *c, const char *line, size_t len);
 
 #endif

@@ -66,7 +66,7 @@ static void session_data_finish(struct conn *c)
 	s->unknown_commands = 0;
 	s->errors = 0;
 	s->junk_commands = 0;
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	smtp_session_reset_transaction(c);
 	if (s->stopping)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
@@ -83,23 +83,6 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 	buf_free(&b->pending);
 	if (b->ended)
 		session_data_finish(s->conn);
-}
-
-/* DATA and BDAT share the checks before a message. */
-static bool session_check_message_start(struct conn *c)
-{
-	struct smtp_session *s = conn_session(c);
-	if (!smtp_session_check_transaction_start(c))
-		return false;
-	if (!s->tx.has_mail) {
-		conn_reply_known(c, REPLY_NEED_MAIL);
-		return false;
-	}
-	if (s->tx.nrcpt == 0) {
-		conn_reply_known(c, REPLY_NEED_RCPT);
-		return false;
-	}
-	return true;
 }
 
 /* Message bodies freed, kept for the next messages (base/freelist.h says why). */
@@ -128,24 +111,16 @@ static void session_body_begin(struct conn *c)
 	s->policy->data(s, session_data_done);
 }
 
-void smtp_cmd_data(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_data(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	struct smtp_session *s = conn_session(c);
-	if (s->tx.chunking) {
-		conn_reply_known(c, REPLY_DATA_AFTER_BDAT);
-		return;
-	}
-	if (!session_check_message_start(c))
-		return;
-	if (s->tx.binarymime) {
-		conn_reply_known(c, REPLY_BINARYMIME_NEEDS_BDAT);
-		return;
-	}
-	if (cmd->arg_len) {
-		conn_reply_known(c, REPLY_DATA_SYNTAX);
-		return;
-	}
-	smtp_session_enter(c, PHASE_DATA);
+	if (conn_session(c)->tx.binarymime)
+		return REPLY_BINARYMIME_NEEDS_BDAT;
+	return cmd->arg_len ? REPLY_DATA_SYNTAX : SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_data(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	smtp_session_enter(c, SMTP_STATE_DATA);
 	conn_reply_known(c, REPLY_DATA_GO_AHEAD);
 	session_body_begin(c);
 }
@@ -213,7 +188,7 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 		session_body_end(c);
 	s->policy->body_more(s);
 	/* onData may have answered and the message ended: b is gone then. */
-	if (c->phase == PHASE_DATA && s->body->ended && s->body->hook_done)
+	if (s->state == SMTP_STATE_DATA && s->body->ended && s->body->hook_done)
 		session_data_finish(c);
 	return used;
 }
@@ -238,29 +213,26 @@ static bool session_parse_bdat(const struct smtp_cmd *cmd, uint64_t *size, bool 
 	return *last;
 }
 
-void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_bdat(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	if (session_parse_bdat(cmd, &a->bdat.size, &a->bdat.last))
+		return SMTP_CHECK_PASS;
+	/* Without a size the chunk cannot be skipped: the session ends. */
+	conn_end(c, SMTP_REPLY_ARGS(REPLY_BDAT_SYNTAX));
+	return SMTP_CHECK_SENT;
+}
+
+void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	struct smtp_session *s = conn_session(c);
-	uint64_t size;
-	bool last;
-	if (!session_parse_bdat(cmd, &size, &last)) {
-		/* Without a size the chunk cannot be skipped: the session ends. */
-		conn_end(c, SMTP_REPLY_ARGS(REPLY_BDAT_SYNTAX));
-		return;
-	}
-	s->bdat_remaining = size;
-	s->bdat_last = last;
-	smtp_session_enter(c, PHASE_BDAT);
+	s->bdat_remaining = a->bdat.size;
+	s->bdat_last = a->bdat.last;
+	smtp_session_enter(c, SMTP_STATE_BDAT);
 	/* A refused chunk is still read (RFC 3030 2): its reply waits for it. */
-	s->bdat_refusal = NULL;
+	s->bdat_refusal = SMTP_CHECK_PASS;
 	if (!s->tx.chunking) {
-		if (!s->tx.has_mail || s->tx.nrcpt == 0 || !s->greeted || smtp_session_auth_required(c)) {
-			bool auth = s->greeted && smtp_session_auth_required(c);
-			s->bdat_refusal = !s->greeted ? smtp_replies[REPLY_NEED_HELO].text
-			                  : auth ? smtp_opt(c)->auth_required_message
-			                  : !s->tx.has_mail ? smtp_replies[REPLY_NEED_MAIL].text
-			                                    : smtp_replies[REPLY_NEED_RCPT].text;
-			s->bdat_refusal_code = auth ? 530 : 503;
+		if (a->unmet != SMTP_CHECK_PASS) {
+			s->bdat_refusal = a->unmet;
 			if (s->bdat_remaining == 0)
 				session_bdat_chunk_done(c);
 			return;
@@ -268,7 +240,7 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 		s->tx.chunking = true;
 		session_body_begin(c);
 	}
-	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	if (s->bdat_remaining == 0 && s->state == SMTP_STATE_BDAT)
 		session_bdat_chunk_done(c);
 }
 
@@ -276,22 +248,21 @@ void smtp_cmd_bdat(struct conn *c, const struct smtp_cmd *cmd)
 static void session_bdat_chunk_done(struct conn *c)
 {
 	struct body *b = conn_session(c)->body;
-	if (conn_session(c)->bdat_refusal) {
-		smtp_session_enter(c, PHASE_COMMAND);
-		conn_reply(c, conn_session(c)->bdat_refusal_code, conn_session(c)->bdat_refusal_code == 530 ? "5.7.0" : "5.5.1", "%s",
-		           conn_session(c)->bdat_refusal);
+	if (conn_session(c)->bdat_refusal != SMTP_CHECK_PASS) {
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
+		smtp_session_refuse(c, conn_session(c)->bdat_refusal);
 		return;
 	}
 	if (!conn_session(c)->bdat_last) {
-		smtp_session_enter(c, PHASE_COMMAND);
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 		conn_reply(c, 250, "2.0.0", "%llu octets received",
 		           (unsigned long long)b->byte_length);
 		return;
 	}
-	smtp_session_enter(c, PHASE_DATA); /* the reply waits for onData */
+	smtp_session_enter(c, SMTP_STATE_DATA); /* the reply waits for onData */
 	session_body_end(c);
 	conn_session(c)->policy->body_more(conn_session(c));
-	if (c->phase == PHASE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
+	if (conn_session(c)->state == SMTP_STATE_DATA && conn_session(c)->body->hook_done) /* else b is gone, see above */
 		session_data_finish(c);
 }
 
@@ -299,14 +270,14 @@ size_t smtp_session_bdat(struct conn *c, const char *p, size_t n)
 {
 	struct smtp_session *s = conn_session(c);
 	size_t take = n < s->bdat_remaining ? n : (size_t)s->bdat_remaining;
-	if (!s->bdat_refusal && take) {
+	if (s->bdat_refusal == SMTP_CHECK_PASS && take) {
 		if (session_body_bytes(c, take))
 			s->policy->body(s, p, take);
 		else
 			s->policy->body_more(s);
 	}
 	s->bdat_remaining -= take;
-	if (s->bdat_remaining == 0 && c->phase == PHASE_BDAT)
+	if (s->bdat_remaining == 0 && s->state == SMTP_STATE_BDAT)
 		session_bdat_chunk_done(c);
 	return take;
 }

@@ -192,25 +192,25 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
 }
 
-void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	/* LMTP (RFC 2033): LHLO only; in SMTP, LHLO is unknown. */
 	if (smtp_opt(c)->lmtp != (cmd->verb == SMTP_VERB_LHLO)) {
 		if (smtp_opt(c)->lmtp)
-			conn_reply_known(c, cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO);
-		else
-			smtp_cmd_unknown(c, cmd);
-		return;
+			return cmd->verb == SMTP_VERB_HELO ? REPLY_LMTP_NO_HELO : REPLY_LMTP_NO_EHLO;
+		smtp_cmd_unknown(c, cmd);
+		return SMTP_CHECK_SENT;
 	}
-	bool ehlo = cmd->verb != SMTP_VERB_HELO;
 	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len) || memchr(cmd->arg, '\t', cmd->arg_len)) {
-		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", ehlo ? "EHLO" : "HELO");
-		return;
+		conn_reply(c, 501, "5.5.4", "Error: Syntax: %s hostname", cmd->verb == SMTP_VERB_HELO ? "HELO" : "EHLO");
+		return SMTP_CHECK_SENT;
 	}
-	if (!smtp_valid_helo(cmd->arg, cmd->arg_len)) {
-		conn_reply_known(c, REPLY_BAD_HOSTNAME);
-		return;
-	}
+	return smtp_valid_helo(cmd->arg, cmd->arg_len) ? SMTP_CHECK_PASS : REPLY_BAD_HOSTNAME;
+}
+
+void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	bool ehlo = cmd->verb != SMTP_VERB_HELO;
 	conn_session(c)->greeted = true;
 	conn_session(c)->esmtp = ehlo;
 	smtp_session_reset_transaction(c);
@@ -256,22 +256,22 @@ void smtp_session_forget_identity(struct conn *c)
 	s->policy->changed(s, FACT_USER_FORGOTTEN);
 }
 
-void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd)
+enum smtp_reply_id smtp_check_starttls(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	if (c->secure) {
-		conn_reply_known(c, REPLY_TLS_ACTIVE);
-		return;
-	}
+	if (c->secure)
+		return REPLY_TLS_ACTIVE;
 	if (!session_starttls_offered(c)) {
 		smtp_cmd_unknown(c, cmd);
-		return;
+		return SMTP_CHECK_SENT;
 	}
-	if (cmd->arg_len) {
-		conn_reply_known(c, REPLY_STARTTLS_SYNTAX);
-		return;
-	}
+	return cmd->arg_len ? REPLY_STARTTLS_SYNTAX : SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_starttls(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
 	conn_reply_known(c, REPLY_STARTTLS_READY);
 	smtp_session_forget_identity(c);
+	smtp_session_enter(c, SMTP_STATE_TLS);
 	c->starttls_pending = true; /* conn_flush starts the handshake */
 }
 
@@ -288,7 +288,7 @@ static void session_secure_done(struct smtp_session *s, const struct policy_verd
 	if (smtp_opt(c)->secure)
 		smtp_session_greet(c);
 	else
-		smtp_session_enter(c, PHASE_COMMAND);
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 }
 
 static void session_run_on_secure(struct conn *c)
@@ -299,7 +299,6 @@ static void session_run_on_secure(struct conn *c)
 
 void smtp_session_secured(struct conn *c)
 {
-	smtp_session_enter(c, PHASE_CONNECT);
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
 	struct smtp_session *s = conn_session(c);
@@ -314,6 +313,7 @@ void smtp_session_secured(struct conn *c)
 		return;
 	}
 	/* Implicit TLS: the session starts now, onConnect first (as smtp-server). */
+	smtp_session_enter(c, SMTP_STATE_CONNECT);
 	session_lookup_then_connect(c);
 }
 
@@ -326,6 +326,7 @@ void smtp_session_tls_failed(struct conn *c, const char *code, const char *reaso
 {
 	struct smtp_session *s = conn_session(c);
 	conn_log(c, LOG_WARN, "TLS handshake failed", "code", code, "error", reason, NULL);
-	smtp_session_enter(c, PHASE_CLOSING);
+	smtp_session_enter(c, SMTP_STATE_CLOSING);
+	conn_close_pending(c);
 	s->policy->tls_error(s, code, reason, session_error_done);
 }

@@ -18,19 +18,6 @@
 
 /* ---- MAIL / RCPT -------------------------------------------------------- */
 
-bool smtp_session_check_transaction_start(struct conn *c)
-{
-	if (!conn_session(c)->greeted) {
-		conn_reply_known(c, REPLY_NEED_HELO);
-		return false;
-	}
-	if (smtp_session_auth_required(c)) {
-		conn_reply(c, 530, "5.7.0", "%s", smtp_opt(c)->auth_required_message);
-		return false;
-	}
-	return true;
-}
-
 /* Replies to a path that did not parse; returns false then. */
 static bool session_path_ok(struct conn *c, enum smtp_path_status st, const struct smtp_path *p,
                             bool mail)
@@ -250,34 +237,35 @@ static void session_refused_path(struct conn *c, bool rcpt, const struct smtp_cm
 	smtp_log_refused(c, rcpt, address, c->out.data + reply_at, c->out.len - reply_at);
 }
 
-void smtp_cmd_mail(struct conn *c, const struct smtp_cmd *cmd)
+/* The path, its parameters and its characters; a refusal is logged as a
+ * hook's would be, so the check answers itself. */
+enum smtp_reply_id smtp_check_mail(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	struct smtp_session *s = conn_session(c);
-	if (!smtp_session_check_transaction_start(c))
-		return;
-	if (s->tx.has_mail) {
-		conn_reply_known(c, REPLY_NESTED_MAIL);
-		return;
-	}
-	struct smtp_path path;
+	struct smtp_path *path = &a->path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_MAIL, cmd->arg, cmd->arg_len,
-	                                           smtp_opt(c)->lenient_address_parsing, &path);
-	if (!session_path_ok(c, st, &path, true)) {
+	                                           smtp_opt(c)->lenient_address_parsing, path);
+	if (!session_path_ok(c, st, path, true)) {
 		session_refused_path(c, false, cmd, NULL, reply_at);
-		return;
+		return SMTP_CHECK_SENT;
 	}
 	s->tx.smtputf8 = false;
-	if (!session_mail_params_ok(c, &path)) {
-		session_refused_path(c, false, cmd, &path, reply_at);
-		return;
+	if (!session_mail_params_ok(c, path)) {
+		session_refused_path(c, false, cmd, path, reply_at);
+		return SMTP_CHECK_SENT;
 	}
-	if (path.has_8bit && !s->tx.smtputf8) {
+	if (path->has_8bit && !s->tx.smtputf8) {
 		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
-		session_refused_path(c, false, cmd, &path, reply_at);
-		return;
+		session_refused_path(c, false, cmd, path, reply_at);
+		return SMTP_CHECK_SENT;
 	}
-	session_judge_address(s, false, &path, session_mail_done);
+	return SMTP_CHECK_PASS;
+}
+
+void smtp_cmd_mail(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	session_judge_address(conn_session(c), false, &a->path, session_mail_done);
 }
 
 static void session_rcpt_done(struct smtp_session *s, const struct policy_verdict *v)
@@ -299,40 +287,35 @@ static void session_rcpt_done(struct smtp_session *s, const struct policy_verdic
 	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
-void smtp_cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd)
+/* As MAIL's, and maxRecipients. */
+enum smtp_reply_id smtp_check_rcpt(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	struct smtp_session *s = conn_session(c);
-	if (!smtp_session_check_transaction_start(c))
-		return;
-	if (!s->tx.has_mail) {
-		conn_reply_known(c, REPLY_NEED_MAIL);
-		return;
-	}
-	if (s->tx.chunking) {
-		conn_reply_known(c, REPLY_RCPT_AFTER_BDAT);
-		return;
-	}
-	struct smtp_path path;
+	struct smtp_path *path = &a->path;
 	size_t reply_at = c->out.len;
 	enum smtp_path_status st = smtp_parse_path(SMTP_PATH_RCPT, cmd->arg, cmd->arg_len,
-	                                           smtp_opt(c)->lenient_address_parsing, &path);
-	if (!session_path_ok(c, st, &path, false)) {
+	                                           smtp_opt(c)->lenient_address_parsing, path);
+	if (!session_path_ok(c, st, path, false)) {
 		session_refused_path(c, true, cmd, NULL, reply_at);
-		return;
+		return SMTP_CHECK_SENT;
 	}
 	bool refused = true;
-	if (!session_rcpt_params_ok(c, &path))
+	if (!session_rcpt_params_ok(c, path))
 		; /* replied */
-	else if (path.has_8bit && !s->tx.smtputf8)
+	else if (path->has_8bit && !s->tx.smtputf8)
 		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
 	else if (smtp_opt(c)->max_recipients && s->tx.nrcpt >= smtp_opt(c)->max_recipients &&
-	         !rcpt_set_find(&s->rcpts, path.address, path.address_len))
+	         !rcpt_set_find(&s->rcpts, path->address, path->address_len))
 		conn_reply_known(c, REPLY_TOO_MANY_RECIPIENTS);
 	else
 		refused = false;
-	if (refused) {
-		session_refused_path(c, true, cmd, &path, reply_at);
-		return;
-	}
-	session_judge_address(s, true, &path, session_rcpt_done);
+	if (!refused)
+		return SMTP_CHECK_PASS;
+	session_refused_path(c, true, cmd, path, reply_at);
+	return SMTP_CHECK_SENT;
+}
+
+void smtp_cmd_rcpt(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	session_judge_address(conn_session(c), true, &a->path, session_rcpt_done);
 }

@@ -1,10 +1,11 @@
 /* smtp_session — the SMTP state machine's dispatch: a command line goes
  * through the limits (unknown commands, errors, junk, unauthenticated
- * commands) to its handler in the command table; the handlers live by job
- * in smtp_helo.c (connect, HELO/EHLO, STARTTLS, TLS), smtp_mail.c
- * (MAIL, RCPT) and smtp_body.c (DATA, BDAT). Input comes from conn
- * (framed lines, body bytes); replies go to conn's buffer; decisions come
- * from the session's policy (smtp/policy.h). */
+ * commands) to its line of the command table: the guards, the check, then
+ * proceed; checks and proceeds live by job in smtp_helo.c (connect,
+ * HELO/EHLO, STARTTLS, TLS), smtp_mail.c (MAIL, RCPT), smtp_body.c (DATA,
+ * BDAT), smtp_auth.c and smtp_xclient.c. Input comes from conn (framed
+ * lines, body bytes); replies go to conn's buffer; decisions come from the
+ * session's policy (smtp/policy.h). */
 #include "smtp/smtp_session.h"
 #include "smtp/session.h"
 #include "smtp/session_commands.h"
@@ -60,7 +61,7 @@ void smtp_session_update_transmission(struct conn *c)
 void smtp_session_reset_transaction(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (s->tx.chunking && c->phase == PHASE_COMMAND) {
+	if (s->tx.chunking && s->state == SMTP_STATE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
 		 * abandoned, and so is the onData waiting for the rest of it. */
 		s->policy->cancel(s);
@@ -103,7 +104,7 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 
 void smtp_session_greet(struct conn *c)
 {
-	smtp_session_enter(c, PHASE_COMMAND);
+	smtp_session_enter(c, SMTP_STATE_COMMAND);
 	if (smtp_opt(c)->banner)
 		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
 		           smtp_opt(c)->banner);
@@ -126,40 +127,38 @@ static void session_count_junk(struct conn *c)
 		session_add_error(c);
 }
 
-static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd)
+static void cmd_rset(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	smtp_session_reset_transaction(c);
 	conn_reply_known(c, REPLY_RSET);
-	session_count_junk(c);
 }
 
-static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd)
+static void cmd_noop(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	conn_reply_known(c, REPLY_OK);
-	session_count_junk(c);
 }
 
-static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd)
+static void cmd_quit(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	conn_end(c, SMTP_REPLY_ARGS(REPLY_BYE));
 }
 
-static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd)
+static enum smtp_reply_id check_vrfy(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	if (cmd->arg_len == 0)
-		conn_reply_known(c, REPLY_VRFY_SYNTAX);
-	else
-		conn_reply_known(c, REPLY_VRFY);
-	session_count_junk(c);
+	return cmd->arg_len == 0 ? REPLY_VRFY_SYNTAX : SMTP_CHECK_PASS;
 }
 
-static void cmd_help(struct conn *c, const struct smtp_cmd *cmd)
+static void cmd_vrfy(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	conn_reply_known(c, REPLY_VRFY);
+}
+
+static void cmd_help(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	conn_reply_known(c, REPLY_HELP);
-	session_count_junk(c);
 }
 
-static void cmd_http(struct conn *c, const struct smtp_cmd *cmd)
+static void cmd_http(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	conn_end(c, SMTP_REPLY_ARGS(REPLY_HTTP_REQUEST));
 }
@@ -174,17 +173,110 @@ void smtp_cmd_unknown(struct conn *c, const struct smtp_cmd *cmd)
 	conn_reply_known(c, REPLY_UNKNOWN_COMMAND);
 }
 
-typedef void (*cmd_fn)(struct conn *, const struct smtp_cmd *);
+/* ---- the command table -------------------------------------------------- */
 
-static const cmd_fn commands[SMTP_VERB_COUNT] = {
-	[SMTP_VERB_HELO] = smtp_cmd_helo, [SMTP_VERB_EHLO] = smtp_cmd_helo, [SMTP_VERB_LHLO] = smtp_cmd_helo,
-	[SMTP_VERB_MAIL] = smtp_cmd_mail,
-	[SMTP_VERB_RCPT] = smtp_cmd_rcpt, [SMTP_VERB_DATA] = smtp_cmd_data, [SMTP_VERB_RSET] = cmd_rset,
-	[SMTP_VERB_NOOP] = cmd_noop, [SMTP_VERB_QUIT] = cmd_quit, [SMTP_VERB_VRFY] = cmd_vrfy,
-	[SMTP_VERB_HELP] = cmd_help, [SMTP_VERB_AUTH] = smtp_auth_command, [SMTP_VERB_HTTP] = cmd_http,
-	[SMTP_VERB_STARTTLS] = smtp_cmd_starttls, [SMTP_VERB_BDAT] = smtp_cmd_bdat,
-	[SMTP_VERB_XCLIENT] = smtp_xclient_command, [SMTP_VERB_XFORWARD] = smtp_xforward_command,
+/* The guards: each refusal stands for the state of the dialogue it
+ * refuses (smtp/session_commands.h). */
+#define HELO REPLY_NEED_HELO          /* no HELO/EHLO/LHLO yet */
+#define LOGIN REPLY_AUTH_REQUIRED     /* AUTH is required and there was none */
+#define MAIL REPLY_NEED_MAIL          /* no transaction */
+#define RCPT REPLY_NEED_RCPT          /* no recipient */
+#define NESTED REPLY_NESTED_MAIL      /* a transaction is open */
+#define RCPT_BDAT REPLY_RCPT_AFTER_BDAT /* BDAT has begun the message */
+#define DATA_BDAT REPLY_DATA_AFTER_BDAT /* the same, for DATA */
+#define PLAIN CMD_BEFORE_TLS
+#define JUNK CMD_JUNK
+#define CHUNK CMD_AFTER_CHUNK
+
+_Static_assert(REPLY_INTERNAL_ERROR == 0, "a guard list ends at its first 0");
+
+/* One line per verb: flags, guards in order, check, proceed. A verb with
+ * no line (EXPN) or disabled (disabledCommands) is unknown. */
+static const struct smtp_command commands[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_HELO] =     {PLAIN, {0},                                   smtp_check_helo,     smtp_cmd_helo},
+	[SMTP_VERB_EHLO] =     {PLAIN, {0},                                   smtp_check_helo,     smtp_cmd_helo},
+	[SMTP_VERB_LHLO] =     {PLAIN, {0},                                   smtp_check_helo,     smtp_cmd_helo},
+	[SMTP_VERB_STARTTLS] = {PLAIN, {0},                                   smtp_check_starttls, smtp_cmd_starttls},
+	[SMTP_VERB_AUTH] =     {0,     {HELO},                                smtp_check_auth,     smtp_cmd_auth},
+	[SMTP_VERB_MAIL] =     {0,     {HELO, LOGIN, NESTED},                 smtp_check_mail,     smtp_cmd_mail},
+	[SMTP_VERB_RCPT] =     {0,     {HELO, LOGIN, MAIL, RCPT_BDAT},        smtp_check_rcpt,     smtp_cmd_rcpt},
+	[SMTP_VERB_DATA] =     {0,     {DATA_BDAT, HELO, LOGIN, MAIL, RCPT},  smtp_check_data,     smtp_cmd_data},
+	[SMTP_VERB_BDAT] =     {CHUNK, {HELO, LOGIN, MAIL, RCPT},             smtp_check_bdat,     smtp_cmd_bdat},
+	[SMTP_VERB_RSET] =     {JUNK,  {0},                                   NULL,                cmd_rset},
+	[SMTP_VERB_NOOP] =     {JUNK,  {0},                                   NULL,                cmd_noop},
+	[SMTP_VERB_VRFY] =     {JUNK,  {0},                                   check_vrfy,          cmd_vrfy},
+	[SMTP_VERB_HELP] =     {JUNK,  {0},                                   NULL,                cmd_help},
+	[SMTP_VERB_QUIT] =     {PLAIN, {0},                                   NULL,                cmd_quit},
+	[SMTP_VERB_XCLIENT] =  {0,     {0},                                   smtp_check_xclient,  smtp_cmd_xclient},
+	[SMTP_VERB_XFORWARD] = {0,     {0},                                   smtp_check_xforward, smtp_cmd_xforward},
+	[SMTP_VERB_HTTP] =     {0,     {0},                                   NULL,                cmd_http},
 };
+
+#undef HELO
+#undef LOGIN
+#undef MAIL
+#undef RCPT
+#undef NESTED
+#undef RCPT_BDAT
+#undef DATA_BDAT
+#undef PLAIN
+#undef JUNK
+#undef CHUNK
+
+const struct smtp_command *smtp_command_of(enum smtp_verb v)
+{
+	return &commands[v < SMTP_VERB_COUNT ? v : SMTP_VERB_UNKNOWN];
+}
+
+/* Does the session's state meet the guard? */
+static bool session_meets(struct conn *c, enum smtp_reply_id guard)
+{
+	struct smtp_session *s = conn_session(c);
+	switch (guard) {
+	case REPLY_NEED_HELO: return s->greeted;
+	case REPLY_AUTH_REQUIRED: return !smtp_session_auth_required(c);
+	case REPLY_NEED_MAIL: return s->tx.has_mail;
+	case REPLY_NEED_RCPT: return s->tx.nrcpt > 0;
+	case REPLY_NESTED_MAIL: return !s->tx.has_mail;
+	case REPLY_RCPT_AFTER_BDAT:
+	case REPLY_DATA_AFTER_BDAT: return !s->tx.chunking;
+	default: return true;
+	}
+}
+
+/* The first guard of e the session does not meet, or SMTP_CHECK_PASS. */
+static enum smtp_reply_id session_unmet(struct conn *c, const struct smtp_command *e)
+{
+	for (int i = 0; i < SMTP_GUARDS_MAX && e->guards[i]; i++)
+		if (!session_meets(c, e->guards[i]))
+			return e->guards[i];
+	return SMTP_CHECK_PASS;
+}
+
+void smtp_session_refuse(struct conn *c, enum smtp_reply_id guard)
+{
+	const struct smtp_reply *r = &smtp_replies[guard];
+	if (guard == REPLY_AUTH_REQUIRED)
+		conn_reply(c, r->code, r->enhanced, "%s", smtp_opt(c)->auth_required_message);
+	else
+		conn_reply_known(c, guard);
+}
+
+/* A verb the table takes: its guards, its check, then proceed. */
+static void session_run(struct conn *c, const struct smtp_command *e, const struct smtp_cmd *cmd)
+{
+	struct smtp_args a;
+	a.unmet = session_unmet(c, e);
+	enum smtp_reply_id r = a.unmet;
+	if (r == SMTP_CHECK_PASS || (e->flags & CMD_AFTER_CHUNK))
+		r = e->check ? e->check(c, cmd, &a) : SMTP_CHECK_PASS;
+	if (r == SMTP_CHECK_PASS)
+		e->proceed(c, cmd, &a);
+	else if (r != SMTP_CHECK_SENT)
+		smtp_session_refuse(c, r);
+	if (e->flags & CMD_JUNK)
+		session_count_junk(c);
+}
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
 static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
@@ -203,7 +295,7 @@ static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
  * client that keeps getting them is not a mail client. */
 static void session_count_error(struct conn *c, size_t reply_at)
 {
-	if (c->phase == PHASE_CLOSING || c->phase == PHASE_CLOSED || c->out.len < reply_at + 3)
+	if (conn_is_ending(c) || c->out.len < reply_at + 3)
 		return;
 	int code = smtp_session_reply_code(c->out.data + reply_at);
 	if (code != 500 && code != 501 && code != 503)
@@ -223,7 +315,7 @@ static void session_command(struct conn *c, const char *line, size_t len);
 void smtp_session_line(struct conn *c, const char *line, size_t len)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->phase == PHASE_AUTH) {
+	if (s->state == SMTP_STATE_AUTH) {
 		smtp_auth_line(c, line, len);
 		return;
 	}
@@ -260,38 +352,34 @@ static void session_command(struct conn *c, const char *line, size_t len)
 	}
 	if (session_unauth_limit_hit(c, cmd.verb))
 		return;
-	cmd_fn fn = commands[cmd.verb];
-	if (!fn || smtp_session_verb_disabled(c, cmd.verb))
-		fn = smtp_cmd_unknown;
-	if (smtp_opt(c)->needs_upgrade && !c->secure && fn != smtp_cmd_unknown && fn != smtp_cmd_helo &&
-	    fn != smtp_cmd_starttls && fn != cmd_quit) {
+	const struct smtp_command *e = &commands[cmd.verb];
+	if (!e->proceed || smtp_session_verb_disabled(c, cmd.verb)) {
+		smtp_cmd_unknown(c, &cmd);
+		return;
+	}
+	if (smtp_opt(c)->needs_upgrade && !c->secure && !(e->flags & CMD_BEFORE_TLS)) {
 		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;
 	}
-	fn(c, &cmd);
+	session_run(c, e, &cmd);
 }
 
 void smtp_session_line_too_long(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (c->phase == PHASE_AUTH) {
-		smtp_session_enter(c, PHASE_COMMAND);
+	if (s->state == SMTP_STATE_AUTH) {
+		smtp_session_enter(c, SMTP_STATE_COMMAND);
 		s->sasl = SASL_NONE;
 	}
 	conn_reply_known(c, REPLY_LINE_TOO_LONG);
-}
-
-void smtp_session_enter(struct conn *c, enum conn_phase phase)
-{
-	c->phase = phase;
 }
 
 void smtp_session_stop(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	/* Before the session began (PROXY, TLS handshake) conn_end just closes. */
-	bool early = c->phase == PHASE_HANDSHAKE || c->phase == PHASE_PROXY;
-	bool idle = c->phase == PHASE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
+	bool early = !conn_is_open(c);
+	bool idle = s->state == SMTP_STATE_COMMAND && !s->tx.has_mail && s->policy->waiting(s) == POLICY_IDLE &&
 	            buf_used(&c->in) == 0;
 	if (early || idle)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));

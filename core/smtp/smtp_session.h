@@ -1,21 +1,18 @@
 /* smtp_session — the SMTP state machine: what each command does to a
  * connection's session, which decision it asks the policy for, and the
  * reply. Input comes from conn (framed lines, body bytes); replies go to
- * conn's buffer. The handlers live by job in smtp_helo.c, smtp_mail.c and
- * smtp_body.c (smtp/session_commands.h). */
+ * conn's buffer. The commands live by job in smtp_helo.c, smtp_mail.c,
+ * smtp_body.c, smtp_auth.c and smtp_xclient.c (smtp/session_commands.h). */
 #ifndef LUASMTPD_SMTP_SESSION_H
 #define LUASMTPD_SMTP_SESSION_H
 
 #include "net/conn.h"
 #include "smtp/policy.h"
+#include "smtp/state.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The one way the session moves from state to state (no direct writes of
- * c->phase in core/smtp/): where issue 16's enum smtp_state and its
- * transition checks are to take over from the transport's enum conn_phase. */
-void smtp_session_enter(struct conn *c, enum conn_phase phase);
 /* After accept: onConnect, then the greeting. */
 void smtp_session_connect(struct conn *c);
 /* Asks the policy about the client (again, after XCLIENT), done as its

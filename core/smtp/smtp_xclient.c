@@ -1,5 +1,6 @@
 #include "smtp/smtp_xclient.h"
 #include "smtp/session.h"
+#include "smtp/session_commands.h"
 
 #include "net/conn.h"
 #include "smtp/reply.h"
@@ -14,17 +15,8 @@
 #include <string.h>
 
 #define X_MAX_ATTRS 8
-#define X_VALUE_MAX 255
-
-enum x_attr { X_NAME, X_ADDR, X_PORT, X_PROTO, X_HELO, X_LOGIN, X_IDENT, X_SOURCE, X_COUNT };
 
 static const char *const x_names[X_COUNT] = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "IDENT", "SOURCE"};
-
-struct x_value {
-	bool present;
-	bool unavailable; /* [UNAVAILABLE] or [TEMPUNAVAIL] */
-	char v[X_VALUE_MAX + 1];
-};
 
 static bool x_trusted(const struct conn *c, bool xforward)
 {
@@ -158,25 +150,36 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 	}
 }
 
-/* Checks shared by both commands; replies and returns false on failure. */
-static bool x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward, struct x_value vals[X_COUNT])
+/* The check both commands share. */
+static enum smtp_reply_id x_check(struct conn *c, const struct smtp_cmd *cmd, bool xforward,
+                                  struct x_value vals[X_COUNT])
+{
+	if (!smtp_xclient_offered(c, xforward))
+		return REPLY_XCLIENT_NOT_ALLOWED;
+	if (conn_session(c)->tx.has_mail)
+		return REPLY_XCLIENT_DURING_MAIL;
+	if (!x_parse(cmd, xforward, vals))
+		return REPLY_XCLIENT_SYNTAX;
+	return SMTP_CHECK_PASS;
+}
+
+enum smtp_reply_id smtp_check_xclient(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	return x_check(c, cmd, false, a->x.vals);
+}
+
+enum smtp_reply_id smtp_check_xforward(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
+{
+	return x_check(c, cmd, true, a->x.vals);
+}
+
+/* The peer that spoke first keeps the trust: later attributes are judged
+ * by its address, not the one it named. */
+static void x_remember_peer(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (!smtp_xclient_offered(c, xforward)) {
-		conn_reply_known(c, REPLY_XCLIENT_NOT_ALLOWED);
-		return false;
-	}
-	if (s->tx.has_mail) {
-		conn_reply_known(c, REPLY_XCLIENT_DURING_MAIL);
-		return false;
-	}
-	if (!x_parse(cmd, xforward, vals)) {
-		conn_reply_known(c, REPLY_XCLIENT_SYNTAX);
-		return false;
-	}
 	if (!s->x_peer && !(s->x_peer = strdup(c->remote_addr)))
 		abort();
-	return true;
 }
 
 static void x_login_done(struct smtp_session *s, const struct policy_verdict *v)
@@ -223,12 +226,11 @@ static void x_run_on_connect(struct conn *c)
 	smtp_session_run_on_connect(c, x_connect_done);
 }
 
-void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
+void smtp_cmd_xclient(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	struct smtp_session *s = conn_session(c);
-	struct x_value vals[X_COUNT];
-	if (!x_check(c, cmd, false, vals))
-		return;
+	struct x_value *vals = a->x.vals;
+	x_remember_peer(c);
 	smtp_session_forget_identity(c);
 	x_record(c, false, vals);
 	x_apply(c, vals);
@@ -249,18 +251,17 @@ void smtp_xclient_command(struct conn *c, const struct smtp_cmd *cmd)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_TOO_MANY_CONNECTIONS));
 		return;
 	}
-	smtp_session_enter(c, PHASE_CONNECT);
+	smtp_session_enter(c, SMTP_STATE_CONNECT);
 	if (smtp_opt(c)->resolve_client_hostname && vals[X_ADDR].present && !vals[X_NAME].present)
 		smtp_rdns_start(c, x_run_on_connect);
 	else
 		x_run_on_connect(c);
 }
 
-void smtp_xforward_command(struct conn *c, const struct smtp_cmd *cmd)
+void smtp_cmd_xforward(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
-	struct x_value vals[X_COUNT];
-	if (!x_check(c, cmd, true, vals))
-		return;
+	struct x_value *vals = a->x.vals;
+	x_remember_peer(c);
 	smtp_session_reset_transaction(c);
 	x_record(c, true, vals);
 	x_apply(c, vals);

@@ -19,6 +19,8 @@
 --   recorder    inside the server: records what onData received
 --   client      the SMTP client specs drive, with STARTTLS/SNI and transcripts
 --   assertions  assert.reply and friends, failing with the transcript
+--   ngx         require "smtp.ngx" under testing.load
+--   service     real peers for the policy: redis-server, a spec's program
 --   pki         a throw-away certificate authority
 --   serialize   values as Lua source (options to the server, records back)
 --   system      paths, scratch directories, processes (FFI), clean-up at exit
@@ -32,6 +34,7 @@ local recorder = require "smtp.testing.recorder"
 local reply = require "smtp.testing.reply"
 local serialize = require "smtp.testing.serialize"
 local server = require "smtp.testing.server"
+local service = require "smtp.testing.service"
 local system = require "smtp.testing.system"
 
 return {
@@ -46,6 +49,9 @@ return {
   check = server.check,
   check_reply = assertions.check_reply,
   assert_reply = assertions.assert_reply,
+  redis = service.redis,
+  service = service.service,
+  free_port = service.free_port,
   pki = pki.pki,
   tmpdir = system.tmpdir,
   home = system.home,

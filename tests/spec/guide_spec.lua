@@ -4,7 +4,12 @@
 -- project as the guide lays it out; policies at its top must pass
 -- `luasmtpd -t`, and every *_spec.lua runs under a nested busted from the
 -- project directory, with the guide's own .busted, as the reader would.
+-- The guide's OpenResty examples find the published lua-resty-* libraries
+-- in the project's lib/resty, as the guide installs them: a link to
+-- ../shared/compat/lib/resty (their blocks are skipped where it is absent);
+-- the policies it shows from scripts/ must be those files exactly.
 local testing = require "smtp.testing"
+local compat = dofile("tests/spec/compat.lua")
 
 local GUIDE = "docs/guide.md"
 
@@ -74,16 +79,33 @@ describe("docs/guide.md", function()
       assert(testing.write_file(project .. "/" .. b.path, b.text))
     end
   end
+  if compat.lib then
+    os.execute("mkdir -p " .. shell_quote(project .. "/lib") .. " && ln -s "
+      .. shell_quote(compat.lib .. "/resty") .. " " .. shell_quote(project .. "/lib/resty"))
+  end
+
+  -- Does the block need the lua-resty-* libraries (or fake one)?
+  local function needs_resty(b)
+    return b.text:find("require \"resty%.") or b.text:find("%[\"resty%.")
+  end
 
   for _, b in ipairs(blocks) do
     local where = string.format("%s:%d", GUIDE, b.line)
+    local shipped = b.path and testing.read_file("scripts/" .. b.path)
+    if shipped and b.path:match("^[^/.][^/]*%.lua$") then
+      it(b.path .. " (" .. where .. ") is scripts/" .. b.path .. " as it ships", function()
+        assert.are.equal(shipped, (b.text:gsub("^[^\n]*\n", "", 1)))
+      end)
+    end
     if b.path and b.path:match("^[^/.][^/]*%.lua$") then
       it(b.path .. " (" .. where .. ") passes luasmtpd -t", function()
+        if needs_resty(b) then compat.need() end
         local ok, out = testing.check(project .. "/" .. b.path)
         assert(ok, where .. ": " .. tostring(out))
       end)
     elseif b.path and b.path:match("_spec%.lua$") then
       it(b.path .. " (" .. where .. ") passes under busted", function()
+        if needs_resty(b) then compat.need() end
         local ok, out = nested_busted(project, b.path)
         assert(ok, string.format("%s: the guide's spec fails (its line N is %s:%d+N):\n%s",
           where, GUIDE, b.line - 1, out))

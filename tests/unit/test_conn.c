@@ -24,7 +24,6 @@ static void echo_open(struct conn *c, const struct proxy_info *pi)
 {
 	struct echo *e = c->owner;
 	e->opened++;
-	c->phase = PHASE_COMMAND; /* the owner's protocol state, as the session sets it */
 }
 
 static void echo_input(struct conn *c)
@@ -41,10 +40,15 @@ static void echo_input(struct conn *c)
 
 static bool echo_wants_input(const struct conn *c)
 {
-	return c->phase == PHASE_COMMAND;
+	return true;
 }
 
-static void echo_refused(struct conn *c, const char *why)
+static bool echo_streaming(const struct conn *c)
+{
+	return false; /* lines, as far as the transport's deadlines go */
+}
+
+static void echo_refused(struct conn *c, enum conn_refusal why)
 {
 	((struct echo *)c->owner)->refused++;
 	conn_send_now(c, "busy\r\n");
@@ -66,6 +70,7 @@ static const struct conn_owner_ops echo_ops = {
 	.on_refused = echo_refused,
 	.on_input = echo_input,
 	.wants_input = echo_wants_input,
+	.streaming = echo_streaming,
 	.on_closed = echo_closed,
 	.on_release = echo_release,
 };

@@ -7,6 +7,7 @@
  */
 #include "session_fake.h"
 #include "smtp/policy_null.h"
+#include "smtp/session_commands.h"
 #include "unit.h"
 
 #include <stdio.h>
@@ -174,6 +175,125 @@ static void test_auth_undecided_by_the_null_policy(void)
 	CHECK(client_close(&cl));
 }
 
+
+/* ---- the command table and the session's states ---- */
+
+/* A session that meets every guard a verb tries before guard, and not
+ * guard itself: guards go HELO, login, MAIL, RCPT, BDAT in every list. */
+static void reach_refusal(struct client *cl, enum smtp_reply_id guard)
+{
+	if (guard == REPLY_NEED_HELO)
+		return;
+	say(cl, "EHLO client.test\r\n");
+	if (guard == REPLY_AUTH_REQUIRED) {
+		cl->opt.auth_optional = false; /* read when used: a login is required now */
+		return;
+	}
+	if (guard == REPLY_NEED_MAIL)
+		return;
+	say(cl, "MAIL FROM:<a@example.org>\r\n");
+	if (guard == REPLY_NEED_RCPT || guard == REPLY_NESTED_MAIL)
+		return;
+	say(cl, "RCPT TO:<b@example.org>\r\nBDAT 1\r\nx"); /* BDAT has begun the message */
+}
+
+/* Each guard of each verb in the table, tripped alone, gives its
+ * catalogue reply (the login's is authRequiredMessage, here the
+ * catalogue's text); BDAT's comes after its chunk. A verb given guards
+ * must get a line here. */
+static void test_every_guard_refuses_with_its_catalogue_reply(void)
+{
+	static const char *const lines[SMTP_VERB_COUNT] = {
+		[SMTP_VERB_AUTH] = "AUTH PLAIN\r\n",
+		[SMTP_VERB_MAIL] = "MAIL FROM:<c@example.org>\r\n",
+		[SMTP_VERB_RCPT] = "RCPT TO:<d@example.org>\r\n",
+		[SMTP_VERB_DATA] = "DATA\r\n",
+		[SMTP_VERB_BDAT] = "BDAT 1\r\ny",
+	};
+	smtp_policy_use(&policy_null);
+	int tried = 0;
+	for (int v = 0; v < SMTP_VERB_COUNT; v++) {
+		const struct smtp_command *e = smtp_command_of((enum smtp_verb)v);
+		for (int i = 0; i < SMTP_GUARDS_MAX && e->guards[i]; i++) {
+			const struct smtp_reply *r = &smtp_replies[e->guards[i]];
+			CHECK(lines[v] != NULL);
+			if (!lines[v])
+				break;
+			struct client cl;
+			CHECK(client_open(&cl));
+			reach_refusal(&cl, e->guards[i]);
+			char want[256];
+			snprintf(want, sizeof want, "%d %s %s\r\n", r->code, r->enhanced, r->text);
+			const char *got = say(&cl, lines[v]);
+			if (!strstr(got, want))
+				printf("     %s, guard %s: got %s", smtp_verb_name((enum smtp_verb)v), r->name, got);
+			CHECK_HAS(got, want);
+			CHECK(client_close(&cl));
+			tried++;
+		}
+	}
+	CHECK(tried >= 15); /* MAIL 3, RCPT 4, DATA 5, BDAT 4, AUTH 1 today */
+}
+
+/* needsUpgrade: before TLS, every verb the table takes but the opening
+ * ones, STARTTLS and QUIT is refused with the catalogue's 530. */
+static void test_needs_upgrade_refuses_all_but_the_plaintext_verbs(void)
+{
+	smtp_policy_use(&policy_null);
+	for (int v = 1; v < SMTP_VERB_COUNT; v++) {
+		const struct smtp_command *e = smtp_command_of((enum smtp_verb)v);
+		if (!e->proceed)
+			continue;
+		struct client cl;
+		CHECK(client_open(&cl));
+		cl.opt.needs_upgrade = true;
+		char line[64];
+		if (v == SMTP_VERB_HTTP)
+			snprintf(line, sizeof line, "GET / HTTP/1.0\r\n");
+		else
+			snprintf(line, sizeof line, "%s x\r\n", smtp_verb_name((enum smtp_verb)v));
+		const char *got = say(&cl, line);
+		bool refused = strstr(got, "530 5.7.0 Error: Must issue a STARTTLS command first\r\n") != NULL;
+		CHECK(refused == !(e->flags & CMD_BEFORE_TLS));
+		client_close(&cl);
+	}
+}
+
+static enum smtp_state state_of(struct client *cl)
+{
+	return conn_session(cl->srv.conns)->state;
+}
+
+/* The session's state follows the dialogue: command lines, SASL lines,
+ * the body, a BDAT chunk, then closing; nothing leaves CLOSING. */
+static void test_states_follow_the_dialogue(void)
+{
+	smtp_policy_use(&policy_null);
+	struct client cl;
+	CHECK(client_open(&cl)); /* the null policy's onConnect answers at once: greeted */
+	CHECK_INT(state_of(&cl), SMTP_STATE_COMMAND);
+	say(&cl, "EHLO client.test\r\nAUTH PLAIN\r\n");
+	CHECK_INT(state_of(&cl), SMTP_STATE_AUTH);
+	say(&cl, "*\r\n");
+	CHECK_INT(state_of(&cl), SMTP_STATE_COMMAND);
+	say(&cl, "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+	CHECK_INT(state_of(&cl), SMTP_STATE_DATA);
+	say(&cl, "x\r\n.\r\nBDAT 10\r\nabc");
+	CHECK_INT(state_of(&cl), SMTP_STATE_BDAT);
+	say(&cl, "defghij");
+	CHECK_INT(state_of(&cl), SMTP_STATE_COMMAND);
+	CHECK_HAS(say(&cl, "QUIT\r\n"), "221 2.0.0 Bye");
+	CHECK(cl.srv.conns == NULL || state_of(&cl) == SMTP_STATE_CLOSING);
+	CHECK(client_close(&cl));
+
+	CHECK(client_open(&cl));
+	say(&cl, "");
+	smtp_session_enter(cl.srv.conns, SMTP_STATE_CLOSING);
+	smtp_session_enter(cl.srv.conns, SMTP_STATE_COMMAND); /* illegal: logged, refused */
+	CHECK_INT(state_of(&cl), SMTP_STATE_CLOSING);
+	CHECK(client_close(&cl));
+}
+
 int main(void)
 {
 	RUN(test_a_message_with_the_null_policy);
@@ -182,5 +302,8 @@ int main(void)
 	RUN(test_bdat);
 	RUN(test_auth_plain_with_a_scripted_verdict);
 	RUN(test_auth_undecided_by_the_null_policy);
+	RUN(test_every_guard_refuses_with_its_catalogue_reply);
+	RUN(test_needs_upgrade_refuses_all_but_the_plaintext_verbs);
+	RUN(test_states_follow_the_dialogue);
 	return unit_summary();
 }

@@ -2,6 +2,7 @@
 -- with a fake smtp module (no sleeps, logs kept, TLS contexts checked but
 -- not built) and an environment the spec chooses.
 local files = require "smtp.testing.files"
+local ngx_fake = require "smtp.testing.ngx"
 
 local M = {}
 
@@ -46,10 +47,17 @@ local function fake_smtp(fake)
 end
 
 -- The globals a loaded script sees: os.getenv answers from opts.env first
--- (false = unset), require "smtp" gives the fake module, and dofile /
--- loadfile run nested scripts in the same environment.
-local function script_env(opts, smtp)
+-- (false = unset), dofile / loadfile run nested scripts in the same
+-- environment, and package is the script's own (setting package.path in
+-- the script changes nothing for the spec). require looks in `loaded`
+-- first (the fake smtp, smtp.ngx and what the spec injected), then loads
+-- a Lua module found on the script's package.path afresh in the script's
+-- environment, once per load (a lua-resty library sees the script's
+-- `ngx`, and its own requires meet the spec's fakes too); luasmtpd's own
+-- modules, C modules and those already loaded come from the real require.
+local function script_env(opts, loaded)
   local env = setmetatable({}, { __index = _G })
+  env._G = env -- what the script and its libraries set stays theirs
   local vars = opts.env or {}
   env.os = setmetatable({
     getenv = function(name)
@@ -59,9 +67,25 @@ local function script_env(opts, smtp)
       return os.getenv(name)
     end,
   }, { __index = os })
+  env.package = setmetatable({ path = package.path, cpath = package.cpath, loaded = loaded },
+    { __index = package })
   env.require = function(name)
-    if name == "smtp" then return smtp end
-    return require(name)
+    if loaded[name] ~= nil then return loaded[name] end
+    if name == "smtp.ngx" then
+      local mod, wrap = ngx_fake.install(env, loaded, opts.fake)
+      loaded[name], opts.fake.wrap = mod, wrap
+      return mod
+    end
+    local own = name == "smtp" or name:find("^smtp%.")
+    local file = not own and package.loaded[name] == nil
+      and package.searchpath(name, env.package.path)
+    if not file then return require(name) end
+    local chunk = assert(loadfile(file))
+    setfenv(chunk, env)
+    local mod = chunk(name)
+    if mod == nil then mod = true end
+    loaded[name] = mod
+    return mod
   end
   env.loadfile = function(path)
     local f, err = loadfile(path)
@@ -77,15 +101,20 @@ end
 --- Loads a policy script without the server. Returns its options table,
 --- its hooks ({onRcptTo = fn, ...}, from the first listener when the script
 --- returns several) and `fake` = {smtp = the module the script got,
---- logs = {{level, msg, fields}...}, sleeps = {seconds...}}; or nil, err.
---- opts.env = {NAME = "value" or false} overrides os.getenv for the script.
+--- logs = {{level, msg, fields}...}, sleeps = {seconds...}, and once the
+--- script requires smtp.ngx: ngx = its ngx, shared = its dictionaries};
+--- or nil, err. opts.env = {NAME = "value" or false} overrides os.getenv
+--- for the script; opts.modules = {[name] = module} is what require(name)
+--- gives the script and the libraries it loads.
 function M.load(path, opts)
   opts = opts or {}
   local chunk, err = loadfile(path)
   if not chunk then return nil, err end
   local fake = { logs = {}, sleeps = {} }
   fake.smtp = fake_smtp(fake)
-  setfenv(chunk, script_env(opts, fake.smtp))
+  local loaded = { smtp = fake.smtp }
+  for name, mod in pairs(opts.modules or {}) do loaded[name] = mod end
+  setfenv(chunk, script_env({ env = opts.env, fake = fake }, loaded))
   local ok, options = pcall(chunk)
   if not ok then return nil, tostring(options) end
   if type(options) ~= "table" then
@@ -93,7 +122,9 @@ function M.load(path, opts)
   end
   local first = type(options[1]) == "table" and options[1] or options
   local hooks = {}
-  for _, name in ipairs(HOOKS) do hooks[name] = first[name] end
+  local wrap = fake.wrap or function(fn) return fn end
+  fake.wrap = nil
+  for _, name in ipairs(HOOKS) do hooks[name] = wrap(first[name]) end
   return options, hooks, fake
 end
 
