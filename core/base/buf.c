@@ -1,50 +1,42 @@
 #include "base/buf.h"
 
+#include "base/freelist.h"
+
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-static void buf_oom(void)
-{
-	fputs("luasmtpd: out of memory\n", stderr);
-	abort();
-}
 
 /* Connections take and drop buffers on every read and reply: the common
  * sizes are kept on small free lists instead of going back to malloc each
- * time (the event loop's thread only; a process has one loop). */
+ * time. */
 #define BUF_POOL_DEPTH 16
-static struct buf_pool {
-	size_t cap;
-	unsigned n;
-	char *free[BUF_POOL_DEPTH];
-} buf_pools[] = {{.cap = 4096}, {.cap = 16384}, {.cap = 65536}};
+static struct freelist buf_pools[] = {
+	FREELIST_INIT(4096, BUF_POOL_DEPTH),
+	FREELIST_INIT(16384, BUF_POOL_DEPTH),
+	FREELIST_INIT(65536, BUF_POOL_DEPTH),
+};
 
-static struct buf_pool *buf_pool_for(size_t cap)
+/* The list for buffers of cap bytes; other sizes get none, one that keeps
+ * nothing. */
+static struct freelist *buf_pool_for(size_t cap, struct freelist *none)
 {
 	for (size_t i = 0; i < sizeof buf_pools / sizeof buf_pools[0]; i++)
-		if (buf_pools[i].cap == cap)
+		if (buf_pools[i].size == cap)
 			return &buf_pools[i];
-	return NULL;
+	*none = (struct freelist)FREELIST_INIT(cap, 0);
+	return none;
 }
 
 static char *buf_alloc(size_t cap)
 {
-	struct buf_pool *p = buf_pool_for(cap);
-	char *d = p && p->n ? p->free[--p->n] : malloc(cap);
-	if (!d)
-		buf_oom();
-	return d;
+	struct freelist none;
+	return freelist_alloc(buf_pool_for(cap, &none));
 }
 
 static void buf_dispose(char *d, size_t cap)
 {
-	struct buf_pool *p = d ? buf_pool_for(cap) : NULL;
-	if (p && p->n < BUF_POOL_DEPTH)
-		p->free[p->n++] = d;
-	else
-		free(d);
+	struct freelist none;
+	freelist_free(buf_pool_for(cap, &none), d);
 }
 
 char *buf_reserve(struct buf *b, size_t n)

@@ -159,13 +159,13 @@ static int tls_conn_peer_certificate(lua_State *L)
 /* {name, standardName, version}: getCipher() and session.tlsOptions. */
 static void tls_push_cipher(lua_State *L, const struct lua_tls_conn *t)
 {
+	const struct lua_api_field cipher[] = {
+		LUA_API_FIELD_STRING("name", t->cipher),
+		LUA_API_FIELD_STRING("standardName", t->standard_cipher),
+		LUA_API_FIELD_STRING("version", t->protocol),
+	};
 	lua_createtable(L, 0, 3);
-	lua_pushstring(L, t->cipher);
-	lua_setfield(L, -2, "name");
-	lua_pushstring(L, t->standard_cipher);
-	lua_setfield(L, -2, "standardName");
-	lua_pushstring(L, t->protocol);
-	lua_setfield(L, -2, "version");
+	lua_api_set_fields(L, -1, cipher, sizeof cipher / sizeof cipher[0]);
 }
 
 static int tls_conn_cipher(lua_State *L)
@@ -290,14 +290,12 @@ void lua_tls_session_fields(struct conn *c)
 	 * onSecure needs one. */
 	struct lua_tls_conn t;
 	tls_conn_fill(&t, c);
+	const struct lua_api_field secured[] = {
+		LUA_API_FIELD_BOOLEAN("secure", true),
+		LUA_API_FIELD_STRING("servername", c->servername),
+	};
 	lua_session_push(L, c);
-	lua_pushboolean(L, 1);
-	lua_setfield(L, -2, "secure");
-	if (c->servername)
-		lua_pushstring(L, c->servername);
-	else
-		lua_pushnil(L);
-	lua_setfield(L, -2, "servername");
+	lua_api_set_fields(L, -1, secured, sizeof secured / sizeof secured[0]);
 	tls_push_cipher(L, &t);
 	lua_setfield(L, -2, "tlsOptions");
 	lua_pop(L, 1);

@@ -57,3 +57,25 @@ void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name)
 		luaL_typerror(L, idx, name);
 	return p;
 }
+
+void lua_api_set_fields(lua_State *L, int idx, const struct lua_api_field *f, size_t n)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	for (size_t i = 0; i < n; i++) {
+		switch (f[i].type) {
+		case LUA_API_STRING:
+			if (f[i].s)
+				lua_pushstring(L, f[i].s);
+			else
+				lua_pushnil(L);
+			break;
+		case LUA_API_INTEGER:
+			lua_pushinteger(L, f[i].i);
+			break;
+		case LUA_API_BOOLEAN:
+			lua_pushboolean(L, (int)f[i].i);
+			break;
+		}
+		lua_setfield(L, idx, f[i].key);
+	}
+}

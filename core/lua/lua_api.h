@@ -28,4 +28,18 @@ void *lua_api_newudata(lua_State *L, size_t size, int class_ref);
  * argument error naming the class expected (name). */
 void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name);
 
+/* One field of a table written from C by lua_api_set_fields: a string
+ * (NULL sets nil), an integer or a boolean. */
+struct lua_api_field {
+	const char *key;
+	enum lua_api_field_type { LUA_API_STRING, LUA_API_INTEGER, LUA_API_BOOLEAN } type;
+	const char *s;
+	lua_Integer i; /* the integer; a boolean's 0 or 1 */
+};
+#define LUA_API_FIELD_STRING(k, v) {(k), LUA_API_STRING, (v), 0}
+#define LUA_API_FIELD_INTEGER(k, v) {(k), LUA_API_INTEGER, NULL, (v)}
+#define LUA_API_FIELD_BOOLEAN(k, v) {(k), LUA_API_BOOLEAN, NULL, (v) ? 1 : 0}
+/* Sets the n fields f, in order, in the table at idx. */
+void lua_api_set_fields(lua_State *L, int idx, const struct lua_api_field *f, size_t n);
+
 #endif

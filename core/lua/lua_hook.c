@@ -162,7 +162,11 @@ static void hook_finish(struct conn *c, int status, double now)
 	struct lua_session_state *s = lua_state_of(c);
 	struct hook_run *h = &s->hook;
 	lua_State *co = h->co;
-	struct hook_outcome o = {.kind = HOOK_ACCEPT, .code = 0};
+	/* Not zeroed whole: over 500 bytes, on every hook; the texts are strings. */
+	struct hook_outcome o;
+	o.kind = HOOK_ACCEPT;
+	o.code = 0;
+	o.enhanced[0] = o.text[0] = '\0';
 	int nres = 0;
 	if (status == 0) {
 		nres = lua_gettop(co);

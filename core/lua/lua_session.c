@@ -1,4 +1,5 @@
 #include "lua/lua_session.h"
+#include "lua/lua_api.h"
 #include "lua/lua_session_state.h"
 #include "smtp/session.h"
 
@@ -14,24 +15,23 @@
 void lua_session_new(struct conn *c)
 {
 	lua_State *L = lua_main;
+	const struct lua_api_field peers[] = {
+		LUA_API_FIELD_STRING("id", c->id),
+		LUA_API_FIELD_STRING("remoteAddress", c->remote_addr),
+		LUA_API_FIELD_INTEGER("remotePort", c->remote_port),
+		LUA_API_FIELD_STRING("localAddress", c->local_addr),
+		LUA_API_FIELD_INTEGER("localPort", c->local_port),
+	};
+	static const struct lua_api_field plain[] = {
+		LUA_API_FIELD_BOOLEAN("secure", false),
+		LUA_API_FIELD_STRING("transmissionType", "SMTP"),
+	};
 	lua_createtable(L, 0, 16);
-	lua_pushstring(L, c->id);
-	lua_setfield(L, -2, "id");
-	lua_pushstring(L, c->remote_addr);
-	lua_setfield(L, -2, "remoteAddress");
-	lua_pushinteger(L, c->remote_port);
-	lua_setfield(L, -2, "remotePort");
-	lua_pushstring(L, c->local_addr);
-	lua_setfield(L, -2, "localAddress");
-	lua_pushinteger(L, c->local_port);
-	lua_setfield(L, -2, "localPort");
-	/* No reverse lookup in this build: smtp-server's fallback form. */
+	lua_api_set_fields(L, -1, peers, sizeof peers / sizeof peers[0]);
+	/* No reverse lookup yet: smtp-server's fallback form. */
 	lua_pushfstring(L, "[%s]", c->remote_addr);
 	lua_setfield(L, -2, "clientHostname");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "secure");
-	lua_pushstring(L, "SMTP");
-	lua_setfield(L, -2, "transmissionType");
+	lua_api_set_fields(L, -1, plain, sizeof plain / sizeof plain[0]);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_session_reset_envelope(c);
 }
@@ -52,19 +52,16 @@ void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)
 {
 	lua_State *L = lua_main;
 	lua_session_push(L, c);
+	const struct lua_api_field proxy[] = {
+		LUA_API_FIELD_INTEGER("version", pi->version),
+		/* A LOCAL header (a health check) names no client: version only. */
+		LUA_API_FIELD_STRING("sourceAddress", pi->src),
+		LUA_API_FIELD_INTEGER("sourcePort", pi->src_port),
+		LUA_API_FIELD_STRING("destinationAddress", pi->dst),
+		LUA_API_FIELD_INTEGER("destinationPort", pi->dst_port),
+	};
 	lua_createtable(L, 0, 5);
-	lua_pushinteger(L, pi->version);
-	lua_setfield(L, -2, "version");
-	if (!pi->local) {
-		lua_pushstring(L, pi->src);
-		lua_setfield(L, -2, "sourceAddress");
-		lua_pushinteger(L, pi->src_port);
-		lua_setfield(L, -2, "sourcePort");
-		lua_pushstring(L, pi->dst);
-		lua_setfield(L, -2, "destinationAddress");
-		lua_pushinteger(L, pi->dst_port);
-		lua_setfield(L, -2, "destinationPort");
-	}
+	lua_api_set_fields(L, -1, proxy, pi->local ? 1 : sizeof proxy / sizeof proxy[0]);
 	lua_setfield(L, -2, "proxy");
 	lua_pop(L, 1);
 }

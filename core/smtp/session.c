@@ -1,5 +1,6 @@
 #include "smtp/session.h"
 
+#include "base/freelist.h"
 #include "net/conn_tls.h"
 #include "net/server.h"
 #include "proto/replies.h"
@@ -25,38 +26,12 @@ void smtp_policy_use(const struct smtp_policy *p)
 
 static const struct conn_owner_ops session_ops;
 
-/* Sessions freed, kept for the next connections. A session is over 1 KiB,
- * a size glibc serves from its large bins after consolidating its fast
- * bins: a new allocation costs a connection about 4,000 instructions
- * (callgrind, tests/bench/callgrind.py) that a reuse does not. Under ASan
- * each session is a fresh allocation, so a use after free is still found. */
-#define SESSION_SPARE_MAX 16
-static struct smtp_session *session_spare[SESSION_SPARE_MAX];
-static size_t session_nspare;
-
-static struct smtp_session *session_alloc(void)
-{
-	struct smtp_session *s = session_nspare ? session_spare[--session_nspare] : malloc(sizeof *s);
-	if (!s)
-		abort();
-	memset(s, 0, sizeof *s);
-	return s;
-}
-
-static void session_release(struct smtp_session *s)
-{
-#ifndef __SANITIZE_ADDRESS__
-	if (session_nspare < SESSION_SPARE_MAX) {
-		session_spare[session_nspare++] = s;
-		return;
-	}
-#endif
-	free(s);
-}
+/* Sessions freed, kept for the next connections (base/freelist.h says why). */
+static struct freelist session_spare = FREELIST_INIT(sizeof(struct smtp_session), 16);
 
 void smtp_session_accept(struct conn *c)
 {
-	struct smtp_session *s = session_alloc();
+	struct smtp_session *s = freelist_calloc(&session_spare);
 	s->conn = c;
 	/* The script generation the session runs: c's options live in it. */
 	s->cfg = c->srv->cfg;
@@ -85,7 +60,7 @@ static void session_free(struct conn *c)
 	free(s->sasl_user);
 	free(s->sasl_challenge);
 	free(s->sasl_refusal);
-	session_release(s);
+	freelist_free(&session_spare, s);
 	c->owner = NULL;
 	conn_free(c);
 	ops->unref(cfg);

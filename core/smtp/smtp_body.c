@@ -6,6 +6,7 @@
 #include "smtp/session_commands.h"
 #include "smtp/smtp_session.h"
 
+#include "base/freelist.h"
 #include "base/metrics.h"
 #include "net/conn.h"
 #include "smtp/reply.h"
@@ -75,7 +76,7 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 {
 	struct body *b = s->body;
 	b->hook_done = true;
-	b->outcome = v->reply;
+	hook_outcome_copy(&b->outcome, &v->reply);
 	b->rcpt_replies = v->rcpt_replies;
 	smtp_session_take_verdict(s, v);
 	/* A verdict before the end leaves the rest of the body to drain. */
@@ -83,6 +84,9 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 	if (b->ended)
 		session_data_finish(s->conn);
 }
+
+/* Message bodies freed, kept for the next messages (base/freelist.h says why). */
+static struct freelist body_spare = FREELIST_INIT(sizeof(struct body), 16);
 
 void smtp_session_body_free(struct conn *c)
 {
@@ -93,7 +97,7 @@ void smtp_session_body_free(struct conn *c)
 	s->policy->message_end(s);
 	free(b->rcpt_replies);
 	buf_free(&b->pending);
-	free(b);
+	freelist_free(&body_spare, b);
 	s->body = NULL;
 }
 
@@ -101,9 +105,7 @@ void smtp_session_body_free(struct conn *c)
 static void session_body_begin(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	struct body *b = calloc(1, sizeof *b);
-	if (!b)
-		abort();
+	struct body *b = freelist_calloc(&body_spare);
 	smtp_data_init(&b->dec, smtp_opt(c)->bare_line_endings);
 	s->body = b;
 	s->policy->data(s, session_data_done);
