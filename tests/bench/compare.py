@@ -76,12 +76,13 @@ same number of samples:
 A schedstat cross-check (/proc/PID/task/*/schedstat, ns rather than 10 ms
 ticks) of luasmtpd/floor is printed under the table.
 
-Time: the default run takes 4.5-5.5 minutes (260 s and 320 s measured) on
+Time: the default run took 4.5-5.5 minutes (260 s and 320 s measured) on
 the 2-core bench machine with the anchors already installed (most of it the anchors and the idle
-runs); a first run adds the npm install of smtp-server (1.3 s measured with
+runs) before lua-warn and lua-pipe ran beside luasmtpd; with them, 557 s
+measured (the machine shared with other work, npm's install included); a first run adds the npm install of smtp-server (1.3 s measured with
 npm's cache warm; some seconds more from the network) and the apt-get
 install of postfix and python3-aiosmtpd (not measured from scratch here;
-typically 10-60 s depending on the mirror).  --quick takes about 60 s.
+typically 10-60 s depending on the mirror).  --quick --anchors none takes about 45 s.
 
 usage: compare.py [--quick] [-r ROUNDS] [--anchors LIST|all|none] [--anchor-scale F]
                   [-c CONCURRENCY] [--no-pin]
