@@ -255,6 +255,8 @@ class Reload(E2ETest):
             srv.send_signal(signal.SIGTERM)
             self.assertEqual(srv.wait_exit(), 0)
         Burst.assert_all_in_order(self, srv, {(1, k): per for k in range(2)})
+        after = srv.log().split("msg=reloaded", 1)[1]
+        self.assertIn(" msg=message ", after, "no message was logged after the reload: not mid-burst")
 
     def test_hup_mid_burst_one_process(self):
         self.hup_mid_burst([])
