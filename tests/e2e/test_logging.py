@@ -8,7 +8,8 @@ loop turn has first written what it had buffered; with --workers 2 every
 line is whole (no line of one worker inside a line of the other), on a
 file and on a pipe, long lines too; `--log-flush line` writes each line
 at once (so even SIGKILL loses none); a field's __tostring that logs does
-not break the line being made."""
+not break the line being made; values are quoted and escaped, and a line
+longer than the 64 KiB buffer is written whole, on a file and a pipe."""
 
 import os
 import re
@@ -406,3 +407,30 @@ class LuaFields(E2ETest):
         self.assertRegex(outer[0], LINE_RE)
         self.assertIn(" field=made", outer[0])
         self.assertIn(" n=42", outer[0])
+
+    def test_values_escaped_and_a_line_longer_than_the_buffer(self):
+        # a value that would end the line or fake a field is quoted and
+        # escaped; a 200 KiB value (the buffer holds 64) is one whole line,
+        # between the lines around it
+        hooks = {"onConnect": Lua(r'''function(session)
+    smtp.log.info("before")
+    smtp.log.info("tricky", {v = 'a"b\\c\nd\1e\127f msg=forged', empty = "", plain = "x.y@z"})
+    smtp.log.info("long", {v = string.rep("0123456789", 20480)})
+    smtp.log.info("after")
+  end''')}
+        for cls in (Server, PipeServer):
+            with self.subTest(cls.__name__):
+                with cls(script(hooks), log_level=None, log_flush=None) as srv:
+                    with srv.client() as c:
+                        c.cmd("QUIT")
+                    self.assertTrue(_wait(lambda: " msg=after " in srv.log(), 5), srv.log_tail(5))
+                lines = [l for l in srv.log().splitlines() if " session=" in l and " msg=connection " not in l]
+                msgs = [l.split(" msg=", 1)[1].split(" ", 1)[0] for l in lines]
+                self.assertEqual(msgs[:4], ["before", "tricky", "long", "after"], msgs)
+                tricky, long_ = lines[1], lines[2]
+                self.assertIn(r' v="a\"b\\c\nd\x01e\x7ff msg=forged"', tricky)
+                self.assertIn(' empty=""', tricky)
+                self.assertIn(" plain=x.y@z", tricky)
+                self.assertRegex(tricky, LINE_RE)
+                self.assertTrue(long_.endswith(" v=" + "0123456789" * 20480), long_[-80:])
+                self.assertRegex(long_[:200], r"^ts=\S+ level=info pid=\d+ msg=long session=\S+ v=0123")
