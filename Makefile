@@ -142,7 +142,7 @@ tls-audit: build/luasmtpd certs
 
 # Benchmarks (figures, not pass/fail): the cost of Lua hooks per message,
 # then luasmtpd against a minimal C responder and the anchors, driven by
-# our load generator (tests/bench/compare.py, about 5 minutes).
+# our load generator (tests/bench/compare.py, about 9 minutes).
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
 

@@ -36,6 +36,8 @@ static void usage(FILE *f)
 	      "      --listen HOST:PORT   listen here instead of the script's `listen` (repeatable)\n"
 	      "      --workers N          worker processes sharing the listeners (default 1: no master)\n"
 	      "      --log-level LEVEL    debug, info, warn or error (default info)\n"
+	      "      --log-flush MODE     batch: write log lines once per event-loop turn (default);\n"
+	      "                           line: write every line at once\n"
 	      "  -h, --help               this text\n"
 	      "  -V, --version            the version\n",
 	      f);
@@ -49,6 +51,7 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 		{"listen", required_argument, NULL, 'l'},
 		{"workers", required_argument, NULL, 'w'},
 		{"log-level", required_argument, NULL, 'L'},
+		{"log-flush", required_argument, NULL, 'F'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -80,6 +83,12 @@ static int cli_parse(int argc, char **argv, struct cli *cli)
 			if (!log_parse_level(optarg, &log_min_level)) {
 				fprintf(stderr, "luasmtpd: --log-level %s: expected debug, info, warn or error\n",
 				        optarg);
+				return 3;
+			}
+			break;
+		case 'F':
+			if (!log_parse_flush_mode(optarg, &log_flush_mode)) {
+				fprintf(stderr, "luasmtpd: --log-flush %s: expected batch or line\n", optarg);
 				return 3;
 			}
 			break;
@@ -120,6 +129,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc - 1;
 	signal(SIGPIPE, SIG_IGN);
+	log_init();
 	main_raise_fd_limit();
 	metrics_init();
 	metrics_count_memory(lua_guard_memory_used);

@@ -17,24 +17,32 @@ static int log_write(lua_State *L)
 		return 0;
 	const char *msg = luaL_checkstring(L, 2);
 	struct conn *c = hook_of(L);
-	struct buf line = {0};
-	log_begin(&line, level, c ? conn_session_id(c) : NULL, msg);
+	/* Every field is made a string first: tostring may run Lua (a
+	 * __tostring, which may log) or fail, and a line once begun must end
+	 * with no other log call in between. Key and string go on the stack. */
+	int base = lua_gettop(L);
 	if (lua_type(L, 3) == LUA_TTABLE) {
 		lua_pushnil(L);
 		while (lua_next(L, 3)) {
 			if (lua_type(L, -2) == LUA_TSTRING) {
+				luaL_checkstack(L, 3, "too many log fields");
 				lua_getglobal(L, "tostring");
-				lua_pushvalue(L, -2);
+				lua_insert(L, -2);
 				lua_call(L, 1, 1);
-				size_t len;
-				const char *v = lua_tolstring(L, -1, &len);
-				log_field(&line, lua_tostring(L, -3), v ? v : "", v ? len : 0);
+				lua_pushvalue(L, -2); /* the key again, for lua_next */
+			} else {
 				lua_pop(L, 1);
 			}
-			lua_pop(L, 1);
 		}
 	}
-	log_end(&line);
+	if (!log_begin(level, c ? conn_session_id(c) : NULL, msg))
+		return 0;
+	for (int i = base + 1; i < lua_gettop(L); i += 2) {
+		size_t len;
+		const char *v = lua_tolstring(L, i + 1, &len);
+		log_field(lua_tostring(L, i), v ? v : "", v ? len : 0);
+	}
+	log_end();
 	return 0;
 }
 

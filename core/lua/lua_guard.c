@@ -81,10 +81,10 @@ static void guard_log_stuck(void)
 {
 	char timeout[32];
 	snprintf(timeout, sizeof timeout, "%g", guard.timeout);
-	log_kv(LOG_ERROR, NULL,
-	       "a hook is stuck in compiled Lua code past hookTimeout: ending this process so that a "
-	       "fresh one serves (the master restarts a worker)",
-	       "hookTimeout", timeout, NULL);
+	/* This thread is not the one that logs: log_fatal writes at once. */
+	log_fatal("a hook is stuck in compiled Lua code past hookTimeout: ending this process so that a "
+	          "fresh one serves (the master restarts a worker)",
+	          "hookTimeout", timeout, NULL);
 }
 
 static void *guard_watch(void *arg)

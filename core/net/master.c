@@ -78,11 +78,13 @@ static void master_become_worker(struct master *m, unsigned slot)
 	char err[512];
 	if (!server_drop_privileges(srv, err, sizeof err)) {
 		log_kv(LOG_ERROR, NULL, "worker cannot start", "error", err, NULL);
+		log_flush(); /* _exit runs no atexit handler */
 		_exit(1);
 	}
 	server_run(srv);
 	server_free(srv);
 	srv->ops->close();
+	log_flush();
 	_exit(0);
 }
 
@@ -225,6 +227,7 @@ int master_run(struct server *srv, unsigned nworkers)
 	ev_signal_start(loop, &m.sig_term);
 	ev_signal_start(loop, &m.sig_int);
 	ev_signal_start(loop, &m.sig_hup);
+	log_attach(loop); /* the workers keep it: the same loop, forked */
 	for (unsigned i = 0; i < m.n; i++)
 		master_spawn(&m, i);
 	sd_notify_state("READY=1");
@@ -233,5 +236,6 @@ int master_run(struct server *srv, unsigned nworkers)
 	while (m.all)
 		master_forget(&m, m.all);
 	log_kv(LOG_INFO, NULL, "stopped", NULL);
+	log_detach();
 	return 0;
 }

@@ -522,8 +522,10 @@ void server_run(struct server *srv)
 	ev_signal_start(srv->loop, &srv->sig_quit);
 	if (!srv->worker)
 		sd_notify_state("READY=1");
+	log_attach(srv->loop);
 	ev_run(srv->loop, 0);
 	log_kv(LOG_INFO, NULL, "stopped", NULL);
+	log_detach();
 }
 
 void server_free(struct server *srv)

@@ -41,6 +41,15 @@ order reversed every other round; median, min and max of the samples:
       below 2 is expected
 Samples: -r (default 5; --quick 3) for the CPU figures, 3 for RSS figures.
 
+Logging: luasmtpd runs at its default log level (info: a summary line per
+message, a line per connection opened and closed, one per TLS handshake),
+its stderr a file, as users run it. Beside it on (1), (2) and (4), in the
+same rounds: lua-warn, the same with --log-level warn (hardly a line), and
+lua-pipe, the default level with stderr a pipe drained by cat (as journald
+drains a service's). "log cost" rows give, per unit and per line, the
+default level minus lua-warn, round by round (min/median/max of the
+differences); the goal is at most 2 us of server CPU per line.
+
 Concurrency and pinning: (1)-(4) run with bench_load -c 16 for every
 server, the server pinned to CPU 0 and bench_load to CPU 1 (--no-pin to
 not).  Measured on the floor and luasmtpd (pinned, 3 samples each):
@@ -67,12 +76,13 @@ same number of samples:
 A schedstat cross-check (/proc/PID/task/*/schedstat, ns rather than 10 ms
 ticks) of luasmtpd/floor is printed under the table.
 
-Time: the default run takes 4.5-5.5 minutes (260 s and 320 s measured) on
+Time: the default run took 4.5-5.5 minutes (260 s and 320 s measured) on
 the 2-core bench machine with the anchors already installed (most of it the anchors and the idle
-runs); a first run adds the npm install of smtp-server (1.3 s measured with
+runs) before lua-warn and lua-pipe ran beside luasmtpd; with them, 557 s
+measured (the machine shared with other work, npm's install included); a first run adds the npm install of smtp-server (1.3 s measured with
 npm's cache warm; some seconds more from the network) and the apt-get
 install of postfix and python3-aiosmtpd (not measured from scratch here;
-typically 10-60 s depending on the mirror).  --quick takes about 60 s.
+typically 10-60 s depending on the mirror).  --quick --anchors none takes about 45 s.
 
 usage: compare.py [--quick] [-r ROUNDS] [--anchors LIST|all|none] [--anchor-scale F]
                   [-c CONCURRENCY] [--no-pin]
@@ -107,7 +117,12 @@ ANCHOR_DIR = os.path.join(HERE, "anchors")
 ANCHOR_BUILD = os.path.join(ROOT, "build", "anchors")
 ANCHORS = ["aiosmtpd", "node", "smtp-sink"]
 NO_TLS = {"smtp-sink"}  # servers without STARTTLS: figure (4) n/a
-OURS = ("floor", "luasmtpd")
+# luasmtpd runs at its default log level (info) with its log to a file, as
+# users run it; the same binary beside it with --log-level warn and with
+# the log to a pipe (as under journald) gives what logging costs
+LOG_VARIANTS = {"lua-warn": {"log_level": "warn"}, "lua-pipe": {"log_to": "pipe"}}
+LOG_FIGURES = ("msgs", "conns", "tls")  # where the variants run (a summary line per unit)
+OURS = ("floor", "luasmtpd") + tuple(LOG_VARIANTS)
 CONC = 16          # bench_load -c for (1)-(4)
 CONC_WORKERS = 16  # bench_load -c for the --workers comparison
 SERVER_CPUS, CLIENT_CPUS = {0}, {1}  # pinning for (1)-(4), unless --no-pin
@@ -118,6 +133,8 @@ BIG = 10 * 1024 * 1024
 VOLUMES = {
     "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
     "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
+    "lua-warn": {"msgs": 40000, "conns": 10000, "tls": 3000},
+    "lua-pipe": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "smtp-sink": {"msgs": 10000, "conns": 3000, "bulk": 60},
     "node": {"msgs": 3000, "conns": 600, "bulk": 20, "tls": 300},
     "aiosmtpd": {"msgs": 3000, "conns": 1000, "bulk": 10, "tls": 300},
@@ -287,16 +304,26 @@ def lua_dir_env(binary):
 class Server:
     """NAME is "floor", an anchor, or a key of LUASMTPD (luasmtpd, base);
     WRAP prefixes the command (valgrind); START is the seconds allowed
-    until the greeting."""
+    until the greeting. luasmtpd runs at LOG_LEVEL (None: its default, as
+    users run it) with its log (stderr) going to LOG_TO: "file" (a file in
+    TMP) or "pipe" (a pipe drained by cat on the client's CPUs, as
+    journald drains a service's stderr)."""
 
-    def __init__(self, name, key, cert, tmp, workers=1, cpus=None, wrap=(), start=10):
+    def __init__(self, name, key, cert, tmp, workers=1, cpus=None, wrap=(), start=10, log_level="warn",
+                 log_to="file", drain_cpus=None):
         self.name = name
+        self.drain = None
+        if name in LOG_VARIANTS:
+            log_level, log_to = LOG_VARIANTS[name].get("log_level"), LOG_VARIANTS[name].get("log_to", "file")
+            name = "luasmtpd"
         self.port = free_port()
         env = dict(os.environ, LUASMTPD_BENCH_KEY=key, LUASMTPD_BENCH_CERT=cert)
         if name == "floor":
             argv = [FLOOR_BIN, str(self.port), cert, key]
         elif name in LUASMTPD:
-            argv = [LUASMTPD[name], "--listen", "127.0.0.1:%d" % self.port, "--log-level", "warn"]
+            argv = [LUASMTPD[name], "--listen", "127.0.0.1:%d" % self.port]
+            if log_level:
+                argv += ["--log-level", log_level]
             if workers > 1:
                 argv += ["--workers", str(workers)]
             argv.append(os.path.join(ROOT, "scripts", "bench.lua"))
@@ -306,8 +333,17 @@ class Server:
             argv, extra = prepare_anchor(name, self.port, key, cert)  # may raise Skip
             env.update(extra or {})
         self.log = open(os.path.join(tmp, "%s-%d.log" % (name, self.port)), "w+")
-        self.proc = subprocess.Popen(list(wrap) + argv, cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=pinned(cpus))
+        err = subprocess.STDOUT
+        if log_to == "pipe":
+            r, err = os.pipe()
+            self.drain = subprocess.Popen(["cat"], stdin=r, stdout=subprocess.DEVNULL, preexec_fn=pinned(drain_cpus))
+            os.close(r)
+        try:
+            self.proc = subprocess.Popen(list(wrap) + argv, cwd=ROOT, env=env, stdout=self.log,
+                                         stderr=err, preexec_fn=pinned(cpus))
+        finally:
+            if self.drain:
+                os.close(err)
         self.pid = self.proc.pid
         deadline = time.monotonic() + start
         while True:
@@ -347,6 +383,12 @@ class Server:
                 os.kill(p, 9)
             except OSError:
                 pass
+        if self.drain:
+            try:
+                self.drain.wait(grace)  # ends when every writer of the pipe has exited
+            except subprocess.TimeoutExpired:
+                self.drain.kill()
+                self.drain.wait()
         self.log.close()
 
 
@@ -374,7 +416,7 @@ def measure(srv, scen, n, conc=CONC, cpus=None):
 def idle_rss(name, key, cert, tmp, n, tls=False, workers=1, procs=1, conc=200):
     """(KiB per idle connection, tree RSS KiB before, after, [open fds per worker]) with N held
     in a fresh server, set up CONC at a time."""
-    srv = Server(name, key, cert, tmp, workers=workers)
+    srv = Server(name, key, cert, tmp, workers=workers, log_level=None)
     clients = []
     try:
         time.sleep(0.2)
@@ -490,7 +532,7 @@ def main():
     try:
         for n in list(OURS) + anchors:
             try:
-                servers[n] = Server(n, key, cert, tmp, cpus=scpu)
+                servers[n] = Server(n, key, cert, tmp, cpus=scpu, log_level=None, drain_cpus=ccpu)
                 load(servers[n].port, "msgs", 1000, cpus=ccpu)  # warm-up (JIT, allocator, caches)
                 load(servers[n].port, "conns", 100, cpus=ccpu)
                 if n not in NO_TLS:
@@ -505,7 +547,7 @@ def main():
             if n not in names:
                 names.append(n)
         for w in (1, 2):  # for (W): not pinned
-            srv = servers["luasmtpd-w%d" % w] = Server("luasmtpd", key, cert, tmp, workers=w)
+            srv = servers["luasmtpd-w%d" % w] = Server("luasmtpd", key, cert, tmp, workers=w, log_level=None)
             load(srv.port, "msgs", 1000, conc=CONC_WORKERS)
             load(srv.port, "conns", 200, conc=CONC_WORKERS)
             load(srv.port, "tls", 100, conc=CONC_WORKERS)
@@ -540,7 +582,7 @@ def main():
 
         for r in range(min(rounds, 3)):  # RSS figures vary by < 1%
             for n in names:
-                if n in skipped or n in rss_failed:
+                if n in skipped or n in rss_failed or n in LOG_VARIANTS:
                     continue
                 try:
                     rss.setdefault(n, []).append(idle_rss(n, key, cert, tmp, idle_n)[0])
@@ -569,14 +611,40 @@ def main():
     return 1 if failed else 0
 
 
+def log_cost(cpu_res, shown, row):
+    """What logging costs: luasmtpd at its default level minus --log-level
+    warn, each round's pair of samples (taken seconds apart), in us
+    of server CPU per unit, from schedstat (ns; the 10 ms ticks of
+    /proc/PID/stat are too coarse for a difference this small) when there
+    is one; the goal is for (1), one summary line a message."""
+    for fkey, what, lines in (("msgs", "(1) us/msg (1.03 lines)", 1.03),
+                              ("conns", "(2) us/conn (3 lines)", 3),
+                              ("tls", "(4) us/STARTTLS (3 lines)", 3)):
+        first = True
+        for n, dest in (("luasmtpd", "file"), ("lua-pipe", "pipe")):
+            a, b = cpu_res.get((fkey, n), []), cpu_res.get((fkey, "lua-warn"), [])
+            if n not in shown or "lua-warn" not in shown or not a or len(a) != len(b):
+                continue
+            k = 1 if all(x[1] is not None for x in a + b) else 0
+            d = [(x[k] - y[k]) * 1e6 for x, y in zip(a, b)]
+            note = "log to a %s; per line %.2f us (%s)" % (dest, statistics.median(d) / lines,
+                                                          "schedstat" if k else "stat ticks")
+            if fkey == "msgs":
+                note += "; goal <=2 us: %s" % ("met" if statistics.median(d) / lines <= 2 else "NOT met")
+            row("log cost " + what if first else "", "info-warn", d, "", note)
+            first = False
+
+
 def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, rss_tls, scale, vol,
            idle_n, idle_tls_n, scale_w2, scale_w1, conc, rounds, scpu):
     shown = [n for n in names if n not in skipped]
     anc = [n for n in shown if n not in OURS]
     print()
-    print("luasmtpd (scripts/bench.lua, --log-level warn) vs floor%s; samples: %d per CPU figure, "
-          "%d per RSS figure; %s run" % (" and anchors" if anc else "", rounds, min(rounds, 3),
-                                         "quick" if a.quick else "default"))
+    print("luasmtpd (scripts/bench.lua, default log level, log to a file) vs floor%s; samples: %d per CPU "
+          "figure, %d per RSS figure; %s run" % (" and anchors" if anc else "", rounds, min(rounds, 3),
+                                                 "quick" if a.quick else "default"))
+    print("beside it on (1), (2), (4): lua-warn (--log-level warn), lua-pipe (default level, log to a pipe "
+          "drained by cat, as journald)")
     print("load: build/bench_load -c %d%s; units per sample: %s" % (
         conc, ", server on CPU 0, bench_load on CPU 1" if scpu else ", not pinned", "; ".join(
         "%s %s" % (n, "/".join(str(vol[n].get(f[0], "-")) for f in figures)) for n in shown)))
@@ -619,6 +687,8 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
             if fkey not in vol[n]:
                 continue
             note = ""
+            if n in ("luasmtpd",) + tuple(LOG_VARIANTS) and med(vals.get("floor")):
+                note = "%s the floor" % rat(med(vals[n]), med(vals["floor"]))
             if n == "floor":
                 fv = med(vals["floor"])
                 if lv is not None and fv:
@@ -629,10 +699,13 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
                     sched.append("%s %.2fx" % (label.split()[0], med(ll) / med(fl)))
             row(label if first else "", n, vals[n], "" if n == "luasmtpd" else rat(lv, med(vals[n])), note)
             first = False
+    log_cost(cpu_res, shown, row)
     # (5) idle plain
     lv = med(rss.get("luasmtpd"))
     first = True
     for n in shown:
+        if n in LOG_VARIANTS:
+            continue
         note = ""
         if n == "luasmtpd" and lv is not None:
             note = "goal <=2 KiB: %s" % ("met" if lv <= 2 else "NOT met")

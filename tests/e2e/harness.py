@@ -274,7 +274,7 @@ class Server:
     """
 
     def __init__(self, script_src=DEFAULT_SCRIPT, env=None, args=(), listen=True, ports=None,
-                 log_level="debug", expect_exit=0, start=True):
+                 log_level="debug", expect_exit=0, start=True, log_flush="line"):
         self.tmp = tempfile.mkdtemp(prefix="luasmtpd-e2e-")
         self.out = os.path.join(self.tmp, "out")
         self.maildir = os.path.join(self.tmp, "mail")
@@ -291,6 +291,10 @@ class Server:
             self.env.update(env)
         self.extra_args = list(args)
         self.log_level = log_level
+        # Tests read the log as soon as a reply arrives: with "line" each
+        # line is written before the reply leaves. None: the default (once
+        # per loop turn), which test_logging.py tests.
+        self.log_flush = log_flush
         self.expect_exit = expect_exit
         if listen is True:
             self.port = free_port()
@@ -318,6 +322,8 @@ class Server:
             a += ["--listen", l]
         if self.log_level:
             a += ["--log-level", self.log_level]
+        if self.log_flush:
+            a += ["--log-flush", self.log_flush]
         a += self.extra_args
         a.append(self.script_path)
         return a

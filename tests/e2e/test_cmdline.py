@@ -123,7 +123,7 @@ class Check(E2ETest):
 
     def test_bad_command_line(self):
         for argv in [["--no-such-flag", DEFAULT_SCRIPT], ["--log-level", "loud", DEFAULT_SCRIPT], [],
-                     ["--listen"]]:
+                     ["--listen"], ["--log-flush", "sometimes", DEFAULT_SCRIPT]]:
             with self.subTest(argv=argv):
                 r = self.server_cmd(argv)
                 self.assertNotEqual(r.returncode, 0, r.stderr)

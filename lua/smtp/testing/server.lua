@@ -111,7 +111,10 @@ function M.server(script, opts)
   local ok, source = pcall(wrapper_source, script, dir, host, opts.options)
   if not ok then return nil, source end
   files.write_file(dir .. "/wrapper.lua", source)
-  local argv = { bin }
+  -- Each log line written as it is made, before the reply it reports: a
+  -- spec reads server:log() the moment a reply arrives (args may say
+  -- --log-flush batch, the default of a real server; the last one counts).
+  local argv = { bin, "--log-flush", "line" }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   argv[#argv + 1] = dir .. "/wrapper.lua"
   local self = setmetatable({ dir = dir, host = host, logfile = dir .. "/server.log", clients = {},
