@@ -8,6 +8,8 @@ start_dnsmasq()    dnsmasq serving a local zone on a free 127.0.0.1 port
 SilentUDP          a bound UDP port that never answers (DNS timeouts).
 EchoServer, SilentServer, ScriptedServer, TLSServer
                    small threaded TCP servers on free ports.
+HttpServer         a real HTTP/1.1 (or HTTPS) server whose answers a test
+                   decides; it keeps the requests and counts connections.
 self_signed()      a self-signed certificate for localhost made with openssl.
 CASES_PRELUDE, case_hook(), run_case()
                    a Lua "case runner": RCPT TO:<name@cases.test> runs the
@@ -526,6 +528,145 @@ class TLSServer(ThreadedServer):
                 pass
         finally:
             t.close()
+
+
+class HttpRequest:
+    """What an HttpServer received: method, path, headers (an
+    email.message.Message, case-insensitive), body (bytes) and the number
+    of the connection it came on (1 for the first accepted)."""
+
+    def __init__(self, method, path, headers, body, conn):
+        self.method, self.path, self.headers, self.body, self.conn = method, path, headers, body, conn
+
+
+class HttpServer:
+    """A real HTTP/1.1 server (the stdlib's http.server, keepalive on) on a
+    free 127.0.0.1 port; HTTPS when cert and key are given (the handshake
+    runs in the connection's thread). respond(request) -> (status, headers,
+    body) decides each answer: body bytes (sent with Content-Length), a
+    list of bytes (sent chunked, one chunk each), or None to never answer
+    (the connection is held until the peer closes or stop()). Counts the
+    connections accepted and failed handshakes; keeps every request."""
+
+    def __init__(self, respond, cert=None, key=None, max_tls=None):
+        import http.server
+        outer = self
+        self.respond = respond
+        self.requests = []
+        self.accepted = 0
+        self.failed_handshakes = 0
+        self.resumed = 0  # TLS handshakes that resumed a session
+        self.lock = threading.Lock()
+        self.conns = []
+        self._stopping = threading.Event()
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(cert, key)
+            if max_tls:
+                self.ctx.maximum_version = max_tls
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = IO_TIMEOUT
+
+            def setup(self):
+                with outer.lock:
+                    outer.accepted += 1
+                    self.conn_no = outer.accepted
+                    outer.conns.append(self.request)
+                if outer.ctx:
+                    self.request.settimeout(IO_TIMEOUT)
+                    try:
+                        self.request = outer.ctx.wrap_socket(self.request, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        with outer.lock:
+                            outer.failed_handshakes += 1
+                        raise
+                    if self.request.session_reused:
+                        with outer.lock:
+                            outer.resumed += 1
+                super().setup()
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                req = HttpRequest(self.command, self.path, self.headers, body, self.conn_no)
+                with outer.lock:
+                    outer.requests.append(req)
+                status, headers, body = outer.respond(req)
+                if body is None:
+                    # never answers: waits for the peer's close (bounded)
+                    self.request.settimeout(0.2)
+                    deadline = time.monotonic() + 60
+                    while not outer._stopping.is_set() and time.monotonic() < deadline:
+                        try:
+                            if not self.request.recv(4096):
+                                break
+                        except socket.timeout:
+                            continue
+                        except OSError:
+                            break
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                if isinstance(body, list):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for chunk in body:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+        class Httpd(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # handshakes refused by the client, peers gone: counted above
+
+        self.httpd = Httpd(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+        _running.append(self)
+
+    def bodies(self, path=None):
+        with self.lock:
+            return [r.body for r in self.requests if path is None or r.path == path]
+
+    def stop(self):
+        if self in _running:
+            _running.remove(self)
+        self._stopping.set()
+        self.httpd.shutdown()
+        with self.lock:
+            conns = list(self.conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.httpd.server_close()
+        self.thread.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
 
 
 _self_signed = None
