@@ -308,7 +308,7 @@ static int sock_connect(lua_State *L)
 		return r ? r : sock_wait(L, t, OP_CONNECT, EV_WRITE);
 	}
 	if (is_unix)
-		return sock_fail(L, t, "path too long", false);
+		return sock_fail(L, t, LUA_ERR_PATH_TOO_LONG, false);
 	if (!hook_can_wait(L))
 		return luaL_error(L, "smtp.tcp: only a hook (or a coroutine it runs) can wait for the network");
 	char err[256];
@@ -343,13 +343,13 @@ static int sock_setkeepalive(lua_State *L)
 	if (t->fd < 0 || t->eof)
 		return sock_fail(L, t, LUA_ERR_CLOSED, false);
 	if (buf_used(&t->rbuf))
-		return sock_fail(L, t, "unread data in buffer", false);
+		return sock_fail(L, t, LUA_ERR_UNREAD, false);
 	char peek;
 	ssize_t r = recv(t->fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
 		/* Bytes nobody asked for, or the peer's close: not reusable. */
 		sock_close(t);
-		return sock_fail(L, t, r > 0 ? "connection in dubious state" : LUA_ERR_CLOSED, false);
+		return sock_fail(L, t, r > 0 ? LUA_ERR_DUBIOUS : LUA_ERR_CLOSED, false);
 	}
 	struct pool_conn pc = {.fd = t->fd, .ssl = t->ssl, .reused = t->reused};
 	t->fd = -1;

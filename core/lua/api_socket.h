@@ -19,6 +19,9 @@
 
 enum sock_op { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
 enum sock_recv { RECV_LINE, RECV_BYTES, RECV_ALL, RECV_ANY, RECV_UNTIL };
+/* What sslhandshake returns once done: the connect's result, true, or the
+ * TLS session (OpenResty's order, api_socket_io.c). */
+enum sock_hs_result { HS_CONNECTED, HS_TRUE, HS_SESSION };
 
 struct lua_socket {
 	struct hook_pending pending; /* first member: the cleanup gets us back */
@@ -35,6 +38,7 @@ struct lua_socket {
 	const char *send_ptr;
 	size_t send_len, send_off;
 	enum sock_recv recv_mode;
+	enum sock_hs_result hs_result;
 	size_t recv_n;
 	/* receiveuntil: the pattern (kept alive by the iterator's upvalue) */
 	const char *until_pat;

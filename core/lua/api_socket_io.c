@@ -73,6 +73,24 @@ static int sock_push_taken(lua_State *L, struct buf *b, size_t n, size_t skip)
 	return 1;
 }
 
+/* Pushes the len bytes before the buffer's LF without any CR, and takes
+ * them and the LF: "*l" ignores every CR of the line, not only one before
+ * the LF (lua-nginx-module and LuaSocket say so, and do so). */
+static int sock_push_line(lua_State *L, struct buf *b, size_t len)
+{
+	const char *p = buf_head(b), *end = p + len;
+	luaL_Buffer lb;
+	luaL_buffinit(L, &lb);
+	while (p < end) {
+		const char *cr = memchr(p, '\r', (size_t)(end - p));
+		luaL_addlstring(&lb, p, (size_t)((cr ? cr : end) - p));
+		p = cr ? cr + 1 : end;
+	}
+	luaL_pushresult(&lb);
+	buf_consume(b, len + 1);
+	return 1;
+}
+
 /* Pushes nil, err and what was received so far (lua-nginx-module's
  * partial data), taking it from the buffer. */
 static int sock_fail_partial(lua_State *L, struct lua_socket *t, const char *err, bool fatal)
@@ -98,11 +116,8 @@ static int sock_try_receive(lua_State *L, struct lua_socket *t, bool eof)
 	switch (t->recv_mode) {
 	case RECV_LINE: {
 		const char *lf = n ? memchr(p, '\n', n) : NULL; /* p is NULL before the first read */
-		if (lf) {
-			size_t len = (size_t)(lf - p);
-			return sock_push_taken(L, b, len > 0 && p[len - 1] == '\r' ? len - 1 : len,
-			                       len > 0 && p[len - 1] == '\r' ? 2 : 1);
-		}
+		if (lf)
+			return sock_push_line(L, b, (size_t)(lf - p));
 		break;
 	}
 	case RECV_BYTES:
@@ -341,32 +356,75 @@ int sock_send(lua_State *L)
 
 /* ---- TLS ------------------------------------------------------------------ */
 
+#define SSL_SESSION_CLASS "ssl session"
+
+static int sock_session_class = LUA_NOREF;
+
+static int sock_session_gc(lua_State *L)
+{
+	SSL_SESSION **s = lua_touserdata(L, 1);
+	SSL_SESSION_free(*s);
+	*s = NULL;
+	return 0;
+}
+
+static void sock_session_register(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{"__gc", sock_session_gc},
+		{NULL, NULL},
+	};
+	if (sock_session_class == LUA_NOREF)
+		sock_session_class = lua_api_class(L, NULL, meta);
+}
+
+/* What a finished handshake returns: a session userdata, as lua-nginx-
+ * module does, for an OpenResty-style call whose reused_session is not
+ * false (true for false); the connect's result for luasmtpd's order. */
+static int sock_handshake_done(lua_State *L, struct lua_socket *t)
+{
+	if (t->hs_result == HS_TRUE) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	SSL_SESSION *sess = t->hs_result == HS_SESSION ? SSL_get1_session(t->ssl) : NULL;
+	if (!sess)
+		return sock_connected(L, t);
+	sock_session_register(L);
+	SSL_SESSION **ud = lua_api_newudata(L, sizeof *ud, sock_session_class);
+	*ud = sess;
+	return 1;
+}
+
 static int sock_handshake_step(lua_State *L, struct lua_socket *t, int *events)
 {
 	ERR_clear_error();
 	int r = SSL_connect(t->ssl);
 	if (r == 1)
-		return sock_connected(L, t);
+		return sock_handshake_done(L, t);
 	int e = SSL_get_error(t->ssl, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		*events = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
 		return 0;
 	}
-	char reason[256] = "handshake failed";
+	char reason[256] = LUA_ERR_HANDSHAKE;
 	unsigned long code = ERR_peek_last_error();
 	if (code)
 		ERR_error_string_n(code, reason, sizeof reason);
 	long vr = SSL_get_verify_result(t->ssl);
 	if (vr != X509_V_OK)
-		snprintf(reason, sizeof reason, "certificate verify failed: %s",
-		         X509_verify_cert_error_string(vr));
+		snprintf(reason, sizeof reason, LUA_ERR_VERIFY ": %s", X509_verify_cert_error_string(vr));
 	ERR_clear_error();
 	return sock_fail(L, t, reason, true);
 }
 
 /* sock:sslhandshake(servername, verify, opts), or OpenResty's
  * (reused_session, servername, verify, send_status_req, opts): a string in
- * the third place can only be OpenResty's server_name. opts, a table and
+ * the third place can only be OpenResty's server_name, a session or a
+ * boolean in the second only its reused_session, and on the ngx face a nil
+ * there is OpenResty's too. OpenResty's order returns the session (to give
+ * a later handshake as reused_session, which resumes it), or true when
+ * reused_session is false, as lua-nginx-module does. opts, a table and
  * always the last argument, cannot be taken for any of OpenResty's
  * positional ones (none is a table), so OpenResty code runs unchanged and
  * an OpenResty-style call may add it too. opts.ca (PEM text or a file
@@ -380,13 +438,23 @@ int sock_sslhandshake(lua_State *L)
 	int top = lua_gettop(L);
 	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
 	int last = opts ? opts - 1 : top; /* the last positional argument */
-	int name = lua_type(L, 3) == LUA_TSTRING ? 3 : 2;
+	int first = last >= 2 ? lua_type(L, 2) : LUA_TNIL;
+	bool openresty = (last >= 3 && lua_type(L, 3) == LUA_TSTRING) || first == LUA_TUSERDATA ||
+	                 first == LUA_TBOOLEAN || (t->ngx && first == LUA_TNIL);
+	int name = openresty ? 3 : 2;
 	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
 	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
+	SSL_SESSION *reuse = NULL;
+	if (first == LUA_TUSERDATA) {
+		sock_session_register(L);
+		reuse = *(SSL_SESSION **)lua_api_checkudata(L, 2, sock_session_class, SSL_SESSION_CLASS);
+	}
+	t->hs_result = !openresty ? HS_CONNECTED : first == LUA_TBOOLEAN && !lua_toboolean(L, 2) ? HS_TRUE
+	                                                                                      : HS_SESSION;
 	if (t->fd < 0)
 		return sock_fail(L, t, LUA_ERR_CLOSED, false);
 	if (t->ssl && t->reused)
-		return sock_connected(L, t);
+		return sock_handshake_done(L, t);
 	if (t->ssl)
 		return sock_fail(L, t, LUA_ERR_TLS_ACTIVE, false);
 	X509_STORE *ca = NULL;
@@ -414,6 +482,8 @@ int sock_sslhandshake(lua_State *L)
 		X509_STORE_free(ca);
 	}
 	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	if (reuse)
+		SSL_set_session(t->ssl, reuse);
 	int events;
 	int n = sock_handshake_step(L, t, &events);
 	return n ? n : sock_wait(L, t, OP_HANDSHAKE, events);

@@ -146,6 +146,35 @@ CASES["tls-pool"] = function()
   return R(line, err, times)
 end
 
+CASES["cr-lines"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", CR_PORT))
+  local a, b = s:receive(), s:receive("*l")
+  local c, err, partial = s:receive()
+  return R(a .. "|" .. b, err, tostring(c) .. "," .. partial)
+end
+
+CASES["tls-session"] = function()
+  local function handshake(reuse)
+    local s = ngx.socket.tcp()
+    s:settimeout(1000)
+    assert(s:connect("127.0.0.1", RESUME_PORT))
+    local sess, err = s:sslhandshake(reuse, "localhost", false)
+    if not sess then return nil, err end
+    assert(s:send("hi\n"))
+    assert(s:receive() == "TLS:hi")
+    s:close()
+    return sess
+  end
+  local first, err = handshake(nil)
+  if not first then return R(nil, err) end
+  local second = assert(handshake(first))
+  local plain = assert(handshake(false))
+  local ok, berr = pcall(handshake, io.stdout)
+  return R(type(first) .. "," .. type(second) .. "," .. tostring(plain), berr and berr:match("ssl session"))
+end
+
 CASES["until-size"] = function()
   local s = ngx.socket.tcp()
   s:settimeout(1000)
@@ -228,6 +257,27 @@ class TLSEcho(svcutil.TLSServer):
                 t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
 
 
+class TLSResume(TLSEcho):
+    """TLSEcho limited to TLS 1.2 (whose session is known when the
+    handshake ends), counting the handshakes that resumed a session."""
+
+    def __init__(self, cert, key):
+        super().__init__(cert, key)
+        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.resumed = 0
+
+    def handle(self, s):
+        try:
+            t = self.ctx.wrap_socket(s, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with self.lock:
+            self.handshakes += 1
+            self.resumed += t.session_reused
+        with t:
+            t.sendall(b"TLS:" + t.makefile("rb").readline().rstrip(b"\r\n") + b"\r\n")
+
+
 @unittest.skipUnless(COMPAT, compat_reason())
 class RestyRedis(svcutil.CaseSessions, E2ETest):
 
@@ -235,11 +285,12 @@ class RestyRedis(svcutil.CaseSessions, E2ETest):
     def setUpClass(cls):
         cls.redis = svcutil.start_redis()
         cls.helpers = [svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"),
-                       UDPEcho(), svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed())]
+                       UDPEcho(), svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed()),
+                       svcutil.ScriptedServer(b"a\rb\r\r\n\r\rc\n\rtail\r"), TLSResume(*svcutil.self_signed())]
         try:
             prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
                        "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
-                       "local TLS_PORT = %d\n"
+                       "local TLS_PORT = %d\nlocal CR_PORT = %d\nlocal RESUME_PORT = %d\n"
                        % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
                           + tuple(h.port for h in cls.helpers))) + CASES_PRELUDE + PRELUDE
                        + "local CASE = %s\n" % case_hook())
@@ -327,7 +378,20 @@ class RestyRedis(svcutil.CaseSessions, E2ETest):
         self.assertEqual((first.get("v"), first.get("extra")), ("TLS:hello", 0), first)
         second = self.case("tls-pool")
         self.assertEqual((second.get("v"), second.get("extra")), ("TLS:hello", 1), second)
-        self.assertEqual(self.helpers[-1].handshakes, 1)
+        self.assertEqual(self.helpers[4].handshakes, 1)
+
+    def test_receive_line_drops_every_cr(self):
+        # lua-nginx-module's "*l" ignores every CR, not only one before the LF
+        r = self.case("cr-lines")
+        self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("ab|c", "closed", "nil,\rtail\r"), r)
+
+    def test_sslhandshake_returns_a_session_that_resumes(self):
+        resume = self.helpers[-1]
+        before = (resume.handshakes, resume.resumed)
+        r = self.case("tls-session")
+        self.assertEqual((r.get("v"), r.get("err")), ("userdata,userdata,true", "ssl session"), r)
+        self.assertEqual((resume.handshakes - before[0], resume.resumed - before[1]), (3, 1),
+                         "the second handshake resumed the first one's session")
 
     def test_receiveuntil_with_a_size(self):
         r = self.case("until-size")
