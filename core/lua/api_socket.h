@@ -17,7 +17,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 
-enum sock_op { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
+enum sock_op { OP_NONE, OP_POOL_WAIT, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
 enum sock_recv { RECV_LINE, RECV_BYTES, RECV_ALL, RECV_ANY, RECV_UNTIL };
 /* What sslhandshake returns once done: the connect's result, true, or the
  * TLS session (OpenResty's order, api_socket_io.c). */
@@ -53,6 +53,12 @@ struct lua_socket {
 	char pool_key[POOL_KEY_MAX];
 	int pool_size;
 	unsigned reused;
+	/* connect's backlog (-1: none): the pool's slots limit connections,
+	 * and a connect waits (waiter) for one, for host (and port) */
+	int backlog;
+	bool counted; /* holds a slot of its pool */
+	struct pool_waiter waiter;
+	char host[POOL_KEY_MAX];
 };
 
 struct ev_loop *sock_loop(void);

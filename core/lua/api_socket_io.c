@@ -520,6 +520,7 @@ void sock_on_io(struct ev_loop *loop, ev_io *w, int revents)
 		n = sock_handshake_step(co, t, &events);
 		break;
 	case OP_NONE:
+	case OP_POOL_WAIT:
 	case OP_RESOLVE:
 		ev_io_stop(loop, w);
 		return;
@@ -543,9 +544,10 @@ void sock_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	if (op == OP_RECEIVE) {
 		n = sock_fail_partial(co, t, LUA_ERR_TIMEOUT, false);
 	} else {
-		if (op == OP_CONNECT || op == OP_RESOLVE)
+		bool connecting = op == OP_POOL_WAIT || op == OP_CONNECT || op == OP_RESOLVE;
+		if (connecting)
 			sock_close(t);
-		n = sock_fail(co, t, LUA_ERR_TIMEOUT, op != OP_CONNECT && op != OP_RESOLVE);
+		n = sock_fail(co, t, LUA_ERR_TIMEOUT, !connecting);
 	}
 	sock_resume(t, n);
 }

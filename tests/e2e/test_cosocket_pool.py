@@ -16,7 +16,9 @@ import unittest
 
 import svcutil
 from harness import COMPAT, ROOT, E2ETest, Lua, Server, compat_reason, lua_value, script, wait_for
-from svcutil import CASES_PRELUDE, case_hook
+from svcutil import CASES_PRELUDE, case_hook, run_case
+
+HOLD = 0.8  # seconds the backlog tests' holder keeps the pool's one connection
 
 # The main checkout's sibling, or (from a worktree in /work/wt/NAME) two up.
 
@@ -107,15 +109,20 @@ CASES["in-coroutine"] = function()
   return R(get("pool:k"), y, ok1 and ok2 and n)
 end
 
+-- PING on a connection to redis, then into its pool: the reply line
+local function ping_and_keep(s, idle)
+  assert(s:send("PING\r\n"))
+  local line = s:receive()
+  assert(s:setkeepalive(idle))
+  return line
+end
+
 CASES["smtp-tcp"] = function()
   local s = smtp.tcp()
   s:settimeout(1)
   assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "smtp-tcp"}))
   local times = s:getreusedtimes()
-  assert(s:send("PING\r\n"))
-  local line = s:receive()
-  assert(s:setkeepalive(10))
-  return R(line, nil, times)
+  return R(ping_and_keep(s, 10), nil, times)
 end
 
 CASES["udp"] = function()
@@ -173,6 +180,41 @@ CASES["tls-session"] = function()
   local plain = assert(handshake(false))
   local ok, berr = pcall(handshake, io.stdout)
   return R(type(first) .. "," .. type(second) .. "," .. tostring(plain), berr and berr:match("ssl session"))
+end
+
+-- a pool of one connection with a backlog of one
+local function backlog_connect(timeout)
+  local s = ngx.socket.tcp()
+  s:settimeout(timeout or 3000)
+  local t0 = smtp.now()
+  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "backlog", pool_size = 1, backlog = 1})
+  return s, ok, err, smtp.now() - t0
+end
+
+local function backlog_hold(release)
+  return function()
+    local s, ok, err = backlog_connect()
+    if not ok then return R(nil, err) end
+    smtp.sleep(HOLD)
+    assert(s:send("PING\r\n"))
+    assert(s:receive() == "+PONG")
+    if release == "close" then assert(s:close()) else assert(s:setkeepalive(10000)) end
+    return R(true)
+  end
+end
+CASES["bl-hold"] = backlog_hold("keepalive")
+CASES["bl-hold-close"] = backlog_hold("close")
+
+CASES["bl-wait"] = function()
+  local s, ok, err, waited = backlog_connect()
+  if not ok then return R(nil, err, waited) end
+  local times = s:getreusedtimes()
+  return R(ping_and_keep(s, 10000), times, waited)
+end
+
+CASES["bl-timeout"] = function()
+  local _, ok, err, waited = backlog_connect(150)
+  return R(ok, err, waited)
 end
 
 CASES["until-size"] = function()
@@ -291,8 +333,9 @@ class RestyRedis(svcutil.CaseSessions, E2ETest):
             prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
                        "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
                        "local TLS_PORT = %d\nlocal CR_PORT = %d\nlocal RESUME_PORT = %d\n"
+                       "local HOLD = %s\n"
                        % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
-                          + tuple(h.port for h in cls.helpers))) + CASES_PRELUDE + PRELUDE
+                          + tuple(h.port for h in cls.helpers) + (HOLD,))) + CASES_PRELUDE + PRELUDE
                        + "local CASE = %s\n" % case_hook())
             cls.srv = Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
                                     disableReverseLookup=True, hookTimeout=5, closeTimeout=3))
@@ -392,6 +435,43 @@ class RestyRedis(svcutil.CaseSessions, E2ETest):
         self.assertEqual((r.get("v"), r.get("err")), ("userdata,userdata,true", "ssl session"), r)
         self.assertEqual((resume.handshakes - before[0], resume.resumed - before[1]), (3, 1),
                          "the second handshake resumed the first one's session")
+
+    def backlog_case(self, holder, name):
+        """Runs the case name in a session while holder (another session's
+        case) holds the only connection of the "backlog" pool; returns the
+        case's record."""
+        with self.session() as hold, self.session() as c:
+            hold.send("RCPT TO:<%s@cases.test>\r\n" % holder)
+            time.sleep(HOLD / 4)
+            r = run_case(self, c, name)
+            self.assertEqual(hold.read_reply().code, 250)
+        return r
+
+    def test_backlog_queues_connects_and_refuses_beyond_it(self):
+        with self.session() as hold, self.session() as waiting:
+            hold.send("RCPT TO:<bl-hold@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            waiting.send("RCPT TO:<bl-wait@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            over = self.case("bl-wait")
+            self.assertEqual(hold.read_reply().code, 250)
+            self.assertEqual(waiting.read_reply().code, 250)
+            port = waiting.local_port
+        self.assertEqual((over.get("v"), over.get("err")), (None, "too many waiting connect operations"), over)
+        self.assertLess(over["extra"], HOLD / 2, "refused at once")
+        r = [e for e in self.srv.events("case") if e.get("case") == "bl-wait" and e.get("port") == port][-1]
+        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", 1), "the held connection, handed on: %r" % r)
+        self.assertGreater(r["extra"], HOLD / 3, "it waited for the holder's setkeepalive")
+
+    def test_backlog_wait_ends_with_the_connect_timeout(self):
+        r = self.backlog_case("bl-hold", "bl-timeout")
+        self.assertEqual((r.get("v"), r.get("err")), (None, "timeout"), r)
+        self.assertLess(r["extra"], HOLD / 2)
+
+    def test_backlog_slot_freed_by_close_gives_a_new_connection(self):
+        r = self.backlog_case("bl-hold-close", "bl-wait")
+        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", 0), "a fresh connection: %r" % r)
+        self.assertGreater(r["extra"], HOLD / 3)
 
     def test_receiveuntil_with_a_size(self):
         r = self.case("until-size")
