@@ -1,9 +1,9 @@
 """Helper services for the async-platform end-to-end tests (Python 3 stdlib
 only): the things a hook talks to through smtp.tcp and smtp.dns.
 
-start_redis()      a real redis-server on a free 127.0.0.1 port (no
-                   persistence), with redis_command() to seed it.
-start_dnsmasq()    dnsmasq serving a local zone on a free 127.0.0.1 port
+Redis()            a real redis-server on a free 127.0.0.1 port (no
+                   persistence), with command() / redis_command() to seed it.
+Dnsmasq(zone)      dnsmasq serving a local zone on a free 127.0.0.1 port
                    (UDP and TCP), nothing forwarded anywhere.
 SilentUDP          a bound UDP port that never answers (DNS timeouts).
 EchoServer, SilentServer, ScriptedServer, TLSServer
@@ -11,13 +11,15 @@ EchoServer, SilentServer, ScriptedServer, TLSServer
 HttpServer         a real HTTP/1.1 (or HTTPS) server whose answers a test
                    decides; it keeps the requests and counts connections.
 self_signed()      a self-signed certificate for localhost made with openssl.
+Fixtures           a mixin: a test class's daemons and servers started once
+                   (start_fixtures, use) and all stopped after its tests.
 CASES_PRELUDE, case_hook(), run_case()
                    a Lua "case runner": RCPT TO:<name@cases.test> runs the
                    Lua function CASES[name] inside onRcptTo and records
                    what it returned; run_case() sends the RCPT and returns
                    that record.
 
-Every service is stopped by stop() / the context manager, and anything
+Every service is stopped by stop() / the context manager / Fixtures, and anything
 still running when the test process exits is killed (atexit), so a failing
 test never leaves a daemon behind. A missing redis-server or dnsmasq is a
 test failure with a clear message, never a skip: `make test` installs them.
@@ -154,6 +156,20 @@ class Service:
                                      % (name, port, SERVICE_START_TIMEOUT, log[-3000:]))
             time.sleep(0.02)
 
+    def _start_on_a_free_port(self, name, argv_for, ready, udp_too=False):
+        """Starts argv_for(port, tmp) on a free port in a fresh temporary
+        directory, trying three ports: another process may take a free one
+        before the daemon binds it."""
+        for attempt in range(3):
+            tmp = tempfile.mkdtemp(prefix="luasmtpd-%s-" % name)  # a failed start removed the last one
+            port = free_port(udp_too)
+            try:
+                Service.__init__(self, name, argv_for(port, tmp), port, tmp, ready)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -230,28 +246,31 @@ def redis_command(port, *args):
             return _resp_read(f)
 
 
-def start_redis():
-    """redis-server on a free loopback port, no persistence, in a temporary
-    directory. Returns a Service (its .port)."""
-    exe = redis_binary()
-    tmp = tempfile.mkdtemp(prefix="luasmtpd-redis-")
-    for attempt in range(3):
-        port = free_port()
-        argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--dir", tmp, "--protected-mode", "yes", "--databases", "1",
-                "--loglevel", "warning"]
+class Redis(Service):
+    """redis-server on a free loopback port (.port), no persistence, in a
+    temporary directory of its own; stopped by PID (stop(), or as a context
+    manager, or by Fixtures)."""
 
-        def ready(svc):
-            try:
-                return redis_command(svc.port, "PING") == "PONG"
-            except (OSError, AssertionError):
-                return False
+    def __init__(self):
+        exe = redis_binary()
+        self._start_on_a_free_port("redis", lambda port, tmp: [
+            exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--dir", tmp, "--protected-mode", "yes", "--databases", "1",
+            "--loglevel", "warning"], Redis._ready)
+
+    @staticmethod
+    def _ready(svc):
         try:
-            return Service("redis", argv, port, tmp, ready)
-        except AssertionError:
-            if attempt == 2:
-                raise
-            tmp = tempfile.mkdtemp(prefix="luasmtpd-redis-")  # the failed one was removed
+            return redis_command(svc.port, "PING") == "PONG"
+        except (OSError, AssertionError):
+            return False
+
+    def command(self, *args):
+        """Runs one command (redis_command) and returns the decoded reply."""
+        return redis_command(self.port, *args)
+
+
+start_redis = Redis  # the spelling of tests written before the fixtures
 
 
 # ------------------------------------------------------------------- dnsmasq
@@ -276,37 +295,38 @@ def dns_query_udp(port, name, qtype=1, timeout=2.0):
     return flags & 0xF, an
 
 
-def start_dnsmasq(zone_lines):
+class Dnsmasq(Service):
     """dnsmasq answering only from zone_lines (dnsmasq.conf lines such as
     "address=/a.test/192.0.2.1", "ptr-record=...", "local=/test/") on a free
-    127.0.0.1 port, UDP and TCP. Nothing is read from /etc (no-resolv,
-    no-hosts) and nothing is forwarded. Returns a Service (its .port)."""
-    exe = dnsmasq_binary()
-    for attempt in range(3):
-        tmp = tempfile.mkdtemp(prefix="luasmtpd-dnsmasq-")
-        port = free_port(udp_too=True)
-        conf = os.path.join(tmp, "dnsmasq.conf")
-        lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=127.0.0.1",
-                 "port=%d" % port, "cache-size=0", "log-queries", "log-facility=-",
-                 "pid-file="]
-        if os.geteuid() == 0:
-            lines.append("user=root")  # no switch to nobody: the temp files stay ours
-        lines += list(zone_lines)
-        with open(conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        argv = [exe, "--keep-in-foreground", "--conf-file=" + conf]
+    127.0.0.1 port (.port), UDP and TCP. Nothing is read from /etc
+    (no-resolv, no-hosts) and nothing is forwarded. Stopped by PID."""
 
-        def ready(svc):
-            try:
-                dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5)
-                return True
-            except OSError:
-                return False
+    def __init__(self, zone_lines):
+        exe = dnsmasq_binary()
+
+        def argv(port, tmp):
+            conf = os.path.join(tmp, "dnsmasq.conf")
+            lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=127.0.0.1",
+                     "port=%d" % port, "cache-size=0", "log-queries", "log-facility=-",
+                     "pid-file="]
+            if os.geteuid() == 0:
+                lines.append("user=root")  # no switch to nobody: the temp files stay ours
+            lines += list(zone_lines)
+            with open(conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            return [exe, "--keep-in-foreground", "--conf-file=" + conf]
+        self._start_on_a_free_port("dnsmasq", argv, Dnsmasq._ready, udp_too=True)
+
+    @staticmethod
+    def _ready(svc):
         try:
-            return Service("dnsmasq", argv, port, tmp, ready)
-        except AssertionError:
-            if attempt == 2:
-                raise
+            dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5)
+            return True
+        except OSError:
+            return False
+
+
+start_dnsmasq = Dnsmasq  # the spelling of tests written before the fixtures
 
 
 class SilentUDP:
@@ -688,6 +708,62 @@ def self_signed():
             raise AssertionError("openssl req failed: %s" % r.stdout.decode("utf-8", "replace"))
         _self_signed = (cert, key)
     return _self_signed
+
+
+# ------------------------------------------------------------------ fixtures
+
+class Fixtures:
+    """Mixin for a test class whose tests share daemons and servers:
+
+        class MyTest(svcutil.Fixtures, E2ETest):
+            @classmethod
+            def start_fixtures(cls):
+                cls.redis = cls.use(svcutil.Redis())
+                cls.srv = cls.use(Server(script(...)))
+
+    use(x) keeps anything with a stop() (Redis, Dnsmasq, HttpServer, the
+    helper servers, the luasmtpd Server) and returns it. setUpClass runs
+    start_fixtures and, when it fails, stops what it had started;
+    tearDownClass stops them all, newest first (the Server before the
+    daemons it talks to), and raises the first error once every one was
+    tried."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._fixtures = []
+        try:
+            cls.start_fixtures()
+        except BaseException:
+            cls._stop_fixtures()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls._stop_fixtures()
+        finally:
+            super().tearDownClass()
+
+    @classmethod
+    def start_fixtures(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def use(cls, fixture):
+        cls._fixtures.append(fixture)
+        return fixture
+
+    @classmethod
+    def _stop_fixtures(cls):
+        first = None
+        while cls._fixtures:
+            try:
+                cls._fixtures.pop().stop()
+            except BaseException as e:  # noqa: BLE001 - the others still stop
+                first = first or e
+        if first:
+            raise first
 
 
 # -------------------------------------------------------------- case runner

@@ -321,38 +321,24 @@ class TLSResume(TLSEcho):
 
 
 @unittest.skipUnless(COMPAT, compat_reason())
-class RestyRedis(svcutil.CaseSessions, E2ETest):
+class RestyRedis(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
 
     @classmethod
-    def setUpClass(cls):
-        cls.redis = svcutil.start_redis()
-        cls.helpers = [svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"),
-                       UDPEcho(), svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed()),
-                       svcutil.ScriptedServer(b"a\rb\r\r\n\r\rc\n\rtail\r"), TLSResume(*svcutil.self_signed())]
-        try:
-            prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
-                       "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
-                       "local TLS_PORT = %d\nlocal CR_PORT = %d\nlocal RESUME_PORT = %d\n"
-                       "local HOLD = %s\n"
-                       % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
-                          + tuple(h.port for h in cls.helpers) + (HOLD,))) + CASES_PRELUDE + PRELUDE
-                       + "local CASE = %s\n" % case_hook())
-            cls.srv = Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
-                                    disableReverseLookup=True, hookTimeout=5, closeTimeout=3))
-        except BaseException:
-            cls.redis.stop()
-            for h in cls.helpers:
-                h.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            cls.redis.stop()
-            for h in cls.helpers:
-                h.stop()
+    def start_fixtures(cls):
+        cls.redis = cls.use(svcutil.Redis())
+        cls.helpers = [cls.use(h) for h in (
+            svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"), UDPEcho(),
+            svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed()),
+            svcutil.ScriptedServer(b"a\rb\r\r\n\r\rc\n\rtail\r"), TLSResume(*svcutil.self_signed()))]
+        prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
+                   "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
+                   "local TLS_PORT = %d\nlocal CR_PORT = %d\nlocal RESUME_PORT = %d\n"
+                   "local HOLD = %s\n"
+                   % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
+                      + tuple(h.port for h in cls.helpers) + (HOLD,))) + CASES_PRELUDE + PRELUDE
+                   + "local CASE = %s\n" % case_hook())
+        cls.srv = cls.use(Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
+                                        disableReverseLookup=True, hookTimeout=5, closeTimeout=3)))
 
     def test_set_get_and_pool_reuse(self):
         first = self.case("set-get")

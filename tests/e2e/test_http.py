@@ -96,35 +96,22 @@ def respond(req):
 
 
 @unittest.skipUnless(COMPAT, compat_reason())
-class RestyHttp(E2ETest):
+class RestyHttp(svcutil.Fixtures, E2ETest):
 
     @classmethod
-    def setUpClass(cls):
+    def start_fixtures(cls):
         pki = tlsutil.certs()
-        cls.http = svcutil.HttpServer(respond)
-        cls.https = svcutil.HttpServer(respond, pki.crt("localhost"), pki.key("localhost"))
-        cls.untrusted = svcutil.HttpServer(respond, *svcutil.self_signed())
-        try:
-            prelude = ("local COMPAT = %s\nlocal HTTP_PORT = %d\nlocal HTTPS_PORT = %d\n"
-                       "local UNTRUSTED_PORT = %d\n"
-                       % (lua_value(os.path.abspath(COMPAT)), cls.http.port, cls.https.port,
-                          cls.untrusted.port)) + PRELUDE
-            # ssl_verify uses OpenSSL's default store, which SSL_CERT_FILE names
-            cls.srv = Server(script(hooks={"onData": ONDATA}, prelude=prelude, disableReverseLookup=True,
-                                    hookTimeout=5, closeTimeout=3),
-                             env={"SSL_CERT_FILE": pki.ca})
-        except BaseException:
-            for s in (cls.http, cls.https, cls.untrusted):
-                s.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            for s in (cls.http, cls.https, cls.untrusted):
-                s.stop()
+        cls.http = cls.use(svcutil.HttpServer(respond))
+        cls.https = cls.use(svcutil.HttpServer(respond, pki.crt("localhost"), pki.key("localhost")))
+        cls.untrusted = cls.use(svcutil.HttpServer(respond, *svcutil.self_signed()))
+        prelude = ("local COMPAT = %s\nlocal HTTP_PORT = %d\nlocal HTTPS_PORT = %d\n"
+                   "local UNTRUSTED_PORT = %d\n"
+                   % (lua_value(os.path.abspath(COMPAT)), cls.http.port, cls.https.port,
+                      cls.untrusted.port)) + PRELUDE
+        # ssl_verify uses OpenSSL's default store, which SSL_CERT_FILE names
+        cls.srv = cls.use(Server(script(hooks={"onData": ONDATA}, prelude=prelude, disableReverseLookup=True,
+                                        hookTimeout=5, closeTimeout=3),
+                                 env={"SSL_CERT_FILE": pki.ca}))
 
     def send(self, rcpt, body="Subject: hi\r\n\r\nhello\r\n"):
         """Sends one message with smtplib; returns (250, "accepted") or the
