@@ -319,6 +319,9 @@ void hook_pending_done(struct hook_pending *p, int nres)
 	if (!hook_pending_thread(p))
 		return;
 	struct conn *c = p->c;
+	/* p (a socket a script keeps) may outlive c: tie it to c only while
+	 * c's hook waits on it (hook_wait ties it again). */
+	p->c = NULL;
 	lua_state_of(c)->hook.pending = NULL;
 	hook_resume_async(c, nres);
 }
@@ -343,8 +346,10 @@ void hook_cancel(struct conn *c)
 	/* The operation first: the sleep's lives with the timers. */
 	struct hook_pending *p = h->pending;
 	h->pending = NULL;
-	if (p)
+	if (p) {
 		p->cleanup(p);
+		p->c = NULL; /* as in hook_pending_done */
+	}
 	hook_timers_free(c);
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);

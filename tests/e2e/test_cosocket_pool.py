@@ -183,11 +183,11 @@ CASES["tls-session"] = function()
 end
 
 -- a pool of one connection with a backlog of one
-local function backlog_connect(timeout)
+local function backlog_connect(timeout, backlog)
   local s = ngx.socket.tcp()
   s:settimeout(timeout or 3000)
   local t0 = smtp.now()
-  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "backlog", pool_size = 1, backlog = 1})
+  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "backlog", pool_size = 1, backlog = backlog or 1})
   return s, ok, err, smtp.now() - t0
 end
 
@@ -195,22 +195,27 @@ local function backlog_hold(release)
   return function()
     local s, ok, err = backlog_connect()
     if not ok then return R(nil, err) end
+    local times = s:getreusedtimes()
     smtp.sleep(HOLD)
     assert(s:send("PING\r\n"))
     assert(s:receive() == "+PONG")
     if release == "close" then assert(s:close()) else assert(s:setkeepalive(10000)) end
-    return R(true)
+    return R(true, nil, times)
   end
 end
 CASES["bl-hold"] = backlog_hold("keepalive")
 CASES["bl-hold-close"] = backlog_hold("close")
 
-CASES["bl-wait"] = function()
-  local s, ok, err, waited = backlog_connect()
-  if not ok then return R(nil, err, waited) end
-  local times = s:getreusedtimes()
-  return R(ping_and_keep(s, 10000), times, waited)
+local function backlog_wait(backlog)
+  return function()
+    local s, ok, err, waited = backlog_connect(nil, backlog)
+    if not ok then return R(nil, err, waited) end
+    local times = s:getreusedtimes()
+    return R(ping_and_keep(s, 10000), times, waited)
+  end
 end
+CASES["bl-wait"] = backlog_wait(1)
+CASES["bl-wait2"] = backlog_wait(2)
 
 CASES["bl-timeout"] = function()
   local _, ok, err, waited = backlog_connect(150)
@@ -422,6 +427,9 @@ class RestyRedis(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
         self.assertEqual((resume.handshakes - before[0], resume.resumed - before[1]), (3, 1),
                          "the second handshake resumed the first one's session")
 
+    def record(self, name, client):
+        return [e for e in self.srv.events("case") if e.get("case") == name and e.get("port") == client.local_port][-1]
+
     def backlog_case(self, holder, name):
         """Runs the case name in a session while holder (another session's
         case) holds the only connection of the "backlog" pool; returns the
@@ -442,12 +450,25 @@ class RestyRedis(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
             over = self.case("bl-wait")
             self.assertEqual(hold.read_reply().code, 250)
             self.assertEqual(waiting.read_reply().code, 250)
-            port = waiting.local_port
         self.assertEqual((over.get("v"), over.get("err")), (None, "too many waiting connect operations"), over)
         self.assertLess(over["extra"], HOLD / 2, "refused at once")
-        r = [e for e in self.srv.events("case") if e.get("case") == "bl-wait" and e.get("port") == port][-1]
-        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", 1), "the held connection, handed on: %r" % r)
+        r, held = self.record("bl-wait", waiting), self.record("bl-hold", hold)
+        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", held["extra"] + 1),
+                         "the held connection, handed on: %r" % r)
         self.assertGreater(r["extra"], HOLD / 3, "it waited for the holder's setkeepalive")
+
+    def test_backlog_waiters_take_turns_in_order(self):
+        with self.session() as hold, self.session() as first, self.session() as second:
+            hold.send("RCPT TO:<bl-hold@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            first.send("RCPT TO:<bl-wait2@cases.test>\r\n")
+            time.sleep(HOLD / 8)
+            second.send("RCPT TO:<bl-wait2@cases.test>\r\n")
+            for c in (hold, first, second):
+                self.assertEqual(c.read_reply().code, 250)
+        held = self.record("bl-hold", hold)["extra"]
+        got = [(r.get("v"), r.get("err")) for r in (self.record("bl-wait2", first), self.record("bl-wait2", second))]
+        self.assertEqual(got, [("+PONG", held + 1), ("+PONG", held + 2)], "one connection, handed on in turn")
 
     def test_backlog_wait_ends_with_the_connect_timeout(self):
         r = self.backlog_case("bl-hold", "bl-timeout")
@@ -462,3 +483,63 @@ class RestyRedis(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
     def test_receiveuntil_with_a_size(self):
         r = self.case("until-size")
         self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("abcd|ef|nil", "closed", "nil,xyz"), r)
+
+
+ABANDON_CASES = r'''
+local held = {} -- a connection kept past its hook: it holds the pool's one slot
+
+local function connect(timeout)
+  local s = ngx.socket.tcp()
+  s:settimeout(timeout)
+  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "abandon", pool_size = 1, backlog = 2})
+  if not ok then return nil, err end
+  return s
+end
+
+CASES["take"] = function()
+  held[1] = assert(connect(1000))
+  return R(held[1]:getreusedtimes())
+end
+
+CASES["wait"] = function()
+  local s, err = connect(5000) -- hookTimeout (1 s) ends the hook first
+  if not s then return R(nil, err) end
+  local times = s:getreusedtimes()
+  assert(s:send("PING\r\n"))
+  local line = s:receive()
+  assert(s:setkeepalive(10000))
+  return R(line, times)
+end
+
+CASES["give"] = function()
+  local s = table.remove(held)
+  return R(s:setkeepalive(10000))
+end
+'''
+
+
+class BacklogWaiterAbandoned(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
+    """A hook that hookTimeout ends while its connect waits in a pool's
+    queue leaves the queue: the connection put back later goes to the next
+    waiter, and nothing of the ended one is touched (ASan)."""
+
+    @classmethod
+    def start_fixtures(cls):
+        cls.redis = cls.use(svcutil.Redis())
+        prelude = ("local REDIS_PORT = %d\n" % cls.redis.port + CASES_PRELUDE
+                   + "ngx = {socket = require 'smtp.ngx.socket'}\n" + ABANDON_CASES)
+        cls.srv = cls.use(Server(script(hooks={"onRcptTo": case_hook()}, prelude=prelude,
+                                        disableReverseLookup=True, hookTimeout=1, closeTimeout=3)))
+
+    def test_the_next_waiter_gets_the_connection(self):
+        held = self.case("take").get("v")
+        with self.session() as ended, self.session() as waiting:
+            ended.send("RCPT TO:<wait@cases.test>\r\n")
+            time.sleep(0.2)
+            waiting.send("RCPT TO:<wait@cases.test>\r\n")
+            r = ended.read_reply()
+            self.assertEqual((r.code, r.enh), (451, "4.3.0"), r.raw)  # hookTimeout
+            self.assertEqual(self.case("give").get("v"), 1)
+            self.assertEqual(waiting.read_reply().code, 250)
+        got = [e for e in self.srv.events("case") if e.get("case") == "wait"]
+        self.assertEqual([(e.get("v"), e.get("err")) for e in got], [("+PONG", held + 1)])
