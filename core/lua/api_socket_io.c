@@ -409,11 +409,19 @@ static int sock_handshake_step(lua_State *L, struct lua_socket *t, int *events)
 	}
 	char reason[256] = LUA_ERR_HANDSHAKE;
 	unsigned long code = ERR_peek_last_error();
-	if (code)
-		ERR_error_string_n(code, reason, sizeof reason);
 	long vr = SSL_get_verify_result(t->ssl);
-	if (vr != X509_V_OK)
+	if (t->ngx) {
+		/* lua-nginx-module's spellings: "<code>: <reason>" for a chain it
+		 * refuses, its own for a name, else no reason but the log's. */
+		if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+			snprintf(reason, sizeof reason, LUA_ERR_HOST_MISMATCH);
+		else if (vr != X509_V_OK)
+			snprintf(reason, sizeof reason, "%ld: %s", vr, X509_verify_cert_error_string(vr));
+	} else if (vr != X509_V_OK) {
 		snprintf(reason, sizeof reason, LUA_ERR_VERIFY ": %s", X509_verify_cert_error_string(vr));
+	} else if (code) {
+		ERR_error_string_n(code, reason, sizeof reason);
+	}
 	ERR_clear_error();
 	return sock_fail(L, t, reason, true);
 }

@@ -18,6 +18,7 @@
 #define LUA_ERR_PATH_TOO_LONG "path too long"
 #define LUA_ERR_HANDSHAKE "handshake failed"
 #define LUA_ERR_VERIFY "certificate verify failed"
+#define LUA_ERR_HOST_MISMATCH "certificate host mismatch"
 #define LUA_ERR_BACKLOG "too many waiting connect operations"
 
 #endif

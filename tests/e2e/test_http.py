@@ -3,8 +3,8 @@ real Python HTTP/1.1 and HTTPS server (svcutil.HttpServer, keepalive on):
 onData posts the message as JSON with request_uri and the status decides
 250 or 451 (seen with smtplib); the server gets the exact JSON; several
 messages go over one kept-alive connection; HTTPS with ssl_verify against
-the test CA passes and against an untrusted certificate gives 451 with
-lua-resty-http's error; chunked bodies; a server that never answers gives
+the test CA passes, and against an untrusted certificate or one for
+another name gives 451 with lua-nginx-module's error; chunked bodies; a server that never answers gives
 451 after the timeout while another session goes on; connect + request +
 body_reader streaming (cosockets in the coroutine lua-resty-http reads
 with). Skipped with a message when the compat folder is absent."""
@@ -17,7 +17,7 @@ import unittest
 
 import svcutil
 import tlsutil
-from harness import COMPAT, E2ETest, Lua, Server, compat_reason, lua_value, script
+from harness import COMPAT, E2ETest, Lua, Server, compat_reason, lua_value, script, wait_for
 
 CHUNKS = [b"first chunk|", b"second|", b"x" * 3000, b"|last"]
 STREAM_BODY = b"0123456789" * 500
@@ -31,7 +31,7 @@ local http = require "resty.http"
 -- the recipient's local part names the upstream and the path
 local function url_for(name)
   local kind, rest = name:match("^(%a+)%-(.*)$")
-  if kind == "https" then return "https://localhost:" .. HTTPS_PORT .. "/" .. rest end
+  if kind == "https" or kind == "mismatch" then return "https://localhost:" .. HTTPS_PORT .. "/" .. rest end
   if kind == "untrusted" then return "https://localhost:" .. UNTRUSTED_PORT .. "/" .. rest end
   return "http://127.0.0.1:" .. HTTP_PORT .. "/" .. name:gsub("%-", "/")
 end
@@ -72,7 +72,8 @@ ONDATA = Lua(r'''function(stream, session)
     record("sent", {name = name, json = json})
     res, err = httpc:request_uri(url_for(name), {
       method = "POST", body = json, headers = {["Content-Type"] = "application/json"},
-      ssl_verify = true, keepalive_timeout = 10000, keepalive_pool = 4})
+      ssl_verify = true, ssl_server_name = name:find("^mismatch") and "wrong.example" or nil,
+      keepalive_timeout = 10000, keepalive_pool = 4})
   end
   if not res then return nil, smtp.reject(451, "4.3.0 webhook: " .. err) end
   record("http", {name = name, status = res.status, body = res.body, pieces = res.pieces,
@@ -170,9 +171,15 @@ class RestyHttp(svcutil.Fixtures, E2ETest):
     def test_untrusted_certificate_gives_451(self):
         code, text = self.send("untrusted-status/200@example.org")
         self.assertEqual(code, 451, text)
-        self.assertIn("certificate verify failed", text)
+        # lua-nginx-module's spelling: OpenSSL's code and reason
+        self.assertRegex(text, r"webhook: 18: self.signed certificate$")
         self.assertEqual(self.untrusted.requests, [])
-        self.assertGreaterEqual(self.untrusted.failed_handshakes, 1)
+        self.assertTrue(wait_for(lambda: self.untrusted.failed_handshakes >= 1, 3), "the server saw it refused")
+
+    def test_certificate_for_another_name_gives_451(self):
+        code, text = self.send("mismatch-status/200@example.org")
+        self.assertEqual(code, 451, text)
+        self.assertTrue(text.endswith("webhook: certificate host mismatch"), text)
 
     def test_chunked_response_body(self):
         self.assertEqual(self.send("chunked@example.org"), (250, "accepted"))
