@@ -68,26 +68,27 @@ static ssize_t sock_raw_send(struct lua_socket *t, const char *p, size_t n, int 
 
 static int sock_push_taken(lua_State *L, struct buf *b, size_t n, size_t skip)
 {
-	lua_pushlstring(L, buf_head(b), n);
+	lua_pushlstring(L, n ? buf_head(b) : "", n); /* no buffer before the first read */
 	buf_consume(b, n + skip);
 	return 1;
 }
 
-/* Pushes the len bytes before the buffer's LF without any CR, and takes
- * them and the LF: "*l" ignores every CR of the line, not only one before
- * the LF (lua-nginx-module and LuaSocket say so, and do so). */
-static int sock_push_line(lua_State *L, struct buf *b, size_t len)
+/* Pushes the buffer's first len bytes without any CR, and takes them and
+ * skip more (the LF): "*l" ignores every CR of the line, not only one
+ * before the LF, in the partial line of an error too (lua-nginx-module
+ * and LuaSocket say so, and do so). */
+static int sock_push_line(lua_State *L, struct buf *b, size_t len, size_t skip)
 {
-	const char *p = buf_head(b), *end = p + len;
 	luaL_Buffer lb;
 	luaL_buffinit(L, &lb);
+	const char *p = len ? buf_head(b) : NULL, *end = p ? p + len : NULL;
 	while (p < end) {
 		const char *cr = memchr(p, '\r', (size_t)(end - p));
 		luaL_addlstring(&lb, p, (size_t)((cr ? cr : end) - p));
 		p = cr ? cr + 1 : end;
 	}
 	luaL_pushresult(&lb);
-	buf_consume(b, len + 1);
+	buf_consume(b, len + skip);
 	return 1;
 }
 
@@ -98,8 +99,10 @@ static int sock_fail_partial(lua_State *L, struct lua_socket *t, const char *err
 	size_t n = buf_used(&t->rbuf);
 	lua_pushnil(L);
 	lua_pushstring(L, err);
-	lua_pushlstring(L, n ? buf_head(&t->rbuf) : "", n);
-	buf_consume(&t->rbuf, n);
+	if (t->recv_mode == RECV_LINE)
+		sock_push_line(L, &t->rbuf, n, 0);
+	else
+		sock_push_taken(L, &t->rbuf, n, 0);
 	if (fatal && t->ngx)
 		sock_close(t);
 	return 3;
@@ -117,7 +120,7 @@ static int sock_try_receive(lua_State *L, struct lua_socket *t, bool eof)
 	case RECV_LINE: {
 		const char *lf = n ? memchr(p, '\n', n) : NULL; /* p is NULL before the first read */
 		if (lf)
-			return sock_push_line(L, b, (size_t)(lf - p));
+			return sock_push_line(L, b, (size_t)(lf - p), 1);
 		break;
 	}
 	case RECV_BYTES:
