@@ -102,8 +102,10 @@ int sock_fail(lua_State *L, struct lua_socket *t, const char *err, bool fatal)
 
 static void sock_cleanup(struct hook_pending *p)
 {
-	/* The hook is gone: the socket is left unusable mid-operation. */
+	/* The hook is gone: the socket is left unusable mid-operation, and
+	 * (a script may keep it) tied to no session. */
 	sock_close((struct lua_socket *)p);
+	p->c = NULL;
 }
 
 lua_State *sock_waiting(struct lua_socket *t)

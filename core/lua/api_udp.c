@@ -68,6 +68,7 @@ static void udp_close(struct lua_udp *u)
 static void udp_cleanup(struct hook_pending *p)
 {
 	udp_stop((struct lua_udp *)p);
+	p->c = NULL; /* a script may keep the socket past the session */
 }
 
 static int udp_fail_errno(lua_State *L, int e)

@@ -346,10 +346,8 @@ void hook_cancel(struct conn *c)
 	/* The operation first: the sleep's lives with the timers. */
 	struct hook_pending *p = h->pending;
 	h->pending = NULL;
-	if (p) {
+	if (p)
 		p->cleanup(p);
-		p->c = NULL; /* as in hook_pending_done */
-	}
 	hook_timers_free(c);
 	/* A suspended coroutine cannot be reused; the GC takes it. */
 	lua_thread_release(h->co, h->co_ref, false);
