@@ -58,6 +58,10 @@ static void sock_stop(struct lua_socket *t)
 		dns_cancel(t->dns);
 		t->dns = NULL;
 	}
+	pool_unwait(&t->waiter);
+	/* A wake fed to us and not yet seen goes to the next in the queue. */
+	if (ev_clear_pending(sock_loop(), &t->waiter.wake))
+		pool_kick(sock_loop(), t->pool_key);
 	ev_io_stop(sock_loop(), &t->io);
 	ev_timer_stop(sock_loop(), &t->timer);
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, t->send_ref);
@@ -75,6 +79,10 @@ void sock_close(struct lua_socket *t)
 	if (t->fd >= 0) {
 		close(t->fd);
 		t->fd = -1;
+	}
+	if (t->counted) {
+		t->counted = false;
+		pool_release(sock_loop(), t->pool_key);
 	}
 	buf_free(&t->rbuf);
 }
@@ -94,8 +102,10 @@ int sock_fail(lua_State *L, struct lua_socket *t, const char *err, bool fatal)
 
 static void sock_cleanup(struct hook_pending *p)
 {
-	/* The hook is gone: the socket is left unusable mid-operation. */
+	/* The hook is gone: the socket is left unusable mid-operation, and
+	 * (a script may keep it) tied to no session. */
 	sock_close((struct lua_socket *)p);
+	p->c = NULL;
 }
 
 lua_State *sock_waiting(struct lua_socket *t)
@@ -239,6 +249,7 @@ static void sock_resolved(void *arg, int status, const unsigned char *abuf, int 
 	if (status == ARES_SUCCESS && (ares_parse_a_reply(abuf, alen, NULL, a, &n) != ARES_SUCCESS || n < 1))
 		status = ARES_ENODATA;
 	if (status != ARES_SUCCESS) {
+		sock_close(t); /* gives its pool slot back */
 		sock_resume(t, sock_fail(co, t, lua_dns_error(status), false));
 		return;
 	}
@@ -255,10 +266,68 @@ static void sock_resolved(void *arg, int status, const unsigned char *abuf, int 
 		sock_arm(t, OP_CONNECT, EV_WRITE);
 }
 
+/* Connects t to its host and port: an idle connection of its pool, else
+ * a new one; under a backlog a new one needs a slot of the pool, and
+ * waits in the pool's queue for one while at most backlog others do.
+ * Pushes the result and returns its count, or 0 when it waits (armed). */
+static int sock_connect_start(lua_State *L, struct lua_socket *t)
+{
+	struct pool_conn pc;
+	if (pool_get(sock_loop(), t->pool_key, &pc)) {
+		t->fd = pc.fd;
+		t->ssl = pc.ssl;
+		t->reused = pc.reused;
+		t->counted = pc.counted;
+		return sock_connected(L, t);
+	}
+	if (t->backlog >= 0 && !t->counted) {
+		if (!pool_reserve(t->pool_key, t->pool_size)) {
+			if (pool_waiting(t->pool_key) >= t->backlog || !pool_wait(t->pool_key, &t->waiter))
+				return sock_fail(L, t, LUA_ERR_BACKLOG, false);
+			sock_arm(t, OP_POOL_WAIT, 0);
+			return 0;
+		}
+		t->counted = true;
+	}
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (sock_parse_addr(t->host, t->port, &ss, &len)) {
+		int r = sock_start_connect(L, t, &ss, len);
+		if (!r)
+			sock_arm(t, OP_CONNECT, EV_WRITE);
+		return r;
+	}
+	if (strncmp(t->host, "unix:", 5) == 0) {
+		sock_close(t);
+		return sock_fail(L, t, LUA_ERR_PATH_TOO_LONG, false);
+	}
+	char err[256];
+	t->dns = dns_query(t->host, ns_t_a, sock_resolved, t, err, sizeof err);
+	if (!t->dns) {
+		sock_close(t);
+		return sock_fail(L, t, err, false);
+	}
+	sock_arm(t, OP_RESOLVE, 0);
+	return 0;
+}
+
+/* A slot or an idle connection of the pool for the connect that waits. */
+static void sock_on_pool_wake(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct lua_socket *t = (struct lua_socket *)((char *)w - offsetof(struct lua_socket, waiter.wake));
+	lua_State *co = sock_waiting(t);
+	if (!co || t->op != OP_POOL_WAIT)
+		return;
+	int n = sock_connect_start(co, t);
+	if (n)
+		sock_resume(t, n);
+}
+
 /* connect(host, port [, opts]) or connect("unix:/path" [, opts]); opts
- * {pool = name, pool_size = n, backlog = n} (backlog is accepted: a
- * connect never waits for a pool slot here, a full pool closes its
- * oldest). An idle connection of the pool is taken first. */
+ * {pool = name, pool_size = n, backlog = n}. An idle connection of the
+ * pool is taken first. Without backlog, pool_size bounds only the idle
+ * connections; with it, the connections of the pool, as lua-nginx-module
+ * does (sock_connect_start). */
 static int sock_connect(lua_State *L)
 {
 	struct lua_socket *t = sock_check_idle(L);
@@ -271,12 +340,12 @@ static int sock_connect(lua_State *L)
 		if (port < 1 || port > 65535)
 			return luaL_argerror(L, 3, "expected a port from 1 to 65535");
 	}
-	if (t->fd >= 0)
-		sock_close(t);
+	sock_close(t);
 	t->eof = false;
 	t->until_ended = false;
 	t->reused = 0;
 	t->pool_size = POOL_DEFAULT_SIZE;
+	t->backlog = -1;
 	const char *pool = NULL;
 	if (lua_type(L, opts) == LUA_TTABLE) {
 		lua_getfield(L, opts, "pool");
@@ -284,7 +353,12 @@ static int sock_connect(lua_State *L)
 		lua_getfield(L, opts, "pool_size");
 		if (lua_isnumber(L, -1))
 			t->pool_size = (int)lua_tointeger(L, -1);
-		lua_pop(L, 1); /* the pool name stays on the stack while used */
+		lua_getfield(L, opts, "backlog");
+		if (lua_isnumber(L, -1) && lua_tointeger(L, -1) >= 0)
+			t->backlog = (int)lua_tointeger(L, -1);
+		else if (!lua_isnil(L, -1))
+			return luaL_argerror(L, opts, "bad \"backlog\" option value");
+		lua_pop(L, 2); /* the pool name stays on the stack while used */
 	} else if (!lua_isnoneornil(L, opts)) {
 		return luaL_argerror(L, opts, "expected an options table");
 	}
@@ -294,29 +368,16 @@ static int sock_connect(lua_State *L)
 		snprintf(t->pool_key, sizeof t->pool_key, "%s", host);
 	else
 		snprintf(t->pool_key, sizeof t->pool_key, "%s:%d", host, (int)port);
-	struct pool_conn pc;
-	if (pool_get(sock_loop(), t->pool_key, &pc)) {
-		t->fd = pc.fd;
-		t->ssl = pc.ssl;
-		t->reused = pc.reused;
-		return sock_connected(L, t);
-	}
-	struct sockaddr_storage ss;
-	socklen_t len;
-	if (sock_parse_addr(host, (int)port, &ss, &len)) {
-		int r = sock_start_connect(L, t, &ss, len);
-		return r ? r : sock_wait(L, t, OP_CONNECT, EV_WRITE);
-	}
-	if (is_unix)
-		return sock_fail(L, t, "path too long", false);
-	if (!hook_can_wait(L))
-		return luaL_error(L, "smtp.tcp: only a hook (or a coroutine it runs) can wait for the network");
-	char err[256];
+	snprintf(t->host, sizeof t->host, "%s", host);
 	t->port = (int)port;
-	t->dns = dns_query(host, ns_t_a, sock_resolved, t, err, sizeof err);
-	if (!t->dns)
-		return sock_fail(L, t, err, false);
-	return sock_wait(L, t, OP_RESOLVE, 0);
+	int r = sock_connect_start(L, t);
+	if (r)
+		return r;
+	if (!hook_can_wait(L)) {
+		sock_close(t);
+		return luaL_error(L, "smtp.tcp: only a hook (or a coroutine it runs) can wait for the network");
+	}
+	return hook_wait(L, &t->pending);
 }
 
 /* ---- keepalive and close -------------------------------------------------- */
@@ -343,17 +404,18 @@ static int sock_setkeepalive(lua_State *L)
 	if (t->fd < 0 || t->eof)
 		return sock_fail(L, t, LUA_ERR_CLOSED, false);
 	if (buf_used(&t->rbuf))
-		return sock_fail(L, t, "unread data in buffer", false);
+		return sock_fail(L, t, LUA_ERR_UNREAD, false);
 	char peek;
 	ssize_t r = recv(t->fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
 		/* Bytes nobody asked for, or the peer's close: not reusable. */
 		sock_close(t);
-		return sock_fail(L, t, r > 0 ? "connection in dubious state" : LUA_ERR_CLOSED, false);
+		return sock_fail(L, t, r > 0 ? LUA_ERR_DUBIOUS : LUA_ERR_CLOSED, false);
 	}
-	struct pool_conn pc = {.fd = t->fd, .ssl = t->ssl, .reused = t->reused};
+	struct pool_conn pc = {.fd = t->fd, .ssl = t->ssl, .reused = t->reused, .counted = t->counted};
 	t->fd = -1;
 	t->ssl = NULL;
+	t->counted = false; /* the slot goes with the connection */
 	sock_close(t);
 	char err[64];
 	if (pool_put(sock_loop(), t->pool_key, &pc, idle, size, err, sizeof err) != 0)
@@ -443,6 +505,8 @@ static int sock_new(lua_State *L, bool ngx)
 	t->pool_size = POOL_DEFAULT_SIZE;
 	ev_init(&t->io, sock_on_io);
 	ev_init(&t->timer, sock_on_timeout);
+	ev_init(&t->waiter.wake, sock_on_pool_wake);
+	t->backlog = -1;
 	return 1;
 }
 

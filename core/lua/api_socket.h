@@ -17,8 +17,11 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 
-enum sock_op { OP_NONE, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
+enum sock_op { OP_NONE, OP_POOL_WAIT, OP_RESOLVE, OP_CONNECT, OP_SEND, OP_RECEIVE, OP_HANDSHAKE };
 enum sock_recv { RECV_LINE, RECV_BYTES, RECV_ALL, RECV_ANY, RECV_UNTIL };
+/* What sslhandshake returns once done: the connect's result, true, or the
+ * TLS session (OpenResty's order, api_socket_io.c). */
+enum sock_hs_result { HS_CONNECTED, HS_TRUE, HS_SESSION };
 
 struct lua_socket {
 	struct hook_pending pending; /* first member: the cleanup gets us back */
@@ -35,6 +38,7 @@ struct lua_socket {
 	const char *send_ptr;
 	size_t send_len, send_off;
 	enum sock_recv recv_mode;
+	enum sock_hs_result hs_result;
 	size_t recv_n;
 	/* receiveuntil: the pattern (kept alive by the iterator's upvalue) */
 	const char *until_pat;
@@ -49,6 +53,12 @@ struct lua_socket {
 	char pool_key[POOL_KEY_MAX];
 	int pool_size;
 	unsigned reused;
+	/* connect's backlog (-1: none): the pool's slots limit connections,
+	 * and a connect waits (waiter) for one, for host (and port) */
+	int backlog;
+	bool counted; /* holds a slot of its pool */
+	struct pool_waiter waiter;
+	char host[POOL_KEY_MAX];
 };
 
 struct ev_loop *sock_loop(void);

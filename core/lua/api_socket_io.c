@@ -68,8 +68,27 @@ static ssize_t sock_raw_send(struct lua_socket *t, const char *p, size_t n, int 
 
 static int sock_push_taken(lua_State *L, struct buf *b, size_t n, size_t skip)
 {
-	lua_pushlstring(L, buf_head(b), n);
+	lua_pushlstring(L, n ? buf_head(b) : "", n); /* no buffer before the first read */
 	buf_consume(b, n + skip);
+	return 1;
+}
+
+/* Pushes the buffer's first len bytes without any CR, and takes them and
+ * skip more (the LF): "*l" ignores every CR of the line, not only one
+ * before the LF, in the partial line of an error too (lua-nginx-module
+ * and LuaSocket say so, and do so). */
+static int sock_push_line(lua_State *L, struct buf *b, size_t len, size_t skip)
+{
+	luaL_Buffer lb;
+	luaL_buffinit(L, &lb);
+	const char *p = len ? buf_head(b) : NULL, *end = p ? p + len : NULL;
+	while (p < end) {
+		const char *cr = memchr(p, '\r', (size_t)(end - p));
+		luaL_addlstring(&lb, p, (size_t)((cr ? cr : end) - p));
+		p = cr ? cr + 1 : end;
+	}
+	luaL_pushresult(&lb);
+	buf_consume(b, len + skip);
 	return 1;
 }
 
@@ -80,8 +99,10 @@ static int sock_fail_partial(lua_State *L, struct lua_socket *t, const char *err
 	size_t n = buf_used(&t->rbuf);
 	lua_pushnil(L);
 	lua_pushstring(L, err);
-	lua_pushlstring(L, n ? buf_head(&t->rbuf) : "", n);
-	buf_consume(&t->rbuf, n);
+	if (t->recv_mode == RECV_LINE)
+		sock_push_line(L, &t->rbuf, n, 0);
+	else
+		sock_push_taken(L, &t->rbuf, n, 0);
 	if (fatal && t->ngx)
 		sock_close(t);
 	return 3;
@@ -98,11 +119,8 @@ static int sock_try_receive(lua_State *L, struct lua_socket *t, bool eof)
 	switch (t->recv_mode) {
 	case RECV_LINE: {
 		const char *lf = n ? memchr(p, '\n', n) : NULL; /* p is NULL before the first read */
-		if (lf) {
-			size_t len = (size_t)(lf - p);
-			return sock_push_taken(L, b, len > 0 && p[len - 1] == '\r' ? len - 1 : len,
-			                       len > 0 && p[len - 1] == '\r' ? 2 : 1);
-		}
+		if (lf)
+			return sock_push_line(L, b, (size_t)(lf - p), 1);
 		break;
 	}
 	case RECV_BYTES:
@@ -349,32 +367,83 @@ int sock_send(lua_State *L)
 
 /* ---- TLS ------------------------------------------------------------------ */
 
+#define SSL_SESSION_CLASS "ssl session"
+
+static int sock_session_class = LUA_NOREF;
+
+static int sock_session_gc(lua_State *L)
+{
+	SSL_SESSION **s = lua_touserdata(L, 1);
+	SSL_SESSION_free(*s);
+	*s = NULL;
+	return 0;
+}
+
+static void sock_session_register(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{"__gc", sock_session_gc},
+		{NULL, NULL},
+	};
+	if (sock_session_class == LUA_NOREF)
+		sock_session_class = lua_api_class(L, NULL, meta);
+}
+
+/* What a finished handshake returns: a session userdata, as lua-nginx-
+ * module does, for an OpenResty-style call whose reused_session is not
+ * false (true for false); the connect's result for luasmtpd's order. */
+static int sock_handshake_done(lua_State *L, struct lua_socket *t)
+{
+	if (t->hs_result == HS_TRUE) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	SSL_SESSION *sess = t->hs_result == HS_SESSION ? SSL_get1_session(t->ssl) : NULL;
+	if (!sess)
+		return sock_connected(L, t);
+	sock_session_register(L);
+	SSL_SESSION **ud = lua_api_newudata(L, sizeof *ud, sock_session_class);
+	*ud = sess;
+	return 1;
+}
+
 static int sock_handshake_step(lua_State *L, struct lua_socket *t, int *events)
 {
 	ERR_clear_error();
 	int r = SSL_connect(t->ssl);
 	if (r == 1)
-		return sock_connected(L, t);
+		return sock_handshake_done(L, t);
 	int e = SSL_get_error(t->ssl, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 		*events = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
 		return 0;
 	}
-	char reason[256] = "handshake failed";
+	char reason[256] = LUA_ERR_HANDSHAKE;
 	unsigned long code = ERR_peek_last_error();
-	if (code)
-		ERR_error_string_n(code, reason, sizeof reason);
 	long vr = SSL_get_verify_result(t->ssl);
-	if (vr != X509_V_OK)
-		snprintf(reason, sizeof reason, "certificate verify failed: %s",
-		         X509_verify_cert_error_string(vr));
+	if (t->ngx) {
+		/* lua-nginx-module's spellings: "<code>: <reason>" for a chain it
+		 * refuses, its own for a name, else no reason but the log's. */
+		if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+			snprintf(reason, sizeof reason, LUA_ERR_HOST_MISMATCH);
+		else if (vr != X509_V_OK)
+			snprintf(reason, sizeof reason, "%ld: %s", vr, X509_verify_cert_error_string(vr));
+	} else if (vr != X509_V_OK) {
+		snprintf(reason, sizeof reason, LUA_ERR_VERIFY ": %s", X509_verify_cert_error_string(vr));
+	} else if (code) {
+		ERR_error_string_n(code, reason, sizeof reason);
+	}
 	ERR_clear_error();
 	return sock_fail(L, t, reason, true);
 }
 
 /* sock:sslhandshake(servername, verify, opts), or OpenResty's
  * (reused_session, servername, verify, send_status_req, opts): a string in
- * the third place can only be OpenResty's server_name. opts, a table and
+ * the third place can only be OpenResty's server_name, a session or a
+ * boolean in the second only its reused_session, and on the ngx face a nil
+ * there is OpenResty's too. OpenResty's order returns the session (to give
+ * a later handshake as reused_session, which resumes it), or true when
+ * reused_session is false, as lua-nginx-module does. opts, a table and
  * always the last argument, cannot be taken for any of OpenResty's
  * positional ones (none is a table), so OpenResty code runs unchanged and
  * an OpenResty-style call may add it too. opts.ca (PEM text or a file
@@ -388,13 +457,23 @@ int sock_sslhandshake(lua_State *L)
 	int top = lua_gettop(L);
 	int opts = top >= 2 && lua_type(L, top) == LUA_TTABLE ? top : 0;
 	int last = opts ? opts - 1 : top; /* the last positional argument */
-	int name = lua_type(L, 3) == LUA_TSTRING ? 3 : 2;
+	int first = last >= 2 ? lua_type(L, 2) : LUA_TNIL;
+	bool openresty = (last >= 3 && lua_type(L, 3) == LUA_TSTRING) || first == LUA_TUSERDATA ||
+	                 first == LUA_TBOOLEAN || (t->ngx && first == LUA_TNIL);
+	int name = openresty ? 3 : 2;
 	const char *servername = name <= last ? luaL_optstring(L, name, NULL) : NULL;
 	bool verify = name + 1 <= last && lua_toboolean(L, name + 1);
+	SSL_SESSION *reuse = NULL;
+	if (first == LUA_TUSERDATA) {
+		sock_session_register(L);
+		reuse = *(SSL_SESSION **)lua_api_checkudata(L, 2, sock_session_class, SSL_SESSION_CLASS);
+	}
+	t->hs_result = !openresty ? HS_CONNECTED : first == LUA_TBOOLEAN && !lua_toboolean(L, 2) ? HS_TRUE
+	                                                                                      : HS_SESSION;
 	if (t->fd < 0)
 		return sock_fail(L, t, LUA_ERR_CLOSED, false);
 	if (t->ssl && t->reused)
-		return sock_connected(L, t);
+		return sock_handshake_done(L, t);
 	if (t->ssl)
 		return sock_fail(L, t, LUA_ERR_TLS_ACTIVE, false);
 	X509_STORE *ca = NULL;
@@ -422,6 +501,8 @@ int sock_sslhandshake(lua_State *L)
 		X509_STORE_free(ca);
 	}
 	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	if (reuse)
+		SSL_set_session(t->ssl, reuse);
 	int events;
 	int n = sock_handshake_step(L, t, &events);
 	return n ? n : sock_wait(L, t, OP_HANDSHAKE, events);
@@ -458,6 +539,7 @@ void sock_on_io(struct ev_loop *loop, ev_io *w, int revents)
 		n = sock_handshake_step(co, t, &events);
 		break;
 	case OP_NONE:
+	case OP_POOL_WAIT:
 	case OP_RESOLVE:
 		ev_io_stop(loop, w);
 		return;
@@ -481,9 +563,10 @@ void sock_on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	if (op == OP_RECEIVE) {
 		n = sock_fail_partial(co, t, LUA_ERR_TIMEOUT, false);
 	} else {
-		if (op == OP_CONNECT || op == OP_RESOLVE)
+		bool connecting = op == OP_POOL_WAIT || op == OP_CONNECT || op == OP_RESOLVE;
+		if (connecting)
 			sock_close(t);
-		n = sock_fail(co, t, LUA_ERR_TIMEOUT, op != OP_CONNECT && op != OP_RESOLVE);
+		n = sock_fail(co, t, LUA_ERR_TIMEOUT, !connecting);
 	}
 	sock_resume(t, n);
 }

@@ -68,6 +68,7 @@ static void udp_close(struct lua_udp *u)
 static void udp_cleanup(struct hook_pending *p)
 {
 	udp_stop((struct lua_udp *)p);
+	p->c = NULL; /* a script may keep the socket past the session */
 }
 
 static int udp_fail_errno(lua_State *L, int e)
@@ -91,7 +92,7 @@ static int udp_setpeername(lua_State *L)
 	struct sockaddr_un *su = (struct sockaddr_un *)&ss;
 	if (strncmp(host, "unix:", 5) == 0) {
 		if (strlen(host + 5) >= sizeof su->sun_path)
-			return lua_api_fail(L, "path too long");
+			return lua_api_fail(L, LUA_ERR_PATH_TOO_LONG);
 		su->sun_family = AF_UNIX;
 		snprintf(su->sun_path, sizeof su->sun_path, "%s", host + 5);
 		len = sizeof *su;

@@ -12,5 +12,13 @@
 #define LUA_ERR_BAD_NAME "bad name"
 #define LUA_ERR_BAD_ANSWER "bad answer"
 #define LUA_ERR_TLS_ACTIVE "already using TLS"
+/* the cosockets' own, spelled as lua-nginx-module spells them */
+#define LUA_ERR_UNREAD "unread data in buffer"
+#define LUA_ERR_DUBIOUS "connection in dubious state"
+#define LUA_ERR_PATH_TOO_LONG "path too long"
+#define LUA_ERR_HANDSHAKE "handshake failed"
+#define LUA_ERR_VERIFY "certificate verify failed"
+#define LUA_ERR_HOST_MISMATCH "certificate host mismatch"
+#define LUA_ERR_BACKLOG "too many waiting connect operations"
 
 #endif

@@ -418,14 +418,19 @@ void hook_pending_done(struct hook_pending *p, int nres)
 		timer_pending_done(p->thread, nres);
 		return;
 	}
-	if (!p->thread) {
+	/* p (a socket a script keeps) may outlive c and its light threads:
+	 * tie it to them only while one waits on it (hook_wait ties it again). */
+	struct hook_uthread *thread = p->thread;
+	p->c = NULL;
+	p->thread = NULL;
+	if (!thread) {
 		lua_state_of(c)->hook.pending = NULL;
 		hook_resume_async(c, nres);
 		return;
 	}
 	/* onClose frees the connection when it ends: touch nothing after. */
 	bool closing = lua_state_of(c)->hook.id == HOOK_CLOSE;
-	uthread_pending_done(c, p->thread, nres);
+	uthread_pending_done(c, thread, nres);
 	if (!closing)
 		conn_resume(c);
 }

@@ -21,7 +21,9 @@ struct pool_entry {
 struct pool {
 	char key[POOL_KEY_MAX];
 	int count;
+	int slots; /* taken: counted connections, open or idle */
 	struct pool_entry *newest, *oldest;
+	struct pool_waiter *first, *last; /* connects waiting for a slot */
 	struct pool *next;
 };
 
@@ -33,6 +35,33 @@ static struct pool *pool_find(const char *key)
 		if (strcmp(p->key, key) == 0)
 			return p;
 	return NULL;
+}
+
+static struct pool *pool_find_or_add(const char *key)
+{
+	struct pool *p = pool_find(key);
+	if (p || strlen(key) >= POOL_KEY_MAX || !(p = calloc(1, sizeof *p)))
+		return p;
+	snprintf(p->key, sizeof p->key, "%s", key);
+	p->next = pools;
+	pools = p;
+	return p;
+}
+
+static void pool_wake(struct ev_loop *loop, struct pool *p)
+{
+	struct pool_waiter *w = p->first;
+	if (!w)
+		return;
+	pool_unwait(w);
+	ev_feed_event(loop, &w->wake, EV_TIMER);
+}
+
+static void pool_free_slot(struct ev_loop *loop, struct pool *p)
+{
+	if (p->slots > 0)
+		p->slots--;
+	pool_wake(loop, p);
 }
 
 static void pool_close_conn(const struct pool_conn *pc)
@@ -63,8 +92,11 @@ static void pool_unlink(struct ev_loop *loop, struct pool_entry *e)
 static void pool_drop(struct ev_loop *loop, struct pool_entry *e)
 {
 	struct pool_conn pc = e->pc;
+	struct pool *p = e->pool;
 	pool_unlink(loop, e);
 	pool_close_conn(&pc);
+	if (pc.counted)
+		pool_free_slot(loop, p);
 }
 
 /* An idle connection has nothing to say: whatever made it readable (the
@@ -86,22 +118,13 @@ int pool_put(struct ev_loop *loop, const char *key, const struct pool_conn *pc, 
 {
 	if (size < 1)
 		size = POOL_DEFAULT_SIZE;
-	struct pool *p = pool_find(key);
+	struct pool *p = NULL;
 	struct pool_entry *e = NULL;
 	if (strlen(key) >= POOL_KEY_MAX) {
 		snprintf(err, errlen, "pool name too long");
 		goto fail;
 	}
-	if (!p) {
-		if (!(p = calloc(1, sizeof *p))) {
-			snprintf(err, errlen, "no memory");
-			goto fail;
-		}
-		snprintf(p->key, sizeof p->key, "%s", key);
-		p->next = pools;
-		pools = p;
-	}
-	if (!(e = calloc(1, sizeof *e))) {
+	if (!(p = pool_find_or_add(key)) || !(e = calloc(1, sizeof *e))) {
 		snprintf(err, errlen, "no memory");
 		goto fail;
 	}
@@ -123,9 +146,12 @@ int pool_put(struct ev_loop *loop, const char *key, const struct pool_conn *pc, 
 		ev_timer_set(&e->idle, idle, 0.);
 		ev_timer_start(loop, &e->idle);
 	}
+	pool_wake(loop, p); /* a connect waiting for a slot takes this one */
 	return 0;
 fail:
 	pool_close_conn(pc);
+	if (pc->counted && p)
+		pool_free_slot(loop, p);
 	return -1;
 }
 
@@ -141,6 +167,71 @@ bool pool_get(struct ev_loop *loop, const char *key, struct pool_conn *pc)
 	return true;
 }
 
+bool pool_reserve(const char *key, int size)
+{
+	struct pool *p = pool_find_or_add(key);
+	if (!p || p->slots >= (size < 1 ? POOL_DEFAULT_SIZE : size))
+		return false;
+	p->slots++;
+	return true;
+}
+
+void pool_release(struct ev_loop *loop, const char *key)
+{
+	struct pool *p = pool_find(key);
+	if (p)
+		pool_free_slot(loop, p);
+}
+
+void pool_kick(struct ev_loop *loop, const char *key)
+{
+	struct pool *p = pool_find(key);
+	if (p)
+		pool_wake(loop, p);
+}
+
+bool pool_wait(const char *key, struct pool_waiter *w)
+{
+	struct pool *p = pool_find_or_add(key);
+	if (!p)
+		return false;
+	w->pool = p;
+	w->next = NULL;
+	if (p->last)
+		p->last->next = w;
+	else
+		p->first = w;
+	p->last = w;
+	return true;
+}
+
+int pool_waiting(const char *key)
+{
+	struct pool *p = pool_find(key);
+	int n = 0;
+	for (struct pool_waiter *w = p ? p->first : NULL; w; w = w->next)
+		n++;
+	return n;
+}
+
+void pool_unwait(struct pool_waiter *w)
+{
+	struct pool *p = w->pool;
+	if (!p)
+		return;
+	struct pool_waiter **pp = &p->first, *prev = NULL;
+	while (*pp && *pp != w) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (*pp)
+		*pp = w->next;
+	if (p->last == w)
+		p->last = prev;
+	w->pool = NULL;
+	w->next = NULL;
+}
+
 int pool_count(const char *key)
 {
 	struct pool *p = pool_find(key);
@@ -151,6 +242,9 @@ void pool_close_all(struct ev_loop *loop)
 {
 	while (pools) {
 		struct pool *p = pools;
+		while (p->first)
+			pool_unwait(p->first);
+		p->slots = 0;
 		while (p->newest)
 			pool_drop(loop, p->newest);
 		pools = p->next;

@@ -247,7 +247,7 @@ def main():
     body = b"Subject: bench\r\n\r\n" + line * max(1, a.size // len(line)) + b".\r\n"
     start = time.monotonic()
     deadline = start + TOTAL_BUDGET
-    redis = svcutil.start_redis()
+    redis = svcutil.Redis()
     variants = []
     try:
         svcutil.redis_command(redis.port, "SET", "bench:key", "v" * 32)

@@ -1,21 +1,25 @@
 """Helper services for the async-platform end-to-end tests (Python 3 stdlib
 only): the things a hook talks to through smtp.tcp and smtp.dns.
 
-start_redis()      a real redis-server on a free 127.0.0.1 port (no
-                   persistence), with redis_command() to seed it.
-start_dnsmasq()    dnsmasq serving a local zone on a free 127.0.0.1 port
+Redis()            a real redis-server on a free 127.0.0.1 port (no
+                   persistence), with command() / redis_command() to seed it.
+Dnsmasq(zone)      dnsmasq serving a local zone on a free 127.0.0.1 port
                    (UDP and TCP), nothing forwarded anywhere.
 SilentUDP          a bound UDP port that never answers (DNS timeouts).
 EchoServer, SilentServer, ScriptedServer, TLSServer
                    small threaded TCP servers on free ports.
+HttpServer         a real HTTP/1.1 (or HTTPS) server whose answers a test
+                   decides; it keeps the requests and counts connections.
 self_signed()      a self-signed certificate for localhost made with openssl.
+Fixtures           a mixin: a test class's daemons and servers started once
+                   (start_fixtures, use) and all stopped after its tests.
 CASES_PRELUDE, case_hook(), run_case()
                    a Lua "case runner": RCPT TO:<name@cases.test> runs the
                    Lua function CASES[name] inside onRcptTo and records
                    what it returned; run_case() sends the RCPT and returns
                    that record.
 
-Every service is stopped by stop() / the context manager, and anything
+Every service is stopped by stop() / the context manager / Fixtures, and anything
 still running when the test process exits is killed (atexit), so a failing
 test never leaves a daemon behind. A missing redis-server or dnsmasq is a
 test failure with a clear message, never a skip: `make test` installs them.
@@ -152,6 +156,20 @@ class Service:
                                      % (name, port, SERVICE_START_TIMEOUT, log[-3000:]))
             time.sleep(0.02)
 
+    def _start_on_a_free_port(self, name, argv_for, ready, udp_too=False):
+        """Starts argv_for(port, tmp) on a free port in a fresh temporary
+        directory, trying three ports: another process may take a free one
+        before the daemon binds it."""
+        for attempt in range(3):
+            tmp = tempfile.mkdtemp(prefix="luasmtpd-%s-" % name)  # a failed start removed the last one
+            port = free_port(udp_too)
+            try:
+                Service.__init__(self, name, argv_for(port, tmp), port, tmp, ready)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -228,28 +246,31 @@ def redis_command(port, *args):
             return _resp_read(f)
 
 
-def start_redis():
-    """redis-server on a free loopback port, no persistence, in a temporary
-    directory. Returns a Service (its .port)."""
-    exe = redis_binary()
-    tmp = tempfile.mkdtemp(prefix="luasmtpd-redis-")
-    for attempt in range(3):
-        port = free_port()
-        argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "no", "--dir", tmp, "--protected-mode", "yes", "--databases", "1",
-                "--loglevel", "warning"]
+class Redis(Service):
+    """redis-server on a free loopback port (.port), no persistence, in a
+    temporary directory of its own; stopped by PID (stop(), or as a context
+    manager, or by Fixtures)."""
 
-        def ready(svc):
-            try:
-                return redis_command(svc.port, "PING") == "PONG"
-            except (OSError, AssertionError):
-                return False
+    def __init__(self):
+        exe = redis_binary()
+        self._start_on_a_free_port("redis", lambda port, tmp: [
+            exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--dir", tmp, "--protected-mode", "yes", "--databases", "1",
+            "--loglevel", "warning"], Redis._ready)
+
+    @staticmethod
+    def _ready(svc):
         try:
-            return Service("redis", argv, port, tmp, ready)
-        except AssertionError:
-            if attempt == 2:
-                raise
-            tmp = tempfile.mkdtemp(prefix="luasmtpd-redis-")  # the failed one was removed
+            return redis_command(svc.port, "PING") == "PONG"
+        except (OSError, AssertionError):
+            return False
+
+    def command(self, *args):
+        """Runs one command (redis_command) and returns the decoded reply."""
+        return redis_command(self.port, *args)
+
+
+start_redis = Redis  # the spelling of tests written before the fixtures
 
 
 # ------------------------------------------------------------------- dnsmasq
@@ -274,37 +295,38 @@ def dns_query_udp(port, name, qtype=1, timeout=2.0):
     return flags & 0xF, an
 
 
-def start_dnsmasq(zone_lines):
+class Dnsmasq(Service):
     """dnsmasq answering only from zone_lines (dnsmasq.conf lines such as
     "address=/a.test/192.0.2.1", "ptr-record=...", "local=/test/") on a free
-    127.0.0.1 port, UDP and TCP. Nothing is read from /etc (no-resolv,
-    no-hosts) and nothing is forwarded. Returns a Service (its .port)."""
-    exe = dnsmasq_binary()
-    for attempt in range(3):
-        tmp = tempfile.mkdtemp(prefix="luasmtpd-dnsmasq-")
-        port = free_port(udp_too=True)
-        conf = os.path.join(tmp, "dnsmasq.conf")
-        lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=127.0.0.1",
-                 "port=%d" % port, "cache-size=0", "log-queries", "log-facility=-",
-                 "pid-file="]
-        if os.geteuid() == 0:
-            lines.append("user=root")  # no switch to nobody: the temp files stay ours
-        lines += list(zone_lines)
-        with open(conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        argv = [exe, "--keep-in-foreground", "--conf-file=" + conf]
+    127.0.0.1 port (.port), UDP and TCP. Nothing is read from /etc
+    (no-resolv, no-hosts) and nothing is forwarded. Stopped by PID."""
 
-        def ready(svc):
-            try:
-                dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5)
-                return True
-            except OSError:
-                return False
+    def __init__(self, zone_lines):
+        exe = dnsmasq_binary()
+
+        def argv(port, tmp):
+            conf = os.path.join(tmp, "dnsmasq.conf")
+            lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=127.0.0.1",
+                     "port=%d" % port, "cache-size=0", "log-queries", "log-facility=-",
+                     "pid-file="]
+            if os.geteuid() == 0:
+                lines.append("user=root")  # no switch to nobody: the temp files stay ours
+            lines += list(zone_lines)
+            with open(conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            return [exe, "--keep-in-foreground", "--conf-file=" + conf]
+        self._start_on_a_free_port("dnsmasq", argv, Dnsmasq._ready, udp_too=True)
+
+    @staticmethod
+    def _ready(svc):
         try:
-            return Service("dnsmasq", argv, port, tmp, ready)
-        except AssertionError:
-            if attempt == 2:
-                raise
+            dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5)
+            return True
+        except OSError:
+            return False
+
+
+start_dnsmasq = Dnsmasq  # the spelling of tests written before the fixtures
 
 
 class SilentUDP:
@@ -528,6 +550,145 @@ class TLSServer(ThreadedServer):
             t.close()
 
 
+class HttpRequest:
+    """What an HttpServer received: method, path, headers (an
+    email.message.Message, case-insensitive), body (bytes) and the number
+    of the connection it came on (1 for the first accepted)."""
+
+    def __init__(self, method, path, headers, body, conn):
+        self.method, self.path, self.headers, self.body, self.conn = method, path, headers, body, conn
+
+
+class HttpServer:
+    """A real HTTP/1.1 server (the stdlib's http.server, keepalive on) on a
+    free 127.0.0.1 port; HTTPS when cert and key are given (the handshake
+    runs in the connection's thread). respond(request) -> (status, headers,
+    body) decides each answer: body bytes (sent with Content-Length), a
+    list of bytes (sent chunked, one chunk each), or None to never answer
+    (the connection is held until the peer closes or stop()). Counts the
+    connections accepted and failed handshakes; keeps every request."""
+
+    def __init__(self, respond, cert=None, key=None, max_tls=None):
+        import http.server
+        outer = self
+        self.respond = respond
+        self.requests = []
+        self.accepted = 0
+        self.failed_handshakes = 0
+        self.resumed = 0  # TLS handshakes that resumed a session
+        self.lock = threading.Lock()
+        self.conns = []
+        self._stopping = threading.Event()
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(cert, key)
+            if max_tls:
+                self.ctx.maximum_version = max_tls
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = IO_TIMEOUT
+
+            def setup(self):
+                with outer.lock:
+                    outer.accepted += 1
+                    self.conn_no = outer.accepted
+                    outer.conns.append(self.request)
+                if outer.ctx:
+                    self.request.settimeout(IO_TIMEOUT)
+                    try:
+                        self.request = outer.ctx.wrap_socket(self.request, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        with outer.lock:
+                            outer.failed_handshakes += 1
+                        raise
+                    if self.request.session_reused:
+                        with outer.lock:
+                            outer.resumed += 1
+                super().setup()
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                req = HttpRequest(self.command, self.path, self.headers, body, self.conn_no)
+                with outer.lock:
+                    outer.requests.append(req)
+                status, headers, body = outer.respond(req)
+                if body is None:
+                    # never answers: waits for the peer's close (bounded)
+                    self.request.settimeout(0.2)
+                    deadline = time.monotonic() + 60
+                    while not outer._stopping.is_set() and time.monotonic() < deadline:
+                        try:
+                            if not self.request.recv(4096):
+                                break
+                        except socket.timeout:
+                            continue
+                        except OSError:
+                            break
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                if isinstance(body, list):
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for chunk in body:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+        class Httpd(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # handshakes refused by the client, peers gone: counted above
+
+        self.httpd = Httpd(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+        _running.append(self)
+
+    def bodies(self, path=None):
+        with self.lock:
+            return [r.body for r in self.requests if path is None or r.path == path]
+
+    def stop(self):
+        if self in _running:
+            _running.remove(self)
+        self._stopping.set()
+        self.httpd.shutdown()
+        with self.lock:
+            conns = list(self.conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.httpd.server_close()
+        self.thread.join(2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
+
+
 _self_signed = None
 
 
@@ -547,6 +708,62 @@ def self_signed():
             raise AssertionError("openssl req failed: %s" % r.stdout.decode("utf-8", "replace"))
         _self_signed = (cert, key)
     return _self_signed
+
+
+# ------------------------------------------------------------------ fixtures
+
+class Fixtures:
+    """Mixin for a test class whose tests share daemons and servers:
+
+        class MyTest(svcutil.Fixtures, E2ETest):
+            @classmethod
+            def start_fixtures(cls):
+                cls.redis = cls.use(svcutil.Redis())
+                cls.srv = cls.use(Server(script(...)))
+
+    use(x) keeps anything with a stop() (Redis, Dnsmasq, HttpServer, the
+    helper servers, the luasmtpd Server) and returns it. setUpClass runs
+    start_fixtures and, when it fails, stops what it had started;
+    tearDownClass stops them all, newest first (the Server before the
+    daemons it talks to), and raises the first error once every one was
+    tried."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._fixtures = []
+        try:
+            cls.start_fixtures()
+        except BaseException:
+            cls._stop_fixtures()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls._stop_fixtures()
+        finally:
+            super().tearDownClass()
+
+    @classmethod
+    def start_fixtures(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def use(cls, fixture):
+        cls._fixtures.append(fixture)
+        return fixture
+
+    @classmethod
+    def _stop_fixtures(cls):
+        first = None
+        while cls._fixtures:
+            try:
+                cls._fixtures.pop().stop()
+            except BaseException as e:  # noqa: BLE001 - the others still stop
+                first = first or e
+        if first:
+            raise first
 
 
 # -------------------------------------------------------------- case runner

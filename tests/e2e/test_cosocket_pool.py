@@ -16,7 +16,9 @@ import unittest
 
 import svcutil
 from harness import COMPAT, ROOT, E2ETest, Lua, Server, compat_reason, lua_value, script, wait_for
-from svcutil import CASES_PRELUDE, case_hook
+from svcutil import CASES_PRELUDE, case_hook, run_case
+
+HOLD = 0.8  # seconds the backlog tests' holder keeps the pool's one connection
 
 # The main checkout's sibling, or (from a worktree in /work/wt/NAME) two up.
 
@@ -107,15 +109,20 @@ CASES["in-coroutine"] = function()
   return R(get("pool:k"), y, ok1 and ok2 and n)
 end
 
+-- PING on a connection to redis, then into its pool: the reply line
+local function ping_and_keep(s, idle)
+  assert(s:send("PING\r\n"))
+  local line = s:receive()
+  assert(s:setkeepalive(idle))
+  return line
+end
+
 CASES["smtp-tcp"] = function()
   local s = smtp.tcp()
   s:settimeout(1)
   assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "smtp-tcp"}))
   local times = s:getreusedtimes()
-  assert(s:send("PING\r\n"))
-  local line = s:receive()
-  assert(s:setkeepalive(10))
-  return R(line, nil, times)
+  return R(ping_and_keep(s, 10), nil, times)
 end
 
 CASES["udp"] = function()
@@ -144,6 +151,75 @@ CASES["tls-pool"] = function()
   local times = s:getreusedtimes()
   assert(s:setkeepalive(10000))
   return R(line, err, times)
+end
+
+CASES["cr-lines"] = function()
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", CR_PORT))
+  local a, b = s:receive(), s:receive("*l")
+  local c, err, partial = s:receive()
+  return R(a .. "|" .. b, err, tostring(c) .. "," .. partial)
+end
+
+CASES["tls-session"] = function()
+  local function handshake(reuse)
+    local s = ngx.socket.tcp()
+    s:settimeout(1000)
+    assert(s:connect("127.0.0.1", RESUME_PORT))
+    local sess, err = s:sslhandshake(reuse, "localhost", false)
+    if not sess then return nil, err end
+    assert(s:send("hi\n"))
+    assert(s:receive() == "TLS:hi")
+    s:close()
+    return sess
+  end
+  local first, err = handshake(nil)
+  if not first then return R(nil, err) end
+  local second = assert(handshake(first))
+  local plain = assert(handshake(false))
+  local ok, berr = pcall(handshake, io.stdout)
+  return R(type(first) .. "," .. type(second) .. "," .. tostring(plain), berr and berr:match("ssl session"))
+end
+
+-- a pool of one connection with a backlog of one
+local function backlog_connect(timeout, backlog)
+  local s = ngx.socket.tcp()
+  s:settimeout(timeout or 3000)
+  local t0 = smtp.now()
+  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "backlog", pool_size = 1, backlog = backlog or 1})
+  return s, ok, err, smtp.now() - t0
+end
+
+local function backlog_hold(release)
+  return function()
+    local s, ok, err = backlog_connect()
+    if not ok then return R(nil, err) end
+    local times = s:getreusedtimes()
+    smtp.sleep(HOLD)
+    assert(s:send("PING\r\n"))
+    assert(s:receive() == "+PONG")
+    if release == "close" then assert(s:close()) else assert(s:setkeepalive(10000)) end
+    return R(true, nil, times)
+  end
+end
+CASES["bl-hold"] = backlog_hold("keepalive")
+CASES["bl-hold-close"] = backlog_hold("close")
+
+local function backlog_wait(backlog)
+  return function()
+    local s, ok, err, waited = backlog_connect(nil, backlog)
+    if not ok then return R(nil, err, waited) end
+    local times = s:getreusedtimes()
+    return R(ping_and_keep(s, 10000), times, waited)
+  end
+end
+CASES["bl-wait"] = backlog_wait(1)
+CASES["bl-wait2"] = backlog_wait(2)
+
+CASES["bl-timeout"] = function()
+  local _, ok, err, waited = backlog_connect(150)
+  return R(ok, err, waited)
 end
 
 CASES["until-size"] = function()
@@ -228,37 +304,46 @@ class TLSEcho(svcutil.TLSServer):
                 t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
 
 
+class TLSResume(TLSEcho):
+    """TLSEcho limited to TLS 1.2 (whose session is known when the
+    handshake ends), counting the handshakes that resumed a session."""
+
+    def __init__(self, cert, key):
+        super().__init__(cert, key)
+        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        self.resumed = 0
+
+    def handle(self, s):
+        try:
+            t = self.ctx.wrap_socket(s, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with self.lock:
+            self.handshakes += 1
+            self.resumed += t.session_reused
+        with t:
+            t.sendall(b"TLS:" + t.makefile("rb").readline().rstrip(b"\r\n") + b"\r\n")
+
+
 @unittest.skipUnless(COMPAT, compat_reason())
-class RestyRedis(svcutil.CaseSessions, E2ETest):
+class RestyRedis(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
 
     @classmethod
-    def setUpClass(cls):
-        cls.redis = svcutil.start_redis()
-        cls.helpers = [svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"),
-                       UDPEcho(), svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed())]
-        try:
-            prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
-                       "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
-                       "local TLS_PORT = %d\n"
-                       % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
-                          + tuple(h.port for h in cls.helpers))) + CASES_PRELUDE + PRELUDE
-                       + "local CASE = %s\n" % case_hook())
-            cls.srv = Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
-                                    disableReverseLookup=True, hookTimeout=5, closeTimeout=3))
-        except BaseException:
-            cls.redis.stop()
-            for h in cls.helpers:
-                h.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            cls.redis.stop()
-            for h in cls.helpers:
-                h.stop()
+    def start_fixtures(cls):
+        cls.redis = cls.use(svcutil.Redis())
+        cls.helpers = [cls.use(h) for h in (
+            svcutil.SilentServer(), svcutil.ScriptedServer(b"line1\r\nabcdef--END--xyz"), UDPEcho(),
+            svcutil.SilentUDP(), TLSEcho(*svcutil.self_signed()),
+            svcutil.ScriptedServer(b"a\rb\r\r\n\r\rc\n\rtail\r"), TLSResume(*svcutil.self_signed()))]
+        prelude = (("local COMPAT = %s\nlocal REDIS_PORT = %d\nlocal SILENT_PORT = %d\n"
+                   "local PATTERNS_PORT = %d\nlocal UDP_ECHO_PORT = %d\nlocal UDP_SILENT_PORT = %d\n"
+                   "local TLS_PORT = %d\nlocal CR_PORT = %d\nlocal RESUME_PORT = %d\n"
+                   "local HOLD = %s\n"
+                   % ((lua_value(os.path.abspath(COMPAT)), cls.redis.port)
+                      + tuple(h.port for h in cls.helpers) + (HOLD,))) + CASES_PRELUDE + PRELUDE
+                   + "local CASE = %s\n" % case_hook())
+        cls.srv = cls.use(Server(script(hooks={"onRcptTo": Lua(HOOK)}, prelude=prelude,
+                                        disableReverseLookup=True, hookTimeout=5, closeTimeout=3)))
 
     def test_set_get_and_pool_reuse(self):
         first = self.case("set-get")
@@ -327,8 +412,135 @@ class RestyRedis(svcutil.CaseSessions, E2ETest):
         self.assertEqual((first.get("v"), first.get("extra")), ("TLS:hello", 0), first)
         second = self.case("tls-pool")
         self.assertEqual((second.get("v"), second.get("extra")), ("TLS:hello", 1), second)
-        self.assertEqual(self.helpers[-1].handshakes, 1)
+        self.assertEqual(self.helpers[4].handshakes, 1)
+
+    def test_receive_line_drops_every_cr(self):
+        # lua-nginx-module's "*l" ignores every CR, not only one before the
+        # LF, in the partial line it returns at the close too
+        r = self.case("cr-lines")
+        self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("ab|c", "closed", "nil,tail"), r)
+
+    def test_sslhandshake_returns_a_session_that_resumes(self):
+        resume = self.helpers[-1]
+        before = (resume.handshakes, resume.resumed)
+        r = self.case("tls-session")
+        self.assertEqual((r.get("v"), r.get("err")), ("userdata,userdata,true", "ssl session"), r)
+        self.assertEqual((resume.handshakes - before[0], resume.resumed - before[1]), (3, 1),
+                         "the second handshake resumed the first one's session")
+
+    def record(self, name, client):
+        return [e for e in self.srv.events("case") if e.get("case") == name and e.get("port") == client.local_port][-1]
+
+    def backlog_case(self, holder, name):
+        """Runs the case name in a session while holder (another session's
+        case) holds the only connection of the "backlog" pool; returns the
+        case's record."""
+        with self.session() as hold, self.session() as c:
+            hold.send("RCPT TO:<%s@cases.test>\r\n" % holder)
+            time.sleep(HOLD / 4)
+            r = run_case(self, c, name)
+            self.assertEqual(hold.read_reply().code, 250)
+        return r
+
+    def test_backlog_queues_connects_and_refuses_beyond_it(self):
+        with self.session() as hold, self.session() as waiting:
+            hold.send("RCPT TO:<bl-hold@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            waiting.send("RCPT TO:<bl-wait@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            over = self.case("bl-wait")
+            self.assertEqual(hold.read_reply().code, 250)
+            self.assertEqual(waiting.read_reply().code, 250)
+        self.assertEqual((over.get("v"), over.get("err")), (None, "too many waiting connect operations"), over)
+        self.assertLess(over["extra"], HOLD / 2, "refused at once")
+        r, held = self.record("bl-wait", waiting), self.record("bl-hold", hold)
+        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", held["extra"] + 1),
+                         "the held connection, handed on: %r" % r)
+        self.assertGreater(r["extra"], HOLD / 3, "it waited for the holder's setkeepalive")
+
+    def test_backlog_waiters_take_turns_in_order(self):
+        with self.session() as hold, self.session() as first, self.session() as second:
+            hold.send("RCPT TO:<bl-hold@cases.test>\r\n")
+            time.sleep(HOLD / 4)
+            first.send("RCPT TO:<bl-wait2@cases.test>\r\n")
+            time.sleep(HOLD / 8)
+            second.send("RCPT TO:<bl-wait2@cases.test>\r\n")
+            for c in (hold, first, second):
+                self.assertEqual(c.read_reply().code, 250)
+        held = self.record("bl-hold", hold)["extra"]
+        got = [(r.get("v"), r.get("err")) for r in (self.record("bl-wait2", first), self.record("bl-wait2", second))]
+        self.assertEqual(got, [("+PONG", held + 1), ("+PONG", held + 2)], "one connection, handed on in turn")
+
+    def test_backlog_wait_ends_with_the_connect_timeout(self):
+        r = self.backlog_case("bl-hold", "bl-timeout")
+        self.assertEqual((r.get("v"), r.get("err")), (None, "timeout"), r)
+        self.assertLess(r["extra"], HOLD / 2)
+
+    def test_backlog_slot_freed_by_close_gives_a_new_connection(self):
+        r = self.backlog_case("bl-hold-close", "bl-wait")
+        self.assertEqual((r.get("v"), r.get("err")), ("+PONG", 0), "a fresh connection: %r" % r)
+        self.assertGreater(r["extra"], HOLD / 3)
 
     def test_receiveuntil_with_a_size(self):
         r = self.case("until-size")
         self.assertEqual((r.get("v"), r.get("err"), r.get("extra")), ("abcd|ef|nil", "closed", "nil,xyz"), r)
+
+
+ABANDON_CASES = r'''
+local held = {} -- a connection kept past its hook: it holds the pool's one slot
+
+local function connect(timeout)
+  local s = ngx.socket.tcp()
+  s:settimeout(timeout)
+  local ok, err = s:connect("127.0.0.1", REDIS_PORT, {pool = "abandon", pool_size = 1, backlog = 2})
+  if not ok then return nil, err end
+  return s
+end
+
+CASES["take"] = function()
+  held[1] = assert(connect(1000))
+  return R(held[1]:getreusedtimes())
+end
+
+CASES["wait"] = function()
+  local s, err = connect(5000) -- hookTimeout (1 s) ends the hook first
+  if not s then return R(nil, err) end
+  local times = s:getreusedtimes()
+  assert(s:send("PING\r\n"))
+  local line = s:receive()
+  assert(s:setkeepalive(10000))
+  return R(line, times)
+end
+
+CASES["give"] = function()
+  local s = table.remove(held)
+  return R(s:setkeepalive(10000))
+end
+'''
+
+
+class BacklogWaiterAbandoned(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
+    """A hook that hookTimeout ends while its connect waits in a pool's
+    queue leaves the queue: the connection put back later goes to the next
+    waiter, and nothing of the ended one is touched (ASan)."""
+
+    @classmethod
+    def start_fixtures(cls):
+        cls.redis = cls.use(svcutil.Redis())
+        prelude = ("local REDIS_PORT = %d\n" % cls.redis.port + CASES_PRELUDE
+                   + "ngx = {socket = require 'smtp.ngx.socket'}\n" + ABANDON_CASES)
+        cls.srv = cls.use(Server(script(hooks={"onRcptTo": case_hook()}, prelude=prelude,
+                                        disableReverseLookup=True, hookTimeout=1, closeTimeout=3)))
+
+    def test_the_next_waiter_gets_the_connection(self):
+        held = self.case("take").get("v")
+        with self.session() as ended, self.session() as waiting:
+            ended.send("RCPT TO:<wait@cases.test>\r\n")
+            time.sleep(0.2)
+            waiting.send("RCPT TO:<wait@cases.test>\r\n")
+            r = ended.read_reply()
+            self.assertEqual((r.code, r.enh), (451, "4.3.0"), r.raw)  # hookTimeout
+            self.assertEqual(self.case("give").get("v"), 1)
+            self.assertEqual(waiting.read_reply().code, 250)
+        got = [e for e in self.srv.events("case") if e.get("case") == "wait"]
+        self.assertEqual([(e.get("v"), e.get("err")) for e in got], [("+PONG", held + 1)])

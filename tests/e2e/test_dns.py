@@ -112,25 +112,14 @@ class CaseTest(E2ETest):
             return run_case(self, c, name, **kw)
 
 
-class Lookups(CaseTest):
+class Lookups(svcutil.Fixtures, CaseTest):
     """Each record type against dnsmasq."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.dns = svcutil.start_dnsmasq(ZONE)
-        try:
-            prelude = _lua_ports({"redis": svcutil.closed_port()}) + DNS_CASES
-            cls.srv = Server(dns_script(cls.dns.port, prelude=prelude))
-        except BaseException:
-            cls.dns.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            cls.dns.stop()
+    def start_fixtures(cls):
+        cls.dns = cls.use(svcutil.Dnsmasq(ZONE))
+        prelude = _lua_ports({"redis": svcutil.closed_port()}) + DNS_CASES
+        cls.srv = cls.use(Server(dns_script(cls.dns.port, prelude=prelude)))
 
     def lookup(self, name):
         r = self.case(self.srv, name)
@@ -278,7 +267,7 @@ def _lua_strings(d):
     return "local BAD = {" + ", ".join('%s = "%s"' % kv for kv in d.items()) + "}\n"
 
 
-class ConnectByName(CaseTest):
+class ConnectByName(svcutil.Fixtures, CaseTest):
     """smtp.tcp():connect(name, port) resolves the name through smtp.dns:
     redis-server reached as redis.test.example. Names c-ares refuses at
     once (a label over 63 characters, a name over 255, an empty label) give
@@ -287,26 +276,11 @@ class ConnectByName(CaseTest):
     returns)."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.dns = svcutil.start_dnsmasq(ZONE)
-        cls.redis = None
-        try:
-            cls.redis = svcutil.start_redis()
-            prelude = _lua_ports({"redis": cls.redis.port}) + DNS_CASES + _lua_strings(BAD_NAMES) + BAD_NAME_CASES
-            cls.srv = Server(dns_script(cls.dns.port, prelude=prelude, hooks=HELO_CONNECT_HOOKS))
-        except BaseException:
-            cls.dns.stop()
-            if cls.redis:
-                cls.redis.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            cls.dns.stop()
-            cls.redis.stop()
+    def start_fixtures(cls):
+        cls.dns = cls.use(svcutil.Dnsmasq(ZONE))
+        cls.redis = cls.use(svcutil.Redis())
+        prelude = _lua_ports({"redis": cls.redis.port}) + DNS_CASES + _lua_strings(BAD_NAMES) + BAD_NAME_CASES
+        cls.srv = cls.use(Server(dns_script(cls.dns.port, prelude=prelude, hooks=HELO_CONNECT_HOOKS)))
 
     def test_connect_to_redis_by_name(self):
         r = self.case(self.srv, "connect_by_name")
@@ -476,27 +450,16 @@ def client_from(srv, source_ip, **kw):
     return c
 
 
-class ClientHostname(E2ETest):
+class ClientHostname(svcutil.Fixtures, E2ETest):
     """resolveClientHostname = true: the PTR name when it resolves back to
     the client's address, else "[ip]"."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.dns = svcutil.start_dnsmasq(ZONE)
-        try:
-            conf = 'smtp.dns.configure{servers = {"127.0.0.1:%d"}, timeout = 1, tries = 1}\n' % cls.dns.port
-            cls.srv = Server(script(hooks=RDNS_HOOKS, prelude=conf, resolveClientHostname=True, closeTimeout=3,
-                                    useXClient=True))
-        except BaseException:
-            cls.dns.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.srv.stop()
-        finally:
-            cls.dns.stop()
+    def start_fixtures(cls):
+        cls.dns = cls.use(svcutil.Dnsmasq(ZONE))
+        conf = 'smtp.dns.configure{servers = {"127.0.0.1:%d"}, timeout = 1, tries = 1}\n' % cls.dns.port
+        cls.srv = cls.use(Server(script(hooks=RDNS_HOOKS, prelude=conf, resolveClientHostname=True,
+                                        closeTimeout=3, useXClient=True)))
 
     def hostname(self, source_ip):
         with client_from(self.srv, source_ip) as c:
@@ -579,16 +542,12 @@ def log_has(log, msg, **fields):
     return False
 
 
-class DNSBL(E2ETest):
+class DNSBL(svcutil.Fixtures, E2ETest):
     """scripts/dnsbl.lua against dnsmasq zones."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.dns = svcutil.start_dnsmasq(BL_ZONE)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dns.stop()
+    def start_fixtures(cls):
+        cls.dns = cls.use(svcutil.Dnsmasq(BL_ZONE))
 
     def server(self, zones, dns_port=None, timeout="1"):
         env = {"LUASMTPD_DNSBL_ZONES": zones,

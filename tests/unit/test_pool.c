@@ -2,14 +2,16 @@
  * test_pool.c — the idle connection pools (core/net/pool.c) on real
  * socketpairs, no Lua: a connection put back is taken again by its key
  * (newest first, its reuse counted), a peer's close or unexpected bytes
- * take an idle one out at once, the idle timeout expires it, and a full
- * pool closes its oldest.
+ * take an idle one out at once, the idle timeout expires it, a full
+ * pool closes its oldest, and a backlog's slots queue the connects that
+ * find them all taken.
  */
 #include "net/pool.h"
 #include "unit.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -111,6 +113,51 @@ static void test_bounded(void)
 		close(peers[i]);
 }
 
+static int woken[3];
+
+static void on_wake(struct ev_loop *l, ev_timer *w, int revents)
+{
+	woken[(int)(intptr_t)w->data]++;
+}
+
+/* Slots (a backlog's limit): a full pool queues waiters in order; a
+ * counted connection going idle, or its slot given back, wakes the first
+ * one; one taken off the queue is never woken. */
+static void test_slots_and_waiters(void)
+{
+	struct pool_waiter w[3];
+	for (int i = 0; i < 3; i++) {
+		memset(&w[i], 0, sizeof w[i]);
+		ev_init(&w[i].wake, on_wake);
+		w[i].wake.data = (void *)(intptr_t)i;
+	}
+	memset(woken, 0, sizeof woken);
+	CHECK(pool_reserve("s", 2));
+	CHECK(pool_reserve("s", 2));
+	CHECK(!pool_reserve("s", 2));
+	CHECK(pool_wait("s", &w[0]) && pool_wait("s", &w[1]) && pool_wait("s", &w[2]));
+	CHECK_INT(pool_waiting("s"), 3);
+	pool_unwait(&w[1]);
+	CHECK_INT(pool_waiting("s"), 2);
+	int fd = -1, peer = pair(&fd);
+	char err[64];
+	struct pool_conn pc = {.fd = fd, .counted = true};
+	CHECK(pool_put(loop, "s", &pc, 10, 2, err, sizeof err) == 0); /* idle: w[0] may take it */
+	ev_run(loop, EVRUN_NOWAIT);
+	CHECK_INT(woken[0], 1);
+	CHECK_INT(pool_waiting("s"), 1);
+	CHECK(pool_get(loop, "s", &pc) && pc.counted);
+	close(pc.fd);
+	pool_release(loop, "s"); /* its slot back: w[2] next, w[1] left the queue */
+	ev_run(loop, EVRUN_NOWAIT);
+	CHECK_INT(woken[1], 0);
+	CHECK_INT(woken[2], 1);
+	CHECK_INT(pool_waiting("s"), 0);
+	CHECK(pool_reserve("s", 2));
+	CHECK(!pool_reserve("s", 2));
+	close(peer);
+}
+
 int main(void)
 {
 	loop = ev_default_loop(0);
@@ -118,6 +165,7 @@ int main(void)
 	RUN(test_peer_close_and_junk);
 	RUN(test_idle_timeout);
 	RUN(test_bounded);
+	RUN(test_slots_and_waiters);
 	pool_close_all(loop);
 	return unit_summary();
 }
