@@ -20,5 +20,8 @@
 #define LUA_ERR_VERIFY "certificate verify failed"
 #define LUA_ERR_HOST_MISMATCH "certificate host mismatch"
 #define LUA_ERR_BACKLOG "too many waiting connect operations"
+/* onData's stream once its message is over (the header edits'
+ * own refusals are smtp/message.h's: "header already read", ...). */
+#define LUA_ERR_GONE "the message is no longer available"
 
 #endif

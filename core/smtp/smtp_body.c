@@ -81,6 +81,7 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 	smtp_session_take_verdict(s, v);
 	/* A verdict before the end leaves the rest of the body to drain. */
 	buf_free(&b->pending);
+	message_free(&b->msg);
 	if (b->ended)
 		session_data_finish(s->conn);
 }
@@ -97,6 +98,7 @@ void smtp_session_body_free(struct conn *c)
 	s->policy->message_end(s);
 	free(b->rcpt_replies);
 	buf_free(&b->pending);
+	message_free(&b->msg);
 	freelist_free(&body_spare, b);
 	s->body = NULL;
 }
