@@ -11,10 +11,11 @@ import email
 import email.policy
 import json
 import os
+import re
 import smtplib
 from email.message import EmailMessage
 
-from harness import Lua, SharedServerTest, sanitized, script
+from harness import ROOT, E2ETest, Lua, Server, SharedServerTest, sanitized, script
 
 # onData: the recipient's local part picks maxText ("maxtext-64@...");
 # the worker's peak RSS is reset first (clear_refs 5), so VmHWM after the
@@ -274,3 +275,27 @@ class Mime(SharedServerTest):
         if not sanitized():
             # the message is 13.6 MiB on the wire: a copy of it would show
             self.assertLess(got["growth"] * 1024, 4 * 1024 * 1024, got["growth"])
+
+
+class ReadmeExample(E2ETest):
+    """The README's smtp.mime policy runs as shown."""
+
+    def test_readme_policy(self):
+        with open(os.path.join(ROOT, "README.md")) as f:
+            src = re.search(r"### Reading the message: smtp.mime\n.*?```lua\n(.*?)```", f.read(), re.S).group(1)
+        m = EmailMessage(policy=CRLF)
+        m["From"] = "Jörg <j@example.de>"
+        m["Subject"] = "Grüße"
+        m.set_content("hello\n")
+        with Server(src) as srv, smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as s:
+            s.ehlo()
+            s.mail("a@example.org")
+            s.rcpt("b@example.org")
+            code, resp = s.data(m.as_bytes())
+            self.assertEqual((code, resp), (250, b"2.6.0 OK: 0 defects"))
+            m.add_attachment(b"MZ" * 100, "application", "octet-stream", filename="setup.EXE")
+            s.mail("a@example.org")
+            s.rcpt("b@example.org")
+            code, resp = s.data(m.as_bytes())
+            self.assertEqual((code, resp[:5]), (550, b"5.7.1"))
+            self.assertRegex(srv.log(), r'msg=message session=\S+ subject="Grüße" from=j@example.de')
