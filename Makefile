@@ -147,8 +147,10 @@ tls-audit: build/luasmtpd certs
 	@sh tests/tls-audit.sh
 
 # Benchmarks (figures, not pass/fail): the cost of Lua hooks per message,
-# then luasmtpd against a minimal C responder and the anchors, driven by
-# our load generator (tests/bench/compare.py, about 5 minutes).
+# of relaying, of parsing MIME (smtp.mime against Python's email and Node's
+# mailparser, npm-installed under build/bench-npm), then luasmtpd against
+# a minimal C responder and the anchors, driven by our load generator
+# (tests/bench/compare.py, about 5 minutes).
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
 
@@ -158,6 +160,7 @@ build/bench_load: tests/bench/loadgen.c | $(DEPS_STAMP)
 bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/relay_bench.py
+	$(PYTHON) tests/bench/mime_bench.py
 	$(PYTHON) tests/bench/compare.py
 
 # This tree's luasmtpd against one built from commit BASE (in a temporary
