@@ -13,9 +13,10 @@ import json
 import os
 import re
 import smtplib
+import tempfile
 from email.message import EmailMessage
 
-from harness import ROOT, E2ETest, Lua, Server, SharedServerTest, sanitized, script
+from harness import ROOT, E2ETest, Lua, Server, SharedServerTest, binary, sanitized, script
 
 # onData: the recipient's local part picks maxText ("maxtext-64@...");
 # the worker's peak RSS is reset first (clear_refs 5), so VmHWM after the
@@ -299,3 +300,37 @@ class ReadmeExample(E2ETest):
             code, resp = s.data(m.as_bytes())
             self.assertEqual((code, resp[:5]), (550, b"5.7.1"))
             self.assertRegex(srv.log(), r'msg=message session=\S+ subject="Grüße" from=j@example.de')
+
+
+class Misuse(E2ETest):
+    """Options are checked (unknown keys and wrong types raise, naming the
+    key); a string parses in place; a spent sink refuses a second parse."""
+
+    def test_misuse_raises(self):
+        src = r'''
+local mime = require "smtp.mime"
+local function raises(pattern, f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok and tostring(err):find(pattern), "expected " .. pattern .. ", got " .. tostring(err))
+end
+raises("unknown option maxtext", mime.parse, "Subject: x\r\n\r\n", { maxtext = 1 })
+raises("maxText must be a number", mime.parse, "Subject: x\r\n\r\n", { maxText = "1" })
+raises("maxText must be >= 0", mime.parse, "Subject: x\r\n\r\n", { maxText = -1 })
+raises("source must be a string or the onData stream", mime.parse, 42)
+local msg = assert(mime.parse("Subject: =?UTF-8?Q?caf=C3=A9?=\r\n\r\nhi\r\n", { maxText = 1 }))
+assert(msg:header("subject") == "café" and msg.root.text == "h" and msg.root.truncated == true)
+assert(#msg.defects == 0 and msg:header("To") == nil and #msg:headers("To") == 0)
+local sink = require("smtp.core.mime").sink()
+assert(sink:write("Subject: y\r\n\r\n"))
+assert(sink:parse().root.text == "")
+raises("already parsed", sink.parse, sink)
+raises("already parsed", sink.write, sink, "x")
+return {}
+'''
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(src)
+        try:
+            out = self.run_cmd([binary(), "-t", f.name])
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(out.returncode, 0, out)
