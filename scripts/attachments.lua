@@ -6,8 +6,8 @@
 -- $LUASMTPD_BLOCKED_EXTENSIONS = "exe,scr,js" replaces the list of
 -- extensions below. An archive (.zip) is not opened: block "zip" too if
 -- that matters. A check only: the message taken is not stored (a policy
--- that stores it too reads the body once, keeps it, and parses that
--- string: docs/guide.md, "Reading the message: smtp.mime").
+-- that stores it too delivers first and parses the stored file:
+-- docs/guide.md, "Reading the message: smtp.mime").
 local smtp = require "smtp"
 local mime = require "smtp.mime"
 

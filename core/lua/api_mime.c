@@ -1,6 +1,6 @@
 /* api_mime — smtp.core.mime, the C half of smtp.mime (lua/smtp/mime.lua):
  * a message parsed by GMime (proto/mime_tree.c) handed to Lua as plain
- * tables, from a string or from a sink the onData stream's chunks are
+ * tables, from a string, a file, or a sink the onData stream's chunks are
  * written to. The sink holds a small message in memory and moves a large
  * one to an unlinked temporary file, so parsing a 20 MiB message costs
  * the parser's buffers and the text kept, not 20 MiB. */
@@ -9,6 +9,7 @@
 #include "proto/mime_tree.h"
 
 #include <gmime/gmime.h>
+#include <lualib.h>
 
 #include <errno.h>
 #include <string.h>
@@ -112,6 +113,32 @@ static int mime_parse(lua_State *L)
 	limits_from(L, 2, &lim);
 	struct mime_msg m;
 	mime_tree_parse_buffer(data, len, &lim, &m);
+	push_msg(L, &m);
+	mime_msg_free(&m);
+	return 1;
+}
+
+/* parse_file(file [, maxText]) -> msg: the whole file from its start,
+ * read in place by GMime through a descriptor of its own; the handle's
+ * position is left where it was. */
+static int mime_parse_file(lua_State *L)
+{
+	FILE **fp = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+	luaL_argcheck(L, *fp != NULL, 1, "closed file");
+	struct mime_limits lim;
+	limits_from(L, 2, &lim);
+	/* what is written reaches the file, the descriptor's offset is the handle's */
+	fflush(*fp);
+	int fd = dup(fileno(*fp));
+	if (fd < 0)
+		return lua_api_fail(L, lua_api_errno(errno));
+	off_t at = lseek(fd, 0, SEEK_CUR); /* shared with the handle's descriptor */
+	GMimeStream *stream = g_mime_stream_fs_new_with_bounds(fd, 0, -1); /* owns fd */
+	struct mime_msg m;
+	mime_tree_parse_stream(stream, &lim, &m);
+	g_object_unref(stream);
+	if (at >= 0)
+		lseek(fileno(*fp), at, SEEK_SET);
 	push_msg(L, &m);
 	mime_msg_free(&m);
 	return 1;
@@ -235,6 +262,7 @@ int luaopen_smtp_mime(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{"parse", mime_parse},
+		{"parse_file", mime_parse_file},
 		{"addresses", mime_addresses},
 		{"sink", mime_sink},
 		{NULL, NULL},

@@ -7,7 +7,8 @@
 --   for part in msg:walk() do print(part.type, part.filename, part.size) end
 --
 -- A stream is read to its end (header edits made on it before are seen),
--- its chunks go to GMime as they come. Malformed MIME gives a partial msg
+-- its chunks go to GMime as they come; a file (a message already stored)
+-- is read by GMime in place. Malformed MIME gives a partial msg
 -- with msg.defects (strings), not an error; nil, err only when the stream
 -- could not be read or spooled. README.md, "Reading the message", has it all.
 local core = require "smtp.core.mime"
@@ -41,10 +42,16 @@ local function wrap(t)
 end
 
 --- mime.parse(source [, {maxText = bytes}]) -> msg, or nil, err.
---- source: a string, or the onData stream (read to its end).
+--- source: a string, the onData stream (read to its end), or an open
+--- file (read whole, from its start; its position is left as it was).
 function M.parse(source, opts)
   local max_text = check_options(opts)
   if type(source) == "string" then return wrap(core.parse(source, max_text)) end
+  if io.type(source) then
+    local msg, err = core.parse_file(source, max_text)
+    if not msg then return nil, err end
+    return wrap(msg)
+  end
   if type(source) ~= "userdata" and type(source) ~= "table" then
     error("mime.parse: source must be a string or the onData stream", 2)
   end
