@@ -2,7 +2,7 @@
 # commands; both install missing Debian packages first (root or sudo).
 
 CC      ?= cc
-PKGS    := luajit openssl libcares libpcre2-8 zlib
+PKGS    := luajit openssl libcares libpcre2-8 zlib gmime-3.0
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Icore -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -19,7 +19,7 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 # (tests/e2e/mta.py), never as the system's services: see the install step.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
             lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
-            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -109,16 +109,18 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session smtp_client message
+FUZZ_TARGETS := command data sasl proxy session smtp_client message mime
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
-FUZZ_SRC := $(wildcard core/proto/*.c)
+# proto/mime_tree.c is GMime's: only fuzz_mime links it (and GMime).
+MIME_SRC := core/proto/mime_tree.c
+FUZZ_SRC := $(filter-out $(MIME_SRC),$(wildcard core/proto/*.c))
 
 build/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(FUZZ_SRC) -lcrypto
 
 # The session's target runs the state machine and the layers below it (no
 # Lua): its own link line.
-NOLUA_SRC := $(filter-out core/lua/%,$(CORE_SRC))
+NOLUA_SRC := $(filter-out core/lua/% $(MIME_SRC),$(CORE_SRC))
 build/fuzz_session: tests/fuzz/fuzz_session.c tests/unit/session_fake.h $(NOLUA_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(NOLUA_SRC) \
 		$(NOLUA_LIBS)
@@ -127,6 +129,10 @@ build/fuzz_session: tests/fuzz/fuzz_session.c tests/unit/session_fake.h $(NOLUA_
 MESSAGE_SRC := core/smtp/message.c core/base/buf.c core/base/freelist.c
 build/fuzz_message: tests/fuzz/fuzz_message.c $(MESSAGE_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(MESSAGE_SRC)
+
+build/fuzz_mime: tests/fuzz/fuzz_mime.c $(MIME_SRC) $(CORE_HDR) | $(DEPS_STAMP)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore $(shell pkg-config --cflags gmime-3.0) \
+		-o $@ $< $(MIME_SRC) $(shell pkg-config --libs gmime-3.0)
 
 fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \
@@ -146,8 +152,10 @@ tls-audit: build/luasmtpd certs
 	@sh tests/tls-audit.sh
 
 # Benchmarks (figures, not pass/fail): the cost of Lua hooks per message,
-# then luasmtpd against a minimal C responder and the anchors, driven by
-# our load generator (tests/bench/compare.py, about 9 minutes).
+# of relaying, of parsing MIME (smtp.mime against Python's email and Node's
+# mailparser, npm-installed under build/bench-npm), then luasmtpd against
+# a minimal C responder and the anchors, driven by our load generator
+# (tests/bench/compare.py, about 9 minutes).
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lssl -lcrypto
 
@@ -157,6 +165,7 @@ build/bench_load: tests/bench/loadgen.c | $(DEPS_STAMP)
 bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/relay_bench.py
+	$(PYTHON) tests/bench/mime_bench.py
 	$(PYTHON) tests/bench/compare.py
 
 # This tree's luasmtpd against one built from commit BASE (in a temporary

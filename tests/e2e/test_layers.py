@@ -41,6 +41,9 @@ LIBRARIES = [
     ("openssl", re.compile(r"^(SSL_|SSL$|TLS_|EVP_|X509|BIO_|ERR_|OPENSSL_|PEM_|CRYPTO_|RAND_|ASN1_|OBJ_|"
                            r"i2d_|d2i_|PKCS12_|OCSP_|HMAC|SHA\d|MD5|GENERAL_NAME|sk_|OPENSSL_sk_|DH_|EC_|RSA_)")),
     ("c-ares", re.compile(r"^ares_")),
+    # GMime and the GLib under it: proto/mime_tree.c reads messages with
+    # them, lua/api_mime.c hands them to Lua; no other layer needs them.
+    ("gmime", re.compile(r"^(g_|internet_address_|_g_mime)")),
     ("io", re.compile(r"^(socket|connect|bind|listen|accept4?|read|write|readv|writev|send|sendto|sendmsg|recv|"
                       r"recvfrom|recvmsg|open|open64|openat|openat64|close|fopen|fopen64|fdopen|fclose|fread|"
                       r"fwrite|fsync|fdatasync|rename|unlink|mkdir|stat|fstat|lstat|__xstat|__fxstat|"
@@ -104,6 +107,8 @@ def breaks(obj, used):
     layer = obj.split(os.sep)[0] if os.sep in obj else "main"
     if used == "luajit":
         return layer not in ("lua", "main")
+    if used == "gmime":
+        return layer not in ("proto", "lua")
     if used in LAYER_MAY_USE:
         return used not in LAYER_MAY_USE[layer]
     return layer == "proto" and used in NOT_IN_PROTO
@@ -126,6 +131,8 @@ class Layers(E2ETest):
         self.assertTrue(breaks("net/conn.o", "smtp"))
         self.assertTrue(breaks("proto/smtp_sasl.o", "openssl"))
         self.assertTrue(breaks("tls/tls_context.o", "luajit"))
+        self.assertTrue(breaks("smtp/session.o", "gmime"))
+        self.assertFalse(breaks("proto/mime_tree.o", "gmime"))
         self.assertFalse(breaks("smtp/smtp_session.o", "net"))
         self.assertFalse(breaks("lua/lua_hook.o", "luajit"))
 
