@@ -193,7 +193,9 @@ static const char *sink_spill(struct sink *s)
 	unlink(path);
 	g_free(path);
 	s->file = g_mime_stream_fs_new(fd); /* owns fd */
-	if (g_mime_stream_write(s->file, (const char *)s->mem->data, s->mem->len) < 0)
+	/* An empty array has no data, which g_mime_stream_write refuses: a
+	 * first chunk over the limit spills at once. */
+	if (s->mem->len && g_mime_stream_write(s->file, (const char *)s->mem->data, s->mem->len) < 0)
 		return lua_api_errno(errno);
 	g_byte_array_unref(s->mem);
 	s->mem = NULL;

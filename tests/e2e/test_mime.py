@@ -32,6 +32,10 @@ ONDATA = Lua(r'''function(stream, session)
     if f then f:write("5") f:close() end
     local rss = status("VmRSS")
     local opts
+    if session.envelope.rcptTo[1].address:match("^stamp@") then
+      assert(stream:prependHeader("X-Stamp", "yes"))
+      assert(stream:removeHeader("X-Drop"))
+    end
     local max = session.envelope.rcptTo[1].address:match("^maxtext%-(%d+)@")
     if max then opts = { maxText = tonumber(max) } end
     local msg, err = mime.parse(stream, opts)
@@ -248,6 +252,14 @@ class Mime(SharedServerTest):
         self.assertEqual(depth(got["root"]), 101)
         self.assertIn("nested deeper than 100 levels", " ".join(got["defects"]))
         self.assertEqual(len(got["walked"]), 101)
+
+    def test_header_edits_made_before_are_seen(self):
+        data = b"X-Drop: one\r\nSubject: edited\r\nx-drop: two\r\n\r\nbody\r\n"
+        got = self.send(data, rcpt="stamp@example.com")
+        self.assertEqual([(h["name"], h["value"]) for h in got["headers"]],
+                         [("X-Stamp", "yes"), ("Subject", "edited")])
+        unedited = self.send(data)
+        self.assertEqual([h["name"] for h in unedited["headers"]], ["X-Drop", "Subject", "x-drop"])
 
     def test_huge_headers_are_bounded(self):
         fields = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"v" * 150) for i in range(10000))
