@@ -36,7 +36,16 @@ struct transaction {
 	bool chunking;   /* a BDAT has started the message */
 	unsigned nrcpt;
 	uint64_t declared_size;
-	char mail_from[SMTP_PATH_MAX + 1]; /* once has_mail */
+	char *mail_from; /* once has_mail; in the session's paths */
+};
+
+/* What MAIL and RCPT need and an idle session does not: one object of a
+ * free list from the session's first MAIL or RCPT to its end
+ * (smtp_session_need_paths). The session points into it. */
+struct session_paths {
+	char judged[SMTP_PATH_MAX + 1];
+	char mail_from[SMTP_PATH_MAX + 1];
+	struct rcpt_set rcpts;
 };
 
 /* The message body as it streams in (DATA, BDAT): allocated when a message
@@ -70,13 +79,13 @@ struct smtp_session {
 
 	/* Facts the policy shows (enum session_fact in smtp/policy.h). */
 	bool pregreet;              /* the client spoke before the greeting */
-	char client_hostname[256];  /* "[address]" unless resolved or named; "" unknown */
-	char helo_name[256];        /* HELO/EHLO's argument, lower-cased; "" before */
+	char *client_hostname;      /* "[address]" unless resolved or named; "" unknown (smtp_session_set_name) */
+	char *helo_name;            /* HELO/EHLO's argument, lower-cased; NULL before (smtp_session_set_name) */
 	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
-	char transmission[16];      /* RFC 3848's "ESMTPSA" and the like */
+	const char *transmission;   /* RFC 3848's "ESMTPSA" and the like (a constant); NULL before HELO */
 	char *user;                 /* the user a login named (when a string), or NULL */
-	char tls_version[16];       /* once secure */
-	char tls_cipher[64];
+	const char *tls_version;    /* once secure: OpenSSL's constant strings */
+	const char *tls_cipher;
 
 	bool greeted;      /* HELO/EHLO/LHLO seen */
 	bool esmtp;        /* EHLO rather than HELO */
@@ -109,10 +118,10 @@ struct smtp_session {
 	char *rdns_name;       /* the PTR name while its forward lookup runs */
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
-	char judged[SMTP_PATH_MAX + 1]; /* the address MAIL/RCPT asked the policy about */
+	char *judged; /* the address MAIL/RCPT asked the policy about; in the session's paths */
 
 	void *policy_state; /* the policy's own, from attach to detach */
-	struct rcpt_set rcpts; /* envelope.rcptTo by address: repeats found in O(1) */
+	struct rcpt_set *rcpts; /* envelope.rcptTo by address (repeats found in O(1)); in the session's paths */
 };
 
 /* The session c carries. */
@@ -124,5 +133,20 @@ static inline struct smtp_session *conn_session(const struct conn *c)
 /* The server's acceptor: a new session owns c from here on, and frees it
  * after onClose. */
 void smtp_session_accept(struct conn *c);
+
+/* An idle session is kept small (issue 16: its memory is what a held
+ * connection costs), so what only a HELO or a transaction needs is
+ * allocated when it does. */
+
+/* The longest HELO name or client hostname kept (longer ones are cut). */
+#define SMTP_SESSION_NAME_MAX 255
+
+/* *field = a copy of the len bytes at name (cut to SMTP_SESSION_NAME_MAX),
+ * allocated at its length; the old value freed. Returns the copy. */
+char *smtp_session_set_name(char **field, const char *name, size_t len);
+
+/* Gives s its paths (judged, tx.mail_from, rcpts) at its first MAIL or
+ * RCPT; NULL before. */
+void smtp_session_need_paths(struct smtp_session *s);
 
 #endif

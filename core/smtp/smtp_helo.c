@@ -79,9 +79,11 @@ static void session_lookup_then_connect(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	/* The address is final here (after a PROXY header); a reverse lookup
 	 * may name it next. */
-	size_t o = session_put(s->client_hostname, sizeof s->client_hostname, 0, "[");
-	o = session_put(s->client_hostname, sizeof s->client_hostname, o, c->remote_addr);
-	session_put(s->client_hostname, sizeof s->client_hostname, o, "]");
+	char name[sizeof c->remote_addr + 2];
+	size_t o = session_put(name, sizeof name, 0, "[");
+	o = session_put(name, sizeof name, o, c->remote_addr);
+	o = session_put(name, sizeof name, o, "]");
+	smtp_session_set_name(&s->client_hostname, name, o);
 	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
@@ -215,10 +217,8 @@ void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args 
 	conn_session(c)->esmtp = ehlo;
 	smtp_session_reset_transaction(c);
 	struct smtp_session *s = conn_session(c);
-	size_t n = cmd->arg_len < sizeof s->helo_name ? cmd->arg_len : sizeof s->helo_name - 1;
-	for (size_t i = 0; i < n; i++)
-		s->helo_name[i] = (char)tolower((unsigned char)cmd->arg[i]);
-	s->helo_name[n] = '\0';
+	for (char *p = smtp_session_set_name(&s->helo_name, cmd->arg, cmd->arg_len); *p; p++)
+		*p = (char)tolower((unsigned char)*p);
 	s->opening_command = smtp_verb_name(cmd->verb);
 	s->policy->changed(s, FACT_HELO);
 	smtp_session_update_transmission(c);
@@ -250,7 +250,8 @@ void smtp_session_forget_identity(struct conn *c)
 	s->user = NULL;
 	s->unauth_commands = 0;
 	smtp_session_reset_transaction(c);
-	s->helo_name[0] = '\0';
+	free(s->helo_name);
+	s->helo_name = NULL;
 	s->opening_command = NULL;
 	s->policy->changed(s, FACT_HELO);
 	s->policy->changed(s, FACT_USER_FORGOTTEN);
@@ -302,9 +303,9 @@ void smtp_session_secured(struct conn *c)
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
 	struct smtp_session *s = conn_session(c);
-	snprintf(s->tls_version, sizeof s->tls_version, "%s", SSL_get_version(c->ssl));
+	s->tls_version = SSL_get_version(c->ssl);
 	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
-	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", cipher ? SSL_CIPHER_get_name(cipher) : "");
+	s->tls_cipher = cipher ? SSL_CIPHER_get_name(cipher) : "";
 	metrics_tls(s->tls_version);
 	conn_log(c, LOG_INFO, "tls", "version", s->tls_version, "cipher", s->tls_cipher, "servername",
 	         c->servername, NULL);

@@ -27,7 +27,7 @@ static void log_recipients(const struct smtp_session *s, unsigned first, struct 
 	to->len = 0;
 	unsigned n = s->tx.nrcpt;
 	for (unsigned i = first ? first : 1; i <= (first ? first : n) && i <= n; i++) {
-		const char *a = rcpt_set_spelling(&s->rcpts, i);
+		const char *a = rcpt_set_spelling(s->rcpts, i);
 		if (a && to->len)
 			buf_append(to, ",", 1);
 		if (a)

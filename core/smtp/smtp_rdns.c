@@ -17,7 +17,7 @@ static void rdns_finish(struct conn *c, const char *name)
 	struct smtp_session *s = conn_session(c);
 	s->rdns = NULL;
 	if (name) {
-		snprintf(s->client_hostname, sizeof s->client_hostname, "%s", name);
+		smtp_session_set_name(&s->client_hostname, name, strlen(name));
 		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
 	}

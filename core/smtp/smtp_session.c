@@ -48,13 +48,21 @@ bool smtp_session_dsn_on(const struct conn *c)
 }
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
- * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. */
+ * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. Looked up
+ * rather than formatted: it is set on every HELO. */
 void smtp_session_update_transmission(struct conn *c)
 {
+	static const char *const types[][4] = { /* by protocol, then S and A */
+		{"SMTP", "SMTPA", "SMTPS", "SMTPSA"},
+		{"ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA"},
+		{"LMTP", "LMTPA", "LMTPS", "LMTPSA"},
+		{"UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA"},
+		{"UTF8LMTP", "UTF8LMTPA", "UTF8LMTPS", "UTF8LMTPSA"},
+	};
 	struct smtp_session *s = conn_session(c);
-	const char *proto = smtp_opt(c)->lmtp ? "LMTP" : s->esmtp && !s->tx.smtputf8 ? "ESMTP" : "SMTP";
-	snprintf(s->transmission, sizeof s->transmission, "%s%s%s%s", s->tx.smtputf8 ? "UTF8" : "", proto,
-	         c->secure ? "S" : "", s->authenticated ? "A" : "");
+	bool utf8 = s->tx.smtputf8;
+	int proto = smtp_opt(c)->lmtp ? (utf8 ? 4 : 2) : utf8 ? 3 : s->esmtp;
+	s->transmission = types[proto][(c->secure ? 2 : 0) | (s->authenticated ? 1 : 0)];
 	s->policy->changed(s, FACT_TRANSMISSION);
 }
 
@@ -68,8 +76,9 @@ void smtp_session_reset_transaction(struct conn *c)
 		smtp_session_body_free(c);
 	}
 	bool utf8 = s->tx.smtputf8;
-	memset(&s->tx, 0, sizeof s->tx);
-	rcpt_set_clear(&s->rcpts);
+	s->tx = (struct transaction){.mail_from = s->tx.mail_from}; /* its buffer stays */
+	if (s->rcpts)
+		rcpt_set_clear(s->rcpts);
 	s->policy->changed(s, FACT_ENVELOPE);
 	if (utf8)
 		smtp_session_update_transmission(c);
