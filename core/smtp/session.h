@@ -75,10 +75,8 @@ struct smtp_session {
 	size_t skipped; /* bytes of an over-long line dropped so far */
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
-	bool x_locked;   /* XCLIENT/XFORWARD ADDR has been given: no more of them */
 
-	/* Facts the policy shows (enum session_fact in smtp/policy.h). */
-	bool pregreet;              /* the client spoke before the greeting */
+	/* Facts the policy shows (enum session_fact in smtp/policy.h), with pregreet below. */
 	char *client_hostname;      /* "[address]" unless resolved or named; "" unknown (smtp_session_set_name) */
 	char *helo_name;            /* HELO/EHLO's argument, lower-cased; NULL before (smtp_session_set_name) */
 	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
@@ -92,6 +90,9 @@ struct smtp_session {
 	bool authenticated;
 	bool stopping;     /* server shutdown: end after the current transaction */
 	bool disabled_override; /* a hook set session.disabledCommands */
+	bool pregreet;     /* the client spoke before the greeting (a fact the policy shows) */
+	bool x_locked;     /* XCLIENT/XFORWARD ADDR has been given: no more of them */
+	bool bdat_last;    /* the current chunk is BDAT LAST */
 	uint32_t disabled_commands;
 	unsigned unauth_commands;
 	unsigned unknown_commands;
@@ -101,21 +102,17 @@ struct smtp_session {
 	double hook_seconds; /* spent running hooks for the current message */
 	struct transaction tx;
 	uint64_t bdat_remaining; /* bytes of the current chunk still to read */
-	bool bdat_last;
 	enum smtp_reply_id bdat_refusal; /* a refused chunk's guard, answered once it is read (see
 	                                  * smtp/session_commands.h); REPLY_COUNT: none */
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
+	unsigned auth_failures;
 	char *sasl_user;   /* LOGIN: the username while the password is awaited */
 	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
 	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
-	unsigned auth_failures;
 	struct body *body; /* NULL between messages */
 
-	/* reverse DNS of the client (resolveClientHostname) */
-	struct dns_query *rdns;
-	void (*rdns_next)(struct conn *c);
-	char *rdns_name;       /* the PTR name while its forward lookup runs */
+	struct rdns_lookup *rdns; /* reverse DNS of the client while it runs (smtp_rdns.c), or NULL */
 
 	const struct smtp_policy *policy; /* what the session asks for decisions */
 	char *judged; /* the address MAIL/RCPT asked the policy about; in the session's paths */
