@@ -237,27 +237,40 @@ const struct smtp_command *smtp_command_of(enum smtp_verb v)
 	return &commands[v < SMTP_VERB_COUNT ? v : SMTP_VERB_UNKNOWN];
 }
 
-/* Does the session's state meet the guard? */
-static bool session_meets(struct conn *c, enum smtp_reply_id guard)
+/* What the guards test, one bit each: the session's state is read once
+ * per command (session_reached) and each guard is a mask, not a branch of
+ * a switch (every command of every message goes through here). */
+enum {
+	REACHED_HELO = 1,     /* greeted */
+	REACHED_LOGIN = 2,    /* no login required, or logged in */
+	REACHED_MAIL = 4,     /* a transaction is open */
+	REACHED_RCPT = 8,     /* ... with a recipient */
+	REACHED_NO_MAIL = 16, /* no transaction */
+	REACHED_NO_CHUNK = 32, /* no BDAT has begun the message */
+};
+
+static const unsigned char guard_needs[REPLY_COUNT] = {
+	[REPLY_NEED_HELO] = REACHED_HELO,
+	[REPLY_AUTH_REQUIRED] = REACHED_LOGIN,
+	[REPLY_NEED_MAIL] = REACHED_MAIL,
+	[REPLY_NEED_RCPT] = REACHED_RCPT,
+	[REPLY_NESTED_MAIL] = REACHED_NO_MAIL,
+	[REPLY_RCPT_AFTER_BDAT] = REACHED_NO_CHUNK,
+	[REPLY_DATA_AFTER_BDAT] = REACHED_NO_CHUNK,
+};
+
+static unsigned session_reached(const struct smtp_session *s, bool login_required)
 {
-	struct smtp_session *s = conn_session(c);
-	switch (guard) {
-	case REPLY_NEED_HELO: return s->greeted;
-	case REPLY_AUTH_REQUIRED: return !smtp_session_auth_required(c);
-	case REPLY_NEED_MAIL: return s->tx.has_mail;
-	case REPLY_NEED_RCPT: return s->tx.nrcpt > 0;
-	case REPLY_NESTED_MAIL: return !s->tx.has_mail;
-	case REPLY_RCPT_AFTER_BDAT:
-	case REPLY_DATA_AFTER_BDAT: return !s->tx.chunking;
-	default: return true;
-	}
+	return (s->greeted ? REACHED_HELO : 0) | (login_required ? 0 : REACHED_LOGIN) |
+	       (s->tx.has_mail ? REACHED_MAIL : REACHED_NO_MAIL) | (s->tx.nrcpt > 0 ? REACHED_RCPT : 0) |
+	       (s->tx.chunking ? 0 : REACHED_NO_CHUNK);
 }
 
 /* The first guard of e the session does not meet, or SMTP_CHECK_PASS. */
-static enum smtp_reply_id session_unmet(struct conn *c, const struct smtp_command *e)
+static enum smtp_reply_id session_unmet(const struct smtp_command *e, unsigned reached)
 {
 	for (int i = 0; i < SMTP_GUARDS_MAX && e->guards[i]; i++)
-		if (!session_meets(c, e->guards[i]))
+		if (guard_needs[e->guards[i]] & ~reached)
 			return e->guards[i];
 	return SMTP_CHECK_PASS;
 }
@@ -272,10 +285,11 @@ void smtp_session_refuse(struct conn *c, enum smtp_reply_id guard)
 }
 
 /* A verb the table takes: its guards, its check, then proceed. */
-static void session_run(struct conn *c, const struct smtp_command *e, const struct smtp_cmd *cmd)
+static void session_run(struct conn *c, const struct smtp_command *e, const struct smtp_cmd *cmd,
+                        bool login_required)
 {
 	struct smtp_args a;
-	a.unmet = session_unmet(c, e);
+	a.unmet = session_unmet(e, session_reached(conn_session(c), login_required));
 	enum smtp_reply_id r = a.unmet;
 	if (r == SMTP_CHECK_PASS || (e->flags & CMD_AFTER_CHUNK))
 		r = e->check ? e->check(c, cmd, &a) : SMTP_CHECK_PASS;
@@ -288,11 +302,11 @@ static void session_run(struct conn *c, const struct smtp_command *e, const stru
 }
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
-static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
+static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v, bool login_required)
 {
 	struct smtp_session *s = conn_session(c);
 	unsigned max = smtp_opt(c)->max_unauth_commands;
-	if (!max || !smtp_session_auth_required(c) || v == SMTP_VERB_AUTH)
+	if (!max || !login_required || v == SMTP_VERB_AUTH)
 		return false;
 	if (++s->unauth_commands < max)
 		return false;
@@ -359,7 +373,8 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 		return;
 	}
-	if (session_unauth_limit_hit(c, cmd.verb))
+	bool login_required = smtp_session_auth_required(c);
+	if (session_unauth_limit_hit(c, cmd.verb, login_required))
 		return;
 	const struct smtp_command *e = &commands[cmd.verb];
 	if (!e->proceed || smtp_session_verb_disabled(c, cmd.verb)) {
@@ -370,7 +385,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;
 	}
-	session_run(c, e, &cmd);
+	session_run(c, e, &cmd, login_required);
 }
 
 void smtp_session_line_too_long(struct conn *c)
