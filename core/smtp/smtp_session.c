@@ -28,11 +28,12 @@ static bool session_may_auth(const struct conn *c)
 	return !config_verb_disabled(smtp_opt(c), SMTP_VERB_AUTH) && smtp_opt(c)->nauth_methods > 0;
 }
 
-/* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
+/* smtp-server's rule: with AUTH on and not optional, mail needs a login.
+ * (Asked on every command: the two flags first.) */
 bool smtp_session_auth_required(const struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return session_may_auth(c) && !smtp_opt(c)->auth_optional && !s->authenticated;
+	return !smtp_opt(c)->auth_optional && !s->authenticated && session_may_auth(c);
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
@@ -266,9 +267,27 @@ static unsigned session_reached(const struct smtp_session *s, bool login_require
 	       (s->tx.chunking ? 0 : REACHED_NO_CHUNK);
 }
 
+/* Each verb's guards as one mask, made from the table at the first
+ * command: most commands meet all their guards, and one test says so. */
+static unsigned char command_needs[SMTP_VERB_COUNT];
+
+static void commands_needs_make(void)
+{
+	for (int v = 0; v < SMTP_VERB_COUNT; v++)
+		for (int i = 0; i < SMTP_GUARDS_MAX && commands[v].guards[i]; i++)
+			command_needs[v] |= guard_needs[commands[v].guards[i]];
+}
+
 /* The first guard of e the session does not meet, or SMTP_CHECK_PASS. */
 static enum smtp_reply_id session_unmet(const struct smtp_command *e, unsigned reached)
 {
+	static bool made;
+	if (!made) {
+		commands_needs_make();
+		made = true;
+	}
+	if (!(command_needs[e - commands] & ~reached))
+		return SMTP_CHECK_PASS;
 	for (int i = 0; i < SMTP_GUARDS_MAX && e->guards[i]; i++)
 		if (guard_needs[e->guards[i]] & ~reached)
 			return e->guards[i];
