@@ -165,9 +165,11 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_session_set_value(c, "pregreet", L, -1);
 		lua_pop(L, 1);
 		break;
-	case FACT_CLIENT_HOSTNAME:
-		policy_lua_set_string(c, "clientHostname", s->client_hostname);
+	case FACT_CLIENT_HOSTNAME: {
+		char name[SMTP_SESSION_HOSTNAME_BUF];
+		policy_lua_set_string(c, "clientHostname", smtp_session_client_hostname(s, name));
 		break;
+	}
 	case FACT_HELO:
 		policy_lua_set_string(c, "hostNameAppearsAs", s->helo_name);
 		policy_lua_set_string(c, "openingCommand", s->opening_command);

@@ -44,6 +44,19 @@ char *smtp_session_set_name(char **field, const char *name, size_t len)
 	return *field = p;
 }
 
+_Static_assert(SMTP_SESSION_HOSTNAME_BUF >= sizeof ((struct conn *)0)->remote_addr + 2, "[address] fits");
+
+const char *smtp_session_client_hostname(const struct smtp_session *s, char buf[SMTP_SESSION_HOSTNAME_BUF])
+{
+	if (s->client_hostname)
+		return s->client_hostname;
+	size_t n = strlen(s->conn->remote_addr);
+	buf[0] = '[';
+	memcpy(buf + 1, s->conn->remote_addr, n);
+	memcpy(buf + 1 + n, "]", 2);
+	return buf;
+}
+
 void smtp_session_need_paths(struct smtp_session *s)
 {
 	if (s->judged)
@@ -82,9 +95,7 @@ static void session_free(struct conn *c)
 	s->policy->detach(s);
 	free(s->user);
 	free(s->x_peer);
-	free(s->sasl_user);
-	free(s->sasl_challenge);
-	free(s->sasl_refusal);
+	free(s->sasl_user); /* or the challenge, or the refusal: they share it */
 	free(s->client_hostname);
 	free(s->helo_name);
 	if (s->judged) {

@@ -35,7 +35,6 @@ struct transaction {
 	bool binarymime; /* BODY=BINARYMIME: BDAT only */
 	bool chunking;   /* a BDAT has started the message */
 	unsigned nrcpt;
-	uint64_t declared_size;
 	char *mail_from; /* once has_mail; in the session's paths */
 };
 
@@ -70,14 +69,14 @@ struct body {
 struct smtp_session {
 	struct conn *conn; /* its transport */
 	enum smtp_state state; /* written by smtp_session_enter only */
+	uint32_t skipped; /* bytes of an over-long line dropped so far (ends past 1 MiB) */
 	struct listener_set *cfg; /* a reference: the script generation this session runs */
 	struct smtp_line_reader lines;
-	size_t skipped; /* bytes of an over-long line dropped so far */
 	ev_timer *greet_delay; /* greetingDelay before onConnect, while it runs */
 	char *x_peer;    /* the peer that used XCLIENT/XFORWARD first (trust is its), or NULL */
 
 	/* Facts the policy shows (enum session_fact in smtp/policy.h), with pregreet below. */
-	char *client_hostname;      /* "[address]" unless resolved or named; "" unknown (smtp_session_set_name) */
+	char *client_hostname;      /* resolved or named, "" unknown; NULL: "[address]" (smtp_session_client_hostname) */
 	char *helo_name;            /* HELO/EHLO's argument, lower-cased; NULL before (smtp_session_set_name) */
 	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
 	const char *transmission;   /* RFC 3848's "ESMTPSA" and the like (a constant); NULL before HELO */
@@ -107,9 +106,11 @@ struct smtp_session {
 	enum sasl_step sasl;
 	enum auth_method sasl_method;
 	unsigned auth_failures;
-	char *sasl_user;   /* LOGIN: the username while the password is awaited */
-	char *sasl_challenge; /* CRAM-MD5: the challenge sent */
-	struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
+	union { /* one at a time, as the step (or XCLIENT's onConnect) says; freed once */
+		char *sasl_user;   /* LOGIN: the username while the password is awaited */
+		char *sasl_challenge; /* CRAM-MD5: the challenge sent */
+		struct hook_outcome *sasl_refusal; /* XOAUTH2: onAuth's, sent after the error challenge */
+	};
 	struct body *body; /* NULL between messages */
 
 	struct rdns_lookup *rdns; /* reverse DNS of the client while it runs (smtp_rdns.c), or NULL */
@@ -141,6 +142,11 @@ void smtp_session_accept(struct conn *c);
 /* *field = a copy of the len bytes at name (cut to SMTP_SESSION_NAME_MAX),
  * allocated at its length; the old value freed. Returns the copy. */
 char *smtp_session_set_name(char **field, const char *name, size_t len);
+
+/* The client hostname: s->client_hostname, or when there is none the
+ * usual "[address]", which is not stored but put together in buf. */
+#define SMTP_SESSION_HOSTNAME_BUF 68
+const char *smtp_session_client_hostname(const struct smtp_session *s, char buf[SMTP_SESSION_HOSTNAME_BUF]);
 
 /* Gives s its paths (judged, tx.mail_from, rcpts) at its first MAIL or
  * RCPT; NULL before. */

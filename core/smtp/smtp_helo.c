@@ -79,11 +79,8 @@ static void session_lookup_then_connect(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	/* The address is final here (after a PROXY header); a reverse lookup
 	 * may name it next. */
-	char name[sizeof c->remote_addr + 2];
-	size_t o = session_put(name, sizeof name, 0, "[");
-	o = session_put(name, sizeof name, o, c->remote_addr);
-	o = session_put(name, sizeof name, o, "]");
-	smtp_session_set_name(&s->client_hostname, name, o);
+	free(s->client_hostname);
+	s->client_hostname = NULL; /* "[address]" */
 	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
@@ -137,7 +134,8 @@ void smtp_session_connect(struct conn *c)
  * operator's, the client hostname is not trusted to be format-free. */
 static void session_helo_text(struct conn *c, char *out, size_t len)
 {
-	const char *subst[2] = {smtp_opt(c)->name, conn_session(c)->client_hostname};
+	char name[SMTP_SESSION_HOSTNAME_BUF];
+	const char *subst[2] = {smtp_opt(c)->name, smtp_session_client_hostname(conn_session(c), name)};
 	size_t o = 0, k = 0;
 	for (const char *p = smtp_opt(c)->helo_response; *p && o + 1 < len; p++) {
 		if (p[0] == '%' && p[1] == 's' && k < 2) {

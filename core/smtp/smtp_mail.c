@@ -151,7 +151,6 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				           (unsigned long long)smtp_opt(c)->size);
 				return false;
 			}
-			conn_session(c)->tx.declared_size = size;
 		} else if (param_is(p, "BODY")) {
 			conn_session(c)->tx.binarymime = value_is(p, "BINARYMIME") && smtp_session_chunking_offered(c);
 			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !conn_session(c)->tx.binarymime) {

@@ -133,8 +133,8 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 	if (vals[X_ADDR].present) {
 		const char *addr = vals[X_ADDR].unavailable ? "unknown" : vals[X_ADDR].v;
 		snprintf(c->remote_addr, sizeof c->remote_addr, "%.63s", addr); /* an IP: short */
-		char name[sizeof c->remote_addr + 2];
-		smtp_session_set_name(&s->client_hostname, name, snprintf(name, sizeof name, "[%s]", c->remote_addr));
+		free(s->client_hostname);
+		s->client_hostname = NULL; /* "[address]" */
 	}
 	if (vals[X_NAME].present) {
 		const char *name = vals[X_NAME].unavailable ? "" : vals[X_NAME].v;
