@@ -172,13 +172,13 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 	}
 	case FACT_HELO:
 		policy_lua_set_string(c, "hostNameAppearsAs", s->helo_name);
-		policy_lua_set_string(c, "openingCommand", s->opening_command);
+		policy_lua_set_string(c, "openingCommand", smtp_session_opening_command(s));
 		break;
 	case FACT_USER_FORGOTTEN:
 		lua_session_set(c, "user", NULL);
 		break;
 	case FACT_TRANSMISSION:
-		lua_session_set(c, "transmissionType", s->transmission);
+		lua_session_set(c, "transmissionType", smtp_session_transmission(s));
 		break;
 	case FACT_ENVELOPE:
 		lua_session_reset_envelope(c);

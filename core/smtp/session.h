@@ -78,11 +78,10 @@ struct smtp_session {
 	/* Facts the policy shows (enum session_fact in smtp/policy.h), with pregreet below. */
 	char *client_hostname;      /* resolved or named, "" unknown; NULL: "[address]" (smtp_session_client_hostname) */
 	char *helo_name;            /* HELO/EHLO's argument, lower-cased; NULL before (smtp_session_set_name) */
-	const char *opening_command; /* "HELO", "EHLO", "LHLO"; NULL before */
-	const char *transmission;   /* RFC 3848's "ESMTPSA" and the like (a constant); NULL before HELO */
+	/* The opening command and the transmission type follow from the flags
+	 * below: smtp_session_opening_command, smtp_session_transmission. */
 	char *user;                 /* the user a login named (when a string), or NULL */
-	const char *tls_version;    /* once secure: OpenSSL's constant strings */
-	const char *tls_cipher;
+	/* The TLS version and cipher are the connection's: smtp_session_tls_names. */
 
 	bool greeted;      /* HELO/EHLO/LHLO seen */
 	bool esmtp;        /* EHLO rather than HELO */
@@ -147,6 +146,15 @@ char *smtp_session_set_name(char **field, const char *name, size_t len);
  * usual "[address]", which is not stored but put together in buf. */
 #define SMTP_SESSION_HOSTNAME_BUF 68
 const char *smtp_session_client_hostname(const struct smtp_session *s, char buf[SMTP_SESSION_HOSTNAME_BUF]);
+
+/* "HELO", "EHLO" or "LHLO" once greeted (an LMTP server takes only LHLO,
+ * an SMTP one only the other two), NULL before. */
+const char *smtp_session_opening_command(const struct smtp_session *s);
+/* RFC 3848's "ESMTPSA" and the like, from what the session is now. */
+const char *smtp_session_transmission(const struct smtp_session *s);
+/* The connection's TLS version and cipher (OpenSSL's constant strings),
+ * NULL while it is not secure. */
+void smtp_session_tls_names(const struct conn *c, const char **version, const char **cipher);
 
 /* Gives s its paths (judged, tx.mail_from, rcpts) at its first MAIL or
  * RCPT; NULL before. */

@@ -217,7 +217,6 @@ void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args 
 	struct smtp_session *s = conn_session(c);
 	for (char *p = smtp_session_set_name(&s->helo_name, cmd->arg, cmd->arg_len); *p; p++)
 		*p = (char)tolower((unsigned char)*p);
-	s->opening_command = smtp_verb_name(cmd->verb);
 	s->policy->changed(s, FACT_HELO);
 	smtp_session_update_transmission(c);
 	char text[512];
@@ -250,7 +249,6 @@ void smtp_session_forget_identity(struct conn *c)
 	smtp_session_reset_transaction(c);
 	free(s->helo_name);
 	s->helo_name = NULL;
-	s->opening_command = NULL;
 	s->policy->changed(s, FACT_HELO);
 	s->policy->changed(s, FACT_USER_FORGOTTEN);
 }
@@ -296,17 +294,21 @@ static void session_run_on_secure(struct conn *c)
 	s->policy->secure(s, session_secure_done);
 }
 
+void smtp_session_tls_names(const struct conn *c, const char **version, const char **cipher)
+{
+	const SSL_CIPHER *ciph = c->secure ? SSL_get_current_cipher(c->ssl) : NULL;
+	*version = c->secure ? SSL_get_version(c->ssl) : NULL;
+	*cipher = !c->secure ? NULL : ciph ? SSL_CIPHER_get_name(ciph) : "";
+}
+
 void smtp_session_secured(struct conn *c)
 {
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
-	struct smtp_session *s = conn_session(c);
-	s->tls_version = SSL_get_version(c->ssl);
-	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
-	s->tls_cipher = cipher ? SSL_CIPHER_get_name(cipher) : "";
-	metrics_tls(s->tls_version);
-	conn_log(c, LOG_INFO, "tls", "version", s->tls_version, "cipher", s->tls_cipher, "servername",
-	         c->servername, NULL);
+	const char *version, *cipher;
+	smtp_session_tls_names(c, &version, &cipher);
+	metrics_tls(version);
+	conn_log(c, LOG_INFO, "tls", "version", version, "cipher", cipher, "servername", c->servername, NULL);
 	if (!smtp_opt(c)->secure) {
 		session_run_on_secure(c);
 		return;

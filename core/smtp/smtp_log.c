@@ -42,8 +42,8 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	if (!log_enabled(LOG_INFO))
 		return;
 	const char *from = s->tx.has_mail ? s->tx.mail_from : NULL;
-	const char *tls = c->secure ? s->tls_version : NULL;
-	const char *cipher = c->secure ? s->tls_cipher : NULL;
+	const char *tls, *cipher;
+	smtp_session_tls_names(c, &tls, &cipher);
 	char size[24], ms[32], reply[LOG_REPLY_MAX + 1];
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->body->byte_length);
 	snprintf(ms, sizeof ms, "%.3f", s->hook_seconds * 1000);

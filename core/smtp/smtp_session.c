@@ -50,8 +50,8 @@ bool smtp_session_dsn_on(const struct conn *c)
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
  * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. Looked up
- * rather than formatted: it is set on every HELO. */
-void smtp_session_update_transmission(struct conn *c)
+ * rather than formatted: it is read on every HELO. */
+const char *smtp_session_transmission(const struct smtp_session *s)
 {
 	static const char *const types[][4] = { /* by protocol, then S and A */
 		{"SMTP", "SMTPA", "SMTPS", "SMTPSA"},
@@ -60,11 +60,23 @@ void smtp_session_update_transmission(struct conn *c)
 		{"UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA"},
 		{"UTF8LMTP", "UTF8LMTPA", "UTF8LMTPS", "UTF8LMTPSA"},
 	};
-	struct smtp_session *s = conn_session(c);
+	const struct conn *c = s->conn;
 	bool utf8 = s->tx.smtputf8;
 	int proto = smtp_opt(c)->lmtp ? (utf8 ? 4 : 2) : utf8 ? 3 : s->esmtp;
-	s->transmission = types[proto][(c->secure ? 2 : 0) | (s->authenticated ? 1 : 0)];
+	return types[proto][(c->secure ? 2 : 0) | (s->authenticated ? 1 : 0)];
+}
+
+void smtp_session_update_transmission(struct conn *c)
+{
+	struct smtp_session *s = conn_session(c);
 	s->policy->changed(s, FACT_TRANSMISSION);
+}
+
+const char *smtp_session_opening_command(const struct smtp_session *s)
+{
+	if (!s->greeted)
+		return NULL;
+	return smtp_opt(s->conn)->lmtp ? "LHLO" : s->esmtp ? "EHLO" : "HELO";
 }
 
 void smtp_session_reset_transaction(struct conn *c)
