@@ -45,16 +45,16 @@ struct hook_run {
 	hook_done_fn done;
 	struct hook_timers *timers; /* only once the hook suspends: most never do */
 	enum hook_wait wait;
-	struct hook_pending *pending; /* with WAIT_PENDING */
 	unsigned gen;                 /* bumped as each run starts and ends */
+	struct hook_pending *pending; /* with WAIT_PENDING */
 	double started; /* lua_guard_now() at its first resume */
-	bool active;
 	/* ngx.thread: the run's light threads (lua_uthread.c), the one running
 	 * now (NULL: the hook's own coroutine), and whether the hook's own
 	 * coroutine has returned while some of them still run. */
 	struct hook_uthread *uthreads;
 	struct hook_uthread *current;
 	bool entry_done;
+	bool active; /* (the bools last: an idle session's state stays small) */
 };
 
 /* Readies hook id of c's options: returns the coroutine with the function

@@ -124,7 +124,7 @@ void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
 	lua_session_push_envelope(L, c);
 	lua_getfield(L, -1, "rcptTo");
-	size_t at = rcpt_set_find(&s->rcpts, s->judged, strlen(s->judged));
+	size_t at = rcpt_set_find(s->rcpts, s->judged, strlen(s->judged));
 	if (at == 0)
 		at = lua_objlen(L, -1) + 1;
 	lua_pushvalue(L, idx);

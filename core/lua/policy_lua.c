@@ -165,18 +165,20 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_session_set_value(c, "pregreet", L, -1);
 		lua_pop(L, 1);
 		break;
-	case FACT_CLIENT_HOSTNAME:
-		policy_lua_set_string(c, "clientHostname", s->client_hostname);
+	case FACT_CLIENT_HOSTNAME: {
+		char name[SMTP_SESSION_HOSTNAME_BUF];
+		policy_lua_set_string(c, "clientHostname", smtp_session_client_hostname(s, name));
 		break;
+	}
 	case FACT_HELO:
 		policy_lua_set_string(c, "hostNameAppearsAs", s->helo_name);
-		policy_lua_set_string(c, "openingCommand", s->opening_command);
+		policy_lua_set_string(c, "openingCommand", smtp_session_opening_command(s));
 		break;
 	case FACT_USER_FORGOTTEN:
 		lua_session_set(c, "user", NULL);
 		break;
 	case FACT_TRANSMISSION:
-		lua_session_set(c, "transmissionType", s->transmission);
+		lua_session_set(c, "transmissionType", smtp_session_transmission(s));
 		break;
 	case FACT_ENVELOPE:
 		lua_session_reset_envelope(c);

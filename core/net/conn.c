@@ -150,10 +150,12 @@ void conn_send_now(struct conn *c, const char *line)
 
 void conn_start(struct conn *c, const char *listen_addr)
 {
-	char port[16];
-	snprintf(port, sizeof port, "%d", c->remote_port);
-	conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
-	         listen_addr, NULL);
+	if (log_enabled(LOG_INFO)) { /* the port is formatted only for a line that is written */
+		char port[16];
+		snprintf(port, sizeof port, "%d", c->remote_port);
+		conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
+		         listen_addr, NULL);
+	}
 	/* The owner words the refusal; the log names the limit. */
 	static const char *const limits[] = {
 		[CONN_REFUSED_CLIENTS] = "maxClients",

@@ -90,10 +90,10 @@ typedef void (*policy_servername_fn)(struct smtp_session *s, struct ssl_ctx_st *
  * smtp_session (or its conn). */
 enum session_fact {
 	FACT_PREGREET,        /* s->pregreet */
-	FACT_CLIENT_HOSTNAME, /* s->client_hostname */
-	FACT_HELO,            /* s->helo_name, s->opening_command */
+	FACT_CLIENT_HOSTNAME, /* smtp_session_client_hostname(s) */
+	FACT_HELO,            /* s->helo_name, smtp_session_opening_command(s) */
 	FACT_USER_FORGOTTEN,  /* a login is forgotten (STARTTLS, XCLIENT) */
-	FACT_TRANSMISSION,    /* s->transmission */
+	FACT_TRANSMISSION,    /* smtp_session_transmission(s) */
 	FACT_ENVELOPE,        /* a new, empty transaction */
 	FACT_TLS,             /* the handshake's outcome, on the conn */
 	FACT_REMOTE,          /* the conn's remote address and port (XCLIENT) */

@@ -28,6 +28,45 @@ static const struct conn_owner_ops session_ops;
 
 /* Sessions freed, kept for the next connections (base/freelist.h says why). */
 static struct freelist session_spare = FREELIST_INIT(sizeof(struct smtp_session), 16);
+/* The address buffers of sessions that have had a MAIL or RCPT. */
+static struct freelist paths_spare = FREELIST_INIT(sizeof(struct session_paths), 16);
+
+char *smtp_session_set_name(char **field, const char *name, size_t len)
+{
+	if (len > SMTP_SESSION_NAME_MAX)
+		len = SMTP_SESSION_NAME_MAX;
+	free(*field);
+	char *p = malloc(len + 1);
+	if (!p)
+		abort();
+	memcpy(p, name, len);
+	p[len] = '\0';
+	return *field = p;
+}
+
+_Static_assert(SMTP_SESSION_HOSTNAME_BUF >= sizeof ((struct conn *)0)->remote_addr + 2, "[address] fits");
+
+const char *smtp_session_client_hostname(const struct smtp_session *s, char buf[SMTP_SESSION_HOSTNAME_BUF])
+{
+	if (s->client_hostname)
+		return s->client_hostname;
+	size_t n = strlen(s->conn->remote_addr);
+	buf[0] = '[';
+	memcpy(buf + 1, s->conn->remote_addr, n);
+	memcpy(buf + 1 + n, "]", 2);
+	return buf;
+}
+
+void smtp_session_need_paths(struct smtp_session *s)
+{
+	if (s->judged)
+		return;
+	struct session_paths *p = freelist_alloc(&paths_spare);
+	p->rcpts = (struct rcpt_set){0};
+	s->judged = p->judged;
+	s->tx.mail_from = p->mail_from;
+	s->rcpts = &p->rcpts;
+}
 
 void smtp_session_accept(struct conn *c)
 {
@@ -54,12 +93,15 @@ static void session_free(struct conn *c)
 	const struct server_ops *ops = c->srv->ops;
 	smtp_session_body_free(c);
 	s->policy->detach(s);
-	rcpt_set_free(&s->rcpts);
 	free(s->user);
 	free(s->x_peer);
-	free(s->sasl_user);
-	free(s->sasl_challenge);
-	free(s->sasl_refusal);
+	free(s->sasl_user); /* or the challenge, or the refusal: they share it */
+	free(s->client_hostname);
+	free(s->helo_name);
+	if (s->judged) {
+		rcpt_set_free(s->rcpts);
+		freelist_free(&paths_spare, s->judged);
+	}
 	freelist_free(&session_spare, s);
 	c->owner = NULL;
 	conn_free(c);

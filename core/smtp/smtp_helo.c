@@ -79,9 +79,8 @@ static void session_lookup_then_connect(struct conn *c)
 	struct smtp_session *s = conn_session(c);
 	/* The address is final here (after a PROXY header); a reverse lookup
 	 * may name it next. */
-	size_t o = session_put(s->client_hostname, sizeof s->client_hostname, 0, "[");
-	o = session_put(s->client_hostname, sizeof s->client_hostname, o, c->remote_addr);
-	session_put(s->client_hostname, sizeof s->client_hostname, o, "]");
+	free(s->client_hostname);
+	s->client_hostname = NULL; /* "[address]" */
 	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
@@ -135,7 +134,8 @@ void smtp_session_connect(struct conn *c)
  * operator's, the client hostname is not trusted to be format-free. */
 static void session_helo_text(struct conn *c, char *out, size_t len)
 {
-	const char *subst[2] = {smtp_opt(c)->name, conn_session(c)->client_hostname};
+	char name[SMTP_SESSION_HOSTNAME_BUF];
+	const char *subst[2] = {smtp_opt(c)->name, smtp_session_client_hostname(conn_session(c), name)};
 	size_t o = 0, k = 0;
 	for (const char *p = smtp_opt(c)->helo_response; *p && o + 1 < len; p++) {
 		if (p[0] == '%' && p[1] == 's' && k < 2) {
@@ -215,11 +215,8 @@ void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args 
 	conn_session(c)->esmtp = ehlo;
 	smtp_session_reset_transaction(c);
 	struct smtp_session *s = conn_session(c);
-	size_t n = cmd->arg_len < sizeof s->helo_name ? cmd->arg_len : sizeof s->helo_name - 1;
-	for (size_t i = 0; i < n; i++)
-		s->helo_name[i] = (char)tolower((unsigned char)cmd->arg[i]);
-	s->helo_name[n] = '\0';
-	s->opening_command = smtp_verb_name(cmd->verb);
+	for (char *p = smtp_session_set_name(&s->helo_name, cmd->arg, cmd->arg_len); *p; p++)
+		*p = (char)tolower((unsigned char)*p);
 	s->policy->changed(s, FACT_HELO);
 	smtp_session_update_transmission(c);
 	char text[512];
@@ -250,8 +247,8 @@ void smtp_session_forget_identity(struct conn *c)
 	s->user = NULL;
 	s->unauth_commands = 0;
 	smtp_session_reset_transaction(c);
-	s->helo_name[0] = '\0';
-	s->opening_command = NULL;
+	free(s->helo_name);
+	s->helo_name = NULL;
 	s->policy->changed(s, FACT_HELO);
 	s->policy->changed(s, FACT_USER_FORGOTTEN);
 }
@@ -297,17 +294,21 @@ static void session_run_on_secure(struct conn *c)
 	s->policy->secure(s, session_secure_done);
 }
 
+void smtp_session_tls_names(const struct conn *c, const char **version, const char **cipher)
+{
+	const SSL_CIPHER *ciph = c->secure ? SSL_get_current_cipher(c->ssl) : NULL;
+	*version = c->secure ? SSL_get_version(c->ssl) : NULL;
+	*cipher = !c->secure ? NULL : ciph ? SSL_CIPHER_get_name(ciph) : "";
+}
+
 void smtp_session_secured(struct conn *c)
 {
 	conn_session(c)->policy->changed(conn_session(c), FACT_TLS);
 	smtp_session_update_transmission(c);
-	struct smtp_session *s = conn_session(c);
-	snprintf(s->tls_version, sizeof s->tls_version, "%s", SSL_get_version(c->ssl));
-	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
-	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", cipher ? SSL_CIPHER_get_name(cipher) : "");
-	metrics_tls(s->tls_version);
-	conn_log(c, LOG_INFO, "tls", "version", s->tls_version, "cipher", s->tls_cipher, "servername",
-	         c->servername, NULL);
+	const char *version, *cipher;
+	smtp_session_tls_names(c, &version, &cipher);
+	metrics_tls(version);
+	conn_log(c, LOG_INFO, "tls", "version", version, "cipher", cipher, "servername", c->servername, NULL);
 	if (!smtp_opt(c)->secure) {
 		session_run_on_secure(c);
 		return;

@@ -32,13 +32,13 @@ static void log_recipients(const struct smtp_session *s, unsigned first)
 	unsigned n = s->tx.nrcpt;
 	unsigned from = first ? first : 1, last = first ? first : n;
 	if (from == last && from <= n) {
-		const char *a = rcpt_set_spelling(&s->rcpts, from);
+		const char *a = rcpt_set_spelling(s->rcpts, from);
 		log_field("to", a ? a : "", a ? strlen(a) : 0);
 		return;
 	}
 	to.len = 0;
 	for (unsigned i = from; i <= last && i <= n; i++) {
-		const char *a = rcpt_set_spelling(&s->rcpts, i);
+		const char *a = rcpt_set_spelling(s->rcpts, i);
 		if (a && to.len)
 			buf_append(&to, ",", 1);
 		if (a)
@@ -62,8 +62,8 @@ void smtp_log_message(struct conn *c, const char *replies, size_t len)
 	if (!log_enabled(LOG_INFO))
 		return;
 	const char *from = s->tx.has_mail ? s->tx.mail_from : NULL;
-	const char *tls = c->secure ? s->tls_version : NULL;
-	const char *cipher = c->secure ? s->tls_cipher : NULL;
+	const char *tls, *cipher;
+	smtp_session_tls_names(c, &tls, &cipher);
 	/* LMTP: RFC 2033 gives a reply per recipient, each its own verdict. */
 	unsigned lines = smtp_opt(c)->lmtp ? s->tx.nrcpt : 1;
 	const char *p = replies, *end = replies + len;

@@ -151,7 +151,6 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 				           (unsigned long long)smtp_opt(c)->size);
 				return false;
 			}
-			conn_session(c)->tx.declared_size = size;
 		} else if (param_is(p, "BODY")) {
 			conn_session(c)->tx.binarymime = value_is(p, "BINARYMIME") && smtp_session_chunking_offered(c);
 			if (!value_is(p, "7BIT") && !value_is(p, "8BITMIME") && !conn_session(c)->tx.binarymime) {
@@ -189,6 +188,7 @@ static bool session_mail_params_ok(struct conn *c, const struct smtp_path *path)
 static void session_judge_address(struct smtp_session *s, bool rcpt, const struct smtp_path *path,
                                   policy_done_fn done)
 {
+	smtp_session_need_paths(s);
 	memcpy(s->judged, path->address, path->address_len + 1);
 	if (rcpt)
 		s->policy->rcpt(s, path, done);
@@ -215,7 +215,7 @@ static void session_mail_done(struct smtp_session *s, const struct policy_verdic
 		return;
 	}
 	s->tx.has_mail = true;
-	memcpy(s->tx.mail_from, s->judged, sizeof s->judged);
+	memcpy(s->tx.mail_from, s->judged, strlen(s->judged) + 1);
 	if (s->tx.smtputf8)
 		smtp_session_update_transmission(c);
 	conn_reply_known(c, REPLY_MAIL_ACCEPTED);
@@ -279,11 +279,11 @@ static void session_rcpt_done(struct smtp_session *s, const struct policy_verdic
 	/* A repeated recipient replaces the first (its place in the envelope
 	 * is the index kept in the set), and counts once. */
 	size_t len = strlen(s->judged);
-	unsigned at = rcpt_set_find(&s->rcpts, s->judged, len);
+	unsigned at = rcpt_set_find(s->rcpts, s->judged, len);
 	if (at)
-		rcpt_set_respell(&s->rcpts, at, s->judged, len);
+		rcpt_set_respell(s->rcpts, at, s->judged, len);
 	else
-		rcpt_set_add(&s->rcpts, s->judged, len, ++s->tx.nrcpt);
+		rcpt_set_add(s->rcpts, s->judged, len, ++s->tx.nrcpt);
 	conn_reply_known(c, REPLY_RCPT_ACCEPTED);
 }
 
@@ -305,7 +305,7 @@ enum smtp_reply_id smtp_check_rcpt(struct conn *c, const struct smtp_cmd *cmd, s
 	else if (path->has_8bit && !s->tx.smtputf8)
 		conn_reply_known(c, REPLY_NEED_SMTPUTF8);
 	else if (smtp_opt(c)->max_recipients && s->tx.nrcpt >= smtp_opt(c)->max_recipients &&
-	         !rcpt_set_find(&s->rcpts, path->address, path->address_len))
+	         !rcpt_set_find(s->rcpts, path->address, path->address_len))
 		conn_reply_known(c, REPLY_TOO_MANY_RECIPIENTS);
 	else
 		refused = false;

@@ -12,19 +12,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A session's lookup while it runs (s->rdns): most sessions never make one. */
+struct rdns_lookup {
+	struct dns_query *query; /* the PTR query, then the forward one */
+	void (*next)(struct conn *c);
+	char *name; /* the PTR name while its forward lookup runs */
+};
+
+static void rdns_free(struct smtp_session *s)
+{
+	free(s->rdns->name);
+	free(s->rdns);
+	s->rdns = NULL;
+}
+
 static void rdns_finish(struct conn *c, const char *name)
 {
 	struct smtp_session *s = conn_session(c);
-	s->rdns = NULL;
 	if (name) {
-		snprintf(s->client_hostname, sizeof s->client_hostname, "%s", name);
+		smtp_session_set_name(&s->client_hostname, name, strlen(name));
 		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 		conn_log(c, LOG_DEBUG, "client hostname", "name", name, NULL);
 	}
-	free(s->rdns_name);
-	s->rdns_name = NULL;
-	void (*next)(struct conn *) = s->rdns_next;
-	s->rdns_next = NULL;
+	void (*next)(struct conn *) = s->rdns->next;
+	rdns_free(s);
 	next(c);
 	conn_resume(c);
 }
@@ -62,7 +73,7 @@ static bool rdns_confirms(struct conn *c, int status, const unsigned char *abuf,
 static void rdns_forward_answer(void *arg, int status, const unsigned char *abuf, int alen)
 {
 	struct conn *c = arg;
-	rdns_finish(c, rdns_confirms(c, status, abuf, alen) ? conn_session(c)->rdns_name : NULL);
+	rdns_finish(c, rdns_confirms(c, status, abuf, alen) ? conn_session(c)->rdns->name : NULL);
 }
 
 static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, int alen)
@@ -76,15 +87,15 @@ static void rdns_ptr_answer(void *arg, int status, const unsigned char *abuf, in
 		rdns_finish(c, NULL);
 		return;
 	}
-	free(conn_session(c)->rdns_name);
-	conn_session(c)->rdns_name = strdup(h->h_name);
+	struct rdns_lookup *l = conn_session(c)->rdns;
+	l->name = strdup(h->h_name);
 	ares_free_hostent(h);
-	if (!conn_session(c)->rdns_name)
+	if (!l->name)
 		abort();
 	bool v6 = strchr(c->remote_addr, ':') != NULL;
 	char err[128];
-	conn_session(c)->rdns = dns_query(conn_session(c)->rdns_name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
-	if (!conn_session(c)->rdns)
+	l->query = dns_query(l->name, v6 ? ns_t_aaaa : ns_t_a, rdns_forward_answer, c, err, sizeof err);
+	if (!l->query)
 		rdns_finish(c, NULL);
 }
 
@@ -93,23 +104,24 @@ void smtp_rdns_start(struct conn *c, void (*next)(struct conn *c))
 	struct smtp_session *s = conn_session(c);
 	char rev[80], err[128];
 	/* The answers come from the loop, never inside dns_query (dns.h). */
-	s->rdns = dns_reverse_name(c->remote_addr, rev, sizeof rev)
-	                  ? dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err)
-	                  : NULL;
-	if (!s->rdns) {
+	struct dns_query *q = dns_reverse_name(c->remote_addr, rev, sizeof rev)
+	                              ? dns_query(rev, ns_t_ptr, rdns_ptr_answer, c, err, sizeof err)
+	                              : NULL;
+	if (!q) {
 		next(c);
 		return;
 	}
-	s->rdns_next = next;
+	if (!(s->rdns = calloc(1, sizeof *s->rdns)))
+		abort();
+	s->rdns->query = q;
+	s->rdns->next = next;
 }
 
 void smtp_rdns_cancel(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	if (s->rdns)
-		dns_cancel(s->rdns);
-	s->rdns = NULL;
-	s->rdns_next = NULL;
-	free(s->rdns_name);
-	s->rdns_name = NULL;
+	if (!s->rdns)
+		return;
+	dns_cancel(s->rdns->query);
+	rdns_free(s);
 }

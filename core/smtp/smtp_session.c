@@ -28,11 +28,12 @@ static bool session_may_auth(const struct conn *c)
 	return !config_verb_disabled(smtp_opt(c), SMTP_VERB_AUTH) && smtp_opt(c)->nauth_methods > 0;
 }
 
-/* smtp-server's rule: with AUTH on and not optional, mail needs a login. */
+/* smtp-server's rule: with AUTH on and not optional, mail needs a login.
+ * (Asked on every command: the two flags first.) */
 bool smtp_session_auth_required(const struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	return session_may_auth(c) && !smtp_opt(c)->auth_optional && !s->authenticated;
+	return !smtp_opt(c)->auth_optional && !s->authenticated && session_may_auth(c);
 }
 
 /* AUTH is offered only where the password cannot be sniffed, unless the
@@ -48,14 +49,34 @@ bool smtp_session_dsn_on(const struct conn *c)
 }
 
 /* RFC 3848: ESMTP + S (TLS) + A (authenticated); RFC 6531 3.7.4: UTF8SMTP
- * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. */
+ * (or UTF8LMTP) + S + A while the transaction has SMTPUTF8. Looked up
+ * rather than formatted: it is read on every HELO. */
+const char *smtp_session_transmission(const struct smtp_session *s)
+{
+	static const char *const types[][4] = { /* by protocol, then S and A */
+		{"SMTP", "SMTPA", "SMTPS", "SMTPSA"},
+		{"ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA"},
+		{"LMTP", "LMTPA", "LMTPS", "LMTPSA"},
+		{"UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA"},
+		{"UTF8LMTP", "UTF8LMTPA", "UTF8LMTPS", "UTF8LMTPSA"},
+	};
+	const struct conn *c = s->conn;
+	bool utf8 = s->tx.smtputf8;
+	int proto = smtp_opt(c)->lmtp ? (utf8 ? 4 : 2) : utf8 ? 3 : s->esmtp;
+	return types[proto][(c->secure ? 2 : 0) | (s->authenticated ? 1 : 0)];
+}
+
 void smtp_session_update_transmission(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
-	const char *proto = smtp_opt(c)->lmtp ? "LMTP" : s->esmtp && !s->tx.smtputf8 ? "ESMTP" : "SMTP";
-	snprintf(s->transmission, sizeof s->transmission, "%s%s%s%s", s->tx.smtputf8 ? "UTF8" : "", proto,
-	         c->secure ? "S" : "", s->authenticated ? "A" : "");
 	s->policy->changed(s, FACT_TRANSMISSION);
+}
+
+const char *smtp_session_opening_command(const struct smtp_session *s)
+{
+	if (!s->greeted)
+		return NULL;
+	return smtp_opt(s->conn)->lmtp ? "LHLO" : s->esmtp ? "EHLO" : "HELO";
 }
 
 void smtp_session_reset_transaction(struct conn *c)
@@ -68,8 +89,9 @@ void smtp_session_reset_transaction(struct conn *c)
 		smtp_session_body_free(c);
 	}
 	bool utf8 = s->tx.smtputf8;
-	memset(&s->tx, 0, sizeof s->tx);
-	rcpt_set_clear(&s->rcpts);
+	s->tx = (struct transaction){.mail_from = s->tx.mail_from}; /* its buffer stays */
+	if (s->rcpts)
+		rcpt_set_clear(s->rcpts);
 	s->policy->changed(s, FACT_ENVELOPE);
 	if (utf8)
 		smtp_session_update_transmission(c);
@@ -228,27 +250,58 @@ const struct smtp_command *smtp_command_of(enum smtp_verb v)
 	return &commands[v < SMTP_VERB_COUNT ? v : SMTP_VERB_UNKNOWN];
 }
 
-/* Does the session's state meet the guard? */
-static bool session_meets(struct conn *c, enum smtp_reply_id guard)
+/* What the guards test, one bit each: the session's state is read once
+ * per command (session_reached) and each guard is a mask, not a branch of
+ * a switch (every command of every message goes through here). */
+enum {
+	REACHED_HELO = 1,     /* greeted */
+	REACHED_LOGIN = 2,    /* no login required, or logged in */
+	REACHED_MAIL = 4,     /* a transaction is open */
+	REACHED_RCPT = 8,     /* ... with a recipient */
+	REACHED_NO_MAIL = 16, /* no transaction */
+	REACHED_NO_CHUNK = 32, /* no BDAT has begun the message */
+};
+
+static const unsigned char guard_needs[REPLY_COUNT] = {
+	[REPLY_NEED_HELO] = REACHED_HELO,
+	[REPLY_AUTH_REQUIRED] = REACHED_LOGIN,
+	[REPLY_NEED_MAIL] = REACHED_MAIL,
+	[REPLY_NEED_RCPT] = REACHED_RCPT,
+	[REPLY_NESTED_MAIL] = REACHED_NO_MAIL,
+	[REPLY_RCPT_AFTER_BDAT] = REACHED_NO_CHUNK,
+	[REPLY_DATA_AFTER_BDAT] = REACHED_NO_CHUNK,
+};
+
+static unsigned session_reached(const struct smtp_session *s, bool login_required)
 {
-	struct smtp_session *s = conn_session(c);
-	switch (guard) {
-	case REPLY_NEED_HELO: return s->greeted;
-	case REPLY_AUTH_REQUIRED: return !smtp_session_auth_required(c);
-	case REPLY_NEED_MAIL: return s->tx.has_mail;
-	case REPLY_NEED_RCPT: return s->tx.nrcpt > 0;
-	case REPLY_NESTED_MAIL: return !s->tx.has_mail;
-	case REPLY_RCPT_AFTER_BDAT:
-	case REPLY_DATA_AFTER_BDAT: return !s->tx.chunking;
-	default: return true;
-	}
+	return (s->greeted ? REACHED_HELO : 0) | (login_required ? 0 : REACHED_LOGIN) |
+	       (s->tx.has_mail ? REACHED_MAIL : REACHED_NO_MAIL) | (s->tx.nrcpt > 0 ? REACHED_RCPT : 0) |
+	       (s->tx.chunking ? 0 : REACHED_NO_CHUNK);
+}
+
+/* Each verb's guards as one mask, made from the table at the first
+ * command: most commands meet all their guards, and one test says so. */
+static unsigned char command_needs[SMTP_VERB_COUNT];
+
+static void commands_needs_make(void)
+{
+	for (int v = 0; v < SMTP_VERB_COUNT; v++)
+		for (int i = 0; i < SMTP_GUARDS_MAX && commands[v].guards[i]; i++)
+			command_needs[v] |= guard_needs[commands[v].guards[i]];
 }
 
 /* The first guard of e the session does not meet, or SMTP_CHECK_PASS. */
-static enum smtp_reply_id session_unmet(struct conn *c, const struct smtp_command *e)
+static enum smtp_reply_id session_unmet(const struct smtp_command *e, unsigned reached)
 {
+	static bool made;
+	if (!made) {
+		commands_needs_make();
+		made = true;
+	}
+	if (!(command_needs[e - commands] & ~reached))
+		return SMTP_CHECK_PASS;
 	for (int i = 0; i < SMTP_GUARDS_MAX && e->guards[i]; i++)
-		if (!session_meets(c, e->guards[i]))
+		if (guard_needs[e->guards[i]] & ~reached)
 			return e->guards[i];
 	return SMTP_CHECK_PASS;
 }
@@ -263,10 +316,11 @@ void smtp_session_refuse(struct conn *c, enum smtp_reply_id guard)
 }
 
 /* A verb the table takes: its guards, its check, then proceed. */
-static void session_run(struct conn *c, const struct smtp_command *e, const struct smtp_cmd *cmd)
+static void session_run(struct conn *c, const struct smtp_command *e, const struct smtp_cmd *cmd,
+                        bool login_required)
 {
 	struct smtp_args a;
-	a.unmet = session_unmet(c, e);
+	a.unmet = session_unmet(e, session_reached(conn_session(c), login_required));
 	enum smtp_reply_id r = a.unmet;
 	if (r == SMTP_CHECK_PASS || (e->flags & CMD_AFTER_CHUNK))
 		r = e->check ? e->check(c, cmd, &a) : SMTP_CHECK_PASS;
@@ -279,11 +333,11 @@ static void session_run(struct conn *c, const struct smtp_command *e, const stru
 }
 
 /* smtp-server's limit: a client that must log in gets a few commands to do so. */
-static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v)
+static bool session_unauth_limit_hit(struct conn *c, enum smtp_verb v, bool login_required)
 {
 	struct smtp_session *s = conn_session(c);
 	unsigned max = smtp_opt(c)->max_unauth_commands;
-	if (!max || !smtp_session_auth_required(c) || v == SMTP_VERB_AUTH)
+	if (!max || !login_required || v == SMTP_VERB_AUTH)
 		return false;
 	if (++s->unauth_commands < max)
 		return false;
@@ -350,7 +404,8 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		conn_end(c, SMTP_REPLY_ARGS(REPLY_SHUTTING_DOWN));
 		return;
 	}
-	if (session_unauth_limit_hit(c, cmd.verb))
+	bool login_required = smtp_session_auth_required(c);
+	if (session_unauth_limit_hit(c, cmd.verb, login_required))
 		return;
 	const struct smtp_command *e = &commands[cmd.verb];
 	if (!e->proceed || smtp_session_verb_disabled(c, cmd.verb)) {
@@ -361,7 +416,7 @@ static void session_command(struct conn *c, const char *line, size_t len)
 		conn_reply_known(c, REPLY_MUST_STARTTLS);
 		return;
 	}
-	session_run(c, e, &cmd);
+	session_run(c, e, &cmd, login_required);
 }
 
 void smtp_session_line_too_long(struct conn *c)

@@ -40,7 +40,7 @@ void smtp_session_secured(struct conn *c);
 void smtp_session_tls_failed(struct conn *c, const char *code, const char *reason);
 /* May this session authenticate now (TLS, or allowInsecureAuth)? */
 bool smtp_session_auth_offered(const struct conn *c);
-/* session.transmissionType from what the session is now. */
+/* Tells the policy session.transmissionType may have changed (smtp_session_transmission). */
 void smtp_session_update_transmission(struct conn *c);
 /* The 220 greeting (again, after XCLIENT). */
 void smtp_session_greet(struct conn *c);

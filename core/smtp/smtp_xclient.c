@@ -133,11 +133,13 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 	if (vals[X_ADDR].present) {
 		const char *addr = vals[X_ADDR].unavailable ? "unknown" : vals[X_ADDR].v;
 		snprintf(c->remote_addr, sizeof c->remote_addr, "%.63s", addr); /* an IP: short */
-		snprintf(s->client_hostname, sizeof s->client_hostname, "[%.63s]", addr);
+		free(s->client_hostname);
+		s->client_hostname = NULL; /* "[address]" */
 	}
-	if (vals[X_NAME].present)
-		snprintf(s->client_hostname, sizeof s->client_hostname, "%s",
-		         vals[X_NAME].unavailable ? "" : vals[X_NAME].v);
+	if (vals[X_NAME].present) {
+		const char *name = vals[X_NAME].unavailable ? "" : vals[X_NAME].v;
+		smtp_session_set_name(&s->client_hostname, name, strlen(name));
+	}
 	if (vals[X_PORT].present && !vals[X_PORT].unavailable)
 		c->remote_port = atoi(vals[X_PORT].v);
 	if (vals[X_ADDR].present || vals[X_PORT].present)
@@ -145,7 +147,8 @@ static void x_apply(struct conn *c, struct x_value vals[X_COUNT])
 	if (vals[X_ADDR].present || vals[X_NAME].present)
 		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
 	if (vals[X_HELO].present) {
-		snprintf(s->helo_name, sizeof s->helo_name, "%s", vals[X_HELO].unavailable ? "" : vals[X_HELO].v);
+		const char *helo = vals[X_HELO].unavailable ? "" : vals[X_HELO].v;
+		smtp_session_set_name(&s->helo_name, helo, strlen(helo));
 		s->policy->changed(s, FACT_HELO);
 	}
 }

@@ -11,6 +11,8 @@ finer than compare.py's 100 Hz ticks at --quick volumes:
   compare.py, samples interleaved (new, base; then base, new), so drift
   on a shared machine hits both alike;
   (5) RSS KiB per idle plain connection, a fresh server per sample;
+  (5t) the same per idle TLS connection (STARTTLS + EHLO), set up one at
+  a time as compare.py's (5t), with its goal (<= 16 KiB);
   (I) callgrind instructions per message, per connection and per STARTTLS
   session (tests/bench/callgrind.py): the server's own user-space
   instructions, which the machine's load does not change; the most
@@ -18,10 +20,10 @@ finer than compare.py's 100 Hz ticks at --quick volumes:
 
 Per figure: median, min and max for each build, and the ratio new/base of
 each round's pair of samples: its min, median and max (above 1: new costs
-more).  --quick (3 rounds at a fifth of the volumes, 1,000 idle
-connections, 300 callgrind messages once) takes about a minute; the
-default (5 rounds, full volumes, 1,000 callgrind messages three times)
-about 4 minutes.
+more).  --quick (3 rounds at a fifth of the volumes, 1,000 idle plain
+and 500 idle TLS connections, 300 callgrind messages once) takes about a
+minute; the default (5 rounds, full volumes, 5,000 idle of each,
+1,000 callgrind messages three times) about 7 minutes.
 
 usage: base_compare.py --base-binary BIN [--binary BIN] [--quick] [-r ROUNDS]
                        [-c CONCURRENCY] [--no-pin] [--callgrind-messages N]
@@ -74,12 +76,14 @@ def run_cpu(key, cert, tmp, rounds, vol, conc, scpu, ccpu, t_start):
     return res
 
 
-def run_rss(key, cert, tmp, rounds, idle_n):
-    """{name: [RSS KiB per idle plain connection]}, a fresh server per sample."""
+def run_rss(key, cert, tmp, rounds, idle_n, tls=False):
+    """{name: [RSS KiB per idle plain (TLS) connection]}, a fresh server per sample; TLS ones
+    set up one at a time, as compare.py's (5t)."""
     res = {}
     for r in range(rounds):
         for n in (NAMES if r % 2 == 0 else NAMES[::-1]):
-            res.setdefault(n, []).append(compare.idle_rss(n, key, cert, tmp, idle_n)[0])
+            res.setdefault(n, []).append(compare.idle_rss(n, key, cert, tmp, idle_n, tls=tls,
+                                                          conc=1 if tls else 200)[0])
     return res
 
 
@@ -92,18 +96,21 @@ def spread(xs):
     return (statistics.median(xs), min(xs), max(xs)) if xs else (None, None, None)
 
 
-def rows(label, new, base):
-    """Two table rows, new and base; the second with the ratios new/base of each round's pair."""
+def rows(label, new, base, goal=None):
+    """Two table rows, new and base; the second with the ratios new/base of each round's pair;
+    the first with whether new's median meets GOAL (a maximum), if given."""
     ratios = [x / y for x, y in zip(new, base) if y > 0]
     rm, rlo, rhi = spread(ratios)
     note = "" if rm is None else "%.3f  %.3f  %.3f" % (rlo, rm, rhi)
+    m = spread(new)[0]
+    met = "" if goal is None or m is None else "goal <= %g: %s" % (goal, "met" if m <= goal else "NOT met")
     for i, (who, xs) in enumerate((("new", new), ("base", base))):
         m, lo, hi = spread(xs)
         print("%-38s %-5s %9s %9s %9s   %s" % (label if i == 0 else "", who, fmt(m), fmt(lo), fmt(hi),
-                                               note if i == 1 else ""))
+                                               note if i == 1 else met))
 
 
-def report(a, cpu, rss, ir, rounds, vol, conc, idle_n, scpu):
+def report(a, cpu, rss, rss_tls, ir, rounds, vol, conc, idle_n, idle_tls_n, scpu):
     print()
     print("new: %s  base: %s (scripts/bench.lua, --log-level warn)" % (compare.LUASMTPD["luasmtpd"],
                                                                         compare.LUASMTPD["base"]))
@@ -118,7 +125,9 @@ def report(a, cpu, rss, ir, rounds, vol, conc, idle_n, scpu):
     for fkey, label, scale in FIGURES:
         rows(label, [x * scale for x in cpu.get(fkey, {}).get("luasmtpd", [])],
              [x * scale for x in cpu.get(fkey, {}).get("base", [])])
-    rows("(5) RSS KiB/idle plain conn, N=%d" % idle_n, rss.get("luasmtpd", []), rss.get("base", []))
+    rows("(5) RSS KiB/idle plain conn, N=%d" % idle_n, rss.get("luasmtpd", []), rss.get("base", []), 2)
+    rows("(5t) RSS KiB/idle TLS conn, N=%d" % idle_tls_n, rss_tls.get("luasmtpd", []), rss_tls.get("base", []),
+         16)
     for scen in callgrind.UNITS:
         if ir:
             rows("(I) " + callgrind.LABEL[scen], ir["luasmtpd"][scen], ir["base"][scen])
@@ -151,7 +160,7 @@ def main():
     rounds = max(1, a.rounds or (3 if a.quick else 5))
     div = compare.QUICK_DIV if a.quick else 1
     vol = {k: max(1, v // div) for k, v in compare.VOLUMES["luasmtpd"].items()}
-    idle_n = 1000 if a.quick else compare.IDLE_N
+    idle_n, idle_tls_n = (1000, 500) if a.quick else (compare.IDLE_N, compare.IDLE_TLS_N)
     if a.callgrind_messages is None:
         a.callgrind_messages = 300 if a.quick else 1000
     a.callgrind_rounds = 1 if a.quick else 3
@@ -159,15 +168,16 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     if hard != resource.RLIM_INFINITY:
-        idle_n = min(idle_n, hard - 1000)
+        idle_n, idle_tls_n = min(idle_n, hard - 1000), min(idle_tls_n, hard - 1000)
 
     tmp = tempfile.mkdtemp(prefix="luasmtpd-bench-")
-    cpu, rss, ir = {}, {}, None
+    cpu, rss, rss_tls, ir = {}, {}, {}, None
     failed = False
     try:
         key, cert = compare.make_cert(tmp)
         cpu = run_cpu(key, cert, tmp, rounds, vol, a.concurrency, scpu, ccpu, t_start)
         rss = run_rss(key, cert, tmp, min(rounds, 3), idle_n)
+        rss_tls = run_rss(key, cert, tmp, min(rounds, 3), idle_tls_n, tls=True)
         print("idle RSS done (%.0f s)" % (time.monotonic() - t_start), flush=True)
         if a.callgrind_messages > 0:
             ir = callgrind.measure_all(NAMES, a.callgrind_messages, a.callgrind_rounds)
@@ -177,7 +187,7 @@ def main():
         failed = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report(a, cpu, rss, ir, rounds, vol, a.concurrency, idle_n, scpu)
+    report(a, cpu, rss, rss_tls, ir, rounds, vol, a.concurrency, idle_n, idle_tls_n, scpu)
     print("total run time %.0f s" % (time.monotonic() - t_start))
     return 1 if failed else 0
 
