@@ -426,6 +426,91 @@ local function body(c, next_chunk, prepend, chunking)
   return flush(c, pieces, size + #tail, chunking, true)
 end
 
+-- The worst of the recipients' refusals: a temporary one first, so that
+-- the sender retries rather than bounces.
+local function refusal(verdicts)
+  local worst
+  for _, v in ipairs(verdicts) do
+    if v.code >= 400 and (not worst or (v.code < 500 and worst.code >= 500)) then worst = v end
+  end
+  return worst and reject(worst.code, worst.message)
+end
+
+-- Reads the source ahead, up to CHUNK bytes (the prepended trace field
+-- first): the raw pieces, their size, and whether that was all of it; or
+-- nil, err when the source fails.
+local function read_ahead(next_chunk, prepend)
+  local ahead, size = {}, 0
+  if prepend ~= "" then ahead[1], size = prepend, #prepend end
+  while size < CHUNK do
+    local s, err = next_chunk()
+    if err then return nil, err end
+    if not s then return ahead, size, true end
+    ahead[#ahead + 1] = s
+    size = size + #s
+  end
+  return ahead, size, false
+end
+
+-- The pieces read ahead, then the rest of the source.
+local function replay(ahead, next_chunk)
+  local i = 0
+  return function()
+    i = i + 1
+    if ahead[i] then return ahead[i] end
+    return next_chunk()
+  end
+end
+
+-- A small message to one recipient under PIPELINING and CHUNKING: the
+-- whole transaction in one write (RSET first on a pooled connection, MAIL,
+-- RCPT, BDAT LAST and the message; RFC 3030 pipelines BDAT after RCPT,
+-- and a next hop that refused the recipient reads the chunk and refuses
+-- it too, so nothing is delivered). It spares a write, the next hop's
+-- wake-up and a wait per message. Returns what M.send returns, or STALE
+-- when a pooled connection failed its RSET (nothing else was read).
+local function one_write(c, o, ahead, size)
+  local to = o.to
+  local mail, merr = mail_command(c, o.from, to, size)
+  if not mail then c:release(); return nil, merr end
+  local w = proto.body(false, true)
+  local out = { c.rset and "RSET\r\n" or "", mail, "\r\n", rcpt_command(c, to[1]), "\r\nBDAT ", 0, " LAST\r\n" }
+  local n = 0
+  for _, s in ipairs(ahead) do
+    s = w:feed(s)
+    out[#out + 1] = s
+    n = n + #s
+  end
+  local tail = w:finish()
+  out[#out + 1] = tail
+  out[6] = n + #tail
+  local rset = c.rset
+  c.rset = false
+  local ok, err = c:send(out)
+  if not ok then c:release(); return nil, err end
+  if rset then
+    local r = c:reply()
+    if not (r and r.code == 250) then c.broken = true; return STALE end
+  end
+  local replies = {}
+  for i = 1, 3 do -- MAIL, RCPT, and the final reply to BDAT LAST
+    local r, rerr = c:reply()
+    if not r then c:release(); return nil, rerr end
+    replies[i] = r
+  end
+  local m, rc, r = replies[1], replies[2], replies[3]
+  local verdicts = { recipient(rc, to[1].address) }
+  local res = { code = r.code, message = reply_text(r), recipients = verdicts }
+  -- after a refusal the transaction's state is the next hop's to define
+  -- (RFC 3030: indeterminate after a refused BDAT): never pooled
+  if m.code >= 300 or rc.code >= 300 or r.code >= 300 then c.broken = true end
+  c:release()
+  if m.code >= 300 then return nil, reply_reject(m) end
+  if rc.code >= 300 then return nil, refusal(verdicts), { recipients = verdicts } end
+  if r.code >= 300 then return nil, reply_reject(r), res end
+  return res
+end
+
 -- The final replies: one per accepted recipient in LMTP, else one.
 local function final(c, verdicts)
   if not c.opts.lmtp then
@@ -444,16 +529,6 @@ local function final(c, verdicts)
     end
   end
   return last
-end
-
--- The worst of the recipients' refusals: a temporary one first, so that
--- the sender retries rather than bounces.
-local function refusal(verdicts)
-  local worst
-  for _, v in ipairs(verdicts) do
-    if v.code >= 400 and (not worst or (v.code < 500 and worst.code >= 500)) then worst = v end
-  end
-  return worst and reject(worst.code, worst.message)
 end
 
 local TLS_MODES = { none = true, opportunistic = true, required = true, implicit = true }
@@ -504,6 +579,22 @@ function M.send(opts)
   if not c then return nil, err end
   local next_chunk, size = source(o.message)
   if not next_chunk then c:release(); return nil, size end
+  local prepend = o.prepend or ""
+  if c.ext.chunking and c.ext.pipelining and #to == 1 and not o.lmtp then
+    local ahead, asize, all = read_ahead(next_chunk, prepend)
+    if not ahead then c:release(); return nil, asize end
+    if all then
+      local res, rerr, extra = one_write(c, o, ahead, asize)
+      while res == STALE do
+        c:release()
+        c, err = connect(o, c.host, c.port)
+        if not c then return nil, err end
+        res, rerr, extra = one_write(c, o, ahead, asize)
+      end
+      return res, rerr, extra
+    end
+    next_chunk, prepend = replay(ahead, next_chunk), ""
+  end
   local verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
   while accepted == STALE do
     -- the pooled connection was not what the pool thought: closed, and
@@ -532,7 +623,7 @@ function M.send(opts)
     local ok, derr = c:command("DATA", 3)
     if not ok then c:release(); return nil, derr end
   end
-  local ok, berr = body(c, next_chunk, o.prepend or "", chunking)
+  local ok, berr = body(c, next_chunk, prepend, chunking)
   if not ok then
     -- the message did not end: the next hop never takes it
     c.broken = true
