@@ -90,15 +90,27 @@ static int body_feed(lua_State *L)
 	const char *in = luaL_checklstring(L, 2, &len);
 	if (len > ((size_t)-1 - 2) / 2)
 		return luaL_argerror(L, 2, "too long");
+	bool held = b->cr;
+	int top = lua_gettop(L);
 	luaL_Buffer buf;
 	luaL_buffinit(L, &buf);
+	size_t total = 0;
 	/* Through the buffer in pieces of at most LUAL_BUFFERSIZE output:
 	 * SMTP_CLIENT_BODY_OUT of a piece of in must fit. */
 	size_t step = (LUAL_BUFFERSIZE - 2) / 2;
 	for (size_t off = 0; off < len; off += step) {
 		size_t n = len - off < step ? len - off : step;
 		char *out = luaL_prepbuffer(&buf);
-		luaL_addsize(&buf, smtp_client_body_feed(b, in + off, n, out));
+		size_t o = smtp_client_body_feed(b, in + off, n, out);
+		luaL_addsize(&buf, o);
+		total += o;
+	}
+	if (!held && !b->cr && total == len) {
+		/* nothing to stuff or mend (the usual message): the chunk itself
+		 * goes out, with no second string made of it */
+		lua_settop(L, top);
+		lua_pushvalue(L, 2);
+		return 1;
 	}
 	luaL_pushresult(&buf);
 	return 1;

@@ -87,7 +87,8 @@ void sock_on_io(struct ev_loop *loop, ev_io *w, int revents);
 void sock_on_timeout(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* What send takes as argument 2: a string, a number or a (nested) array
- * of them, flattened into one string (also ngx.socket.udp's send). */
+ * of them, flattened into one buffer that replaces the table in slot 2, so
+ * it lives as long as the slot (also ngx.socket.udp's send). */
 const char *sock_check_data(lua_State *L, size_t *len);
 
 /* api_udp.c: ngx.socket.udp(), a new datagram cosocket. */

@@ -334,14 +334,16 @@ const char *sock_check_data(lua_State *L, size_t *len)
 {
 	if (lua_type(L, 2) == LUA_TTABLE) {
 		/* A flat copy is simpler than writev over a tree: measured, then
-		 * copied (a table may hold a whole message chunk after a command). */
+		 * copied (a table may hold a whole message chunk after a command)
+		 * into a userdata that slot 2 holds while the send lasts (no
+		 * second copy as a string). */
 		lua_settop(L, 2);
 		size_t total = sock_flatten(L, 2, NULL, 0);
 		char *flat = lua_newuserdata(L, total ? total : 1);
 		sock_flatten(L, 2, flat, 0);
-		lua_pushlstring(L, flat, total);
 		lua_replace(L, 2);
-		lua_pop(L, 1);
+		*len = total;
+		return flat;
 	}
 	return luaL_checklstring(L, 2, len);
 }

@@ -155,35 +155,69 @@ void smtp_client_body_init(struct smtp_client_body *b, bool dots, bool normalize
 	*b = (struct smtp_client_body){.dots = dots, .normalize = normalize, .line_start = true, .crlf = true};
 }
 
-size_t smtp_client_body_feed(struct smtp_client_body *b, const char *in, size_t len, char *out)
+/* One byte that may change on its way: a CR or LF, a dot at the start of a
+ * line, or whatever follows a CR held back. Returns the bytes it wrote. */
+static size_t feed_byte(struct smtp_client_body *b, char c, char *out)
 {
 	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		char c = in[i];
-		if (b->cr) { /* normalize: the CR ends a line whatever follows */
-			b->cr = false;
-			out[o++] = '\r';
-			out[o++] = '\n';
-			b->line_start = true;
-			if (c == '\n')
+	if (b->cr) { /* normalize: the CR ends a line whatever follows */
+		b->cr = false;
+		out[o++] = '\r';
+		out[o++] = '\n';
+		b->line_start = true;
+		if (c == '\n')
+			return o;
+	}
+	if (b->normalize && c == '\r') {
+		b->cr = true;
+		return o;
+	}
+	if (b->normalize && c == '\n') {
+		out[o++] = '\r';
+		out[o++] = '\n';
+		b->line_start = true;
+		return o;
+	}
+	if (b->line_start && c == '.' && b->dots)
+		out[o++] = '.';
+	out[o++] = c;
+	b->line_start = c == '\n';
+	b->crlf = c == '\n' && b->prev_cr;
+	b->prev_cr = c == '\r';
+	return o;
+}
+
+/* Index of the first c in in[from..len), or len. */
+static size_t find_byte(const char *in, size_t from, size_t len, char c)
+{
+	const char *p = memchr(in + from, c, len - from);
+	return p ? (size_t)(p - in) : len;
+}
+
+size_t smtp_client_body_feed(struct smtp_client_body *b, const char *in, size_t len, char *out)
+{
+	size_t o = 0, i = 0;
+	/* The next LF and CR at or after i, found again only once i passes
+	 * them, so the scans stay linear whatever the input. */
+	size_t lf = find_byte(in, 0, len, '\n'), cr = find_byte(in, 0, len, '\r');
+	while (i < len) {
+		/* The text between line ends (most of a message) goes out in one
+		 * copy; only the bytes around a line end are looked at one by one. */
+		if (!b->cr && !(b->line_start && b->dots && in[i] == '.')) {
+			if (lf < i)
+				lf = find_byte(in, i, len, '\n');
+			if (cr < i)
+				cr = find_byte(in, i, len, '\r');
+			size_t run = (lf < cr ? lf : cr) - i;
+			if (run) {
+				memcpy(out + o, in + i, run);
+				o += run;
+				i += run;
+				b->line_start = b->crlf = b->prev_cr = false;
 				continue;
+			}
 		}
-		if (b->normalize && c == '\r') {
-			b->cr = true;
-			continue;
-		}
-		if (b->normalize && c == '\n') {
-			out[o++] = '\r';
-			out[o++] = '\n';
-			b->line_start = true;
-			continue;
-		}
-		if (b->line_start && c == '.' && b->dots)
-			out[o++] = '.';
-		out[o++] = c;
-		b->line_start = c == '\n';
-		b->crlf = c == '\n' && b->prev_cr;
-		b->prev_cr = c == '\r';
+		o += feed_byte(b, in[i++], out + o);
 	}
 	if (b->normalize && len)
 		b->crlf = b->line_start && !b->cr;

@@ -71,7 +71,9 @@ struct smtp_client_body {
 };
 
 void smtp_client_body_init(struct smtp_client_body *b, bool dots, bool normalize);
-/* out must hold SMTP_CLIENT_BODY_OUT(len) bytes; returns how many it wrote. */
+/* out must hold SMTP_CLIENT_BODY_OUT(len) bytes; returns how many it wrote.
+ * Bytes are only ever added (a held-back CR aside), so when b->cr is false
+ * before and after the call, a return of len means out equals in. */
 #define SMTP_CLIENT_BODY_OUT(len) (2 * (len) + 2)
 size_t smtp_client_body_feed(struct smtp_client_body *b, const char *in, size_t len, char *out);
 /* The end: a CRLF when the message did not end with one, then ".\r\n" after

@@ -61,9 +61,11 @@ end
 local Conn = {}
 Conn.__index = Conn
 
--- Reads one reply: {code, enhanced, text} or nil, err (an smtp.reject).
+-- Reads one reply: {code, enhanced, text, lines} or nil, err (an
+-- smtp.reject); lines (every line's text) only for a multiline reply, so
+-- the usual one-line reply costs one table.
 function Conn:reply()
-  local code, enhanced, texts = nil, nil, {}
+  local code, enhanced, first, texts = nil, nil, nil, nil
   repeat
     local line, err = self.sock:receive("*l")
     if not line then
@@ -76,8 +78,14 @@ function Conn:reply()
       return nil, reject(451, "4.5.0 next hop " .. self.who .. " sent a reply that does not parse")
     end
     code, enhanced = c, enhanced or e
-    texts[#texts + 1] = text
+    if not first then
+      first = text
+    else
+      texts = texts or { first }
+      texts[#texts + 1] = text
+    end
   until not more
+  if not texts then return { code = code, enhanced = enhanced, text = first } end
   return { code = code, enhanced = enhanced, text = table.concat(texts, " "), lines = texts }
 end
 
@@ -105,8 +113,8 @@ function Conn:hello()
   local verb = self.opts.lmtp and "LHLO " or "EHLO "
   local r, err = self:command(verb .. self.opts.helo)
   if not r then return nil, err end
-  local keywords = {}
-  for i = 2, #r.lines do keywords[#keywords + 1] = r.lines[i] end
+  local keywords, lines = {}, r.lines or {}
+  for i = 2, #lines do keywords[#keywords + 1] = lines[i] end
   self.ext = proto.ehlo(keywords)
   return true
 end
@@ -192,8 +200,8 @@ local function connect(opts, host, port)
   local sock = smtp.tcp()
   sock:settimeout(opts.timeout)
   -- One pool per destination and per way of talking to it.
-  local pool = table.concat({ "smtp.client", who, opts.tls, opts.servername or "",
-    opts.lmtp and "lmtp" or "smtp", opts.helo, opts.auth and opts.auth.user or "" }, "|")
+  local pool = "smtp.client|" .. who .. "|" .. opts.tls .. "|" .. (opts.servername or "") .. "|" ..
+    (opts.lmtp and "lmtp" or "smtp") .. "|" .. opts.helo .. "|" .. (opts.auth and opts.auth.user or "")
   local ok, err = sock:connect(host, port, opts.pool and { pool = pool } or nil)
   if not ok then return nil, io_failure(err, who) end
   local c = setmetatable({ sock = sock, who = who, opts = opts, host = host, port = port }, Conn)
@@ -377,39 +385,130 @@ end
 
 -- The body after DATA or as BDAT chunks; returns true or nil, err. Small
 -- pieces (the trace field, the stream's chunks) are gathered up to CHUNK
--- bytes before a write, so a small message is one write (one BDAT LAST),
--- and no more than about CHUNK bytes are ever held.
+-- bytes and written as one array (the socket copies it once), so a small
+-- message is one write (one BDAT LAST), and no more than about CHUNK
+-- bytes are ever held. pieces[1..3] are BDAT's command ("" after DATA).
+
+-- Writes the gathered pieces and empties them; true or nil, err.
+local function flush(c, pieces, size, chunking, last)
+  if chunking then
+    pieces[1], pieces[2], pieces[3] = "BDAT ", size, last and " LAST\r\n" or "\r\n"
+  end
+  local ok, err = c:send(pieces)
+  for i = #pieces, 4, -1 do pieces[i] = nil end
+  if not ok then return nil, err end
+  if not chunking or last then return true end -- BDAT LAST's reply is the final one
+  local r, rerr = c:reply()
+  if not r then return nil, rerr end
+  if r.code ~= 250 then c.broken = true; return nil, reply_reject(r) end
+  return true
+end
+
 local function body(c, next_chunk, prepend, chunking)
   local w = proto.body(not chunking, true)
-  local pending, size = {}, 0
-  local function flush(last)
-    local data = table.concat(pending)
-    pending, size = {}, 0
-    if not chunking then return c:send(data) end
-    local ok, err = c:send({ "BDAT ", #data, last and " LAST\r\n" or "\r\n", data })
-    if not ok then return nil, err end
-    if last then return true end -- its reply is the final one
-    local r, rerr = c:reply()
-    if not r then return nil, rerr end
-    if r.code ~= 250 then c.broken = true; return nil, reply_reject(r) end
-    return true
+  local pieces, size = { "", "", "" }, 0
+  local s, err = prepend ~= "" and prepend or nil, nil
+  if not s then s, err = next_chunk() end
+  while s do
+    s = w:feed(s)
+    pieces[#pieces + 1] = s
+    size = size + #s
+    if size >= CHUNK then
+      local ok, ferr = flush(c, pieces, size, chunking, false)
+      if not ok then return nil, ferr end
+      size = 0
+    end
+    s, err = next_chunk()
   end
-  local function put(data)
-    pending[#pending + 1] = data
-    size = size + #data
-    if size < CHUNK then return true end
-    return flush(false)
+  if err then c.broken = true; return nil, err end
+  local tail = w:finish()
+  pieces[#pieces + 1] = tail
+  return flush(c, pieces, size + #tail, chunking, true)
+end
+
+-- The worst of the recipients' refusals: a temporary one first, so that
+-- the sender retries rather than bounces.
+local function refusal(verdicts)
+  local worst
+  for _, v in ipairs(verdicts) do
+    if v.code >= 400 and (not worst or (v.code < 500 and worst.code >= 500)) then worst = v end
   end
-  if prepend and prepend ~= "" then put(w:feed(prepend)) end
-  while true do
+  return worst and reject(worst.code, worst.message)
+end
+
+-- Reads the source ahead, up to CHUNK bytes (the prepended trace field
+-- first): the raw pieces, their size, and whether that was all of it; or
+-- nil, err when the source fails.
+local function read_ahead(next_chunk, prepend)
+  local ahead, size = {}, 0
+  if prepend ~= "" then ahead[1], size = prepend, #prepend end
+  while size < CHUNK do
     local s, err = next_chunk()
-    if err then c.broken = true; return nil, err end
-    if not s then break end
-    local ok, perr = put(w:feed(s))
-    if not ok then return nil, perr end
+    if err then return nil, err end
+    if not s then return ahead, size, true end
+    ahead[#ahead + 1] = s
+    size = size + #s
   end
-  pending[#pending + 1] = w:finish()
-  return flush(true)
+  return ahead, size, false
+end
+
+-- The pieces read ahead, then the rest of the source.
+local function replay(ahead, next_chunk)
+  local i = 0
+  return function()
+    i = i + 1
+    if ahead[i] then return ahead[i] end
+    return next_chunk()
+  end
+end
+
+-- A small message to one recipient under PIPELINING and CHUNKING: the
+-- whole transaction in one write (RSET first on a pooled connection, MAIL,
+-- RCPT, BDAT LAST and the message; RFC 3030 pipelines BDAT after RCPT,
+-- and a next hop that refused the recipient reads the chunk and refuses
+-- it too, so nothing is delivered). It spares a write, the next hop's
+-- wake-up and a wait per message. Returns what M.send returns, or STALE
+-- when a pooled connection failed its RSET (nothing else was read).
+local function one_write(c, o, ahead, size)
+  local to = o.to
+  local mail, merr = mail_command(c, o.from, to, size)
+  if not mail then c:release(); return nil, merr end
+  local w = proto.body(false, true)
+  local out = { c.rset and "RSET\r\n" or "", mail, "\r\n", rcpt_command(c, to[1]), "\r\nBDAT ", 0, " LAST\r\n" }
+  local n = 0
+  for _, s in ipairs(ahead) do
+    s = w:feed(s)
+    out[#out + 1] = s
+    n = n + #s
+  end
+  local tail = w:finish()
+  out[#out + 1] = tail
+  out[6] = n + #tail
+  local rset = c.rset
+  c.rset = false
+  local ok, err = c:send(out)
+  if not ok then c:release(); return nil, err end
+  if rset then
+    local r = c:reply()
+    if not (r and r.code == 250) then c.broken = true; return STALE end
+  end
+  local replies = {}
+  for i = 1, 3 do -- MAIL, RCPT, and the final reply to BDAT LAST
+    local r, rerr = c:reply()
+    if not r then c:release(); return nil, rerr end
+    replies[i] = r
+  end
+  local m, rc, r = replies[1], replies[2], replies[3]
+  local verdicts = { recipient(rc, to[1].address) }
+  local res = { code = r.code, message = reply_text(r), recipients = verdicts }
+  -- after a refusal the transaction's state is the next hop's to define
+  -- (RFC 3030: indeterminate after a refused BDAT): never pooled
+  if m.code >= 300 or rc.code >= 300 or r.code >= 300 then c.broken = true end
+  c:release()
+  if m.code >= 300 then return nil, reply_reject(m) end
+  if rc.code >= 300 then return nil, refusal(verdicts), { recipients = verdicts } end
+  if r.code >= 300 then return nil, reply_reject(r), res end
+  return res
 end
 
 -- The final replies: one per accepted recipient in LMTP, else one.
@@ -432,14 +531,15 @@ local function final(c, verdicts)
   return last
 end
 
--- The worst of the recipients' refusals: a temporary one first, so that
--- the sender retries rather than bounces.
-local function refusal(verdicts)
-  local worst
-  for _, v in ipairs(verdicts) do
-    if v.code >= 400 and (not worst or (v.code < 500 and worst.code >= 500)) then worst = v end
-  end
-  return worst and reject(worst.code, worst.message)
+local TLS_MODES = { none = true, opportunistic = true, required = true, implicit = true }
+
+-- An address as the envelope holds it ({address, args}) or as a string;
+-- nothing that would end a command line early.
+local function path(a, what)
+  if type(a) == "string" then a = { address = a, args = {} } end
+  assert(type(a) == "table" and type(a.address) == "string" and not a.address:find("[%c<>]"),
+    "smtp.client.send: " .. what .. " must be an address without control characters or <>")
+  return a
 end
 
 local function check(opts)
@@ -448,17 +548,9 @@ local function check(opts)
   assert(opts.from and opts.to and opts.message, "smtp.client.send: from, to and message are required")
   local o = setmetatable({}, { __index = opts })
   o.tls = opts.tls or "none"
-  assert(({ none = 1, opportunistic = 1, required = 1, implicit = 1 })[o.tls],
+  assert(TLS_MODES[o.tls],
     "smtp.client.send: tls must be none, opportunistic, required or implicit")
   if opts.verify == nil then o.verify = true end
-  -- addresses as the envelope holds them ({address, args}) or as strings;
-  -- nothing that would end a command line early
-  local function path(a, what)
-    if type(a) == "string" then a = { address = a, args = {} } end
-    assert(type(a) == "table" and type(a.address) == "string" and not a.address:find("[%c<>]"),
-      "smtp.client.send: " .. what .. " must be an address without control characters or <>")
-    return a
-  end
   o.from = path(opts.from, "from")
   o.to = {}
   local list = (type(opts.to) ~= "table" or opts.to.address) and { opts.to } or opts.to
@@ -487,6 +579,22 @@ function M.send(opts)
   if not c then return nil, err end
   local next_chunk, size = source(o.message)
   if not next_chunk then c:release(); return nil, size end
+  local prepend = o.prepend or ""
+  if c.ext.chunking and c.ext.pipelining and #to == 1 and not o.lmtp then
+    local ahead, asize, all = read_ahead(next_chunk, prepend)
+    if not ahead then c:release(); return nil, asize end
+    if all then
+      local res, rerr, extra = one_write(c, o, ahead, asize)
+      while res == STALE do
+        c:release()
+        c, err = connect(o, c.host, c.port)
+        if not c then return nil, err end
+        res, rerr, extra = one_write(c, o, ahead, asize)
+      end
+      return res, rerr, extra
+    end
+    next_chunk, prepend = replay(ahead, next_chunk), ""
+  end
   local verdicts, accepted = envelope(c, o.from, to, size and size + #(o.prepend or ""))
   while accepted == STALE do
     -- the pooled connection was not what the pool thought: closed, and
@@ -515,7 +623,7 @@ function M.send(opts)
     local ok, derr = c:command("DATA", 3)
     if not ok then c:release(); return nil, derr end
   end
-  local ok, berr = body(c, next_chunk, o.prepend, chunking)
+  local ok, berr = body(c, next_chunk, prepend, chunking)
   if not ok then
     -- the message did not end: the next hop never takes it
     c.broken = true

@@ -227,6 +227,31 @@ class RelayToPostfix(RelayTest):
         self.assertNotRegex(log, r"[0-9A-F]+: client=", log)
         self.assertEqual(hop.files("alice"), [])
 
+    def test_refused_recipient_in_one_write_and_the_next_message(self):
+        # a small message to one recipient goes to Postfix (PIPELINING,
+        # CHUNKING) as MAIL, RCPT and BDAT LAST with the data in one write:
+        # Postfix refuses the recipient, reads the chunk and refuses it too,
+        # the client hears the recipient's refusal, and the next message on
+        # a new connection is delivered, alone
+        hop = self.good
+        before, log_before = len(hop.files("alice")), len(hop.service.log())
+        code, text = self.relay("sender@example.com", "nobody@postfix.test", MESSAGE_7BIT)
+        self.assertEqual(code, 550, text)
+        self.assertTrue(text.startswith(b"5.1.1 "), text)
+        self.assert_relayed("alice", MESSAGE_7BIT)
+        self.assertEqual(len(hop.files("alice")), before + 1)
+        log = hop.service.log()[log_before:]
+        self.assertRegex(log, r"NOQUEUE: reject: RCPT from \S+: 550 5\.1\.1 <nobody@postfix\.test>")
+        # that connection was closed after the refusal: on it, one RCPT and
+        # one BDAT (sent with it: the one write) refused, and no other
+        # command (the refused chunk's lines were never read as commands)
+        m = re.search(r"disconnect from .* rcpt=(\d+)/(\d+) bdat=(\d+)/(\d+) .*commands=(\d+)/(\d+)", log)
+        self.assertTrue(m, log)
+        ok_rcpt, rcpts, ok_bdat, bdats, ok_cmds, cmds = map(int, m.groups())
+        self.assertEqual((rcpts - ok_rcpt, bdats - ok_bdat, cmds - ok_cmds), (1, 1, 2), m.group(0))
+        self.assertNotIn("unknown command", log)
+        self.assertNotRegex(log, r"warning: .*(?:pipelining|BDAT)")
+
     def test_stopped_next_hop_is_451_441(self):
         code, text = self.relay("down@example.com", "alice@postfix.test", MESSAGE_7BIT)
         self.assertEqual(code, 451, text)
