@@ -109,7 +109,7 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session smtp_client
+FUZZ_TARGETS := command data sasl proxy session smtp_client milter
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 FUZZ_SRC := $(wildcard core/proto/*.c)
 
