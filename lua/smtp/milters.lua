@@ -17,6 +17,8 @@
 local smtp = require "smtp"
 local milter = require "smtp.milter"
 local fsync = require "smtp.core.fsync"
+-- the core's header-edit rules, in Lua (the testing kit's fake stream uses them too)
+local header = require "smtp.testing.header"
 
 local M = {}
 
@@ -325,13 +327,15 @@ local function apply_envelope(session, mod)
 end
 
 -- The stream the script's onData gets: the message as the milters left it
--- (read, chunks, save), or their refusal.
+-- (read, chunks, save, and header edits with the core's rules until the
+-- first read or save), or their refusal.
 local function replay(sp, head, newbody, refusal)
+  local edits = header.new()
   local pieces, pos = nil, 0
   local function next_piece()
     if refusal then return nil, refusal end
     if not pieces then
-      pieces = { head .. "\r\n" }
+      pieces = { edits:emit(head .. "\r\n") }
       if newbody then pieces[2] = newbody else sp.body:seek("set", 0) end
     end
     pos = pos + 1
@@ -349,6 +353,9 @@ local function replay(sp, head, newbody, refusal)
       return c
     end
   end
+  function s.addHeader(_, name, value) return edits:edit("add", name, value) end
+  function s.prependHeader(_, name, value) return edits:edit("insert", name, value, 0) end
+  function s.removeHeader(_, name) return edits:edit("remove", name) end
   function s.save(_, path, prefix)
     if refusal then return nil, refusal end
     if pieces then return nil, "stream:save: part of the message was already read" end

@@ -260,6 +260,7 @@ class TestClientFaults(E2ETest):
 # A script declaring milters: onData stores what it reads in $OUT/msg-N and
 # records the envelope and the quarantine flag.
 DECLARED_ONDATA = Lua(r'''function(stream, session)
+    assert(stream:addHeader("X-Policy", "seen"))
     local body, err = {}, nil
     while true do
       local s, e = stream:read()
@@ -306,8 +307,9 @@ class TestDeclaredOpenDKIM(E2ETest):
         head, body = stored.split(b"\r\n\r\n", 1)
         orig_head, orig_body = MESSAGE.split(b"\r\n\r\n", 1)
         self.assertEqual(body, orig_body)                  # byte for byte
-        self.assertTrue(head.endswith(orig_head), head)   # the fields as they came, after it
-        sig = re.sub(rb"\s+", b"", head[:len(head) - len(orig_head)]).decode()
+        # the fields as they came after it, then the hook's own edit
+        self.assertTrue(head.endswith(orig_head + b"\r\nX-Policy: seen"), head)
+        sig = re.sub(rb"\s+", b"", head[:len(head) - len(orig_head) - 16]).decode()
         self.assertIn("d=example.com;", sig)
         self.assertIn("bh=%s;" % simple_body_hash(orig_body), sig)
 
@@ -390,7 +392,9 @@ class TestDeclaredFaults(E2ETest):
                              milterDefaultAction="accept")) as srv:
             send_one(self, srv)
             with open(os.path.join(srv.out, "msg-1"), "rb") as f:
-                self.assertEqual(f.read(), MESSAGE)
+                stored = f.read()
+        head, body = MESSAGE.split(b"\r\n\r\n", 1)
+        self.assertEqual(stored, head + b"\r\nX-Policy: seen\r\n\r\n" + body)
 
     def test_down_reject(self):
         with Server(declared([{"socket": "inet:127.0.0.1:%d" % svcutil.closed_port(),
