@@ -23,7 +23,7 @@ import time
 import unittest
 
 import svcutil
-from harness import E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
+from harness import ROOT, E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
 
 OPENDKIM = ["opendkim", "/usr/sbin/opendkim"]
 GENKEY = ["opendkim-genkey", "/usr/sbin/opendkim-genkey"]
@@ -177,6 +177,28 @@ class TestClientOpenDKIM(E2ETest):
         self.assertEqual(res["verdict"], "accept", res)
         sig = re.sub(r"\s+", "", [m for m in res["mods"] if m["name"] == "DKIM-Signature"][0]["value"])
         self.assertIn("bh=%s;" % simple_body_hash(body), sig)
+
+
+def readme_policy():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    return re.search(r"### Milters: .*?```lua\n(.*?)```", text, re.S).group(1)
+
+
+class TestReadmeExample(E2ETest):
+    def test_readme_policy_keeps_the_signed_message(self):
+        outbox = tempfile.mkdtemp(prefix="luasmtpd-outbox-")
+        self.addCleanup(shutil.rmtree, outbox, True)
+        with opendkim() as dkim, Server(readme_policy(), env={
+                "DKIM_MILTER": "inet:127.0.0.1:%d" % dkim.port, "OUTBOX": outbox}) as srv:
+            send_one(self, srv)
+        (name,) = os.listdir(outbox)
+        with open(os.path.join(outbox, name), "rb") as f:
+            stored = f.read()
+        self.assertTrue(stored.startswith(b"DKIM-Signature: v=1;"), stored[:100])
+        self.assertTrue(stored.endswith(b"\r\n" + MESSAGE), stored)
+        self.assertIn("bh=%s;" % simple_body_hash(MESSAGE.split(b"\r\n\r\n", 1)[1]),
+                      re.sub(r"\s+", "", stored.decode()))
 
 
 def packet(cmd, data=b""):
