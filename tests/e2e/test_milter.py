@@ -335,6 +335,21 @@ class TestDeclaredOpenDKIM(E2ETest):
         self.assertIn("d=example.com;", sig)
         self.assertIn("bh=%s;" % simple_body_hash(orig_body), sig)
 
+    def test_two_messages_in_one_session(self):
+        with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            c = srv.client()
+            self.assertReply(c.cmd("EHLO client.example"), 250)
+            for n in (1, 2):
+                self.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+                self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(MESSAGE.replace(b"<m1@", b"<m%d@" % n) + b".\r\n")
+                self.assertReply(c.read_reply(timeout=15), 250)
+            c.cmd("QUIT")
+            for n in (1, 2):
+                with open(os.path.join(srv.out, "msg-%d" % n), "rb") as f:
+                    self.assertTrue(f.read().startswith(b"DKIM-Signature:"), n)
+
     def test_maildir_delivery_has_the_signature(self):
         # the default script: box:deliver, so stream:save with its Received prefix
         with opendkim() as dkim, Server(default_with(milters=["inet:127.0.0.1:%d" % dkim.port])) as srv:
