@@ -73,7 +73,7 @@ local function macros(session, extra)
     v = "luasmtpd", _ = (session.clientHostname or "unknown") .. " [" .. tostring(session.remoteAddress) .. "]",
     ["{client_addr}"] = session.remoteAddress, ["{client_name}"] = session.clientHostname,
     ["{client_port}"] = session.remotePort, i = session.id,
-    ["{auth_authen}"] = session.user, ["{auth_type}"] = session.user and "LOGIN" or nil,
+    ["{auth_authen}"] = session.user,
     ["{mail_addr}"] = env.mailFrom and env.mailFrom.address,
   }
   for k, v in pairs(extra or {}) do t[k] = v end
@@ -154,10 +154,11 @@ local function wrap_connect(orig, cfgs, name)
     local v = each(st, function(c, m)
       local x, err = c:connect(session.clientHostname or ("[" .. tostring(session.remoteAddress) .. "]"),
         family(session.remoteAddress), session.remotePort, session.remoteAddress, macros(session))
+      -- accept: this milter is done for the session; discard: every message is
       if x and x.action == "accept" then m.off = true; x = { action = "continue" } end
+      if x and x.action == "discard" then st.discard_all = true; x = { action = "continue" } end
       return x, err
     end)
-    if v and v.action == "discard" then st.discard_all = true end
     if v and v.reply then return nil, v.reply end
     return unpack(r, 1, r.n)
   end
