@@ -16,10 +16,11 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 # Postfix and Dovecot LMTP are next hops the relay tests start themselves
-# (tests/e2e/mta.py), never as the system's services: see the install step.
+# (tests/e2e/mta.py), OpenDKIM a milter the milter tests start (with
+# opendkim-tools' keys), never as the system's services: see the install step.
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
             lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
-            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev opendkim opendkim-tools
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -45,7 +46,7 @@ $(DEPS_STAMP): Makefile
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
 	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy \
-		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp /usr/sbin/opendkim /usr/sbin/opendkim-genkey; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
 	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
@@ -57,6 +58,7 @@ $(DEPS_STAMP): Makefile
 		[ $$ok = 0 ] || exit 1; \
 		! $$SUDO /usr/sbin/postfix status >/dev/null 2>&1 || $$SUDO /usr/sbin/postfix stop; \
 		[ ! -s /run/dovecot/master.pid ] || $$SUDO kill "$$(cat /run/dovecot/master.pid)" 2>/dev/null || true; \
+		[ ! -s /run/opendkim/opendkim.pid ] || $$SUDO kill "$$(cat /run/opendkim/opendkim.pid)" 2>/dev/null || true; \
 	fi
 	@mkdir -p build && touch $@
 deps: $(DEPS_STAMP)
@@ -109,7 +111,7 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session smtp_client message mime
+FUZZ_TARGETS := command data sasl proxy session smtp_client message mime milter
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 # proto/mime_tree.c is GMime's: only fuzz_mime links it (and GMime).
 MIME_SRC := core/proto/mime_tree.c
