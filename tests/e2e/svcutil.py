@@ -45,6 +45,18 @@ IO_TIMEOUT = 10.0  # every socket read of the helper servers
 _running = []  # every Service and helper server started and not yet stopped
 
 
+def _shut_down(lock, conns):
+    """Shuts down (both ways) the connections a helper server still holds,
+    so its threads blocked on them return."""
+    with lock:
+        conns = list(conns)
+    for s in conns:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _stop_all():
     for s in list(_running):
         try:
@@ -437,13 +449,7 @@ class ThreadedServer:
             self.lsock.close()
         except OSError:
             pass
-        with self.lock:
-            conns = list(self.conns)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut_down(self.lock, self.conns)
         self.thread.join(2)
         for t in self.threads:
             t.join(2)
@@ -671,13 +677,7 @@ class HttpServer:
             _running.remove(self)
         self._stopping.set()
         self.httpd.shutdown()
-        with self.lock:
-            conns = list(self.conns)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut_down(self.lock, self.conns)
         self.httpd.server_close()
         self.thread.join(2)
 

@@ -2,9 +2,9 @@
 tests/e2e/test_relay_client.py: Python's aiosmtpd (Debian
 python3-aiosmtpd), run as its own process with /usr/bin/python3:
 
-    nexthop.py CONFIG.json
+    nexthop.py CONFIG.json [PORT]
 
-CONFIG: {"port": N, "out": DIR, "tls": {"cert": ..., "key": ...} (STARTTLS
+PORT, when given, is the port instead of CONFIG's. CONFIG: {"port": N, "out": DIR, "tls": {"cert": ..., "key": ...} (STARTTLS
 offered), "lmtp": bool, "rcpt": {address: "452 4.2.2 full"}, "mail":
 "550 ...", "data": "554 ...", "data_delay": seconds, "drop_data": bool,
 "lmtp_rcpt": {address: "552 5.2.2 over quota"}, "auth": {"user": ...,
@@ -34,6 +34,8 @@ from aiosmtpd.smtp import SMTP
 def main():
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
+    if len(sys.argv) > 2:
+        cfg["port"] = int(sys.argv[2])
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
     count = [0]
