@@ -114,7 +114,7 @@ test-asan: build/luasmtpd-asan certs
 # libFuzzer targets on the pure parsers (clang). `make fuzz` runs each for
 # FUZZ_TIME seconds; `make test` replays the seed corpus as regression tests.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := command data sasl proxy session smtp_client
+FUZZ_TARGETS := command data sasl proxy session smtp_client message milter
 FUZZ_BIN := $(FUZZ_TARGETS:%=build/fuzz_%)
 FUZZ_SRC := $(wildcard core/proto/*.c)
 
@@ -127,6 +127,11 @@ NOLUA_SRC := $(filter-out core/lua/%,$(CORE_SRC))
 build/fuzz_session: tests/fuzz/fuzz_session.c tests/unit/session_fake.h $(NOLUA_SRC) $(CORE_HDR) | $(DEPS_STAMP)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(NOLUA_SRC) \
 		$(NOLUA_LIBS)
+
+# The header block and its edits: smtp/message.c and the buffer it uses.
+MESSAGE_SRC := core/smtp/message.c core/base/buf.c core/base/freelist.c
+build/fuzz_message: tests/fuzz/fuzz_message.c $(MESSAGE_SRC) $(CORE_HDR) | $(DEPS_STAMP)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Icore -o $@ $< $(MESSAGE_SRC)
 
 fuzz: $(FUZZ_BIN)
 	@for t in $(FUZZ_TARGETS); do \

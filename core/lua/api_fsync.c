@@ -46,10 +46,26 @@ static int fsync_lua_dir(lua_State *L)
 	return 1;
 }
 
+/* file(path) -> true | nil, err: a file written from Lua made durable */
+static int fsync_lua_file(lua_State *L)
+{
+	int fd = open(luaL_checkstring(L, 1), O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return lua_api_fail(L, lua_api_errno(errno));
+	int rc = fsync(fd);
+	int err = errno;
+	close(fd);
+	if (rc != 0)
+		return lua_api_fail(L, lua_api_errno(err));
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 int luaopen_smtp_fsync(lua_State *L)
 {
 	static const luaL_Reg fns[] = {
 		{"dir", fsync_lua_dir},
+		{"file", fsync_lua_file},
 		{NULL, NULL},
 	};
 	return lua_api_module(L, fns);

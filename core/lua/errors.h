@@ -12,5 +12,8 @@
 #define LUA_ERR_BAD_NAME "bad name"
 #define LUA_ERR_BAD_ANSWER "bad answer"
 #define LUA_ERR_TLS_ACTIVE "already using TLS"
+/* onData's stream once its message is over (the header edits'
+ * own refusals are smtp/message.h's: "header already read", ...). */
+#define LUA_ERR_GONE "the message is no longer available"
 
 #endif

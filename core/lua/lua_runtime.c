@@ -327,6 +327,19 @@ struct config *lua_runtime_load(const char *path, char **listen_override, size_t
 		lua_settop(L, top);
 		return NULL;
 	}
+	/* Milters the script declares become wrapped hooks (lua/smtp/milters.lua)
+	 * before the options are read. */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "smtp.milters");
+	lua_call(L, 1, 1); /* a module of ours: loading it cannot fail */
+	lua_getfield(L, -1, "declare");
+	lua_remove(L, -2);
+	lua_pushvalue(L, -2);
+	if (lua_pcall(L, 1, 0, 0) != 0) { /* a bad milter option: its message alone */
+		snprintf(err, errlen, "%s: %s", path, lua_tostring(L, -1));
+		lua_settop(L, top);
+		return NULL;
+	}
 	char cfgerr[512];
 	struct config *cfg = config_from_lua(L, listen_override, noverride, cfgerr, sizeof cfgerr);
 	lua_protect_globals(L);

@@ -5,6 +5,7 @@
 #include "smtp/body_verdict.h"
 #include "net/conn.h"
 #include "lua/api_fsync.h"
+#include "lua/errors.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 
@@ -66,6 +67,45 @@ static bool stream_waiting(const struct conn *c)
 	return h->active && h->wait == WAIT_STREAM && h->id == HOOK_DATA;
 }
 
+/* Moves what the header block lacks from the pending bytes into it; true
+ * once the stream may hand bytes out: the block is complete (or over its
+ * limit), or already written out. */
+static bool stream_header_ready(struct conn *c)
+{
+	struct body *b = conn_session(c)->body;
+	struct message *m = &b->msg;
+	if (m->emitted)
+		return true;
+	if (!message_ready(m) && buf_used(&b->pending) > 0)
+		buf_consume(&b->pending, message_take(m, buf_head(&b->pending), buf_used(&b->pending)));
+	if (b->ended)
+		message_end(m);
+	return message_ready(m);
+}
+
+/* The first reader or saver takes the header block with its edits, ahead
+ * of the body bytes pending. */
+static void stream_header_out(struct conn *c)
+{
+	struct body *b = conn_session(c)->body;
+	struct buf out = {0};
+	message_emit(&b->msg, &out);
+	if (buf_used(&b->pending) > 0)
+		buf_append(&out, buf_head(&b->pending), buf_used(&b->pending));
+	buf_free(&b->pending);
+	b->pending = out;
+}
+
+/* Ready and not written out yet: written out now. */
+static bool stream_header_take(struct conn *c)
+{
+	if (!stream_header_ready(c))
+		return false;
+	if (!conn_session(c)->body->msg.emitted)
+		stream_header_out(c);
+	return true;
+}
+
 static int stream_read(lua_State *L)
 {
 	struct lua_stream *st = stream_check(L);
@@ -75,12 +115,14 @@ static int stream_read(lua_State *L)
 	struct body_refusal refusal;
 	if (body_verdict(c, &refusal))
 		return stream_push_refusal(L, &refusal);
-	if (buf_used(&conn_session(c)->body->pending) > 0) {
-		stream_push_pending(L, c);
-		return 1;
+	if (stream_header_take(c)) {
+		if (buf_used(&conn_session(c)->body->pending) > 0) {
+			stream_push_pending(L, c);
+			return 1;
+		}
+		if (conn_session(c)->body->ended)
+			return 0;
 	}
-	if (conn_session(c)->body->ended)
-		return 0;
 	if (hook_current(L) != c)
 		return luaL_error(L, "stream:read: only the onData hook's coroutine may wait for the body");
 	lua_state_of(c)->hook.wait = WAIT_STREAM;
@@ -183,7 +225,7 @@ static int stream_save(lua_State *L)
 	const char *prefix = luaL_optlstring(L, 3, "", &prefix_len);
 	struct conn *c = st->c;
 	if (!c)
-		return stream_fail(L, "the message is no longer available");
+		return stream_fail(L, LUA_ERR_GONE);
 	struct body *b = conn_session(c)->body;
 	if (b->save_fd >= 0)
 		return luaL_error(L, "stream:save: already saving");
@@ -204,11 +246,53 @@ static int stream_save(lua_State *L)
 	b->handed_out = true;
 	if (!stream_write_all(fd, prefix, prefix_len))
 		b->save_errno = errno;
-	stream_save_pending(c);
+	if (stream_header_take(c))
+		stream_save_pending(c);
 	if (b->ended)
 		return stream_save_finish(L, c);
 	lua_state_of(c)->hook.wait = WAIT_STREAM;
 	return lua_yield(L, 0);
+}
+
+/* The header edits: true, or nil and why not (smtp/message.h). */
+static int stream_edited(lua_State *L, const char *err)
+{
+	if (err)
+		return stream_fail(L, err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static struct message *stream_message(lua_State *L)
+{
+	struct lua_stream *st = stream_check(L);
+	return st->c ? &conn_session(st->c)->body->msg : NULL;
+}
+
+static int stream_add_header(lua_State *L)
+{
+	size_t nlen, vlen;
+	const char *name = luaL_checklstring(L, 2, &nlen);
+	const char *value = luaL_checklstring(L, 3, &vlen);
+	struct message *m = stream_message(L);
+	return stream_edited(L, m ? message_add(m, name, nlen, value, vlen) : LUA_ERR_GONE);
+}
+
+static int stream_prepend_header(lua_State *L)
+{
+	size_t nlen, vlen;
+	const char *name = luaL_checklstring(L, 2, &nlen);
+	const char *value = luaL_checklstring(L, 3, &vlen);
+	struct message *m = stream_message(L);
+	return stream_edited(L, m ? message_insert(m, 0, name, nlen, value, vlen) : LUA_ERR_GONE);
+}
+
+static int stream_remove_header(lua_State *L)
+{
+	size_t nlen;
+	const char *name = luaL_checklstring(L, 2, &nlen);
+	struct message *m = stream_message(L);
+	return stream_edited(L, m ? message_remove(m, name, nlen) : LUA_ERR_GONE);
 }
 
 /* __index, with the methods table as its upvalue. */
@@ -236,6 +320,9 @@ void lua_stream_register(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{"read", stream_read},
 		{"save", stream_save},
+		{"addHeader", stream_add_header},
+		{"prependHeader", stream_prepend_header},
+		{"removeHeader", stream_remove_header},
 		{NULL, NULL},
 	};
 	luaL_newmetatable(L, STREAM_MT);
@@ -288,9 +375,17 @@ void lua_stream_feed(struct conn *c)
 	struct body *b = s->body;
 	if (stream_refused(c))
 		return;
+	bool waiting = stream_waiting(c);
+	if (b->save_fd < 0 && !waiting) {
+		/* Nobody reads yet: the header block gathers, edits may still come. */
+		stream_header_ready(c);
+		return;
+	}
+	if (!stream_header_take(c))
+		return;
 	if (b->save_fd >= 0)
 		stream_save_pending(c);
-	if (!stream_waiting(c))
+	if (!waiting)
 		return;
 	lua_State *co = lua_state_of(c)->hook.co;
 	if (b->save_fd >= 0) {
@@ -313,7 +408,7 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 	if (stream_refused(c))
 		return;
 	bool waiting = stream_waiting(c);
-	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting)) {
+	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting) || !b->msg.emitted) {
 		buf_append(&b->pending, p, n);
 		lua_stream_feed(c);
 		return;

@@ -18,6 +18,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.core.ngx", luaopen_smtp_ngx},
 	{"smtp.ngx.shdict", luaopen_smtp_shdict},
 	{"smtp.client.proto", luaopen_smtp_client_proto},
+	{"smtp.milter.proto", luaopen_smtp_milter_proto},
 	{NULL, NULL},
 };
 

@@ -28,6 +28,7 @@ int luaopen_smtp_ngx(lua_State *L);    /* api_ngx.c: what ngx.ctx and ngx.get_ph
 int luaopen_smtp_shdict(lua_State *L);
 /* api_client.c: smtp.client.proto, replies, EHLO and the body for smtp.client */
 int luaopen_smtp_client_proto(lua_State *L);
+int luaopen_smtp_milter_proto(lua_State *L); /* api_milter.c: smtp.milter.proto */
 
 /* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"
  * (and "smtp.replies"). */

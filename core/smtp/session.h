@@ -9,6 +9,7 @@
 #include "net/conn.h"
 #include "proto/replies.h"
 #include "proto/smtp_parse.h"
+#include "smtp/message.h"
 #include "smtp/policy.h"
 #include "smtp/options.h"
 #include "smtp/rcpt_set.h"
@@ -56,6 +57,7 @@ struct body {
 	char *save_path;
 	int save_errno;
 	bool handed_out;     /* stream:read() or stream:save() has taken bytes */
+	struct message msg;  /* the header block and its edits (smtp/message.h) */
 };
 
 struct smtp_session {

@@ -97,6 +97,7 @@ void smtp_session_body_free(struct conn *c)
 	s->policy->message_end(s);
 	free(b->rcpt_replies);
 	buf_free(&b->pending);
+	message_free(&b->msg);
 	freelist_free(&body_spare, b);
 	s->body = NULL;
 }

@@ -1,6 +1,7 @@
 -- smtp.testing.fakes: the objects the core hands to hooks, built without
 -- the core: addresses, sessions, onData streams and the conn of onSecure.
 local files = require "smtp.testing.files"
+local header = require "smtp.testing.header"
 
 local M = {}
 
@@ -64,6 +65,14 @@ function M.session(overrides)
   return s
 end
 
+-- A string argument, as the core's luaL_checkstring demands (numbers too).
+local function check_string(v, n)
+  if type(v) ~= "string" and type(v) ~= "number" then
+    error(string.format("bad argument #%d (string expected, got %s)", n, type(v)), 3)
+  end
+  return tostring(v)
+end
+
 --- A message stream for onData, like the core's: read() gives the next
 --- chunk (opts.chunkSize bytes, default all at once) and nil at the end,
 --- chunks() iterates, save(path[, prefix]) writes prefix and the rest of
@@ -71,18 +80,42 @@ end
 --- A body over opts.size is refused as the core refuses it: sizeExceeded
 --- turns true and, in place of the chunk that goes over, read() and save()
 --- return nil, err (the core's 552 reply) and chunks() raises it as an
---- smtp.reject.
+--- smtp.reject. addHeader, prependHeader and removeHeader edit the header
+--- as the core's do (smtp.testing.header) until the first read or save,
+--- then return nil, "header already read"; byteLength counts the bytes
+--- received, not the edited ones.
 function M.stream(body, opts)
   body, opts = body or "", opts or {}
   local size = opts.chunkSize or math.max(#body, 1)
   local pos = 1
   local s = { byteLength = 0, sizeExceeded = false, body = body }
+  local edits, delta = header.new(), 0
+
+  -- The first read or save takes the edited header block.
+  local function emit()
+    if edits.emitted then return end
+    local out = edits:emit(body)
+    delta, body = #out - #body, out
+    size = opts.chunkSize or math.max(#body, 1)
+  end
+
+  function s.addHeader(_, name, value)
+    return edits:edit("add", check_string(name, 2), check_string(value, 3))
+  end
+
+  function s.prependHeader(_, name, value)
+    return edits:edit("insert", check_string(name, 2), check_string(value, 3), 0)
+  end
+
+  function s.removeHeader(_, name)
+    return edits:edit("remove", check_string(name, 2))
+  end
   local refusal = "552 5.3.4 Error: message exceeds fixed maximum message size " .. tostring(opts.size)
 
   -- Would n more bytes go over the size? Then the stream is refused.
   local function refused(n)
-    if s.sizeExceeded or (opts.size ~= nil and pos - 1 + n > opts.size) then
-      s.sizeExceeded, s.byteLength = true, math.max(s.byteLength, pos - 1 + n)
+    if s.sizeExceeded or (opts.size ~= nil and pos - 1 - delta + n > opts.size) then
+      s.sizeExceeded, s.byteLength = true, math.max(s.byteLength, pos - 1 - delta + n)
       return true
     end
   end
@@ -90,11 +123,12 @@ function M.stream(body, opts)
   local function advance(n)
     local chunk = body:sub(pos, pos + n - 1)
     pos = pos + #chunk
-    s.byteLength = pos - 1
+    s.byteLength = pos - 1 - delta
     return chunk
   end
 
   function s.read(_)
+    emit()
     if refused(math.min(size, #body - pos + 1)) then return nil, refusal end
     if pos > #body then return nil end
     return advance(size)
@@ -115,6 +149,7 @@ function M.stream(body, opts)
       existing:close()
       return nil, "File exists"
     end
+    emit()
     if refused(#body - pos + 1) then return nil, refusal end
     if pos > 1 then return nil, "stream:save: part of the message was already read" end
     local ok, err = files.write_file(path, (prefix or "") .. advance(#body))

@@ -65,6 +65,10 @@ local function recording_stream(real, parts)
     end
     return ok, err
   end
+  -- The header edits are the core's methods: they take the real stream.
+  for _, name in ipairs { "addHeader", "prependHeader", "removeHeader" } do
+    proxy[name] = function(_, ...) return real[name](real, ...) end
+  end
   return setmetatable(proxy, { __index = function(_, k) return real[k] end })
 end
 

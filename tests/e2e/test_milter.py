@@ -1,0 +1,457 @@
+"""smtp.milter (issue 19) against OpenDKIM, a milter nobody here wrote
+(Debian's opendkim, started by the test on a free port in the foreground
+with its own configuration and a key made by opendkim-genkey, sign mode):
+a hook sends the message it receives through OpenDKIM and gets a
+DKIM-Signature back as a header change at the end of the message, its
+body hash that of the bytes luasmtpd received. Faults against plain
+Python sockets (allowed for faults only): a milter that accepts and never
+answers, one that closes mid-conversation, one that sends garbage, one
+that is down: each gives nil, err within its timeout, never a hung
+session."""
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import tempfile
+import time
+import unittest
+
+import svcutil
+from harness import E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
+
+OPENDKIM = ["opendkim", "/usr/sbin/opendkim"]
+GENKEY = ["opendkim-genkey", "/usr/sbin/opendkim-genkey"]
+
+
+def start_opendkim(mode="s", canon="simple/simple", extra=""):
+    """OpenDKIM on a free port, signing for example.com with selector test."""
+    exe = svcutil.require_binary("opendkim", OPENDKIM, "opendkim")
+    genkey = svcutil.require_binary("opendkim-genkey", GENKEY, "opendkim-tools")
+    tmp = tempfile.mkdtemp(prefix="luasmtpd-opendkim-")
+    import subprocess
+    subprocess.run([genkey, "-D", tmp, "-d", "example.com", "-s", "test"], check=True, timeout=60)
+    port = svcutil.free_port()
+    conf = os.path.join(tmp, "opendkim.conf")
+    with open(conf, "w") as f:
+        f.write("Mode %s\nDomain example.com\nSelector test\nKeyFile %s/test.private\n"
+                "Socket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\nSyslog no\n"
+                "RequireSafeKeys false\nCanonicalization %s\nInternalHosts %s\n%s"
+                % (mode, tmp, port, tmp, canon, "127.0.0.1" if "s" in mode else "192.0.2.1", extra))
+    return svcutil.Service("opendkim", [exe, "-f", "-x", conf], port, tmp)
+
+
+def stop_opendkim(svc):
+    """OpenDKIM takes seconds to notice a SIGTERM (its accept loop's
+    timeout): a test instance with nothing to keep is killed, by its PID."""
+    svc.proc.kill()
+    svc.proc.wait(5)
+    svc.stop()
+
+
+@contextlib.contextmanager
+def opendkim(**kw):
+    svc = start_opendkim(**kw)
+    try:
+        yield svc
+    finally:
+        stop_opendkim(svc)
+
+
+def simple_body_hash(body):
+    """RFC 6376 3.4.3: the body with its trailing empty lines removed, then
+    sha256, base64."""
+    while body.endswith(b"\r\n\r\n"):
+        body = body[:-2]
+    if body == b"":
+        body = b"\r\n"
+    return base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+# The hook of these tests: onData sends the message to the milter named
+# by MILTER and records the verdict and the modifications.
+CLIENT_HOOKS = {
+    "onData": Lua(r'''function(stream, session)
+    local milter = require "smtp.milter"
+    local t0 = smtp.now()
+    local m, err = milter.connect(MILTER, { connectTimeout = 2, commandTimeout = 2, contentTimeout = 2 })
+    local res = { steps = {} }
+    local function step(name, v, e)
+      res.steps[#res.steps + 1] = { name = name, action = v and v.action, err = e }
+      return v
+    end
+    if m then
+      local neg, nerr = m:negotiate()
+      res.negotiated = neg ~= nil
+      if neg and step("connect", m:connect("client.example", "4", session.remotePort, session.remoteAddress,
+          { j = "mx.test", ["{daemon_name}"] = "luasmtpd", ["{client_addr}"] = session.remoteAddress }))
+        and step("helo", m:helo(session.hostNameAppearsAs or "client.example"))
+        and step("mail", m:mail("<" .. session.envelope.mailFrom.address .. ">", nil, { i = "Q1" }))
+        and step("rcpt", m:rcpt("<" .. session.envelope.rcptTo[1].address .. ">")) then
+        local v, mods = m:message(stream, { i = "Q1" })
+        if v then
+          res.verdict, res.mods = v.action, mods
+          if v.reply then res.reply = { code = v.reply.code, message = v.reply.message } end
+        else
+          res.err = mods
+        end
+      elseif not neg then
+        res.err = nerr
+      end
+      m:close()
+    else
+      res.err = err
+    end
+    res.elapsed = smtp.now() - t0
+    record("milter", res)
+    return "done"
+  end'''),
+}
+
+
+def events(srv, kind):
+    path = os.path.join(srv.out, "events.jsonl")
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                e = json.loads(line)
+                if e["kind"] == kind:
+                    out.append(e["data"])
+    return out
+
+
+MESSAGE = (b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\n"
+           b"Subject: signed by OpenDKIM\r\nDate: Sun, 6 Dec 2026 08:00:00 +0000\r\n"
+           b"Message-ID: <m1@example.com>\r\n\r\nHello Bob,\r\n\r\nthe body, byte for byte.\r\n")
+
+
+class TestClientOpenDKIM(E2ETest):
+    @classmethod
+    def setUpClass(cls):
+        cls.dkim = start_opendkim()
+        cls.srv = Server(script(CLIENT_HOOKS, prelude='local MILTER = "inet:127.0.0.1:%d"' % cls.dkim.port))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+        stop_opendkim(cls.dkim)
+
+    def send(self, msg):
+        c = self.srv.client()
+        self.assertReply(c.cmd("EHLO client.example"), 250)
+        self.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+        self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+        self.assertReply(c.cmd("DATA"), 354)
+        c.send(msg + b".\r\n")
+        self.assertReply(c.read_reply(), 250)
+        c.cmd("QUIT")
+        recs = events(self.srv, "milter")
+        self.assertTrue(recs, "the hook recorded nothing")
+        return recs[-1]
+
+    def test_signs_the_message(self):
+        res = self.send(MESSAGE)
+        self.assertEqual(res.get("err"), None, res)
+        self.assertEqual([s["action"] for s in res["steps"]], ["continue"] * 4, res)
+        self.assertEqual(res["verdict"], "accept", res)
+        sigs = [m for m in res["mods"] if m["name"] == "DKIM-Signature"]
+        self.assertEqual(len(sigs), 1, res["mods"])
+        self.assertIn(sigs[0]["action"], ("insheader", "addheader"))
+        sig = re.sub(r"\s+", "", sigs[0]["value"])
+        self.assertIn("d=example.com;", sig)
+        self.assertIn("s=test;", sig)
+        body = MESSAGE.split(b"\r\n\r\n", 1)[1]
+        self.assertIn("bh=%s;" % simple_body_hash(body), sig)
+
+    def test_large_body_in_chunks(self):
+        # over two of the protocol's 65535-byte chunks, from several stream reads
+        body = b"".join(b"line %06d of a longer message body\r\n" % i for i in range(6000))
+        msg = MESSAGE.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + body
+        res = self.send(msg)
+        self.assertEqual(res["verdict"], "accept", res)
+        sig = re.sub(r"\s+", "", [m for m in res["mods"] if m["name"] == "DKIM-Signature"][0]["value"])
+        self.assertIn("bh=%s;" % simple_body_hash(body), sig)
+
+
+def packet(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+class Garbage(svcutil.ThreadedServer):
+    """Reads the OPTNEG and answers `answer` (bytes), then waits."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        super().__init__()
+
+    def handle(self, s):
+        s.recv(65536)
+        s.sendall(self.answer)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._stop:
+            try:
+                if not s.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+
+OPTNEG_OK = packet(b"O", struct.pack(">III", 6, 0x1ff, 0))
+
+
+class TestClientFaults(E2ETest):
+    """Each fault: nil, err in the hook within the 2 s timeouts, the session
+    answered."""
+
+    def run_against(self, milter_spec):
+        with Server(script(CLIENT_HOOKS, prelude="local MILTER = %s" % lua_value(milter_spec))) as srv:
+            c = srv.client()
+            self.assertReply(c.cmd("EHLO client.example"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(MESSAGE + b".\r\n")
+            self.assertReply(c.read_reply(timeout=15), 250)
+            recs = events(srv, "milter")
+        self.assertEqual(len(recs), 1)
+        res = recs[0]
+        self.assertLess(res["elapsed"], 5, res)
+        return res
+
+    def test_down(self):
+        res = self.run_against("inet:127.0.0.1:%d" % svcutil.closed_port())
+        self.assertEqual(res["err"], "connection refused")
+
+    def test_silent(self):
+        with svcutil.SilentServer() as silent:
+            res = self.run_against("inet:127.0.0.1:%d" % silent.port)
+        self.assertEqual(res["err"], "timeout")
+
+    def test_garbage(self):
+        with Garbage(b"\x00\x00\x00\x03Zxx") as g:
+            res = self.run_against("inet:127.0.0.1:%d" % g.port)
+        self.assertEqual(res["err"], "bad answer")
+
+    def test_oversized_packet(self):
+        with Garbage(b"\x7f\xff\xff\xffc") as g:
+            res = self.run_against("inet:127.0.0.1:%d" % g.port)
+        self.assertEqual(res["err"], "bad answer")
+
+    def test_closes_mid_conversation(self):
+        # negotiates, then closes before answering the connect step
+        with svcutil.ScriptedServer(OPTNEG_OK) as s:
+            res = self.run_against("inet:127.0.0.1:%d" % s.port)
+        self.assertTrue(res["negotiated"], res)
+        self.assertEqual(res["steps"], [{"name": "connect", "err": "closed"}], res)
+
+    def test_bad_socket_name(self):
+        res = self.run_against("tcp:nowhere")
+        self.assertEqual(res["err"], "bad name")
+
+
+# A script declaring milters: onData stores what it reads in $OUT/msg-N and
+# records the envelope and the quarantine flag.
+DECLARED_ONDATA = Lua(r'''function(stream, session)
+    assert(stream:addHeader("X-Policy", "seen"))
+    local body, err = {}, nil
+    while true do
+      local s, e = stream:read()
+      if s == nil then err = e; break end
+      body[#body + 1] = s
+    end
+    local rcpts = {}
+    for i, r in ipairs(session.envelope.rcptTo) do rcpts[i] = r.address end
+    record("data", {refused = err and tostring(err), rcpts = rcpts, quarantine = session.milterQuarantine})
+    if err then return "the hook's own text" end
+    writefile(OUT .. "/msg-" .. session.transaction, table.concat(body))
+    return "stored"
+  end''')
+
+
+def declared(milters, **opts):
+    return script({"onData": DECLARED_ONDATA}, milters=milters, **opts)
+
+
+def send_one(test, srv, msg=MESSAGE, expect=250):
+    c = srv.client()
+    test.assertReply(c.greeting, 220)
+    test.assertReply(c.cmd("EHLO client.example"), 250)
+    test.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+    test.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+    test.assertReply(c.cmd("DATA"), 354)
+    c.send(msg + b".\r\n")
+    r = c.read_reply(timeout=15)
+    test.assertReply(r, expect)
+    c.cmd("QUIT")
+    return r
+
+
+class TestDeclaredOpenDKIM(E2ETest):
+    """milters = {...} in the script: OpenDKIM signs, and in verify mode
+    rejects or discards an unsigned message (its On-NoSignature)."""
+
+    def test_signature_in_the_stored_message(self):
+        with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            send_one(self, srv)
+            with open(os.path.join(srv.out, "msg-1"), "rb") as f:
+                stored = f.read()
+        self.assertTrue(stored.startswith(b"DKIM-Signature:"), stored[:200])
+        head, body = stored.split(b"\r\n\r\n", 1)
+        orig_head, orig_body = MESSAGE.split(b"\r\n\r\n", 1)
+        self.assertEqual(body, orig_body)                  # byte for byte
+        # the fields as they came after it, then the hook's own edit
+        self.assertTrue(head.endswith(orig_head + b"\r\nX-Policy: seen"), head)
+        sig = re.sub(rb"\s+", b"", head[:len(head) - len(orig_head) - 16]).decode()
+        self.assertIn("d=example.com;", sig)
+        self.assertIn("bh=%s;" % simple_body_hash(orig_body), sig)
+
+    def test_maildir_delivery_has_the_signature(self):
+        # the default script: box:deliver, so stream:save with its Received prefix
+        with opendkim() as dkim, Server(default_with(milters=["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            send_one(self, srv)
+            files = srv.maildir_new()
+            self.assertEqual(len(files), 1)
+            with open(files[0], "rb") as f:
+                received, rest = split_received(f.read())
+        self.assertTrue(rest.startswith(b"DKIM-Signature:"), rest[:200])
+        self.assertTrue(rest.endswith(MESSAGE), rest)
+
+    def verify_mode(self, action):
+        return opendkim(mode="v", extra="On-NoSignature %s\n" % action)
+
+    def test_reject_is_the_reply_whatever_ondata_returns(self):
+        with self.verify_mode("reject") as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            r = send_one(self, srv, expect=550)
+            recs = events(srv, "data")
+            self.assertFalse(os.path.exists(os.path.join(srv.out, "msg-1")))
+        self.assertEqual(len(recs), 1)
+        self.assertTrue(recs[0]["refused"].startswith("550"), recs)
+        self.assertNotIn(b"own text", r.raw)
+
+    def test_discard_answers_250_and_stores_nothing(self):
+        with self.verify_mode("discard") as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            send_one(self, srv, expect=250)
+            self.assertEqual(events(srv, "data"), [])
+            self.assertFalse(os.path.exists(os.path.join(srv.out, "msg-1")))
+
+
+class FakeMilter(svcutil.ThreadedServer):
+    """A milter for faults only: negotiates, answers CONTINUE to each step,
+    and at the end of the message does `at_eom`: "garbage", "close" or
+    "silent"."""
+
+    def __init__(self, at_eom):
+        self.at_eom = at_eom
+        super().__init__()
+
+    def handle(self, s):
+        buf = b""
+        while True:
+            while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+                d = s.recv(65536)
+                if not d:
+                    return
+                buf += d
+            n = struct.unpack(">I", buf[:4])[0]
+            cmd, buf = buf[4:5], buf[4 + n:]
+            if cmd == b"O":
+                s.sendall(OPTNEG_OK)
+            elif cmd == b"E":
+                if self.at_eom == "garbage":
+                    s.sendall(b"\x00\x00\x00\x02Zz")
+                elif self.at_eom == "close":
+                    return
+                else:
+                    time.sleep(3)
+                    return
+            elif cmd in b"CHMRTLNB":
+                s.sendall(packet(b"c"))
+
+
+class TestDeclaredFaults(E2ETest):
+    """milterDefaultAction for a milter down, slow, closing or speaking
+    nonsense: the reply it gives, a logged reason, never a hung session."""
+
+    def test_down_tempfail_by_default(self):
+        with Server(declared(["inet:127.0.0.1:%d" % svcutil.closed_port()])) as srv:
+            c = srv.client()
+            self.assertReply(c.greeting, 451, "4.7.1")
+            self.assertIn("milter failed", srv.log())
+            self.assertIn("connection refused", srv.log())
+
+    def test_down_accept_goes_on_without_it(self):
+        with Server(declared(["inet:127.0.0.1:%d" % svcutil.closed_port()],
+                             milterDefaultAction="accept")) as srv:
+            send_one(self, srv)
+            with open(os.path.join(srv.out, "msg-1"), "rb") as f:
+                stored = f.read()
+        head, body = MESSAGE.split(b"\r\n\r\n", 1)
+        self.assertEqual(stored, head + b"\r\nX-Policy: seen\r\n\r\n" + body)
+
+    def test_down_reject(self):
+        with Server(declared([{"socket": "inet:127.0.0.1:%d" % svcutil.closed_port(),
+                               "defaultAction": "reject"}])) as srv:
+            c = srv.client()
+            self.assertReply(c.greeting, 550, "5.7.1")
+
+    def test_slow_at_connect(self):
+        with svcutil.SilentServer() as silent, \
+                Server(declared(["inet:127.0.0.1:%d" % silent.port], milterConnectTimeout=1)) as srv:
+            t0 = time.monotonic()
+            c = srv.client()
+            self.assertReply(c.greeting, 451, "4.7.1")
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertIn("timeout", srv.log())
+
+    def at_eom(self, what, **opts):
+        with FakeMilter(what) as fake, \
+                Server(declared(["inet:127.0.0.1:%d" % fake.port], milterContentTimeout=1, **opts)) as srv:
+            t0 = time.monotonic()
+            r = send_one(self, srv, expect=451 if not opts else 250)
+            self.assertLess(time.monotonic() - t0, 8)
+            log = srv.log()
+            stored = os.path.exists(os.path.join(srv.out, "msg-1"))
+        self.assertIn("milter failed", log)
+        return r, log, stored
+
+    def test_garbage_at_end_of_message(self):
+        r, log, stored = self.at_eom("garbage")
+        self.assertIn("bad answer", log)
+        self.assertFalse(stored)
+
+    def test_closes_at_end_of_message(self):
+        r, log, stored = self.at_eom("close")
+        self.assertIn("closed", log)
+        self.assertFalse(stored)
+
+    def test_slow_at_end_of_message_accept(self):
+        r, log, stored = self.at_eom("silent", milterDefaultAction="accept")
+        self.assertIn("timeout", log)
+        self.assertTrue(stored)
+
+    def test_bad_options_refused_at_start(self):
+        tmp = tempfile.mkdtemp(prefix="luasmtpd-milter-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "probe.lua")
+        for opts, want in (('milters = {"tcp:nowhere"}', "entry 1 is not"),
+                           ('milters = {}, milterDefaultAction = "maybe"', "milterDefaultAction"),
+                           ('milters = "inet:127.0.0.1:1"', "a list")):
+            with open(path, "w") as f:
+                f.write("return { %s }\n" % opts)
+            r = self.run_cmd([binary(), "-t", path])
+            err = r.stderr.decode("utf-8", "replace")
+            with self.subTest(opts=opts):
+                self.assertNotEqual(r.returncode, 0, err)
+                self.assertIn(want, err)
+                self.assertNotIn("traceback", err)
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,194 @@
+/*
+ * test_message.c — the header block and its edits (smtp/message.h): where
+ * the block ends (CRLF, bare LF, split anywhere, no blank line, the
+ * limit), each edit's output, folding, refusals, and the body left to the
+ * caller byte for byte.
+ */
+#include "smtp/message.h"
+#include "unit.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Feeds msg in pieces of step bytes (0: at once), ends it, and returns the
+ * written-out header followed by the rest, as a writer would put it. */
+static struct buf run(struct message *m, const char *msg, size_t step)
+{
+	size_t len = strlen(msg), at = 0;
+	struct buf body = {0}, out = {0};
+	while (at < len) {
+		size_t n = step && len - at > step ? step : len - at;
+		size_t took = message_take(m, msg + at, n);
+		buf_append(&body, msg + at + took, n - took);
+		at += n;
+	}
+	message_end(m);
+	CHECK(message_ready(m));
+	message_emit(m, &out);
+	if (buf_used(&body))
+		buf_append(&out, buf_head(&body), buf_used(&body));
+	buf_free(&body);
+	return out;
+}
+
+#define CHECK_OUT(out, lit) CHECK_MEM(buf_head(&(out)), buf_used(&(out)), lit)
+
+static void test_split_anywhere(void)
+{
+	const char *msg = "From: a@b\r\nSubject: hi\r\n there\r\n\r\nbody\r\n\r\nmore\r\n";
+	for (size_t step = 0; step < 8; step++) {
+		struct message m = {0};
+		CHECK(!message_add(&m, "X-A", 3, "1", 1));
+		struct buf out = run(&m, msg, step);
+		CHECK_OUT(out, "From: a@b\r\nSubject: hi\r\n there\r\nX-A: 1\r\n\r\nbody\r\n\r\nmore\r\n");
+		buf_free(&out);
+		message_free(&m);
+	}
+}
+
+static void test_edits(void)
+{
+	struct message m = {0};
+	CHECK(!message_insert(&m, 0, "Received", 8, "from x", 6));
+	CHECK(!message_remove(&m, "subject", 7));
+	CHECK(!message_add(&m, "X-Spam-Status", 13, "No", 2));
+	struct buf out = run(&m, "Subject: one\r\nTo: t\r\nSUBJECT: two\r\n\tcontinued\r\n\r\nSubject: body\r\n", 0);
+	CHECK_OUT(out, "Received: from x\r\nTo: t\r\nX-Spam-Status: No\r\n\r\nSubject: body\r\n");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_milter_edits(void)
+{
+	struct message m = {0};
+	CHECK(!message_change(&m, "X-A", 3, 2, "new", 3));
+	CHECK(!message_change(&m, "x-a", 3, 1, NULL, 0));
+	CHECK(!message_change(&m, "X-None", 6, 1, "added", 5));
+	CHECK(!message_change(&m, "X-None2", 7, 1, NULL, 0));
+	CHECK(!message_insert(&m, 1, "X-I", 3, "", 0));
+	CHECK(!message_insert(&m, 99, "X-Last", 6, "z", 1));
+	struct buf out = run(&m, "X-A: 1\r\nX-B: b\r\nX-A: 2\r\n\r\n", 0);
+	CHECK_OUT(out, "X-B: b\r\nX-I:\r\nX-A: new\r\nX-None: added\r\nX-Last: z\r\n\r\n");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_refusals(void)
+{
+	struct message m = {0};
+	CHECK_STR(message_add(&m, "Bad Name", 8, "v", 1), "bad header name");
+	CHECK_STR(message_add(&m, "Bad:", 4, "v", 1), "bad header name");
+	CHECK_STR(message_add(&m, "", 0, "v", 1), "bad header name");
+	CHECK_STR(message_add(&m, "\xc3\xa9", 2, "v", 1), "bad header name");
+	CHECK_STR(message_add(&m, "X", 1, "a\r\nb", 4), "bad header value");
+	CHECK_STR(message_add(&m, "X", 1, "a\nb", 3), "bad header value");
+	CHECK_STR(message_add(&m, "X", 1, "a\rb", 3), "bad header value");
+	CHECK_STR(message_add(&m, "X", 1, "a\0b", 3), "bad header value");
+	CHECK_STR(message_add(&m, "X", 1, "a\r\n", 3), "bad header value");
+	CHECK(!message_add(&m, "X", 1, "a\r\n\tb\n c \xc3\xa9", 11));
+	struct buf out = run(&m, "\r\nbody", 0);
+	CHECK_OUT(out, "X: a\r\n\tb\r\n c \xc3\xa9\r\n\r\nbody");
+	CHECK_STR(message_add(&m, "X", 1, "v", 1), "header already read");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_folding(void)
+{
+	struct message m = {0};
+	const char *v = "pass (sender SPF authorized) smtp.mailfrom=someone@example.org "
+	                "dkim=pass header.d=example.org header.s=selector1 dmarc=pass";
+	CHECK(!message_add(&m, "Authentication-Results", 22, v, strlen(v)));
+	const char *nospace = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567";
+	CHECK(!message_add(&m, "X-Long", 6, nospace, strlen(nospace)));
+	const char *blanks = "a                                                                               ";
+	CHECK(!message_add(&m, "X-Blanks", 8, blanks, strlen(blanks)));
+	struct buf out = run(&m, "\r\n", 0);
+	CHECK_OUT(out, "Authentication-Results: pass (sender SPF authorized)\r\n"
+	               " smtp.mailfrom=someone@example.org dkim=pass header.d=example.org\r\n"
+	               " header.s=selector1 dmarc=pass\r\n"
+	               "X-Long: 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567\r\n"
+	               "X-Blanks: a                                                                               \r\n"
+	               "\r\n");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_bare_lf_and_no_blank_line(void)
+{
+	struct message m = {0};
+	CHECK(!message_add(&m, "X-A", 3, "1", 1));
+	struct buf out = run(&m, "A: 1\nB: 2\n\nbody\n", 1);
+	CHECK_OUT(out, "A: 1\nB: 2\nX-A: 1\r\n\nbody\n");
+	buf_free(&out);
+	message_free(&m);
+
+	/* All header, its last line unended: the added field ends it. */
+	message_init(&m, 0);
+	CHECK(!message_add(&m, "X-A", 3, "1", 1));
+	out = run(&m, "A: 1\r\nB: 2", 3);
+	CHECK_OUT(out, "A: 1\r\nB: 2\r\nX-A: 1\r\n");
+	buf_free(&out);
+	message_free(&m);
+
+	/* Empty message; a message that starts with its blank line. */
+	message_init(&m, 0);
+	CHECK(!message_add(&m, "X-A", 3, "1", 1));
+	out = run(&m, "", 0);
+	CHECK_OUT(out, "X-A: 1\r\n");
+	buf_free(&out);
+	message_free(&m);
+	message_init(&m, 0);
+	CHECK(!message_insert(&m, 0, "X-A", 3, "1", 1));
+	out = run(&m, "\r\n\r\nbody", 2);
+	CHECK_OUT(out, "X-A: 1\r\n\r\n\r\nbody");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_no_edits_passes_through(void)
+{
+	struct message m = {0};
+	const char *msg = "weird\r\n\rline\r\n  lead\r\n\r\nbody";
+	struct buf out = run(&m, msg, 1);
+	CHECK_OUT(out, "weird\r\n\rline\r\n  lead\r\n\r\nbody");
+	buf_free(&out);
+	message_free(&m);
+}
+
+static void test_limit(void)
+{
+	struct message m;
+	message_init(&m, 16);
+	CHECK(!message_insert(&m, 0, "X-Top", 5, "t", 1));
+	CHECK(!message_add(&m, "X-Add", 5, "a", 1));
+	CHECK(!message_remove(&m, "A", 1));
+	size_t took = message_take(&m, "A: 0123456789abcdef\r\n\r\nbody", 27);
+	CHECK_INT(took, 16);
+	CHECK(m.oversized && message_ready(&m));
+	CHECK_STR(message_add(&m, "X", 1, "v", 1), "header too large");
+	struct buf out = {0};
+	message_emit(&m, &out);
+	CHECK_OUT(out, "X-Top: t\r\nX-Add: a\r\nA: 0123456789abc");
+	buf_free(&out);
+	message_free(&m);
+
+	/* Exactly at the limit with its blank line: complete, not oversized. */
+	message_init(&m, 8);
+	CHECK_INT(message_take(&m, "A: 1\r\n\r\nB", 9), 8);
+	CHECK(m.complete && !m.oversized);
+	message_free(&m);
+}
+
+int main(void)
+{
+	RUN(test_split_anywhere);
+	RUN(test_edits);
+	RUN(test_milter_edits);
+	RUN(test_refusals);
+	RUN(test_folding);
+	RUN(test_bare_lf_and_no_blank_line);
+	RUN(test_no_edits_passes_through);
+	RUN(test_limit);
+	return unit_summary();
+}
