@@ -442,3 +442,24 @@ def added_headers(mods):
             continue
         out.setdefault(name.decode().lower(), []).append(value.decode("utf-8", "replace"))
     return out
+
+
+def with_header(name, value, message):
+    """The message with a header field on top, a milter's LF folding turned
+    into CRLF as an MTA stores it."""
+    return b"%s:%s\r\n" % (name.encode(), value.replace("\n", "\r\n").encode()) + message
+
+
+def probe_sign(signer, message):
+    """The DKIM-Signature value a signing OpenDKIM gives `message` from an
+    authenticated client, by the probe."""
+    p = MilterProbe(signer.port)
+    try:
+        p.negotiate()
+        final, mods = p.message(message, macros_mail={"{auth_type}": "PLAIN", "{auth_authen}": "alice"})
+    finally:
+        p.close()
+    sigs = added_headers(mods).get("dkim-signature", [])
+    if final != (b"a", b"") or len(sigs) != 1:
+        raise AssertionError("OpenDKIM did not sign: %r %r" % (final, mods))
+    return sigs[0]
