@@ -81,6 +81,7 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 	smtp_session_take_verdict(s, v);
 	/* A verdict before the end leaves the rest of the body to drain. */
 	buf_free(&b->pending);
+	message_free(&b->msg);
 	if (b->ended)
 		session_data_finish(s->conn);
 }

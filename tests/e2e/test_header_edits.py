@@ -6,7 +6,7 @@ exactly as sent. Shown with stored bytes compared exactly: a field that
 appears twice, one of them folded, removed by a name in another case; a
 long value folded at 78 columns (Python's email package reads it back); a
 message of only a header; a header arriving in slow pieces while onData
-waits, and split across BDAT chunks; 8-bit values with SMTPUTF8; a header
+waits, split across BDAT chunks, or all there before onData edits; 8-bit values with SMTPUTF8; a header
 just under the 1 MiB limit (edited) and one over it (passed on unchanged,
 the added fields on top); bad names and values refused with nil, err; an
 edit after the header was read refused."""
@@ -51,6 +51,12 @@ local EDITS = {
     return r
   end,
   none = function() return {} end,
+  -- the whole message has arrived (and waits) before the edits
+  late_edits = function(stream)
+    smtp.sleep(0.5)
+    return {res(stream:prependHeader("X-Trace", "first")), res(stream:addHeader("X-Spam-Status", LONG)),
+            res(stream:removeHeader("X-Remove-Me"))}
+  end,
 }
 '''
 
@@ -183,6 +189,10 @@ class HeaderEditsTest(E2ETest):
                 self.setUp()
                 got, results = self.send(HEADER + BODY, "std@" + domain, pieces=cuts)
                 self.assertStd(got, results)
+
+    def test_edits_after_the_message_arrived_before_reading(self):
+        got, results = self.send(HEADER + BODY, "late_edits@chunks.test")
+        self.assertStd(got, results)
 
     def test_bdat_chunks_split_the_header(self):
         msg = HEADER + BODY

@@ -114,36 +114,26 @@ static void test_folding(void)
 	message_free(&m);
 }
 
+/* One field X-A: 1 added (or put on top) to msg fed in pieces of step. */
+#define CHECK_X_A(top, msg, step, lit)                                        \
+	do {                                                                   \
+		struct message m_ = {0};                                       \
+		CHECK(!(top ? message_insert(&m_, 0, "X-A", 3, "1", 1)         \
+		            : message_add(&m_, "X-A", 3, "1", 1)));            \
+		struct buf out_ = run(&m_, msg, step);                         \
+		CHECK_OUT(out_, lit);                                          \
+		buf_free(&out_);                                               \
+		message_free(&m_);                                             \
+	} while (0)
+
 static void test_bare_lf_and_no_blank_line(void)
 {
-	struct message m = {0};
-	CHECK(!message_add(&m, "X-A", 3, "1", 1));
-	struct buf out = run(&m, "A: 1\nB: 2\n\nbody\n", 1);
-	CHECK_OUT(out, "A: 1\nB: 2\nX-A: 1\r\n\nbody\n");
-	buf_free(&out);
-	message_free(&m);
-
+	CHECK_X_A(false, "A: 1\nB: 2\n\nbody\n", 1, "A: 1\nB: 2\nX-A: 1\r\n\nbody\n");
 	/* All header, its last line unended: the added field ends it. */
-	message_init(&m, 0);
-	CHECK(!message_add(&m, "X-A", 3, "1", 1));
-	out = run(&m, "A: 1\r\nB: 2", 3);
-	CHECK_OUT(out, "A: 1\r\nB: 2\r\nX-A: 1\r\n");
-	buf_free(&out);
-	message_free(&m);
-
+	CHECK_X_A(false, "A: 1\r\nB: 2", 3, "A: 1\r\nB: 2\r\nX-A: 1\r\n");
 	/* Empty message; a message that starts with its blank line. */
-	message_init(&m, 0);
-	CHECK(!message_add(&m, "X-A", 3, "1", 1));
-	out = run(&m, "", 0);
-	CHECK_OUT(out, "X-A: 1\r\n");
-	buf_free(&out);
-	message_free(&m);
-	message_init(&m, 0);
-	CHECK(!message_insert(&m, 0, "X-A", 3, "1", 1));
-	out = run(&m, "\r\n\r\nbody", 2);
-	CHECK_OUT(out, "X-A: 1\r\n\r\n\r\nbody");
-	buf_free(&out);
-	message_free(&m);
+	CHECK_X_A(false, "", 0, "X-A: 1\r\n");
+	CHECK_X_A(true, "\r\n\r\nbody", 2, "X-A: 1\r\n\r\n\r\nbody");
 }
 
 static void test_no_edits_passes_through(void)
