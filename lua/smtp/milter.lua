@@ -392,4 +392,44 @@ function Milter:close()
   return true
 end
 
+--- The whole conversation for one message a hook holds: connects to the
+--- milter at spec, sends the session's connect, HELO, MAIL and RCPTs and
+--- the message (a string or a stream), closes. Returns the first verdict
+--- that is not "continue" (or the end of message's) and the changes asked
+--- for, or nil, err.
+function M.check(spec, session, message, opts)
+  local m, err = M.connect(spec, opts)
+  if not m then return nil, err end
+  local env = session.envelope or {}
+  local addr = session.remoteAddress
+  local steps = {
+    function()
+      local ok, nerr = m:negotiate()
+      if not ok then return nil, nerr end
+      return { action = "continue" }
+    end,
+    function()
+      return m:connect(session.clientHostname or "[" .. tostring(addr) .. "]",
+        addr and (addr:find(":", 1, true) and "6" or "4") or "U", session.remotePort, addr,
+        { ["{client_addr}"] = addr, i = session.id, ["{auth_authen}"] = session.user })
+    end,
+    function() return m:helo(session.hostNameAppearsAs or "unknown") end,
+    function()
+      return m:mail("<" .. (env.mailFrom and env.mailFrom.address or "") .. ">", nil,
+        { i = session.id, ["{auth_authen}"] = session.user, ["{mail_addr}"] = env.mailFrom and env.mailFrom.address })
+    end,
+  }
+  for _, r in ipairs(env.rcptTo or {}) do
+    steps[#steps + 1] = function() return m:rcpt("<" .. r.address .. ">", nil, { ["{rcpt_addr}"] = r.address }) end
+  end
+  for _, step in ipairs(steps) do
+    local v, serr = step()
+    if not v then m:close(); return nil, serr or "closed" end
+    if v.action ~= "continue" then m:close(); return v, {} end
+  end
+  local v, mods = m:message(message, { i = session.id })
+  m:close()
+  return v, mods
+end
+
 return M

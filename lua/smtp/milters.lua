@@ -73,7 +73,7 @@ local function macros(session, extra)
     v = "luasmtpd", _ = (session.clientHostname or "unknown") .. " [" .. tostring(session.remoteAddress) .. "]",
     ["{client_addr}"] = session.remoteAddress, ["{client_name}"] = session.clientHostname,
     ["{client_port}"] = session.remotePort, i = session.id,
-    ["{auth_authen}"] = session.user, ["{auth_type}"] = session.user and "LOGIN" or nil,
+    ["{auth_authen}"] = session.user,
     ["{mail_addr}"] = env.mailFrom and env.mailFrom.address,
   }
   for k, v in pairs(extra or {}) do t[k] = v end
@@ -154,10 +154,11 @@ local function wrap_connect(orig, cfgs, name)
     local v = each(st, function(c, m)
       local x, err = c:connect(session.clientHostname or ("[" .. tostring(session.remoteAddress) .. "]"),
         family(session.remoteAddress), session.remotePort, session.remoteAddress, macros(session))
+      -- accept: this milter is done for the session; discard: every message is
       if x and x.action == "accept" then m.off = true; x = { action = "continue" } end
+      if x and x.action == "discard" then st.discard_all = true; x = { action = "continue" } end
       return x, err
     end)
-    if v and v.action == "discard" then st.discard_all = true end
     if v and v.reply then return nil, v.reply end
     return unpack(r, 1, r.n)
   end
@@ -170,53 +171,54 @@ local function message_verdict(st, m, v)
   return v
 end
 
-local function wrap_mail(orig)
+-- A wrapper of onMailFrom or onRcptTo: the script's hook first; when it
+-- accepted, step(address, session, st) asks the milters, and a verdict
+-- with a reply refuses the command.
+local function after_hook(orig, step)
   return function(address, session, ...)
     local r = orig and pack(orig(address, session, ...)) or pack()
     if refused(unpack(r, 1, r.n)) then return unpack(r, 1, r.n) end
     local st = sessions[session]
-    if not st then return unpack(r, 1, r.n) end
-    local helo = session.hostNameAppearsAs or ""
-    for _, m in ipairs(st.milters) do
-      if m.conn and m.in_message then m.conn:abort() end
-      m.in_message, m.msg_off = true, false
+    if st then
+      local v = step(address, session, st)
+      if v and v.reply then return nil, v.reply end
     end
-    st.discard = st.discard_all
-    local v = each(st, function(c, m)
-      if m.helo ~= helo then
-        m.helo = helo
-        local h, err = c:helo(helo, macros(session))
-        if not h then return nil, err end
-        if h.action == "accept" then m.off = true; return { action = "continue" } end
-        if h.action ~= "continue" then return h end
-      end
-      local args = {}
-      for k, x in pairs(address.args or {}) do args[#args + 1] = x == true and k or (k .. "=" .. tostring(x)) end
-      table.sort(args)
-      local x, err = c:mail("<" .. (address.address or "") .. ">", args,
-        macros(session, { ["{mail_addr}"] = address.address }))
-      if not x then return nil, err end
-      return message_verdict(st, m, x)
-    end)
-    if v and v.reply then return nil, v.reply end
     return unpack(r, 1, r.n)
   end
 end
 
-local function wrap_rcpt(orig)
-  return function(address, session, ...)
-    local r = orig and pack(orig(address, session, ...)) or pack()
-    if refused(unpack(r, 1, r.n)) then return unpack(r, 1, r.n) end
-    local st = sessions[session]
-    if not st then return unpack(r, 1, r.n) end
-    local v = each(st, function(c, m)
-      local x, err = c:rcpt("<" .. address.address .. ">", nil, macros(session, { ["{rcpt_addr}"] = address.address }))
-      if not x then return nil, err end
-      return message_verdict(st, m, x)
-    end)
-    if v and v.reply then return nil, v.reply end
-    return unpack(r, 1, r.n)
+-- MAIL (HELO first when its name is new): a new message for every milter.
+local function mail_step(address, session, st)
+  local helo = session.hostNameAppearsAs or ""
+  for _, m in ipairs(st.milters) do
+    if m.conn and m.in_message then m.conn:abort() end
+    m.in_message, m.msg_off = true, false
   end
+  st.discard = st.discard_all
+  return each(st, function(c, m)
+    if m.helo ~= helo then
+      m.helo = helo
+      local h, err = c:helo(helo, macros(session))
+      if not h then return nil, err end
+      if h.action == "accept" then m.off = true; return { action = "continue" } end
+      if h.action ~= "continue" then return h end
+    end
+    local args = {}
+    for k, x in pairs(address.args or {}) do args[#args + 1] = x == true and k or (k .. "=" .. tostring(x)) end
+    table.sort(args)
+    local x, err = c:mail("<" .. (address.address or "") .. ">", args,
+      macros(session, { ["{mail_addr}"] = address.address }))
+    if not x then return nil, err end
+    return message_verdict(st, m, x)
+  end)
+end
+
+local function rcpt_step(address, session, st)
+  return each(st, function(c, m)
+    local x, err = c:rcpt("<" .. address.address .. ">", nil, macros(session, { ["{rcpt_addr}"] = address.address }))
+    if not x then return nil, err end
+    return message_verdict(st, m, x)
+  end)
 end
 
 -- The message spooled: its header block (a string) and the rest in a
@@ -447,8 +449,8 @@ local function declare_one(opts)
   for _, k in ipairs(OPTIONS) do opts[k] = nil end
   if #cfgs == 0 then return end
   opts.onConnect = wrap_connect(opts.onConnect, cfgs, opts.name)
-  opts.onMailFrom = wrap_mail(opts.onMailFrom)
-  opts.onRcptTo = wrap_rcpt(opts.onRcptTo)
+  opts.onMailFrom = after_hook(opts.onMailFrom, mail_step)
+  opts.onRcptTo = after_hook(opts.onRcptTo, rcpt_step)
   opts.onData = wrap_data(opts.onData)
   opts.onClose = wrap_close(opts.onClose)
 end

@@ -23,7 +23,7 @@ import time
 import unittest
 
 import svcutil
-from harness import E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
+from harness import ROOT, E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
 
 OPENDKIM = ["opendkim", "/usr/sbin/opendkim"]
 GENKEY = ["opendkim-genkey", "/usr/sbin/opendkim-genkey"]
@@ -179,6 +179,28 @@ class TestClientOpenDKIM(E2ETest):
         self.assertIn("bh=%s;" % simple_body_hash(body), sig)
 
 
+def readme_policy():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    return re.search(r"### Milters: .*?```lua\n(.*?)```", text, re.S).group(1)
+
+
+class TestReadmeExample(E2ETest):
+    def test_readme_policy_keeps_the_signed_message(self):
+        outbox = tempfile.mkdtemp(prefix="luasmtpd-outbox-")
+        self.addCleanup(shutil.rmtree, outbox, True)
+        with opendkim() as dkim, Server(readme_policy(), env={
+                "DKIM_MILTER": "inet:127.0.0.1:%d" % dkim.port, "OUTBOX": outbox}) as srv:
+            send_one(self, srv)
+        (name,) = os.listdir(outbox)
+        with open(os.path.join(outbox, name), "rb") as f:
+            stored = f.read()
+        self.assertTrue(stored.startswith(b"DKIM-Signature: v=1;"), stored[:100])
+        self.assertTrue(stored.endswith(b"\r\n" + MESSAGE), stored)
+        self.assertIn("bh=%s;" % simple_body_hash(MESSAGE.split(b"\r\n\r\n", 1)[1]),
+                      re.sub(r"\s+", "", stored.decode()))
+
+
 def packet(cmd, data=b""):
     return struct.pack(">I", len(data) + 1) + cmd + data
 
@@ -312,6 +334,21 @@ class TestDeclaredOpenDKIM(E2ETest):
         sig = re.sub(rb"\s+", b"", head[:len(head) - len(orig_head) - 16]).decode()
         self.assertIn("d=example.com;", sig)
         self.assertIn("bh=%s;" % simple_body_hash(orig_body), sig)
+
+    def test_two_messages_in_one_session(self):
+        with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            c = srv.client()
+            self.assertReply(c.cmd("EHLO client.example"), 250)
+            for n in (1, 2):
+                self.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+                self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(MESSAGE.replace(b"<m1@", b"<m%d@" % n) + b".\r\n")
+                self.assertReply(c.read_reply(timeout=15), 250)
+            c.cmd("QUIT")
+            for n in (1, 2):
+                with open(os.path.join(srv.out, "msg-%d" % n), "rb") as f:
+                    self.assertTrue(f.read().startswith(b"DKIM-Signature:"), n)
 
     def test_maildir_delivery_has_the_signature(self):
         # the default script: box:deliver, so stream:save with its Received prefix
