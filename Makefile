@@ -16,11 +16,12 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 
 # Debian packages: the build needs the -dev ones; the tests need the clients.
 # Postfix and Dovecot LMTP are next hops the relay tests start themselves
-# (tests/e2e/mta.py), OpenDKIM a milter the milter tests start (with
-# opendkim-tools' keys), never as the system's services: see the install step.
+# (tests/e2e/mta.py), never as the system's services: see the install step;
+# so are the milters OpenDKIM, OpenDMARC and rspamd (tests/e2e/milterd.py).
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
             lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
-            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev opendkim opendkim-tools
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev \
+            opendkim opendkim-tools opendmarc rspamd
 DEPS_STAMP := build/.deps-ok
 
 # One folder per layer (docs/architecture.md); sources include each other
@@ -39,14 +40,15 @@ all: build/luasmtpd
 
 # A policy-rc.d exiting 101 (written for the install when the system has
 # none) keeps Debian from starting the packages' services: the tests start
-# their own redis, Postfix and Dovecot. Should one run anyway (a system that
+# their own redis, Postfix, Dovecot and milters. Should one run anyway (a system that
 # ignores policy-rc.d), it is stopped after the install.
 $(DEPS_STAMP): Makefile
 	@missing=""; \
 	pkg-config --exists $(PKGS) 2>/dev/null || missing=1; \
 	[ -f /usr/include/ev.h ] || missing=1; \
 	for c in cc luajit busted swaks curl openssl strace $(PYTHON) clang redis-server /usr/sbin/dnsmasq /usr/sbin/haproxy \
-		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp /usr/sbin/opendkim /usr/sbin/opendkim-genkey; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+		/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/lmtp \
+		/usr/sbin/opendkim /usr/sbin/opendkim-genkey /usr/sbin/opendmarc /usr/bin/rspamd; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
 	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
@@ -58,7 +60,8 @@ $(DEPS_STAMP): Makefile
 		[ $$ok = 0 ] || exit 1; \
 		! $$SUDO /usr/sbin/postfix status >/dev/null 2>&1 || $$SUDO /usr/sbin/postfix stop; \
 		[ ! -s /run/dovecot/master.pid ] || $$SUDO kill "$$(cat /run/dovecot/master.pid)" 2>/dev/null || true; \
-		[ ! -s /run/opendkim/opendkim.pid ] || $$SUDO kill "$$(cat /run/opendkim/opendkim.pid)" 2>/dev/null || true; \
+		for p in /run/opendkim/opendkim.pid /run/opendmarc/opendmarc.pid /run/rspamd/rspamd.pid; do \
+			[ ! -s $$p ] || $$SUDO kill "$$(cat $$p)" 2>/dev/null || true; done; \
 	fi
 	@mkdir -p build && touch $@
 deps: $(DEPS_STAMP)

@@ -248,10 +248,15 @@ def script(hooks=None, prelude="", **opts):
     return PRELUDE + "\n" + prelude + "\nreturn {\n" + "\n".join(fields) + "\n}\n"
 
 
+def script_with(path, **opts):
+    """The script at path (one of scripts/) with some options changed."""
+    sets = "\n".join("o[%s] = %s" % (lua_value(k), lua_value(v)) for k, v in opts.items())
+    return ('local o = dofile(%s)\n%s\nreturn o\n' % (lua_value(path), sets))
+
+
 def default_with(**opts):
     """The default script (Maildir delivery) with some options changed."""
-    sets = "\n".join("o[%s] = %s" % (lua_value(k), lua_value(v)) for k, v in opts.items())
-    return ('local o = dofile(%s)\n%s\nreturn o\n' % (lua_value(DEFAULT_SCRIPT), sets))
+    return script_with(DEFAULT_SCRIPT, **opts)
 
 
 # --------------------------------------------------------------------- Server

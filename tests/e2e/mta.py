@@ -139,14 +139,38 @@ def as_postfix_stores(sent):
     return sent.replace(b"\r\n", b"\n")
 
 
-class NextHop:
+class Daemon:
+    """A daemon with children a test started (its Service: .port, log);
+    stop() ends it and its process group by its PID."""
+
+    def __init__(self, service):
+        self.service = service
+        self.port = service.port
+
+    def diagnostics(self):
+        return "--- %s log ---\n%s" % (self.service.name, self.service.log()[-4000:])
+
+    def alive(self):
+        return self.service.alive()
+
+    def stop(self):
+        _stop_group(self.service)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
+
+
+class NextHop(Daemon):
     """A running next hop: its Service (.port, log) and the Maildirs it
     delivers into under `base`, one per mailbox name; stop() ends it by its
     PID. Subclasses say where a mailbox's Maildir is."""
 
     def __init__(self, service, base):
-        self.service = service
-        self.port = service.port
+        super().__init__(service)
         self.base = base
 
     def maildir(self, box):
@@ -177,22 +201,6 @@ class NextHop:
                                      % (self.service.name, len(files), box, timeout, count,
                                         self.diagnostics()))
             time.sleep(0.05)
-
-    def diagnostics(self):
-        return "--- %s log ---\n%s" % (self.service.name, self.service.log()[-4000:])
-
-    def alive(self):
-        return self.service.alive()
-
-    def stop(self):
-        _stop_group(self.service)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
 
 
 # ------------------------------------------------------------------- Postfix

@@ -122,8 +122,8 @@ def closed_port():
     return free_port()
 
 
-def _tcp_listening(port):
-    want = "0100007F:%04X" % port
+def _tcp_listening(port, host="127.0.0.1"):
+    want = "%08X:%04X" % (int.from_bytes(socket.inet_aton(host), "little"), port)
     try:
         with open("/proc/net/tcp") as f:
             next(f)
@@ -140,9 +140,11 @@ def _tcp_listening(port):
 
 class Service:
     """A daemon started by a test: argv runs in the foreground with its
-    output in a log file; ready when `port` LISTENs on 127.0.0.1."""
+    output in a log file; ready when `port` LISTENs on `host` (127.0.0.1
+    unless another loopback address is given)."""
 
-    def __init__(self, name, argv, port, tmp, ready=None):
+    def __init__(self, name, argv, port, tmp, ready=None, host="127.0.0.1",
+                 start_timeout=SERVICE_START_TIMEOUT):
         self.name = name
         self.argv = argv
         self.port = port
@@ -152,31 +154,32 @@ class Service:
         self.proc = subprocess.Popen(argv, cwd=tmp, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         _running.append(self)
-        deadline = time.monotonic() + SERVICE_START_TIMEOUT
+        deadline = time.monotonic() + start_timeout
         while True:
             if self.proc.poll() is not None:
                 log = self.log()
                 self.stop()
                 raise AssertionError("%s exited with %s at start:\n%s\n%s"
                                      % (name, self.proc.returncode, " ".join(argv), log[-3000:]))
-            if _tcp_listening(port) and (ready is None or ready(self)):
+            if _tcp_listening(port, host) and (ready is None or ready(self)):
                 break
             if time.monotonic() > deadline:
                 log = self.log()
                 self.stop()
-                raise AssertionError("%s not ready on 127.0.0.1:%d after %.0fs:\n%s"
-                                     % (name, port, SERVICE_START_TIMEOUT, log[-3000:]))
+                raise AssertionError("%s not ready on %s:%d after %.0fs:\n%s"
+                                     % (name, host, port, start_timeout, log[-3000:]))
             time.sleep(0.02)
 
-    def _start_on_a_free_port(self, name, argv_for, ready, udp_too=False):
-        """Starts argv_for(port, tmp) on a free port in a fresh temporary
-        directory, trying three ports: another process may take a free one
-        before the daemon binds it."""
+    def _start_on_a_free_port(self, name, argv_for, ready, udp_too=False, host="127.0.0.1", port=None):
+        """Starts argv_for(port, tmp) on a free port (or the given one) in a
+        fresh temporary directory, trying three times: another process may
+        take a free port before the daemon binds it."""
+        fixed = port
         for attempt in range(3):
             tmp = tempfile.mkdtemp(prefix="luasmtpd-%s-" % name)  # a failed start removed the last one
-            port = free_port(udp_too)
+            port = fixed or free_port(udp_too)
             try:
-                Service.__init__(self, name, argv_for(port, tmp), port, tmp, ready)
+                Service.__init__(self, name, argv_for(port, tmp), port, tmp, ready, host=host)
                 return
             except AssertionError:
                 if attempt == 2:
@@ -287,7 +290,7 @@ start_redis = Redis  # the spelling of tests written before the fixtures
 
 # ------------------------------------------------------------------- dnsmasq
 
-def dns_query_udp(port, name, qtype=1, timeout=2.0):
+def dns_query_udp(port, name, qtype=1, timeout=2.0, host="127.0.0.1"):
     """A minimal DNS client (for readiness probes and diagnostics): returns
     the response code (0 NOERROR, 3 NXDOMAIN, ...) and the answer count."""
     import struct
@@ -299,7 +302,7 @@ def dns_query_udp(port, name, qtype=1, timeout=2.0):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.settimeout(timeout)
-        s.sendto(q, ("127.0.0.1", port))
+        s.sendto(q, (host, port))
         data, _ = s.recvfrom(4096)
     finally:
         s.close()
@@ -310,15 +313,17 @@ def dns_query_udp(port, name, qtype=1, timeout=2.0):
 class Dnsmasq(Service):
     """dnsmasq answering only from zone_lines (dnsmasq.conf lines such as
     "address=/a.test/192.0.2.1", "ptr-record=...", "local=/test/") on a free
-    127.0.0.1 port (.port), UDP and TCP. Nothing is read from /etc
-    (no-resolv, no-hosts) and nothing is forwarded. Stopped by PID."""
+    127.0.0.1 port (.port), UDP and TCP (or on the given loopback address
+    and port: a resolver that resolv.conf can name must be on port 53).
+    Nothing is read from /etc (no-resolv, no-hosts) and nothing is
+    forwarded. Stopped by PID."""
 
-    def __init__(self, zone_lines):
+    def __init__(self, zone_lines, address="127.0.0.1", port=None):
         exe = dnsmasq_binary()
 
         def argv(port, tmp):
             conf = os.path.join(tmp, "dnsmasq.conf")
-            lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=127.0.0.1",
+            lines = ["no-resolv", "no-hosts", "no-poll", "bind-interfaces", "listen-address=" + address,
                      "port=%d" % port, "cache-size=0", "log-queries", "log-facility=-",
                      "pid-file="]
             if os.geteuid() == 0:
@@ -327,15 +332,14 @@ class Dnsmasq(Service):
             with open(conf, "w") as f:
                 f.write("\n".join(lines) + "\n")
             return [exe, "--keep-in-foreground", "--conf-file=" + conf]
-        self._start_on_a_free_port("dnsmasq", argv, Dnsmasq._ready, udp_too=True)
 
-    @staticmethod
-    def _ready(svc):
-        try:
-            dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5)
-            return True
-        except OSError:
-            return False
+        def ready(svc):
+            try:
+                dns_query_udp(svc.port, "ready.probe.invalid", timeout=0.5, host=address)
+                return True
+            except OSError:
+                return False
+        self._start_on_a_free_port("dnsmasq", argv, ready, udp_too=True, host=address, port=port)
 
 
 start_dnsmasq = Dnsmasq  # the spelling of tests written before the fixtures
