@@ -112,11 +112,18 @@ static int tickets_cb(SSL *ssl, unsigned char name[16], unsigned char iv[EVP_MAX
 		memcpy(name, k->cur, 16);
 		return keys_use(k->cur, iv, cctx, hctx, 1);
 	}
-	if (memcmp(name, k->cur, 16) == 0)
-		return keys_use(k->cur, iv, cctx, hctx, 0);
+	/* 2: resumed, and new tickets follow. TLS 1.3 sends them after every
+	 * resumption (as OpenSSL does with its own keys: a client like
+	 * Postfix's cache replaces the ticket it used); TLS 1.2 only when the
+	 * ticket was under the previous key. */
+	int renew = SSL_version(ssl) >= TLS1_3_VERSION ? 2 : 1;
+	if (memcmp(name, k->cur, 16) == 0) {
+		int r = keys_use(k->cur, iv, cctx, hctx, 0);
+		return r == 1 ? renew : r;
+	}
 	if (!k->fixed && memcmp(name, k->prev, 16) == 0) {
 		int r = keys_use(k->prev, iv, cctx, hctx, 0);
-		return r == 1 ? 2 : r; /* resumed, and a ticket under the current key follows */
+		return r == 1 ? 2 : r;
 	}
 	return 0; /* not ours, or older than a period: full handshake */
 }

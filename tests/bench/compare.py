@@ -23,6 +23,13 @@ order reversed every other round; median, min and max of the samples:
   (4) CPU s per 10k STARTTLS sessions (TLS 1.3, ECDSA P-256, X25519; the
       client sends no tickets back and keeps no session cache: every
       handshake a full one)
+  (4r) the second client profile (bench_load --resume): as Python's
+      smtplib or Postfix with its TLS session cache, EHLO again after the
+      handshake, OpenSSL's default groups (X25519 key share), the newest
+      session ticket kept and offered on the next STARTTLS; the note gives
+      the handshakes resumed / total of the samples. The floor issues and
+      accepts tickets as luasmtpd does (OpenSSL's stateless tickets, the
+      same ticket count), so resumed is compared with resumed
   (5) RSS KiB per idle plain connection, held after EHLO, 5,000 held, a
       fresh server process per sample: (RSS after - RSS before) / N
   (5t) luasmtpd only: RSS KiB per idle TLS connection (STARTTLS + EHLO),
@@ -131,8 +138,8 @@ BIG = 10 * 1024 * 1024
 # units per bench_load run: msgs (messages), conns (connections), bulk
 # (10 MiB messages), tls (STARTTLS sessions)
 VOLUMES = {
-    "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
-    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
+    "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000},
+    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000},
     "lua-warn": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "lua-pipe": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "smtp-sink": {"msgs": 10000, "conns": 3000, "bulk": 60},
@@ -272,8 +279,10 @@ def pinned(cpus):
 
 def load(port, scen, n, conc=CONC, extra=(), timeout=120, cpus=None):
     """Run bench_load; its JSON result; LoadError on any error."""
-    cmd = [LOAD_BIN, "-p", str(port), "-s", "bulk" if scen == "bulku" else scen, "-n", str(n),
-           "-c", str(conc), "--timeout", str(timeout)] + list(extra)
+    base = {"bulku": "bulk", "tlsr": "tls"}.get(scen, scen)
+    cmd = [LOAD_BIN, "-p", str(port), "-s", base, "-n", str(n), "-c", str(conc), "--timeout", str(timeout)] + list(extra)
+    if scen == "tlsr":
+        cmd.append("--resume")
     if scen in ("bulk", "bulku"):
         cmd += ["--size", str(BIG)] + (["--uniform"] if scen == "bulku" else [])
     try:
@@ -392,6 +401,9 @@ class Server:
         self.log.close()
 
 
+RESUMED = {}  # server name -> [(resumed, handshakes)] of the tlsr samples
+
+
 def measure(srv, scen, n, conc=CONC, cpus=None):
     """(stat CPU s per unit, sched CPU s per unit or None, units per wall second, units)."""
     srv.check()
@@ -403,7 +415,9 @@ def measure(srv, scen, n, conc=CONC, cpus=None):
         raise RuntimeError("%s: process tree changed during the run (%s -> %s)"
                            % (srv.name, sorted(c0), sorted(c1)))
     units = {"msgs": res["messages"], "bulk": res["bytes"], "bulku": res["bytes"],
-             "conns": res["connections"], "tls": res["connections"]}[scen]
+             "conns": res["connections"], "tls": res["connections"], "tlsr": res["connections"]}[scen]
+    if scen == "tlsr":
+        RESUMED.setdefault(srv.name, []).append((res.get("resumed", 0), res["connections"]))
     done = res["messages"] if scen in ("bulk", "bulku") else units
     if done != n:
         raise RuntimeError("%s: %s units done, %d asked" % (srv.name, done, n))
@@ -518,7 +532,8 @@ def main():
         ("conns", "(2) CPU s/10k conns, 1 msg each", 10000, 1.2, "conns"),
         ("bulk", "(3) CPU s/GB, 10 MiB bodies", 1e9, 2.0, "bulk"),
         ("bulku", "(3u) same, uniform x-line bodies", 1e9, 2.0, "bulku"),
-        ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.2, "tls"),
+        ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.15, "tls"),
+        ("tlsr", "(4r) same, client resuming (smtplib)", 10000, 1.15, "tlsr"),
     ]
     names = list(OURS)
     skipped = {}  # anchor -> why
@@ -537,6 +552,8 @@ def main():
                 load(servers[n].port, "conns", 100, cpus=ccpu)
                 if n not in NO_TLS:
                     load(servers[n].port, "tls", 50, cpus=ccpu)
+                if "tlsr" in vol[n]:
+                    load(servers[n].port, "tlsr", 50, cpus=ccpu)
             except (Skip, RuntimeError, OSError) as e:
                 if n in OURS:
                     raise
@@ -648,7 +665,7 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
     print("load: build/bench_load -c %d%s; units per sample: %s" % (
         conc, ", server on CPU 0, bench_load on CPU 1" if scpu else ", not pinned", "; ".join(
         "%s %s" % (n, "/".join(str(vol[n].get(f[0], "-")) for f in figures)) for n in shown)))
-    print("      (msgs/conns/10 MiB msgs/STARTTLS); idle %d plain, %d TLS; scale %d (--workers 2), %d (1)"
+    print("      (msgs/conns/10 MiB msgs/STARTTLS/resuming); idle %d plain, %d TLS; scale %d (--workers 2), %d (1)"
           % (idle_n, idle_tls_n, scale_w2, scale_w1))
     for n in anchors:
         if n in skipped:
@@ -689,10 +706,13 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
             note = ""
             if n in ("luasmtpd",) + tuple(LOG_VARIANTS) and med(vals.get("floor")):
                 note = "%s the floor" % rat(med(vals[n]), med(vals["floor"]))
+            if fkey == "tlsr" and RESUMED.get(n):
+                note += "%sresumed %d/%d" % ("; " if note else "", sum(x[0] for x in RESUMED[n]),
+                                             sum(x[1] for x in RESUMED[n]))
             if n == "floor":
                 fv = med(vals["floor"])
                 if lv is not None and fv:
-                    note = "goal <=%.1fx: %s" % (goal, "met" if lv / fv <= goal else "NOT met")
+                    note = "goal <=%gx: %s" % (goal, "met" if lv / fv <= goal else "NOT met")
                 fl = [s[1] for s in cpu_res.get((fkey, "floor"), []) if s[1] is not None]
                 ll = [s[1] for s in cpu_res.get((fkey, "luasmtpd"), []) if s[1] is not None]
                 if fl and ll and med(fl) > 0:

@@ -4,7 +4,7 @@
  * test moves: a ticket resumes in the period it was issued and the next
  * one (renewed there), not after; a context rebuilt from the same options
  * (a reload) resumes the first one's sessions, one with other options does
- * not; the operator's ticketKeys are fixed keys. TLS 1.2 and 1.3.
+ * not; a TLS 1.3 resumption brings a new ticket; the operator's ticketKeys are fixed keys. TLS 1.2 and 1.3.
  * Run from the repository root, after `make certs`.
  */
 #include "tls/tls_context.h"
@@ -124,6 +124,27 @@ static void test_rotation_tls12(void)
 	rotation(TLS1_2_VERSION);
 }
 
+/* TLS 1.3: every resumption brings new tickets (a client that replaces
+ * the ticket it used, as Postfix's cache does, keeps resuming). */
+static void test_tls13_resumption_renews_the_ticket(void)
+{
+	SSL_CTX *server = server_ctx(NULL, NULL), *client = client_ctx(TLS1_3_VERSION);
+	bool reused;
+	SSL_SESSION *first = handshake(server, client, NULL, &reused);
+	SSL_SESSION *sess = SSL_SESSION_dup(first);
+	CHECK(resumes(server, client, &sess));
+	const unsigned char *t1, *t2;
+	size_t l1, l2;
+	SSL_SESSION_get0_ticket(first, &t1, &l1);
+	SSL_SESSION_get0_ticket(sess, &t2, &l2);
+	CHECK(l1 > 0 && l2 > 0 && (l1 != l2 || memcmp(t1, t2, l1) != 0));
+	CHECK(resumes(server, client, &sess));
+	SSL_SESSION_free(first);
+	SSL_SESSION_free(sess);
+	SSL_CTX_free(server);
+	SSL_CTX_free(client);
+}
+
 /* Rebuilt contexts share the process's keys when nothing changed. */
 static void test_rebuilt_context_resumes(void)
 {
@@ -174,6 +195,7 @@ int main(void)
 	tls_tickets_set_clock(fake_clock);
 	RUN(test_rotation_tls13);
 	RUN(test_rotation_tls12);
+	RUN(test_tls13_resumption_renews_the_ticket);
 	RUN(test_rebuilt_context_resumes);
 	RUN(test_fixed_ticket_keys);
 	return unit_summary();
