@@ -4,7 +4,8 @@ against the floor (tests/bench/floor.c, a deliberately minimal responder)
 and anchors (reference servers), all load from our C load generator
 tests/bench/loadgen.c (build/bench_load: one thread, epoll, lock-step
 connections with MAIL/RCPT/DATA pipelined, STARTTLS with full TLS 1.3
-handshakes and no resumption, client addresses spread over 127.1.0.0/16).
+handshakes and no resumption, and with a client that resumes (4r), client
+addresses spread over 127.1.0.0/16).
 
 Figures, server CPU user+sys from /proc/PID/stat summed over the server's
 process tree (cost, not rate: client and server share the 2 cores), read
