@@ -79,7 +79,13 @@ class ResumeAcrossReload(E2ETest):
             self.assertFalse(reused, "the first session cannot be resumed")
             reused, _, _ = self.session(srv, version, sess)
             self.assertTrue(reused, "%s: no resumption before the reload" % version)
+            old = set(rk.children(srv.proc.pid))
             self.hup(srv)
+            if workers > 1:
+                # only workers forked after the reload are left to resume it
+                fresh = lambda: (lambda k: len(k) == workers and not k & old)(set(rk.children(srv.proc.pid)))
+                self.assertIsNotNone(rk.wait_value(fresh, True, timeout=5.0)[0],
+                                     "the old workers %s did not leave after HUP" % sorted(old))
             # with workers, several sessions: each lands on any worker of the new generation
             for i in range(6 if workers > 1 else 2):
                 reused, _, _ = self.session(srv, version, sess)
@@ -106,6 +112,9 @@ class ResumeAcrossReload(E2ETest):
         with srv:
             _, sess, _ = self.session(srv, version)
             self.hup(srv, self.pair_b)
+            # the old workers stop accepting on their own time: wait for the new certificate
+            got = rk.wait_value(lambda: rk.fingerprint(srv.port), self.pair_b.fp, timeout=5.0)
+            self.assertIsNotNone(got[0], "the new certificate is not served after HUP: %s" % (got[2][-2:],))
             for i in range(4 if workers > 1 else 1):
                 reused, fresh, der = self.session(srv, version, sess)
                 self.assertFalse(reused, "%s: a session made with the old certificate resumed after it changed"
