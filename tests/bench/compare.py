@@ -31,6 +31,11 @@ order reversed every other round; median, min and max of the samples:
       the handshakes resumed / total of the samples. The floor issues and
       accepts tickets as luasmtpd does (OpenSSL's stateless tickets, the
       same ticket count), so resumed is compared with resumed
+  (4h) luasmtpd only: (4r) with a HUP to the server when half the
+      sessions have started (bench_load --hup): the note gives the
+      handshakes resumed / total of those started after it, which
+      resumption across a reload makes all but none full; the CPU
+      includes the reload's
   (5) RSS KiB per idle plain connection, held after EHLO, 5,000 held, a
       fresh server process per sample: (RSS after - RSS before) / N
   (5t) luasmtpd only: RSS KiB per idle TLS connection (STARTTLS + EHLO),
@@ -140,7 +145,8 @@ BIG = 10 * 1024 * 1024
 # (10 MiB messages), tls (STARTTLS sessions)
 VOLUMES = {
     "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000},
-    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000},
+    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000,
+                 "tlsh": 3000},
     "lua-warn": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "lua-pipe": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "smtp-sink": {"msgs": 10000, "conns": 3000, "bulk": 60},
@@ -280,9 +286,9 @@ def pinned(cpus):
 
 def load(port, scen, n, conc=CONC, extra=(), timeout=120, cpus=None):
     """Run bench_load; its JSON result; LoadError on any error."""
-    base = {"bulku": "bulk", "tlsr": "tls"}.get(scen, scen)
+    base = {"bulku": "bulk", "tlsr": "tls", "tlsh": "tls"}.get(scen, scen)
     cmd = [LOAD_BIN, "-p", str(port), "-s", base, "-n", str(n), "-c", str(conc), "--timeout", str(timeout)] + list(extra)
-    if scen == "tlsr":
+    if scen in ("tlsr", "tlsh"):
         cmd.append("--resume")
     if scen in ("bulk", "bulku"):
         cmd += ["--size", str(BIG)] + (["--uniform"] if scen == "bulku" else [])
@@ -402,23 +408,26 @@ class Server:
         self.log.close()
 
 
-RESUMED = {}  # server name -> [(resumed, handshakes)] of the tlsr samples
+RESUMED = {}  # (scenario, server name) -> [(resumed, handshakes)] of the tlsr/tlsh samples
 
 
 def measure(srv, scen, n, conc=CONC, cpus=None):
     """(stat CPU s per unit, sched CPU s per unit or None, units per wall second, units)."""
     srv.check()
     c0 = cpu_tree(srv.pid)
-    res = load(srv.port, scen, n, conc, cpus=cpus)
+    res = load(srv.port, scen, n, conc, cpus=cpus, extra=("--hup", str(srv.pid)) if scen == "tlsh" else ())
     c1 = cpu_tree(srv.pid)
     srv.check()
     if set(c0) != set(c1):
         raise RuntimeError("%s: process tree changed during the run (%s -> %s)"
                            % (srv.name, sorted(c0), sorted(c1)))
     units = {"msgs": res["messages"], "bulk": res["bytes"], "bulku": res["bytes"],
-             "conns": res["connections"], "tls": res["connections"], "tlsr": res["connections"]}[scen]
+             "conns": res["connections"], "tls": res["connections"], "tlsr": res["connections"],
+             "tlsh": res["connections"]}[scen]
     if scen == "tlsr":
-        RESUMED.setdefault(srv.name, []).append((res.get("resumed", 0), res["connections"]))
+        RESUMED.setdefault((scen, srv.name), []).append((res["resumed"], res["connections"]))
+    if scen == "tlsh":
+        RESUMED.setdefault((scen, srv.name), []).append((res["resumed_after_hup"], res["after_hup"]))
     done = res["messages"] if scen in ("bulk", "bulku") else units
     if done != n:
         raise RuntimeError("%s: %s units done, %d asked" % (srv.name, done, n))
@@ -535,6 +544,7 @@ def main():
         ("bulku", "(3u) same, uniform x-line bodies", 1e9, 2.0, "bulku"),
         ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.15, "tls"),
         ("tlsr", "(4r) same, client resuming (smtplib)", 10000, 1.15, "tlsr"),
+        ("tlsh", "(4h) same, a HUP halfway", 10000, None, "tlsh"),
     ]
     names = list(OURS)
     skipped = {}  # anchor -> why
@@ -707,9 +717,10 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
             note = ""
             if n in ("luasmtpd",) + tuple(LOG_VARIANTS) and med(vals.get("floor")):
                 note = "%s the floor" % rat(med(vals[n]), med(vals["floor"]))
-            if fkey == "tlsr" and RESUMED.get(n):
-                note += "%sresumed %d/%d" % ("; " if note else "", sum(x[0] for x in RESUMED[n]),
-                                             sum(x[1] for x in RESUMED[n]))
+            got = RESUMED.get((fkey, n))
+            if got:
+                note += "%sresumed %d/%d%s" % ("; " if note else "", sum(x[0] for x in got), sum(x[1] for x in got),
+                                               " after the HUPs" if fkey == "tlsh" else "")
             if n == "floor":
                 fv = med(vals["floor"])
                 if lv is not None and fv:

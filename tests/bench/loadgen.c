@@ -12,6 +12,7 @@
  *
  * usage: bench_load -p PORT [-s SCENARIO] [-n UNITS] [-c CONCURRENCY]
  *                   [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--resume]
+ *                   [--hup PID]
  *                   [--timeout SECONDS] [--step-timeout SECONDS]
  *                   [--hold-max SECONDS] [--no-spread] [--host ADDR]
  *
@@ -49,7 +50,12 @@
  *             accepted, the newest one kept per connection slot (-c slots:
  *             as -c clients, each with its session for the destination)
  *             and offered on the slot's next STARTTLS; OpenSSL's default groups list (X25519 first, its
- *             key share). The JSON gains "resumed": handshakes resumed.  TCP_NODELAY on every
+ *             key share). The JSON gains "resumed": handshakes resumed.
+ *   --hup PID sends SIGHUP to PID (the server) when half of the UNITS
+ *             connections have started; the JSON gains "after_hup" and
+ *             "resumed_after_hup": handshakes of the connections started
+ *             after it, and how many of them resumed (with --resume: the
+ *             tickets of before the reload still work).  TCP_NODELAY on every
  * socket.  RLIMIT_NOFILE: soft raised to hard at start.
  *
  * Output, at the end, one JSON line on stdout:
@@ -142,6 +148,8 @@ static long long bytes_sent;
 static long errors;
 static SSL_SESSION **slot_session; /* --resume: each slot's newest ticket */
 static long resumed;
+static pid_t hup_pid; /* --hup */
+static long after_hup, resumed_after_hup;
 static int in_flight;      /* connections being worked on (not held) */
 static uint32_t src_next;
 static volatile sig_atomic_t got_term;
@@ -175,8 +183,8 @@ static int keep_session(SSL *ssl, SSL_SESSION *sess) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_load -p PORT [-s msgs|conns|bulk|tls|idle] [-n UNITS] [-c CONCURRENCY]\n"
-          "                  [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--resume] [--timeout S]\n"
-          "                  [--step-timeout S] [--hold-max S] [--no-spread] [--host ADDR]\n");
+          "                  [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--resume] [--hup PID]\n"
+          "                  [--timeout S] [--step-timeout S] [--hold-max S] [--no-spread] [--host ADDR]\n");
   exit(2);
 }
 
@@ -408,6 +416,10 @@ static void drive(struct conn *c, uint32_t events) {
       return;
     }
     resumed += SSL_session_reused(c->ssl) == 1;
+    if (hup_pid && c->id >= units / 2) {
+      after_hup++;
+      resumed_after_hup += SSL_session_reused(c->ssl) == 1;
+    }
     step(c, P_EHLO2, EHLO, sizeof EHLO - 1, 1, 250);
   }
   for (;;) {
@@ -517,6 +529,8 @@ static int start_conn(void) {
   memset(c, 0, offsetof(struct conn, rbuf));
   c->fd = -1;
   c->id = (int)started++;
+  if (hup_pid && c->id == units / 2)
+    kill(hup_pid, SIGHUP);
   in_flight++;
   c->phase = P_CONNECT;
   c->deadline = now() + step_timeout;
@@ -608,6 +622,7 @@ int main(int argc, char **argv) {
       {"per", required_argument, 0, 'k'},     {"size", required_argument, 0, 'z'},
       {"tls", no_argument, 0, 'T'},           {"tls-msg", no_argument, 0, 'M'},
       {"uniform", no_argument, 0, 'U'},      {"resume", no_argument, 0, 'R'},
+      {"hup", required_argument, 0, 'P'},
       {"timeout", required_argument, 0, 't'}, {"step-timeout", required_argument, 0, 'S'},
       {"hold-max", required_argument, 0, 'H'}, {"no-spread", no_argument, 0, 'N'},
       {"host", required_argument, 0, 'h'},    {0, 0, 0, 0}};
@@ -633,6 +648,7 @@ int main(int argc, char **argv) {
     case 'M': tls_msg = 1; break;
     case 'U': uniform = 1; break;
     case 'R': resume = 1; break;
+    case 'P': hup_pid = (pid_t)atol(optarg); break;
     case 't': timeout_s = atof(optarg); break;
     case 'S': step_timeout = atof(optarg); break;
     case 'H': hold_max = atof(optarg); break;
@@ -802,9 +818,10 @@ int main(int argc, char **argv) {
       conn_release(&pool[i], 1);
 
   printf("{\"scenario\":\"%s\",\"units\":%ld,\"connections\":%ld,\"messages\":%ld,\"bytes\":%lld,"
-         "\"held\":%ld,\"errors\":%ld,\"resumed\":%ld,\"seconds\":%.3f}\n",
+         "\"held\":%ld,\"errors\":%ld,\"resumed\":%ld,\"after_hup\":%ld,\"resumed_after_hup\":%ld,"
+         "\"seconds\":%.3f}\n",
          scen_name[scen], units, started, msgs_done, bytes_sent, scen == SC_IDLE ? still_held : 0L, errors,
-         resumed, t_end - t0);
+         resumed, after_hup, resumed_after_hup, t_end - t0);
   fflush(stdout);
   if (got_term && scen != SC_IDLE)
     return 1;
