@@ -4,6 +4,7 @@
 #include "base/metrics.h"
 #include "base/sd_notify.h"
 #include "net/server.h"
+#include "tls/tls_tickets.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -228,6 +229,9 @@ int master_run(struct server *srv, unsigned nworkers)
 	ev_signal_start(loop, &m.sig_int);
 	ev_signal_start(loop, &m.sig_hup);
 	log_attach(loop); /* the workers keep it: the same loop, forked */
+	/* Every worker, of every generation, inherits the one ticket secret:
+	 * sessions resume on any worker, and across reloads. */
+	tls_tickets_init();
 	for (unsigned i = 0; i < m.n; i++)
 		master_spawn(&m, i);
 	sd_notify_state("READY=1");

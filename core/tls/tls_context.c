@@ -1,10 +1,9 @@
 #include "tls/tls_context.h"
+#include "tls/tls_tickets.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
 #include <openssl/pkcs12.h>
-#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include <stdarg.h>
@@ -14,7 +13,6 @@
 #include <strings.h>
 
 static int tls_info_index = -1;
-static int tls_ticket_index = -1;
 
 static void tls_info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
@@ -23,10 +21,8 @@ static void tls_info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, 
 
 static void tls_indexes(void)
 {
-	if (tls_info_index < 0) {
+	if (tls_info_index < 0)
 		tls_info_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
-		tls_ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_info_free);
-	}
 }
 
 void tls_options_init(struct tls_options *o)
@@ -222,48 +218,68 @@ static bool tls_version(const char *name, const char *v, int *out, struct tls_er
 	return tls_fail(e, name, "\"%s\" is not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3", v);
 }
 
-/* Session tickets with the keys the operator gave (Node's 48-byte layout:
- * 16 bytes name, 16 HMAC secret, 16 AES key), so that several processes
- * or machines resume each other's sessions. */
-static int tls_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
-                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+static bool tls_ticket_keys(const char *v, size_t len, struct tls_err *e)
 {
-	const unsigned char *keys = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ticket_index);
-	if (!keys)
-		return -1;
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(keys + 16), 16),
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-	if (enc) {
-		if (RAND_bytes(iv, 16) != 1)
-			return -1;
-		memcpy(name, keys, 16);
-		if (EVP_EncryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, keys + 32, iv) != 1 ||
-		    EVP_MAC_CTX_set_params(hctx, params) != 1)
-			return -1;
-		return 1;
-	}
-	if (memcmp(name, keys, 16) != 0)
-		return 0; /* not ours: full handshake */
-	if (EVP_MAC_CTX_set_params(hctx, params) != 1 ||
-	    EVP_DecryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, keys + 32, iv) != 1)
-		return -1;
-	return 1;
+	return len == TLS_TICKET_KEYS_LEN ||
+	       tls_fail(e, "ticketKeys", "expected %d bytes, got %zu", TLS_TICKET_KEYS_LEN, len);
 }
 
-static bool tls_ticket_keys(SSL_CTX *ctx, const char *v, size_t len, struct tls_err *e)
+static void scope_add(EVP_MD_CTX *md, const void *data, size_t len)
 {
-	if (len != 48)
-		return tls_fail(e, "ticketKeys", "expected 48 bytes, got %zu", len);
-	unsigned char *keys = malloc(48);
-	if (!keys)
+	unsigned char n[4] = {0xff, 0xff, 0xff, 0xff}; /* NULL: not given */
+	if (data)
+		for (int i = 0; i < 4; i++)
+			n[i] = (unsigned char)(len >> (24 - 8 * i));
+	EVP_DigestUpdate(md, n, 4);
+	if (data)
+		EVP_DigestUpdate(md, data, len);
+}
+
+static void scope_add_cert(EVP_MD_CTX *md, X509 *x)
+{
+	unsigned char fp[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+	if (x && X509_digest(x, EVP_sha256(), fp, &n) == 1)
+		scope_add(md, fp, n);
+}
+
+/* What the session tickets are bound to: the certificate, the trust
+ * anchors for client certificates and every option that shapes a session.
+ * A reload that changes any of them gets other ticket keys (a resumed
+ * session would skip the checks the new settings make). */
+static void tls_ticket_scope(const struct tls_options *o, SSL_CTX *ctx, unsigned char out[TLS_TICKET_SCOPE_LEN])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned len = 0;
+	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
 		abort();
-	memcpy(keys, v, 48);
-	SSL_CTX_set_ex_data(ctx, tls_ticket_index, keys);
-	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
-	return true;
+	scope_add_cert(md, SSL_CTX_get0_certificate(ctx));
+	const char *strings[] = {o->min_version, o->max_version, o->ciphers, o->ciphersuites, o->ecdh_curve};
+	for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
+		scope_add(md, strings[i], strings[i] ? strlen(strings[i]) : 0);
+	scope_add(md, o->session_id_context.data, o->session_id_context.len);
+	long timeout = SSL_CTX_get_timeout(ctx);
+	unsigned char flags[] = {o->request_cert, o->reject_unauthorized, o->honor_cipher_order, o->has_request_cert,
+	                         o->has_reject_unauthorized, o->has_ca};
+	scope_add(md, &timeout, sizeof timeout);
+	scope_add(md, flags, sizeof flags);
+	STACK_OF(X509_OBJECT) *anchors = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+	for (int i = 0; i < sk_X509_OBJECT_num(anchors); i++)
+		scope_add_cert(md, X509_OBJECT_get0_X509(sk_X509_OBJECT_value(anchors, i)));
+	if (EVP_DigestFinal_ex(md, out, &len) != 1 || len != TLS_TICKET_SCOPE_LEN)
+		abort();
+	EVP_MD_CTX_free(md);
+}
+
+static void tls_tickets(const struct tls_options *o, SSL_CTX *ctx)
+{
+	unsigned char scope[TLS_TICKET_SCOPE_LEN];
+	if (o->ticket_keys.data) {
+		tls_tickets_install(ctx, (const unsigned char *)o->ticket_keys.data, NULL);
+		return;
+	}
+	tls_ticket_scope(o, ctx, scope);
+	tls_tickets_install(ctx, NULL, scope);
 }
 
 /* Peer certificates are judged after the handshake (conn.authorized) unless
@@ -324,7 +340,7 @@ static bool tls_sessions(const struct tls_options *o, SSL_CTX *ctx, struct tls_e
 		return tls_fail(e, "sessionIdContext", "at most %d bytes", SSL_MAX_SID_CTX_LENGTH);
 	if (o->has_session_timeout)
 		SSL_CTX_set_timeout(ctx, (long)o->session_timeout);
-	return !tk || tls_ticket_keys(ctx, tk, tk_len, e);
+	return !tk || tls_ticket_keys(tk, tk_len, e);
 }
 
 static int tls_verify_mode(bool request, bool reject)
@@ -389,10 +405,16 @@ SSL_CTX *tls_context_new(const struct tls_options *o, char *err, size_t errlen)
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                      SSL_MODE_ENABLE_PARTIAL_WRITE);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* One TLS 1.3 ticket per handshake, not OpenSSL's two: each is a
+	 * session encoded, encrypted and sent in a record of its own (about
+	 * 10% of a full STARTTLS session), and an SMTP client keeps one
+	 * session per destination (Postfix's cache keeps the newest). */
+	SSL_CTX_set_num_tickets(ctx, 1);
 	if (!tls_identity(o, ctx, &e) || !tls_protocol(o, ctx, &e) || !tls_sessions(o, ctx, &e) ||
 	    !tls_verification(o, ctx, &e)) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	tls_tickets(o, ctx);
 	return ctx;
 }

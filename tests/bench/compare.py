@@ -4,7 +4,8 @@ against the floor (tests/bench/floor.c, a deliberately minimal responder)
 and anchors (reference servers), all load from our C load generator
 tests/bench/loadgen.c (build/bench_load: one thread, epoll, lock-step
 connections with MAIL/RCPT/DATA pipelined, STARTTLS with full TLS 1.3
-handshakes and no resumption, client addresses spread over 127.1.0.0/16).
+handshakes and no resumption, and with a client that resumes (4r), client
+addresses spread over 127.1.0.0/16).
 
 Figures, server CPU user+sys from /proc/PID/stat summed over the server's
 process tree (cost, not rate: client and server share the 2 cores), read
@@ -23,6 +24,18 @@ order reversed every other round; median, min and max of the samples:
   (4) CPU s per 10k STARTTLS sessions (TLS 1.3, ECDSA P-256, X25519; the
       client sends no tickets back and keeps no session cache: every
       handshake a full one)
+  (4r) the second client profile (bench_load --resume): as Python's
+      smtplib or Postfix with its TLS session cache, EHLO again after the
+      handshake, OpenSSL's default groups (X25519 key share), the newest
+      session ticket kept and offered on the next STARTTLS; the note gives
+      the handshakes resumed / total of the samples. The floor issues and
+      accepts tickets as luasmtpd does (OpenSSL's stateless tickets, the
+      same ticket count), so resumed is compared with resumed
+  (4h) luasmtpd only: (4r) with a HUP to the server when half the
+      sessions have started (bench_load --hup): the note gives the
+      handshakes resumed / total of those started after it, which
+      resumption across a reload makes all but none full; the CPU
+      includes the reload's
   (5) RSS KiB per idle plain connection, held after EHLO, 5,000 held, a
       fresh server process per sample: (RSS after - RSS before) / N
   (5t) luasmtpd only: RSS KiB per idle TLS connection (STARTTLS + EHLO),
@@ -131,8 +144,9 @@ BIG = 10 * 1024 * 1024
 # units per bench_load run: msgs (messages), conns (connections), bulk
 # (10 MiB messages), tls (STARTTLS sessions)
 VOLUMES = {
-    "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
-    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000},
+    "floor": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000},
+    "luasmtpd": {"msgs": 40000, "conns": 10000, "bulk": 300, "bulku": 100, "tls": 3000, "tlsr": 3000,
+                 "tlsh": 3000},
     "lua-warn": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "lua-pipe": {"msgs": 40000, "conns": 10000, "tls": 3000},
     "smtp-sink": {"msgs": 10000, "conns": 3000, "bulk": 60},
@@ -272,8 +286,10 @@ def pinned(cpus):
 
 def load(port, scen, n, conc=CONC, extra=(), timeout=120, cpus=None):
     """Run bench_load; its JSON result; LoadError on any error."""
-    cmd = [LOAD_BIN, "-p", str(port), "-s", "bulk" if scen == "bulku" else scen, "-n", str(n),
-           "-c", str(conc), "--timeout", str(timeout)] + list(extra)
+    base = {"bulku": "bulk", "tlsr": "tls", "tlsh": "tls"}.get(scen, scen)
+    cmd = [LOAD_BIN, "-p", str(port), "-s", base, "-n", str(n), "-c", str(conc), "--timeout", str(timeout)] + list(extra)
+    if scen in ("tlsr", "tlsh"):
+        cmd.append("--resume")
     if scen in ("bulk", "bulku"):
         cmd += ["--size", str(BIG)] + (["--uniform"] if scen == "bulku" else [])
     try:
@@ -392,18 +408,26 @@ class Server:
         self.log.close()
 
 
+RESUMED = {}  # (scenario, server name) -> [(resumed, handshakes)] of the tlsr/tlsh samples
+
+
 def measure(srv, scen, n, conc=CONC, cpus=None):
     """(stat CPU s per unit, sched CPU s per unit or None, units per wall second, units)."""
     srv.check()
     c0 = cpu_tree(srv.pid)
-    res = load(srv.port, scen, n, conc, cpus=cpus)
+    res = load(srv.port, scen, n, conc, cpus=cpus, extra=("--hup", str(srv.pid)) if scen == "tlsh" else ())
     c1 = cpu_tree(srv.pid)
     srv.check()
     if set(c0) != set(c1):
         raise RuntimeError("%s: process tree changed during the run (%s -> %s)"
                            % (srv.name, sorted(c0), sorted(c1)))
     units = {"msgs": res["messages"], "bulk": res["bytes"], "bulku": res["bytes"],
-             "conns": res["connections"], "tls": res["connections"]}[scen]
+             "conns": res["connections"], "tls": res["connections"], "tlsr": res["connections"],
+             "tlsh": res["connections"]}[scen]
+    if scen == "tlsr":
+        RESUMED.setdefault((scen, srv.name), []).append((res["resumed"], res["connections"]))
+    if scen == "tlsh":
+        RESUMED.setdefault((scen, srv.name), []).append((res["resumed_after_hup"], res["after_hup"]))
     done = res["messages"] if scen in ("bulk", "bulku") else units
     if done != n:
         raise RuntimeError("%s: %s units done, %d asked" % (srv.name, done, n))
@@ -518,7 +542,9 @@ def main():
         ("conns", "(2) CPU s/10k conns, 1 msg each", 10000, 1.2, "conns"),
         ("bulk", "(3) CPU s/GB, 10 MiB bodies", 1e9, 2.0, "bulk"),
         ("bulku", "(3u) same, uniform x-line bodies", 1e9, 2.0, "bulku"),
-        ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.2, "tls"),
+        ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.15, "tls"),
+        ("tlsr", "(4r) same, client resuming (smtplib)", 10000, 1.15, "tlsr"),
+        ("tlsh", "(4h) same, a HUP halfway", 10000, None, "tlsh"),
     ]
     names = list(OURS)
     skipped = {}  # anchor -> why
@@ -537,6 +563,8 @@ def main():
                 load(servers[n].port, "conns", 100, cpus=ccpu)
                 if n not in NO_TLS:
                     load(servers[n].port, "tls", 50, cpus=ccpu)
+                if "tlsr" in vol[n]:
+                    load(servers[n].port, "tlsr", 50, cpus=ccpu)
             except (Skip, RuntimeError, OSError) as e:
                 if n in OURS:
                     raise
@@ -648,7 +676,7 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
     print("load: build/bench_load -c %d%s; units per sample: %s" % (
         conc, ", server on CPU 0, bench_load on CPU 1" if scpu else ", not pinned", "; ".join(
         "%s %s" % (n, "/".join(str(vol[n].get(f[0], "-")) for f in figures)) for n in shown)))
-    print("      (msgs/conns/10 MiB msgs/STARTTLS); idle %d plain, %d TLS; scale %d (--workers 2), %d (1)"
+    print("      (msgs/conns/10 MiB msgs/STARTTLS/resuming); idle %d plain, %d TLS; scale %d (--workers 2), %d (1)"
           % (idle_n, idle_tls_n, scale_w2, scale_w1))
     for n in anchors:
         if n in skipped:
@@ -689,10 +717,14 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
             note = ""
             if n in ("luasmtpd",) + tuple(LOG_VARIANTS) and med(vals.get("floor")):
                 note = "%s the floor" % rat(med(vals[n]), med(vals["floor"]))
+            got = RESUMED.get((fkey, n))
+            if got:
+                note += "%sresumed %d/%d%s" % ("; " if note else "", sum(x[0] for x in got), sum(x[1] for x in got),
+                                               " after the HUPs" if fkey == "tlsh" else "")
             if n == "floor":
                 fv = med(vals["floor"])
                 if lv is not None and fv:
-                    note = "goal <=%.1fx: %s" % (goal, "met" if lv / fv <= goal else "NOT met")
+                    note = "goal <=%gx: %s" % (goal, "met" if lv / fv <= goal else "NOT met")
                 fl = [s[1] for s in cpu_res.get((fkey, "floor"), []) if s[1] is not None]
                 ll = [s[1] for s in cpu_res.get((fkey, "luasmtpd"), []) if s[1] is not None]
                 if fl and ll and med(fl) > 0:

@@ -11,7 +11,8 @@
  * step and the reply line, and the exit status is 1.
  *
  * usage: bench_load -p PORT [-s SCENARIO] [-n UNITS] [-c CONCURRENCY]
- *                   [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg]
+ *                   [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--resume]
+ *                   [--hup PID]
  *                   [--timeout SECONDS] [--step-timeout SECONDS]
  *                   [--hold-max SECONDS] [--no-spread] [--host ADDR]
  *
@@ -43,7 +44,18 @@
  * TLS: TLS 1.3 only, group X25519, no tickets, no session cache, a new SSL
  * per connection (every handshake a full one), SNI "localhost", no
  * certificate verification (the bench certificate is self-signed); a
- * negotiated version other than TLS 1.3 is an error.  TCP_NODELAY on every
+ * negotiated version other than TLS 1.3 is an error.
+ *   --resume  the other client profile, the way Python's smtplib (OpenSSL
+ *             defaults) and Postfix's TLS session cache behave: tickets
+ *             accepted, the newest one kept per connection slot (-c slots:
+ *             as -c clients, each with its session for the destination)
+ *             and offered on the slot's next STARTTLS; OpenSSL's default groups list (X25519 first, its
+ *             key share). The JSON gains "resumed": handshakes resumed.
+ *   --hup PID sends SIGHUP to PID (the server) when half of the UNITS
+ *             connections have started; the JSON gains "after_hup" and
+ *             "resumed_after_hup": handshakes of the connections started
+ *             after it, and how many of them resumed (with --resume: the
+ *             tickets of before the reload still work).  TCP_NODELAY on every
  * socket.  RLIMIT_NOFILE: soft raised to hard at start.
  *
  * Output, at the end, one JSON line on stdout:
@@ -119,7 +131,7 @@ static long units = 1000;
 static int conc = -1;
 static int per = -1;
 static size_t size = 1024;
-static int use_tls, tls_msg, spread = 1;
+static int use_tls, tls_msg, resume, spread = 1;
 static double timeout_s = 60, step_timeout = 20, hold_max = 600;
 
 /* state */
@@ -134,6 +146,10 @@ static int *freelist, nfree;
 static long started, conns_done, msgs_assigned, msgs_done, held;
 static long long bytes_sent;
 static long errors;
+static SSL_SESSION **slot_session; /* --resume: each slot's newest ticket */
+static long resumed;
+static pid_t hup_pid; /* --hup */
+static long after_hup, resumed_after_hup;
 static int in_flight;      /* connections being worked on (not held) */
 static uint32_t src_next;
 static volatile sig_atomic_t got_term;
@@ -154,16 +170,28 @@ static void on_term(int sig) {
   got_term = 1;
 }
 
+/* --resume: every new session (a ticket) replaces the one its slot kept */
+static int keep_session(SSL *ssl, SSL_SESSION *sess) {
+  struct conn *c = SSL_get_app_data(ssl);
+  SSL_SESSION **kept = &slot_session[c - pool];
+  if (*kept)
+    SSL_SESSION_free(*kept);
+  *kept = sess;
+  return 1; /* the reference is ours */
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_load -p PORT [-s msgs|conns|bulk|tls|idle] [-n UNITS] [-c CONCURRENCY]\n"
-          "                  [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--timeout S]\n"
-          "                  [--step-timeout S] [--hold-max S] [--no-spread] [--host ADDR]\n");
+          "                  [--per K] [--size BYTES] [--uniform] [--tls] [--tls-msg] [--resume] [--hup PID]\n"
+          "                  [--timeout S] [--step-timeout S] [--hold-max S] [--no-spread] [--host ADDR]\n");
   exit(2);
 }
 
 static void conn_release(struct conn *c, int rst) {
   if (c->ssl) {
+    /* closed, not failed: OpenSSL would mark the session not resumable */
+    SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl);
     c->ssl = NULL;
   }
@@ -262,6 +290,11 @@ static int advance(struct conn *c) {
     if (!c->ssl || !SSL_set_fd(c->ssl, c->fd) || !SSL_set_tlsext_host_name(c->ssl, "localhost")) {
       fail(c, "SSL_new/SSL_set_fd failed");
       return -1;
+    }
+    if (resume) {
+      SSL_set_app_data(c->ssl, c);
+      if (slot_session[c - pool])
+        SSL_set_session(c->ssl, slot_session[c - pool]);
     }
     SSL_set_connect_state(c->ssl);
     c->phase = P_HANDSHAKE;
@@ -382,6 +415,11 @@ static void drive(struct conn *c, uint32_t events) {
       fail(c, "negotiated %s, not TLSv1.3", SSL_get_version(c->ssl));
       return;
     }
+    resumed += SSL_session_reused(c->ssl) == 1;
+    if (hup_pid && c->id >= units / 2) {
+      after_hup++;
+      resumed_after_hup += SSL_session_reused(c->ssl) == 1;
+    }
     step(c, P_EHLO2, EHLO, sizeof EHLO - 1, 1, 250);
   }
   for (;;) {
@@ -491,6 +529,8 @@ static int start_conn(void) {
   memset(c, 0, offsetof(struct conn, rbuf));
   c->fd = -1;
   c->id = (int)started++;
+  if (hup_pid && c->id == units / 2)
+    kill(hup_pid, SIGHUP);
   in_flight++;
   c->phase = P_CONNECT;
   c->deadline = now() + step_timeout;
@@ -581,7 +621,8 @@ int main(int argc, char **argv) {
       {"units", required_argument, 0, 'n'},   {"concurrency", required_argument, 0, 'c'},
       {"per", required_argument, 0, 'k'},     {"size", required_argument, 0, 'z'},
       {"tls", no_argument, 0, 'T'},           {"tls-msg", no_argument, 0, 'M'},
-      {"uniform", no_argument, 0, 'U'},
+      {"uniform", no_argument, 0, 'U'},      {"resume", no_argument, 0, 'R'},
+      {"hup", required_argument, 0, 'P'},
       {"timeout", required_argument, 0, 't'}, {"step-timeout", required_argument, 0, 'S'},
       {"hold-max", required_argument, 0, 'H'}, {"no-spread", no_argument, 0, 'N'},
       {"host", required_argument, 0, 'h'},    {0, 0, 0, 0}};
@@ -606,6 +647,8 @@ int main(int argc, char **argv) {
     case 'T': use_tls = 1; break;
     case 'M': tls_msg = 1; break;
     case 'U': uniform = 1; break;
+    case 'R': resume = 1; break;
+    case 'P': hup_pid = (pid_t)atol(optarg); break;
     case 't': timeout_s = atof(optarg); break;
     case 'S': step_timeout = atof(optarg); break;
     case 'H': hold_max = atof(optarg); break;
@@ -647,12 +690,18 @@ int main(int argc, char **argv) {
   if (use_tls) {
     ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
-        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) || !SSL_CTX_set1_groups_list(ctx, "X25519")) {
+        !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) ||
+        (!resume && !SSL_CTX_set1_groups_list(ctx, "X25519"))) {
       fprintf(stderr, "bench_load: TLS setup: %s\n", ssl_err());
       return 2;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (resume) {
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+      SSL_CTX_sess_set_new_cb(ctx, keep_session);
+    } else {
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+      SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
   }
@@ -660,7 +709,8 @@ int main(int argc, char **argv) {
   poolsize = scen == SC_IDLE ? (int)units : conc;
   pool = calloc((size_t)poolsize, sizeof *pool);
   freelist = malloc(sizeof(int) * (size_t)poolsize);
-  if (!pool || !freelist) {
+  slot_session = calloc((size_t)poolsize, sizeof *slot_session);
+  if (!pool || !freelist || !slot_session) {
     perror("malloc");
     return 2;
   }
@@ -768,9 +818,10 @@ int main(int argc, char **argv) {
       conn_release(&pool[i], 1);
 
   printf("{\"scenario\":\"%s\",\"units\":%ld,\"connections\":%ld,\"messages\":%ld,\"bytes\":%lld,"
-         "\"held\":%ld,\"errors\":%ld,\"seconds\":%.3f}\n",
+         "\"held\":%ld,\"errors\":%ld,\"resumed\":%ld,\"after_hup\":%ld,\"resumed_after_hup\":%ld,"
+         "\"seconds\":%.3f}\n",
          scen_name[scen], units, started, msgs_done, bytes_sent, scen == SC_IDLE ? still_held : 0L, errors,
-         t_end - t0);
+         resumed, after_hup, resumed_after_hup, t_end - t0);
   fflush(stdout);
   if (got_term && scen != SC_IDLE)
     return 1;
