@@ -77,7 +77,7 @@ local function macros(session, extra)
     v = "luasmtpd", _ = (session.clientHostname or "unknown") .. " [" .. tostring(session.remoteAddress) .. "]",
     ["{client_addr}"] = session.remoteAddress, ["{client_name}"] = session.clientHostname,
     ["{client_port}"] = session.remotePort, i = session.id,
-    ["{auth_authen}"] = session.user,
+    ["{auth_type}"] = session.authMethod, ["{auth_authen}"] = session.user,
     ["{mail_addr}"] = env.mailFrom and env.mailFrom.address,
   }
   for k, v in pairs(extra or {}) do t[k] = v end

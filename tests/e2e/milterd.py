@@ -11,7 +11,8 @@ start_milter_dns()  dnsmasq on a loopback address of its own, port 53,
 make_dkim_key()     a key pair made by opendkim-genkey in a temporary
                     directory (never committed) and its TXT record.
 start_opendkim()    OpenDKIM signing (mode "s": mail of SMTP-authenticated
-                    clients only, those with an {auth_authen} macro,
+                    clients only, those with an {auth_type} macro
+                    (OpenDKIM's default, as from Postfix),
                     through KeyTable/SigningTable) or
                     verifying (mode "v": keys from that dnsmasq through
                     `Nameservers`), Authentication-Results with our
@@ -209,10 +210,6 @@ def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV):
         _write(keytable, "k1 %s:%s:%s\n" % (key.domain, key.selector, key.private))
         _write(signing, "*@%s k1\n" % key.domain)
         lines += ["KeyTable file:%s" % keytable, "SigningTable refile:%s" % signing,
-                  # an authenticated client is one with a SASL login name:
-                  # luasmtpd sends {auth_authen} but no {auth_type} (the
-                  # mechanism, OpenDKIM's default sign), as it does not know it
-                  "MacroList auth_authen",
                   # the key is under /tmp, which everyone may write
                   "RequireSafeKeys false"]
     if "v" in mode:
@@ -461,7 +458,7 @@ def probe_sign(signer, message):
     p = MilterProbe(signer.port)
     try:
         p.negotiate()
-        final, mods = p.message(message, macros_mail={"{auth_authen}": "alice"})
+        final, mods = p.message(message, macros_mail={"{auth_type}": "PLAIN", "{auth_authen}": "alice"})
     finally:
         p.close()
     sigs = added_headers(mods).get("dkim-signature", [])
