@@ -6,8 +6,8 @@
 -- $LUASMTPD_BLOCKED_EXTENSIONS = "exe,scr,js" replaces the list of
 -- extensions below. An archive (.zip) is not opened: block "zip" too if
 -- that matters. A check only: the message taken is not stored (a policy
--- that stores it too delivers first and parses the stored file:
--- docs/guide.md, "Reading the message: smtp.mime").
+-- that stores it too checks the stored file: its onData takes an open
+-- file as well as the stream, as inbound-checks.lua uses it).
 local smtp = require "smtp"
 local mime = require "smtp.mime"
 
@@ -44,9 +44,10 @@ return {
   name = os.getenv("LUASMTPD_NAME") or "localhost",
   authOptional = true,
 
-  onData = function(stream, session)
+  -- source: onData's stream, or an open file holding the message
+  onData = function(source)
     -- only the parts' types and names matter here: keep no text
-    local msg, err = mime.parse(stream, { maxText = 0 })
+    local msg, err = mime.parse(source, { maxText = 0 })
     if not msg then
       return nil, smtp.reject(451, "4.3.0 Error: cannot read the message: " .. printable(tostring(err)))
     end

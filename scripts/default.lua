@@ -12,8 +12,11 @@ return {
   size = 50 * 1024 * 1024,
   authOptional = true, -- an MX takes mail from strangers
 
-  onData = function(stream, session)
-    local path, err = box:deliver(stream, session, name)
+  -- check: for a script built on this one (inbound-checks.lua), a test of
+  -- the stored file before it enters new/ (smtp.maildir's deliver)
+  onData = function(stream, session, check)
+    local path, err, refusal = box:deliver(stream, session, name, check)
+    if refusal then return nil, refusal end
     if not path then
       smtp.log.error("delivery failed", { error = err })
       return nil, smtp.reject(452, "4.3.1 Error: local delivery failed (mail store full?), try again later")

@@ -10,11 +10,10 @@
 --   LUASMTPD_MAILDIR, LUASMTPD_NAME, LUASMTPD_LISTEN as in default.lua
 --
 -- OpenDKIM signs a message when the client authenticated: luasmtpd gives
--- it the login name as Postfix does ({auth_authen}) but not the SASL
--- mechanism ({auth_type}, what OpenDKIM looks at by default), so its
--- configuration names the macro; and says with which key (opendkim.conf(5)):
+-- it the SASL mechanism ({auth_type}, what OpenDKIM looks at by default)
+-- and the login name ({auth_authen}) as Postfix does, so its default
+-- configuration will do; it says with which key (opendkim.conf(5)):
 --   Mode s
---   MacroList auth_authen
 --   Socket inet:8891@127.0.0.1
 --   KeyTable file:/etc/opendkim/KeyTable     (sel1 example.org:sel1:/etc/opendkim/sel1.private)
 --   SigningTable refile:/etc/opendkim/SigningTable   (*@example.org sel1)

@@ -176,6 +176,15 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		break;
 	case FACT_USER_FORGOTTEN:
 		lua_session_set(c, "user", NULL);
+		lua_session_set(c, "authMethod", NULL);
+		break;
+	/* The mechanism as Postfix passes it to milters as {auth_type}: XCLIENT
+	 * LOGIN is Postfix's "XCLIENT" method too. */
+	case FACT_AUTH:
+		lua_session_set(c, "authMethod", auth_method_name(s->sasl_method));
+		break;
+	case FACT_XCLIENT_LOGIN:
+		lua_session_set(c, "authMethod", "XCLIENT");
 		break;
 	case FACT_TRANSMISSION:
 		lua_session_set(c, "transmissionType", smtp_session_transmission(s));

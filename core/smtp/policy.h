@@ -93,6 +93,8 @@ enum session_fact {
 	FACT_CLIENT_HOSTNAME, /* smtp_session_client_hostname(s) */
 	FACT_HELO,            /* s->helo_name, smtp_session_opening_command(s) */
 	FACT_USER_FORGOTTEN,  /* a login is forgotten (STARTTLS, XCLIENT) */
+	FACT_AUTH,            /* AUTH succeeded with the mechanism s->sasl_method */
+	FACT_XCLIENT_LOGIN,   /* XCLIENT LOGIN: the front end vouched for a user */
 	FACT_TRANSMISSION,    /* smtp_session_transmission(s) */
 	FACT_ENVELOPE,        /* a new, empty transaction */
 	FACT_TLS,             /* the handshake's outcome, on the conn */

@@ -94,6 +94,7 @@ static void auth_done(struct smtp_session *s, const struct policy_verdict *v)
 		return;
 	}
 	smtp_session_set_user(s, v->user);
+	s->policy->changed(s, FACT_AUTH);
 	metrics_auth(method, true);
 	smtp_session_update_transmission(c);
 	if (o->text[0])

@@ -195,6 +195,7 @@ static void x_login_done(struct smtp_session *s, const struct policy_verdict *v)
 	}
 	if (v->user_set) {
 		smtp_session_set_user(s, v->user);
+		s->policy->changed(s, FACT_XCLIENT_LOGIN);
 		smtp_session_update_transmission(c);
 	}
 	smtp_session_greet(c);

@@ -74,14 +74,24 @@ function M.received_header(session, server_name)
 end
 
 --- Delivers the message being received: returns the file's path in new/,
---- or nil, err (the message is then not in the box).
-function M:deliver(stream, session, server_name)
+--- or nil, err (the message is then not in the box). check, when given,
+--- is called with the path of the stored file while it is still in tmp/
+--- (no reader of the box sees it yet); its nil, reply keeps the message
+--- out, and deliver returns nil, err, reply.
+function M:deliver(stream, session, server_name, check)
   local name = M.unique_name()
   local tmp = self.path .. "/tmp/" .. name
   local ok, err = stream:save(tmp, M.received_header(session, server_name))
   if not ok then
     os.remove(tmp)
     return nil, "cannot store the message: " .. tostring(err)
+  end
+  if check then
+    local verdict, reply = check(tmp)
+    if verdict == nil and reply ~= nil then
+      os.remove(tmp)
+      return nil, "refused by the check", reply
+    end
   end
   local final = self.path .. "/new/" .. name
   local renamed, rerr = os.rename(tmp, final)

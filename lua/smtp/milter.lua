@@ -411,12 +411,13 @@ function M.check(spec, session, message, opts)
     function()
       return m:connect(session.clientHostname or "[" .. tostring(addr) .. "]",
         addr and (addr:find(":", 1, true) and "6" or "4") or "U", session.remotePort, addr,
-        { ["{client_addr}"] = addr, i = session.id, ["{auth_authen}"] = session.user })
+        { ["{client_addr}"] = addr, i = session.id })
     end,
     function() return m:helo(session.hostNameAppearsAs or "unknown") end,
     function()
       return m:mail("<" .. (env.mailFrom and env.mailFrom.address or "") .. ">", nil,
-        { i = session.id, ["{auth_authen}"] = session.user, ["{mail_addr}"] = env.mailFrom and env.mailFrom.address })
+        { i = session.id, ["{auth_type}"] = session.authMethod, ["{auth_authen}"] = session.user,
+          ["{mail_addr}"] = env.mailFrom and env.mailFrom.address })
     end,
   }
   for _, r in ipairs(env.rcptTo or {}) do

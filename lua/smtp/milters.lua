@@ -8,7 +8,11 @@
 -- no milter. onConnect sends the connection, onMailFrom HELO (once per
 -- name: there is no HELO hook) and MAIL, onRcptTo RCPT, onData the whole
 -- message (spooled to a temporary file first, so every milter has answered
--- the end of the message before the script's onData reads a byte). The
+-- the end of the message before the script's onData reads a byte). Each
+-- milter's changes are applied before the next milter reads the message,
+-- as Postfix's cleanup edits its queue file between milters: OpenDMARC
+-- after OpenDKIM reads OpenDKIM's Authentication-Results, and a replaced
+-- body (in a new temporary file) is the body the next one gets. The
 -- script's onData then gets the message as the milters left it: header
 -- changes applied, a replaced body, recipients added or removed in
 -- session.envelope.rcptTo; a reject or tempfail makes its stream:read()
@@ -73,7 +77,7 @@ local function macros(session, extra)
     v = "luasmtpd", _ = (session.clientHostname or "unknown") .. " [" .. tostring(session.remoteAddress) .. "]",
     ["{client_addr}"] = session.remoteAddress, ["{client_name}"] = session.clientHostname,
     ["{client_port}"] = session.remotePort, i = session.id,
-    ["{auth_authen}"] = session.user,
+    ["{auth_type}"] = session.authMethod, ["{auth_authen}"] = session.user,
     ["{mail_addr}"] = env.mailFrom and env.mailFrom.address,
   }
   for k, v in pairs(extra or {}) do t[k] = v end
@@ -251,19 +255,18 @@ local function spool(stream)
   return { head = head, body = body, body_size = size }
 end
 
--- A reader over the spool: its header block, the blank line, the body.
-local function reader(sp)
+-- A reader over the message as it stands (msg: its header fields and
+-- body file): the header block, the blank line, the body.
+local function reader(msg)
   local stage = 0
   return {
     read = function()
       if stage == 0 then
         stage = 1
-        sp.body:seek("set", 0)
-        if sp.head ~= "" then return sp.head .. "\r\n" end
-        return "\r\n"
+        msg.body:seek("set", 0)
+        return table.concat(msg.fields) .. "\r\n"
       end
-      local s = sp.body:read(CHUNK)
-      return s
+      return msg.body:read(CHUNK)
     end,
   }
 end
@@ -331,22 +334,20 @@ end
 -- The stream the script's onData gets: the message as the milters left it
 -- (read, chunks, save, and header edits with the core's rules until the
 -- first read or save), or their refusal.
-local function replay(sp, head, newbody, refusal)
+local function replay(msg, refusal)
   local edits = header.new()
-  local pieces, pos = nil, 0
+  local head = table.concat(msg.fields)
+  local started = false
   local function next_piece()
     if refusal then return nil, refusal end
-    if not pieces then
-      pieces = { edits:emit(head .. "\r\n") }
-      if newbody then pieces[2] = newbody else sp.body:seek("set", 0) end
+    if not started then
+      started = true
+      msg.body:seek("set", 0)
+      return edits:emit(head .. "\r\n")
     end
-    pos = pos + 1
-    if pieces[pos] then return pieces[pos] end
-    if newbody then return nil end
-    return sp.body:read(CHUNK)
+    return msg.body:read(CHUNK)
   end
-  local size = #head + 2 + (newbody and #newbody or sp.body_size)
-  local s = { byteLength = size, sizeExceeded = false }
+  local s = { byteLength = #head + 2 + msg.body_size, sizeExceeded = false }
   function s.read() return next_piece() end
   function s.chunks()
     return function()
@@ -360,7 +361,7 @@ local function replay(sp, head, newbody, refusal)
   function s.removeHeader(_, name) return edits:edit("remove", name) end
   function s.save(_, path, prefix)
     if refusal then return nil, refusal end
-    if pieces then return nil, "stream:save: part of the message was already read" end
+    if started then return nil, "stream:save: part of the message was already read" end
     local exists = io.open(path, "rb")
     if exists then exists:close(); return nil, "File exists" end
     local f, err = io.open(path, "wb")
@@ -380,6 +381,49 @@ local function replay(sp, head, newbody, refusal)
   return s
 end
 
+-- A milter's replacement body (its SMFIR_REPLBODY packets, in order) into
+-- a new temporary file, line breaks as CRLF (a CR ending one packet and
+-- the LF starting the next are one break). Returns the file and its size.
+local function replaced_body(mods)
+  local f, size, cr = io.tmpfile(), 0, false
+  for _, mod in ipairs(mods) do
+    if mod.action == "replbody" and #mod.data > 0 then
+      local d = mod.data
+      if cr and d:sub(1, 1) == "\n" then d = d:sub(2) end
+      cr = d:sub(-1) == "\r"
+      d = d:gsub("\r?\n", "\r\n"):gsub("\r$", "")
+      if cr then d = d .. "\r\n" end
+      f:write(d)
+      size = size + #d
+    end
+  end
+  return f, size
+end
+
+-- Applies one milter's modifications to the message as it stands, so the
+-- next milter and the script see them, as Postfix's cleanup edits the
+-- queue file before the next milter reads it: header changes, a replaced
+-- body, the envelope.
+local function apply(msg, session, mods)
+  local newbody = false
+  for _, mod in ipairs(mods) do
+    if mod.action == "replbody" then
+      newbody = true
+    elseif mod.action == "quarantine" then
+      session.milterQuarantine = mod.reason
+      smtp.log.warn("milter quarantined the message", { session = session.id, reason = mod.reason })
+    elseif mod.action == "addrcpt" or mod.action == "delrcpt" or mod.action == "chgfrom" then
+      apply_envelope(session, mod)
+    else
+      apply_headers(msg.fields, mod)
+    end
+  end
+  if newbody then
+    msg.body:close()
+    msg.body, msg.body_size = replaced_body(mods)
+  end
+end
+
 local function wrap_data(orig)
   return function(stream, session, ...)
     local st = sessions[session]
@@ -389,48 +433,31 @@ local function wrap_data(orig)
     end
     local sp, serr = spool(stream)
     if not sp then return nil, serr end
-    local mods = {}
+    local msg = { fields = fields(sp.head), body = sp.body, body_size = sp.body_size }
     local v = each(st, function(c, m)
       m.in_message = false
       local d, err = c:data(macros(session))
       if not d then return nil, err end
       if d.action ~= "continue" then return message_verdict(st, m, d) end
-      local x, xmods = c:message(reader(sp), macros(session))
+      local x, xmods = c:message(reader(msg), macros(session))
       if not x then return nil, xmods end
-      for _, mod in ipairs(xmods or {}) do mods[#mods + 1] = mod end
+      apply(msg, session, xmods or {})
       return message_verdict(st, m, x)
     end)
-    local head = sp.head:gsub("\r?\n$", "")
     if v and v.reply then
       -- the script still sees the message end (refused), and its answer is moot
-      if orig then pcall(orig, replay(sp, head, nil, v.reply), session, ...) end
-      sp.body:close()
+      if orig then pcall(orig, replay(msg, v.reply), session, ...) end
+      msg.body:close()
       return nil, v.reply
     end
     if st.discard then
       smtp.log.info("milter discarded the message", { session = session.id })
-      sp.body:close()
+      msg.body:close()
       return "discarded"
     end
-    local list = fields(sp.head)
-    local newbody
-    for _, mod in ipairs(mods) do
-      if mod.action == "replbody" then
-        newbody = (newbody or "") .. mod.data
-      elseif mod.action == "quarantine" then
-        session.milterQuarantine = mod.reason
-        smtp.log.warn("milter quarantined the message", { session = session.id, reason = mod.reason })
-      elseif mod.action == "addrcpt" or mod.action == "delrcpt" or mod.action == "chgfrom" then
-        apply_envelope(session, mod)
-      else
-        apply_headers(list, mod)
-      end
-    end
-    if newbody then newbody = newbody:gsub("\r?\n", "\r\n") end
-    local s = replay(sp, table.concat(list), newbody)
     local r = pack()
-    if orig then r = pack(orig(s, session, ...)) end
-    sp.body:close()
+    if orig then r = pack(orig(replay(msg), session, ...)) end
+    msg.body:close()
     return unpack(r, 1, r.n)
   end
 end

@@ -11,7 +11,8 @@ start_milter_dns()  dnsmasq on a loopback address of its own, port 53,
 make_dkim_key()     a key pair made by opendkim-genkey in a temporary
                     directory (never committed) and its TXT record.
 start_opendkim()    OpenDKIM signing (mode "s": mail of SMTP-authenticated
-                    clients only, those with an {auth_authen} macro,
+                    clients only, those with an {auth_type} macro
+                    (OpenDKIM's default, as from Postfix),
                     through KeyTable/SigningTable) or
                     verifying (mode "v": keys from that dnsmasq through
                     `Nameservers`), Authentication-Results with our
@@ -73,10 +74,19 @@ class Milter(Daemon):
     """A running milter daemon (mta.Daemon: .port, log, stop() by PID with
     its children); .socket in Postfix's notation."""
 
-    def __init__(self, service):
+    def __init__(self, service, kill_to_stop=False):
         super().__init__(service)
         self.socket = "inet:127.0.0.1:%d" % service.port
         self.pid = service.proc.pid
+        self.kill_to_stop = kill_to_stop
+
+    def stop(self):
+        # OpenDKIM notices SIGTERM only at its accept loop's timeout, seconds
+        # later; a test's instance keeps nothing, so it is killed by its PID
+        if self.kill_to_stop and self.service.alive():
+            self.service.proc.kill()
+            self.service.proc.wait(IO_TIMEOUT)
+        super().stop()
 
 
 def _start(name, argv, port, tmp):
@@ -178,11 +188,14 @@ def make_dkim_key(domain=DKIM_DOMAIN, selector=DKIM_SELECTOR, bits=2048):
     return DkimKey(domain, selector, private, record)
 
 
-def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV):
+def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV, internal=NOT_INTERNAL,
+                   on_no_signature="accept"):
     """OpenDKIM (`opendkim -f`) on a free port. mode "s": signs with `key`
-    the mail of SMTP-authenticated clients whose From is in key.domain;
-    mode "v": verifies, fetching keys from `dns` (a MilterDns), and adds
-    Authentication-Results with authserv_id."""
+    the mail of SMTP-authenticated clients (and of the `internal` hosts)
+    whose From is in key.domain; mode "v": verifies, fetching keys from
+    `dns` (a MilterDns), and adds Authentication-Results with authserv_id;
+    an unsigned message gets `on_no_signature` (accept, reject, discard,
+    tempfail)."""
     _need_root("OpenDKIM")
     exe = require_binary("opendkim", ["/usr/sbin/opendkim"], "opendkim")
     tmp = tempfile.mkdtemp(prefix="luasmtpd-opendkim-")
@@ -195,12 +208,14 @@ def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV):
         "PidFile %s/opendkim.pid" % tmp,
         "AuthservID %s" % authserv_id,
         "Canonicalization relaxed/simple",
-        "InternalHosts %s" % NOT_INTERNAL,
+        "InternalHosts %s" % internal,
         "On-Default accept",
         "On-BadSignature accept",
         "On-KeyNotFound accept",
-        "On-NoSignature accept",
-        "AlwaysAddARHeader yes",
+        "On-NoSignature %s" % on_no_signature,
+        # OpenDKIM stamps an unsigned message dkim=none with this and then
+        # takes no On-NoSignature action: only for the default accept
+        "AlwaysAddARHeader %s" % ("yes" if on_no_signature == "accept" else "no"),
         "DNSTimeout 5",
     ]
     if "s" in mode:
@@ -209,10 +224,6 @@ def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV):
         _write(keytable, "k1 %s:%s:%s\n" % (key.domain, key.selector, key.private))
         _write(signing, "*@%s k1\n" % key.domain)
         lines += ["KeyTable file:%s" % keytable, "SigningTable refile:%s" % signing,
-                  # an authenticated client is one with a SASL login name:
-                  # luasmtpd sends {auth_authen} but no {auth_type} (the
-                  # mechanism, OpenDKIM's default sign), as it does not know it
-                  "MacroList auth_authen",
                   # the key is under /tmp, which everyone may write
                   "RequireSafeKeys false"]
     if "v" in mode:
@@ -226,7 +237,7 @@ def start_opendkim(mode, key, dns=None, authserv_id=OPENDKIM_AUTHSERV):
         lines.append("ResolverConfiguration %s" % unbound)
     conf = os.path.join(tmp, "opendkim.conf")
     _write(conf, "\n".join(lines) + "\n")
-    return Milter(_start("opendkim", [exe, "-f", "-x", conf], port, tmp))
+    return Milter(_start("opendkim", [exe, "-f", "-x", conf], port, tmp), kill_to_stop=True)
 
 
 def start_opendmarc(dns, authserv_id=OPENDMARC_AUTHSERV, trusted=(OPENDKIM_AUTHSERV,)):
@@ -461,7 +472,7 @@ def probe_sign(signer, message):
     p = MilterProbe(signer.port)
     try:
         p.negotiate()
-        final, mods = p.message(message, macros_mail={"{auth_authen}": "alice"})
+        final, mods = p.message(message, macros_mail={"{auth_type}": "PLAIN", "{auth_authen}": "alice"})
     finally:
         p.close()
     sigs = added_headers(mods).get("dkim-signature", [])

@@ -66,7 +66,8 @@ HOOKS = {
     "onMailFrom": Lua(r'''function(address, session)
     local u = session.user
     if type(u) == "table" then u = u.name end
-    record("mail", {port = session.remotePort, user = u, transmissionType = session.transmissionType})
+    record("mail", {port = session.remotePort, user = u, transmissionType = session.transmissionType,
+                    authMethod = session.authMethod})
   end'''),
     "onData": Lua(r'''function(stream, session)
     local body = readall(stream)
@@ -244,6 +245,9 @@ class Mechanisms(SharedServerTest):
                     s.sendmail("a@example.com", ["b@example.com"], b"x\r\n")
                 [a] = self.mine("auth", port)
                 self.assertEqual(a["method"], mech)
+                # session.authMethod: the mechanism, as a milter's {auth_type}
+                [m] = self.mine("mail", port)
+                self.assertEqual(m["authMethod"], mech)
                 with smtplib.SMTP("127.0.0.1", self.srv.port, local_hostname="client.example", timeout=10) as s:
                     s.ehlo()
                     s.user, s.password = "testuser", "wrong"
@@ -395,6 +399,16 @@ class Mechanisms(SharedServerTest):
             self.assertReply(c.cmd("AUTH XOAUTH2 " + xoauth2("testuser", "bad")), 334)
             self.assertReply(c.cmd(""), 421, "4.7.0")
             c.expect_close()
+
+    def test_auth_method_is_the_successful_mechanism_kept_after_rset(self):
+        with self.ehlo_client() as c:
+            self.assertReply(c.cmd("AUTH LOGIN " + b64("testuser")), 334)
+            self.assertReply(c.cmd(b64("wrong")), 535, "5.7.8")
+            self.assertReply(c.cmd("AUTH PLAIN " + b64("\0testuser\0testpass")), 235, "2.7.0")
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+            self.assertReply(c.cmd("RSET"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<a@example.com>"), 250)
+        self.assertEqual([m["authMethod"] for m in self.mine("mail", c)], ["PLAIN", "PLAIN"])
 
     def test_failures_below_limit_then_success(self):
         with self.ehlo_client() as c:

@@ -1,5 +1,5 @@
 """smtp.milter (issue 19) against OpenDKIM, a milter nobody here wrote
-(Debian's opendkim, started by the test on a free port in the foreground
+(Debian's opendkim, started by milterd.py on a free port in the foreground
 with its own configuration and a key made by opendkim-genkey, sign mode):
 a hook sends the message it receives through OpenDKIM and gets a
 DKIM-Signature back as a header change at the end of the message, its
@@ -22,45 +22,45 @@ import tempfile
 import time
 import unittest
 
+import milterd
 import svcutil
 from harness import ROOT, E2ETest, Lua, Server, binary, default_with, lua_value, script, split_received
 
-OPENDKIM = ["opendkim", "/usr/sbin/opendkim"]
-GENKEY = ["opendkim-genkey", "/usr/sbin/opendkim-genkey"]
+_KEY = []
 
 
-def start_opendkim(mode="s", canon="simple/simple", extra=""):
-    """OpenDKIM on a free port, signing for example.com with selector test."""
-    exe = svcutil.require_binary("opendkim", OPENDKIM, "opendkim")
-    genkey = svcutil.require_binary("opendkim-genkey", GENKEY, "opendkim-tools")
-    tmp = tempfile.mkdtemp(prefix="luasmtpd-opendkim-")
-    import subprocess
-    subprocess.run([genkey, "-D", tmp, "-d", "example.com", "-s", "test"], check=True, timeout=60)
-    port = svcutil.free_port()
-    conf = os.path.join(tmp, "opendkim.conf")
-    with open(conf, "w") as f:
-        f.write("Mode %s\nDomain example.com\nSelector test\nKeyFile %s/test.private\n"
-                "Socket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\nSyslog no\n"
-                "RequireSafeKeys false\nCanonicalization %s\nInternalHosts %s\n%s"
-                % (mode, tmp, port, tmp, canon, "127.0.0.1" if "s" in mode else "192.0.2.1", extra))
-    return svcutil.Service("opendkim", [exe, "-f", "-x", conf], port, tmp)
+def dkim_key():
+    """One key for example.com, selector test, for the whole module."""
+    if not _KEY:
+        _KEY.append(milterd.make_dkim_key(domain="example.com", selector="test"))
+    return _KEY[0]
 
 
-def stop_opendkim(svc):
-    """OpenDKIM takes seconds to notice a SIGTERM (its accept loop's
-    timeout): a test instance with nothing to keep is killed, by its PID."""
-    svc.proc.kill()
-    svc.proc.wait(5)
-    svc.stop()
+def tearDownModule():
+    for key in _KEY:
+        shutil.rmtree(os.path.dirname(key.private), ignore_errors=True)
+
+
+def start_opendkim():
+    """milterd's OpenDKIM signing for example.com, the mail of 127.0.0.1
+    too (these sessions do not log in)."""
+    return milterd.start_opendkim("s", dkim_key(), internal="127.0.0.1")
 
 
 @contextlib.contextmanager
-def opendkim(**kw):
-    svc = start_opendkim(**kw)
-    try:
+def opendkim(mode="s", on_no_signature="accept"):
+    """milterd's OpenDKIM: signing as start_opendkim, or verifying ("v")
+    with `on_no_signature` for an unsigned message, its key lookups going
+    to a dnsmasq of milterd's."""
+    with contextlib.ExitStack() as stack:
+        if mode == "v":
+            dns = stack.enter_context(milterd.start_milter_dns({}))
+            svc = milterd.start_opendkim("v", dkim_key(), dns=dns, internal="192.0.2.1",
+                                         on_no_signature=on_no_signature)
+        else:
+            svc = start_opendkim()
+        stack.enter_context(svc)
         yield svc
-    finally:
-        stop_opendkim(svc)
 
 
 def simple_body_hash(body):
@@ -140,7 +140,7 @@ class TestClientOpenDKIM(E2ETest):
     @classmethod
     def tearDownClass(cls):
         cls.srv.stop()
-        stop_opendkim(cls.dkim)
+        cls.dkim.stop()
 
     def send(self, msg):
         c = self.srv.client()
@@ -362,7 +362,7 @@ class TestDeclaredOpenDKIM(E2ETest):
         self.assertTrue(rest.endswith(MESSAGE), rest)
 
     def verify_mode(self, action):
-        return opendkim(mode="v", extra="On-NoSignature %s\n" % action)
+        return opendkim(mode="v", on_no_signature=action)
 
     def test_reject_is_the_reply_whatever_ondata_returns(self):
         with self.verify_mode("reject") as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:

@@ -169,6 +169,18 @@ class MilterDaemons(E2ETest):
         kept = [f for f in fields(got) if f in sent]
         self.assertEqual(kept, sent)
 
+    def test_inbound_dmarc_pass_reads_opendkims_result(self):
+        """OpenDMARC comes after OpenDKIM (Postfix's smtpd_milters order)
+        and sees the Authentication-Results it added, as a later milter
+        sees an earlier one's header changes in Postfix. NOT PASSING with
+        i19-milter's smtp.milters: every milter gets the message as
+        received, so OpenDMARC finds no DKIM result (dmarc=fail)."""
+        got = self.inbound_stores(self.signed_message())
+        dmarc = [v for v in values(got, "authentication-results")
+                 if v.startswith(milterd.OPENDMARC_AUTHSERV + ";")]
+        self.assertEqual(len(dmarc), 1, fields(got))
+        self.assertIn("dmarc=pass", dmarc[0])
+
     def test_inbound_dkim_fail_after_one_body_byte_changed(self):
         signed = self.signed_message()
         tampered = signed.replace(b"Hello Bob,", b"Hello Bob.")

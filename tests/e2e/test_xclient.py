@@ -22,7 +22,7 @@ SNAP = Lua(r'''function(s)
     return {remoteAddress = s.remoteAddress, remotePort = s.remotePort,
             clientHostname = s.clientHostname, hostNameAppearsAs = s.hostNameAppearsAs,
             xClient = copy(s.xClient), xForward = copy(s.xForward), user = u,
-            transmissionType = s.transmissionType}
+            authMethod = s.authMethod, transmissionType = s.transmissionType}
   end''')
 
 PRE = "local xsnap = " + SNAP + "\n"
@@ -203,6 +203,7 @@ class XClient(XTest):
         self.assertEqual(a["username"], "bob")
         self.assertIsNone(a.get("password"))
         self.assertEqual(s["user"], "bob")
+        self.assertEqual(s["authMethod"], "XCLIENT")  # Postfix's {auth_type} for it
         self.assertEqual(s["transmissionType"], "ESMTPA")
         self.assertEqual(s["xClient"]["LOGIN"], "bob")
 
@@ -231,6 +232,7 @@ class XClient(XTest):
             s = self.mail_snap(c)
         self.assertEqual(self.mine("auth", c), [])
         self.assertIsNone(s.get("user"))
+        self.assertIsNone(s.get("authMethod"))
         self.assertIs(s["xClient"]["LOGIN"], False)
 
     def test_full_message_after_xclient(self):

@@ -76,6 +76,40 @@ describe("inbound-checks.lua with real OpenDKIM, OpenDMARC and rspamd", function
     assert.are.equal(milters.signed:match("\r\n\r\n(.*)$"), stored:match("\r\n\r\n(.*)$"))
   end)
 
+  it("refuses an executable attachment as attachments.lua does, and stores nothing", function()
+    local before = #daemons.maildir_files(maildir)
+    local exe = table.concat({ "From: alice@" .. milters.info.domain, "To: bob@example.org", "Subject: invoice",
+      "MIME-Version: 1.0", 'Content-Type: multipart/mixed; boundary="b1"', "", "--b1",
+      "Content-Type: text/plain", "", "see the file", "--b1",
+      "Content-Type: application/octet-stream", 'Content-Disposition: attachment; filename="invoice.pdf.exe"',
+      "Content-Transfer-Encoding: base64", "", "TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAA", "--b1--", "" },
+      "\r\n")
+    local c = assert(server:client())
+    c:ehlo("client.example")
+    c:mail("alice@" .. milters.info.domain)
+    c:rcpt("bob@example.org")
+    local code, text = c:data(exe)
+    c:quit()
+    assert.are.equal(550, code, text)
+    assert.matches("^5%.7%.1 .*name invoice%.pdf%.exe", text)
+    assert.are.equal(before, #daemons.maildir_files(maildir))
+    -- nothing left in tmp/ either
+    local p = io.popen("ls -A '" .. maildir .. "/tmp'")
+    local left = p:read("*a")
+    p:close()
+    assert.are.equal("", left)
+  end)
+
+  it("stores a message whose attachment is a document", function()
+    local before = #daemons.maildir_files(maildir)
+    send(table.concat({ "From: alice@" .. milters.info.domain, "To: bob@example.org", "Subject: report",
+      "MIME-Version: 1.0", 'Content-Type: multipart/mixed; boundary="b1"', "", "--b1",
+      "Content-Type: text/plain", "", "see the file", "--b1",
+      'Content-Type: application/pdf; name="report.pdf"', "Content-Transfer-Encoding: base64", "",
+      "JVBERi0xLjQK", "--b1--", "" }, "\r\n"), 250)
+    assert.are.equal(before + 1, #daemons.maildir_files(maildir))
+  end)
+
   it("refuses the GTUBE message with rspamd's 554 5.7.1 and stores nothing", function()
     local before = #daemons.maildir_files(maildir)
     send("Subject: test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n", 554)

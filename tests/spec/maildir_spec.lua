@@ -86,6 +86,26 @@ describe("smtp.maildir", function()
     assert.are.same({}, list(dir .. "/tmp"))
   end)
 
+  it("runs check on the file in tmp/ before new/: its refusal keeps the message out", function()
+    local dir = tmpdir()
+    local box = assert(maildir.open(dir))
+    local seen
+    local path, err, reply = box:deliver(fake_stream("x\r\n"), session, "mx", function(p)
+      seen = { path = p, body = read(p), new = list(dir .. "/new") }
+      return nil, "the check's reply"
+    end)
+    assert.is_nil(path)
+    assert.is_string(err)
+    assert.are.equal("the check's reply", reply)
+    assert.matches("/tmp/", seen.path)
+    assert.matches("\r\n\r?\n?x\r\n$", seen.body)
+    assert.are.same({}, seen.new)
+    assert.are.same({}, list(dir .. "/new"))
+    assert.are.same({}, list(dir .. "/tmp"))
+    path = assert(box:deliver(fake_stream("y\r\n"), session, "mx", function() return true end))
+    assert.are.equal("y\r\n", read(path):sub(-3))
+  end)
+
   it("writes Postfix's TCP-info: unknown without a confirmed name, IPv6: literals", function()
     local function first_line(over)
       local s = {}
