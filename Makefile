@@ -158,7 +158,8 @@ tls-audit: build/luasmtpd certs
 
 # Benchmarks (figures, not pass/fail): the cost of Lua hooks per message,
 # of relaying, of parsing MIME (smtp.mime against Python's email and Node's
-# mailparser, npm-installed under build/bench-npm), then luasmtpd against
+# mailparser, npm-installed under build/bench-npm), of a milter round trip
+# to a local OpenDKIM (tests/bench/milter_bench.py), then luasmtpd against
 # a minimal C responder and the anchors, driven by our load generator
 # (tests/bench/compare.py, about 9 minutes).
 build/bench_floor: tests/bench/floor.c | $(DEPS_STAMP)
@@ -171,6 +172,7 @@ bench: build/luasmtpd build/bench_floor build/bench_load certs
 	$(PYTHON) tests/bench/hook_overhead.py
 	$(PYTHON) tests/bench/relay_bench.py
 	$(PYTHON) tests/bench/mime_bench.py
+	$(PYTHON) tests/bench/milter_bench.py
 	$(PYTHON) tests/bench/compare.py
 
 # This tree's luasmtpd against one built from commit BASE (in a temporary

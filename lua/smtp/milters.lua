@@ -29,8 +29,9 @@ local M = {}
 local OPTIONS = { "milters", "milterDefaultAction", "milterConnectTimeout", "milterCommandTimeout",
   "milterContentTimeout" }
 local DEFAULT_ACTIONS = { tempfail = true, accept = true, reject = true }
-local CHUNK = 65536
+local CHUNK = 65535 -- the largest body packet of the milter protocol
 local HEADERS_MAX = 1024 * 1024
+local SPOOL_MEMORY = 256 * 1024
 
 local TEMPFAIL = smtp.reject(451, "4.7.1 Service unavailable - try again later")
 local REJECT = smtp.reject(550, "5.7.1 Command rejected")
@@ -225,20 +226,67 @@ local function rcpt_step(address, session, st)
   end)
 end
 
--- The message spooled: its header block (a string) and the rest in a
--- temporary file.
+-- A message's body as it is spooled: in memory up to SPOOL_MEMORY bytes,
+-- in a temporary file past that (creating and dropping a file cost
+-- luasmtpd more CPU than the whole milter conversation of a small message:
+-- tests/bench/milter_bench.py). It answers the file calls the spool makes:
+-- write, seek("set", 0), read(n), close.
+local Body = {}
+Body.__index = Body
+
+local function new_body()
+  return setmetatable({ parts = {}, size = 0, pos = 1 }, Body)
+end
+
+function Body:write(s)
+  if self.file then return self.file:write(s) end
+  if self.size + #s <= SPOOL_MEMORY then
+    self.parts[#self.parts + 1] = s
+    self.size = self.size + #s
+    return self
+  end
+  local f, err = io.tmpfile()
+  if not f then return nil, err end
+  local parts = self.parts
+  self.file, self.parts = f, nil
+  return f:write(table.concat(parts), s)
+end
+
+function Body:seek(whence, offset)
+  if self.file then return self.file:seek(whence, offset) end
+  self.data = self.data or table.concat(self.parts)
+  self.pos = 1
+  return 0
+end
+
+function Body:read(n)
+  if self.file then return self.file:read(n) end
+  if self.pos > #self.data then return nil end
+  local s = self.data:sub(self.pos, self.pos + n - 1)
+  self.pos = self.pos + n
+  return s
+end
+
+function Body:close()
+  if self.file then self.file:close() end
+  self.file, self.parts, self.data = nil, nil, nil
+end
+
+-- The message spooled: its header block (a string) and the rest in a Body.
 local function spool(stream)
   local head, buf = nil, ""
-  local body = io.tmpfile()
+  local body = new_body()
   local size = 0
+  local function put(s)
+    local ok, err = body:write(s)
+    size = size + #s
+    return ok, err
+  end
   while true do
     local s, err = stream:read()
-    if s == nil and err ~= nil then body:close(); return nil, err end
-    if s == nil then break end
-    if head then
-      body:write(s)
-      size = size + #s
-    else
+    if s ~= nil and head then
+      s, err = put(s)
+    elseif s ~= nil then
       buf = buf .. s
       local b, e = buf:find("\n\r?\n")
       if buf:find("^\r?\n") then
@@ -248,8 +296,10 @@ local function spool(stream)
       elseif #buf > HEADERS_MAX then
         head, buf = buf, ""
       end
-      if head then body:write(buf); size = size + #buf end
+      if head then s, err = put(buf) end
     end
+    if s == nil and err ~= nil then body:close(); return nil, err end
+    if s == nil then break end
   end
   if not head then head, buf = buf, "" end
   return { head = head, body = body, body_size = size }

@@ -335,6 +335,21 @@ class TestDeclaredOpenDKIM(E2ETest):
         self.assertIn("d=example.com;", sig)
         self.assertIn("bh=%s;" % simple_body_hash(orig_body), sig)
 
+    def test_large_message_past_the_memory_spool(self):
+        # small bodies are spooled in memory, this one (over 256 KiB) in a
+        # temporary file: signed and stored byte for byte all the same
+        body = b"".join(b"line %06d of a message spooled to a file\r\n" % i for i in range(8000))
+        msg = MESSAGE.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + body
+        with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            send_one(self, srv, msg)
+            with open(os.path.join(srv.out, "msg-1"), "rb") as f:
+                stored = f.read()
+        head, got = stored.split(b"\r\n\r\n", 1)
+        self.assertGreater(len(body), 256 * 1024)
+        self.assertEqual(got, body)
+        self.assertTrue(head.startswith(b"DKIM-Signature:"), head[:200])
+        self.assertIn("bh=%s;" % simple_body_hash(body), re.sub(r"\s+", "", head.decode()))
+
     def test_two_messages_in_one_session(self):
         with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
             c = srv.client()
