@@ -342,6 +342,7 @@ static int sock_connect(lua_State *L)
 	}
 	sock_close(t);
 	t->eof = false;
+	t->quickack = false; /* setoption's options belong to a connection */
 	t->until_ended = false;
 	t->reused = 0;
 	t->pool_size = POOL_DEFAULT_SIZE;
@@ -451,6 +452,55 @@ static int sock_settimeouts(lua_State *L)
 	return 0;
 }
 
+/* setoption(name, value), lua-nginx-module's options plus "quickack":
+ * a peer that writes twice without TCP_NODELAY (libmilter) has its second
+ * write held by Nagle until our delayed ACK of the first, 40 ms. */
+static const struct {
+	const char *name;
+	int level, opt;
+	bool flag; /* a boolean; else a size in bytes */
+} sock_options[] = {
+	{"keepalive", SOL_SOCKET, SO_KEEPALIVE, true},
+	{"reuseaddr", SOL_SOCKET, SO_REUSEADDR, true},
+	{"tcp-nodelay", IPPROTO_TCP, TCP_NODELAY, true},
+	{"sndbuf", SOL_SOCKET, SO_SNDBUF, false},
+	{"rcvbuf", SOL_SOCKET, SO_RCVBUF, false},
+	{"quickack", IPPROTO_TCP, TCP_QUICKACK, true},
+};
+
+void sock_rearm_quickack(struct lua_socket *t)
+{
+	int on = 1;
+	if (t->quickack)
+		(void)setsockopt(t->fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+}
+
+static int sock_setoption(lua_State *L)
+{
+	struct lua_socket *t = sock_check(L);
+	const char *name = luaL_checkstring(L, 2);
+	size_t i = 0;
+	while (i < sizeof sock_options / sizeof sock_options[0] && strcmp(sock_options[i].name, name) != 0)
+		i++;
+	if (i == sizeof sock_options / sizeof sock_options[0])
+		return sock_fail(L, t, LUA_ERR_BAD_OPTION, false);
+	int v;
+	if (sock_options[i].flag && lua_type(L, 3) == LUA_TBOOLEAN)
+		v = lua_toboolean(L, 3);
+	else
+		v = (int)luaL_checkinteger(L, 3);
+	if (!sock_options[i].flag && v <= 0)
+		return luaL_argerror(L, 3, "a size in bytes");
+	if (t->fd < 0)
+		return sock_fail(L, t, LUA_ERR_CLOSED, false);
+	if (setsockopt(t->fd, sock_options[i].level, sock_options[i].opt, &v, sizeof v) != 0)
+		return sock_fail(L, t, lua_api_errno(errno), false);
+	if (sock_options[i].level == IPPROTO_TCP && sock_options[i].opt == TCP_QUICKACK)
+		t->quickack = v != 0;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 static int sock_close_method(lua_State *L)
 {
 	struct lua_socket *t = sock_check_idle(L);
@@ -481,6 +531,7 @@ static void sock_register_class(lua_State *L)
 		{"sslhandshake", sock_sslhandshake},
 		{"settimeout", sock_settimeout},
 		{"settimeouts", sock_settimeouts},
+		{"setoption", sock_setoption},
 		{"setkeepalive", sock_setkeepalive},
 		{"getreusedtimes", sock_getreusedtimes},
 		{"close", sock_close_method},

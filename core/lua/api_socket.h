@@ -31,6 +31,7 @@ struct lua_socket {
 	SSL *ssl;
 	bool ngx;    /* the ngx.socket.tcp face */
 	bool eof;    /* the peer has closed: never pooled */
+	bool quickack; /* setoption("quickack"): re-armed after each read */
 	double connect_timeout, send_timeout, read_timeout; /* seconds, 0: none */
 	enum sock_op op;
 	struct buf rbuf;
@@ -100,5 +101,8 @@ int sock_receive(lua_State *L);
 int sock_receiveany(lua_State *L);
 int sock_receiveuntil(lua_State *L);
 int sock_sslhandshake(lua_State *L);
+/* Re-arms TCP_QUICKACK after a read when the script asked for it: Linux
+ * drops back to delayed ACKs on its own. */
+void sock_rearm_quickack(struct lua_socket *t);
 
 #endif

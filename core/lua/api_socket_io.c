@@ -167,6 +167,7 @@ static int sock_fill(struct lua_socket *t, int *events)
 	ssize_t r = sock_raw_recv(t, dst, SOCK_READ_CHUNK, events);
 	if (r > 0) {
 		t->rbuf.len += (size_t)r;
+		sock_rearm_quickack(t);
 		return 1;
 	}
 	if (r == 0)

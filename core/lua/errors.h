@@ -19,6 +19,7 @@
 #define LUA_ERR_HANDSHAKE "handshake failed"
 #define LUA_ERR_VERIFY "certificate verify failed"
 #define LUA_ERR_HOST_MISMATCH "certificate host mismatch"
+#define LUA_ERR_BAD_OPTION "unsupported option"
 #define LUA_ERR_BACKLOG "too many waiting connect operations"
 /* onData's stream once its message is over (the header edits'
  * own refusals are smtp/message.h's: "header already read", ...). */

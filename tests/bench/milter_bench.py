@@ -133,8 +133,8 @@ def main():
     try:
         for label, text, pid in [
             ("(a) read, accept", variant_script(DRAIN), None),
-            ("(b) milters = {OpenDKIM}", variant_script(DRAIN, spec, True, milters=[spec]), dkim.proc.pid),
-            ("(c) smtp.milter.check", variant_script(CHECK, spec), dkim.proc.pid),
+            ("(b) milters = {OpenDKIM}", variant_script(DRAIN, spec, True, milters=[spec]), dkim.pid),
+            ("(c) smtp.milter.check", variant_script(CHECK, spec), dkim.pid),
         ]:
             variants.append(MilterVariant(label, text, pid))
         measure(variants, a.n, a.c, body, a.rounds, deadline)

@@ -6,10 +6,13 @@ system store or a per-call CA, the client
 leaving while a hook waits on a socket), and read-only globals with
 per-session data on `session`."""
 
+import os
 import resource
 import selectors
+import shutil
 import smtplib
 import socket
+import tempfile
 import time
 
 import svcutil
@@ -188,6 +191,37 @@ CASES.unterminated_line = function()
   sock:close()
   return r
 end
+CASES.setoption = function()
+  local sock = smtp.tcp()
+  sock:settimeout(5)
+  local r = {unconnected = R(sock:setoption("quickack", true))}
+  assert(sock:connect("127.0.0.1", P.echo))
+  r.bad = R(sock:setoption("no-such-option", true))
+  r.bad_size = R(pcall(sock.setoption, sock, "sndbuf", 0))
+  r.keepalive = R(sock:setoption("keepalive", true))
+  r.reuseaddr = R(sock:setoption("reuseaddr", 1))
+  r.nodelay = R(sock:setoption("tcp-nodelay", true))
+  r.sndbuf = R(sock:setoption("sndbuf", 65536))
+  r.rcvbuf = R(sock:setoption("rcvbuf", 65536))
+  r.quickack = R(sock:setoption("quickack", true))
+  -- each read re-arms quickack: the conversation goes on as before
+  r.lines = {}
+  for i = 1, 5 do
+    sock:send("line " .. i .. "\r\n")
+    r.lines[i] = sock:receive("*l")
+  end
+  r.off = R(sock:setoption("quickack", false))
+  sock:send("after\r\n")
+  r.after = sock:receive("*l")
+  sock:close()
+  r.closed = R(sock:setoption("tcp-nodelay", true))
+  local u = smtp.tcp()
+  u:settimeout(5)
+  r.unix_connect = R(u:connect("unix:" .. UNIX_PATH))
+  r.unix = R(u:setoption("quickack", true))
+  u:close()
+  return r
+end
 CASES.echo = function()
   local sock = smtp.tcp()
   sock:settimeout(5)
@@ -299,6 +333,21 @@ CASES.bad_ca = function()
 end
 """
 
+class UnixListener:
+    """A unix socket that listens: a connect completes in its backlog."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="luasmtpd-unix-")
+        self.path = os.path.join(self.dir, "s")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+
+    def stop(self):
+        self.sock.close()
+        shutil.rmtree(self.dir, True)
+
+
 SCRIPTED_DATA = b"first line\r\nsecond line\n\r\ndefault pattern\r\nABCDEFGHIJ" + b"the rest" * 2000
 
 
@@ -315,11 +364,13 @@ class TcpCosocket(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
         cls.short = cls.use(svcutil.ScriptedServer(b"only 20 bytes here.."))
         cls.tls = cls.use(svcutil.TLSServer(cert, key))
         pki = tlsutil.certs()  # a server certificate signed by the test CA
+        cls.unix = cls.use(UnixListener())
         cls.ca_tls = cls.use(svcutil.TLSServer(pki.crt("localhost"), pki.key("localhost")))
         ports = {"closed": svcutil.closed_port(), "echo": cls.echo.port, "silent": cls.silent.port,
                  "scripted": cls.scripted.port, "short": cls.short.port, "tls": cls.tls.port,
                  "ca_tls": cls.ca_tls.port}
-        prelude = (CASES_PRELUDE + "local PORTS = %s\n" % _lua_table(ports) + TCP_CASES
+        prelude = (CASES_PRELUDE + "local PORTS = %s\n" % _lua_table(ports)
+                   + "local UNIX_PATH = %s\n" % lua_value(cls.unix.path) + TCP_CASES
                    + "local CA_PATH = %s\n" % lua_value(pki.ca)
                    + "local CA_PEM = %s\n" % lua_value(tlsutil.read(pki.ca))
                    + "local OTHER_PATH = %s\n" % lua_value(pki.self_crt) + TLS_VERIFY_CASES)
@@ -376,6 +427,25 @@ class TcpCosocket(svcutil.CaseSessions, svcutil.Fixtures, E2ETest):
         self.assertIsNone(r.get("v"), r)
         self.assertEqual(r.get("err"), "closed", r)
         self.assertEqual(r.get("extra"), "only 20 bytes here..", "*l: the partial line")
+
+    def test_setoption(self):
+        """lua-nginx-module's tcpsock:setoption options plus "quickack":
+        true, or nil, err (a socket option the kernel refuses passes on
+        its own message)."""
+        r = self.case("setoption")
+        self.assertEqual(r["unconnected"].get("err"), "closed", r)
+        self.assertIsNone(r["bad"].get("v"), r)
+        self.assertEqual(r["bad"].get("err"), "unsupported option", r)
+        self.assertEqual(r["bad_size"].get("v"), False, "a size of 0 is an argument error")
+        for name in ("keepalive", "reuseaddr", "nodelay", "sndbuf", "rcvbuf", "quickack", "off"):
+            self.assertEqual(r[name].get("v"), True, "%s: %r" % (name, r[name]))
+        self.assertEqual(r["lines"], ["line %d" % i for i in range(1, 6)])
+        self.assertEqual(r["after"], "after")
+        self.assertEqual(r["closed"].get("err"), "closed", r)
+        self.assertEqual(r["unix_connect"].get("v"), True, r)
+        self.assertIsNone(r["unix"].get("v"), "a unix socket has no TCP options")
+        self.assertTrue(r["unix"].get("err"), r)
+        self.assertTrue(self.srv.alive())
 
     def test_echo_send_receive(self):
         r = self.case("echo")

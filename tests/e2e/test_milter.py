@@ -365,6 +365,31 @@ class TestDeclaredOpenDKIM(E2ETest):
                 with open(os.path.join(srv.out, "msg-%d" % n), "rb") as f:
                     self.assertTrue(f.read().startswith(b"DKIM-Signature:"), n)
 
+    def test_no_delayed_ack_wait(self):
+        """OpenDKIM (libmilter) writes its header edit and its accept in two
+        writes without TCP_NODELAY: Nagle holds the second until the ACK of
+        the first, which Linux delays by at least 40 ms (its minimum ACK
+        timeout) unless the socket is in quickack mode. So without
+        setoption("quickack") in milter.lua no message is answered in
+        under 40 ms; with it, one of five must be, however loaded the
+        machine (a message takes about 5 ms, tests/bench/milter_bench.py)."""
+        with opendkim() as dkim, Server(declared(["inet:127.0.0.1:%d" % dkim.port])) as srv:
+            c = srv.client()
+            self.assertReply(c.cmd("EHLO client.example"), 250)
+            waits = []
+            for n in range(1, 6):
+                self.assertReply(c.cmd("MAIL FROM:<alice@example.com>"), 250)
+                self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
+                self.assertReply(c.cmd("DATA"), 354)
+                t0 = time.monotonic()
+                c.send(MESSAGE.replace(b"<m1@", b"<m%d@" % n) + b".\r\n")
+                self.assertReply(c.read_reply(timeout=15), 250)
+                waits.append(time.monotonic() - t0)
+            c.cmd("QUIT")
+            with open(os.path.join(srv.out, "msg-5"), "rb") as f:
+                self.assertTrue(f.read().startswith(b"DKIM-Signature:"))
+        self.assertLess(min(waits), 0.040, "every message waited a delayed ACK: %r" % waits)
+
     def test_maildir_delivery_has_the_signature(self):
         # the default script: box:deliver, so stream:save with its Received prefix
         with opendkim() as dkim, Server(default_with(milters=["inet:127.0.0.1:%d" % dkim.port])) as srv:
