@@ -20,7 +20,7 @@ CFLAGS  += -DLUASMTPD_LUA_DIR='"$(DATADIR)/luasmtpd/lua"'
 # so are the milters OpenDKIM, OpenDMARC and rspamd (tests/e2e/milterd.py).
 APT_PKGS := build-essential pkg-config libluajit-5.1-dev luajit libev-dev libssl-dev libc-ares-dev libpcre2-dev zlib1g-dev openssl \
             lua-busted lua-socket lua-sec lua-cjson swaks curl python3 clang redis-server dnsmasq-base haproxy strace \
-            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd libgmime-3.0-dev \
+            postfix dovecot-core dovecot-lmtpd python3-aiosmtpd python3-milter libgmime-3.0-dev \
             opendkim opendkim-tools opendmarc rspamd
 DEPS_STAMP := build/.deps-ok
 
@@ -51,6 +51,7 @@ $(DEPS_STAMP): Makefile
 		/usr/sbin/opendkim /usr/sbin/opendkim-genkey /usr/sbin/opendmarc /usr/bin/rspamd; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	luajit -e 'require "socket"; require "ssl"; require "cjson"' 2>/dev/null || missing=1; \
 	/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1; \
+	/usr/bin/python3 -c 'import Milter' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $(APT_PKGS)"; \
 		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -366,18 +366,33 @@ local function apply_headers(list, mod)
   end
 end
 
+-- A milter's ESMTP args ("NOTIFY=NEVER ORCPT=rfc822;a+2Bb@c") as the core
+-- gives a command's: keys upper-cased, values xtext-decoded, true alone.
+local function esmtp_args(s)
+  local args = {}
+  for word in (s or ""):gmatch("%S+") do
+    local k, v = word:match("^([^=]+)=(.*)$")
+    if k then
+      args[k:upper()] = v:gsub("%+(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    else
+      args[word:upper()] = true
+    end
+  end
+  return args
+end
+
 local function apply_envelope(session, mod)
   local env = session.envelope
   local function bare(a) return (a:gsub("^<(.*)>$", "%1")) end
   if mod.action == "addrcpt" then
-    env.rcptTo[#env.rcptTo + 1] = { address = bare(mod.address), args = {} }
+    env.rcptTo[#env.rcptTo + 1] = { address = bare(mod.address), args = esmtp_args(mod.args) }
   elseif mod.action == "delrcpt" then
     local gone = bare(mod.address):lower()
     for i = #env.rcptTo, 1, -1 do
       if env.rcptTo[i].address:lower() == gone then table.remove(env.rcptTo, i) end
     end
   elseif mod.action == "chgfrom" then
-    env.mailFrom = { address = bare(mod.address), args = {} }
+    env.mailFrom = { address = bare(mod.address), args = esmtp_args(mod.args) }
   end
 end
 
