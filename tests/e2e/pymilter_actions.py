@@ -62,7 +62,9 @@ class Actions(Milter.Base):
 
 def main():
     Milter.factory = Actions
-    Milter.runmilter("pymilter-actions", "inet:%s@127.0.0.1" % sys.argv[1], timeout=30)
+    where = sys.argv[1]  # a port on 127.0.0.1, or "unix:/path"
+    sock = where if where.startswith("unix:") else "inet:%s@127.0.0.1" % where
+    Milter.runmilter("pymilter-actions", sock, timeout=30)
 
 
 if __name__ == "__main__":

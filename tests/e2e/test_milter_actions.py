@@ -3,12 +3,18 @@ add/delete recipient (with ESMTP args), change sender, change and delete a
 header field, quarantine, a custom reply code, reject and tempfail at RCPT
 time — from a milter written with pymilter (Debian's python3-milter, so
 Sendmail's libmilter speaks the protocol, not code of ours), started on a
-free port with /usr/bin/python3 (tests/e2e/pymilter_actions.py). luasmtpd
+free port, and again on a unix socket, with /usr/bin/python3
+(tests/e2e/pymilter_actions.py). luasmtpd
 declares it (`milters = {...}`) and its onData records what it sees: the
 envelope, session.milterQuarantine, the bytes. One case goes through
 `require "smtp.milter"` from a hook and reads the modifications list."""
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 
 from harness import ROOT, E2ETest, Lua, Server, lua_value, script
 from svcutil import Service
@@ -81,10 +87,51 @@ class Pymilter(Service):
         super().stop()
 
 
+class UnixPymilter:
+    """pymilter_actions.py on a unix socket in a temporary directory
+    (.socket "unix:/path"), killed by its PID."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="luasmtpd-pymilter-unix-")
+        path = os.path.join(self.tmp, "milter.sock")
+        self.socket = "unix:" + path
+        self.log_path = os.path.join(self.tmp, "pymilter.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(["/usr/bin/python3", MILTER_SCRIPT, self.socket], stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not self._accepts(path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("pymilter on %s did not start:\n%s" % (path, self.log()))
+            time.sleep(0.02)
+
+    @staticmethod
+    def _accepts(path):
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+                return True
+            except OSError:
+                return False
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 class PymilterActions(E2ETest):
+    MILTER = Pymilter
+
     @classmethod
     def setUpClass(cls):
-        cls.milter = Pymilter()
+        cls.milter = cls.MILTER()
         try:
             cls.srv = Server(script({"onData": ONDATA}, milters=[cls.milter.socket]))
         except BaseException:
@@ -173,6 +220,11 @@ class PymilterActions(E2ETest):
         self.assertReply(c.cmd("RCPT TO:<rcpt-tempfail@example.net>"), 451)
         self.assertReply(c.cmd("RCPT TO:<bob@example.net>"), 250)
         c.cmd("QUIT")
+
+
+class PymilterActionsOnAUnixSocket(PymilterActions):
+    """Every action again with the milter on a unix socket ("unix:/path")."""
+    MILTER = UnixPymilter
 
 
 class PymilterFromHook(E2ETest):
