@@ -22,7 +22,7 @@ local smtp = require "smtp"
 local milter = require "smtp.milter"
 local fsync = require "smtp.core.fsync"
 -- the core's header-edit rules, in Lua (the testing kit's fake stream uses them too)
-local header = require "smtp.testing.header"
+local header = require "smtp.header_edits"
 
 local M = {}
 

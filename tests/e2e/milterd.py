@@ -43,7 +43,7 @@ import subprocess
 import tempfile
 
 from mta import Daemon
-from svcutil import Service, free_port, require_binary, start_dnsmasq
+from svcutil import Dnsmasq, Service, free_port, require_binary
 
 DKIM_DOMAIN = "example.test"
 DKIM_SELECTOR = "sel1"
@@ -137,7 +137,7 @@ def start_milter_dns(txt_records):
     _need_root("the milters' dnsmasq")
     address = _free_loopback_53()
     lines = ["local=/#/"] + [txt_record_line(n, t) for n, t in txt_records.items()]
-    svc = start_dnsmasq(lines, address=address, port=53)
+    svc = Dnsmasq(lines, address=address, port=53)
     resolv = os.path.join(svc.tmp, "resolv.conf")
     _write(resolv, "nameserver %s\noptions timeout:1 attempts:1\n" % address)
     return MilterDns(svc, address, resolv)

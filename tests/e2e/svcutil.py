@@ -285,9 +285,6 @@ class Redis(Service):
         return redis_command(self.port, *args)
 
 
-start_redis = Redis  # the spelling of tests written before the fixtures
-
-
 # ------------------------------------------------------------------- dnsmasq
 
 def dns_query_udp(port, name, qtype=1, timeout=2.0, host="127.0.0.1"):
@@ -340,9 +337,6 @@ class Dnsmasq(Service):
             except OSError:
                 return False
         self._start_on_a_free_port("dnsmasq", argv, ready, udp_too=True, host=address, port=port)
-
-
-start_dnsmasq = Dnsmasq  # the spelling of tests written before the fixtures
 
 
 class SilentUDP:

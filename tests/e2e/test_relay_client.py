@@ -193,7 +193,7 @@ class RelayClientTest(E2ETest):
         }
         # MX records in preference order: the first host refuses (nothing
         # listens on 127.0.0.2), the second is the next hop
-        cls.dns = svcutil.start_dnsmasq([
+        cls.dns = svcutil.Dnsmasq([
             "mx-host=relay.test,mx1.relay.test,10", "mx-host=relay.test,mx2.relay.test,20",
             "address=/mx1.relay.test/127.0.0.2", "address=/mx2.relay.test/127.0.0.1",
             "address=/nomx.test/127.0.0.1", "local=/test/"])

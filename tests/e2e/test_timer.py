@@ -153,7 +153,7 @@ class TimersEnd(E2ETest):
     starts the new script's timers; the pending and running limits."""
 
     def setUp(self):
-        self.redis = svcutil.start_redis()
+        self.redis = svcutil.Redis()
         self.addCleanup(self.redis.stop)
 
     def test_term_runs_pending_timers_premature(self):

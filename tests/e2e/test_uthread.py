@@ -207,7 +207,7 @@ class RedisCaseServer(svcutil.CaseSessions):
 
     @classmethod
     def setUpClass(cls):
-        cls.redis = svcutil.start_redis()
+        cls.redis = svcutil.Redis()
         with contextlib.ExitStack() as on_failure:
             on_failure.enter_context(cls.redis)  # stopped if the server does not start
             cls.srv = cls.server(cls.redis.port)
@@ -301,7 +301,7 @@ class ThreadsOutlivedBySession(E2ETest):
     the process exits 0 (under ASan: nothing leaks or is used after free)."""
 
     def setUp(self):
-        self.redis = svcutil.start_redis()
+        self.redis = svcutil.Redis()
         self.addCleanup(self.redis.stop)
 
     def waiting(self, srv, n):

@@ -1,7 +1,7 @@
 -- smtp.testing.fakes: the objects the core hands to hooks, built without
 -- the core: addresses, sessions, onData streams and the conn of onSecure.
 local files = require "smtp.testing.files"
-local header = require "smtp.testing.header"
+local header = require "smtp.header_edits"
 
 local M = {}
 
@@ -81,7 +81,7 @@ end
 --- turns true and, in place of the chunk that goes over, read() and save()
 --- return nil, err (the core's 552 reply) and chunks() raises it as an
 --- smtp.reject. addHeader, prependHeader and removeHeader edit the header
---- as the core's do (smtp.testing.header) until the first read or save,
+--- as the core's do (smtp.header_edits) until the first read or save,
 --- then return nil, "header already read"; byteLength counts the bytes
 --- received, not the edited ones.
 function M.stream(body, opts)

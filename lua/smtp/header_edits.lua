@@ -1,5 +1,6 @@
 -- The header edits of onData's stream (stream:addHeader, prependHeader,
--- removeHeader) for the testing kit's fake stream, with the core's rules
+-- removeHeader) for the streams the core does not make (the testing
+-- kit's fake stream, the milters' spool in smtp.milters), with the core's rules
 -- (core/smtp/message.c): the block ends at its first empty line (a message
 -- without one is all header); names are RFC 5322 ftext; values have no NUL
 -- and CR/LF only in folds; a value without folds is folded before spaces
