@@ -27,7 +27,7 @@
 
 lua_State *lua_main;
 
-static void lua_remember_base_modules(lua_State *L);
+static void lua_remember_base_modules(lua_State *L, const char *list);
 static int reject_mt_ref = LUA_NOREF;
 
 #define THREAD_POOL_MAX 1024
@@ -189,6 +189,10 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		return false;
 	}
 	luaL_openlibs(lua_main);
+	/* LuaJIT's own libraries that load on first require (ffi, jit.util,
+	 * string.buffer...) belong to the state, not to a script: see
+	 * lua_forget_script_modules. */
+	lua_remember_base_modules(lua_main, "preload");
 	char *dir = lua_dir;
 	lua_find_dir(lua_dir, sizeof lua_dir);
 	lua_getglobal(lua_main, "package");
@@ -208,7 +212,7 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		         lua_tostring(lua_main, -1));
 		return false;
 	}
-	lua_remember_base_modules(lua_main);
+	lua_remember_base_modules(lua_main, "loaded");
 	return true;
 }
 
@@ -219,7 +223,12 @@ static int lua_traceback_handler(lua_State *L)
 }
 
 /* Forgets the modules loaded since start-up (the script's own), so that
- * a reload reads them again and no script state outlives it. */
+ * a reload reads them again and no script state outlives it. LuaJIT's own
+ * libraries stay loaded even when the script was the first to require
+ * them: running luaopen_ffi again would give the state a new C type table
+ * and drop the old one without freeing it (LeakSanitizer saw it), while
+ * cdata still alive in open sessions would name their types by numbers
+ * of the old table. */
 static void lua_forget_script_modules(lua_State *L)
 {
 	lua_getglobal(L, "package");
@@ -241,11 +250,19 @@ static void lua_forget_script_modules(lua_State *L)
 	lua_pop(L, 3);
 }
 
-static void lua_remember_base_modules(lua_State *L)
+/* Adds the names in package[list] ("loaded", "preload") to the modules a
+ * reload keeps. */
+static void lua_remember_base_modules(lua_State *L, const char *list)
 {
-	lua_newtable(L);
+	lua_getfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
+	}
 	lua_getglobal(L, "package");
-	lua_getfield(L, -1, "loaded");
+	lua_getfield(L, -1, list);
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
 		lua_pop(L, 1);
@@ -253,8 +270,7 @@ static void lua_remember_base_modules(lua_State *L)
 		lua_pushboolean(L, 1);
 		lua_rawset(L, -6);
 	}
-	lua_pop(L, 2);
-	lua_setfield(L, LUA_REGISTRYINDEX, "luasmtpd.base_modules");
+	lua_pop(L, 3);
 }
 
 static int lua_global_write(lua_State *L)
