@@ -96,3 +96,16 @@ class HupFfi(ReloadBase):
             self.reload_to(4)  # no session open: v1's script can be collected
             self.new_session(4).close()
         # Server.stop (leaving `with`) fails the test on a sanitizer report
+
+    def test_struct_declared_again_fails_the_reload_old_script_serves(self):
+        """README: what ffi.cdef declared outlives a reload, so a script
+        that declares its struct unguarded cannot be loaded a second time;
+        the reload fails with LuaJIT's reason and changes nothing."""
+        prelude = 'local ffi = require "ffi"\nffi.cdef "struct e2e_once { int x; };"\n'
+        self.srv = self.start(rk.versioned_script("v1", prelude=prelude, record=False))
+        with self.srv:
+            self.rewrite(self.srv, rk.versioned_script("v2", prelude=prelude, record=False))
+            _, lines = self.hup(self.srv, expect="failed")
+            self.assertIn("attempt to redefine 'e2e_once'", "\n".join(lines))
+            with self.srv.client() as c:
+                self.assertIn("banner-v1", c.greeting.text)
