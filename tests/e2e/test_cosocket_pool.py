@@ -284,28 +284,11 @@ class UDPEcho(svcutil.SilentUDP):
 
 class TLSEcho(svcutil.TLSServer):
     """TLS from the first byte: answers each line with "TLS:<line>" until
-    the peer closes (a connection that can be pooled). Counts handshakes."""
-
-    def handle(self, s):
-        try:
-            t = self.ctx.wrap_socket(s, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        with self.lock:
-            self.handshakes += 1
-        with t:
-            f = t.makefile("rb")
-            for line in f:
-                t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
-
-
-class TLSResume(TLSEcho):
-    """TLSEcho limited to TLS 1.2 (whose session is known when the
-    handshake ends), counting the handshakes that resumed a session."""
+    the peer closes (a connection that can be pooled). Counts handshakes,
+    and those that resumed a session."""
 
     def __init__(self, cert, key):
         super().__init__(cert, key)
-        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         self.resumed = 0
 
     def handle(self, s):
@@ -317,7 +300,23 @@ class TLSResume(TLSEcho):
             self.handshakes += 1
             self.resumed += t.session_reused
         with t:
-            t.sendall(b"TLS:" + t.makefile("rb").readline().rstrip(b"\r\n") + b"\r\n")
+            self.answer(t.makefile("rb"), t)
+
+    def answer(self, lines, t):
+        for line in lines:
+            t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
+
+
+class TLSResume(TLSEcho):
+    """TLSEcho limited to TLS 1.2 (whose session is known when the
+    handshake ends), answering one line."""
+
+    def __init__(self, cert, key):
+        super().__init__(cert, key)
+        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def answer(self, lines, t):
+        super().answer([lines.readline()], t)
 
 
 @unittest.skipUnless(COMPAT, compat_reason())
