@@ -212,9 +212,10 @@ class RelayClientTest(E2ETest):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
 
-    def relay(self, body, rcpts, sender="sender@example.com", options=()):
-        """Sends through luasmtpd; returns the reply to the data (code, text)."""
-        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+    def relay(self, body, rcpts, sender="sender@example.com", options=(), port=None):
+        """Sends through luasmtpd (the class's, or the one on port); returns
+        the reply to the data (code, text)."""
+        with smtplib.SMTP("127.0.0.1", port or self.srv.port, timeout=30) as s:
             s.ehlo("client.example")
             code, msg = s.mail(sender, list(options))
             self.assertEqual(code, 250, msg)
@@ -414,11 +415,8 @@ class RelayClientTest(E2ETest):
         self.assertIn("size = 4096", small)
         before = len(messages(self.plain.out))
         with Server(small) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("big@plain.test")
-                code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200)
+            code, msg = self.relay(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200,
+                                   ["big@plain.test"], "s@example.com", port=front.port)
         self.assertEqual(code, 552, msg)
         wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
         self.assertEqual(len(messages(self.plain.out)), before)
@@ -428,11 +426,7 @@ class RelayClientTest(E2ETest):
         # in one write with MAIL and RCPT, and one connection carries all
         conns = self.downstream.log().count("msg=connection ")
         for i in range(3):
-            with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("p%d@pool.luasmtpd.test" % i)
-                code, msg = s.data(b"Subject: pooled %d\r\n\r\nx\r\n" % i)
+            code, msg = self.relay(b"Subject: pooled %d\r\n\r\nx\r\n" % i, ["p%d@pool.luasmtpd.test" % i], "s@example.com")
             self.assertEqual(code, 250, msg)
         self.assertEqual(self.downstream.log().count("msg=connection ") - conns, 1)
         self.assertEqual(self.downstream.log().count("verb=RSET"), 2)
@@ -457,11 +451,7 @@ return {
 ''' % (self.plain.port, self.plain.port)
         before = len(messages(self.plain.out))
         with Server(hook) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("r@example.org")
-                code, msg = s.data(b"Subject: x\r\n\r\nx\r\n")
+            code, msg = self.relay(b"Subject: x\r\n\r\nx\r\n", ["r@example.org"], "s@example.com", port=front.port)
         self.assertEqual(code, 250, msg)
         (got, env), = self.taken(self.plain, before)
         self.assertEqual((got, env["from"], env["to"]), (b"Subject: strings\r\n\r\nx\r\n", "a@example.com",
@@ -481,11 +471,8 @@ return {
             src = src.replace(old, new)
         before = len(messages(self.tls_authed.out))
         with Server(src, env={"RELAY_PASSWORD": "s3cret"}) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("r@example.org")
-                code, msg = s.data(b"Subject: readme\r\n\r\nhi\r\n")
+            code, msg = self.relay(b"Subject: readme\r\n\r\nhi\r\n", ["r@example.org"], "s@example.com",
+                                   port=front.port)
         self.assertEqual(code, 250, msg)
         (got, env), = self.taken(self.tls_authed, before)
         self.assertEqual(strip_trace(got), b"Subject: readme\r\n\r\nhi\r\n")
