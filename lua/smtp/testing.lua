@@ -22,6 +22,7 @@
 --   ngx         require "smtp.ngx" under testing.load
 --   service     real peers for the policy: redis-server, a spec's program
 --   pki         a throw-away certificate authority
+--   users       a users file of crypt(3) hashes, as auth-file.lua reads
 --   nexthop     a real next hop (aiosmtpd) for policies that relay
 --   serialize   values as Lua source (options to the server, records back)
 --   system      paths, scratch directories, processes (FFI), clean-up at exit
@@ -38,6 +39,7 @@ local serialize = require "smtp.testing.serialize"
 local server = require "smtp.testing.server"
 local service = require "smtp.testing.service"
 local system = require "smtp.testing.system"
+local users = require "smtp.testing.users"
 
 return {
   address = fakes.address,
@@ -55,6 +57,7 @@ return {
   service = service.service,
   free_port = service.free_port,
   pki = pki.pki,
+  users_file = users.users_file,
   nexthop = nexthop.nexthop,
   tmpdir = system.tmpdir,
   home = system.home,

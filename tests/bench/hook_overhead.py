@@ -24,7 +24,6 @@ most: every variant stops at its deadline and says so). Prints a table
 and exits 0; non-zero only when a run fails.
 """
 
-import argparse
 import os
 import socket
 import sys
@@ -36,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import harness  # noqa: E402
-from benchutil import TICK, sched_cpu_s, stat_cpu_s  # noqa: E402
+from benchutil import TICK, cpu_samples, lockstep_args, median, sched_cpu_s, stat_cpu_s, title  # noqa: E402
 import svcutil  # noqa: E402
 
 TOTAL_BUDGET = 85.0     # seconds for the whole benchmark
@@ -214,6 +213,26 @@ class Variant:
         self.srv.cleanup()
 
 
+class PeerVariant(Variant):
+    """A variant whose peer (a next hop, a milter: process peer_pid) has its
+    CPU per message read around each round too, by cpu(pid) in seconds."""
+
+    def __init__(self, label, text, peer_pid=None, cpu=None):
+        super().__init__(label, text)
+        self.peer_pid, self.cpu = peer_pid, cpu
+        self.peer_us = []
+
+    def round(self, n, conns, body, deadline):
+        if self.peer_pid is None:
+            return super().round(n, conns, body, deadline)
+        before, got0 = self.cpu(self.peer_pid), self.messages
+        ok = super().round(n, conns, body, deadline)
+        got = self.messages - got0
+        if got:
+            self.peer_us.append((self.cpu(self.peer_pid) - before) * 1e6 / got)
+        return ok
+
+
 def measure(variants, n, conns, body, rounds, deadline):
     """Warms every variant up, then measures `rounds` rounds of n messages;
     rounds interleave the variants, so drift (other load, CPU frequency)
@@ -225,23 +244,9 @@ def measure(variants, n, conns, body, rounds, deadline):
             break
 
 
-def median(xs):
-    xs = sorted(xs)
-    if not xs:
-        return None
-    m = len(xs) // 2
-    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=2000, help="messages per variant (default 2000)")
-    ap.add_argument("-c", type=int, default=4, help="connections (default 4)")
-    ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measured rounds per variant (default 5)")
-    a = ap.parse_args()
-    if a.n < 1 or a.c < 1 or a.rounds < 1:
-        ap.error("-n, -c and --rounds must be positive")
+    a = lockstep_args(__doc__, 2000, more=lambda ap: ap.add_argument(
+        "--size", type=int, default=1024, help="body bytes (default 1024)"))
 
     line = b"x" * 62 + b"\r\n"
     body = b"Subject: bench\r\n\r\n" + line * max(1, a.size // len(line)) + b".\r\n"
@@ -268,13 +273,12 @@ def main():
             v.stop()
         redis.stop()
 
-    print("luasmtpd hook overhead: %s, %d rounds x %d messages x %d B over %d connections"
-          % (os.path.relpath(harness.binary(), ROOT), a.rounds, a.n, len(body), a.c))
+    print(title("hook overhead", os.path.relpath(harness.binary(), ROOT), a, body))
     print("%-28s %8s %8s %11s %11s %17s" % ("variant", "msgs", "msg/s", "cpu us/msg", "(schedstat)",
                                             "overhead"))
     base = variants[0]
-    use_sched = all(v.sched_us for v in variants)
-    key = (lambda v: median(v.sched_us)) if use_sched else (lambda v: median(v.stat_us))
+    samples, use_sched = cpu_samples(variants)
+    key = (lambda v: median(samples(v)))
     for v in variants:
         if v is base:
             over = "-"

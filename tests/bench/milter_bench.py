@@ -33,7 +33,6 @@ Default: 500 messages over 4 connections, 5 rounds per variant
 and says so).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -43,8 +42,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import harness  # noqa: E402
-from benchutil import stat_cpu_s  # noqa: E402
-from hook_overhead import BASE, Variant, measure, median  # noqa: E402
+from benchutil import cpu_samples, lockstep_args, median, spread, stat_cpu_s, title  # noqa: E402
+from hook_overhead import BASE, PeerVariant, measure  # noqa: E402
 from test_milter import start_opendkim  # noqa: E402
 
 BUDGET = 150.0  # seconds for the whole benchmark
@@ -88,41 +87,29 @@ def message(size):
     return head + line * max(1, (size - len(head)) // len(line)) + b".\r\n"
 
 
-class MilterVariant(Variant):
-    """A variant whose milter's CPU is read around each round too."""
+class MilterVariant(PeerVariant):
+    """A variant whose milter's CPU is read around each round too (user+sys
+    from /proc/PID/stat, which keeps the time of OpenDKIM's ended
+    per-connection threads), with the wall time per message; a refused
+    message stops the run."""
 
     def __init__(self, label, text, milter_pid=None):
-        super().__init__(label, text)
-        self.milter_pid = milter_pid
-        self.milter_us, self.wall_ms = [], []
+        super().__init__(label, text, milter_pid, stat_cpu_s)
+        self.wall_ms = []
 
     def round(self, n, conns, body, deadline):
-        before, got0, wall0 = (stat_cpu_s(self.milter_pid) if self.milter_pid else 0), self.messages, self.wall
+        got0, wall0 = self.messages, self.wall
         ok = super().round(n, conns, body, deadline)
         if not ok and time.monotonic() < deadline:
             raise RuntimeError("%s: a message was refused (milter down or no signature?)" % self.label)
         got = self.messages - got0
         if got:
             self.wall_ms.append((self.wall - wall0) * conns * 1e3 / got)
-            if self.milter_pid:
-                self.milter_us.append((stat_cpu_s(self.milter_pid) - before) * 1e6 / got)
         return ok
 
 
-def spread(xs, fmt="%.1f"):
-    if not xs:
-        return "n/a"
-    return " / ".join(fmt % x for x in (min(xs), median(xs), max(xs)))
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=500, help="messages per variant and round (default 500)")
-    ap.add_argument("-c", type=int, default=4, help="connections (default 4)")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measured rounds per variant (default 5, at least 3)")
-    a = ap.parse_args()
-    if a.n < 1 or a.c < 1 or a.rounds < 3:
-        ap.error("-n and -c must be positive, --rounds at least 3")
+    a = lockstep_args(__doc__, 500, min_rounds=3)
 
     body = message(1024)
     start = time.monotonic()
@@ -143,18 +130,16 @@ def main():
             v.stop()
         dkim.stop()
 
-    use_sched = all(v.sched_us for v in variants)
-    per = (lambda v: v.sched_us) if use_sched else (lambda v: v.stat_us)
+    per, use_sched = cpu_samples(variants)
     base = median(per(variants[0]))
-    print("luasmtpd milter round trip (OpenDKIM, sign mode): %s, %d rounds x %d messages x %d B over %d connections"
-          % (os.path.relpath(harness.binary(), ROOT), a.rounds, a.n, len(body), a.c))
+    print(title("milter round trip (OpenDKIM, sign mode)", os.path.relpath(harness.binary(), ROOT), a, body))
     print("%-26s %6s %6s %22s %10s %22s %20s" % ("variant", "msgs", "msg/s", "cpu us/msg min/med/max",
                                                 "milter's", "OpenDKIM us/msg", "wall ms/msg"))
     for i, v in enumerate(variants):
         own = "%+.1f" % (median(per(v)) - base) if i else "-"
         print("%-26s %6d %6.0f %22s %10s %22s %20s %s"
               % (v.label, v.messages, v.messages / v.wall if v.wall else 0, spread(per(v)), own,
-                 spread(v.milter_us, "%.0f") if v.milter_pid else "-", spread(v.wall_ms, "%.2f"), v.note))
+                 spread(v.peer_us, "%.0f") if v.peer_pid else "-", spread(v.wall_ms, "%.2f"), v.note))
     print("cpu: luasmtpd's %s per message; milter's: its median minus (a)'s (us); OpenDKIM's user+sys "
           "(/proc/PID/stat) is not included; wall: per message as one client waits for it"
           % ("on-CPU time (schedstat)" if use_sched else "user+sys (/proc/PID/stat)"))

@@ -35,7 +35,6 @@ Default: 1000 messages over 4 connections, 5 rounds per variant
 deadline and says so).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -45,8 +44,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import harness  # noqa: E402
-from benchutil import sched_cpu_s, stat_cpu_s  # noqa: E402
-from hook_overhead import BASE, Variant, measure, median  # noqa: E402
+from benchutil import cpu_s, cpu_samples, lockstep_args, median, spread, title  # noqa: E402
+from hook_overhead import BASE, PeerVariant, measure  # noqa: E402
 
 BUDGET = 170.0  # seconds for the whole benchmark
 
@@ -66,47 +65,14 @@ def relay_script(port, pool, tls="none", ca=None):
         port, "true" if pool else "false", harness.lua_value(tls), harness.lua_value(ca)))}, **BASE)
 
 
-class HopVariant(Variant):
-    """A variant whose next hop's CPU is read around each round too."""
-
-    def __init__(self, label, text, hop=None):
-        super().__init__(label, text)
-        self.hop = hop
-        self.hop_us = []
-
-    def round(self, n, conns, body, deadline):
-        if self.hop is None:
-            return super().round(n, conns, body, deadline)
-        pid = self.hop.proc.pid
-        before, got0 = cpu_s(pid), self.messages
-        ok = super().round(n, conns, body, deadline)
-        got = self.messages - got0
-        if got:
-            self.hop_us.append((cpu_s(pid) - before) * 1e6 / got)
-        return ok
-
-
-def cpu_s(pid):
-    s = sched_cpu_s(pid)
-    return s if s is not None else stat_cpu_s(pid)
-
-
-def spread(xs):
+def per_10k(xs):
     """'min / median / max' in s per 10k messages, from us per message."""
-    if not xs:
-        return "n/a"
-    return "%.2f / %.2f / %.2f" % (min(xs) / 100, median(xs) / 100, max(xs) / 100)
+    return spread(xs, "%.2f", 0.01)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=1000, help="messages per variant and round (default 1000)")
-    ap.add_argument("-c", type=int, default=4, help="connections (default 4)")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measured rounds per variant (default 5)")
-    ap.add_argument("--no-tls", action="store_true", help="leave out the STARTTLS variants (e), (f)")
-    a = ap.parse_args()
-    if a.n < 1 or a.c < 1 or a.rounds < 1:
-        ap.error("-n, -c and --rounds must be positive")
+    a = lockstep_args(__doc__, 1000, more=lambda ap: ap.add_argument(
+        "--no-tls", action="store_true", help="leave out the STARTTLS variants (e), (f)"))
 
     line = b"x" * 62 + b"\r\n"
     body = b"Subject: bench\r\n\r\n" + line * 16 + b".\r\n"
@@ -134,7 +100,7 @@ def main():
                 ("(f) STARTTLS, no pool", relay_script(tls.port, False, "required", pki.ca), tls),
             ]
         for label, text, hop in todo:
-            variants.append(HopVariant(label, text, hop))
+            variants.append(PeerVariant(label, text, hop and hop.proc.pid, cpu_s))
         measure(variants, a.n, a.c, body, a.rounds, deadline)
     finally:
         for v in variants:
@@ -143,18 +109,16 @@ def main():
             h.stop()
             h.cleanup()
 
-    use_sched = all(v.sched_us for v in variants)
-    per = (lambda v: v.sched_us) if use_sched else (lambda v: v.stat_us)
+    per, use_sched = cpu_samples(variants)
     key = (lambda v: median(per(v)))
     base = key(variants[1])
-    print("luasmtpd relay: %s, %d rounds x %d messages x %d B over %d connections"
-          % (os.path.relpath(harness.binary(), ROOT), a.rounds, a.n, len(body), a.c))
+    print(title("relay", os.path.relpath(harness.binary(), ROOT), a, body))
     print("%-25s %6s %6s %20s %9s %20s" % ("variant", "msgs", "msg/s", "cpu s/10k min/med/max",
                                           "relay's", "next hop s/10k"))
     for i, v in enumerate(variants):
         own = "%.2f" % ((key(v) - base) / 100) if i >= 2 else "-"
         print("%-25s %6d %6.0f %20s %9s %20s %s" % (v.label, v.messages, v.messages / v.wall if v.wall else 0,
-                                                   spread(per(v)), own, spread(v.hop_us) if v.hop else "-",
+                                                   per_10k(per(v)), own, per_10k(v.peer_us) if v.peer_pid else "-",
                                                    v.note))
     maildir, _, pooled, fresh = (key(v) for v in variants[:4])
     print("relay pooled / Maildir: %.2fx (goal <= 2x)" % (pooled / maildir))

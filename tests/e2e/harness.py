@@ -212,6 +212,17 @@ local function readall(stream)
   return table.concat(body)
 end
 
+-- the same by stream:read() until it returns nil: the body, and the
+-- error read() ended with (a milter's refusal), if any
+local function read_to_end(stream)
+  local parts = {}
+  while true do
+    local chunk, err = stream:read()
+    if chunk == nil then return table.concat(parts), err end
+    parts[#parts + 1] = chunk
+  end
+end
+
 local function writefile(path, data)
   local f = assert(io.open(path, "wb"))
   f:write(data)

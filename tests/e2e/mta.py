@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from harness import maildir_new
-from svcutil import SERVICE_STOP_TIMEOUT, Service, free_port, require_binary
+from svcutil import SERVICE_STOP_TIMEOUT, Service, StopsOnExit, free_port, require_binary
 
 POSTFIX_DOMAIN = "postfix.test"
 LMTP_DOMAIN = "lmtp.test"
@@ -139,7 +139,7 @@ def as_postfix_stores(sent):
     return sent.replace(b"\r\n", b"\n")
 
 
-class Daemon:
+class Daemon(StopsOnExit):
     """A daemon with children a test started (its Service: .port, log);
     stop() ends it and its process group by its PID."""
 
@@ -155,13 +155,6 @@ class Daemon:
 
     def stop(self):
         _stop_group(self.service)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
 
 
 class NextHop(Daemon):

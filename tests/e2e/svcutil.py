@@ -138,7 +138,18 @@ def _tcp_listening(port, host="127.0.0.1"):
 
 # ------------------------------------------------------------------ services
 
-class Service:
+class StopsOnExit:
+    """Stopped (self.stop()) when its `with` block ends, however it ends."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
+
+
+class Service(StopsOnExit):
     """A daemon started by a test: argv runs in the foreground with its
     output in a log file; ready when `port` LISTENs on `host` (127.0.0.1
     unless another loopback address is given)."""
@@ -208,13 +219,6 @@ class Service:
         if not self._log.closed:
             self._log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
 
 
 # --------------------------------------------------------------------- redis
@@ -339,7 +343,7 @@ class Dnsmasq(Service):
         self._start_on_a_free_port("dnsmasq", argv, ready, udp_too=True, host=address, port=port)
 
 
-class SilentUDP:
+class SilentUDP(StopsOnExit):
     """A UDP port that receives and never answers (a DNS server that times
     out). Counts the datagrams it got."""
 
@@ -371,17 +375,10 @@ class SilentUDP:
         self.thread.join(2)
         self.sock.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
-
 
 # ------------------------------------------------------------ TCP test servers
 
-class ThreadedServer:
+class ThreadedServer(StopsOnExit):
     """A listener on a free 127.0.0.1 port; each connection runs
     handle(sock) in a daemon thread with IO_TIMEOUT on every read. stop()
     closes the listener and every connection and joins the threads."""
@@ -451,13 +448,6 @@ class ThreadedServer:
         self.thread.join(2)
         for t in self.threads:
             t.join(2)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
 
 
 class EchoServer(ThreadedServer):
@@ -563,7 +553,7 @@ class HttpRequest:
         self.method, self.path, self.headers, self.body, self.conn = method, path, headers, body, conn
 
 
-class HttpServer:
+class HttpServer(StopsOnExit):
     """A real HTTP/1.1 server (the stdlib's http.server, keepalive on) on a
     free 127.0.0.1 port; HTTPS when cert and key are given (the handshake
     runs in the connection's thread). respond(request) -> (status, headers,
@@ -678,13 +668,6 @@ class HttpServer:
         _shut_down(self.lock, self.conns)
         self.httpd.server_close()
         self.thread.join(2)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
 
 
 _self_signed = None

@@ -19,13 +19,7 @@ ON_DATA = Lua(r'''function(stream, session)
     local mode = env.mailFrom.address:match("^([%w-]+)@") or "chunks"
     local body
     if mode == "read" then
-      local parts = {}
-      while true do
-        local ch = stream:read()
-        if not ch then break end
-        parts[#parts + 1] = ch
-      end
-      body = table.concat(parts)
+      body = read_to_end(stream)
     elseif mode == "save" then
       local path = OUT .. "/saved-" .. session.id .. "-" .. tostring(session.transaction)
       local ok, err = stream:save(path)

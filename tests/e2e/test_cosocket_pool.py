@@ -36,6 +36,15 @@ local function red(timeout)
   return r
 end
 
+-- an ngx cosocket connected to a local port (the connect asserted), 1 s
+-- timeouts
+local function tcp_to(port, opts)
+  local s = ngx.socket.tcp()
+  s:settimeout(1000)
+  assert(s:connect("127.0.0.1", port, opts))
+  return s
+end
+
 CASES["set-get"] = function()
   local r, err = red()
   if not r then return R(nil, err) end
@@ -59,20 +68,17 @@ CASES["pipeline"] = function()
 end
 
 CASES["closed"] = function()
-  local s = ngx.socket.tcp()
-  assert(s:connect("127.0.0.1", REDIS_PORT))
+  local s = tcp_to(REDIS_PORT)
   assert(s:close())
   local a, aerr = s:send("PING\r\n")
-  local p = ngx.socket.tcp()
-  assert(p:connect("127.0.0.1", REDIS_PORT, {pool = "closed-case"}))
+  local p = tcp_to(REDIS_PORT, {pool = "closed-case"})
   assert(p:setkeepalive())
   local b, berr = p:receive()
   return R(tostring(a) .. "," .. tostring(b), aerr .. "," .. berr)
 end
 
 CASES["unread"] = function()
-  local s = ngx.socket.tcp()
-  assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "unread-case"}))
+  local s = tcp_to(REDIS_PORT, {pool = "unread-case"})
   assert(s:send({"PING\r\n", {"PING", "\r\n"}}))
   assert(s:receive(7) == "+PONG\r\n")
   local ok, err = s:setkeepalive()
@@ -81,8 +87,7 @@ CASES["unread"] = function()
 end
 
 CASES["killme"] = function()
-  local s = ngx.socket.tcp()
-  assert(s:connect("127.0.0.1", REDIS_PORT, {pool = "killme"}))
+  local s = tcp_to(REDIS_PORT, {pool = "killme"})
   local times = s:getreusedtimes()
   assert(s:send("CLIENT SETNAME killme\r\n"))
   assert(s:receive() == "+OK")
@@ -141,9 +146,7 @@ CASES["udp"] = function()
 end
 
 CASES["tls-pool"] = function()
-  local s = ngx.socket.tcp()
-  s:settimeout(1000)
-  assert(s:connect("127.0.0.1", TLS_PORT, {pool = "tls-echo"}))
+  local s = tcp_to(TLS_PORT, {pool = "tls-echo"})
   local ok, herr = s:sslhandshake(nil, "localhost", false)
   if not ok then return R(nil, herr) end
   assert(s:send("hello\n"))
@@ -154,9 +157,7 @@ CASES["tls-pool"] = function()
 end
 
 CASES["cr-lines"] = function()
-  local s = ngx.socket.tcp()
-  s:settimeout(1000)
-  assert(s:connect("127.0.0.1", CR_PORT))
+  local s = tcp_to(CR_PORT)
   local a, b = s:receive(), s:receive("*l")
   local c, err, partial = s:receive()
   return R(a .. "|" .. b, err, tostring(c) .. "," .. partial)
@@ -164,9 +165,7 @@ end
 
 CASES["tls-session"] = function()
   local function handshake(reuse)
-    local s = ngx.socket.tcp()
-    s:settimeout(1000)
-    assert(s:connect("127.0.0.1", RESUME_PORT))
+    local s = tcp_to(RESUME_PORT)
     local sess, err = s:sslhandshake(reuse, "localhost", false)
     if not sess then return nil, err end
     assert(s:send("hi\n"))
@@ -223,9 +222,7 @@ CASES["bl-timeout"] = function()
 end
 
 CASES["until-size"] = function()
-  local s = ngx.socket.tcp()
-  s:settimeout(1000)
-  assert(s:connect("127.0.0.1", PATTERNS_PORT))
+  local s = tcp_to(PATTERNS_PORT)
   assert(s:receive() == "line1")
   local reader = s:receiveuntil("--END--")
   local got = {}
@@ -235,9 +232,7 @@ CASES["until-size"] = function()
 end
 
 CASES["patterns"] = function()
-  local s = ngx.socket.tcp()
-  s:settimeout(1000)
-  assert(s:connect("127.0.0.1", PATTERNS_PORT))
+  local s = tcp_to(PATTERNS_PORT)
   local line = s:receive()
   local three = s:receive("3")
   local until_ = s:receiveuntil("--END--")
@@ -289,28 +284,11 @@ class UDPEcho(svcutil.SilentUDP):
 
 class TLSEcho(svcutil.TLSServer):
     """TLS from the first byte: answers each line with "TLS:<line>" until
-    the peer closes (a connection that can be pooled). Counts handshakes."""
-
-    def handle(self, s):
-        try:
-            t = self.ctx.wrap_socket(s, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        with self.lock:
-            self.handshakes += 1
-        with t:
-            f = t.makefile("rb")
-            for line in f:
-                t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
-
-
-class TLSResume(TLSEcho):
-    """TLSEcho limited to TLS 1.2 (whose session is known when the
-    handshake ends), counting the handshakes that resumed a session."""
+    the peer closes (a connection that can be pooled). Counts handshakes,
+    and those that resumed a session."""
 
     def __init__(self, cert, key):
         super().__init__(cert, key)
-        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         self.resumed = 0
 
     def handle(self, s):
@@ -322,7 +300,23 @@ class TLSResume(TLSEcho):
             self.handshakes += 1
             self.resumed += t.session_reused
         with t:
-            t.sendall(b"TLS:" + t.makefile("rb").readline().rstrip(b"\r\n") + b"\r\n")
+            self.answer(t.makefile("rb"), t)
+
+    def answer(self, lines, t):
+        for line in lines:
+            t.sendall(b"TLS:" + line.rstrip(b"\r\n") + b"\r\n")
+
+
+class TLSResume(TLSEcho):
+    """TLSEcho limited to TLS 1.2 (whose session is known when the
+    handshake ends), answering one line."""
+
+    def __init__(self, cert, key):
+        super().__init__(cert, key)
+        self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def answer(self, lines, t):
+        super().answer([lines.readline()], t)
 
 
 @unittest.skipUnless(COMPAT, compat_reason())

@@ -70,14 +70,9 @@ ONDATA = r'''function(stream, session)
     elseif domain == "save.test" then
       assert(stream:save(key .. ".eml"))
     elseif domain == "read.test" then
-      local parts = {}
-      while true do
-        local chunk, err = stream:read()
-        assert(not err, err)
-        if not chunk then break end
-        parts[#parts + 1] = chunk
-      end
-      writefile(key .. ".eml", table.concat(parts))
+      local body, err = read_to_end(stream)
+      assert(not err, err)
+      writefile(key .. ".eml", body)
     elseif domain == "chunks.test" then
       writefile(key .. ".eml", readall(stream))
     elseif domain == "relay.test" then

@@ -283,17 +283,12 @@ class TestClientFaults(E2ETest):
 # records the envelope and the quarantine flag.
 DECLARED_ONDATA = Lua(r'''function(stream, session)
     assert(stream:addHeader("X-Policy", "seen"))
-    local body, err = {}, nil
-    while true do
-      local s, e = stream:read()
-      if s == nil then err = e; break end
-      body[#body + 1] = s
-    end
+    local body, err = read_to_end(stream)
     local rcpts = {}
     for i, r in ipairs(session.envelope.rcptTo) do rcpts[i] = r.address end
     record("data", {refused = err and tostring(err), rcpts = rcpts, quarantine = session.milterQuarantine})
     if err then return "the hook's own text" end
-    writefile(OUT .. "/msg-" .. session.transaction, table.concat(body))
+    writefile(OUT .. "/msg-" .. session.transaction, body)
     return "stored"
   end''')
 

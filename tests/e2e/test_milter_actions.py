@@ -36,12 +36,7 @@ REPLACED_BODY = b"replaced by pymilter\r\nsecond line\r\n.a dot line\r\nlast\r\n
 # onData reads the message as the milter left it and records the envelope
 # (addresses and ESMTP args), the quarantine reason and the bytes.
 ONDATA = Lua(r'''function(stream, session)
-    local parts, err = {}, nil
-    while true do
-      local s, e = stream:read()
-      if s == nil then err = e; break end
-      parts[#parts + 1] = s
-    end
+    local body, err = read_to_end(stream)
     local env = session.envelope
     local rcpts = {}
     for i, r in ipairs(env.rcptTo) do rcpts[i] = { address = r.address, args = r.args } end
@@ -49,7 +44,7 @@ ONDATA = Lua(r'''function(stream, session)
       from = { address = env.mailFrom.address, args = env.mailFrom.args },
       quarantine = session.milterQuarantine })
     if err then return "moot" end
-    writefile(OUT .. "/msg-" .. session.transaction, table.concat(parts))
+    writefile(OUT .. "/msg-" .. session.transaction, body)
     return "stored"
   end''')
 

@@ -212,9 +212,10 @@ class RelayClientTest(E2ETest):
             s.stop()
             shutil.rmtree(s.out, ignore_errors=True)
 
-    def relay(self, body, rcpts, sender="sender@example.com", options=()):
-        """Sends through luasmtpd; returns the reply to the data (code, text)."""
-        with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
+    def relay(self, body, rcpts, sender="sender@example.com", options=(), port=None):
+        """Sends through luasmtpd (the class's, or the one on port); returns
+        the reply to the data (code, text)."""
+        with smtplib.SMTP("127.0.0.1", port or self.srv.port, timeout=30) as s:
             s.ehlo("client.example")
             code, msg = s.mail(sender, list(options))
             self.assertEqual(code, 250, msg)
@@ -239,6 +240,17 @@ class RelayClientTest(E2ETest):
         self.assertEqual(env["from"], sender)
         self.assertEqual(env["to"], list(rcpts))
         return code, msg, env
+
+    def assertRefused(self, body, rcpts, code, text, hop=None):
+        """Relays body to rcpts: the reply is code with a text starting with
+        text (returned), and hop (when given) took nothing."""
+        before = hop and len(messages(hop.out))
+        got, msg = self.relay(body, rcpts)
+        self.assertEqual(got, code, msg)
+        self.assertTrue(msg.startswith(text), msg)
+        if hop:
+            self.assertEqual(len(messages(hop.out)), before, "messages the next hop took")
+        return msg
 
     def test_7bit_with_dots(self):
         body = b"Subject: dots\r\n\r\n.starts with a dot\r\n..two\r\n.\r\nend\r\n"
@@ -309,52 +321,34 @@ class RelayClientTest(E2ETest):
         self.assertRelayed(self.tls, body, ["t@tls.test"])
 
     def test_untrusted_certificate_is_temporary_failure(self):
-        before = len(messages(self.untrusted.out))
-        code, msg = self.relay(b"Subject: no\r\n\r\nno\r\n", ["u@untrusted.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.7.5"), msg)
-        self.assertEqual(len(messages(self.untrusted.out)), before)
+        self.assertRefused(b"Subject: no\r\n\r\nno\r\n", ["u@untrusted.test"], 451, b"4.7.5", self.untrusted)
 
     def test_implicit_tls(self):
         self.assertRelayed(self.implicit, b"Subject: implicit\r\n\r\nx\r\n", ["i@implicit.test"])
         # without our CA, the system store does not know the test CA
-        code, msg = self.relay(b"Subject: no\r\n\r\nno\r\n", ["i@implicit-untrusted.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.7.5"), msg)
+        self.assertRefused(b"Subject: no\r\n\r\nno\r\n", ["i@implicit-untrusted.test"], 451, b"4.7.5")
 
     def test_opportunistic_without_starttls_goes_plain(self):
         self.assertRelayed(self.plain, b"Subject: opp\r\n\r\nplain\r\n", ["o@opportunistic.test"])
 
     def test_next_hop_down(self):
-        code, msg = self.relay(b"Subject: down\r\n\r\nx\r\n", ["d@down.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.4.1"), msg)
+        self.assertRefused(b"Subject: down\r\n\r\nx\r\n", ["d@down.test"], 451, b"4.4.1")
 
     def test_next_hop_slow(self):
-        code, msg = self.relay(b"Subject: slow\r\n\r\nx\r\n", ["slow@slow.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.4.2"), msg)
+        self.assertRefused(b"Subject: slow\r\n\r\nx\r\n", ["slow@slow.test"], 451, b"4.4.2")
 
     def test_next_hop_drops_at_data(self):
-        before = len(messages(self.plain.out))
-        code, msg = self.relay(b"Subject: drop\r\n\r\nx\r\n", ["drop@plain.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.4.2"), msg)
-        self.assertEqual(len(messages(self.plain.out)), before)
+        self.assertRefused(b"Subject: drop\r\n\r\nx\r\n", ["drop@plain.test"], 451, b"4.4.2", self.plain)
 
     def test_452_to_one_recipient(self):
-        before = len(messages(self.plain.out))
-        code, msg = self.relay(b"Subject: some\r\n\r\nx\r\n", ["ok@plain.test", "full@plain.test"])
-        self.assertEqual(code, 452, msg)
+        # nothing goes to half the recipients
+        msg = self.assertRefused(b"Subject: some\r\n\r\nx\r\n", ["ok@plain.test", "full@plain.test"], 452, b"4.2.2",
+                                 self.plain)
         self.assertEqual(msg, b"4.2.2 mailbox full")
-        self.assertEqual(len(messages(self.plain.out)), before, "nothing goes to half the recipients")
 
     def test_550_passed_through(self):
-        before = len(messages(self.plain.out))
-        code, msg = self.relay(b"Subject: none\r\n\r\nx\r\n", ["nobody@plain.test"])
-        self.assertEqual(code, 550, msg)
+        msg = self.assertRefused(b"Subject: none\r\n\r\nx\r\n", ["nobody@plain.test"], 550, b"5.1.1", self.plain)
         self.assertEqual(msg, b"5.1.1 no such user")
-        self.assertEqual(len(messages(self.plain.out)), before)
 
     def test_pool_reuses_one_connection(self):
         conns = connections(self.plain.out)
@@ -367,11 +361,8 @@ class RelayClientTest(E2ETest):
         self.assertTrue(env["authenticated"])
 
     def test_auth_refused_is_temporary(self):
-        before = len(messages(self.authed.out))
-        code, msg = self.relay(b"Subject: auth\r\n\r\nx\r\n", ["a@badauth.test"])
-        self.assertEqual(code, 451, msg)
-        self.assertTrue(msg.startswith(b"4.7.0 next hop refused our login"), msg)
-        self.assertEqual(len(messages(self.authed.out)), before)
+        self.assertRefused(b"Subject: auth\r\n\r\nx\r\n", ["a@badauth.test"], 451, b"4.7.0 next hop refused our login",
+                           self.authed)
 
     def test_lmtp_verdict_per_recipient(self):
         with Server(LMTP_RELAY % self.lmtp.port) as front:
@@ -424,11 +415,8 @@ class RelayClientTest(E2ETest):
         self.assertIn("size = 4096", small)
         before = len(messages(self.plain.out))
         with Server(small) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("big@plain.test")
-                code, msg = s.data(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200)
+            code, msg = self.relay(b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 200,
+                                   ["big@plain.test"], "s@example.com", port=front.port)
         self.assertEqual(code, 552, msg)
         wait_for(lambda: connections(self.plain.out) > 0, timeout=2)
         self.assertEqual(len(messages(self.plain.out)), before)
@@ -438,11 +426,7 @@ class RelayClientTest(E2ETest):
         # in one write with MAIL and RCPT, and one connection carries all
         conns = self.downstream.log().count("msg=connection ")
         for i in range(3):
-            with smtplib.SMTP("127.0.0.1", self.srv.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("p%d@pool.luasmtpd.test" % i)
-                code, msg = s.data(b"Subject: pooled %d\r\n\r\nx\r\n" % i)
+            code, msg = self.relay(b"Subject: pooled %d\r\n\r\nx\r\n" % i, ["p%d@pool.luasmtpd.test" % i], "s@example.com")
             self.assertEqual(code, 250, msg)
         self.assertEqual(self.downstream.log().count("msg=connection ") - conns, 1)
         self.assertEqual(self.downstream.log().count("verb=RSET"), 2)
@@ -467,11 +451,7 @@ return {
 ''' % (self.plain.port, self.plain.port)
         before = len(messages(self.plain.out))
         with Server(hook) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("r@example.org")
-                code, msg = s.data(b"Subject: x\r\n\r\nx\r\n")
+            code, msg = self.relay(b"Subject: x\r\n\r\nx\r\n", ["r@example.org"], "s@example.com", port=front.port)
         self.assertEqual(code, 250, msg)
         (got, env), = self.taken(self.plain, before)
         self.assertEqual((got, env["from"], env["to"]), (b"Subject: strings\r\n\r\nx\r\n", "a@example.com",
@@ -491,11 +471,8 @@ return {
             src = src.replace(old, new)
         before = len(messages(self.tls_authed.out))
         with Server(src, env={"RELAY_PASSWORD": "s3cret"}) as front:
-            with smtplib.SMTP("127.0.0.1", front.port, timeout=30) as s:
-                s.ehlo("client.example")
-                s.mail("s@example.com")
-                s.rcpt("r@example.org")
-                code, msg = s.data(b"Subject: readme\r\n\r\nhi\r\n")
+            code, msg = self.relay(b"Subject: readme\r\n\r\nhi\r\n", ["r@example.org"], "s@example.com",
+                                   port=front.port)
         self.assertEqual(code, 250, msg)
         (got, env), = self.taken(self.tls_authed, before)
         self.assertEqual(strip_trace(got), b"Subject: readme\r\n\r\nhi\r\n")

@@ -3,26 +3,11 @@ local testing = require "smtp.testing"
 
 local SCRIPT = "scripts/auth-file.lua"
 
--- A hash as an admin would make it, by openssl rather than by the code
--- under test.
-local function hash(password, salt)
-  local p = io.popen("openssl passwd -6 -salt " .. salt .. " '" .. password .. "'")
-  local h = p:read("*l")
-  p:close()
-  assert(h and h:match("^%$6%$"), "openssl passwd -6 failed")
-  return h
-end
-
 local function users_file()
-  local path = testing.tmpdir() .. "/users"
-  assert(testing.write_file(path, table.concat({
-    "# name:hash",
-    "alice:" .. hash("correct horse", "saltsalt"),
-    "",
-    "bob:" .. hash("battery staple", "pepper12"),
-    "carol:plaintext-is-ignored",
-  }, "\n") .. "\n"))
-  return path
+  return assert(testing.users_file {
+    "# name:hash", "", "carol:plaintext-is-ignored",
+    alice = "correct horse", bob = "battery staple",
+  })
 end
 
 local function plain(username, password)

@@ -4,16 +4,7 @@ local testing = require "smtp.testing"
 
 local SCRIPT = "scripts/relay-rules.lua"
 
-local function users_file()
-  local p = io.popen("openssl passwd -6 -salt relaysalt 'secret'")
-  local h = p:read("*l")
-  p:close()
-  local path = testing.tmpdir() .. "/users"
-  assert(testing.write_file(path, "relay:" .. h .. "\n"))
-  return path
-end
-
-local USERS = users_file()
+local USERS = assert(testing.users_file { relay = "secret" })
 
 local function rcpt(hooks, to, session)
   return testing.call(hooks, "onRcptTo", testing.address(to), session)

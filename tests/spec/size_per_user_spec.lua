@@ -4,20 +4,8 @@ local testing = require "smtp.testing"
 
 local SCRIPT = "scripts/size-per-user.lua"
 
-local function users_file()
-  local lines = {}
-  for _, user in ipairs { "alice", "bob", "carol" } do
-    local p = io.popen("openssl passwd -6 -salt sizesalt 'pw-" .. user .. "'")
-    lines[#lines + 1] = user .. ":" .. p:read("*l")
-    p:close()
-  end
-  local path = testing.tmpdir() .. "/users"
-  assert(testing.write_file(path, table.concat(lines, "\n") .. "\n"))
-  return path
-end
-
 local ENV = {
-  LUASMTPD_USERS = users_file(),
+  LUASMTPD_USERS = assert(testing.users_file { alice = "pw-alice", bob = "pw-bob", carol = "pw-carol" }),
   LUASMTPD_SIZE_LIMITS = "alice=1000,bob=100000",
   LUASMTPD_SIZE_DEFAULT = "500",
 }

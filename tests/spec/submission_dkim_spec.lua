@@ -7,12 +7,7 @@ local daemons = dofile("tests/spec/milter_daemons.lua")
 local SCRIPT = "scripts/submission-dkim.lua"
 
 local function users_file()
-  local p = io.popen("openssl passwd -6 -salt saltsalt 'correct horse'")
-  local hash = p:read("*l")
-  p:close()
-  local path = testing.tmpdir() .. "/users"
-  assert(testing.write_file(path, "alice:" .. hash .. "\n"))
-  return path
+  return assert(testing.users_file { alice = "correct horse" })
 end
 
 describe("submission-dkim.lua options", function()

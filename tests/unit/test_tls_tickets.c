@@ -145,6 +145,24 @@ static void test_tls13_resumption_renews_the_ticket(void)
 	SSL_CTX_free(client);
 }
 
+/* A session the client gets from issuer resumes at same and not at
+ * other, `later` seconds on by the fake clock; frees the four contexts. */
+static void check_resumes_only_at(SSL_CTX *issuer, SSL_CTX *same, SSL_CTX *other, SSL_CTX *client, time_t later)
+{
+	bool reused;
+	SSL_SESSION *sess = handshake(issuer, client, NULL, &reused);
+	SSL_SESSION *copy = SSL_SESSION_dup(sess);
+	fake_now += later;
+	CHECK(resumes(same, client, &sess));
+	CHECK(!resumes(other, client, &copy));
+	SSL_SESSION_free(sess);
+	SSL_SESSION_free(copy);
+	SSL_CTX_free(issuer);
+	SSL_CTX_free(same);
+	SSL_CTX_free(other);
+	SSL_CTX_free(client);
+}
+
 /* Rebuilt contexts share the process's keys when nothing changed. */
 static void test_rebuilt_context_resumes(void)
 {
@@ -152,17 +170,7 @@ static void test_rebuilt_context_resumes(void)
 	for (size_t i = 0; i < 2; i++) {
 		SSL_CTX *a = server_ctx(NULL, NULL), *b = server_ctx(NULL, NULL), *client = client_ctx(versions[i]);
 		SSL_CTX *other = server_ctx("TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", NULL);
-		bool reused;
-		SSL_SESSION *sess = handshake(a, client, NULL, &reused);
-		SSL_SESSION *copy = SSL_SESSION_dup(sess);
-		CHECK(resumes(b, client, &sess));
-		CHECK(!resumes(other, client, &copy));
-		SSL_SESSION_free(sess);
-		SSL_SESSION_free(copy);
-		SSL_CTX_free(a);
-		SSL_CTX_free(b);
-		SSL_CTX_free(other);
-		SSL_CTX_free(client);
+		check_resumes_only_at(a, b, other, client, 0);
 	}
 }
 
@@ -175,19 +183,7 @@ static void test_fixed_ticket_keys(void)
 		other_keys[i] = (char)(100 + i);
 	}
 	SSL_CTX *a = server_ctx(NULL, keys), *b = server_ctx(NULL, keys), *c = server_ctx(NULL, other_keys);
-	SSL_CTX *client = client_ctx(TLS1_3_VERSION);
-	bool reused;
-	SSL_SESSION *sess = handshake(a, client, NULL, &reused);
-	SSL_SESSION *copy = SSL_SESSION_dup(sess);
-	fake_now += 10 * TLS_TICKET_PERIOD;
-	CHECK(resumes(b, client, &sess));
-	CHECK(!resumes(c, client, &copy));
-	SSL_SESSION_free(sess);
-	SSL_SESSION_free(copy);
-	SSL_CTX_free(a);
-	SSL_CTX_free(b);
-	SSL_CTX_free(c);
-	SSL_CTX_free(client);
+	check_resumes_only_at(a, b, c, client_ctx(TLS1_3_VERSION), 10 * TLS_TICKET_PERIOD);
 }
 
 int main(void)
