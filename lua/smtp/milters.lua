@@ -228,15 +228,15 @@ end
 
 -- A spool that could not be written (a full disk): the message is
 -- refused for now, whatever the milters would say.
-local function unspooled(session, err)
-  smtp.log.warn("cannot spool the message", { session = session.id, reason = tostring(err) })
+local function unspooled(err)
+  smtp.log.warn("cannot spool the message", { reason = tostring(err) })
   return smtp.reject(451, "4.3.0 cannot spool the message: " .. tostring(err))
 end
 
 -- The message spooled: its header block (a string) and the rest in a
 -- spool (smtp.core.spool: in memory up to 256 KiB, in a temporary file
 -- past that), or nil, err (the stream's refusal, or the spool's reply).
-local function spool_message(stream, session)
+local function spool_message(stream)
   local head, buf = nil, ""
   local body = spool.new()
   while true do
@@ -259,7 +259,7 @@ local function spool_message(stream, session)
     end
     if s then
       local ok, werr = body:write(s)
-      if not ok then body:close(); return nil, unspooled(session, werr) end
+      if not ok then body:close(); return nil, unspooled(werr) end
     end
   end
   return { head = head or buf, body = body }
@@ -470,7 +470,7 @@ local function wrap_data(orig)
       if orig then return orig(stream, session, ...) end
       return
     end
-    local sp, serr = spool_message(stream, session)
+    local sp, serr = spool_message(stream)
     if not sp then return nil, serr end
     local msg = { fields = fields(sp.head), body = sp.body }
     local v = each(st, function(c, m)
@@ -481,7 +481,7 @@ local function wrap_data(orig)
       local x, xmods = c:message(reader(msg), macros(session))
       if not x then return nil, xmods end
       local ok, aerr = apply(msg, session, xmods or {})
-      if not ok then return { action = "tempfail", reply = unspooled(session, aerr) } end
+      if not ok then return { action = "tempfail", reply = unspooled(aerr) } end
       return message_verdict(st, m, x)
     end)
     if v and v.reply then
