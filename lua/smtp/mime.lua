@@ -9,9 +9,9 @@
 -- A stream is read to its end (header edits made on it before are seen),
 -- its chunks spooled as they come (smtp.core.spool: in memory, in a
 -- temporary file past 256 KiB) and GMime reads the spool; a file (a
--- message already stored) is read by GMime in place. Malformed MIME gives a partial msg
--- with msg.defects (strings), not an error; nil, err only when the stream
--- could not be read or spooled. README.md, "Reading the message", has it all.
+-- message already stored) is read by GMime in place. Malformed MIME gives
+-- a partial msg with msg.defects (strings), not an error; nil, err only
+-- when the stream could not be read or spooled. README.md, "Reading the message", has it all.
 local core = require "smtp.core.mime"
 local spool = require "smtp.core.spool"
 
