@@ -1,9 +1,11 @@
 /* api_mime — smtp.core.mime, the C half of smtp.mime (lua/smtp/mime.lua):
  * a message parsed by GMime (proto/mime_tree.c) handed to Lua as plain
- * tables, from a string, a file, or a sink the onData stream's chunks are
- * written to. The sink holds a small message in memory and moves a large
- * one to an unlinked temporary file, so parsing a 20 MiB message costs
- * the parser's buffers and the text kept, not 20 MiB. */
+ * tables, from a string, a file, or the spool (lua/api_spool.c) the
+ * onData stream's chunks were written to: a small message is parsed in
+ * memory, a large one from the spool's temporary file, so parsing a
+ * 20 MiB message costs the parser's buffers and the text kept, not
+ * 20 MiB. */
+#include "lua/api_spool.h"
 #include "lua/lua_api.h"
 #include "lua/modules.h"
 #include "proto/mime_tree.h"
@@ -12,19 +14,7 @@
 #include <lualib.h>
 
 #include <errno.h>
-#include <string.h>
 #include <unistd.h>
-
-/* A message over this many bytes goes to a temporary file. */
-#define SINK_MEMORY_MAX (256 * 1024)
-
-struct sink {
-	GByteArray *mem;   /* the bytes so far, until they go to file */
-	GMimeStream *file; /* NULL while in memory */
-	bool spent;        /* parsed or closed */
-};
-
-static int sink_class = LUA_NOREF;
 
 static void push_string_field(lua_State *L, const char *key, const char *value)
 {
@@ -161,103 +151,27 @@ static int mime_addresses(lua_State *L)
 	return 1;
 }
 
-static struct sink *check_sink(lua_State *L)
+/* parse_spool(spool [, maxText]) -> msg: the bytes in memory in place,
+ * those in the spool's file through a GMime stream over its descriptor,
+ * up to the spool's size. */
+static int mime_parse_spool(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, sink_class, "mime sink");
-}
-
-static void sink_release(struct sink *s)
-{
-	if (s->mem)
-		g_byte_array_unref(s->mem);
-	s->mem = NULL;
-	if (s->file)
-		g_object_unref(s->file);
-	s->file = NULL;
-	s->spent = true;
-}
-
-/* The bytes so far go to an unlinked temporary file (in $TMPDIR); NULL,
- * or why not. */
-static const char *sink_spill(struct sink *s)
-{
-	static char why[256];
-	char *path = NULL;
-	GError *err = NULL;
-	int fd = g_file_open_tmp("luasmtpd-mime-XXXXXX", &path, &err);
-	if (fd < 0) {
-		g_strlcpy(why, err ? err->message : "cannot create a temporary file", sizeof why);
-		g_clear_error(&err);
-		return why;
-	}
-	unlink(path);
-	g_free(path);
-	s->file = g_mime_stream_fs_new(fd); /* owns fd */
-	/* An empty array has no data, which g_mime_stream_write refuses: a
-	 * first chunk over the limit spills at once. */
-	if (s->mem->len && g_mime_stream_write(s->file, (const char *)s->mem->data, s->mem->len) < 0)
-		return lua_api_errno(errno);
-	g_byte_array_unref(s->mem);
-	s->mem = NULL;
-	return NULL;
-}
-
-/* sink() -> a sink: s:write(chunk) -> true or nil, err; s:parse([maxText]) -> msg */
-static int mime_sink(lua_State *L)
-{
-	struct sink *s = lua_api_newudata(L, sizeof *s, sink_class);
-	s->mem = g_byte_array_new();
-	return 1;
-}
-
-static int sink_write(lua_State *L)
-{
-	struct sink *s = check_sink(L);
-	size_t len;
-	const char *chunk = luaL_checklstring(L, 2, &len);
-	if (s->spent)
-		return luaL_error(L, "mime sink: already parsed");
-	const char *err = NULL;
-	if (!s->file && s->mem->len + len > SINK_MEMORY_MAX)
-		err = sink_spill(s);
-	if (!err && !s->file)
-		g_byte_array_append(s->mem, (const guint8 *)chunk, (guint)len);
-	else if (!err && g_mime_stream_write(s->file, chunk, len) < 0)
-		err = lua_api_errno(errno);
-	if (err) {
-		sink_release(s);
-		return lua_api_fail(L, err);
-	}
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int sink_parse(lua_State *L)
-{
-	struct sink *s = check_sink(L);
+	const struct spool *sp = lua_spool_check(L, 1);
 	struct mime_limits lim;
 	limits_from(L, 2, &lim);
-	if (s->spent)
-		return luaL_error(L, "mime sink: already parsed");
 	struct mime_msg m;
-	if (s->file) {
-		g_mime_stream_reset(s->file);
-		mime_tree_parse_stream(s->file, &lim, &m);
+	const char *mem = spool_memory(sp);
+	if (mem) {
+		mime_tree_parse_buffer(mem, (size_t)sp->size, &lim, &m);
 	} else {
-		mime_tree_parse_buffer((const char *)s->mem->data, s->mem->len, &lim, &m);
+		GMimeStream *stream = g_mime_stream_fs_new_with_bounds(spool_fd(sp), 0, (gint64)sp->size);
+		g_mime_stream_fs_set_owner((GMimeStreamFs *)stream, FALSE); /* the spool closes it */
+		mime_tree_parse_stream(stream, &lim, &m);
+		g_object_unref(stream);
 	}
-	sink_release(s);
 	push_msg(L, &m);
 	mime_msg_free(&m);
 	return 1;
-}
-
-static int sink_gc(lua_State *L)
-{
-	struct sink *s = check_sink(L);
-	if (!s->spent)
-		sink_release(s);
-	return 0;
 }
 
 int luaopen_smtp_mime(lua_State *L)
@@ -266,20 +180,9 @@ int luaopen_smtp_mime(lua_State *L)
 		{"parse", mime_parse},
 		{"parse_file", mime_parse_file},
 		{"addresses", mime_addresses},
-		{"sink", mime_sink},
-		{NULL, NULL},
-	};
-	static const luaL_Reg methods[] = {
-		{"write", sink_write},
-		{"parse", sink_parse},
-		{NULL, NULL},
-	};
-	static const luaL_Reg meta[] = {
-		{"__gc", sink_gc},
+		{"parse_spool", mime_parse_spool},
 		{NULL, NULL},
 	};
 	mime_tree_init();
-	if (sink_class == LUA_NOREF)
-		sink_class = lua_api_class(L, methods, meta);
 	return lua_api_module(L, fns);
 }

@@ -19,6 +19,7 @@ static const luaL_Reg modules[] = {
 	{"smtp.ngx.shdict", luaopen_smtp_shdict},
 	{"smtp.client.proto", luaopen_smtp_client_proto},
 	{"smtp.core.mime", luaopen_smtp_mime},
+	{"smtp.core.spool", luaopen_smtp_spool},
 	{"smtp.milter.proto", luaopen_smtp_milter_proto},
 	{NULL, NULL},
 };

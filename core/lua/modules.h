@@ -30,6 +30,8 @@ int luaopen_smtp_shdict(lua_State *L);
 int luaopen_smtp_client_proto(lua_State *L);
 /* api_mime.c: smtp.core.mime, GMime behind smtp.mime */
 int luaopen_smtp_mime(lua_State *L);
+/* api_spool.c: smtp.core.spool, the message spooled for declared milters and smtp.mime */
+int luaopen_smtp_spool(lua_State *L);
 int luaopen_smtp_milter_proto(lua_State *L); /* api_milter.c: smtp.milter.proto */
 
 /* Adds every module to package.preload, as "smtp.core" and "smtp.core.<module>"

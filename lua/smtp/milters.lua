@@ -7,12 +7,12 @@
 -- At each step the script's hook decides first; a step it rejects goes to
 -- no milter. onConnect sends the connection, onMailFrom HELO (once per
 -- name: there is no HELO hook) and MAIL, onRcptTo RCPT, onData the whole
--- message (spooled to a temporary file first, so every milter has answered
+-- message (spooled first, smtp.core.spool: so every milter has answered
 -- the end of the message before the script's onData reads a byte). Each
 -- milter's changes are applied before the next milter reads the message,
 -- as Postfix's cleanup edits its queue file between milters: OpenDMARC
 -- after OpenDKIM reads OpenDKIM's Authentication-Results, and a replaced
--- body (in a new temporary file) is the body the next one gets. The
+-- body (in a new spool) is the body the next one gets. The
 -- script's onData then gets the message as the milters left it: header
 -- changes applied, a replaced body, recipients added or removed in
 -- session.envelope.rcptTo; a reject or tempfail makes its stream:read()
@@ -21,6 +21,7 @@
 local smtp = require "smtp"
 local milter = require "smtp.milter"
 local fsync = require "smtp.core.fsync"
+local spool = require "smtp.core.spool"
 -- the core's header-edit rules, in Lua (the testing kit's fake stream uses them too)
 local header = require "smtp.header_edits"
 
@@ -31,7 +32,6 @@ local OPTIONS = { "milters", "milterDefaultAction", "milterConnectTimeout", "mil
 local DEFAULT_ACTIONS = { tempfail = true, accept = true, reject = true }
 local CHUNK = 65535 -- the largest body packet of the milter protocol
 local HEADERS_MAX = 1024 * 1024
-local SPOOL_MEMORY = 256 * 1024
 
 local TEMPFAIL = smtp.reject(451, "4.7.1 Service unavailable - try again later")
 local REJECT = smtp.reject(550, "5.7.1 Command rejected")
@@ -226,67 +226,26 @@ local function rcpt_step(address, session, st)
   end)
 end
 
--- A message's body as it is spooled: in memory up to SPOOL_MEMORY bytes,
--- in a temporary file past that (creating and dropping a file cost
--- luasmtpd more CPU than the whole milter conversation of a small message:
--- tests/bench/milter_bench.py). It answers the file calls the spool makes:
--- write, seek("set", 0), read(n), close.
-local Body = {}
-Body.__index = Body
-
-local function new_body()
-  return setmetatable({ parts = {}, size = 0, pos = 1 }, Body)
+-- A spool that could not be written (a full disk): the message is
+-- refused for now, whatever the milters would say.
+local function unspooled(err)
+  smtp.log.warn("cannot spool the message", { reason = tostring(err) })
+  return smtp.reject(451, "4.3.0 cannot spool the message: " .. tostring(err))
 end
 
-function Body:write(s)
-  if self.file then return self.file:write(s) end
-  if self.size + #s <= SPOOL_MEMORY then
-    self.parts[#self.parts + 1] = s
-    self.size = self.size + #s
-    return self
-  end
-  local f, err = io.tmpfile()
-  if not f then return nil, err end
-  local parts = self.parts
-  self.file, self.parts = f, nil
-  return f:write(table.concat(parts), s)
-end
-
-function Body:seek(whence, offset)
-  if self.file then return self.file:seek(whence, offset) end
-  self.data = self.data or table.concat(self.parts)
-  self.pos = 1
-  return 0
-end
-
-function Body:read(n)
-  if self.file then return self.file:read(n) end
-  if self.pos > #self.data then return nil end
-  local s = self.data:sub(self.pos, self.pos + n - 1)
-  self.pos = self.pos + n
-  return s
-end
-
-function Body:close()
-  if self.file then self.file:close() end
-  self.file, self.parts, self.data = nil, nil, nil
-end
-
--- The message spooled: its header block (a string) and the rest in a Body.
-local function spool(stream)
+-- The message spooled: its header block (a string) and the rest in a
+-- spool (smtp.core.spool: in memory up to 256 KiB, in a temporary file
+-- past that), or nil, err (the stream's refusal, or the spool's reply).
+local function spool_message(stream)
   local head, buf = nil, ""
-  local body = new_body()
-  local size = 0
-  local function put(s)
-    local ok, err = body:write(s)
-    size = size + #s
-    return ok, err
-  end
+  local body = spool.new()
   while true do
     local s, err = stream:read()
-    if s ~= nil and head then
-      s, err = put(s)
-    elseif s ~= nil then
+    if s == nil then
+      if err ~= nil then body:close(); return nil, err end
+      break
+    end
+    if not head then
       buf = buf .. s
       local b, e = buf:find("\n\r?\n")
       if buf:find("^\r?\n") then
@@ -296,27 +255,38 @@ local function spool(stream)
       elseif #buf > HEADERS_MAX then
         head, buf = buf, ""
       end
-      if head then s, err = put(buf) end
+      s = head and buf
     end
-    if s == nil and err ~= nil then body:close(); return nil, err end
-    if s == nil then break end
+    if s then
+      local ok, werr = body:write(s)
+      if not ok then body:close(); return nil, unspooled(werr) end
+    end
   end
-  if not head then head, buf = buf, "" end
-  return { head = head, body = body, body_size = size }
+  return { head = head or buf, body = body }
+end
+
+-- A reader of the body spool from its start, CHUNK bytes at a time:
+-- each call gives the next chunk, nil at the end, or nil, err.
+local function body_reader(body)
+  local at = 0
+  return function()
+    local c, err = body:read(at, CHUNK)
+    if c then at = at + #c end
+    return c, err
+  end
 end
 
 -- A reader over the message as it stands (msg: its header fields and
--- body file): the header block, the blank line, the body.
+-- body spool): the header block, the blank line, the body.
 local function reader(msg)
-  local stage = 0
+  local next_chunk
   return {
     read = function()
-      if stage == 0 then
-        stage = 1
-        msg.body:seek("set", 0)
+      if not next_chunk then
+        next_chunk = body_reader(msg.body)
         return table.concat(msg.fields) .. "\r\n"
       end
-      return msg.body:read(CHUNK)
+      return next_chunk()
     end,
   }
 end
@@ -402,17 +372,16 @@ end
 local function replay(msg, refusal)
   local edits = header.new()
   local head = table.concat(msg.fields)
-  local started = false
+  local next_chunk
   local function next_piece()
     if refusal then return nil, refusal end
-    if not started then
-      started = true
-      msg.body:seek("set", 0)
+    if not next_chunk then
+      next_chunk = body_reader(msg.body)
       return edits:emit(head .. "\r\n")
     end
-    return msg.body:read(CHUNK)
+    return next_chunk()
   end
-  local s = { byteLength = #head + 2 + msg.body_size, sizeExceeded = false }
+  local s = { byteLength = #head + 2 + msg.body:size(), sizeExceeded = false }
   function s.read() return next_piece() end
   function s.chunks()
     return function()
@@ -426,18 +395,19 @@ local function replay(msg, refusal)
   function s.removeHeader(_, name) return edits:edit("remove", name) end
   function s.save(_, path, prefix)
     if refusal then return nil, refusal end
-    if started then return nil, "stream:save: part of the message was already read" end
+    if next_chunk then return nil, "stream:save: part of the message was already read" end
     local exists = io.open(path, "rb")
     if exists then exists:close(); return nil, "File exists" end
     local f, err = io.open(path, "wb")
     if not f then return nil, err end
     f:write(prefix or "")
-    while true do
-      local c = next_piece()
-      if not c then break end
-      f:write(c)
-    end
+    local c, rerr
+    repeat
+      c, rerr = next_piece()
+      if c then f:write(c) end
+    until not c
     local ok, werr = f:close()
+    if ok and rerr then ok, werr = nil, rerr end
     if ok then ok, werr = fsync.file(path) end
     if ok then ok, werr = smtp.fsync_dir(path:match("^(.*)/[^/]*$") or ".") end
     if not ok then os.remove(path); return nil, werr end
@@ -446,11 +416,11 @@ local function replay(msg, refusal)
   return s
 end
 
--- A milter's replacement body (its SMFIR_REPLBODY packets, in order) into
--- a new temporary file, line breaks as CRLF (a CR ending one packet and
--- the LF starting the next are one break). Returns the file and its size.
+-- A milter's replacement body (its SMFIR_REPLBODY packets, in order) in
+-- a new spool, line breaks as CRLF (a CR ending one packet and the LF
+-- starting the next are one break). Returns the spool, or nil, err.
 local function replaced_body(mods)
-  local f, size, cr = io.tmpfile(), 0, false
+  local body, cr = spool.new(), false
   for _, mod in ipairs(mods) do
     if mod.action == "replbody" and #mod.data > 0 then
       local d = mod.data
@@ -458,17 +428,18 @@ local function replaced_body(mods)
       cr = d:sub(-1) == "\r"
       d = d:gsub("\r?\n", "\r\n"):gsub("\r$", "")
       if cr then d = d .. "\r\n" end
-      f:write(d)
-      size = size + #d
+      local ok, err = body:write(d)
+      if not ok then body:close(); return nil, err end
     end
   end
-  return f, size
+  return body
 end
 
 -- Applies one milter's modifications to the message as it stands, so the
 -- next milter and the script see them, as Postfix's cleanup edits the
 -- queue file before the next milter reads it: header changes, a replaced
--- body, the envelope.
+-- body, the envelope. Returns true, or nil, err when the replaced body
+-- could not be spooled.
 local function apply(msg, session, mods)
   local newbody = false
   for _, mod in ipairs(mods) do
@@ -484,9 +455,12 @@ local function apply(msg, session, mods)
     end
   end
   if newbody then
+    local body, err = replaced_body(mods)
+    if not body then return nil, err end
     msg.body:close()
-    msg.body, msg.body_size = replaced_body(mods)
+    msg.body = body
   end
+  return true
 end
 
 local function wrap_data(orig)
@@ -496,9 +470,9 @@ local function wrap_data(orig)
       if orig then return orig(stream, session, ...) end
       return
     end
-    local sp, serr = spool(stream)
+    local sp, serr = spool_message(stream)
     if not sp then return nil, serr end
-    local msg = { fields = fields(sp.head), body = sp.body, body_size = sp.body_size }
+    local msg = { fields = fields(sp.head), body = sp.body }
     local v = each(st, function(c, m)
       m.in_message = false
       local d, err = c:data(macros(session))
@@ -506,7 +480,8 @@ local function wrap_data(orig)
       if d.action ~= "continue" then return message_verdict(st, m, d) end
       local x, xmods = c:message(reader(msg), macros(session))
       if not x then return nil, xmods end
-      apply(msg, session, xmods or {})
+      local ok, aerr = apply(msg, session, xmods or {})
+      if not ok then return { action = "tempfail", reply = unspooled(aerr) } end
       return message_verdict(st, m, x)
     end)
     if v and v.reply then

@@ -7,11 +7,13 @@
 --   for part in msg:walk() do print(part.type, part.filename, part.size) end
 --
 -- A stream is read to its end (header edits made on it before are seen),
--- its chunks go to GMime as they come; a file (a message already stored)
--- is read by GMime in place. Malformed MIME gives a partial msg
--- with msg.defects (strings), not an error; nil, err only when the stream
--- could not be read or spooled. README.md, "Reading the message", has it all.
+-- its chunks spooled as they come (smtp.core.spool: in memory, in a
+-- temporary file past 256 KiB) and GMime reads the spool; a file (a
+-- message already stored) is read by GMime in place. Malformed MIME gives
+-- a partial msg with msg.defects (strings), not an error; nil, err only
+-- when the stream could not be read or spooled. README.md, "Reading the message", has it all.
 local core = require "smtp.core.mime"
+local spool = require "smtp.core.spool"
 
 local M = {}
 
@@ -55,18 +57,21 @@ function M.parse(source, opts)
   if type(source) ~= "userdata" and type(source) ~= "table" then
     error("mime.parse: source must be a string or the onData stream", 2)
   end
-  local sink = core.sink()
+  local sp = spool.new()
+  local chunk, ok, err
   while true do
-    local chunk, err = source:read()
-    if err then return nil, err end
+    chunk, err = source:read()
     if not chunk then break end
-    local ok, werr = sink:write(chunk)
-    if not ok then return nil, werr end
+    ok, err = sp:write(chunk)
+    if not ok then break end
     -- the chunks read are garbage at once: collect them as they go, so a
     -- large message leaves no trail of them behind
     collectgarbage("step", #chunk / 1024)
   end
-  return wrap(sink:parse(max_text))
+  if err then sp:close(); return nil, err end
+  local msg = core.parse_spool(sp, max_text)
+  sp:close()
+  return wrap(msg)
 end
 
 --- msg:headers() -> every field in order, {name = , value = , raw = };

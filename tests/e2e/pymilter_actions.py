@@ -9,6 +9,8 @@ part of a recipient (several recipients: each of their actions), and
 refuses at RCPT time the recipients named rcpt-reject@ and rcpt-tempfail@:
 
     replbody@       replacebody() with bare LF and CRLF line breaks
+    bigbody@        replacebody() with BIG_BODY (340 KiB, more than luasmtpd's
+                    spool keeps in memory), in calls of 64 KiB
     addrcpt@        addrcpt() of added@, and of added-par@ with ESMTP args
     delrcpt@        delrcpt() of itself
     chgfrom@        chgfrom() to <changed@example.org> with ESMTP args
@@ -22,6 +24,7 @@ import sys
 import Milter
 
 BODY = b"replaced by pymilter\nsecond line\r\n.a dot line\nlast\n"
+BIG_BODY = b"".join(b"replaced line %06d, a body past the memory of the spool\n" % i for i in range(6000))
 
 
 class Actions(Milter.Base):
@@ -42,6 +45,9 @@ class Actions(Milter.Base):
         want = set(self.rcpts)
         if "replbody" in want:
             self.replacebody(BODY)
+        if "bigbody" in want:
+            for at in range(0, len(BIG_BODY), 65536):
+                self.replacebody(BIG_BODY[at:at + 65536])
         if "addrcpt" in want:
             self.addrcpt("<added@example.net>")
             self.addrcpt("<added-par@example.net>", "NOTIFY=NEVER")

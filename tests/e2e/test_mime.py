@@ -339,11 +339,13 @@ raises("closed file", mime.parse, tmp)
 local msg = assert(mime.parse("Subject: =?UTF-8?Q?caf=C3=A9?=\r\n\r\nhi\r\n", { maxText = 1 }))
 assert(msg:header("subject") == "café" and msg.root.text == "h" and msg.root.truncated == true)
 assert(#msg.defects == 0 and msg:header("To") == nil and #msg:headers("To") == 0)
-local sink = require("smtp.core.mime").sink()
-assert(sink:write("Subject: y\r\n\r\n"))
-assert(sink:parse().root.text == "")
-raises("already parsed", sink.parse, sink)
-raises("already parsed", sink.write, sink, "x")
+local core, spool = require "smtp.core.mime", require "smtp.core.spool"
+local sp = spool.new()
+assert(sp:write("Subject: y\r\n\r\n"))
+assert(core.parse_spool(sp).root.text == "")
+assert(sp:close())
+raises("closed spool", core.parse_spool, sp)
+raises("spool expected", core.parse_spool, "Subject: y\r\n\r\n")
 return {}
 '''
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
