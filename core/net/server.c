@@ -511,6 +511,7 @@ void server_run(struct server *srv)
 	server_watch_certs(srv);
 	ev_init(&srv->cert_settle, server_cert_settled);
 	ev_init(&srv->accept_pause, server_accept_pause_over);
+	heap_trim_init(&srv->handshake_trim, srv->loop);
 	ev_signal_init(&srv->sig_term, server_on_stop_signal, SIGTERM);
 	ev_signal_init(&srv->sig_int, server_on_stop_signal, SIGINT);
 	ev_signal_init(&srv->sig_hup, server_on_hup, SIGHUP);

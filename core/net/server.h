@@ -5,6 +5,7 @@
 #define LUASMTPD_SERVER_H
 
 #include "net/listener_options.h"
+#include "net/heap_trim.h"
 
 #include <ev.h>
 #include <sys/socket.h>
@@ -76,6 +77,7 @@ struct server {
 	ev_timer accept_pause; /* out of descriptors: accepting waits (see server_accept) */
 	bool accept_paused;
 	ev_tstamp accept_pause_logged;
+	struct heap_trim handshake_trim; /* the heap after a burst of TLS handshakes */
 };
 
 /* The running server, for the smtp.server Lua API. */

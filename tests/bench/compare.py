@@ -98,7 +98,7 @@ install of postfix and python3-aiosmtpd (not measured from scratch here;
 typically 10-60 s depending on the mirror).  --quick --anchors none takes about 45 s.
 
 usage: compare.py [--quick] [-r ROUNDS] [--anchors LIST|all|none] [--anchor-scale F]
-                  [-c CONCURRENCY] [--no-pin]
+                  [-c CONCURRENCY] [--no-pin] [--only-5t]
 Environment: LUASMTPD_BIN (default build/luasmtpd), BENCH_LOAD_BIN
 (default build/bench_load).
 Exit status 0 unless the floor, luasmtpd or bench_load failed.
@@ -486,6 +486,32 @@ def idle_rss(name, key, cert, tmp, n, tls=False, workers=1, procs=1, conc=200):
         srv.stop()
 
 
+def idle_tls_rows(row, rss_tls, rss_tls_burst, idle_tls_n):
+    tv = statistics.median(rss_tls) if rss_tls else None
+    row("(5t) RSS KiB/idle TLS conn, N=%d" % idle_tls_n, "luasmtpd", rss_tls, "",
+        "" if tv is None else "set up 1 at a time; goal <=16 KiB: %s" % ("met" if tv <= 16 else "NOT met"))
+    row("", "luasmtpd", rss_tls_burst, "", "set up 200 at a time (allocator high water of handshakes)")
+
+
+def only_idle_tls(key, cert, tmp, idle_tls_n, t_start):
+    """--only-5t: the (5t) samples alone, as the whole run takes them."""
+    one, burst = [], []
+    try:
+        for _ in range(3):
+            one.append(idle_rss("luasmtpd", key, cert, tmp, idle_tls_n, tls=True, conc=1)[0])
+            burst.append(idle_rss("luasmtpd", key, cert, tmp, idle_tls_n, tls=True)[0])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def row(label, server, xs, ratio="", note=""):
+        print("%-36s %-11s %8.2f %8.2f %8.2f  %-8s %s" % (label, server, statistics.median(xs), min(xs), max(xs),
+                                                        ratio, note))
+    print("%-36s %-11s %8s %8s %8s  %-8s %s" % ("figure", "server", "median", "min", "max", "", "note"))
+    idle_tls_rows(row, one, burst, idle_tls_n)
+    print("total run time %.0f s" % (time.monotonic() - t_start))
+    return 0
+
+
 def main():
     t_start = time.monotonic()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -500,6 +526,8 @@ def main():
                     help="multiply the anchors' run volumes (default 1)")
     ap.add_argument("-c", "--concurrency", type=int, default=CONC,
                     help="bench_load -c for figures (1)-(4) (default %d)" % CONC)
+    ap.add_argument("--only-5t", action="store_true",
+                    help="run only figure (5t), idle TLS memory (3 samples of each; about a minute)")
     a = ap.parse_args()
     if a.anchors in ("all", ""):
         anchors = list(ANCHORS)
@@ -535,6 +563,8 @@ def main():
             return 1
     tmp = tempfile.mkdtemp(prefix="luasmtpd-bench-")
     key, cert = make_cert(tmp)
+    if a.only_5t:
+        return only_idle_tls(key, cert, tmp, idle_tls_n, t_start)
 
     figures = [
         # key, label, per-unit scale, floor goal, bench_load scenario
@@ -744,11 +774,7 @@ def report(a, names, anchors, skipped, rss_failed, figures, cpu_res, wres, rss, 
         row("(5) RSS KiB/idle plain conn, N=%d" % idle_n if first else "", n, rss.get(n, []),
             "" if n == "luasmtpd" else rat(lv, med(rss.get(n))), note)
         first = False
-    rss_tls, rss_tls_burst = rss_tls
-    tv = med(rss_tls)
-    row("(5t) RSS KiB/idle TLS conn, N=%d" % idle_tls_n, "luasmtpd", rss_tls, "",
-        "" if tv is None else "set up 1 at a time; goal <=16 KiB: %s" % ("met" if tv <= 16 else "NOT met"))
-    row("", "luasmtpd", rss_tls_burst, "", "set up 200 at a time (allocator high water of handshakes)")
+    idle_tls_rows(row, rss_tls[0], rss_tls[1], idle_tls_n)
     for w, nconn in ((2, scale_w2), (1, scale_w1)):
         xs = scale.get(w, [])
         note = ""

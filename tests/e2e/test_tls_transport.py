@@ -5,6 +5,9 @@ reset of AUTH on STARTTLS."""
 
 import base64
 import hashlib
+import os
+import re
+import select
 import signal
 import socket
 import ssl
@@ -179,6 +182,55 @@ class Transport(SharedServerTest):
             c.close()
         with tls_client(self.secure, ctx) as c:
             self.assertReply(c.ehlo(), 250)
+
+    def test_key_update_after_the_handshake(self):
+        """TLS 1.3 KeyUpdate once the handshake is over and its key shares
+        are dropped (core/tls/tls_keyshare.c): openssl s_client's "K" sends
+        one that asks the server to update its keys too; the session goes
+        on in the new keys both ways, twice."""
+        p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.plain, "-starttls", "smtp",
+                              "-crlf", "-tls1_3", "-msg"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = b""
+
+        def until(pattern, start=0):
+            nonlocal seen
+            deadline = time.monotonic() + 10
+            while not re.compile(pattern, re.M).search(seen, start):
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([p.stdout], [], [], left)[0]:
+                    self.fail("no %r from s_client in 10 s:\n%s" % (pattern, seen.decode("utf-8", "replace")))
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    self.fail("s_client ended before %r:\n%s" % (pattern, seen.decode("utf-8", "replace")))
+                seen += chunk
+
+        def send(line):
+            p.stdin.write(line + b"\n")
+            p.stdin.flush()
+
+        try:
+            until(rb"^250 STARTTLS")  # the EHLO reply s_client printed
+            until(rb"NewSessionTicket")
+            for n in (1, 2):
+                mark = len(seen)
+                send(b"K")  # a line of its own: s_client drops the rest of the read
+                until(rb">>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate", mark)
+                send(b"NOOP")
+                until(rb"^250 2\.0\.0", mark)
+                after = seen[mark:]
+                self.assertEqual(len(re.findall(rb"^250 2\.0\.0", after, re.M)), 1, after)
+                # the server's own KeyUpdate, which the client's asked for, before its reply
+                self.assertRegex(after, rb"(?ms)<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate.*^250 2\.0\.0")
+            send(b"quit")  # "Q" would be s_client's own command
+            until(rb"^221 ")
+            self.assertEqual(p.wait(10), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdin.close()
+            p.stdout.close()
 
 
 class Lifecycle(E2ETest):
