@@ -12,28 +12,93 @@
 #include <lauxlib.h>
 #include <string.h>
 
+/* The session, envelope and address tables are built by these Lua
+ * functions, not through the C API: a field set from bytecode has its key
+ * interned once, at load, where lua_setfield interns it on every call (the
+ * tables of one message cost 10,000 instructions that way, a third of the
+ * server's). */
+static const char envelope_lua[] =
+	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
+	"local M = {}\n"
+	/* A connection that has carried a message likely carries more: its
+	 * envelopes get room for every field at once (growing one twice cost
+	 * more than filling it); an idle one keeps the smallest. */
+	"function M.reset(session, transaction)\n"
+	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
+	"  env.rcptTo = {}\n"
+	"  session.envelope = env\n"
+	"  session.transaction = transaction\n"
+	"end\n"
+	/* No reverse lookup yet: clientHostname is smtp-server's fallback form. */
+	"function M.new(id, remote, remote_port, loc, local_port)\n"
+	"  local s = new_tab(0, 16)\n"
+	"  s.id, s.remoteAddress, s.remotePort, s.localAddress, s.localPort = id, remote, remote_port, loc, local_port\n"
+	"  s.clientHostname = '[' .. remote .. ']'\n"
+	"  s.secure, s.transmissionType = false, 'SMTP'\n"
+	"  M.reset(s, 1)\n"
+	"  return s\n"
+	"end\n"
+	"function M.address(addr, args, dsn, notify)\n"
+	"  local t = new_tab(0, dsn and 3 or 2)\n"
+	"  t.address = addr\n"
+	"  args = args or {}\n"
+	"  t.args = args\n"
+	"  if dsn then t.dsn = {notify = notify or {}, orcpt = args.ORCPT} end\n"
+	"  return t\n"
+	"end\n"
+	"function M.mail(session, address, smtputf8, dsn)\n"
+	"  local env, args = session.envelope, address.args\n"
+	"  env.mailFrom = address\n"
+	"  local body, body_type = args.BODY, '7bit'\n"
+	"  if type(body) == 'string' or type(body) == 'number' then\n"
+	"    body = upper(body)\n"
+	"    body_type = body == '8BITMIME' and '8bitmime' or body == 'BINARYMIME' and 'binarymime' or '7bit'\n"
+	"  end\n"
+	"  env.bodyType = body_type\n"
+	"  env.smtpUtf8 = smtputf8\n"
+	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
+	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
+	"end\n"
+	"function M.rcpt(session, address, at)\n"
+	"  local list = session.envelope.rcptTo\n"
+	"  rawset(list, at > 0 and at or #list + 1, address)\n"
+	"end\n"
+	"return M\n";
+
+enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
+static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "mail", "rcpt"};
+static int envelope_fn_ref[ENVELOPE_FNS];
+
+bool lua_session_register(lua_State *L)
+{
+	if (luaL_loadbuffer(L, envelope_lua, sizeof envelope_lua - 1, "=envelope") || lua_pcall(L, 0, 1, 0)) {
+		lua_pop(L, 1);
+		return false;
+	}
+	for (int i = 0; i < ENVELOPE_FNS; i++) {
+		lua_getfield(L, -1, envelope_fn_names[i]);
+		envelope_fn_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_pop(L, 1);
+	return true;
+}
+
+static void envelope_fn_push(lua_State *L, int fn)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, envelope_fn_ref[fn]);
+}
+
 void lua_session_new(struct conn *c)
 {
 	lua_State *L = lua_main;
-	const struct lua_api_field peers[] = {
-		LUA_API_FIELD_STRING("id", c->id),
-		LUA_API_FIELD_STRING("remoteAddress", c->remote_addr),
-		LUA_API_FIELD_INTEGER("remotePort", c->remote_port),
-		LUA_API_FIELD_STRING("localAddress", c->local_addr),
-		LUA_API_FIELD_INTEGER("localPort", c->local_port),
-	};
-	static const struct lua_api_field plain[] = {
-		LUA_API_FIELD_BOOLEAN("secure", false),
-		LUA_API_FIELD_STRING("transmissionType", "SMTP"),
-	};
-	lua_createtable(L, 0, 16);
-	lua_api_set_fields(L, -1, peers, sizeof peers / sizeof peers[0]);
-	/* No reverse lookup yet: smtp-server's fallback form. */
-	lua_pushfstring(L, "[%s]", c->remote_addr);
-	lua_setfield(L, -2, "clientHostname");
-	lua_api_set_fields(L, -1, plain, sizeof plain / sizeof plain[0]);
+	envelope_fn_push(L, ENVELOPE_NEW);
+	lua_pushstring(L, c->id);
+	lua_pushstring(L, c->remote_addr);
+	lua_pushinteger(L, c->remote_port);
+	lua_pushstring(L, c->local_addr);
+	lua_pushinteger(L, c->local_port);
+	lua_call(L, 5, 1);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_session_reset_envelope(c);
 }
 
 void lua_session_free(struct conn *c)
@@ -85,67 +150,6 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 	lua_insert(L, -2);
 	lua_setfield(L, -2, field);
 	lua_pop(L, 1);
-}
-
-/* The envelope and address tables are built by these Lua functions, not
- * through the C API: a field set from bytecode has its key interned once,
- * at load, where lua_setfield interns it on every call (the tables of one
- * message cost 10,000 instructions that way, a third of the server's). */
-static const char envelope_lua[] =
-	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
-	"local M = {}\n"
-	"function M.reset(session, transaction)\n"
-	"  session.envelope = {rcptTo = {}}\n"
-	"  session.transaction = transaction\n"
-	"end\n"
-	"function M.address(addr, args, dsn, notify)\n"
-	"  local t = new_tab(0, dsn and 3 or 2)\n"
-	"  t.address = addr\n"
-	"  args = args or {}\n"
-	"  t.args = args\n"
-	"  if dsn then t.dsn = {notify = notify or {}, orcpt = args.ORCPT} end\n"
-	"  return t\n"
-	"end\n"
-	"function M.mail(session, address, smtputf8, dsn)\n"
-	"  local env, args = session.envelope, address.args\n"
-	"  env.mailFrom = address\n"
-	"  local body, body_type = args.BODY, '7bit'\n"
-	"  if type(body) == 'string' or type(body) == 'number' then\n"
-	"    body = upper(body)\n"
-	"    body_type = body == '8BITMIME' and '8bitmime' or body == 'BINARYMIME' and 'binarymime' or '7bit'\n"
-	"  end\n"
-	"  env.bodyType = body_type\n"
-	"  env.smtpUtf8 = smtputf8\n"
-	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
-	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
-	"end\n"
-	"function M.rcpt(session, address, at)\n"
-	"  local list = session.envelope.rcptTo\n"
-	"  rawset(list, at > 0 and at or #list + 1, address)\n"
-	"end\n"
-	"return M\n";
-
-enum { ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
-static const char *const envelope_fn_names[ENVELOPE_FNS] = {"reset", "address", "mail", "rcpt"};
-static int envelope_fn_ref[ENVELOPE_FNS] = {LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF};
-
-bool lua_session_register(lua_State *L)
-{
-	if (luaL_loadbuffer(L, envelope_lua, sizeof envelope_lua - 1, "=envelope") || lua_pcall(L, 0, 1, 0)) {
-		lua_pop(L, 1);
-		return false;
-	}
-	for (int i = 0; i < ENVELOPE_FNS; i++) {
-		lua_getfield(L, -1, envelope_fn_names[i]);
-		envelope_fn_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
-	lua_pop(L, 1);
-	return true;
-}
-
-static void envelope_fn_push(lua_State *L, int fn)
-{
-	lua_rawgeti(L, LUA_REGISTRYINDEX, envelope_fn_ref[fn]);
 }
 
 void lua_session_reset_envelope(struct conn *c)
