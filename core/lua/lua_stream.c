@@ -349,7 +349,7 @@ void lua_stream_push(lua_State *L, struct conn *c)
 	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
 	memset(st, 0, sizeof *st);
 	st->c = c;
-	luaL_getmetatable(L, STREAM_MT);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, stream_mt_ref);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
 	lua_state_of(c)->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);

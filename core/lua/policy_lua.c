@@ -22,9 +22,16 @@
 #include <string.h>
 #include <strings.h>
 
-/* session.disabledCommands, as a verdict says it (read after every hook). */
-static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v)
+/* session.disabledCommands, as a verdict says it: read after every hook
+ * (ran: a hook ran, or was stopped, since the last verdict); with no hook
+ * the session's current set stands. */
+static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
 {
+	if (!ran) {
+		v->disabled_set = conn_session(c)->disabled_override;
+		v->disabled_commands = conn_session(c)->disabled_commands;
+		return;
+	}
 	/* After every hook: the key is interned once, not on each lookup. */
 	static int key_ref = LUA_NOREF;
 	lua_State *L = lua_main;
@@ -74,11 +81,18 @@ static void policy_lua_answer(struct conn *c, struct policy_verdict *v)
 }
 
 /* The verdict of a hook whose return values say nothing more. */
+/* Whether a hook ran for this verdict: only an absent one is accepted
+ * without its coroutine (a hook stopped by hookTimeout has failed). */
+static bool policy_lua_hook_ran(const struct hook_outcome *o, lua_State *co)
+{
+	return co || o->kind != HOOK_ACCEPT;
+}
+
 static void policy_lua_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	policy_lua_answer(c, &v);
 }
 
@@ -387,7 +401,7 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	struct hook_outcome *reply = &v.reply;
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
 	if (table) {
 		lua_getfield(co, 1, "user");
@@ -418,7 +432,7 @@ static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a,
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
 		struct policy_verdict v = {.reply.kind = HOOK_ACCEPT, .undecided = true};
-		policy_lua_read_disabled(c, &v);
+		policy_lua_read_disabled(c, &v, false);
 		policy_lua_answer(c, &v);
 		return;
 	}
@@ -487,14 +501,14 @@ static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope. */
-static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o,
+static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                     void (*record)(struct conn *c, lua_State *L))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	policy_lua_take_address(c, L);
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	if (o->kind == HOOK_ACCEPT)
 		record(c, L);
 	else
@@ -504,7 +518,7 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 
 static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	policy_lua_address_done(c, o, policy_lua_envelope_mail);
+	policy_lua_address_done(c, o, co, policy_lua_envelope_mail);
 }
 
 static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
@@ -514,7 +528,7 @@ static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path
 
 static void policy_lua_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	policy_lua_address_done(c, o, policy_lua_envelope_rcpt);
+	policy_lua_address_done(c, o, co, policy_lua_envelope_rcpt);
 }
 
 static void policy_lua_rcpt(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
@@ -570,7 +584,7 @@ static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, l
 			lua_pop(co, 1);
 		}
 	}
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	policy_lua_answer(c, &v);
 }
 
