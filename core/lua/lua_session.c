@@ -25,7 +25,7 @@ static const char envelope_lua[] =
 	 * more than filling it); an idle one keeps the smallest. */
 	"function M.reset(session, transaction)\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
-	"  env.rcptTo = {}\n"
+	"  env.rcptTo = new_tab(1, 0)\n"
 	"  session.envelope = env\n"
 	"  session.transaction = transaction\n"
 	"end\n"
