@@ -39,10 +39,9 @@ static void buf_dispose(char *d, size_t cap)
 	freelist_free(buf_pool_for(cap, &none), d);
 }
 
-char *buf_reserve(struct buf *b, size_t n)
+/* buf_reserve when the room is not there. */
+char *buf_grow(struct buf *b, size_t n)
 {
-	if (b->cap - b->len >= n)
-		return b->data + b->len;
 	size_t used = buf_used(b);
 	if (b->off > 0 && b->cap - used >= n && b->off >= used) {
 		/* Compacting is cheaper than growing once half the buffer is consumed. */
@@ -63,14 +62,6 @@ char *buf_reserve(struct buf *b, size_t n)
 	b->len = used;
 	b->cap = cap;
 	return d + used;
-}
-
-void buf_append(struct buf *b, const void *p, size_t n)
-{
-	if (n == 0)
-		return;
-	memcpy(buf_reserve(b, n), p, n);
-	b->len += n;
 }
 
 void buf_appendf(struct buf *b, const char *fmt, ...)

@@ -4,6 +4,7 @@
 #define LUASMTPD_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 struct buf {
 	char *data;
@@ -15,9 +16,23 @@ struct buf {
 static inline const char *buf_head(const struct buf *b) { return b->data + b->off; }
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
 
-/* Makes room for n more bytes and returns where to write them. */
-char *buf_reserve(struct buf *b, size_t n);
-void buf_append(struct buf *b, const void *p, size_t n);
+char *buf_grow(struct buf *b, size_t n);
+
+/* Makes room for n more bytes and returns where to write them. Inline:
+ * every reply and read comes here, and mostly the room is there. */
+static inline char *buf_reserve(struct buf *b, size_t n)
+{
+	return b->cap - b->len >= n ? b->data + b->len : buf_grow(b, n);
+}
+
+static inline void buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	memcpy(buf_reserve(b, n), p, n);
+	b->len += n;
+}
+
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_consume(struct buf *b, size_t n);
 /* Frees the memory of an empty buffer: idle connections hold no buffers. */

@@ -5,6 +5,7 @@
 #include "lua/lua_guard.h"
 #include "lua/modules.h"
 #include "base/metrics.h"
+#include "lua/lua_session.h"
 #include "lua/lua_stream.h"
 #include "tls/tls_context.h"
 #include "lua/tls_options.h"
@@ -202,6 +203,10 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 	lua_pop(lua_main, 2);
 	lua_modules_preload(lua_main);
 	lua_stream_register(lua_main);
+	if (!lua_session_register(lua_main)) {
+		snprintf(err, errlen, "cannot load the envelope functions");
+		return false;
+	}
 	tls_context_register(lua_main);
 	/* Load the public module now so smtp.reject objects are recognised
 	 * even in a script that never requires it. */
@@ -371,7 +376,7 @@ void lua_runtime_close(void)
 {
 	lua_timer_close(); /* callbacks in flight end before their state */
 	if (lua_main)
-		lua_close(lua_main);
+		lua_guard_close(lua_main);
 	lua_main = NULL;
 	thread_pool_len = 0;
 	reject_mt_ref = LUA_NOREF;

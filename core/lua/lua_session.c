@@ -12,28 +12,93 @@
 #include <lauxlib.h>
 #include <string.h>
 
+/* The session, envelope and address tables are built by these Lua
+ * functions, not through the C API: a field set from bytecode has its key
+ * interned once, at load, where lua_setfield interns it on every call (the
+ * tables of one message cost 10,000 instructions that way, a third of the
+ * server's). */
+static const char envelope_lua[] =
+	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
+	"local M = {}\n"
+	/* A connection that has carried a message likely carries more: its
+	 * envelopes get room for every field at once (growing one twice cost
+	 * more than filling it); an idle one keeps the smallest. */
+	"function M.reset(session, transaction)\n"
+	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
+	"  env.rcptTo = new_tab(1, 0)\n"
+	"  session.envelope = env\n"
+	"  session.transaction = transaction\n"
+	"end\n"
+	/* No reverse lookup yet: clientHostname is smtp-server's fallback form. */
+	"function M.new(id, remote, remote_port, loc, local_port)\n"
+	"  local s = new_tab(0, 16)\n"
+	"  s.id, s.remoteAddress, s.remotePort, s.localAddress, s.localPort = id, remote, remote_port, loc, local_port\n"
+	"  s.clientHostname = '[' .. remote .. ']'\n"
+	"  s.secure, s.transmissionType = false, 'SMTP'\n"
+	"  M.reset(s, 1)\n"
+	"  return s\n"
+	"end\n"
+	"function M.address(addr, args, dsn, notify)\n"
+	"  local t = new_tab(0, dsn and 3 or 2)\n"
+	"  t.address = addr\n"
+	"  args = args or {}\n"
+	"  t.args = args\n"
+	"  if dsn then t.dsn = {notify = notify or {}, orcpt = args.ORCPT} end\n"
+	"  return t\n"
+	"end\n"
+	"function M.mail(session, address, smtputf8, dsn)\n"
+	"  local env, args = session.envelope, address.args\n"
+	"  env.mailFrom = address\n"
+	"  local body, body_type = args.BODY, '7bit'\n"
+	"  if type(body) == 'string' or type(body) == 'number' then\n"
+	"    body = upper(body)\n"
+	"    body_type = body == '8BITMIME' and '8bitmime' or body == 'BINARYMIME' and 'binarymime' or '7bit'\n"
+	"  end\n"
+	"  env.bodyType = body_type\n"
+	"  env.smtpUtf8 = smtputf8\n"
+	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
+	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
+	"end\n"
+	"function M.rcpt(session, address, at)\n"
+	"  local list = session.envelope.rcptTo\n"
+	"  rawset(list, at > 0 and at or #list + 1, address)\n"
+	"end\n"
+	"return M\n";
+
+enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
+static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "mail", "rcpt"};
+static int envelope_fn_ref[ENVELOPE_FNS];
+
+bool lua_session_register(lua_State *L)
+{
+	if (luaL_loadbuffer(L, envelope_lua, sizeof envelope_lua - 1, "=envelope") || lua_pcall(L, 0, 1, 0)) {
+		lua_pop(L, 1);
+		return false;
+	}
+	for (int i = 0; i < ENVELOPE_FNS; i++) {
+		lua_getfield(L, -1, envelope_fn_names[i]);
+		envelope_fn_ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_pop(L, 1);
+	return true;
+}
+
+static void envelope_fn_push(lua_State *L, int fn)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, envelope_fn_ref[fn]);
+}
+
 void lua_session_new(struct conn *c)
 {
 	lua_State *L = lua_main;
-	const struct lua_api_field peers[] = {
-		LUA_API_FIELD_STRING("id", c->id),
-		LUA_API_FIELD_STRING("remoteAddress", c->remote_addr),
-		LUA_API_FIELD_INTEGER("remotePort", c->remote_port),
-		LUA_API_FIELD_STRING("localAddress", c->local_addr),
-		LUA_API_FIELD_INTEGER("localPort", c->local_port),
-	};
-	static const struct lua_api_field plain[] = {
-		LUA_API_FIELD_BOOLEAN("secure", false),
-		LUA_API_FIELD_STRING("transmissionType", "SMTP"),
-	};
-	lua_createtable(L, 0, 16);
-	lua_api_set_fields(L, -1, peers, sizeof peers / sizeof peers[0]);
-	/* No reverse lookup yet: smtp-server's fallback form. */
-	lua_pushfstring(L, "[%s]", c->remote_addr);
-	lua_setfield(L, -2, "clientHostname");
-	lua_api_set_fields(L, -1, plain, sizeof plain / sizeof plain[0]);
+	envelope_fn_push(L, ENVELOPE_NEW);
+	lua_pushstring(L, c->id);
+	lua_pushstring(L, c->remote_addr);
+	lua_pushinteger(L, c->remote_port);
+	lua_pushstring(L, c->local_addr);
+	lua_pushinteger(L, c->local_port);
+	lua_call(L, 5, 1);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_session_reset_envelope(c);
 }
 
 void lua_session_free(struct conn *c)
@@ -89,54 +154,38 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 
 void lua_session_reset_envelope(struct conn *c)
 {
-	struct smtp_session *s = conn_session(c);
 	lua_State *L = lua_main;
+	envelope_fn_push(L, ENVELOPE_RESET);
 	lua_session_push(L, c);
-	lua_createtable(L, 0, 2);
-	lua_newtable(L);
-	lua_setfield(L, -2, "rcptTo");
-	lua_setfield(L, -2, "envelope");
-	lua_pushinteger(L, s->transactions + 1);
-	lua_setfield(L, -2, "transaction");
-	lua_pop(L, 1);
+	lua_pushinteger(L, conn_session(c)->transactions + 1);
+	lua_call(L, 2, 0);
 }
 
-/* Pushes session.envelope. */
-static void lua_session_push_envelope(lua_State *L, struct conn *c)
+void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 {
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	envelope_fn_push(L, ENVELOPE_MAIL);
 	lua_session_push(L, c);
-	lua_getfield(L, -1, "envelope");
-	lua_remove(L, -2);
-}
-
-void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx)
-{
 	lua_pushvalue(L, idx);
-	lua_session_push_envelope(L, c);
-	lua_insert(L, -2);
-	lua_setfield(L, -2, "mailFrom");
-	lua_pop(L, 1);
+	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
+	lua_pushboolean(L, dsn);
+	lua_call(L, 4, 0);
 }
 
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 {
 	struct smtp_session *s = conn_session(c);
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-	lua_session_push_envelope(L, c);
-	lua_getfield(L, -1, "rcptTo");
-	size_t at = rcpt_set_find(s->rcpts, s->judged, strlen(s->judged));
-	if (at == 0)
-		at = lua_objlen(L, -1) + 1;
+	envelope_fn_push(L, ENVELOPE_RCPT);
+	lua_session_push(L, c);
 	lua_pushvalue(L, idx);
-	lua_rawseti(L, -2, (int)at);
-	lua_pop(L, 2);
+	lua_pushinteger(L, (lua_Integer)rcpt_set_find(s->rcpts, s->judged, strlen(s->judged)));
+	lua_call(L, 3, 0);
 }
 
-void lua_push_address(lua_State *L, const struct smtp_path *p)
+/* args = {KEY = value|true} from the path's parameters, xtext decoded. */
+static void lua_push_address_args(lua_State *L, const struct smtp_path *p)
 {
-	lua_createtable(L, 0, 2);
-	lua_pushlstring(L, p->address, p->address_len);
-	lua_setfield(L, -2, "address");
 	lua_createtable(L, 0, (int)p->nparams);
 	for (size_t i = 0; i < p->nparams; i++) {
 		const struct smtp_param *prm = &p->params[i];
@@ -157,5 +206,38 @@ void lua_push_address(lua_State *L, const struct smtp_path *p)
 		}
 		lua_rawset(L, -3);
 	}
-	lua_setfield(L, -2, "args");
+}
+
+/* {"SUCCESS", ...}: NOTIFY's words, upper-cased, each at most 8 bytes. */
+static void lua_push_notify(lua_State *L, const struct smtp_param *notify)
+{
+	lua_newtable(L);
+	const char *v = notify->value, *end = v ? v + notify->value_len : NULL;
+	for (int n = 1; v && v < end; n++) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
+		char word[8];
+		for (size_t i = 0; i < len && i < sizeof word; i++)
+			word[i] = (char)(v[i] >= 'a' && v[i] <= 'z' ? v[i] - 32 : v[i]);
+		lua_pushlstring(L, word, len < sizeof word ? len : sizeof word);
+		lua_rawseti(L, -2, n);
+		v = comma ? comma + 1 : end;
+	}
+}
+
+void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn)
+{
+	envelope_fn_push(L, ENVELOPE_ADDRESS);
+	lua_pushlstring(L, p->address, p->address_len);
+	if (p->nparams)
+		lua_push_address_args(L, p);
+	else
+		lua_pushnil(L);
+	lua_pushboolean(L, dsn);
+	const struct smtp_param *notify = dsn ? smtp_path_param(p, "NOTIFY") : NULL;
+	if (notify)
+		lua_push_notify(L, notify);
+	else
+		lua_pushnil(L);
+	lua_call(L, 4, 1);
 }

@@ -12,6 +12,8 @@
 struct conn;
 struct proxy_info;
 
+/* Loads the Lua side of the envelope into L (at start-up, once per state). */
+bool lua_session_register(lua_State *L);
 void lua_session_new(struct conn *c);
 void lua_session_free(struct conn *c);
 void lua_session_push(lua_State *L, struct conn *c);
@@ -23,12 +25,15 @@ void lua_session_set(struct conn *c, const char *field, const char *value);
 void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx);
 /* A new, empty envelope, and session.transaction = c->transactions + 1. */
 void lua_session_reset_envelope(struct conn *c);
-void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx);
+/* envelope.mailFrom = the address table at idx, and what its args say:
+ * bodyType, smtpUtf8, requireTLS and (dsn) dsn = {ret, envid}. */
+void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn);
 /* Appends the recipient accepted (the address table at idx); one equal
  * (case-insensitively) to an earlier one replaces it, at the index the
  * session's set (smtp_session.rcpts) holds for it: found without a scan. */
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
-/* Pushes {address = "...", args = {KEY = value|true}}. */
-void lua_push_address(lua_State *L, const struct smtp_path *p);
+/* Pushes {address = "...", args = {KEY = value|true}}, and with dsn also
+ * dsn = {notify = {"SUCCESS", ...}, orcpt = args.ORCPT}. */
+void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn);
 
 #endif

@@ -22,9 +22,16 @@
 #include <string.h>
 #include <strings.h>
 
-/* session.disabledCommands, as a verdict says it (read after every hook). */
-static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v)
+/* session.disabledCommands, as a verdict says it: read after every hook
+ * (ran: a hook ran, or was stopped, since the last verdict); with no hook
+ * the session's current set stands. */
+static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
 {
+	if (!ran) {
+		v->disabled_set = conn_session(c)->disabled_override;
+		v->disabled_commands = conn_session(c)->disabled_commands;
+		return;
+	}
 	/* After every hook: the key is interned once, not on each lookup. */
 	static int key_ref = LUA_NOREF;
 	lua_State *L = lua_main;
@@ -74,11 +81,18 @@ static void policy_lua_answer(struct conn *c, struct policy_verdict *v)
 }
 
 /* The verdict of a hook whose return values say nothing more. */
+/* Whether a hook ran for this verdict: only an absent one is accepted
+ * without its coroutine (a hook stopped by hookTimeout has failed). */
+static bool policy_lua_hook_ran(const struct hook_outcome *o, lua_State *co)
+{
+	return co || o->kind != HOOK_ACCEPT;
+}
+
 static void policy_lua_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	policy_lua_answer(c, &v);
 }
 
@@ -387,7 +401,7 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	struct hook_outcome *reply = &v.reply;
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
 	if (table) {
 		lua_getfield(co, 1, "user");
@@ -418,7 +432,7 @@ static void policy_lua_auth(struct smtp_session *s, const struct policy_auth *a,
 	lua_State *co = hook_prepare(c, HOOK_AUTH);
 	if (!co) {
 		struct policy_verdict v = {.reply.kind = HOOK_ACCEPT, .undecided = true};
-		policy_lua_read_disabled(c, &v);
+		policy_lua_read_disabled(c, &v, false);
 		policy_lua_answer(c, &v);
 		return;
 	}
@@ -435,41 +449,12 @@ static bool policy_lua_dsn_on(const struct conn *c)
 }
 
 /* Keeps the address table for the done callback, pushes it for the hook. */
-static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path)
+static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path, bool dsn)
 {
-	lua_push_address(co, path);
+	lua_push_address(co, path, dsn);
 	lua_pushvalue(co, -1);
 	luaL_unref(co, LUA_REGISTRYINDEX, lua_state_of(c)->pending_ref);
 	lua_state_of(c)->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
-}
-
-/* address.dsn = {notify = {"SUCCESS", ...}, orcpt = "rfc822;a@b"} for the
- * address table at the top of L. */
-static void policy_lua_add_rcpt_dsn(lua_State *L, const struct smtp_path *path)
-{
-	const struct smtp_param *notify = smtp_path_param(path, "NOTIFY");
-	const struct smtp_param *orcpt = smtp_path_param(path, "ORCPT");
-	lua_createtable(L, 0, 2);
-	lua_newtable(L);
-	const char *v = notify ? notify->value : NULL, *end = v ? v + notify->value_len : NULL;
-	for (int n = 1; v && v < end; n++) {
-		const char *comma = memchr(v, ',', (size_t)(end - v));
-		size_t len = comma ? (size_t)(comma - v) : (size_t)(end - v);
-		char word[8];
-		for (size_t i = 0; i < len && i < sizeof word; i++)
-			word[i] = (char)(v[i] >= 'a' && v[i] <= 'z' ? v[i] - 32 : v[i]);
-		lua_pushlstring(L, word, len < sizeof word ? len : sizeof word);
-		lua_rawseti(L, -2, n);
-		v = comma ? comma + 1 : end;
-	}
-	lua_setfield(L, -2, "notify");
-	if (orcpt) {
-		lua_getfield(L, -2, "args");
-		lua_getfield(L, -1, "ORCPT");
-		lua_setfield(L, -3, "orcpt");
-		lua_pop(L, 1);
-	}
-	lua_setfield(L, -2, "dsn");
 }
 
 /* Asks onMailFrom/onRcptTo (id) about path; the address table goes to the
@@ -480,9 +465,7 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 	struct conn *c = s->conn;
 	lua_state_of(s->conn)->policy_done = done;
 	lua_State *co = hook_prepare(c, id);
-	policy_lua_hold_address(c, co ? co : lua_main, path);
-	if (id == HOOK_RCPT_TO && policy_lua_dsn_on(c))
-		policy_lua_add_rcpt_dsn(co ? co : lua_main, path);
+	policy_lua_hold_address(c, co ? co : lua_main, path, id == HOOK_RCPT_TO && policy_lua_dsn_on(c));
 	if (!co) {
 		lua_pop(lua_main, 1);
 		hook_accept_now(c, hook_done);
@@ -505,34 +488,8 @@ static void policy_lua_take_address(struct conn *c, lua_State *L)
  * L, popped) and what its parameters say. */
 static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
 {
-	lua_getfield(L, -1, "args");
-	lua_getfield(L, -1, "BODY");
-	const char *body = lua_tostring(L, -1);
-	const char *body_type = !body ? "7bit" : strcasecmp(body, "8BITMIME") == 0 ? "8bitmime"
-	                      : strcasecmp(body, "BINARYMIME") == 0       ? "binarymime"
-	                                                                  : "7bit";
-	lua_pop(L, 2);
-	lua_session_set_mail_from(c, L, -1);
+	lua_session_set_mail_from(c, L, -1, policy_lua_dsn_on(c));
 	lua_pop(L, 1);
-	lua_session_push(L, c);
-	lua_getfield(L, -1, "envelope");
-	lua_pushstring(L, body_type);
-	lua_setfield(L, -2, "bodyType");
-	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
-	lua_setfield(L, -2, "smtpUtf8");
-	lua_getfield(L, -1, "mailFrom");
-	lua_getfield(L, -1, "args");
-	lua_getfield(L, -1, "REQUIRETLS");
-	lua_setfield(L, -4, "requireTLS");
-	if (policy_lua_dsn_on(c)) {
-		lua_createtable(L, 0, 2);
-		lua_getfield(L, -2, "RET");
-		lua_setfield(L, -2, "ret");
-		lua_getfield(L, -2, "ENVID");
-		lua_setfield(L, -2, "envid");
-		lua_setfield(L, -4, "dsn");
-	}
-	lua_pop(L, 4);
 }
 
 /* session.envelope.rcptTo gets the accepted recipient (address table at
@@ -544,14 +501,14 @@ static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope. */
-static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o,
+static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                     void (*record)(struct conn *c, lua_State *L))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	policy_lua_take_address(c, L);
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	if (o->kind == HOOK_ACCEPT)
 		record(c, L);
 	else
@@ -561,7 +518,7 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 
 static void policy_lua_mail_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	policy_lua_address_done(c, o, policy_lua_envelope_mail);
+	policy_lua_address_done(c, o, co, policy_lua_envelope_mail);
 }
 
 static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
@@ -571,7 +528,7 @@ static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path
 
 static void policy_lua_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	policy_lua_address_done(c, o, policy_lua_envelope_rcpt);
+	policy_lua_address_done(c, o, co, policy_lua_envelope_rcpt);
 }
 
 static void policy_lua_rcpt(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
@@ -627,7 +584,7 @@ static void policy_lua_data_done(struct conn *c, const struct hook_outcome *o, l
 			lua_pop(co, 1);
 		}
 	}
-	policy_lua_read_disabled(c, &v);
+	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	policy_lua_answer(c, &v);
 }
 

@@ -15,13 +15,37 @@
 #define SMTP_DOMAIN_MAX 255 /* RFC 5321 4.5.3.1.2 */
 #define SMTP_LABEL_MAX 63   /* RFC 1035 2.3.4 */
 
-static const char smtp_atext_specials[] = "!#$%&'*+-/=?^_`{|}~";
-
 /* ---- character classes -------------------------------------------------- */
 
-static bool smtp_is_control(unsigned char c)
+/* One table lookup per byte instead of a chain of comparisons (and a
+ * memchr for atext): an address is scanned several times on every MAIL
+ * and RCPT. The table is built at compile time from the definitions. */
+enum {
+	CC_CONTROL = 1, /* C0 and DEL */
+	CC_8BIT = 2,    /* UTF-8 bytes */
+	CC_ALNUM = 4,
+	CC_ATEXT = 8,  /* RFC 5321 atext, widened by RFC 6531 to any UTF-8 byte */
+	CC_QTEXT = 16, /* qtextSMTP (printable ASCII but '"' and '\\'), plus UTF-8 bytes */
+};
+
+#define CC_IS_ALNUM(c) (((c) >= '0' && (c) <= '9') || ((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define CC_IS_SPECIAL(c)                                                                       \
+	((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' ||   \
+	 (c) == '*' || (c) == '+' || (c) == '-' || (c) == '/' || (c) == '=' || (c) == '?' ||    \
+	 (c) == '^' || (c) == '_' || (c) == '`' || (c) == '{' || (c) == '|' || (c) == '}' || (c) == '~')
+#define CC(c)                                                                                      \
+	(((c) < 0x20 || (c) == 0x7f ? CC_CONTROL : 0) |                                            \
+	 ((c) >= 0x80 ? CC_8BIT | CC_ATEXT | CC_QTEXT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM | CC_ATEXT : 0) | \
+	 (CC_IS_SPECIAL(c) ? CC_ATEXT : 0) |                                                        \
+	 ((c) >= 0x20 && (c) <= 0x7e && (c) != '"' && (c) != '\\' ? CC_QTEXT : 0))
+#define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
+#define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
+#define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
+static const unsigned char smtp_cc[256] = {CC64(0), CC64(64), CC64(128), CC64(192)};
+
+static bool smtp_is(unsigned char c, unsigned class)
 {
-	return c < 0x20 || c == 0x7f;
+	return smtp_cc[c] & class;
 }
 
 static bool smtp_is_blank(char c)
@@ -34,42 +58,13 @@ static bool smtp_is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static bool smtp_is_alnum(unsigned char c)
+/* The classes of s[0..len) together: one pass answers several questions. */
+static unsigned smtp_classes(const char *s, size_t len)
 {
-	return smtp_is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* RFC 5321 atext, widened by RFC 6531 to any UTF-8 byte */
-static bool smtp_is_atext(unsigned char c)
-{
-	return smtp_is_alnum(c) || c >= 0x80 ||
-	       memchr(smtp_atext_specials, c, sizeof smtp_atext_specials - 1);
-}
-
-/* RFC 5321 qtextSMTP (printable ASCII but '"' and '\'), plus UTF-8 bytes */
-static bool smtp_is_qtext(unsigned char c)
-{
-	return (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\') || c >= 0x80;
-}
-
-static bool smtp_has_control(const char *s, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (smtp_is_control((unsigned char)s[i]))
-			return true;
-	return false;
-}
-
-static bool smtp_has_8bit(const char *s, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if ((unsigned char)s[i] >= 0x80)
-			return true;
-	return false;
+	unsigned seen = 0;
+	for (size_t i = 0; i < len; i++)
+		seen |= smtp_cc[(unsigned char)s[i]];
+	return seen;
 }
 
 /* Length of the UTF-8 sequence starting at s (at most len bytes), or 0 if it
@@ -137,7 +132,7 @@ static size_t smtp_dot_atom_len(const char *s, size_t len)
 
 	for (;;) {
 		start = i;
-		while (i < len && smtp_is_atext((unsigned char)s[i]))
+		while (i < len && smtp_is((unsigned char)s[i], CC_ATEXT))
 			i++;
 		if (i == start)
 			return 0;
@@ -162,7 +157,7 @@ static size_t smtp_quoted_len(const char *s, size_t len)
 			if (i + 1 == len || (unsigned char)s[i + 1] < 0x20 || (unsigned char)s[i + 1] > 0x7e)
 				return 0;
 			i += 2;
-		} else if (smtp_is_qtext(c)) {
+		} else if (smtp_is(c, CC_QTEXT)) {
 			i++;
 		} else {
 			return 0;
@@ -193,7 +188,7 @@ static bool smtp_valid_hostname(const char *s, size_t len)
 			if (label == 0 || label > SMTP_LABEL_MAX || s[i - 1] == '-')
 				return false;
 			label = 0;
-		} else if (smtp_is_alnum(c) || c >= 0x80 || (c == '-' && label > 0)) {
+		} else if (smtp_is(c, CC_ALNUM | CC_8BIT) || (c == '-' && label > 0)) {
 			label++;
 		} else {
 			return false;
@@ -256,11 +251,11 @@ static const char *smtp_skip_route(const char *s, const char *end, bool lenient)
 	}
 }
 
-static bool smtp_valid_mailbox(const char *s, size_t len)
+static bool smtp_valid_mailbox(const char *s, size_t len, bool has_8bit)
 {
 	size_t local;
 
-	if (smtp_has_8bit(s, len) && !smtp_valid_utf8(s, len))
+	if (has_8bit && !smtp_valid_utf8(s, len))
 		return false;
 	local = smtp_local_part_len(s, len);
 	if (local == 0 || local > SMTP_LOCAL_MAX || local == len || s[local] != '@')
@@ -308,10 +303,14 @@ static enum smtp_path_status smtp_path_address(enum smtp_path_kind kind, const c
 		out->is_null = kind == SMTP_PATH_MAIL;
 		return out->is_null ? SMTP_PATH_OK : SMTP_PATH_BAD_ADDRESS;
 	}
-	if (smtp_has_control(s, (size_t)(end - s)))
+	unsigned classes = smtp_classes(s, (size_t)(end - s));
+	if (classes & CC_CONTROL)
 		return SMTP_PATH_BAD_ADDRESS;
-	if (*s == '@' && !(s = smtp_skip_route(s, end, lenient)))
-		return SMTP_PATH_BAD_ADDRESS;
+	if (*s == '@') { /* the mailbox's own classes, after the route */
+		if (!(s = smtp_skip_route(s, end, lenient)))
+			return SMTP_PATH_BAD_ADDRESS;
+		classes = smtp_classes(s, (size_t)(end - s));
+	}
 	len = (size_t)(end - s);
 	if (len > SMTP_PATH_MAX)
 		return SMTP_PATH_BAD_ADDRESS;
@@ -319,13 +318,13 @@ static enum smtp_path_status smtp_path_address(enum smtp_path_kind kind, const c
 		out->is_postmaster = kind == SMTP_PATH_RCPT;
 		if (!out->is_postmaster)
 			return SMTP_PATH_BAD_ADDRESS;
-	} else if (!(lenient ? smtp_valid_lenient(s, len) : smtp_valid_mailbox(s, len))) {
+	} else if (!(lenient ? smtp_valid_lenient(s, len) : smtp_valid_mailbox(s, len, classes & CC_8BIT))) {
 		return SMTP_PATH_BAD_ADDRESS;
 	}
 	memcpy(out->address, s, len);
 	out->address[len] = '\0';
 	out->address_len = len;
-	out->has_8bit = smtp_has_8bit(s, len);
+	out->has_8bit = classes & CC_8BIT;
 	return SMTP_PATH_OK;
 }
 
@@ -335,10 +334,10 @@ static bool smtp_valid_param_key(const char *s, size_t len)
 {
 	size_t i;
 
-	if (len == 0 || !smtp_is_alnum((unsigned char)s[0]))
+	if (len == 0 || !smtp_is((unsigned char)s[0], CC_ALNUM))
 		return false;
 	for (i = 1; i < len; i++)
-		if (!smtp_is_alnum((unsigned char)s[i]) && s[i] != '-')
+		if (!smtp_is((unsigned char)s[i], CC_ALNUM) && s[i] != '-')
 			return false;
 	return true;
 }
@@ -353,8 +352,7 @@ static bool smtp_param_split(const char *tok, size_t len, struct smtp_param *p)
 	p->key_len = eq ? (size_t)(eq - tok) : len;
 	p->value = eq ? eq + 1 : NULL;
 	p->value_len = eq ? len - p->key_len - 1 : 0;
-	return smtp_valid_param_key(p->key, p->key_len) &&
-	       !smtp_has_control(tok, len);
+	return smtp_valid_param_key(p->key, p->key_len) && !(smtp_classes(tok, len) & CC_CONTROL);
 }
 
 static bool smtp_param_seen(const struct smtp_path *path, const struct smtp_param *p)
@@ -462,7 +460,7 @@ long smtp_xtext_decode(const char *in, size_t len, char *out, size_t cap)
 			if (hi < 0 || lo < 0)
 				return -1;
 			c = (unsigned char)(hi << 4 | lo);
-			if (smtp_is_control(c))
+			if (smtp_is(c, CC_CONTROL))
 				return -1;
 			i += 2;
 		} else if (c < '!' || c > '~' || c == '=') {

@@ -40,12 +40,19 @@ static void conn_vreply(struct conn *c, int code, char sep, const char *enhanced
 		return;
 	}
 	char text[1024];
-	int r = vsnprintf(text, sizeof text, fmt, ap);
-	size_t n = r < 0 ? 0 : (size_t)r < sizeof text ? (size_t)r : sizeof text - 1;
+	const char *from = text;
+	size_t n;
+	if (strcmp(fmt, "%s") == 0) { /* a hook's text, most often: no printf */
+		from = va_arg(ap, const char *);
+		n = strnlen(from, sizeof text - 1);
+	} else {
+		int r = vsnprintf(text, sizeof text, fmt, ap);
+		n = r < 0 ? 0 : (size_t)r < sizeof text ? (size_t)r : sizeof text - 1;
+	}
 	/* A reply never carries a control byte, whatever was formatted into it. */
 	char *w = buf_reserve(&c->out, n + 2);
 	for (size_t i = 0; i < n; i++)
-		w[i] = (unsigned char)text[i] < ' ' || text[i] == 0x7f ? ' ' : text[i];
+		w[i] = (unsigned char)from[i] < ' ' || from[i] == 0x7f ? ' ' : from[i];
 	memcpy(w + n, "\r\n", 2);
 	c->out.len += n + 2;
 }

@@ -180,14 +180,20 @@ size_t smtp_session_data(struct conn *c, char *p, size_t n)
 	size_t used = smtp_data_decode(&b->dec, p, n, out, &out_len, &done);
 	if (smtp_opt(c)->max_line_length)
 		session_check_lines(c, out, out_len);
+	/* The end first: a reader handed the last bytes learns there are no
+	 * more without waiting once again (a small message in one read wakes
+	 * onData once). */
+	if (done)
+		session_body_end(c);
 	if (session_body_bytes(c, out_len)) {
 		if (in_place)
 			s->policy->body(s, out, out_len);
 		else
 			b->pending.len += out_len;
 	}
-	if (done)
-		session_body_end(c);
+	/* onData has read it all and answered: the message is over. */
+	if (s->state != SMTP_STATE_DATA)
+		return used;
 	s->policy->body_more(s);
 	/* onData may have answered and the message ended: b is gone then. */
 	if (s->state == SMTP_STATE_DATA && s->body->ended && s->body->hook_done)

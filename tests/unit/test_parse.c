@@ -314,6 +314,11 @@ static void test_verb_names(void)
 		CHECK_INT(smtp_verb_from_name(lower, n), v);
 		CHECK_INT(smtp_verb_from_name(name, n - 1), SMTP_VERB_UNKNOWN);
 	}
+	/* Four-letter words are compared with bit 5 masked: only letters fold. */
+	CHECK_INT(smtp_verb_from_name("m`il", 4), SMTP_VERB_UNKNOWN);
+	CHECK_INT(smtp_verb_from_name("\xcd" "AIL", 4), SMTP_VERB_UNKNOWN);
+	CHECK_INT(smtp_verb_from_name("MAI\x0c", 4), SMTP_VERB_UNKNOWN);
+	CHECK_INT(smtp_verb_from_name("mAiL", 4), SMTP_VERB_MAIL);
 	CHECK_STR(smtp_verb_name(SMTP_VERB_MAIL), "MAIL");
 	CHECK_STR(smtp_verb_name(SMTP_VERB_STARTTLS), "STARTTLS");
 	CHECK_STR(smtp_verb_name(SMTP_VERB_UNKNOWN), "");
