@@ -153,22 +153,34 @@ bool smtp_session_chunking_offered(struct conn *c)
 	return !smtp_opt(c)->hide_chunking && !smtp_session_verb_disabled(c, SMTP_VERB_BDAT);
 }
 
+/* "250-KEYWORD": the fixed keywords appended as they are, without the
+ * formatting of a reply (eight lines on every EHLO). */
+static void session_ehlo_keyword(struct conn *c, const char *kw, size_t len)
+{
+	char *p = buf_reserve(&c->out, 4 + len + 2);
+	memcpy(p, "250-", 4);
+	memcpy(p + 4, kw, len);
+	memcpy(p + 4 + len, "\r\n", 2);
+	c->out.len += 4 + len + 2;
+}
+#define EHLO_KEYWORD(c, kw) session_ehlo_keyword((c), kw, sizeof kw - 1)
+
 static void session_ehlo_keywords(struct conn *c)
 {
 	const struct smtp_options *o = smtp_opt(c);
 	if (!o->hide_pipelining)
-		conn_reply_more(c, 250, "PIPELINING");
+		EHLO_KEYWORD(c, "PIPELINING");
 	if (!o->hide_8bitmime)
-		conn_reply_more(c, 250, "8BITMIME");
+		EHLO_KEYWORD(c, "8BITMIME");
 	if (!o->hide_smtputf8)
-		conn_reply_more(c, 250, "SMTPUTF8");
+		EHLO_KEYWORD(c, "SMTPUTF8");
 	if (!o->hide_enhanced)
-		conn_reply_more(c, 250, "ENHANCEDSTATUSCODES");
+		EHLO_KEYWORD(c, "ENHANCEDSTATUSCODES");
 	if (smtp_session_dsn_on(c))
-		conn_reply_more(c, 250, "DSN");
+		EHLO_KEYWORD(c, "DSN");
 	if (smtp_session_chunking_offered(c)) {
-		conn_reply_more(c, 250, "CHUNKING");
-		conn_reply_more(c, 250, "BINARYMIME");
+		EHLO_KEYWORD(c, "CHUNKING");
+		EHLO_KEYWORD(c, "BINARYMIME");
 	}
 	if (smtp_session_auth_offered(c) && !conn_session(c)->authenticated && !smtp_session_verb_disabled(c, SMTP_VERB_AUTH)) {
 		char methods[64] = "";
@@ -179,17 +191,17 @@ static void session_ehlo_keywords(struct conn *c)
 		conn_reply_more(c, 250, "AUTH%s", methods);
 	}
 	if (session_starttls_offered(c) && !o->hide_starttls)
-		conn_reply_more(c, 250, "STARTTLS");
+		EHLO_KEYWORD(c, "STARTTLS");
 	if (c->secure && !o->hide_requiretls)
-		conn_reply_more(c, 250, "REQUIRETLS");
+		EHLO_KEYWORD(c, "REQUIRETLS");
 	if (o->size && o->hide_size)
-		conn_reply_more(c, 250, "SIZE");
+		EHLO_KEYWORD(c, "SIZE");
 	else if (o->size)
 		conn_reply_more(c, 250, "SIZE %llu", (unsigned long long)o->size);
 	if (smtp_xclient_offered(c, false))
-		conn_reply_more(c, 250, "XCLIENT NAME ADDR PORT PROTO HELO LOGIN");
+		EHLO_KEYWORD(c, "XCLIENT NAME ADDR PORT PROTO HELO LOGIN");
 	if (smtp_xclient_offered(c, true))
-		conn_reply_more(c, 250, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
+		EHLO_KEYWORD(c, "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
 }
 
 enum smtp_reply_id smtp_check_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
@@ -229,6 +241,8 @@ void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args 
 	 * "250 ", so the lines are built first and the last one fixed up. */
 	size_t start = c->out.len;
 	conn_reply_more(c, 250, "%s", text);
+	if (conn_is_closed(c))
+		return;
 	session_ehlo_keywords(c);
 	char *last = c->out.data + c->out.len - 3;
 	while (last > c->out.data + start && last[-1] != '\n')
