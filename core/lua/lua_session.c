@@ -23,7 +23,15 @@ static const char envelope_lua[] =
 	/* A connection that has carried a message likely carries more: its
 	 * envelopes get room for every field at once (growing one twice cost
 	 * more than filling it); an idle one keeps the smallest. */
+	/* An envelope nothing was put in yet (EHLO after the greeting, RSET
+	 * before MAIL) is kept: new tables would only be garbage to collect. */
+	"local function untouched(env)\n"
+	"  if type(env) ~= 'table' or getmetatable(env) or next(env) ~= 'rcptTo' or next(env, 'rcptTo') ~= nil then return false end\n"
+	"  local list = env.rcptTo\n"
+	"  return type(list) == 'table' and not getmetatable(list) and next(list) == nil\n"
+	"end\n"
 	"function M.reset(session, transaction)\n"
+	"  if session.transaction == transaction and untouched(session.envelope) then return end\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
 	"  env.rcptTo = new_tab(1, 0)\n"
 	"  session.envelope = env\n"
