@@ -568,8 +568,8 @@ def main():
 
     figures = [
         # key, label, per-unit scale, floor goal, bench_load scenario
-        ("msgs", "(1) CPU s/10k msgs, 100/conn, 1 KiB", 10000, 1.2, "msgs"),
-        ("conns", "(2) CPU s/10k conns, 1 msg each", 10000, 1.2, "conns"),
+        ("msgs", "(1) CPU s/10k msgs, 100/conn, 1 KiB", 10000, 1.15, "msgs"),
+        ("conns", "(2) CPU s/10k conns, 1 msg each", 10000, 1.15, "conns"),
         ("bulk", "(3) CPU s/GB, 10 MiB bodies", 1e9, 2.0, "bulk"),
         ("bulku", "(3u) same, uniform x-line bodies", 1e9, 2.0, "bulku"),
         ("tls", "(4) CPU s/10k STARTTLS, TLS1.3 P-256", 10000, 1.15, "tls"),
