@@ -7,7 +7,9 @@ service's); HUP mid-burst loses nothing, in one process and with
 loop turn has first written what it had buffered; with --workers 2 every
 line is whole (no line of one worker inside a line of the other), on a
 file and on a pipe, long lines too; `--log-flush line` writes each line
-at once (so even SIGKILL loses none); a field's __tostring that logs does
+at once (so even SIGKILL loses none); by default lines are written in
+batches, not every loop turn, and an idle server's last ones still come
+out within moments; a field's __tostring that logs does
 not break the line being made; values are quoted and escaped, and a line
 longer than the 64 KiB buffer is written whole, on a file and a pipe."""
 
@@ -315,6 +317,48 @@ class Crash(E2ETest):
         # no handler runs on SIGKILL: only a line written at once survives it
         srv = self.crash("kill", args=("--log-flush", "line"))
         self.assertEqual(srv.exit_code, -signal.SIGKILL)
+
+
+def _log_writes(pid):
+    """write(2) calls of a process so far: /proc/PID/io's syscw, which
+    counts write and writev, not the send(2) of the sockets."""
+    with open("/proc/%d/io" % pid) as f:
+        return int(next(l for l in f if l.startswith("syscw:")).split()[1])
+
+
+class Batches(E2ETest):
+    """The default writes lines in batches (16 KiB of them, or the oldest
+    20 ms old), not every loop turn: a lock-step client, one message a
+    turn, gets far fewer writes than messages, and an idle server still
+    writes its last line within moments (its timer)."""
+
+    N = 400
+
+    def test_lock_step_messages_share_writes_and_idle_lines_come_out(self):
+        with Server(SCRIPT, log_level=None, log_flush=None, env=ENV) as srv:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"EHLO batch.test\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            before, t0 = _log_writes(srv.proc.pid), time.monotonic()
+            for i in range(self.N):
+                s.sendall(message(3, 0, i))
+                for _ in range(3):
+                    self.assertEqual(f.readline()[:1], b"2")
+            elapsed = time.monotonic() - t0
+            writes = _log_writes(srv.proc.pid) - before
+            # what the policy allows: one write per 20 ms, per 16 KiB (a
+            # summary line is about 200 bytes), and a few for the rest; a
+            # write every loop turn would be one per message
+            allowed = elapsed / 0.02 + self.N * 200 / 16384 + 5
+            self.assertLess(writes, min(allowed, self.N / 2), "%d writes for %d messages in %.2f s" % (
+                writes, self.N, elapsed))
+            # the connection stays open and idle: the timer writes the rest
+            last = tag(3, 0, self.N - 1)
+            self.assertTrue(_wait(lambda: "from=" + last in srv.log(), 2.0), srv.log_tail(3))
+            s.close()
 
 
 class Workers(E2ETest):
