@@ -179,17 +179,24 @@ static inline void log_put(struct log_out *o, const char *s, size_t n)
 	o->pos += n;
 }
 
-static inline bool log_plain_byte(unsigned char c)
-{
-	return c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
-}
+/* What each byte needs in a value, from a table built at compile time
+ * (every value of every line is scanned): PLAIN may stand unquoted; ESC
+ * must be escaped even inside quotes. */
+enum { LOG_PLAIN = 1, LOG_ESC = 2 };
+#define LOG_CC(c)                                                                                   \
+	(((c) > ' ' && (c) < 0x7f && (c) != '"' && (c) != '=' && (c) != '\\' ? LOG_PLAIN : 0) |     \
+	 ((c) < ' ' || (c) == 0x7f || (c) == '"' || (c) == '\\' ? LOG_ESC : 0))
+#define LOG_CC4(c) LOG_CC(c), LOG_CC((c) + 1), LOG_CC((c) + 2), LOG_CC((c) + 3)
+#define LOG_CC16(c) LOG_CC4(c), LOG_CC4((c) + 4), LOG_CC4((c) + 8), LOG_CC4((c) + 12)
+#define LOG_CC64(c) LOG_CC16(c), LOG_CC16((c) + 16), LOG_CC16((c) + 32), LOG_CC16((c) + 48)
+static const unsigned char log_cc[256] = {LOG_CC64(0), LOG_CC64(64), LOG_CC64(128), LOG_CC64(192)};
 
 /* value as is when it can be; else quoted, with ", \ and control bytes
  * escaped so that no value can end the line or fake a field. */
 static void log_value(struct log_out *o, const char *v, size_t len)
 {
 	size_t i = 0;
-	while (i < len && log_plain_byte((unsigned char)v[i]))
+	while (i < len && (log_cc[(unsigned char)v[i]] & LOG_PLAIN))
 		i++;
 	if (i == len && len > 0) {
 		log_put(o, v, len);
@@ -199,6 +206,8 @@ static void log_value(struct log_out *o, const char *v, size_t len)
 	size_t from = 0;
 	for (; i < len; i++) {
 		unsigned char c = (unsigned char)v[i];
+		if (!(log_cc[c] & LOG_ESC))
+			continue;
 		char esc[4] = {'\\', (char)c};
 		size_t n = 2;
 		if (c == '\n') {
@@ -209,9 +218,7 @@ static void log_value(struct log_out *o, const char *v, size_t len)
 			esc[2] = hex[c >> 4];
 			esc[3] = hex[c & 15];
 			n = 4;
-		} else if (c != '"' && c != '\\') {
-			continue;
-		}
+		} /* else '"' or '\\', after a backslash */
 		log_put(o, v + from, i - from);
 		log_put(o, esc, n);
 		from = i + 1;

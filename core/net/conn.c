@@ -166,9 +166,13 @@ void conn_send_now(struct conn *c, const char *line)
 void conn_start(struct conn *c, const char *listen_addr)
 {
 	if (log_enabled(LOG_INFO)) { /* the port is formatted only for a line that is written */
-		char port[16];
-		snprintf(port, sizeof port, "%d", c->remote_port);
-		conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", port, "listen",
+		char port[8], *p = port + sizeof port; /* without snprintf: every connection's line */
+		*--p = '\0';
+		unsigned v = (unsigned)c->remote_port & 0xffff;
+		do
+			*--p = (char)('0' + v % 10);
+		while ((v /= 10) != 0);
+		conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", p, "listen",
 		         listen_addr, NULL);
 	}
 	/* The owner words the refusal; the log names the limit. */
