@@ -18,11 +18,11 @@
  * tables of one message cost 10,000 instructions that way, a third of the
  * server's). */
 static const char envelope_lua[] =
+	/* Locals: after the script has loaded, globals are reached through a
+	 * metatable (lua_protect_globals), and a script cannot swap these. */
 	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
+	"local type, next, getmetatable = type, next, getmetatable\n"
 	"local M = {}\n"
-	/* A connection that has carried a message likely carries more: its
-	 * envelopes get room for every field at once (growing one twice cost
-	 * more than filling it); an idle one keeps the smallest. */
 	/* An envelope nothing was put in yet (EHLO after the greeting, RSET
 	 * before MAIL) is kept: new tables would only be garbage to collect. */
 	"local function untouched(env)\n"
@@ -30,6 +30,9 @@ static const char envelope_lua[] =
 	"  local list = env.rcptTo\n"
 	"  return type(list) == 'table' and not getmetatable(list) and next(list) == nil\n"
 	"end\n"
+	/* A connection that has carried a message likely carries more: its
+	 * envelopes get room for every field at once (growing one twice cost
+	 * more than filling it); an idle one keeps the smallest. */
 	"function M.reset(session, transaction)\n"
 	"  if session.transaction == transaction and untouched(session.envelope) then return end\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
