@@ -124,14 +124,29 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 	s->disabled_commands = v->disabled_commands;
 }
 
+/* Appends s to text[*n], as much as fits with its NUL. */
+static void session_text_put(char *text, size_t cap, size_t *n, const char *s)
+{
+	size_t len = strnlen(s, cap - 1 - *n);
+	memcpy(text + *n, s, len);
+	*n += len;
+	text[*n] = '\0';
+}
+
+/* "name ESMTP banner", put together without printf: every connection's. */
 void smtp_session_greet(struct conn *c)
 {
+	const struct smtp_options *o = smtp_opt(c);
+	char text[1024];
+	size_t n = 0;
 	smtp_session_enter(c, SMTP_STATE_COMMAND);
-	if (smtp_opt(c)->banner)
-		conn_reply(c, 220, NULL, "%s %s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP",
-		           smtp_opt(c)->banner);
-	else
-		conn_reply(c, 220, NULL, "%s %s", smtp_opt(c)->name, smtp_opt(c)->lmtp ? "LMTP" : "ESMTP");
+	session_text_put(text, sizeof text, &n, o->name);
+	session_text_put(text, sizeof text, &n, o->lmtp ? " LMTP" : " ESMTP");
+	if (o->banner) {
+		session_text_put(text, sizeof text, &n, " ");
+		session_text_put(text, sizeof text, &n, o->banner);
+	}
+	conn_reply(c, 220, NULL, "%s", text);
 }
 
 /* ---- the rest ----------------------------------------------------------- */
