@@ -48,49 +48,19 @@ static void guard_clear_hook(void)
 	atomic_store(&guard.hook_set, false);
 }
 
-/* The allocator under the count: LuaJIT's own (a dlmalloc for its small
- * objects, about three times cheaper per call than glibc's realloc, which
- * was an eighth of the server's instructions per message). Under
- * AddressSanitizer the C library's, so that a use after free of a Lua
- * object is still reported. */
-#if defined(__SANITIZE_ADDRESS__)
-#define GUARD_OWN_ALLOCATOR 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define GUARD_OWN_ALLOCATOR 0
-#endif
-#endif
-#ifndef GUARD_OWN_ALLOCATOR
-#define GUARD_OWN_ALLOCATOR 1
-#endif
-
-struct guard_inner {
-	lua_Alloc f;
-	void *ud;
-};
-
-static void *guard_inner_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	const struct guard_inner *in = ud;
-	if (in)
-		return in->f(in->ud, ptr, osize, nsize);
-	if (nsize)
-		return realloc(ptr, nsize);
-	free(ptr);
-	return NULL;
-}
-
 static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
+	(void)ud;
 	if (nsize == 0) {
+		free(ptr);
 		guard_used -= osize;
-		return guard_inner_alloc(ud, ptr, osize, 0);
+		return NULL;
 	}
 	/* Outside hooks the core itself allocates (session tables...): failing
 	 * there would be an unprotected error, so the ceiling is for hooks. */
 	if (guard_armed && guard_limit && nsize > osize && guard_used + (nsize - osize) > guard_limit)
 		return NULL;
-	void *p = guard_inner_alloc(ud, ptr, osize, nsize);
+	void *p = realloc(ptr, nsize);
 	if (p)
 		guard_used = guard_used - osize + nsize;
 	return p;
@@ -98,33 +68,7 @@ static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 lua_State *lua_guard_newstate(void)
 {
-	if (!GUARD_OWN_ALLOCATOR)
-		return lua_newstate(guard_alloc, NULL);
-	struct guard_inner *in = malloc(sizeof *in);
-	lua_State *L = in ? luaL_newstate() : NULL;
-	if (!L) {
-		free(in);
-		return NULL;
-	}
-	in->f = lua_getallocf(L, &in->ud);
-	/* What the state allocated before the count began is counted too. */
-	guard_used += (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-	lua_setallocf(L, guard_alloc, in);
-	return L;
-}
-
-void lua_guard_close(lua_State *L)
-{
-	void *ud;
-	lua_getallocf(L, &ud);
-	struct guard_inner *in = ud;
-	/* LuaJIT frees its whole heap at once only under its own allocator. */
-	if (in) {
-		guard_used -= (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-		lua_setallocf(L, in->f, in->ud);
-	}
-	lua_close(L);
-	free(in);
+	return lua_newstate(guard_alloc, NULL);
 }
 
 void lua_guard_set_memory_limit(size_t bytes)

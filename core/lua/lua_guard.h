@@ -12,8 +12,6 @@
 
 /* A Lua state whose allocations are counted. */
 lua_State *lua_guard_newstate(void);
-/* Closes a state made by lua_guard_newstate. */
-void lua_guard_close(lua_State *L);
 /* 0: no ceiling. */
 void lua_guard_set_memory_limit(size_t bytes);
 size_t lua_guard_memory_used(void);

@@ -103,6 +103,7 @@ lua_State *hook_prepare(struct conn *c, enum hook_id id)
 	h->gen++;
 	h->active = true;
 	h->started = 0; /* set by the first resume */
+	h->first_result = 1;
 	lua_rawgeti(h->co, LUA_REGISTRYINDEX, fn);
 	return h->co;
 }
@@ -170,10 +171,11 @@ static void hook_finish(struct conn *c, int status, double now)
 	int nres = 0;
 	if (status == 0) {
 		nres = lua_gettop(co);
-		if (nres >= 2 && !lua_toboolean(co, 1) && !lua_isnil(co, 2))
-			hook_outcome_from_value(co, 2, smtp_reject_code(hook_name(h->id)), &o);
-		else if (nres >= 1 && lua_is_reject(co, 1))
-			hook_outcome_from_value(co, 1, smtp_reject_code(hook_name(h->id)), &o);
+		int r = h->first_result, n = nres - r + 1; /* the hook's own */
+		if (n >= 2 && !lua_toboolean(co, r) && !lua_isnil(co, r + 1))
+			hook_outcome_from_value(co, r + 1, smtp_reject_code(hook_name(h->id)), &o);
+		else if (n >= 1 && lua_is_reject(co, r))
+			hook_outcome_from_value(co, r, smtp_reject_code(hook_name(h->id)), &o);
 	} else if (status == LUA_YIELD) {
 		/* A bare coroutine.yield() nobody will resume: a script bug. */
 		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
@@ -324,6 +326,11 @@ static void hook_deadline_passed(struct ev_loop *loop, ev_timer *w, int revents)
 	done(c, &o, NULL, 0);
 	if (!closing)
 		conn_resume(c);
+}
+
+void hook_results_after_one(struct conn *c)
+{
+	lua_state_of(c)->hook.first_result = 2;
 }
 
 void hook_start(struct conn *c, int nargs, hook_done_fn done)

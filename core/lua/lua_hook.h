@@ -19,6 +19,9 @@ struct conn;
  * values stay on the coroutine for the done callback (onAuth's table,
  * onData's text). */
 typedef void (*hook_done_fn)(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres);
+/* hook_prepare's function runs inside another that returns one value of
+ * its own before the hook's: set after hook_prepare. */
+void hook_results_after_one(struct conn *c);
 
 /* WAIT_THREADS: in ngx.thread.wait, until a light thread it waits on ends. */
 enum hook_wait { WAIT_NONE, WAIT_PENDING, WAIT_STREAM, WAIT_THREADS };
@@ -48,6 +51,10 @@ struct hook_run {
 	unsigned gen;                 /* bumped as each run starts and ends */
 	struct hook_pending *pending; /* with WAIT_PENDING */
 	double started; /* lua_guard_now() at its first resume */
+	/* Where the hook's return values start on its coroutine: 1, or 2 when
+	 * it runs inside a function that returns a value of its own first
+	 * (the address a MAIL/RCPT hook judged, lua_session_judge_push). */
+	int first_result;
 	/* ngx.thread: the run's light threads (lua_uthread.c), the one running
 	 * now (NULL: the hook's own coroutine), and whether the hook's own
 	 * coroutine has returned while some of them still run. */

@@ -376,7 +376,7 @@ void lua_runtime_close(void)
 {
 	lua_timer_close(); /* callbacks in flight end before their state */
 	if (lua_main)
-		lua_guard_close(lua_main);
+		lua_close(lua_main);
 	lua_main = NULL;
 	thread_pool_len = 0;
 	reject_mt_ref = LUA_NOREF;

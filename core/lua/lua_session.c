@@ -49,13 +49,21 @@ static const char envelope_lua[] =
 	"  M.reset(s, 1)\n"
 	"  return s\n"
 	"end\n"
-	"function M.address(addr, args, dsn, notify)\n"
+	"local function address(addr, args, dsn, notify)\n"
 	"  local t = new_tab(0, dsn and 3 or 2)\n"
 	"  t.address = addr\n"
 	"  args = args or {}\n"
 	"  t.args = args\n"
 	"  if dsn then t.dsn = {notify = notify or {}, orcpt = args.ORCPT} end\n"
 	"  return t\n"
+	"end\n"
+	"M.address = address\n"
+	/* A MAIL/RCPT hook runs inside this, the address made in the same
+	 * resume and handed back ahead of the hook's values for the envelope:
+	 * no registry reference, no second call from C. */
+	"function M.judge(hook, session, addr, args, dsn, notify)\n"
+	"  local a = address(addr, args, dsn, notify)\n"
+	"  return a, hook(a, session)\n"
 	"end\n"
 	"function M.mail(session, address, smtputf8, dsn)\n"
 	"  local env, args = session.envelope, address.args\n"
@@ -76,8 +84,8 @@ static const char envelope_lua[] =
 	"end\n"
 	"return M\n";
 
-enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
-static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "mail", "rcpt"};
+enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_JUDGE, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
+static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "judge", "mail", "rcpt"};
 static int envelope_fn_ref[ENVELOPE_FNS];
 
 bool lua_session_register(lua_State *L)
@@ -236,9 +244,10 @@ static void lua_push_notify(lua_State *L, const struct smtp_param *notify)
 	}
 }
 
-void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn)
+/* The address's parts as the chunk's address() takes them: the address,
+ * its args (nil: none), dsn and NOTIFY's words (nil: none). */
+static void lua_push_address_parts(lua_State *L, const struct smtp_path *p, bool dsn)
 {
-	envelope_fn_push(L, ENVELOPE_ADDRESS);
 	lua_pushlstring(L, p->address, p->address_len);
 	if (p->nparams)
 		lua_push_address_args(L, p);
@@ -250,5 +259,20 @@ void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn)
 		lua_push_notify(L, notify);
 	else
 		lua_pushnil(L);
+}
+
+void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn)
+{
+	envelope_fn_push(L, ENVELOPE_ADDRESS);
+	lua_push_address_parts(L, p, dsn);
 	lua_call(L, 4, 1);
+}
+
+int lua_session_judge_push(lua_State *co, struct conn *c, const struct smtp_path *p, bool dsn)
+{
+	envelope_fn_push(co, ENVELOPE_JUDGE);
+	lua_insert(co, -2); /* below the hook */
+	lua_session_push(co, c);
+	lua_push_address_parts(co, p, dsn);
+	return 6;
 }

@@ -35,5 +35,10 @@ void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Pushes {address = "...", args = {KEY = value|true}}, and with dsn also
  * dsn = {notify = {"SUCCESS", ...}, orcpt = args.ORCPT}. */
 void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn);
+/* On co, where hook_prepare pushed a MAIL/RCPT hook: readies it to run as
+ * judge(hook, session, the address's parts), which makes the address table
+ * and returns it ahead of the hook's values (hook_results_after_one).
+ * Returns the number of arguments for hook_start. */
+int lua_session_judge_push(lua_State *co, struct conn *c, const struct smtp_path *p, bool dsn);
 
 #endif

@@ -116,7 +116,6 @@ static void policy_lua_attach(struct smtp_session *s)
 		abort();
 	st->session_ref = LUA_NOREF;
 	st->hook.co_ref = LUA_NOREF;
-	st->pending_ref = LUA_NOREF;
 	st->tls_obj_ref = LUA_NOREF;
 	st->stream_ref = LUA_NOREF;
 	s->policy_state = st;
@@ -127,7 +126,6 @@ static void policy_lua_detach(struct smtp_session *s)
 	/* The Lua conn object lets go of the SSL before the transport frees it. */
 	lua_tls_detach(s->conn);
 	lua_session_free(s->conn);
-	luaL_unref(lua_main, LUA_REGISTRYINDEX, lua_state_of(s->conn)->pending_ref);
 	free(s->policy_state);
 	s->policy_state = NULL;
 }
@@ -448,15 +446,6 @@ static bool policy_lua_dsn_on(const struct conn *c)
 	return !smtp_opt(c)->hide_dsn;
 }
 
-/* Keeps the address table for the done callback, pushes it for the hook. */
-static void policy_lua_hold_address(struct conn *c, lua_State *co, const struct smtp_path *path, bool dsn)
-{
-	lua_push_address(co, path, dsn);
-	lua_pushvalue(co, -1);
-	luaL_unref(co, LUA_REGISTRYINDEX, lua_state_of(c)->pending_ref);
-	lua_state_of(c)->pending_ref = luaL_ref(co, LUA_REGISTRYINDEX);
-}
-
 /* Asks onMailFrom/onRcptTo (id) about path; the address table goes to the
  * hook and, accepted, into the envelope. */
 static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, const struct smtp_path *path,
@@ -464,24 +453,18 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 {
 	struct conn *c = s->conn;
 	lua_state_of(s->conn)->policy_done = done;
+	bool dsn = id == HOOK_RCPT_TO && policy_lua_dsn_on(c);
 	lua_State *co = hook_prepare(c, id);
-	policy_lua_hold_address(c, co ? co : lua_main, path, id == HOOK_RCPT_TO && policy_lua_dsn_on(c));
 	if (!co) {
-		lua_pop(lua_main, 1);
+		/* hook_accept_now answers before it returns: the address waits on
+		 * top of the main stack for policy_lua_address_done. */
+		lua_push_address(lua_main, path, dsn);
 		hook_accept_now(c, hook_done);
 		return;
 	}
-	lua_session_push(co, c);
-	hook_start(c, 2, hook_done);
-}
-
-/* Pushes the address table judged onto L, and lets go of it. */
-static void policy_lua_take_address(struct conn *c, lua_State *L)
-{
-	struct lua_session_state *st = lua_state_of(c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, st->pending_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, st->pending_ref);
-	st->pending_ref = LUA_NOREF;
+	int nargs = lua_session_judge_push(co, c, path, dsn);
+	hook_results_after_one(c);
+	hook_start(c, nargs, hook_done);
 }
 
 /* session.envelope gets the accepted sender (address table at the top of
@@ -500,19 +483,23 @@ static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
 	lua_pop(L, 1);
 }
 
-/* The verdict on an address; accepted, record puts it in the envelope. */
+/* The verdict on an address; accepted, record puts it in the envelope.
+ * The address is the first value the hook's wrapper returned (a hook
+ * that raised or timed out has none), or, with no hook, on top of L. */
 static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
                                     void (*record)(struct conn *c, lua_State *L))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
-	policy_lua_take_address(c, L);
-	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
+	bool ran = policy_lua_hook_ran(o, co);
+	if (co && o->kind == HOOK_ACCEPT) {
+		lua_pushvalue(co, 1);
+		lua_xmove(co, L, 1);
+	}
+	policy_lua_read_disabled(c, &v, ran);
 	if (o->kind == HOOK_ACCEPT)
 		record(c, L);
-	else
-		lua_pop(L, 1);
 	policy_lua_answer(c, &v);
 }
 
