@@ -118,8 +118,20 @@ class SharedDictWorkers(E2ETest):
         self.log = rk.LogWatch(srv.stderr_path)
         return srv
 
+    def both_serving(self, port):
+        """Reads (no counter moves) until both workers have answered: a
+        worker still starting (slow under the sanitizers) would leave the
+        other all the connections of a short burst."""
+        pids = set()
+        for _ in range(10):
+            pids |= {pid for _, pid in ask_many(port, "hits", 8)}
+            if len(pids) == 2:
+                return
+        self.fail("only worker(s) %s answered 80 sessions" % pids)
+
     def test_counter_seen_by_both_workers(self):
         with self.start(shdict_script()) as srv:
+            self.both_serving(srv.port)
             got = ask_many(srv.port, "incr", 80)
             pids = {pid for _, pid in got}
             self.assertEqual(len(pids), 2, "both workers should have served: %s" % pids)
@@ -129,6 +141,7 @@ class SharedDictWorkers(E2ETest):
 
     def test_rate_limit_holds_across_workers(self):
         with self.start(shdict_script()) as srv:
+            self.both_serving(srv.port)
             got = ask_many(srv.port, "limit", 40)
             self.assertEqual(len({pid for _, pid in got}), 2)
             verdicts = [res for res, _ in got]
