@@ -1,5 +1,7 @@
 #include "base/log.h"
 
+#include "base/byte_table.h"
+
 #include <errno.h>
 #include <ev.h>
 #include <limits.h>
@@ -186,10 +188,7 @@ enum { LOG_PLAIN = 1, LOG_ESC = 2 };
 #define LOG_CC(c)                                                                                   \
 	(((c) > ' ' && (c) < 0x7f && (c) != '"' && (c) != '=' && (c) != '\\' ? LOG_PLAIN : 0) |     \
 	 ((c) < ' ' || (c) == 0x7f || (c) == '"' || (c) == '\\' ? LOG_ESC : 0))
-#define LOG_CC4(c) LOG_CC(c), LOG_CC((c) + 1), LOG_CC((c) + 2), LOG_CC((c) + 3)
-#define LOG_CC16(c) LOG_CC4(c), LOG_CC4((c) + 4), LOG_CC4((c) + 8), LOG_CC4((c) + 12)
-#define LOG_CC64(c) LOG_CC16(c), LOG_CC16((c) + 16), LOG_CC16((c) + 32), LOG_CC16((c) + 48)
-static const unsigned char log_cc[256] = {LOG_CC64(0), LOG_CC64(64), LOG_CC64(128), LOG_CC64(192)};
+static const unsigned char log_cc[256] = BYTE_TABLE(LOG_CC);
 
 /* value as is when it can be; else quoted, with ", \ and control bytes
  * escaped so that no value can end the line or fake a field. */

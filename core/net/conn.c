@@ -165,15 +165,14 @@ void conn_send_now(struct conn *c, const char *line)
 
 void conn_start(struct conn *c, const char *listen_addr)
 {
-	if (log_enabled(LOG_INFO)) { /* the port is formatted only for a line that is written */
-		char port[8], *p = port + sizeof port; /* without snprintf: every connection's line */
-		*--p = '\0';
-		unsigned v = (unsigned)c->remote_port & 0xffff;
-		do
-			*--p = (char)('0' + v % 10);
-		while ((v /= 10) != 0);
-		conn_log(c, LOG_INFO, "connection", "remote", c->remote_addr, "port", p, "listen",
-		         listen_addr, NULL);
+	/* Field by field: the port is formatted only for a line that is written,
+	 * without printf. */
+	if (log_begin(LOG_INFO, c->id, "connection")) {
+		log_field("remote", c->remote_addr, strlen(c->remote_addr));
+		log_field_uint("port", (unsigned long long)c->remote_port);
+		if (listen_addr)
+			log_field("listen", listen_addr, strlen(listen_addr));
+		log_end();
 	}
 	/* The owner words the refusal; the log names the limit. */
 	static const char *const limits[] = {

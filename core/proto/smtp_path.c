@@ -8,6 +8,8 @@
  */
 #include "proto/smtp_parse.h"
 
+#include "base/byte_table.h"
+
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -38,10 +40,7 @@ enum {
 	 ((c) >= 0x80 ? CC_8BIT | CC_ATEXT | CC_QTEXT : 0) | (CC_IS_ALNUM(c) ? CC_ALNUM | CC_ATEXT : 0) | \
 	 (CC_IS_SPECIAL(c) ? CC_ATEXT : 0) |                                                        \
 	 ((c) >= 0x20 && (c) <= 0x7e && (c) != '"' && (c) != '\\' ? CC_QTEXT : 0))
-#define CC4(c) CC(c), CC((c) + 1), CC((c) + 2), CC((c) + 3)
-#define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
-#define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
-static const unsigned char smtp_cc[256] = {CC64(0), CC64(64), CC64(128), CC64(192)};
+static const unsigned char smtp_cc[256] = BYTE_TABLE(CC);
 
 static bool smtp_is(unsigned char c, unsigned class)
 {

@@ -124,13 +124,12 @@ void smtp_session_take_verdict(struct smtp_session *s, const struct policy_verdi
 	s->disabled_commands = v->disabled_commands;
 }
 
-/* Appends s to text[*n], as much as fits with its NUL. */
-static void session_text_put(char *text, size_t cap, size_t *n, const char *s)
+size_t smtp_text_put(char *out, size_t len, size_t o, const char *s)
 {
-	size_t len = strnlen(s, cap - 1 - *n);
-	memcpy(text + *n, s, len);
-	*n += len;
-	text[*n] = '\0';
+	size_t n = strnlen(s, len - 1 - o);
+	memcpy(out + o, s, n);
+	out[o + n] = '\0';
+	return o + n;
 }
 
 /* "name ESMTP banner", put together without printf: every connection's. */
@@ -138,13 +137,12 @@ void smtp_session_greet(struct conn *c)
 {
 	const struct smtp_options *o = smtp_opt(c);
 	char text[1024];
-	size_t n = 0;
+	size_t n = smtp_text_put(text, sizeof text, 0, o->name);
 	smtp_session_enter(c, SMTP_STATE_COMMAND);
-	session_text_put(text, sizeof text, &n, o->name);
-	session_text_put(text, sizeof text, &n, o->lmtp ? " LMTP" : " ESMTP");
+	n = smtp_text_put(text, sizeof text, n, o->lmtp ? " LMTP" : " ESMTP");
 	if (o->banner) {
-		session_text_put(text, sizeof text, &n, " ");
-		session_text_put(text, sizeof text, &n, o->banner);
+		n = smtp_text_put(text, sizeof text, n, " ");
+		smtp_text_put(text, sizeof text, n, o->banner);
 	}
 	conn_reply(c, 220, NULL, "%s", text);
 }
