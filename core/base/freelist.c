@@ -6,12 +6,9 @@
 
 void *freelist_alloc(struct freelist *fl)
 {
-	void *p = fl->head;
-	if (p) {
-		memcpy(&fl->head, p, sizeof fl->head);
-		fl->n--;
+	void *p = freelist_take(fl);
+	if (p)
 		return p;
-	}
 	p = malloc(fl->size);
 	if (!p) {
 		fputs("luasmtpd: out of memory\n", stderr);
@@ -23,17 +20,4 @@ void *freelist_alloc(struct freelist *fl)
 void *freelist_calloc(struct freelist *fl)
 {
 	return memset(freelist_alloc(fl), 0, fl->size);
-}
-
-void freelist_free(struct freelist *fl, void *p)
-{
-	if (!p)
-		return;
-	if (FREELIST_KEEPS && fl->n < fl->depth) {
-		memcpy(p, &fl->head, sizeof fl->head);
-		fl->head = p;
-		fl->n++;
-		return;
-	}
-	free(p);
 }

@@ -10,6 +10,8 @@
 #define LUASMTPD_FREELIST_H
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define FREELIST_KEEPS 0
@@ -31,11 +33,36 @@ struct freelist {
 
 #define FREELIST_INIT(object_size, max_kept) {.size = (object_size), .depth = (max_kept)}
 
+/* A kept object, or NULL when none is: the caller then allocates
+ * fl->size bytes itself (and may fail, where freelist_alloc aborts).
+ * Inline, as freelist_free: on the Lua heap's path (smallblock.c). */
+static inline void *freelist_take(struct freelist *fl)
+{
+	void *p = fl->head;
+	if (p) {
+		memcpy(&fl->head, p, sizeof fl->head);
+		fl->n--;
+	}
+	return p;
+}
+
 /* An object of fl->size bytes, reused when one is kept; aborts when out
  * of memory. _calloc zeroes it. */
 void *freelist_alloc(struct freelist *fl);
 void *freelist_calloc(struct freelist *fl);
+
 /* Gives p (from fl, or NULL) back: kept while fewer than depth are. */
-void freelist_free(struct freelist *fl, void *p);
+static inline void freelist_free(struct freelist *fl, void *p)
+{
+	if (!p)
+		return;
+	if (FREELIST_KEEPS && fl->n < fl->depth) {
+		memcpy(p, &fl->head, sizeof fl->head);
+		fl->head = p;
+		fl->n++;
+		return;
+	}
+	free(p);
+}
 
 #endif

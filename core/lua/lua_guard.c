@@ -1,6 +1,7 @@
 #include "lua/lua_guard.h"
 
 #include "base/log.h"
+#include "base/smallblock.h"
 
 #include <lauxlib.h>
 
@@ -52,7 +53,7 @@ static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
 	(void)ud;
 	if (nsize == 0) {
-		free(ptr);
+		smallblock_realloc(ptr, osize, 0);
 		guard_used -= osize;
 		return NULL;
 	}
@@ -60,7 +61,7 @@ static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	 * there would be an unprotected error, so the ceiling is for hooks. */
 	if (guard_armed && guard_limit && nsize > osize && guard_used + (nsize - osize) > guard_limit)
 		return NULL;
-	void *p = realloc(ptr, nsize);
+	void *p = smallblock_realloc(ptr, osize, nsize);
 	if (p)
 		guard_used = guard_used - osize + nsize;
 	return p;
