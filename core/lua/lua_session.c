@@ -33,12 +33,19 @@ static const char envelope_lua[] =
 	/* A connection that has carried a message likely carries more: its
 	 * envelopes get room for every field at once (growing one twice cost
 	 * more than filling it); an idle one keeps the smallest. */
-	"function M.reset(session, transaction)\n"
+	"local function reset(session, transaction)\n"
 	"  if session.transaction == transaction and untouched(session.envelope) then return end\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
 	"  env.rcptTo = new_tab(1, 0)\n"
 	"  session.envelope = env\n"
 	"  session.transaction = transaction\n"
+	"end\n"
+	"M.reset = reset\n"
+	/* HELO/EHLO/LHLO: what four calls from C wrote (the envelope and three
+	 * fields, each key interned again by lua_setfield), in one. */
+	"function M.helo(session, transaction, name, opening, transmission)\n"
+	"  reset(session, transaction)\n"
+	"  session.hostNameAppearsAs, session.openingCommand, session.transmissionType = name, opening, transmission\n"
 	"end\n"
 	/* No reverse lookup yet: clientHostname is smtp-server's fallback form. */
 	"function M.new(id, remote, remote_port, loc, local_port)\n"
@@ -46,7 +53,7 @@ static const char envelope_lua[] =
 	"  s.id, s.remoteAddress, s.remotePort, s.localAddress, s.localPort = id, remote, remote_port, loc, local_port\n"
 	"  s.clientHostname = '[' .. remote .. ']'\n"
 	"  s.secure, s.transmissionType = false, 'SMTP'\n"
-	"  M.reset(s, 1)\n"
+	"  reset(s, 1)\n"
 	"  return s\n"
 	"end\n"
 	"local function address(addr, args, dsn, notify)\n"
@@ -84,8 +91,8 @@ static const char envelope_lua[] =
 	"end\n"
 	"return M\n";
 
-enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_JUDGE, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
-static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "judge", "mail", "rcpt"};
+enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_HELO, ENVELOPE_ADDRESS, ENVELOPE_JUDGE, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
+static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "helo", "address", "judge", "mail", "rcpt"};
 static int envelope_fn_ref[ENVELOPE_FNS];
 
 bool lua_session_register(lua_State *L)
@@ -118,6 +125,12 @@ void lua_session_new(struct conn *c)
 	lua_pushinteger(L, c->local_port);
 	lua_call(L, 5, 1);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_state_of(c)->pristine = true;
+}
+
+bool lua_session_pristine(const struct conn *c)
+{
+	return lua_state_of(c)->pristine;
 }
 
 void lua_session_free(struct conn *c)
@@ -129,7 +142,9 @@ void lua_session_free(struct conn *c)
 
 void lua_session_push(lua_State *L, struct conn *c)
 {
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lua_state_of(c)->session_ref);
+	struct lua_session_state *ls = lua_state_of(c);
+	ls->pristine = false; /* whoever gets the table may change it */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->session_ref);
 }
 
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)
@@ -178,6 +193,18 @@ void lua_session_reset_envelope(struct conn *c)
 	lua_session_push(L, c);
 	lua_pushinteger(L, conn_session(c)->transactions + 1);
 	lua_call(L, 2, 0);
+}
+
+void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission)
+{
+	lua_State *L = lua_main;
+	envelope_fn_push(L, ENVELOPE_HELO);
+	lua_session_push(L, c);
+	lua_pushinteger(L, conn_session(c)->transactions + 1);
+	lua_pushstring(L, name);
+	lua_pushstring(L, opening);
+	lua_pushstring(L, transmission);
+	lua_call(L, 5, 0);
 }
 
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)

@@ -167,7 +167,7 @@ static void policy_lua_set_string(struct conn *c, const char *field, const char 
 }
 
 /* Mirrors a fact of the session into its table. */
-static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
+static void policy_lua_changed_one(struct smtp_session *s, enum session_fact f)
 {
 	struct conn *c = s->conn;
 	lua_State *L = lua_main;
@@ -178,6 +178,11 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_pop(L, 1);
 		break;
 	case FACT_CLIENT_HOSTNAME: {
+		/* As the session begins, the table holds "[address]" already
+		 * (lua_session_new): a second write of it costs a lookup and
+		 * an interned key on every connection. */
+		if (!s->client_hostname && lua_session_pristine(c))
+			break;
 		char name[SMTP_SESSION_HOSTNAME_BUF];
 		policy_lua_set_string(c, "clientHostname", smtp_session_client_hostname(s, name));
 		break;
@@ -214,6 +219,22 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_pop(L, 1);
 		break;
 	}
+}
+
+/* Mirrors the facts (enum session_fact bits) told together: HELO's in one
+ * call into Lua, any other set one by one. */
+static void policy_lua_changed(struct smtp_session *s, unsigned facts)
+{
+	if (facts == (FACT_ENVELOPE | FACT_HELO | FACT_TRANSMISSION)) {
+		const char *name = s->helo_name && s->helo_name[0] ? s->helo_name : NULL;
+		lua_session_helo(s->conn, name, smtp_session_opening_command(s), smtp_session_transmission(s));
+		return;
+	}
+	for (unsigned f = 1; facts; f <<= 1)
+		if (facts & f) {
+			facts &= ~f;
+			policy_lua_changed_one(s, (enum session_fact)f);
+		}
 }
 
 /* The session field an XCLIENT/XFORWARD attribute overrides, or NULL. */
