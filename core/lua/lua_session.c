@@ -20,7 +20,7 @@
 static const char envelope_lua[] =
 	/* Locals: after the script has loaded, globals are reached through a
 	 * metatable (lua_protect_globals), and a script cannot swap these. */
-	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
+	"local new_tab, upper, rawget, rawset = require('table.new'), string.upper, rawget, rawset\n"
 	"local type, next, getmetatable = type, next, getmetatable\n"
 	"local M = {}\n"
 	/* An envelope nothing was put in yet (EHLO after the greeting, RSET
@@ -72,7 +72,11 @@ static const char envelope_lua[] =
 	"  local a = address(addr, args, dsn, notify)\n"
 	"  return a, hook(a, session)\n"
 	"end\n"
+	/* mail and rcpt return session.disabledCommands, read (raw) before
+	 * they write as C read it after the verdict: one lookup from C less
+	 * per address. */
 	"function M.mail(session, address, smtputf8, dsn)\n"
+	"  local disabled = rawget(session, 'disabledCommands')\n"
 	"  local env, args = session.envelope, address.args\n"
 	"  env.mailFrom = address\n"
 	"  local body, body_type = args.BODY, '7bit'\n"
@@ -84,10 +88,13 @@ static const char envelope_lua[] =
 	"  env.smtpUtf8 = smtputf8\n"
 	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
 	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
+	"  return disabled\n"
 	"end\n"
 	"function M.rcpt(session, address, at)\n"
+	"  local disabled = rawget(session, 'disabledCommands')\n"
 	"  local list = session.envelope.rcptTo\n"
 	"  rawset(list, at > 0 and at or #list + 1, address)\n"
+	"  return disabled\n"
 	"end\n"
 	"return M\n";
 
@@ -215,7 +222,7 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 	lua_pushvalue(L, idx);
 	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
 	lua_pushboolean(L, dsn);
-	lua_call(L, 4, 0);
+	lua_call(L, 4, 1);
 }
 
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
@@ -226,7 +233,7 @@ void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 	lua_session_push(L, c);
 	lua_pushvalue(L, idx);
 	lua_pushinteger(L, (lua_Integer)rcpt_set_find(s->rcpts, s->judged, strlen(s->judged)));
-	lua_call(L, 3, 0);
+	lua_call(L, 3, 1);
 }
 
 /* args = {KEY = value|true} from the path's parameters, xtext decoded. */

@@ -22,26 +22,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* session.disabledCommands, as a verdict says it: read after every hook
- * (ran: a hook ran, or was stopped, since the last verdict); with no hook
- * the session's current set stands. */
-static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
+/* The verdict's disabled set from the value of session.disabledCommands
+ * on top of L (popped). */
+static void policy_lua_take_disabled(lua_State *L, struct policy_verdict *v)
 {
-	if (!ran) {
-		v->disabled_set = conn_session(c)->disabled_override;
-		v->disabled_commands = conn_session(c)->disabled_commands;
-		return;
-	}
-	/* After every hook: the key is interned once, not on each lookup. */
-	static int key_ref = LUA_NOREF;
-	lua_State *L = lua_main;
-	if (key_ref == LUA_NOREF) {
-		lua_pushliteral(L, "disabledCommands");
-		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
-	lua_session_push(L, c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
-	lua_rawget(L, -2);
 	v->disabled_set = lua_type(L, -1) == LUA_TTABLE;
 	v->disabled_commands = 0;
 	if (v->disabled_set) {
@@ -57,7 +41,36 @@ static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, b
 		}
 		v->disabled_commands = mask & ~1u;
 	}
-	lua_pop(L, 2);
+	lua_pop(L, 1);
+}
+
+/* With no hook since the last verdict, the session's current set stands. */
+static void policy_lua_keep_disabled(struct conn *c, struct policy_verdict *v)
+{
+	v->disabled_set = conn_session(c)->disabled_override;
+	v->disabled_commands = conn_session(c)->disabled_commands;
+}
+
+/* session.disabledCommands, as a verdict says it: read after every hook
+ * (ran: a hook ran, or was stopped, since the last verdict). */
+static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
+{
+	if (!ran) {
+		policy_lua_keep_disabled(c, v);
+		return;
+	}
+	/* After every hook: the key is interned once, not on each lookup. */
+	static int key_ref = LUA_NOREF;
+	lua_State *L = lua_main;
+	if (key_ref == LUA_NOREF) {
+		lua_pushliteral(L, "disabledCommands");
+		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_session_push(L, c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
+	lua_rawget(L, -2);
+	policy_lua_take_disabled(L, v);
+	lua_pop(L, 1);
 }
 
 /* v decides nothing beyond o's reply: the rest of v zeroed, the reply
@@ -489,19 +502,19 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 }
 
 /* session.envelope gets the accepted sender (address table at the top of
- * L, popped) and what its parameters say. */
+ * L, replaced by session.disabledCommands) and what its parameters say. */
 static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
 {
 	lua_session_set_mail_from(c, L, -1, policy_lua_dsn_on(c));
-	lua_pop(L, 1);
+	lua_remove(L, -2);
 }
 
 /* session.envelope.rcptTo gets the accepted recipient (address table at
- * the top of L, popped). */
+ * the top of L, replaced by session.disabledCommands). */
 static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
 {
 	lua_session_add_rcpt(c, L, -1);
-	lua_pop(L, 1);
+	lua_remove(L, -2);
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope.
@@ -514,13 +527,24 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	bool ran = policy_lua_hook_ran(o, co);
-	if (co && o->kind == HOOK_ACCEPT) {
+	if (o->kind != HOOK_ACCEPT) {
+		policy_lua_read_disabled(c, &v, ran);
+		policy_lua_answer(c, &v);
+		return;
+	}
+	if (co) {
 		lua_pushvalue(co, 1);
 		lua_xmove(co, L, 1);
 	}
-	policy_lua_read_disabled(c, &v, ran);
-	if (o->kind == HOOK_ACCEPT)
-		record(c, L);
+	/* Accepted: the envelope's Lua call reads disabledCommands before it
+	 * writes, where a read of its own from C cost a lookup more. */
+	record(c, L);
+	if (ran)
+		policy_lua_take_disabled(L, &v);
+	else {
+		lua_pop(L, 1);
+		policy_lua_keep_disabled(c, &v);
+	}
 	policy_lua_answer(c, &v);
 }
 
