@@ -501,27 +501,25 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 	hook_start(c, nargs, hook_done);
 }
 
-/* session.envelope gets the accepted sender (address table at the top of
- * L, replaced by session.disabledCommands) and what its parameters say. */
-static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
+/* session.envelope gets the accepted sender (the address table at idx of
+ * L) and what its parameters say; session.disabledCommands is pushed. */
+static void policy_lua_envelope_mail(struct conn *c, lua_State *L, int idx)
 {
-	lua_session_set_mail_from(c, L, -1, policy_lua_dsn_on(c));
-	lua_remove(L, -2);
+	lua_session_set_mail_from(c, L, idx, policy_lua_dsn_on(c));
 }
 
-/* session.envelope.rcptTo gets the accepted recipient (address table at
- * the top of L, replaced by session.disabledCommands). */
-static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
+/* session.envelope.rcptTo gets the accepted recipient (the address table
+ * at idx of L); session.disabledCommands is pushed. */
+static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L, int idx)
 {
-	lua_session_add_rcpt(c, L, -1);
-	lua_remove(L, -2);
+	lua_session_add_rcpt(c, L, idx);
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope.
  * The address is the first value the hook's wrapper returned (a hook
  * that raised or timed out has none), or, with no hook, on top of L. */
 static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
-                                    void (*record)(struct conn *c, lua_State *L))
+                                    void (*record)(struct conn *c, lua_State *L, int idx))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
@@ -532,17 +530,17 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 		policy_lua_answer(c, &v);
 		return;
 	}
-	if (co) {
-		lua_pushvalue(co, 1);
-		lua_xmove(co, L, 1);
-	}
 	/* Accepted: the envelope's Lua call reads disabledCommands before it
-	 * writes, where a read of its own from C cost a lookup more. */
-	record(c, L);
-	if (ran)
-		policy_lua_take_disabled(L, &v);
-	else {
-		lua_pop(L, 1);
+	 * writes, where a read of its own from C cost a lookup more. It runs
+	 * on the hook's coroutine, which has returned (as a pooled coroutine
+	 * is reused), where the address is: not moved to L first. */
+	if (co) {
+		lua_checkstack(co, 8);
+		record(c, co, 1);
+		policy_lua_take_disabled(co, &v);
+	} else {
+		record(c, L, lua_gettop(L));
+		lua_pop(L, 2);
 		policy_lua_keep_disabled(c, &v);
 	}
 	policy_lua_answer(c, &v);
