@@ -34,12 +34,12 @@ void lua_session_reset_envelope(struct conn *c);
 void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission);
 /* envelope.mailFrom = the address table at idx, and what its args say:
  * bodyType, smtpUtf8, requireTLS and (dsn) dsn = {ret, envid}. Pushes
- * session.disabledCommands (raw), as it was before. */
+ * session.disabledCommands (raw), read before these writes. */
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn);
 /* Appends the recipient accepted (the address table at idx); one equal
  * (case-insensitively) to an earlier one replaces it, at the index the
  * session's set (smtp_session.rcpts) holds for it: found without a scan.
- * Pushes session.disabledCommands (raw), as it was before. */
+ * Pushes session.disabledCommands (raw), read before this write. */
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Pushes {address = "...", args = {KEY = value|true}}, and with dsn also
  * dsn = {notify = {"SUCCESS", ...}, orcpt = args.ORCPT}. */
