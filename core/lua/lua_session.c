@@ -20,7 +20,7 @@
 static const char envelope_lua[] =
 	/* Locals: after the script has loaded, globals are reached through a
 	 * metatable (lua_protect_globals), and a script cannot swap these. */
-	"local new_tab, upper, rawset = require('table.new'), string.upper, rawset\n"
+	"local new_tab, upper, rawget, rawset = require('table.new'), string.upper, rawget, rawset\n"
 	"local type, next, getmetatable = type, next, getmetatable\n"
 	"local M = {}\n"
 	/* An envelope nothing was put in yet (EHLO after the greeting, RSET
@@ -33,12 +33,19 @@ static const char envelope_lua[] =
 	/* A connection that has carried a message likely carries more: its
 	 * envelopes get room for every field at once (growing one twice cost
 	 * more than filling it); an idle one keeps the smallest. */
-	"function M.reset(session, transaction)\n"
+	"local function reset(session, transaction)\n"
 	"  if session.transaction == transaction and untouched(session.envelope) then return end\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
 	"  env.rcptTo = new_tab(1, 0)\n"
 	"  session.envelope = env\n"
 	"  session.transaction = transaction\n"
+	"end\n"
+	"M.reset = reset\n"
+	/* HELO/EHLO/LHLO: what four calls from C wrote (the envelope and three
+	 * fields, each key interned again by lua_setfield), in one. */
+	"function M.helo(session, transaction, name, opening, transmission)\n"
+	"  reset(session, transaction)\n"
+	"  session.hostNameAppearsAs, session.openingCommand, session.transmissionType = name, opening, transmission\n"
 	"end\n"
 	/* No reverse lookup yet: clientHostname is smtp-server's fallback form. */
 	"function M.new(id, remote, remote_port, loc, local_port)\n"
@@ -46,7 +53,7 @@ static const char envelope_lua[] =
 	"  s.id, s.remoteAddress, s.remotePort, s.localAddress, s.localPort = id, remote, remote_port, loc, local_port\n"
 	"  s.clientHostname = '[' .. remote .. ']'\n"
 	"  s.secure, s.transmissionType = false, 'SMTP'\n"
-	"  M.reset(s, 1)\n"
+	"  reset(s, 1)\n"
 	"  return s\n"
 	"end\n"
 	"local function address(addr, args, dsn, notify)\n"
@@ -65,7 +72,11 @@ static const char envelope_lua[] =
 	"  local a = address(addr, args, dsn, notify)\n"
 	"  return a, hook(a, session)\n"
 	"end\n"
+	/* mail and rcpt return session.disabledCommands, read (raw) before
+	 * they write as C read it after the verdict: one lookup from C less
+	 * per address. */
 	"function M.mail(session, address, smtputf8, dsn)\n"
+	"  local disabled = rawget(session, 'disabledCommands')\n"
 	"  local env, args = session.envelope, address.args\n"
 	"  env.mailFrom = address\n"
 	"  local body, body_type = args.BODY, '7bit'\n"
@@ -77,15 +88,18 @@ static const char envelope_lua[] =
 	"  env.smtpUtf8 = smtputf8\n"
 	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
 	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
+	"  return disabled\n"
 	"end\n"
 	"function M.rcpt(session, address, at)\n"
+	"  local disabled = rawget(session, 'disabledCommands')\n"
 	"  local list = session.envelope.rcptTo\n"
 	"  rawset(list, at > 0 and at or #list + 1, address)\n"
+	"  return disabled\n"
 	"end\n"
 	"return M\n";
 
-enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_ADDRESS, ENVELOPE_JUDGE, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
-static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "address", "judge", "mail", "rcpt"};
+enum { ENVELOPE_NEW, ENVELOPE_RESET, ENVELOPE_HELO, ENVELOPE_ADDRESS, ENVELOPE_JUDGE, ENVELOPE_MAIL, ENVELOPE_RCPT, ENVELOPE_FNS };
+static const char *const envelope_fn_names[ENVELOPE_FNS] = {"new", "reset", "helo", "address", "judge", "mail", "rcpt"};
 static int envelope_fn_ref[ENVELOPE_FNS];
 
 bool lua_session_register(lua_State *L)
@@ -118,6 +132,12 @@ void lua_session_new(struct conn *c)
 	lua_pushinteger(L, c->local_port);
 	lua_call(L, 5, 1);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_state_of(c)->pristine = true;
+}
+
+bool lua_session_pristine(const struct conn *c)
+{
+	return lua_state_of(c)->pristine;
 }
 
 void lua_session_free(struct conn *c)
@@ -129,7 +149,9 @@ void lua_session_free(struct conn *c)
 
 void lua_session_push(lua_State *L, struct conn *c)
 {
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lua_state_of(c)->session_ref);
+	struct lua_session_state *ls = lua_state_of(c);
+	ls->pristine = false; /* whoever gets the table may change it */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->session_ref);
 }
 
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)
@@ -180,6 +202,18 @@ void lua_session_reset_envelope(struct conn *c)
 	lua_call(L, 2, 0);
 }
 
+void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission)
+{
+	lua_State *L = lua_main;
+	envelope_fn_push(L, ENVELOPE_HELO);
+	lua_session_push(L, c);
+	lua_pushinteger(L, conn_session(c)->transactions + 1);
+	lua_pushstring(L, name);
+	lua_pushstring(L, opening);
+	lua_pushstring(L, transmission);
+	lua_call(L, 5, 0);
+}
+
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
@@ -188,7 +222,7 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 	lua_pushvalue(L, idx);
 	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
 	lua_pushboolean(L, dsn);
-	lua_call(L, 4, 0);
+	lua_call(L, 4, 1);
 }
 
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
@@ -199,7 +233,7 @@ void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 	lua_session_push(L, c);
 	lua_pushvalue(L, idx);
 	lua_pushinteger(L, (lua_Integer)rcpt_set_find(s->rcpts, s->judged, strlen(s->judged)));
-	lua_call(L, 3, 0);
+	lua_call(L, 3, 1);
 }
 
 /* args = {KEY = value|true} from the path's parameters, xtext decoded. */

@@ -17,6 +17,10 @@ bool lua_session_register(lua_State *L);
 void lua_session_new(struct conn *c);
 void lua_session_free(struct conn *c);
 void lua_session_push(lua_State *L, struct conn *c);
+/* Whether the session table is as lua_session_new made it: nothing, not
+ * even the core, has pushed it since (every access goes through
+ * lua_session_push). */
+bool lua_session_pristine(const struct conn *c);
 /* session.proxy = what the PROXY header said. */
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi);
 /* session[field] = value (nil when value is NULL). */
@@ -25,12 +29,17 @@ void lua_session_set(struct conn *c, const char *field, const char *value);
 void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx);
 /* A new, empty envelope, and session.transaction = c->transactions + 1. */
 void lua_session_reset_envelope(struct conn *c);
+/* HELO/EHLO/LHLO: lua_session_reset_envelope and hostNameAppearsAs,
+ * openingCommand, transmissionType (NULL: nil) in one call. */
+void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission);
 /* envelope.mailFrom = the address table at idx, and what its args say:
- * bodyType, smtpUtf8, requireTLS and (dsn) dsn = {ret, envid}. */
+ * bodyType, smtpUtf8, requireTLS and (dsn) dsn = {ret, envid}. Pushes
+ * session.disabledCommands (raw), read before these writes. */
 void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn);
 /* Appends the recipient accepted (the address table at idx); one equal
  * (case-insensitively) to an earlier one replaces it, at the index the
- * session's set (smtp_session.rcpts) holds for it: found without a scan. */
+ * session's set (smtp_session.rcpts) holds for it: found without a scan.
+ * Pushes session.disabledCommands (raw), read before this write. */
 void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Pushes {address = "...", args = {KEY = value|true}}, and with dsn also
  * dsn = {notify = {"SUCCESS", ...}, orcpt = args.ORCPT}. */

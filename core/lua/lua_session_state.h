@@ -12,6 +12,7 @@
 struct lua_session_state {
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
+	bool pristine;        /* ... untouched since made (lua_session_pristine) */
 	int tls_obj_ref;      /* the conn object onSecure gets */
 	int stream_ref;       /* the current message's stream object */
 	policy_done_fn policy_done; /* the answer to the question in flight, if any */

@@ -22,26 +22,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* session.disabledCommands, as a verdict says it: read after every hook
- * (ran: a hook ran, or was stopped, since the last verdict); with no hook
- * the session's current set stands. */
-static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
+/* The verdict's disabled set from the value of session.disabledCommands
+ * on top of L (popped). */
+static void policy_lua_take_disabled(lua_State *L, struct policy_verdict *v)
 {
-	if (!ran) {
-		v->disabled_set = conn_session(c)->disabled_override;
-		v->disabled_commands = conn_session(c)->disabled_commands;
-		return;
-	}
-	/* After every hook: the key is interned once, not on each lookup. */
-	static int key_ref = LUA_NOREF;
-	lua_State *L = lua_main;
-	if (key_ref == LUA_NOREF) {
-		lua_pushliteral(L, "disabledCommands");
-		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	}
-	lua_session_push(L, c);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
-	lua_rawget(L, -2);
 	v->disabled_set = lua_type(L, -1) == LUA_TTABLE;
 	v->disabled_commands = 0;
 	if (v->disabled_set) {
@@ -57,7 +41,36 @@ static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, b
 		}
 		v->disabled_commands = mask & ~1u;
 	}
-	lua_pop(L, 2);
+	lua_pop(L, 1);
+}
+
+/* With no hook since the last verdict, the session's current set stands. */
+static void policy_lua_keep_disabled(struct conn *c, struct policy_verdict *v)
+{
+	v->disabled_set = conn_session(c)->disabled_override;
+	v->disabled_commands = conn_session(c)->disabled_commands;
+}
+
+/* session.disabledCommands, as a verdict says it: read after every hook
+ * (ran: a hook ran, or was stopped, since the last verdict). */
+static void policy_lua_read_disabled(struct conn *c, struct policy_verdict *v, bool ran)
+{
+	if (!ran) {
+		policy_lua_keep_disabled(c, v);
+		return;
+	}
+	/* After every hook: the key is interned once, not on each lookup. */
+	static int key_ref = LUA_NOREF;
+	lua_State *L = lua_main;
+	if (key_ref == LUA_NOREF) {
+		lua_pushliteral(L, "disabledCommands");
+		key_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_session_push(L, c);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, key_ref);
+	lua_rawget(L, -2);
+	policy_lua_take_disabled(L, v);
+	lua_pop(L, 1);
 }
 
 /* v decides nothing beyond o's reply: the rest of v zeroed, the reply
@@ -167,7 +180,7 @@ static void policy_lua_set_string(struct conn *c, const char *field, const char 
 }
 
 /* Mirrors a fact of the session into its table. */
-static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
+static void policy_lua_changed_one(struct smtp_session *s, enum session_fact f)
 {
 	struct conn *c = s->conn;
 	lua_State *L = lua_main;
@@ -178,6 +191,11 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_pop(L, 1);
 		break;
 	case FACT_CLIENT_HOSTNAME: {
+		/* As the session begins, the table holds "[address]" already
+		 * (lua_session_new): a second write of it costs a lookup and
+		 * an interned key on every connection. */
+		if (!s->client_hostname && lua_session_pristine(c))
+			break;
 		char name[SMTP_SESSION_HOSTNAME_BUF];
 		policy_lua_set_string(c, "clientHostname", smtp_session_client_hostname(s, name));
 		break;
@@ -214,6 +232,22 @@ static void policy_lua_changed(struct smtp_session *s, enum session_fact f)
 		lua_pop(L, 1);
 		break;
 	}
+}
+
+/* Mirrors the facts (enum session_fact bits) told together: HELO's in one
+ * call into Lua, any other set one by one. */
+static void policy_lua_changed(struct smtp_session *s, unsigned facts)
+{
+	if (facts == (FACT_ENVELOPE | FACT_HELO | FACT_TRANSMISSION)) {
+		const char *name = s->helo_name && s->helo_name[0] ? s->helo_name : NULL;
+		lua_session_helo(s->conn, name, smtp_session_opening_command(s), smtp_session_transmission(s));
+		return;
+	}
+	for (unsigned f = 1; facts; f <<= 1)
+		if (facts & f) {
+			facts &= ~f;
+			policy_lua_changed_one(s, (enum session_fact)f);
+		}
 }
 
 /* The session field an XCLIENT/XFORWARD attribute overrides, or NULL. */
@@ -467,39 +501,48 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 	hook_start(c, nargs, hook_done);
 }
 
-/* session.envelope gets the accepted sender (address table at the top of
- * L, popped) and what its parameters say. */
-static void policy_lua_envelope_mail(struct conn *c, lua_State *L)
+/* session.envelope gets the accepted sender (the address table at idx of
+ * L) and what its parameters say; session.disabledCommands is pushed. */
+static void policy_lua_envelope_mail(struct conn *c, lua_State *L, int idx)
 {
-	lua_session_set_mail_from(c, L, -1, policy_lua_dsn_on(c));
-	lua_pop(L, 1);
+	lua_session_set_mail_from(c, L, idx, policy_lua_dsn_on(c));
 }
 
-/* session.envelope.rcptTo gets the accepted recipient (address table at
- * the top of L, popped). */
-static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L)
+/* session.envelope.rcptTo gets the accepted recipient (the address table
+ * at idx of L); session.disabledCommands is pushed. */
+static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L, int idx)
 {
-	lua_session_add_rcpt(c, L, -1);
-	lua_pop(L, 1);
+	lua_session_add_rcpt(c, L, idx);
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope.
  * The address is the first value the hook's wrapper returned (a hook
  * that raised or timed out has none), or, with no hook, on top of L. */
 static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
-                                    void (*record)(struct conn *c, lua_State *L))
+                                    void (*record)(struct conn *c, lua_State *L, int idx))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
 	policy_lua_verdict_of(&v, o);
 	bool ran = policy_lua_hook_ran(o, co);
-	if (co && o->kind == HOOK_ACCEPT) {
-		lua_pushvalue(co, 1);
-		lua_xmove(co, L, 1);
+	if (o->kind != HOOK_ACCEPT) {
+		policy_lua_read_disabled(c, &v, ran);
+		policy_lua_answer(c, &v);
+		return;
 	}
-	policy_lua_read_disabled(c, &v, ran);
-	if (o->kind == HOOK_ACCEPT)
-		record(c, L);
+	/* Accepted: the envelope's Lua call reads disabledCommands before it
+	 * writes, where a read of its own from C cost a lookup more. It runs
+	 * on the hook's coroutine, which has returned (as a pooled coroutine
+	 * is reused), where the address is: not moved to L first. */
+	if (co) {
+		lua_checkstack(co, 8);
+		record(c, co, 1);
+		policy_lua_take_disabled(co, &v);
+	} else {
+		record(c, L, lua_gettop(L));
+		lua_pop(L, 2);
+		policy_lua_keep_disabled(c, &v);
+	}
 	policy_lua_answer(c, &v);
 }
 

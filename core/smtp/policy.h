@@ -87,22 +87,25 @@ typedef void (*policy_servername_fn)(struct smtp_session *s, struct ssl_ctx_st *
 
 /* The facts of a session a policy shows its deciders (the Lua session
  * table): each is told when it changes, its value being in struct
- * smtp_session (or its conn). */
+ * smtp_session (or its conn). They are bits: facts that change together
+ * (HELO's new envelope, name and transmission type) are told in one call,
+ * which the Lua policy writes in one call into Lua. */
 enum session_fact {
-	FACT_PREGREET,        /* s->pregreet */
-	FACT_CLIENT_HOSTNAME, /* smtp_session_client_hostname(s) */
-	FACT_HELO,            /* s->helo_name, smtp_session_opening_command(s) */
-	FACT_USER_FORGOTTEN,  /* a login is forgotten (STARTTLS, XCLIENT) */
-	FACT_AUTH,            /* AUTH succeeded with the mechanism s->sasl_method */
-	FACT_XCLIENT_LOGIN,   /* XCLIENT LOGIN: the front end vouched for a user */
-	FACT_TRANSMISSION,    /* smtp_session_transmission(s) */
-	FACT_ENVELOPE,        /* a new, empty transaction */
-	FACT_TLS,             /* the handshake's outcome, on the conn */
-	FACT_REMOTE,          /* the conn's remote address and port (XCLIENT) */
+	FACT_PREGREET = 1u << 0,        /* s->pregreet */
+	FACT_CLIENT_HOSTNAME = 1u << 1, /* smtp_session_client_hostname(s) */
+	FACT_HELO = 1u << 2,            /* s->helo_name, smtp_session_opening_command(s) */
+	FACT_USER_FORGOTTEN = 1u << 3,  /* a login is forgotten (STARTTLS, XCLIENT) */
+	FACT_AUTH = 1u << 4,            /* AUTH succeeded with the mechanism s->sasl_method */
+	FACT_XCLIENT_LOGIN = 1u << 5,   /* XCLIENT LOGIN: the front end vouched for a user */
+	FACT_TRANSMISSION = 1u << 6,    /* smtp_session_transmission(s) */
+	FACT_ENVELOPE = 1u << 7,        /* a new, empty transaction */
+	FACT_TLS = 1u << 8,             /* the handshake's outcome, on the conn */
+	FACT_REMOTE = 1u << 9,          /* the conn's remote address and port (XCLIENT) */
 };
 
 struct smtp_policy {
-	void (*changed)(struct smtp_session *s, enum session_fact f);
+	/* facts: one or more enum session_fact bits. */
+	void (*changed)(struct smtp_session *s, unsigned facts);
 	/* XCLIENT (or XFORWARD) is about to apply these attributes: the policy
 	 * may record them, and what they override, for its deciders. */
 	void (*forwarded)(struct smtp_session *s, bool xforward, const struct policy_attr *attrs, size_t n);

@@ -4,7 +4,7 @@
 
 static const struct policy_verdict null_accept = {.reply.kind = HOOK_ACCEPT};
 
-static void null_changed(struct smtp_session *s, enum session_fact f)
+static void null_changed(struct smtp_session *s, unsigned facts)
 {
 }
 

@@ -212,14 +212,13 @@ enum smtp_reply_id smtp_check_helo(struct conn *c, const struct smtp_cmd *cmd, s
 void smtp_cmd_helo(struct conn *c, const struct smtp_cmd *cmd, struct smtp_args *a)
 {
 	bool ehlo = cmd->verb != SMTP_VERB_HELO;
-	conn_session(c)->greeted = true;
-	conn_session(c)->esmtp = ehlo;
-	smtp_session_reset_transaction(c);
 	struct smtp_session *s = conn_session(c);
+	s->greeted = true;
+	s->esmtp = ehlo;
 	for (char *p = smtp_session_set_name(&s->helo_name, cmd->arg, cmd->arg_len); *p; p++)
 		*p = (char)tolower((unsigned char)*p);
-	s->policy->changed(s, FACT_HELO);
-	smtp_session_update_transmission(c);
+	/* The new envelope, the name and the transmission type: one call. */
+	smtp_session_reset_transaction_with(c, FACT_HELO | FACT_TRANSMISSION);
 	char text[512];
 	session_helo_text(c, text, sizeof text);
 	if (!ehlo) {

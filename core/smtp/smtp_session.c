@@ -81,6 +81,11 @@ const char *smtp_session_opening_command(const struct smtp_session *s)
 
 void smtp_session_reset_transaction(struct conn *c)
 {
+	smtp_session_reset_transaction_with(c, 0);
+}
+
+void smtp_session_reset_transaction_with(struct conn *c, unsigned facts)
+{
 	struct smtp_session *s = conn_session(c);
 	if (s->tx.chunking && s->state == SMTP_STATE_COMMAND) {
 		/* RSET (or EHLO, STARTTLS) between BDAT chunks: the message is
@@ -92,9 +97,7 @@ void smtp_session_reset_transaction(struct conn *c)
 	s->tx = (struct transaction){.mail_from = s->tx.mail_from}; /* its buffer stays */
 	if (s->rcpts)
 		rcpt_set_clear(s->rcpts);
-	s->policy->changed(s, FACT_ENVELOPE);
-	if (utf8)
-		smtp_session_update_transmission(c);
+	s->policy->changed(s, FACT_ENVELOPE | facts | (utf8 ? FACT_TRANSMISSION : 0));
 }
 
 /* session.disabledCommands, when a hook has set it, replaces the option. */

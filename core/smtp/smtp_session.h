@@ -50,6 +50,9 @@ void smtp_session_greet(struct conn *c);
 size_t smtp_text_put(char *out, size_t len, size_t o, const char *s);
 /* A new, empty mail transaction. */
 void smtp_session_reset_transaction(struct conn *c);
+/* ... told to the policy in one call with the other facts that changed
+ * with it (enum session_fact bits). */
+void smtp_session_reset_transaction_with(struct conn *c, unsigned facts);
 /* The connection is closing: greetingDelay's timer goes, if it runs. */
 void smtp_session_cancel_greeting_delay(struct conn *c);
 /* The message in flight, if any, is over: frees its body state. */

@@ -158,6 +158,32 @@ class DisabledCommands(E2ETest):
                         self.assertReply(c.cmd("HELP"), 500, "5.5.2")
 
 
+    def test_session_disabled_commands_from_address_hooks(self):
+        # An accepted address's envelope call reads the list; a refusal's
+        # is read from C.
+        hooks = {"onMailFrom": Lua('''function(address, session)
+            if address.address == "quiet@example.com" then session.disabledCommands = {"NOOP"} end
+          end'''), "onRcptTo": Lua('''function(address, session)
+            if address.address == "loud@example.com" then session.disabledCommands = {"HELP"} end
+            if address.address == "no@example.com" then
+              session.disabledCommands = {"NOOP"}
+              return nil, smtp.reject(550, "no")
+            end
+          end''')}
+        with Server(script(hooks=hooks, disabledCommands=["HELP"])) as srv:
+            with srv.client() as c:
+                c.ehlo()
+                self.assertReply(c.cmd("MAIL FROM:<quiet@example.com>"), 250, "2.1.0")
+                self.assertReply(c.cmd("NOOP"), 500, "5.5.2")
+                self.assertReply(c.cmd("HELP"), 214, "2.0.0")
+                self.assertReply(c.cmd("RCPT TO:<loud@example.com>"), 250, "2.1.5")
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+                self.assertReply(c.cmd("HELP"), 500, "5.5.2")
+                self.assertReply(c.cmd("RCPT TO:<no@example.com>"), 550)
+                self.assertReply(c.cmd("NOOP"), 500, "5.5.2")
+                self.assertReply(c.cmd("HELP"), 214, "2.0.0")
+
+
 class AuthGate(E2ETest):
     def test_auth_refused_before_tls(self):
         with Server(script()) as srv:

@@ -11,7 +11,9 @@ from tlsutil import (RECORD_HOOKS, certs, client_context, ehlo_keywords, mine, m
                      starttls, tls_client)
 
 ON_CONNECT = Lua(r'''function(session)
-    record("connect", tlsinfo(session))
+    local info = tlsinfo(session)
+    info.clientHostname = session.clientHostname
+    record("connect", info)
   end''')
 
 
@@ -50,6 +52,10 @@ class Implicit(SharedServerTest):
         # onConnect runs after the handshake on a secure listener
         [cn] = mine(self.srv.events("connect"), c.local_port)
         self.assertIs(cn["secure"], True)
+        # Written again at connect: the handshake wrote the session table
+        # first (a plain connection's keeps what lua_session_new wrote,
+        # test_hooks' session fields).
+        self.assertEqual(cn["clientHostname"], "[127.0.0.1]")
         [sec] = mine(self.srv.events("secure"), c.local_port)
         self.assertEqual(sec["conn"]["protocol"], "TLSv1.3")
 

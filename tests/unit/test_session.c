@@ -294,6 +294,55 @@ static void test_states_follow_the_dialogue(void)
 	CHECK(client_close(&cl));
 }
 
+/* What the policy is told, call by call, and what it reads then. */
+static struct {
+	unsigned facts[8];
+	char transmission[8][16];
+	int n;
+} told;
+
+static void recording_changed(struct smtp_session *s, unsigned facts)
+{
+	if (told.n == 8)
+		return;
+	told.facts[told.n] = facts;
+	snprintf(told.transmission[told.n], sizeof told.transmission[0], "%s", smtp_session_transmission(s));
+	told.n++;
+}
+
+/* HELO's facts come in one call, with the name, the opening command and
+ * the transmission type already set (the Lua policy writes them in one
+ * call into Lua); a new envelope alone, or with the transmission type
+ * when SMTPUTF8 ends with it, in one call too. */
+static void test_facts_told_together(void)
+{
+	static struct smtp_policy recording;
+	recording = policy_null;
+	recording.changed = recording_changed;
+	smtp_policy_use(&recording);
+	struct client cl;
+	CHECK(client_open(&cl));
+	say(&cl, "");
+	told.n = 0;
+	say(&cl, "EHLO Client.Test\r\n");
+	CHECK_INT(told.n, 1);
+	CHECK_INT(told.facts[0], FACT_ENVELOPE | FACT_HELO | FACT_TRANSMISSION);
+	CHECK_STR(told.transmission[0], "ESMTP");
+	CHECK_STR(conn_session(cl.srv.conns)->helo_name, "client.test");
+	told.n = 0;
+	say(&cl, "RSET\r\n");
+	CHECK_INT(told.n, 1);
+	CHECK_INT(told.facts[0], FACT_ENVELOPE);
+	told.n = 0;
+	say(&cl, "MAIL FROM:<a@example.org> SMTPUTF8\r\nRSET\r\n");
+	CHECK_INT(told.n, 2); /* MAIL's UTF8SMTP, RSET's envelope with ESMTP again */
+	CHECK_INT(told.facts[0], FACT_TRANSMISSION);
+	CHECK_STR(told.transmission[0], "UTF8SMTP");
+	CHECK_INT(told.facts[1], FACT_ENVELOPE | FACT_TRANSMISSION);
+	CHECK_STR(told.transmission[1], "ESMTP");
+	CHECK(client_close(&cl));
+}
+
 int main(void)
 {
 	RUN(test_a_message_with_the_null_policy);
@@ -305,5 +354,6 @@ int main(void)
 	RUN(test_every_guard_refuses_with_its_catalogue_reply);
 	RUN(test_needs_upgrade_refuses_all_but_the_plaintext_verbs);
 	RUN(test_states_follow_the_dialogue);
+	RUN(test_facts_told_together);
 	return unit_summary();
 }
