@@ -9,6 +9,8 @@
  * too little room for that, down to none, so the buffer grows); both must
  * give the same bytes. stderr is a temporary file the lines are read
  * back from; with no event loop attached every line is written at once.
+ * The Makefile builds it twice: build/test_log, and build/test_log_scalar
+ * with log.c compiled without SSE2 (its byte loop, as on other CPUs).
  */
 #include "base/log.h"
 #include "unit.h"
