@@ -454,7 +454,8 @@ struct log_head {
 /* The serving thread's; log_fatal's thread makes its own. */
 static struct log_head log_head_main = {.sec = -1};
 
-static void log_head_update(struct log_head *h, time_t sec)
+/* A new second, or a new process: out of line, once a second at most. */
+__attribute__((noinline)) static void log_head_update(struct log_head *h, time_t sec)
 {
 	if (sec != h->sec) {
 		struct tm tm;
@@ -486,15 +487,15 @@ static void log_put_head(struct log_out *o, enum log_level level)
 		own.tail_len[0] = 0;
 		h = &own;
 	}
-	log_head_update(h, now.tv_sec);
+	if (now.tv_sec != h->sec || !h->tail_len[0])
+		log_head_update(h, now.tv_sec);
 	unsigned ms = (unsigned)(now.tv_nsec / 1000000);
 	char local[23 + 3 + LOG_TAIL];
 	bool in_place = o->cap - o->pos >= sizeof local;
 	char *d = in_place ? o->buf + o->pos : local;
 	memcpy(d, h->second, 23);
 	d[23] = (char)('0' + ms / 100);
-	d[24] = (char)('0' + ms / 10 % 10);
-	d[25] = (char)('0' + ms % 10);
+	memcpy(d + 24, log_pairs + ms % 100 * 2, 2);
 	memcpy(d + 26, h->tail[level], LOG_TAIL);
 	size_t n = 26 + h->tail_len[level];
 	if (in_place)
