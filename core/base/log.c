@@ -318,25 +318,29 @@ static void log_value(struct log_out *o, const char *v, size_t len)
 
 /* memcpy of a key or value of a few bytes, inline: the library call and
  * its dispatch on the size cost as much as the rest of a field. Moves of
- * 8 or 4 bytes that overlap at the end; a long value goes to memcpy. */
+ * 16, 8 or 4 bytes that overlap at the end; a long value goes to memcpy. */
 static inline void log_copy(char *d, const char *s, size_t n)
 {
-	uint64_t x, y;
-	uint32_t a, b;
+	char x[16], y[16];
 	if (n > 64) {
 		memcpy(d, s, n);
-	} else if (n >= 8) {
-		for (size_t i = 0; i + 8 < n; i += 8) {
-			memcpy(&x, s + i, 8);
-			memcpy(d + i, &x, 8);
+	} else if (n >= 16) {
+		for (size_t i = 0; i + 16 < n; i += 16) {
+			memcpy(x, s + i, 16);
+			memcpy(d + i, x, 16);
 		}
-		memcpy(&y, s + n - 8, 8);
-		memcpy(d + n - 8, &y, 8);
+		memcpy(y, s + n - 16, 16);
+		memcpy(d + n - 16, y, 16);
+	} else if (n >= 8) {
+		memcpy(x, s, 8);
+		memcpy(y, s + n - 8, 8);
+		memcpy(d, x, 8);
+		memcpy(d + n - 8, y, 8);
 	} else if (n >= 4) {
-		memcpy(&a, s, 4);
-		memcpy(&b, s + n - 4, 4);
-		memcpy(d, &a, 4);
-		memcpy(d + n - 4, &b, 4);
+		memcpy(x, s, 4);
+		memcpy(y, s + n - 4, 4);
+		memcpy(d, x, 4);
+		memcpy(d + n - 4, y, 4);
 	} else if (n > 0) {
 		d[0] = s[0];
 		d[n / 2] = s[n / 2];
@@ -357,13 +361,13 @@ __attribute__((noinline)) static void log_put_field_pieces(struct log_out *o, co
 	log_value(o, v, len);
 }
 
-/* The value copied at d (and padded), whose first i bytes are plain but
- * not all: quoted in place, escaped from its first ESC byte on (from v,
- * as the escapes overwrite the copy). Returns the end. */
+/* The value v copied at d, whose first i bytes are plain but not all:
+ * copied again a byte further for its opening quote, and escaped from its
+ * first ESC byte on. Returns the end. */
 __attribute__((noinline)) static char *log_quote_copy(char *d, const char *v, size_t i, size_t len)
 {
-	memmove(d + 1, d, len);
 	*d++ = '"';
+	log_copy(d, v, len);
 	log_pad(d + len);
 	i = log_unescaped_run(d, i, len);
 	d += i;
