@@ -93,6 +93,11 @@ build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 build/test_%: tests/unit/test_%.c $(CORE_OBJ)
 	$(CC) $(CFLAGS) -Icore -o $@ $^ $(LDLIBS)
 
+# log.c without SSE2 (the byte loop of other CPUs) against the same cases.
+UNIT_BIN += build/test_log_scalar
+build/test_log_scalar: tests/unit/test_log.c tests/unit/unit.h core/base/log.c $(CORE_HDR) | $(DEPS_STAMP)
+	$(CC) $(CFLAGS) -U__SSE2__ -o $@ tests/unit/test_log.c core/base/log.c -lev -lpthread
+
 # The session with no Lua: core/smtp/ and the layers below it only, so the
 # test shows that the state machine runs on the null and scripted policies.
 NOLUA_OBJ := $(filter-out build/obj/lua/%,$(CORE_OBJ))

@@ -9,11 +9,16 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* Several hundred summary lines: one write per loop turn of a busy worker
  * rather than one per line (a write costs more than the formatting). */
@@ -51,8 +56,6 @@ static ev_prepare log_prepare;
 static ev_timer log_late;     /* writes the lines waiting when the loop is idle */
 static ev_tstamp log_waiting; /* loop time of the oldest line not written; 0: none */
 static int log_stderr_kind = -1; /* 1: a regular file; 0: a pipe, socket, tty; -1: not looked at */
-static char log_pid[24];         /* " pid=1234", made again after a fork */
-static size_t log_pid_len;
 
 static bool log_parse_name(const char *const *names, int n, const char *name, int *out)
 {
@@ -190,117 +193,328 @@ enum { LOG_PLAIN = 1, LOG_ESC = 2 };
 	 ((c) < ' ' || (c) == 0x7f || (c) == '"' || (c) == '\\' ? LOG_ESC : 0))
 static const unsigned char log_cc[256] = BYTE_TABLE(LOG_CC);
 
+/* The end of the run at p[i, len) of bytes whose log_cc & mask is want:
+ * of PLAIN bytes (mask = want = LOG_PLAIN), or of bytes that need no
+ * escape inside quotes (mask = LOG_ESC, want = 0). */
+static size_t log_scan(const char *p, size_t i, size_t len, unsigned char mask, unsigned char want)
+{
+	while (i < len && (log_cc[(unsigned char)p[i]] & mask) == want)
+		i++;
+	return i;
+}
+
+/* A value's copy in the log buffer is followed by this many plain bytes
+ * (log_pad), so that log_plain_run and log_unescaped_run may read whole
+ * blocks past its end: every load stays in written bytes of the buffer. */
+#define LOG_PAD 16
+
+#ifdef __SSE2__
+static inline void log_pad(char *end)
+{
+	_mm_storeu_si128((__m128i *)(void *)end, _mm_set1_epi8('a'));
+}
+
+/* The first byte of p[i, len) that stop (0xff for each byte of 16 that
+ * ends the run) finds, 16 bytes a step (every x86-64 has SSE2): a value
+ * is ~15 bytes, which the byte loop took 5 instructions each for. */
+static inline size_t log_run16(const char *p, size_t i, size_t len, __m128i (*stop)(__m128i))
+{
+	for (; i < len; i += 16) {
+		int m = _mm_movemask_epi8(stop(_mm_loadu_si128((const __m128i *)(const void *)(p + i))));
+		if (m)
+			return i + (size_t)__builtin_ctz((unsigned)m);
+	}
+	return len;
+}
+
+/* 0xff for the bytes that are not PLAIN: outside 0x21..0x7e (moved to
+ * -128..-35 by adding 0x5f, one signed compare finds the others, bytes
+ * >= 0x80 among them), or '"', '=' or '\\'. */
+static inline __m128i log_not_plain16(__m128i v)
+{
+	__m128i outside = _mm_cmpgt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x5f)), _mm_set1_epi8(-35));
+	__m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('=')));
+	return _mm_or_si128(_mm_or_si128(outside, special), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+}
+
+/* 0xff for the ESC bytes: below 0x20 (the unsigned minimum with 0x1f is
+ * the byte itself), 0x7f, '"' or '\\'. */
+static inline __m128i log_esc16(__m128i v)
+{
+	__m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+	__m128i special = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+	return _mm_or_si128(_mm_or_si128(ctl, special), _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)));
+}
+
+/* log_scan of a padded copy: the run of PLAIN bytes from i. */
+static inline size_t log_plain_run(const char *p, size_t i, size_t len)
+{
+	return log_run16(p, i, len, log_not_plain16);
+}
+
+/* log_scan of a padded copy: the run of bytes from i that need no escape. */
+static inline size_t log_unescaped_run(const char *p, size_t i, size_t len)
+{
+	return log_run16(p, i, len, log_esc16);
+}
+#else
+static inline void log_pad(char *end)
+{
+	(void)end;
+}
+
+static inline size_t log_plain_run(const char *p, size_t i, size_t len)
+{
+	return log_scan(p, i, len, LOG_PLAIN, LOG_PLAIN);
+}
+
+static inline size_t log_unescaped_run(const char *p, size_t i, size_t len)
+{
+	return log_scan(p, i, len, LOG_ESC, 0);
+}
+#endif
+
+/* Writes the escape of c (which log_cc marks ESC) at out; returns its
+ * length: \n, \x1f for the other control bytes and 0x7f, \" and \\. */
+static size_t log_escape(char *out, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	out[0] = '\\';
+	if (c == '\n') {
+		out[1] = 'n';
+		return 2;
+	}
+	if (c < ' ' || c == 0x7f) {
+		out[1] = 'x';
+		out[2] = hex[c >> 4];
+		out[3] = hex[c & 15];
+		return 4;
+	}
+	out[1] = (char)c; /* '"' or '\\', after a backslash */
+	return 2;
+}
+
 /* value as is when it can be; else quoted, with ", \ and control bytes
  * escaped so that no value can end the line or fake a field. */
 static void log_value(struct log_out *o, const char *v, size_t len)
 {
-	size_t i = 0;
-	while (i < len && (log_cc[(unsigned char)v[i]] & LOG_PLAIN))
-		i++;
+	size_t i = log_scan(v, 0, len, LOG_PLAIN, LOG_PLAIN);
 	if (i == len && len > 0) {
 		log_put(o, v, len);
 		return;
 	}
 	log_put(o, "\"", 1);
 	size_t from = 0;
-	for (; i < len; i++) {
-		unsigned char c = (unsigned char)v[i];
-		if (!(log_cc[c] & LOG_ESC))
-			continue;
-		char esc[4] = {'\\', (char)c};
-		size_t n = 2;
-		if (c == '\n') {
-			esc[1] = 'n';
-		} else if (c < ' ' || c == 0x7f) {
-			static const char hex[] = "0123456789abcdef";
-			esc[1] = 'x';
-			esc[2] = hex[c >> 4];
-			esc[3] = hex[c & 15];
-			n = 4;
-		} /* else '"' or '\\', after a backslash */
+	while ((i = log_scan(v, i, len, LOG_ESC, 0)) < len) {
+		char esc[4];
+		size_t n = log_escape(esc, (unsigned char)v[i]);
 		log_put(o, v + from, i - from);
 		log_put(o, esc, n);
-		from = i + 1;
+		from = ++i;
 	}
 	log_put(o, v + from, len - from);
 	log_put(o, "\"", 1);
 }
 
-static void log_put_field(struct log_out *o, const char *key, const char *value, size_t len)
+/* memcpy of a key or value of a few bytes, inline: the library call and
+ * its dispatch on the size cost as much as the rest of a field. Moves of
+ * 16, 8 or 4 bytes that overlap at the end; a long value goes to memcpy. */
+static inline void log_copy(char *d, const char *s, size_t n)
 {
-	log_put(o, " ", 1);
-	log_put(o, key, strlen(key));
-	log_put(o, "=", 1);
-	log_value(o, value, len);
+	char x[16], y[16];
+	if (n > 64) {
+		memcpy(d, s, n);
+	} else if (n >= 16) {
+		for (size_t i = 0; i + 16 < n; i += 16) {
+			memcpy(x, s + i, 16);
+			memcpy(d + i, x, 16);
+		}
+		memcpy(y, s + n - 16, 16);
+		memcpy(d + n - 16, y, 16);
+	} else if (n >= 8) {
+		memcpy(x, s, 8);
+		memcpy(y, s + n - 8, 8);
+		memcpy(d, x, 8);
+		memcpy(d + n - 8, y, 8);
+	} else if (n >= 4) {
+		memcpy(x, s, 4);
+		memcpy(y, s + n - 4, 4);
+		memcpy(d, x, 4);
+		memcpy(d + n - 4, y, 4);
+	} else if (n > 0) {
+		d[0] = s[0];
+		d[n / 2] = s[n / 2];
+		d[n - 1] = s[n - 1];
+	}
 }
 
-/* Decimal digits of v at the end of out[20]; returns where they start. */
-static char *log_digits(char out[20], unsigned long long v)
+/* " key=value" piece by piece through log_put, which makes room: it
+ * writes out the whole lines, grows the buffer for a long line, or cuts
+ * the line when it cannot. Out of line, so that log_put_field's common
+ * case has none of its weight. */
+__attribute__((noinline)) static void log_put_field_pieces(struct log_out *o, const char *key, size_t klen,
+                                                           const char *v, size_t len)
 {
-	char *p = out + 20;
-	do {
-		*--p = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
+	log_put(o, " ", 1);
+	log_put(o, key, klen);
+	log_put(o, "=", 1);
+	log_value(o, v, len);
+}
+
+/* The value v copied at d, whose first i bytes are plain but not all:
+ * copied again a byte further for its opening quote, and escaped from its
+ * first ESC byte on. Returns the end. */
+__attribute__((noinline)) static char *log_quote_copy(char *d, const char *v, size_t i, size_t len)
+{
+	*d++ = '"';
+	log_copy(d, v, len);
+	log_pad(d + len);
+	i = log_unescaped_run(d, i, len);
+	d += i;
+	for (; i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (log_cc[c] & LOG_ESC)
+			d += log_escape(d, c);
+		else
+			*d++ = (char)c;
+	}
+	*d++ = '"';
+	return d;
+}
+
+/* " key=value". Every line is some ten of these, so the common case is
+ * made in one go: when the buffer already has room for the worst case
+ * (each value byte escaped to 4, the quotes, the padding), the field is
+ * written straight into it with no room check per piece: the value is
+ * copied whole and scanned there; only a value with a byte that needs
+ * quoting is moved to make room for its opening quote, and rewritten
+ * from its first byte that needs escaping. What it costs: a field is
+ * only taken this way when 4x its value fits, else (a value of more than
+ * a quarter of what is free: rare, as the buffer is written out long
+ * before it fills) it goes piece by piece as it always did, so a long
+ * line is kept, grown or dropped exactly as before. */
+static inline __attribute__((always_inline)) void log_put_field(struct log_out *o, const char *key, size_t klen,
+                                                                 const char *v, size_t len, bool digits)
+{
+	size_t room = o->cap - o->pos;
+	if (room < klen + 4 + LOG_PAD || (room - klen - 4 - LOG_PAD) / 4 < len) {
+		log_put_field_pieces(o, key, klen, v, len);
+		return;
+	}
+	char *d = o->buf + o->pos;
+	*d++ = ' ';
+	log_copy(d, key, klen);
+	d += klen;
+	*d++ = '=';
+	log_copy(d, v, len);
+	if (digits) { /* a number we formatted: plain, never empty */
+		o->pos = (size_t)(d + len - o->buf);
+		return;
+	}
+	log_pad(d + len);
+	size_t i = log_plain_run(d, 0, len);
+	d = i == len && len > 0 ? d + len : log_quote_copy(d, v, i, len);
+	o->pos = (size_t)(d - o->buf);
+}
+
+/* "00" to "99": numbers are written two digits a division. */
+static const char log_pairs[] =
+	"0001020304050607080910111213141516171819"
+	"2021222324252627282930313233343536373839"
+	"4041424344454647484950515253545556575859"
+	"6061626364656667686970717273747576777879"
+	"8081828384858687888990919293949596979899";
+
+/* Decimal digits of v, written backwards to end at end; returns where
+ * they start (at most 20 before end). */
+static char *log_digits(char *end, unsigned long long v)
+{
+	char *p = end;
+	for (; v >= 100; v /= 100) {
+		p -= 2;
+		memcpy(p, log_pairs + v % 100 * 2, 2);
+	}
+	if (v < 10) {
+		*--p = (char)('0' + v);
+	} else {
+		p -= 2;
+		memcpy(p, log_pairs + v * 2, 2);
+	}
 	return p;
 }
 
-/* "YYYY-MM-DDTHH:MM:SS" of sec into out[20]. */
-static void log_format_second(time_t sec, char out[20])
+/* "Z level=debug pid=" and 20 digits, rounded up: a tail is copied whole. */
+#define LOG_TAIL 48
+
+/* A line's head, "ts=2024-05-01T12:00:00.123Z level=info pid=42", is
+ * made of two pieces kept formatted: the date to the second, and per
+ * level the rest after the milliseconds. */
+struct log_head {
+	time_t sec;
+	char second[24];            /* "ts=YYYY-MM-DDTHH:MM:SS." */
+	char tail[4][LOG_TAIL];     /* "Z level=info pid=42", zero-padded */
+	unsigned char tail_len[4];  /* 0: not made (a new process) */
+};
+/* The serving thread's; log_fatal's thread makes its own. */
+static struct log_head log_head_main = {.sec = -1};
+
+/* A new second, or a new process: out of line, once a second at most. */
+__attribute__((noinline)) static void log_head_update(struct log_head *h, time_t sec)
 {
-	struct tm tm;
-	gmtime_r(&sec, &tm);
-	strftime(out, 20, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (sec != h->sec) {
+		struct tm tm;
+		gmtime_r(&sec, &tm);
+		memcpy(h->second, "ts=", 3);
+		strftime(h->second + 3, sizeof h->second - 3, "%Y-%m-%dT%H:%M:%S.", &tm);
+		h->sec = sec;
+	}
+	if (!h->tail_len[0]) {
+		char d[20], *p = log_digits(d + 20, (unsigned long long)getpid());
+		for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
+			memset(h->tail[l], 0, LOG_TAIL);
+			int n = snprintf(h->tail[l], LOG_TAIL, "Z level=%s pid=%.*s", log_names[l], (int)(d + 20 - p), p);
+			h->tail_len[l] = (unsigned char)n;
+		}
+	}
 }
 
-/* "ts=... level=... pid=..."; the serving thread keeps the date to the
- * second and its pid formatted (log_fatal's thread formats its own). */
-static void log_put_head(struct log_out *o, enum log_level level, bool cached)
+/* "ts=... level=... pid=...": the pieces and three digits of
+ * milliseconds, copied in place when the buffer has room for the longest
+ * head, else from a local array through log_put (which makes room). */
+static void log_put_head(struct log_out *o, enum log_level level)
 {
-	static time_t cached_sec = -1;
-	static char cached_text[20];
-	char text[20], pid[24];
-	const char *second = text, *pidp = pid;
-	size_t pidlen;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	if (cached) {
-		if (now.tv_sec != cached_sec) {
-			log_format_second(now.tv_sec, cached_text);
-			cached_sec = now.tv_sec;
-		}
-		second = cached_text;
-		if (!log_pid_len) {
-			char d[20], *p = log_digits(d, (unsigned long long)getpid());
-			log_pid_len = (size_t)(d + 20 - p) + 5;
-			memcpy(log_pid, " pid=", 5);
-			memcpy(log_pid + 5, p, log_pid_len - 5);
-		}
-		pidp = log_pid;
-		pidlen = log_pid_len;
-	} else {
-		log_format_second(now.tv_sec, text);
-		char d[20], *p = log_digits(d, (unsigned long long)getpid());
-		pidlen = (size_t)(d + 20 - p) + 5;
-		memcpy(pid, " pid=", 5);
-		memcpy(pid + 5, p, pidlen - 5);
+	struct log_head *h = &log_head_main, own;
+	if (o != &log_main) {
+		own.sec = -1;
+		own.tail_len[0] = 0;
+		h = &own;
 	}
-	long ms = now.tv_nsec / 1000000;
-	char frac[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z'};
-	log_put(o, "ts=", 3);
-	log_put(o, second, 19);
-	log_put(o, frac, sizeof frac);
-	log_put(o, " level=", 7);
-	log_put(o, log_names[level], strlen(log_names[level]));
-	log_put(o, pidp, pidlen);
+	if (now.tv_sec != h->sec || !h->tail_len[0])
+		log_head_update(h, now.tv_sec);
+	unsigned ms = (unsigned)(now.tv_nsec / 1000000);
+	char local[23 + 3 + LOG_TAIL];
+	bool in_place = o->cap - o->pos >= sizeof local;
+	char *d = in_place ? o->buf + o->pos : local;
+	memcpy(d, h->second, 23);
+	d[23] = (char)('0' + ms / 100);
+	memcpy(d + 24, log_pairs + ms % 100 * 2, 2);
+	memcpy(d + 26, h->tail[level], LOG_TAIL);
+	size_t n = 26 + h->tail_len[level];
+	if (in_place)
+		o->pos += n;
+	else
+		log_put(o, local, n);
 }
 
-static void log_put_begin(struct log_out *o, enum log_level level, const char *session, const char *msg)
+static void log_put_begin(struct log_out *o, enum log_level level, const char *session, const char *msg,
+                          size_t msg_len)
 {
-	log_put_head(o, level, o == &log_main);
-	log_put_field(o, "msg", msg, strlen(msg));
+	log_put_head(o, level);
+	log_put_field(o, "msg", 3, msg, msg_len, false);
 	if (session)
-		log_put_field(o, "session", session, strlen(session));
+		log_put_field(o, "session", 7, session, strlen(session), false);
 }
 
 static void log_put_pairs(struct log_out *o, va_list pairs)
@@ -309,41 +523,36 @@ static void log_put_pairs(struct log_out *o, va_list pairs)
 	while ((k = va_arg(pairs, const char *)) != NULL) {
 		const char *v = va_arg(pairs, const char *);
 		if (v)
-			log_put_field(o, k, v, strlen(v));
+			log_put_field(o, k, strlen(k), v, strlen(v), false);
 	}
 }
 
-bool log_begin(enum log_level level, const char *session, const char *msg)
+void log_begin_sized(enum log_level level, const char *session, const char *msg, size_t msg_len)
 {
-	if (!log_enabled(level))
-		return false;
-	log_put_begin(&log_main, level, session, msg);
-	return true;
+	log_put_begin(&log_main, level, session, msg, msg_len);
 }
 
-void log_field(const char *key, const char *value, size_t len)
+void log_field_sized(const char *key, size_t key_len, const char *value, size_t len)
 {
-	log_put_field(&log_main, key, value, len);
+	log_put_field(&log_main, key, key_len, value, len, false);
 }
 
-void log_field_uint(const char *key, unsigned long long value)
+void log_field_uint_sized(const char *key, size_t key_len, unsigned long long value)
 {
-	char d[20], *p = log_digits(d, value);
-	log_put_field(&log_main, key, p, (size_t)(d + 20 - p));
+	char d[20], *p = log_digits(d + 20, value);
+	log_put_field(&log_main, key, key_len, p, (size_t)(d + 20 - p), true);
 }
 
-void log_field_ms(const char *key, double seconds)
+void log_field_ms_sized(const char *key, size_t key_len, double seconds)
 {
 	unsigned long long us = seconds > 0 ? (unsigned long long)(seconds * 1e6 + 0.5) : 0;
-	char d[24], *p = log_digits(d, us / 1000);
-	memmove(d, p, (size_t)(d + 20 - p));
-	size_t n = (size_t)(d + 20 - p);
 	unsigned frac = (unsigned)(us % 1000);
-	d[n] = '.';
-	d[n + 1] = (char)('0' + frac / 100);
-	d[n + 2] = (char)('0' + frac / 10 % 10);
-	d[n + 3] = (char)('0' + frac % 10);
-	log_put_field(&log_main, key, d, n + 4);
+	char d[24], *end = d + sizeof d;
+	end[-1] = (char)('0' + frac % 10);
+	memcpy(end - 3, log_pairs + frac / 10 * 2, 2);
+	end[-4] = '.';
+	char *p = log_digits(end - 4, us / 1000);
+	log_put_field(&log_main, key, key_len, p, (size_t)(end - p), true);
 }
 
 void log_end(void)
@@ -387,7 +596,7 @@ void log_fatal(const char *msg, ...)
 	struct log_out o = {.buf = line, .cap = sizeof line - 1};
 	va_list ap;
 	va_start(ap, msg);
-	log_put_begin(&o, LOG_ERROR, NULL, msg);
+	log_put_begin(&o, LOG_ERROR, NULL, msg, strlen(msg));
 	log_put_pairs(&o, ap);
 	va_end(ap);
 	line[o.pos++] = '\n';
@@ -467,7 +676,7 @@ static void log_on_fatal_signal(int sig, siginfo_t *si, void *uc)
 
 static void log_forked(void)
 {
-	log_pid_len = 0;
+	log_head_main.tail_len[0] = 0;
 }
 
 void log_init(void)

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 /* batch: once per loop turn (the default); line: every line at once. */
@@ -51,12 +52,34 @@ void log_vkv(enum log_level level, const char *session, const char *msg, va_list
 /* The building blocks, for callers whose fields are not literal pairs (the
  * Lua API, the per-message summary): log_begin returns false when the
  * level is filtered (then nothing else is called); no other log call may
- * come between log_begin and log_end. */
-bool log_begin(enum log_level level, const char *session, const char *msg);
-void log_field(const char *key, const char *value, size_t len);
-void log_field_uint(const char *key, unsigned long long value);
+ * come between log_begin and log_end. They are inline so that a literal
+ * key's (or message's) length is a constant at the call, not a strlen
+ * per field; the _sized functions take it. */
+void log_begin_sized(enum log_level level, const char *session, const char *msg, size_t msg_len);
+void log_field_sized(const char *key, size_t key_len, const char *value, size_t len);
+void log_field_uint_sized(const char *key, size_t key_len, unsigned long long value);
+void log_field_ms_sized(const char *key, size_t key_len, double seconds);
+
+static inline bool log_begin(enum log_level level, const char *session, const char *msg)
+{
+	if (!log_enabled(level))
+		return false;
+	log_begin_sized(level, session, msg, strlen(msg));
+	return true;
+}
+static inline void log_field(const char *key, const char *value, size_t len)
+{
+	log_field_sized(key, strlen(key), value, len);
+}
+static inline void log_field_uint(const char *key, unsigned long long value)
+{
+	log_field_uint_sized(key, strlen(key), value);
+}
 /* seconds as milliseconds with three decimals: hook_ms=0.042 */
-void log_field_ms(const char *key, double seconds);
+static inline void log_field_ms(const char *key, double seconds)
+{
+	log_field_ms_sized(key, strlen(key), seconds);
+}
 void log_end(void);
 
 /* From a thread other than the serving one, just before it ends the
