@@ -105,7 +105,6 @@ struct conn *conn_new(struct server *srv, struct listener_options *opt, int fd, 
 		conn_addr_string(local, c->local_addr, sizeof c->local_addr, &c->local_port);
 	ev_io_init(&c->io, conn_on_io, fd, EV_READ);
 	ev_init(&c->timer, conn_on_timer);
-	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 	return c;
 }
 
@@ -201,8 +200,8 @@ static void conn_open(struct conn *c, const struct proxy_info *pi)
 {
 	c->phase = PHASE_OPEN;
 	ev_io_start(c->srv->loop, &c->io);
-	if (c->timer.repeat > 0)
-		ev_timer_again(c->srv->loop, &c->timer);
+	if (c->opt->socket_timeout > 0)
+		conn_idle_arm(c, c->opt->socket_timeout);
 	c->ops->on_open(c, pi);
 }
 
@@ -236,7 +235,6 @@ static void conn_proxy_apply(struct conn *c, const struct proxy_info *pi)
 	snprintf(port, sizeof port, "%d", c->remote_port);
 	conn_log(c, LOG_INFO, "proxy", "version", pi->version == 1 ? "1" : "2", "client", c->remote_addr,
 	         "port", port, NULL);
-	c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
 	ev_timer_stop(c->srv->loop, &c->timer);
 	ev_io_stop(c->srv->loop, &c->io);
 	conn_open(c, pi);
@@ -436,6 +434,25 @@ void conn_stop_now(struct conn *c)
 	c->ops->on_stop(c, true);
 }
 
+void conn_idle_arm(struct conn *c, double t)
+{
+	c->timer.repeat = t > 0 ? t : 0;
+	c->idle_deadline = ev_now(c->srv->loop) + c->timer.repeat;
+	ev_timer_again(c->srv->loop, &c->timer);
+}
+
+/* Progress only ever moves the deadline later, so the timer is left where
+ * it is: ev_timer_again on every line and every read of a message was
+ * about 200 instructions a message. conn_on_timer re-arms it for the rest
+ * when it fires before the deadline (libev's "be smart about timeouts",
+ * method 4). repeat is what it is with the timer armed at every step: the
+ * time a connection that has timed out has to close. */
+static void conn_idle_extend(struct conn *c, ev_tstamp deadline, double repeat)
+{
+	c->idle_deadline = deadline;
+	c->timer.repeat = repeat;
+}
+
 /* A command line: the idle timer starts over, and so does the deadline a
  * message that may follow must keep up with. */
 void conn_line_progress(struct conn *c)
@@ -443,9 +460,8 @@ void conn_line_progress(struct conn *c)
 	double t = c->opt->socket_timeout;
 	if (t <= 0)
 		return;
-	c->timer.repeat = t;
-	ev_timer_again(c->srv->loop, &c->timer);
 	c->data_deadline = ev_now(c->srv->loop) + t;
+	conn_idle_extend(c, c->data_deadline, t);
 }
 
 /* n message bytes: each buys n / minDataRate seconds, never more than
@@ -464,8 +480,7 @@ static void conn_data_progress(struct conn *c, size_t n)
 			c->data_deadline = now + t;
 	}
 	double left = c->data_deadline - now;
-	c->timer.repeat = left > 0.001 ? left : 0.001;
-	ev_timer_again(c->srv->loop, &c->timer);
+	conn_idle_extend(c, c->data_deadline, left > 0.001 ? left : 0.001);
 }
 
 static void conn_read(struct conn *c)
@@ -527,6 +542,14 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		conn_proxy_timer(c);
 		return;
 	}
+	ev_tstamp left = c->idle_deadline - ev_now(loop);
+	if (left > 0) {
+		/* Early: there was progress since it was armed (conn_idle_extend). */
+		ev_timer_stop(loop, w);
+		ev_timer_set(w, left, w->repeat);
+		ev_timer_start(loop, w);
+		return;
+	}
 	if (c->phase == PHASE_CLOSING) {
 		conn_log(c, LOG_INFO, "timeout", NULL);
 		conn_close(c, "timeout while closing");
@@ -537,7 +560,6 @@ static void conn_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 void conn_idle_restart(struct conn *c)
 {
-	c->timer.repeat = c->opt->socket_timeout;
-	c->data_deadline = ev_now(c->srv->loop) + c->timer.repeat;
-	ev_timer_again(c->srv->loop, &c->timer);
+	conn_idle_arm(c, c->opt->socket_timeout);
+	c->data_deadline = c->idle_deadline;
 }
