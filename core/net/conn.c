@@ -6,6 +6,7 @@
 #include "net/server.h"
 
 #include <arpa/inet.h>
+#include "base/byte_table.h"
 #include "base/cidr.h"
 #include "base/freelist.h"
 #include <errno.h>
@@ -45,19 +46,30 @@ static void conn_make_id(char id[17])
 	id[16] = '\0';
 }
 
+/* Each byte value's decimal digits, left-aligned, and how many there are. */
+#define CONN_OCTET(c)                                                                   \
+	{{(char)((c) >= 100 ? '0' + (c) / 100 : (c) >= 10 ? '0' + (c) / 10 : '0' + (c)), \
+	  (char)((c) >= 100 ? '0' + (c) / 10 % 10 : (c) >= 10 ? '0' + (c) % 10 : 0),      \
+	  (char)((c) >= 100 ? '0' + (c) % 10 : 0)},                                        \
+	 (c) >= 100 ? 3 : (c) >= 10 ? 2 : 1}
+static const struct {
+	char digits[3];
+	unsigned char n;
+} conn_octets[256] = BYTE_TABLE(CONN_OCTET);
+
 /* Dotted quad without inet_ntop, whose sprintf cost a connection about
- * 1,700 instructions per address (out holds at least INET_ADDRSTRLEN). */
+ * 1,700 instructions per address, and from a table rather than by
+ * division (about 100 instructions an address). Three bytes are copied
+ * for every octet, of which the next one overwrites what is not a digit:
+ * out holds at least INET_ADDRSTRLEN (16), and "255.255.255." is 12. */
 static void conn_ipv4_string(const unsigned char *b, char *out)
 {
 	for (int i = 0; i < 4; i++) {
-		unsigned v = b[i];
-		if (v >= 100)
-			*out++ = (char)('0' + v / 100);
-		if (v >= 10)
-			*out++ = (char)('0' + v / 10 % 10);
-		*out++ = (char)('0' + v % 10);
-		*out++ = i < 3 ? '.' : '\0';
+		memcpy(out, conn_octets[b[i]].digits, 3);
+		out += conn_octets[b[i]].n;
+		*out++ = '.';
 	}
+	out[-1] = '\0';
 }
 
 static void conn_addr_string(const struct sockaddr *sa, char *out, size_t len, int *port)

@@ -5,12 +5,14 @@
  * on_release (which frees the connection), a peer's close does the same,
  * a connection over maxClients is refused through on_refused, and
  * socketTimeout fires at its deadline, however late a line has moved it
- * (the timer is not re-armed per line: it re-arms itself when early).
+ * (the timer is not re-armed per line: it re-arms itself when early);
+ * peer and local IPv4 addresses read as inet_ntop writes them.
  */
 #include "net/conn.h"
 #include "net/server.h"
 #include "unit.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -237,6 +239,34 @@ static void test_idle_timeout_after_progress(void)
 	CHECK(idle_timeout_after(0.15) >= 0.2 - 0.002);
 }
 
+/* Every byte value in every position of an address, as inet_ntop has it. */
+static void test_ipv4_addresses_as_inet_ntop(void)
+{
+	struct server srv = {.loop = ev_default_loop(0)};
+	struct listener_options opt = {0};
+	int bad = 0;
+	for (unsigned v = 0; v < 256; v++) {
+		struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(25)};
+		struct sockaddr_in local = {.sin_family = AF_INET, .sin_port = htons(587)};
+		unsigned char *p = (unsigned char *)&peer.sin_addr, *l = (unsigned char *)&local.sin_addr;
+		p[0] = (unsigned char)v, p[1] = (unsigned char)(255 - v), p[2] = (unsigned char)(v * 7);
+		p[3] = (unsigned char)(v / 3);
+		l[0] = (unsigned char)(v / 3), l[1] = (unsigned char)(v * 7), l[2] = 255, l[3] = (unsigned char)v;
+		char want_peer[INET_ADDRSTRLEN], want_local[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &peer.sin_addr, want_peer, sizeof want_peer);
+		inet_ntop(AF_INET, &local.sin_addr, want_local, sizeof want_local);
+		struct conn *c = conn_new(&srv, &opt, -1, (struct sockaddr *)&peer, (struct sockaddr *)&local);
+		if (strcmp(c->remote_addr, want_peer) != 0 || strcmp(c->local_addr, want_local) != 0 ||
+		    c->remote_port != 25 || c->local_port != 587) {
+			fprintf(stderr, "%s:%d / %s:%d, not %s / %s\n", c->remote_addr, c->remote_port, c->local_addr,
+			        c->local_port, want_peer, want_local);
+			bad++;
+		}
+		conn_free(c);
+	}
+	CHECK_INT(bad, 0);
+}
+
 int main(void)
 {
 	RUN(test_echo_then_close_after_reply);
@@ -244,5 +274,6 @@ int main(void)
 	RUN(test_refused_over_max_clients);
 	RUN(test_idle_timeout_without_progress);
 	RUN(test_idle_timeout_after_progress);
+	RUN(test_ipv4_addresses_as_inet_ntop);
 	return unit_summary();
 }
