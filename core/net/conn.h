@@ -95,6 +95,7 @@ struct conn {
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */
 	bool drain_on_close; /* read pending input before close (see conn_close) */
+	bool dispatching;    /* in conn_on_io's read and flush, which release c if it closes */
 
 	/* TLS */
 	SSL *ssl;
