@@ -35,6 +35,10 @@ static char *buf_alloc(size_t cap)
 
 static void buf_dispose(char *d, size_t cap)
 {
+	/* An empty buffer's first growth (on every read and reply, as they
+	 * are given back once consumed) has nothing to give back. */
+	if (!d)
+		return;
 	struct freelist none;
 	freelist_free(buf_pool_for(cap, &none), d);
 }

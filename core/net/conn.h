@@ -73,7 +73,11 @@ struct conn_owner_ops {
 
 struct conn {
 	ev_io io;
-	ev_timer timer;   /* socketTimeout while open; the deferred free once closed */
+	/* socketTimeout while open, lazily: progress only moves idle_deadline
+	 * on, and the timer, which never fires after it, re-arms itself for
+	 * the rest when it fires early (conn_on_timer). The PROXY header's
+	 * deadline; the deferred free once closed. */
+	ev_timer timer;
 	struct server *srv;
 	struct listener_options *opt; /* its listener's options (the owner keeps them alive) */
 	int fd;
@@ -85,11 +89,13 @@ struct conn {
 	int local_port;
 	ev_tstamp proxy_deadline;
 	ev_tstamp data_deadline; /* a message must keep up minDataRate */
+	ev_tstamp idle_deadline; /* when the open connection times out (ev_now's clock) */
 	ev_tstamp handshake_deadline; /* handshakeTimeout after accept or STARTTLS; 0: none */
 
 	struct buf in;  /* unprocessed input */
 	struct buf out; /* replies not yet written */
 	bool drain_on_close; /* read pending input before close (see conn_close) */
+	bool dispatching;    /* in conn_on_io's read and flush, which release c if it closes */
 
 	/* TLS */
 	SSL *ssl;
@@ -150,6 +156,9 @@ bool conn_input_paused(const struct conn *c);
 void conn_line_progress(struct conn *c);
 /* The owner is busy (not the peer): the idle timer starts over. */
 void conn_idle_restart(struct conn *c);
+/* The idle timer fires in t seconds (t <= 0: never), earlier or later than
+ * it would have: for the transport's own phases (open, TLS handshake). */
+void conn_idle_arm(struct conn *c, double t);
 /* After an asynchronous step: the owner goes on with buffered input. */
 void conn_resume(struct conn *c);
 /* Server shutdown: the owner ends its session after its work in hand. */

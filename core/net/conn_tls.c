@@ -144,8 +144,7 @@ static void tls_handshake_timer(struct conn *c)
 	double t = c->opt->socket_timeout;
 	if (c->handshake_deadline > 0 && (t <= 0 || c->handshake_deadline - now < t))
 		t = c->handshake_deadline - now > 0.001 ? c->handshake_deadline - now : 0.001;
-	c->timer.repeat = t > 0 ? t : 0;
-	ev_timer_again(c->srv->loop, &c->timer);
+	conn_idle_arm(c, t);
 }
 
 void conn_tls_begin(struct conn *c)
@@ -187,8 +186,7 @@ void conn_tls_handshake(struct conn *c)
 	int rc = SSL_do_handshake(c->ssl);
 	tls_handshaking = outer;
 	if (rc == 1) {
-		c->timer.repeat = c->opt->socket_timeout > 0 ? c->opt->socket_timeout : 0;
-		ev_timer_again(c->srv->loop, &c->timer);
+		conn_idle_arm(c, c->opt->socket_timeout);
 		c->secure = true;
 		tls_drop_key_shares(c->ssl);
 		heap_trim_leave(&c->srv->handshake_trim);

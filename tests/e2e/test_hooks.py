@@ -5,6 +5,7 @@ smtp.sleep concurrency, smtp.log."""
 import os
 import smtplib
 import re
+import socket
 import threading
 import time
 
@@ -457,6 +458,45 @@ class MessageSummaryLine(E2ETest):
             for field in ("session=", "client=127.0.0.1", "user=carol", "from=from@example.com",
                           "to=r1@example.org,r2@example.org", "size=21", 'reply="250 2.6.0', "hook_ms="):
                 self.assertIn(field, line)
+
+
+    def test_hook_ms_counts_the_hooks_not_the_waits(self):
+        """hook_ms is the time the hooks ran: two that each keep the CPU
+        busy 30 ms, the first of its loop iteration (MAIL) and one
+        pipelined behind it (RCPT), are counted; the client's pauses of
+        1.5 s before the envelope and before the body are not."""
+        busy = r'''function(address, session)
+    local t = os.clock()
+    while os.clock() - t < 0.03 do end
+  end'''
+        hooks = {"onMailFrom": Lua(busy), "onRcptTo": Lua(busy),
+                 "onData": Lua(r'''function(stream, session) for _ in stream:chunks() do end end''')}
+        with Server(script(hooks)) as srv:
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            f = sock.makefile("rb")
+
+            def reply():
+                while True:
+                    line = f.readline()
+                    if not line or line[3:4] != b"-":
+                        return line
+
+            reply()
+            sock.sendall(b"EHLO client.example\r\n")
+            reply()
+            time.sleep(1.5)
+            sock.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+            self.assertEqual([reply()[:3] for _ in range(3)], [b"250", b"250", b"354"])
+            time.sleep(1.5)
+            sock.sendall(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+            self.assertEqual(reply()[:3], b"250")
+            reply()
+            sock.close()
+            srv.stop()
+            m = re.findall(r" msg=message .* hook_ms=(\d+\.\d{3})$", srv.log(), re.M)
+            self.assertEqual(len(m), 1, srv.log())
+            self.assertGreaterEqual(float(m[0]), 60.0)
+            self.assertLess(float(m[0]), 1400.0)
 
 
 # A hook's text that begins with its own enhanced code keeps it: the core
