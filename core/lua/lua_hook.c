@@ -222,36 +222,18 @@ static void hook_arm_deadline(struct conn *c)
 /* When the last resume in this loop iteration ended: the next one starts
  * then. The clock is read once per resume, not twice (a read costs more
  * than a short hook on a virtual machine); what runs between two resumes
- * of one iteration, a command's parsing, is counted as the hook's time.
- * The first resume of an iteration starts, as far as the clock goes, when
- * the iteration did: at ev_now(), libev's realtime reading then, less the
- * realtime clock's lead over the monotonic one (offset), measured here at
- * most every quarter second (libev corrects its own every half second).
- * That counts the read and parsing before the first resume as the hook's
- * time too, and saves a clock read per iteration. */
-#define HOOK_CLOCK_OFFSET_AGE 0.25
+ * of one iteration, a command's parsing, is counted as the hook's time. */
 static struct {
-	double at; /* the last resume's end, whatever its iteration */
+	double at;
 	unsigned iteration;
 	bool valid;
-	double offset;    /* realtime minus monotonic */
-	ev_tstamp offset_at; /* ev_now() when it was measured */
 } hook_clock;
 
 static double hook_resume_start(struct ev_loop *loop)
 {
 	if (hook_clock.valid && hook_clock.iteration == ev_iteration(loop))
 		return hook_clock.at;
-	ev_tstamp now = ev_now(loop);
-	if (!(now - hook_clock.offset_at < HOOK_CLOCK_OFFSET_AGE && now >= hook_clock.offset_at)) {
-		hook_clock.offset = ev_time() - lua_guard_now();
-		hook_clock.offset_at = now;
-	}
-	/* After the realtime clock is set, libev corrects ev_now() within half
-	 * a second, this offset within a quarter: meanwhile the estimate may be
-	 * off by the step, so it never goes back before the last end. */
-	double t0 = now - hook_clock.offset;
-	return t0 > hook_clock.at ? t0 : hook_clock.at;
+	return lua_guard_now();
 }
 
 /* Resumes co, the hook's own coroutine (t NULL) or light thread t, timed
@@ -274,8 +256,7 @@ static int hook_resume_co(struct conn *c, struct hook_uthread *t, lua_State *co,
 	hook_clock.valid = !outer;
 	hook_clock.at = *t1;
 	hook_clock.iteration = ev_iteration(c->srv->loop);
-	if (t0 < *t1) /* not so only while a step of the realtime clock is being corrected */
-		conn_session(c)->hook_seconds += *t1 - t0;
+	conn_session(c)->hook_seconds += *t1 - t0;
 	lua_guard_leave();
 	h->current = outer_thread;
 	hook_running = outer;
