@@ -411,7 +411,13 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 	if (stream_refused(c))
 		return;
 	bool waiting = stream_waiting(c);
-	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting) || !b->msg.emitted) {
+	/* Bytes go straight to a reader or saver once the header block is out;
+	 * and a message that came in one piece (the common case) goes as it is,
+	 * header block and all, when the block needs no edit: no copy into the
+	 * pending buffer and out again (the pending path is the fallback). */
+	bool direct = n > 0 && buf_used(&b->pending) == 0 && (b->save_fd >= 0 || waiting) &&
+	              (b->msg.emitted || message_pass_in_place(&b->msg, p, n, b->ended));
+	if (!direct) {
 		buf_append(&b->pending, p, n);
 		lua_stream_feed(c);
 		return;

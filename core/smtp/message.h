@@ -49,6 +49,13 @@ size_t message_take(struct message *m, const char *p, size_t n);
 void message_end(struct message *m);
 /* The header block can be written out (complete or oversized). */
 static inline bool message_ready(const struct message *m) { return m->complete || m->oversized; }
+/* The fast path of a reader that takes the message as it arrives: while
+ * nothing is gathered and no edit asked, a block that ends within p[0..n)
+ * (its blank line, the limit, or the message's end: ended) would be
+ * written out as received, so it is taken where it is: true, and the block
+ * counts as written out (p[0..n) is the reader's, unchanged). false: nothing
+ * changed, message_take it is. */
+bool message_pass_in_place(struct message *m, const char *p, size_t n, bool ended);
 /* Appends the edited header block, with the blank line as received, to
  * out and releases its memory; edits are over from then on. Needs ready. */
 void message_emit(struct message *m, struct buf *out);

@@ -6,6 +6,7 @@
  * (the body) stay byte-identical at the end. */
 #include "smtp/message.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,31 @@ static struct buf pass(const char *in, size_t len, size_t limit, size_t step, co
 	return out;
 }
 
+/* message_pass_in_place takes the message in one piece exactly when
+ * message_take would find the block ready in it and no edit was asked;
+ * when it does not, message_take finds m as it was. */
+static void check_in_place(const char *in, size_t len, size_t limit, const uint8_t *e, size_t nedits)
+{
+	struct message ref, m;
+	message_init(&ref, limit);
+	size_t took = message_take(&ref, in, len);
+	bool ready = message_ready(&ref);
+	for (int ended = 0; ended < 2; ended++) {
+		message_init(&m, limit);
+		apply_edits(&m, e, nedits);
+		bool edited = m.nedits > 0;
+		bool passed = message_pass_in_place(&m, in, len, ended);
+		if (passed != (!edited && (ready || ended)))
+			abort(); /* in place when it must not be, or not when it may */
+		if (passed && (!message_ready(&m) || message_add(&m, "X-A", 3, "v", 1) == NULL))
+			abort(); /* taken in place, yet open to edits */
+		if (!passed && (message_take(&m, in, len) != took || message_ready(&m) != ready))
+			abort(); /* the fallback found m changed */
+		message_free(&m);
+	}
+	message_free(&ref);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 3)
@@ -82,6 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf plain = pass(in, len, limit, step, e, 0, &h0);
 	if (buf_used(&plain) != len || (len && memcmp(buf_head(&plain), in, len) != 0))
 		abort(); /* no edits, yet changed */
+	check_in_place(in, len, limit, e, nedits);
 	buf_free(&whole);
 	buf_free(&chunked);
 	buf_free(&plain);
