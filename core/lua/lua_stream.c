@@ -93,10 +93,14 @@ static bool stream_header_ready(struct conn *c)
 }
 
 /* The first reader or saver takes the header block with its edits, ahead
- * of the body bytes pending. */
+ * of the body bytes pending: put back in front of them where it came from
+ * when it is unedited (no new buffer, no copy of the body), else in a new
+ * buffer with them behind it. */
 static void stream_header_out(struct conn *c)
 {
 	struct body *b = conn_session(c)->body;
+	if (message_emit_front(&b->msg, &b->pending))
+		return;
 	struct buf out = {0};
 	message_emit(&b->msg, &out);
 	if (buf_used(&b->pending) > 0)

@@ -365,6 +365,14 @@ static void message_emit_edited(struct message *m, struct buf *out)
 	buf_append(out, head + fields_len, used - fields_len);
 }
 
+/* Written out: the block's memory goes, and edits are over. */
+static void message_written(struct message *m)
+{
+	buf_free(&m->head);
+	message_free_edits(m);
+	m->emitted = true;
+}
+
 void message_emit(struct message *m, struct buf *out)
 {
 	if (m->nedits == 0) {
@@ -373,7 +381,18 @@ void message_emit(struct message *m, struct buf *out)
 	} else {
 		message_emit_edited(m, out);
 	}
-	buf_free(&m->head);
-	message_free_edits(m);
-	m->emitted = true;
+	message_written(m);
+}
+
+bool message_emit_front(struct message *m, struct buf *out)
+{
+	size_t n = buf_used(&m->head);
+	if (m->nedits || out->off < n)
+		return false;
+	if (n) {
+		out->off -= n;
+		memcpy(out->data + out->off, buf_head(&m->head), n);
+	}
+	message_written(m);
+	return true;
 }

@@ -59,6 +59,12 @@ bool message_pass_in_place(struct message *m, const char *p, size_t n, bool ende
 /* Appends the edited header block, with the blank line as received, to
  * out and releases its memory; edits are over from then on. Needs ready. */
 void message_emit(struct message *m, struct buf *out);
+/* message_emit ahead of out's bytes instead of after them, in the room
+ * before its head (where message_take consumed the block from, when it
+ * came with body bytes behind it): true; false, and nothing done, when an
+ * edit was asked (the block's length would change) or the room is not
+ * there. Needs ready. */
+bool message_emit_front(struct message *m, struct buf *out);
 
 /* The edits, applied in the order they were made. Each returns NULL, or
  * why it was refused: a name outside RFC 5322's ftext, a value with NUL or

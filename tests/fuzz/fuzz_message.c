@@ -83,6 +83,34 @@ static void check_in_place(const char *in, size_t len, size_t limit, const uint8
 	message_free(&ref);
 }
 
+/* The block written back in front of the body bytes it was taken from
+ * (message_emit_front, unedited) comes out as message_emit's. */
+static void check_front(const char *in, size_t len, size_t limit, const uint8_t *e, size_t nedits,
+                        const struct buf *whole)
+{
+	struct message m;
+	message_init(&m, limit);
+	apply_edits(&m, e, nedits);
+	struct buf pending = {0}, out = {0};
+	buf_append(&pending, in, len);
+	buf_consume(&pending, message_take(&m, in, len)); /* as lua_stream.c takes it from pending */
+	message_end(&m);
+	bool front = message_emit_front(&m, &pending);
+	if (front != (m.nedits == 0 && (len == 0 || buf_used(&pending) > 0 || pending.off > 0)))
+		abort(); /* declined with the room there and no edit, or the other way */
+	if (!front) {
+		message_emit(&m, &out);
+		if (buf_used(&pending))
+			buf_append(&out, buf_head(&pending), buf_used(&pending));
+	}
+	const struct buf *got = front ? &pending : &out;
+	if (buf_used(got) != buf_used(whole) || (buf_used(got) && memcmp(buf_head(got), buf_head(whole), buf_used(got))))
+		abort(); /* not what message_emit writes */
+	buf_free(&pending);
+	buf_free(&out);
+	message_free(&m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 3)
@@ -109,6 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (buf_used(&plain) != len || (len && memcmp(buf_head(&plain), in, len) != 0))
 		abort(); /* no edits, yet changed */
 	check_in_place(in, len, limit, e, nedits);
+	check_front(in, len, limit, e, nedits, &whole);
 	buf_free(&whole);
 	buf_free(&chunked);
 	buf_free(&plain);

@@ -221,6 +221,47 @@ static void test_pass_in_place(void)
 	message_free(&g);
 }
 
+/* message_emit_front: the unedited block back in front of the body bytes
+ * it was taken from; an edit, or no room before them, and it declines. */
+static void test_emit_front(void)
+{
+	const char *msg = "A: 1\r\n\r\nbody";
+	struct message m = {0};
+	struct buf pending = {0};
+	buf_append(&pending, msg, strlen(msg));
+	buf_consume(&pending, message_take(&m, buf_head(&pending), buf_used(&pending)));
+	CHECK(message_ready(&m));
+	CHECK(message_emit_front(&m, &pending));
+	CHECK_OUT(pending, "A: 1\r\n\r\nbody");
+	CHECK_STR(message_add(&m, "X", 1, "v", 1), "header already read");
+	message_free(&m);
+	buf_free(&pending);
+
+	/* The block came in an earlier piece: no room, message_emit it is. */
+	struct message g = {0};
+	CHECK_INT(message_take(&g, msg, 6), 6);
+	CHECK_INT(message_take(&g, msg + 6, 2), 2);
+	buf_append(&pending, "body", 4);
+	CHECK(!message_emit_front(&g, &pending));
+	CHECK(!g.emitted);
+	message_free(&g);
+	buf_free(&pending);
+
+	/* An edit changes the block's length: declined as well. */
+	struct message e = {0};
+	CHECK(!message_add(&e, "X-A", 3, "1", 1));
+	buf_append(&pending, msg, strlen(msg));
+	buf_consume(&pending, message_take(&e, buf_head(&pending), buf_used(&pending)));
+	CHECK(!message_emit_front(&e, &pending));
+	struct buf out = {0};
+	message_emit(&e, &out);
+	CHECK_OUT(out, "A: 1\r\nX-A: 1\r\n\r\n");
+	CHECK_OUT(pending, "body");
+	buf_free(&out);
+	buf_free(&pending);
+	message_free(&e);
+}
+
 int main(void)
 {
 	RUN(test_split_anywhere);
@@ -232,5 +273,6 @@ int main(void)
 	RUN(test_no_edits_passes_through);
 	RUN(test_limit);
 	RUN(test_pass_in_place);
+	RUN(test_emit_front);
 	return unit_summary();
 }
