@@ -93,6 +93,12 @@ build/luasmtpd-asan: build/asan/main.o $(ASAN_OBJ)
 build/test_%: tests/unit/test_%.c $(CORE_OBJ)
 	$(CC) $(CFLAGS) -Icore -o $@ $^ $(LDLIBS)
 
+# The DATA decoder's SSE2 path, which a CPU with AVX2 does not take
+# (proto/smtp_data.c): test_data again with the AVX2 path compiled out.
+UNIT_BIN += build/test_data_sse2
+build/test_data_sse2: tests/unit/test_data.c core/proto/smtp_data.c $(CORE_HDR)
+	$(CC) $(CFLAGS) -DSMTP_DATA_NO_AVX2 -o $@ tests/unit/test_data.c core/proto/smtp_data.c
+
 # The session with no Lua: core/smtp/ and the layers below it only, so the
 # test shows that the state machine runs on the null and scripted policies.
 NOLUA_OBJ := $(filter-out build/obj/lua/%,$(CORE_OBJ))
