@@ -26,12 +26,21 @@ struct lua_stream {
 };
 
 static int stream_mt_ref = LUA_NOREF;
+/* The metatable itself: the registry keeps it, so its address stays. */
+static const void *stream_mt;
 
-/* luaL_checkudata without its lookup by name: it runs on every read. */
+/* luaL_checkudata without its lookup by name, and the metatable compared
+ * by address instead of fetched from the registry: it runs on every read
+ * (the two fetches cost a message ~300 instructions). */
 static struct lua_stream *stream_check(lua_State *L)
 {
 	struct lua_stream *st = lua_touserdata(L, 1);
-	if (!st || !lua_has_metatable(L, 1, stream_mt_ref))
+	bool is = st && lua_getmetatable(L, 1);
+	if (is) {
+		is = lua_topointer(L, -1) == stream_mt;
+		lua_pop(L, 1);
+	}
+	if (!is)
 		luaL_typerror(L, 1, "stream");
 	return st;
 }
@@ -84,10 +93,14 @@ static bool stream_header_ready(struct conn *c)
 }
 
 /* The first reader or saver takes the header block with its edits, ahead
- * of the body bytes pending. */
+ * of the body bytes pending: put back in front of them where it came from
+ * when it is unedited (no new buffer, no copy of the body), else in a new
+ * buffer with them behind it. */
 static void stream_header_out(struct conn *c)
 {
 	struct body *b = conn_session(c)->body;
+	if (message_emit_front(&b->msg, &b->pending))
+		return;
 	struct buf out = {0};
 	message_emit(&b->msg, &out);
 	if (buf_used(&b->pending) > 0)
@@ -301,11 +314,13 @@ static int stream_remove_header(lua_State *L)
 /* __index, with the methods table as its upvalue. */
 static int stream_index(lua_State *L)
 {
-	struct lua_stream *st = stream_check(L);
+	/* A method is found without looking at the object (a method checks it
+	 * itself): stream:chunks() and stream:read() need no check more. */
 	lua_pushvalue(L, 2);
 	lua_rawget(L, lua_upvalueindex(1));
 	if (!lua_isnil(L, -1))
 		return 1;
+	struct lua_stream *st = stream_check(L);
 	const char *key = luaL_checkstring(L, 2);
 	if (strcmp(key, "byteLength") == 0) {
 		lua_pushnumber(L, st->c ? (double)conn_session(st->c)->body->byte_length : st->byte_length);
@@ -339,6 +354,7 @@ void lua_stream_register(lua_State *L)
 	lua_setfield(L, -2, "chunks");
 	lua_pushcclosure(L, stream_index, 1);
 	lua_setfield(L, -2, "__index");
+	stream_mt = lua_topointer(L, -1);
 	lua_pushvalue(L, -1);
 	stream_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pop(L, 1);
@@ -411,7 +427,13 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n)
 	if (stream_refused(c))
 		return;
 	bool waiting = stream_waiting(c);
-	if (n == 0 || buf_used(&b->pending) > 0 || (b->save_fd < 0 && !waiting) || !b->msg.emitted) {
+	/* Bytes go straight to a reader or saver once the header block is out;
+	 * and a message that came in one piece (the common case) goes as it is,
+	 * header block and all, when the block needs no edit: no copy into the
+	 * pending buffer and out again (the pending path is the fallback). */
+	bool direct = n > 0 && buf_used(&b->pending) == 0 && (b->save_fd >= 0 || waiting) &&
+	              (b->msg.emitted || message_pass_in_place(&b->msg, p, n, b->ended));
+	if (!direct) {
 		buf_append(&b->pending, p, n);
 		lua_stream_feed(c);
 		return;

@@ -5,8 +5,8 @@
  * meaning depends on what follows (a CR, a line-start ".", ".\r") are held
  * in the state instead of being looked ahead at, which makes the result
  * independent of how TCP cut the stream. Ordinary content is copied in runs
- * between line ends found with memchr; the state machine only runs at line
- * ends.
+ * of lines found with SIMD bit masks; the state machine only runs at line
+ * ends that need it.
  */
 #include "proto/smtp_parse.h"
 
@@ -32,23 +32,86 @@ struct smtp_data_scan {
 	char *o;
 };
 
-/* The first CR or LF in [p, end), or end: 16 bytes a step where SSE2 is
- * (every x86-64), so the lines of a big message cost a few steps each. */
-static const char *smtp_data_find_eol(const char *p, const char *end)
+/* A line end the decoder passes as it is: a CRLF whose next line starts
+ * with neither "." nor the end of the chunk. */
+static inline bool smtp_data_plain_eol(const char *q, const char *end)
 {
+	return end - q > 2 && q[0] == '\r' && q[1] == '\n' && q[2] != '.';
+}
+
+/* Passes over the plain line ends among m, the CR and LF bits of the
+ * bytes at p: returns the first that is not plain, or NULL. *carry, in:
+ * p[0] is the LF of a plain CRLF already passed; out: so is p[width]. */
+static inline const char *smtp_data_mask_stop(const char *p, const char *end, uint32_t m, unsigned width,
+                                              unsigned *carry)
+{
+	m &= ~*carry;
+	*carry = 0;
+	while (m) {
+		unsigned i = (unsigned)__builtin_ctz(m);
+		if (!smtp_data_plain_eol(p + i, end))
+			return p + i;
+		*carry = i + 1 == width;
+		m &= m - 1; /* the CR */
+		m &= m - 1; /* its LF, when in this block */
+	}
+	return NULL;
+}
+
+/* smtp_data_find_stop from p on, the LF at p passed if carry: 16 bytes a
+ * step where SSE2 is (every x86-64), then byte by byte. */
+static const char *smtp_data_find_stop_sse2(const char *p, const char *end, unsigned carry)
+{
+	const char *q;
 #ifdef __SSE2__
 	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
-	while (end - p >= 16) {
+	for (; end - p >= 16; p += 16) {
 		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-		int m = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
-		if (m)
-			return p + __builtin_ctz((unsigned)m);
-		p += 16;
+		uint32_t m = (uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
+		if ((q = smtp_data_mask_stop(p, end, m, 16, &carry)))
+			return q;
 	}
 #endif
-	while (p < end && *p != '\r' && *p != '\n')
-		p++;
-	return p;
+	for (p += carry;; p += 2) {
+		while (p < end && *p != '\r' && *p != '\n')
+			p++;
+		if (p == end || !smtp_data_plain_eol(p, end))
+			return p;
+	}
+}
+
+#if defined(__x86_64__) && !defined(SMTP_DATA_NO_AVX2)
+#include <immintrin.h>
+#define SMTP_DATA_AVX2 1
+/* The same 32 bytes a step, for CPUs with AVX2 (most x86-64 since 2013). */
+__attribute__((target("avx2"))) static const char *smtp_data_find_stop_avx2(const char *p, const char *end)
+{
+	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+	unsigned carry = 0;
+	const char *q;
+	for (; end - p >= 32; p += 32) {
+		__m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+		uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi8(v, cr), _mm256_cmpeq_epi8(v, lf)));
+		if ((q = smtp_data_mask_stop(p, end, m, 32, &carry)))
+			return q;
+	}
+	return smtp_data_find_stop_sse2(p, end, carry);
+}
+#endif
+
+/* The first CR or LF in [p, end) that is not a plain line end, or end.
+ * The CR and LF of a block of bytes come as one bit mask and the plain
+ * line ends in it are passed over bit by bit, so a message of ordinary
+ * lines costs its blocks and a look at each CRLF, not a search and a
+ * return to the state machine per line (1 KiB: ~1,150 instructions before,
+ * ~650 with AVX2). */
+static const char *smtp_data_find_stop(const char *p, const char *end)
+{
+#ifdef SMTP_DATA_AVX2
+	if (__builtin_cpu_supports("avx2"))
+		return smtp_data_find_stop_avx2(p, end);
+#endif
+	return smtp_data_find_stop_sse2(p, end, 0);
 }
 
 static void smtp_data_copy(struct smtp_data_scan *s, const char *from, const char *upto)
@@ -82,37 +145,29 @@ static void smtp_data_bare(struct smtp_data_decoder *d, struct smtp_data_scan *s
 }
 
 /* The hot path: runs of lines that need nothing, up to the first line end
- * that needs the state machine (or the end of the chunk). */
+ * that needs the state machine (or the end of the chunk). Whole lines that
+ * need nothing (no stuffed dot, no bare CR or LF) go out as they came, in
+ * one copy. */
 static void smtp_data_mid_line(struct smtp_data_decoder *d, struct smtp_data_scan *s)
 {
-	/* Whole lines that need nothing (no stuffed dot, no bare CR or LF) go
-	 * out as they came, in one copy. */
 	const char *run = s->p;
+	const char *eol = smtp_data_find_stop(s->p, s->end);
 
-	for (;;) {
-		const char *eol = smtp_data_find_eol(s->p, s->end);
-
-		if (eol == s->end) {
-			s->p = eol;
-			break;
-		}
-		if (*eol == '\n') {
-			smtp_data_copy(s, run, eol);
-			s->p = eol + 1;
-			smtp_data_bare(d, s, '\n');
-			return;
-		}
-		if (eol + 1 == s->end || eol[1] != '\n') {
-			smtp_data_copy(s, run, eol);
-			s->p = eol + 1;
-			d->state = SMTP_DATA_CR;
-			return;
-		}
+	if (eol == s->end) {
+		s->p = eol;
+	} else if (*eol == '\n') {
+		smtp_data_copy(s, run, eol);
+		s->p = eol + 1;
+		smtp_data_bare(d, s, '\n');
+		return;
+	} else if (eol + 1 == s->end || eol[1] != '\n') {
+		smtp_data_copy(s, run, eol);
+		s->p = eol + 1;
+		d->state = SMTP_DATA_CR;
+		return;
+	} else { /* a CRLF before a "." or the chunk's end */
 		s->p = eol + 2;
-		if (s->p == s->end || *s->p == '.') {
-			d->state = SMTP_DATA_LINE_START;
-			break;
-		}
+		d->state = SMTP_DATA_LINE_START;
 	}
 	smtp_data_copy(s, run, s->p);
 }

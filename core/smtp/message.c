@@ -53,36 +53,78 @@ void message_free(struct message *m)
 	message_free_edits(m);
 }
 
+/* Where the header block ends in p[0..max), given where the last piece
+ * left off: a line whose text is "" or "\r" before its LF is the blank
+ * one. Lines of text are skipped with memchr; the state (mid_line,
+ * cr_at_bol) is only looked at where a line starts. Returns the bytes
+ * that belong to the block; *complete tells whether its end was found. */
+static size_t message_scan(struct message *m, const char *p, size_t max, bool *complete)
+{
+	size_t i = 0;
+	*complete = false;
+	while (i < max) {
+		if (m->mid_line) {
+			const char *lf = memchr(p + i, '\n', max - i);
+			if (!lf)
+				return max;
+			i = (size_t)(lf - p) + 1;
+			m->mid_line = false;
+			continue;
+		}
+		char ch = p[i++];
+		if (ch == '\n') {
+			m->blank_len = m->cr_at_bol ? 2 : 1;
+			m->cr_at_bol = false;
+			*complete = true;
+			return i;
+		}
+		if (ch == '\r' && !m->cr_at_bol) {
+			m->cr_at_bol = true;
+			continue;
+		}
+		m->cr_at_bol = false;
+		m->mid_line = true;
+	}
+	return i;
+}
+
+/* The block limit, m->limit or the default. */
+static size_t message_limit(const struct message *m)
+{
+	return m->limit ? m->limit : MESSAGE_HEADER_MAX;
+}
+
 size_t message_take(struct message *m, const char *p, size_t n)
 {
 	if (message_ready(m))
 		return 0;
-	size_t limit = m->limit ? m->limit : MESSAGE_HEADER_MAX;
+	size_t limit = message_limit(m);
 	size_t room = limit - buf_used(&m->head);
-	size_t max = n < room ? n : room, i = 0;
-	while (i < max) {
-		char ch = p[i++];
-		if (m->cr_at_bol) {
-			m->cr_at_bol = false;
-			if (ch == '\n') {
-				m->blank_len = 2;
-				m->complete = true;
-				break;
-			}
-		} else if (!m->mid_line && ch == '\n') {
-			m->blank_len = 1;
-			m->complete = true;
-			break;
-		} else if (!m->mid_line && ch == '\r') {
-			m->cr_at_bol = true;
-			continue;
-		}
-		m->mid_line = ch != '\n';
-	}
+	bool complete;
+	size_t i = message_scan(m, p, n < room ? n : room, &complete);
+	m->complete = complete;
 	buf_append(&m->head, p, i);
 	if (!m->complete && buf_used(&m->head) == limit)
 		m->oversized = true;
 	return i;
+}
+
+bool message_pass_in_place(struct message *m, const char *p, size_t n, bool ended)
+{
+	if (m->nedits || m->emitted || m->head.len || m->mid_line || m->cr_at_bol)
+		return false;
+	size_t limit = message_limit(m);
+	bool complete;
+	message_scan(m, p, n < limit ? n : limit, &complete);
+	/* Not written out: the scan's state goes back to a line start, as
+	 * message_take will find it. */
+	if (!complete && !ended && n < limit) {
+		m->mid_line = m->cr_at_bol = false;
+		m->blank_len = 0;
+		return false;
+	}
+	m->complete = m->emitted = true;
+	return true;
 }
 
 void message_end(struct message *m)
@@ -323,6 +365,14 @@ static void message_emit_edited(struct message *m, struct buf *out)
 	buf_append(out, head + fields_len, used - fields_len);
 }
 
+/* Written out: the block's memory goes, and edits are over. */
+static void message_written(struct message *m)
+{
+	buf_free(&m->head);
+	message_free_edits(m);
+	m->emitted = true;
+}
+
 void message_emit(struct message *m, struct buf *out)
 {
 	if (m->nedits == 0) {
@@ -331,7 +381,18 @@ void message_emit(struct message *m, struct buf *out)
 	} else {
 		message_emit_edited(m, out);
 	}
-	buf_free(&m->head);
-	message_free_edits(m);
-	m->emitted = true;
+	message_written(m);
+}
+
+bool message_emit_front(struct message *m, struct buf *out)
+{
+	size_t n = buf_used(&m->head);
+	if (m->nedits || out->off < n)
+		return false;
+	if (n) {
+		out->off -= n;
+		memcpy(out->data + out->off, buf_head(&m->head), n);
+	}
+	message_written(m);
+	return true;
 }

@@ -49,9 +49,22 @@ size_t message_take(struct message *m, const char *p, size_t n);
 void message_end(struct message *m);
 /* The header block can be written out (complete or oversized). */
 static inline bool message_ready(const struct message *m) { return m->complete || m->oversized; }
+/* The fast path of a reader that takes the message as it arrives: while
+ * nothing is gathered and no edit asked, a block that ends within p[0..n)
+ * (its blank line, the limit, or the message's end: ended) would be
+ * written out as received, so it is taken where it is: true, and the block
+ * counts as written out (p[0..n) is the reader's, unchanged). false: nothing
+ * changed, message_take it is. */
+bool message_pass_in_place(struct message *m, const char *p, size_t n, bool ended);
 /* Appends the edited header block, with the blank line as received, to
  * out and releases its memory; edits are over from then on. Needs ready. */
 void message_emit(struct message *m, struct buf *out);
+/* message_emit ahead of out's bytes instead of after them, in the room
+ * before its head (where message_take consumed the block from, when it
+ * came with body bytes behind it): true; false, and nothing done, when an
+ * edit was asked (the block's length would change) or the room is not
+ * there. Needs ready. */
+bool message_emit_front(struct message *m, struct buf *out);
 
 /* The edits, applied in the order they were made. Each returns NULL, or
  * why it was refused: a name outside RFC 5322's ftext, a value with NUL or

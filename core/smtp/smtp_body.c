@@ -79,11 +79,14 @@ static void session_data_done(struct smtp_session *s, const struct policy_verdic
 	hook_outcome_copy(&b->outcome, &v->reply);
 	b->rcpt_replies = v->rcpt_replies;
 	smtp_session_take_verdict(s, v);
-	/* A verdict before the end leaves the rest of the body to drain. */
+	/* At the end the body goes whole (smtp_session_body_free); a verdict
+	 * before the end leaves the rest of the body to drain, unread. */
+	if (b->ended) {
+		session_data_finish(s->conn);
+		return;
+	}
 	buf_free(&b->pending);
 	message_free(&b->msg);
-	if (b->ended)
-		session_data_finish(s->conn);
 }
 
 /* Message bodies freed, kept for the next messages (base/freelist.h says why). */

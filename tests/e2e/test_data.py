@@ -236,6 +236,16 @@ STREAM_HOOKS = {
       info.first = #(stream:read() or "")
       local ok, err = stream:save(base .. ".body")
       info.ok, info.err, info.exists = ok, err, exists(base .. ".body")
+    elseif mode == "notastream" then
+      -- the methods refuse anything but the stream they came from
+      local others = {{}, 1, newproxy(true), io.stdout}
+      info.errs = {}
+      for _, v in ipairs(others) do
+        info.errs[#info.errs + 1] = select(2, pcall(stream.read, v))
+        info.errs[#info.errs + 1] = select(2, pcall(stream.save, v, OUT .. "/x"))
+        info.errs[#info.errs + 1] = select(2, pcall(getmetatable(stream).__index, v, "byteLength"))
+      end
+      readall(stream)
     elseif mode == "ignore" then
       -- does not read: the core drains the body
     elseif mode == "partial" then
@@ -346,6 +356,14 @@ class StreamApi(SharedServerTest):
         self.assertReply(r, 250, "2.6.0")
         self.assertIs(info["sizeExceeded"], False)
         self.assertEqual(info["byteLength"], 4096)
+
+    def test_methods_refuse_other_objects(self):
+        r, expected, info = self.deliver("notastream")
+        self.assertReply(r, 250, "2.6.0")
+        self.assertEqual(info["byteLength"], len(expected))
+        self.assertEqual(len(info["errs"]), 12)
+        for err in info["errs"]:
+            self.assertIn("stream expected", err)
 
 
 class SaveError(E2ETest):

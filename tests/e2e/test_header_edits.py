@@ -6,7 +6,8 @@ exactly as sent. Shown with stored bytes compared exactly: a field that
 appears twice, one of them folded, removed by a name in another case; a
 long value folded at 78 columns (Python's email package reads it back); a
 message of only a header; a header arriving in slow pieces while onData
-waits, split across BDAT chunks, or all there before onData edits; 8-bit values with SMTPUTF8; a header
+waits, split across BDAT chunks, or all there before onData edits or
+reads unedited; 8-bit values with SMTPUTF8; a header
 just under the 1 MiB limit (edited) and one over it (passed on unchanged,
 the added fields on top); bad names and values refused with nil, err; an
 edit after the header was read refused."""
@@ -51,6 +52,11 @@ local EDITS = {
     return r
   end,
   none = function() return {} end,
+  -- the whole message has arrived (and waits) before the first read, unedited
+  late_none = function()
+    smtp.sleep(0.3)
+    return {}
+  end,
   -- the whole message has arrived (and waits) before the edits
   late_edits = function(stream)
     smtp.sleep(0.5)
@@ -208,6 +214,15 @@ class HeaderEditsTest(E2ETest):
         got, results = self.send(msg, "none@save.test")
         self.assertEqual(got, msg)
         self.assertEqual(results, ["header already read"])
+
+    def test_no_edits_message_arrived_before_reading(self):
+        msg = HEADER + BODY
+        for domain in ("read.test", "save.test", "chunks.test"):
+            with self.subTest(domain=domain):
+                self.setUp()
+                got, results = self.send(msg, "late_none@" + domain)
+                self.assertEqual(got, msg)
+                self.assertEqual(results, ["header already read"])
 
     def test_message_of_only_a_header(self):
         got, results = self.send(b"Subject: just this\r\nTo: x@example.com\r\n", "one@save.test")

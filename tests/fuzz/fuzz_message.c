@@ -6,6 +6,7 @@
  * (the body) stay byte-identical at the end. */
 #include "smtp/message.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,59 @@ static struct buf pass(const char *in, size_t len, size_t limit, size_t step, co
 	return out;
 }
 
+/* message_pass_in_place takes the message in one piece exactly when
+ * message_take would find the block ready in it and no edit was asked;
+ * when it does not, message_take finds m as it was. */
+static void check_in_place(const char *in, size_t len, size_t limit, const uint8_t *e, size_t nedits)
+{
+	struct message ref, m;
+	message_init(&ref, limit);
+	size_t took = message_take(&ref, in, len);
+	bool ready = message_ready(&ref);
+	for (int ended = 0; ended < 2; ended++) {
+		message_init(&m, limit);
+		apply_edits(&m, e, nedits);
+		bool edited = m.nedits > 0;
+		bool passed = message_pass_in_place(&m, in, len, ended);
+		if (passed != (!edited && (ready || ended)))
+			abort(); /* in place when it must not be, or not when it may */
+		if (passed && (!message_ready(&m) || message_add(&m, "X-A", 3, "v", 1) == NULL))
+			abort(); /* taken in place, yet open to edits */
+		if (!passed && (message_take(&m, in, len) != took || message_ready(&m) != ready))
+			abort(); /* the fallback found m changed */
+		message_free(&m);
+	}
+	message_free(&ref);
+}
+
+/* The block written back in front of the body bytes it was taken from
+ * (message_emit_front, unedited) comes out as message_emit's. */
+static void check_front(const char *in, size_t len, size_t limit, const uint8_t *e, size_t nedits,
+                        const struct buf *whole)
+{
+	struct message m;
+	message_init(&m, limit);
+	apply_edits(&m, e, nedits);
+	struct buf pending = {0}, out = {0};
+	buf_append(&pending, in, len);
+	buf_consume(&pending, message_take(&m, in, len)); /* as lua_stream.c takes it from pending */
+	message_end(&m);
+	bool front = message_emit_front(&m, &pending);
+	if (front != (m.nedits == 0 && (len == 0 || buf_used(&pending) > 0 || pending.off > 0)))
+		abort(); /* declined with the room there and no edit, or the other way */
+	if (!front) {
+		message_emit(&m, &out);
+		if (buf_used(&pending))
+			buf_append(&out, buf_head(&pending), buf_used(&pending));
+	}
+	const struct buf *got = front ? &pending : &out;
+	if (buf_used(got) != buf_used(whole) || (buf_used(got) && memcmp(buf_head(got), buf_head(whole), buf_used(got))))
+		abort(); /* not what message_emit writes */
+	buf_free(&pending);
+	buf_free(&out);
+	message_free(&m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 3)
@@ -82,6 +136,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf plain = pass(in, len, limit, step, e, 0, &h0);
 	if (buf_used(&plain) != len || (len && memcmp(buf_head(&plain), in, len) != 0))
 		abort(); /* no edits, yet changed */
+	check_in_place(in, len, limit, e, nedits);
+	check_front(in, len, limit, e, nedits, &whole);
 	buf_free(&whole);
 	buf_free(&chunked);
 	buf_free(&plain);

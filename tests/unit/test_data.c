@@ -358,6 +358,45 @@ static void test_exhaustive(void)
 	CHECK_INT(bad, 0);
 }
 
+/* Line ends at every offset around the 16- and 32-byte blocks the scan
+ * takes its bit masks of (a CRLF split by a block's end, a stuffed dot or
+ * bare CR or LF just after one), whole and cut there, in both modes. */
+static void test_block_boundaries(void)
+{
+	static const char *const marks[] = { "\r\n", "\r\n.", "\r\n..", "\n", "\r", "\r\r\n", "\r\n\r\n", "\n." };
+	char in[256];
+	int bad = 0;
+
+	for (size_t k = 0; k < 100; k++) {
+		for (size_t j = 0; j < sizeof marks / sizeof marks[0]; j++) {
+			size_t ml = strlen(marks[j]), n = 0;
+			memset(in, 'x', k);
+			n += k;
+			memcpy(in + n, marks[j], ml);
+			n += ml;
+			memset(in + n, 'y', 40);
+			n += 40;
+			memcpy(in + n, "\r\nz\r\n.\r\n", 9);
+			n += 9;
+			for (int m = 0; m < 2; m++) {
+				enum smtp_bare_mode mode = m ? SMTP_BARE_NORMALIZE : SMTP_BARE_REJECT;
+				struct decoded ref = reference(mode, in, n);
+				size_t cuts[] = { k + 1 };
+				struct decoded got = decode_cuts(mode, in, n, cuts, 0);
+				bad += !ref.done || !decoded_same(&ref, &got);
+				decoded_free(&got);
+				got = decode_cuts_how(mode, in, n, cuts, 1, true);
+				bad += !decoded_same(&ref, &got);
+				decoded_free(&got);
+				if (bad == 1)
+					unit_print_bytes("first mismatch", in, n);
+				decoded_free(&ref);
+			}
+		}
+	}
+	CHECK_INT(bad, 0);
+}
+
 /* A large random message with long lines, cut at random points */
 static void test_random_chunks(void)
 {
@@ -417,6 +456,7 @@ int main(void)
 	RUN(test_bare);
 	RUN(test_smuggling);
 	RUN(test_exhaustive);
+	RUN(test_block_boundaries);
 	RUN(test_random_chunks);
 	return unit_summary();
 }

@@ -170,6 +170,98 @@ static void test_limit(void)
 	message_free(&m);
 }
 
+/* The one-piece fast path: taken in place when the block ends in the
+ * piece (blank line, limit or the message's end) and no edit was asked;
+ * else m is left for message_take, which then finds the same block. */
+static void test_pass_in_place(void)
+{
+	const char *msg = "A: 1\r\nB: 2\r\n\r\nbody\r\n";
+	struct message m = {0};
+	CHECK(message_pass_in_place(&m, msg, strlen(msg), false));
+	CHECK(message_ready(&m));
+	CHECK_STR(message_add(&m, "X", 1, "v", 1), "header already read");
+	message_free(&m);
+
+	/* The piece ends mid-block: not taken, and m is as it was. */
+	struct message f = {0};
+	CHECK(!message_pass_in_place(&f, msg, 9, false));
+	struct buf out = run(&f, msg, 4);
+	CHECK_OUT(out, "A: 1\r\nB: 2\r\n\r\nbody\r\n");
+	buf_free(&out);
+	message_free(&f);
+	/* ... and a piece ending in a line-start CR leaves nothing held. */
+	struct message cr = {0};
+	CHECK(!message_pass_in_place(&cr, "A: 1\r\n\r", 8, false));
+	CHECK_INT(message_take(&cr, "A: 1\r\n\rX\r\n\r\nb", 14), 12);
+	CHECK_INT(cr.blank_len, 2);
+	message_free(&cr);
+
+	/* No blank line, but the message ended, or the limit is reached. */
+	struct message end = {0};
+	CHECK(message_pass_in_place(&end, "A: 1\r\n", 6, true));
+	message_free(&end);
+	struct message big;
+	message_init(&big, 4);
+	CHECK(message_pass_in_place(&big, "A: 1\r\n", 6, false));
+	message_free(&big);
+
+	/* An edit asked: the block is rebuilt, so never in place. */
+	struct message e = {0};
+	CHECK(!message_add(&e, "X-A", 3, "1", 1));
+	CHECK(!message_pass_in_place(&e, msg, strlen(msg), true));
+	out = run(&e, msg, 0);
+	CHECK_OUT(out, "A: 1\r\nB: 2\r\nX-A: 1\r\n\r\nbody\r\n");
+	buf_free(&out);
+	message_free(&e);
+
+	/* Bytes already gathered come first: not in place either. */
+	struct message g = {0};
+	CHECK_INT(message_take(&g, msg, 3), 3);
+	CHECK(!message_pass_in_place(&g, msg + 3, strlen(msg) - 3, true));
+	message_free(&g);
+}
+
+/* message_emit_front: the unedited block back in front of the body bytes
+ * it was taken from; an edit, or no room before them, and it declines. */
+static void test_emit_front(void)
+{
+	const char *msg = "A: 1\r\n\r\nbody";
+	struct message m = {0};
+	struct buf pending = {0};
+	buf_append(&pending, msg, strlen(msg));
+	buf_consume(&pending, message_take(&m, buf_head(&pending), buf_used(&pending)));
+	CHECK(message_ready(&m));
+	CHECK(message_emit_front(&m, &pending));
+	CHECK_OUT(pending, "A: 1\r\n\r\nbody");
+	CHECK_STR(message_add(&m, "X", 1, "v", 1), "header already read");
+	message_free(&m);
+	buf_free(&pending);
+
+	/* The block came in an earlier piece: no room, message_emit it is. */
+	struct message g = {0};
+	CHECK_INT(message_take(&g, msg, 6), 6);
+	CHECK_INT(message_take(&g, msg + 6, 2), 2);
+	buf_append(&pending, "body", 4);
+	CHECK(!message_emit_front(&g, &pending));
+	CHECK(!g.emitted);
+	message_free(&g);
+	buf_free(&pending);
+
+	/* An edit changes the block's length: declined as well. */
+	struct message e = {0};
+	CHECK(!message_add(&e, "X-A", 3, "1", 1));
+	buf_append(&pending, msg, strlen(msg));
+	buf_consume(&pending, message_take(&e, buf_head(&pending), buf_used(&pending)));
+	CHECK(!message_emit_front(&e, &pending));
+	struct buf out = {0};
+	message_emit(&e, &out);
+	CHECK_OUT(out, "A: 1\r\nX-A: 1\r\n\r\n");
+	CHECK_OUT(pending, "body");
+	buf_free(&out);
+	buf_free(&pending);
+	message_free(&e);
+}
+
 int main(void)
 {
 	RUN(test_split_anywhere);
@@ -180,5 +272,7 @@ int main(void)
 	RUN(test_bare_lf_and_no_blank_line);
 	RUN(test_no_edits_passes_through);
 	RUN(test_limit);
+	RUN(test_pass_in_place);
+	RUN(test_emit_front);
 	return unit_summary();
 }
