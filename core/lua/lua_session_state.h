@@ -14,7 +14,11 @@ struct lua_session_state {
 	int session_ref;      /* the Lua session table */
 	bool pristine;        /* ... untouched since made (lua_session_pristine) */
 	int tls_obj_ref;      /* the conn object onSecure gets */
-	int stream_ref;       /* the current message's stream object */
+	/* The registry slot of the message's stream object: made at the
+	 * session's first DATA with a hook, kept to its end (false between
+	 * messages), so a message costs no luaL_ref and luaL_unref. */
+	int stream_ref;
+	bool stream_live; /* the slot holds the current message's stream */
 	policy_done_fn policy_done; /* the answer to the question in flight, if any */
 	policy_servername_fn servername_done; /* ... when that question is servername */
 };

@@ -368,7 +368,12 @@ void lua_stream_push(lua_State *L, struct conn *c)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, stream_mt_ref);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
-	lua_state_of(c)->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	struct lua_session_state *ls = lua_state_of(c);
+	if (ls->stream_ref == LUA_NOREF)
+		ls->stream_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	else
+		lua_rawseti(L, LUA_REGISTRYINDEX, ls->stream_ref);
+	ls->stream_live = true;
 }
 
 /* Once the core refuses the message (body_verdict), nothing more of it is
@@ -453,7 +458,7 @@ void lua_stream_detach(struct conn *c)
 	struct body *b = s->body;
 	stream_save_abort(b);
 	struct lua_session_state *ls = lua_state_of(c);
-	if (ls->stream_ref == LUA_NOREF)
+	if (!ls->stream_live)
 		return;
 	lua_State *L = lua_main;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->stream_ref);
@@ -462,6 +467,15 @@ void lua_stream_detach(struct conn *c)
 	st->byte_length = (double)b->byte_length;
 	st->size_exceeded = b->size_exceeded;
 	lua_pop(L, 1);
-	luaL_unref(L, LUA_REGISTRYINDEX, ls->stream_ref);
+	lua_pushboolean(L, 0); /* the object is the script's alone now */
+	lua_rawseti(L, LUA_REGISTRYINDEX, ls->stream_ref);
+	ls->stream_live = false;
+}
+
+void lua_stream_free(struct conn *c)
+{
+	struct lua_session_state *ls = lua_state_of(c);
+	luaL_unref(lua_main, LUA_REGISTRYINDEX, ls->stream_ref);
 	ls->stream_ref = LUA_NOREF;
+	ls->stream_live = false;
 }

@@ -23,5 +23,7 @@ void lua_stream_feed_bytes(struct conn *c, const char *p, size_t n);
 /* The message is over or the connection is gone: cut the stream loose and
  * drop an unfinished stream:save() file. */
 void lua_stream_detach(struct conn *c);
+/* The session ends: its stream slot goes. */
+void lua_stream_free(struct conn *c);
 
 #endif

@@ -138,6 +138,7 @@ static void policy_lua_detach(struct smtp_session *s)
 {
 	/* The Lua conn object lets go of the SSL before the transport frees it. */
 	lua_tls_detach(s->conn);
+	lua_stream_free(s->conn);
 	lua_session_free(s->conn);
 	free(s->policy_state);
 	s->policy_state = NULL;
@@ -622,7 +623,7 @@ static void policy_lua_data(struct smtp_session *s, policy_done_fn done)
 {
 	struct body *b = s->body;
 	b->save_fd = -1;
-	lua_state_of(s->conn)->stream_ref = LUA_NOREF;
+	lua_state_of(s->conn)->stream_live = false;
 	lua_State *co = policy_lua_prepare(s, HOOK_DATA, done);
 	if (!co)
 		return;

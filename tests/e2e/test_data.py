@@ -246,6 +246,17 @@ STREAM_HOOKS = {
         info.errs[#info.errs + 1] = select(2, pcall(getmetatable(stream).__index, v, "byteLength"))
       end
       readall(stream)
+    elseif mode == "keep" then
+      -- a stream the script keeps past its message: cut loose, its figures
+      -- those of its own message (streams of one session share a slot)
+      local prev = session.kept
+      if prev then
+        info.prevSame = rawequal(prev, stream)
+        info.prevByteLength = prev.byteLength
+        info.prevReadNil = prev:read() == nil
+      end
+      session.kept = stream
+      readall(stream)
     elseif mode == "ignore" then
       -- does not read: the core drains the body
     elseif mode == "partial" then
@@ -356,6 +367,20 @@ class StreamApi(SharedServerTest):
         self.assertReply(r, 250, "2.6.0")
         self.assertIs(info["sizeExceeded"], False)
         self.assertEqual(info["byteLength"], 4096)
+
+    def test_stream_kept_past_its_message(self):
+        first, second = self.BODY, b"Subject: t\r\n\r\nshort\r\n"
+        with self.ehlo_client() as c:
+            for body in (first, second):
+                self.assertReply(c.transaction(stuff(body)[0], rcpts=("<keep@example.com>",)), 250, "2.6.0")
+            c.cmd("QUIT")
+        ev = [e for e in self.srv.events("stream") if e.get("mode") == "keep"][-2:]
+        self.assertEqual(len(ev), 2)
+        self.assertNotIn("prevSame", ev[0])
+        self.assertIs(ev[1]["prevSame"], False)
+        self.assertEqual(ev[1]["prevByteLength"], len(stuff(first)[1]))
+        self.assertIs(ev[1]["prevReadNil"], True)
+        self.assertEqual(ev[1]["byteLength"], len(stuff(second)[1]))
 
     def test_methods_refuse_other_objects(self):
         r, expected, info = self.deliver("notastream")
