@@ -314,7 +314,12 @@ static ssize_t conn_send(struct conn *c, const char *p, size_t n)
 		ssize_t w = conn_tls_send(c, p, n, &c->tls_write_wants_read);
 		return w;
 	}
-	return send(c->fd, p, n, MSG_NOSIGNAL);
+	/* The last reply of a closing connection (221, 421...) is held back
+	 * (MSG_MORE) for the close that follows as soon as it is all
+	 * written: the FIN then goes in the same segment, and the client is
+	 * woken once, not twice (a wake-up is a good part of what the kernel
+	 * charges a connection). Closing sends what is held at once. */
+	return send(c->fd, p, n, MSG_NOSIGNAL | (c->phase == PHASE_CLOSING ? MSG_MORE : 0));
 }
 
 bool conn_flush(struct conn *c)

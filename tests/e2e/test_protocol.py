@@ -2,6 +2,9 @@
 "Sequencing", "Basic" and "Enhanced codes"), checked against docs/replies.md."""
 
 import re
+import socket
+import struct
+import time
 
 from harness import STORE_ONDATA, SharedServerTest, script
 
@@ -180,6 +183,37 @@ class Basic(SharedServerTest):
             self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
             rest = c.expect_close()
             self.assertEqual(rest, b"")
+
+    def test_quit_reply_and_fin_in_one_segment(self):
+        """The last reply is held for the close that follows (MSG_MORE), so
+        221 and FIN go in one segment: the client is woken once, not twice.
+        Seen on the loopback by a packet socket (root)."""
+        sniff = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+        try:
+            sniff.bind(("lo", 0x0800))
+            sniff.settimeout(0.2)
+            with self.client() as c:
+                self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
+                self.assertEqual(c.expect_close(), b"")
+                client_port = c.local_port
+            flags = None
+            deadline = time.monotonic() + 5
+            while flags is None and time.monotonic() < deadline:
+                try:
+                    pkt = sniff.recv(65535)
+                except socket.timeout:
+                    continue
+                ihl = (pkt[0] & 15) * 4
+                if len(pkt) < ihl + 20 or pkt[9] != socket.IPPROTO_TCP:
+                    continue
+                sport, dport = struct.unpack("!HH", pkt[ihl:ihl + 4])
+                data = pkt[ihl + (pkt[ihl + 12] >> 4) * 4:]
+                if (sport, dport) == (self.srv.port, client_port) and data.startswith(b"221"):
+                    flags = pkt[ihl + 13]
+            self.assertIsNotNone(flags, "no segment carrying the 221 seen on lo")
+            self.assertTrue(flags & 0x01, "the 221 went without the FIN (flags %#x)" % flags)
+        finally:
+            sniff.close()
 
     def test_quit_then_pipelined_noop_not_answered(self):
         with self.client() as c:
