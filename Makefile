@@ -98,12 +98,6 @@ UNIT_BIN += build/test_log_scalar
 build/test_log_scalar: tests/unit/test_log.c tests/unit/unit.h core/base/log.c $(CORE_HDR) | $(DEPS_STAMP)
 	$(CC) $(CFLAGS) -U__SSE2__ -o $@ tests/unit/test_log.c core/base/log.c -lev -lpthread
 
-# The DATA decoder's SSE2 path, which a CPU with AVX2 does not take
-# (proto/smtp_data.c): test_data again with the AVX2 path compiled out.
-UNIT_BIN += build/test_data_sse2
-build/test_data_sse2: tests/unit/test_data.c core/proto/smtp_data.c $(CORE_HDR)
-	$(CC) $(CFLAGS) -DSMTP_DATA_NO_AVX2 -o $@ tests/unit/test_data.c core/proto/smtp_data.c
-
 # The session with no Lua: core/smtp/ and the layers below it only, so the
 # test shows that the state machine runs on the null and scripted policies.
 NOLUA_OBJ := $(filter-out build/obj/lua/%,$(CORE_OBJ))

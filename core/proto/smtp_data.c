@@ -58,10 +58,15 @@ static inline const char *smtp_data_mask_stop(const char *p, const char *end, ui
 	return NULL;
 }
 
-/* smtp_data_find_stop from p on, the LF at p passed if carry: 16 bytes a
- * step where SSE2 is (every x86-64), then byte by byte. */
-static const char *smtp_data_find_stop_sse2(const char *p, const char *end, unsigned carry)
+/* The first CR or LF in [p, end) that is not a plain line end, or end.
+ * The CR and LF of 16 bytes come as one bit mask where SSE2 is (every
+ * x86-64) and the plain line ends in it are passed over bit by bit, so a
+ * message of ordinary lines costs its blocks and a look at each CRLF, not
+ * a search and a return to the state machine per line; the rest byte by
+ * byte. */
+static const char *smtp_data_find_stop(const char *p, const char *end)
 {
+	unsigned carry = 0; /* the LF at p was passed with its CR */
 	const char *q;
 #ifdef __SSE2__
 	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
@@ -78,40 +83,6 @@ static const char *smtp_data_find_stop_sse2(const char *p, const char *end, unsi
 		if (p == end || !smtp_data_plain_eol(p, end))
 			return p;
 	}
-}
-
-#if defined(__x86_64__) && !defined(SMTP_DATA_NO_AVX2)
-#include <immintrin.h>
-#define SMTP_DATA_AVX2 1
-/* The same 32 bytes a step, for CPUs with AVX2 (most x86-64 since 2013). */
-__attribute__((target("avx2"))) static const char *smtp_data_find_stop_avx2(const char *p, const char *end)
-{
-	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
-	unsigned carry = 0;
-	const char *q;
-	for (; end - p >= 32; p += 32) {
-		__m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
-		uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(_mm256_cmpeq_epi8(v, cr), _mm256_cmpeq_epi8(v, lf)));
-		if ((q = smtp_data_mask_stop(p, end, m, 32, &carry)))
-			return q;
-	}
-	return smtp_data_find_stop_sse2(p, end, carry);
-}
-#endif
-
-/* The first CR or LF in [p, end) that is not a plain line end, or end.
- * The CR and LF of a block of bytes come as one bit mask and the plain
- * line ends in it are passed over bit by bit, so a message of ordinary
- * lines costs its blocks and a look at each CRLF, not a search and a
- * return to the state machine per line (1 KiB: ~1,150 instructions before,
- * ~650 with AVX2). */
-static const char *smtp_data_find_stop(const char *p, const char *end)
-{
-#ifdef SMTP_DATA_AVX2
-	if (__builtin_cpu_supports("avx2"))
-		return smtp_data_find_stop_avx2(p, end);
-#endif
-	return smtp_data_find_stop_sse2(p, end, 0);
 }
 
 static void smtp_data_copy(struct smtp_data_scan *s, const char *from, const char *upto)
