@@ -509,13 +509,6 @@ static void policy_lua_envelope_mail(struct conn *c, lua_State *L, int idx)
 	lua_session_set_mail_from(c, L, idx, policy_lua_dsn_on(c));
 }
 
-/* session.envelope.rcptTo gets the accepted recipient (the address table
- * at idx of L); session.disabledCommands is pushed. */
-static void policy_lua_envelope_rcpt(struct conn *c, lua_State *L, int idx)
-{
-	lua_session_add_rcpt(c, L, idx);
-}
-
 /* The verdict on an address; accepted, record puts it in the envelope.
  * The address is the first value the hook's wrapper returned (a hook
  * that raised or timed out has none), or, with no hook, on top of L. */
@@ -559,7 +552,7 @@ static void policy_lua_mail(struct smtp_session *s, const struct smtp_path *path
 
 static void policy_lua_rcpt_done(struct conn *c, const struct hook_outcome *o, lua_State *co, int nres)
 {
-	policy_lua_address_done(c, o, co, policy_lua_envelope_rcpt);
+	policy_lua_address_done(c, o, co, lua_session_add_rcpt);
 }
 
 static void policy_lua_rcpt(struct smtp_session *s, const struct smtp_path *path, policy_done_fn done)
