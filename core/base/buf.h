@@ -3,6 +3,7 @@
 #ifndef LUASMTPD_BUF_H
 #define LUASMTPD_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -31,6 +32,19 @@ static inline void buf_append(struct buf *b, const void *p, size_t n)
 		return;
 	memcpy(buf_reserve(b, n), p, n);
 	b->len += n;
+}
+
+/* Puts n bytes back in front of the head, in the room consumed before it:
+ * true; false, and nothing done, when that room is smaller than n. */
+static inline bool buf_prepend(struct buf *b, const void *p, size_t n)
+{
+	if (b->off < n)
+		return false;
+	if (n) {
+		b->off -= n;
+		memcpy(b->data + b->off, p, n);
+	}
+	return true;
 }
 
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

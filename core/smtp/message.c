@@ -386,13 +386,8 @@ void message_emit(struct message *m, struct buf *out)
 
 bool message_emit_front(struct message *m, struct buf *out)
 {
-	size_t n = buf_used(&m->head);
-	if (m->nedits || out->off < n)
+	if (m->nedits || !buf_prepend(out, buf_head(&m->head), buf_used(&m->head)))
 		return false;
-	if (n) {
-		out->off -= n;
-		memcpy(out->data + out->off, buf_head(&m->head), n);
-	}
 	message_written(m);
 	return true;
 }
