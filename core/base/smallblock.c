@@ -1,24 +1,22 @@
 #include "base/smallblock.h"
-#include "base/freelist.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define STEP 16
+#define STEP SMALLBLOCK_STEP
 #define CLASSES (SMALLBLOCK_MAX / STEP)
 #define CLASS(i) FREELIST_INIT((i) * STEP, SMALLBLOCK_KEEP / ((i) * STEP))
 
 _Static_assert(SMALLBLOCK_MAX % STEP == 0 && CLASSES == 16, "one line below per class");
-/* classes[i] holds blocks of (i + 1) * STEP bytes. */
-static struct freelist classes[CLASSES] = {
+struct freelist smallblock_classes[CLASSES] = {
 	CLASS(1), CLASS(2),  CLASS(3),  CLASS(4),  CLASS(5),  CLASS(6),  CLASS(7),  CLASS(8),
 	CLASS(9), CLASS(10), CLASS(11), CLASS(12), CLASS(13), CLASS(14), CLASS(15), CLASS(16),
 };
 
 static inline struct freelist *class_of(size_t n)
 {
-	return &classes[(n - 1) / STEP];
+	return &smallblock_classes[(n - 1) / STEP];
 }
 
 static void *block_alloc(size_t n)
@@ -38,7 +36,7 @@ static void block_free(void *p, size_t n)
 		freelist_free(class_of(n), p);
 }
 
-void *smallblock_realloc(void *p, size_t osize, size_t nsize)
+void *smallblock_realloc_slow(void *p, size_t osize, size_t nsize)
 {
 	if (!p)
 		return nsize ? block_alloc(nsize) : NULL;
@@ -63,6 +61,6 @@ size_t smallblock_kept(void)
 {
 	size_t bytes = 0;
 	for (size_t i = 0; i < CLASSES; i++)
-		bytes += classes[i].n * classes[i].size;
+		bytes += smallblock_classes[i].n * smallblock_classes[i].size;
 	return bytes;
 }
