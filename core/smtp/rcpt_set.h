@@ -14,9 +14,11 @@ struct rcpt_set {
 	struct rcpt_slot *slots; /* open addressing; NULL while empty */
 	size_t cap;              /* a power of two, or 0 */
 	size_t count;
-	char **spellings;        /* by index - 1: the address as last given (in its key's allocation) */
+	size_t *spellings;       /* by index - 1: where in the arena the address as last given is; 0: none */
 	size_t nspellings;
 	size_t spellings_cap;
+	char *arena; /* each address's lower-cased key, then its spelling */
+	size_t arena_len, arena_cap;
 };
 
 /* The index given with address when it was added, or 0 if it is not in. */
@@ -26,7 +28,8 @@ void rcpt_set_add(struct rcpt_set *s, const char *address, size_t len, unsigned 
 /* A repeat (found at index, so of the same length) replaces the spelling
  * kept for it. */
 void rcpt_set_respell(struct rcpt_set *s, unsigned index, const char *address, size_t len);
-/* The address at index as last given, or NULL. */
+/* The address at index as last given, or NULL; valid until the next
+ * add, clear or free. */
 const char *rcpt_set_spelling(const struct rcpt_set *s, unsigned index);
 /* Empties the set for the next transaction (small arrays are kept). */
 void rcpt_set_clear(struct rcpt_set *s);
