@@ -99,20 +99,18 @@ static bool smtp_is_blank(char c)
 	return c == ' ' || c == '\t';
 }
 
-static unsigned char smtp_ascii_lower(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
-}
-
+/* Bytes that are equal cost one comparison: commands and keywords mostly
+ * come in the case they are written in (about 14 instructions a byte went
+ * to folding both sides every time, on every command, callgrind). */
 bool smtp_ascii_ieq(const char *a, size_t alen, const char *b, size_t blen)
 {
-	size_t i;
-
 	if (alen != blen)
 		return false;
-	for (i = 0; i < alen; i++)
-		if (smtp_ascii_lower((unsigned char)a[i]) != smtp_ascii_lower((unsigned char)b[i]))
+	for (size_t i = 0; i < alen; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+		if (x != y && ((x ^ y) != 0x20 || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a'))
 			return false;
+	}
 	return true;
 }
 

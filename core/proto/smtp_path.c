@@ -173,27 +173,30 @@ static size_t smtp_local_part_len(const char *s, size_t len)
 /* ---- domain ------------------------------------------------------------- */
 
 /* Letters, digits and inner hyphens per label; bytes >= 0x80 pass so that
- * UTF-8 (U-label) domains work under SMTPUTF8. */
+ * UTF-8 (U-label) domains work under SMTPUTF8. Letters and digits, most
+ * of a name, take one table lookup each. */
 static bool smtp_valid_hostname(const char *s, size_t len)
 {
-	size_t i, label = 0;
+	size_t label = 0;
 
 	if (len == 0 || len > SMTP_DOMAIN_MAX)
 		return false;
-	for (i = 0; i <= len; i++) {
-		unsigned char c = i < len ? (unsigned char)s[i] : '.';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
 
-		if (c == '.') {
+		if (smtp_is(c, CC_ALNUM | CC_8BIT)) {
+			label++;
+		} else if (c == '-' && label > 0) {
+			label++;
+		} else if (c == '.') {
 			if (label == 0 || label > SMTP_LABEL_MAX || s[i - 1] == '-')
 				return false;
 			label = 0;
-		} else if (smtp_is(c, CC_ALNUM | CC_8BIT) || (c == '-' && label > 0)) {
-			label++;
 		} else {
 			return false;
 		}
 	}
-	return true;
+	return label > 0 && label <= SMTP_LABEL_MAX && s[len - 1] != '-';
 }
 
 /* "[1.2.3.4]" or "[IPv6:...]"; general tagged literals are refused since
@@ -279,8 +282,10 @@ static const char *smtp_path_close(const char *p, const char *end, bool lenient)
 {
 	bool quoted = false;
 
-	if (lenient)
-		return memchr(p, '>', (size_t)(end - p));
+	const char *close = memchr(p, '>', (size_t)(end - p));
+	/* Without a quote before it, the first '>' is the one (most paths). */
+	if (lenient || !close || !memchr(p, '"', (size_t)(close - p)))
+		return close;
 	for (; p < end; p++) {
 		if (quoted && *p == '\\' && p + 1 < end)
 			p++;
