@@ -3,7 +3,12 @@
 #include <ctype.h>
 #include <string.h>
 
-#define REPLY(id, key, c, e, t) [id] = {key, c, e, t, sizeof t - 1}
+/* Each reply also as whole lines, with and without its enhanced code, put
+ * together by the compiler: a known reply is one copy into the output. */
+#define REPLY_LINES(line, bare) line "\r\n", sizeof line + 1, bare "\r\n", sizeof bare + 1
+#define REPLY(id, key, c, e, t) [id] = {key, c, e, t, sizeof t - 1, REPLY_LINES(#c " " e " " t, #c " " t)}
+/* A 3xx continuation: no enhanced code to show or hide. */
+#define REPLY_PLAIN(id, key, c, t) [id] = {key, c, "", t, sizeof t - 1, REPLY_LINES(#c " " t, #c " " t)}
 
 const struct smtp_reply smtp_replies[REPLY_COUNT] = {
 	/* A hook raised a Lua error (or misbehaved). */
@@ -38,7 +43,7 @@ const struct smtp_reply smtp_replies[REPLY_COUNT] = {
 	      "Error: internationalized address needs the SMTPUTF8 parameter"),
 	REPLY(REPLY_TOO_MANY_RECIPIENTS, "tooManyRecipients", 452, "4.5.3", "Error: too many recipients"),
 	REPLY(REPLY_AUTH_REQUIRED, "authRequired", 530, "5.7.0", "Error: authentication Required"),
-	REPLY(REPLY_DATA_GO_AHEAD, "dataGoAhead", 354, "", "End data with <CR><LF>.<CR><LF>"),
+	REPLY_PLAIN(REPLY_DATA_GO_AHEAD, "dataGoAhead", 354, "End data with <CR><LF>.<CR><LF>"),
 	REPLY(REPLY_BARE_LINE_ENDING, "bareLineEnding", 554, "5.5.2",
 	      "Error: bare <CR> or <LF> in message; only <CR><LF> ends a line"),
 	REPLY(REPLY_BDAT_SYNTAX, "bdatSyntax", 501, "5.5.4", "Error: Syntax: BDAT <size> [LAST]"),

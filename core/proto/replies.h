@@ -96,6 +96,10 @@ struct smtp_reply {
 	const char *enhanced; /* "" for a 3xx continuation: it has none */
 	const char *text;     /* printable ASCII: sent as is */
 	size_t text_len;
+	const char *line; /* "code enhanced text\r\n" */
+	size_t line_len;
+	const char *bare; /* "code text\r\n", for hideENHANCEDSTATUSCODES */
+	size_t bare_len;
 };
 
 extern const struct smtp_reply smtp_replies[REPLY_COUNT];

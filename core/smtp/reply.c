@@ -90,9 +90,10 @@ void conn_reply_known(struct conn *c, enum smtp_reply_id id)
 	if (conn_is_closed(c))
 		return;
 	/* Catalogue texts are checked when loaded: printable, nothing to clean. */
-	conn_reply_prefix(&c->out, r->code, ' ', !smtp_opt(c)->hide_enhanced ? r->enhanced : NULL);
-	buf_append(&c->out, r->text, r->text_len);
-	buf_append(&c->out, "\r\n", 2);
+	if (smtp_opt(c)->hide_enhanced)
+		buf_append(&c->out, r->bare, r->bare_len);
+	else
+		buf_append(&c->out, r->line, r->line_len);
 }
 
 

@@ -7,6 +7,8 @@
 #include "proto/replies.h"
 #include "unit.h"
 
+#include <stdio.h>
+
 static bool text_ok(const char *t, size_t len)
 {
 	if (len == 0 || strlen(t) != len)
@@ -39,6 +41,14 @@ static void test_every_entry_is_sendable(void)
 		CHECK(r->text && text_ok(r->text, r->text_len));
 		for (int other = 0; other < id; other++)
 			CHECK(strcmp(smtp_replies[other].name, r->name) != 0);
+		/* The whole lines are the reply as code, enhanced code and text make it. */
+		char line[600], bare[600];
+		snprintf(line, sizeof line, "%d %s%s%s\r\n", r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text);
+		snprintf(bare, sizeof bare, "%d %s\r\n", r->code, r->text);
+		CHECK(strcmp(r->line, line) == 0);
+		CHECK_INT(r->line_len, strlen(line));
+		CHECK(strcmp(r->bare, bare) == 0);
+		CHECK_INT(r->bare_len, strlen(bare));
 	}
 	CHECK(text_ok(smtp_rejected_text, strlen(smtp_rejected_text)));
 }
