@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int body_class = LUA_NOREF;
+static struct lua_api_class body_class = LUA_API_CLASS_NONE;
 
 /* reply_line(line [, code, enhanced]) -> more, code, enhanced, text, or
  * nil, "bad answer". code and enhanced are what the reply's earlier lines
@@ -73,14 +73,14 @@ static int client_ehlo(lua_State *L)
 static int client_body(lua_State *L)
 {
 	bool dots = lua_toboolean(L, 1), normalize = lua_toboolean(L, 2);
-	struct smtp_client_body *b = lua_api_newudata(L, sizeof *b, body_class);
+	struct smtp_client_body *b = lua_api_newudata(L, sizeof *b, &body_class);
 	smtp_client_body_init(b, dots, normalize);
 	return 1;
 }
 
 static struct smtp_client_body *check_body(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, body_class, "body writer");
+	return lua_api_checkudata(L, 1, &body_class, "body writer");
 }
 
 static int body_feed(lua_State *L)
@@ -137,7 +137,7 @@ int luaopen_smtp_client_proto(lua_State *L)
 		{"finish", body_finish},
 		{NULL, NULL},
 	};
-	if (body_class == LUA_NOREF)
+	if (body_class.ref == LUA_NOREF)
 		body_class = lua_api_class(L, methods, NULL);
 	return lua_api_module(L, fns);
 }

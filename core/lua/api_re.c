@@ -23,7 +23,7 @@ struct re {
 	bool dfa;
 };
 
-static int re_class = LUA_NOREF;
+static struct lua_api_class re_class = LUA_API_CLASS_NONE;
 
 static bool re_parse_opts(lua_State *L, const char *opts, uint32_t *copts, struct re *r, bool *jit)
 {
@@ -58,7 +58,7 @@ static int re_compile(lua_State *L)
 	size_t len;
 	const char *pattern = luaL_checklstring(L, 1, &len);
 	const char *opts = luaL_optstring(L, 2, "");
-	struct re *r = lua_api_newudata(L, sizeof *r, re_class);
+	struct re *r = lua_api_newudata(L, sizeof *r, &re_class);
 	uint32_t copts = 0;
 	bool jit = false;
 	re_parse_opts(L, opts, &copts, r, &jit);
@@ -83,7 +83,7 @@ static int re_compile(lua_State *L)
 
 static struct re *re_check(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, re_class, "regex");
+	return lua_api_checkudata(L, 1, &re_class, "regex");
 }
 
 /* re:exec(subject, offset, ov [, notempty_atstart]): offset is 0-based;
@@ -195,7 +195,7 @@ int luaopen_smtp_re(lua_State *L)
 		{"compile", re_compile},
 		{NULL, NULL},
 	};
-	if (re_class == LUA_NOREF)
+	if (re_class.ref == LUA_NOREF)
 		re_class = lua_api_class(L, methods, meta);
 	return lua_api_module(L, fns);
 }

@@ -25,7 +25,7 @@ struct shdict_region {
 };
 
 static struct shdict_region *regions;
-static int shdict_class;
+static struct lua_api_class shdict_class = LUA_API_CLASS_NONE;
 
 struct lua_shdict {
 	struct shm_zone *zone;
@@ -33,7 +33,7 @@ struct lua_shdict {
 
 static struct shm_zone *shdict_check(lua_State *L)
 {
-	return ((struct lua_shdict *)lua_api_checkudata(L, 1, shdict_class, SHDICT_CLASS))->zone;
+	return ((struct lua_shdict *)lua_api_checkudata(L, 1, &shdict_class, SHDICT_CLASS))->zone;
 }
 
 /* The key at 2, or NULL with nil, err pushed (as lua-nginx-module). */
@@ -363,7 +363,7 @@ static int shdict_declare(lua_State *L)
 	if (!lua_pushthread(L))
 		return luaL_error(L, "shared_dict %s: declare it at the top of the script, while it loads", name);
 	lua_pop(L, 1);
-	struct lua_shdict *d = lua_api_newudata(L, sizeof *d, shdict_class);
+	struct lua_shdict *d = lua_api_newudata(L, sizeof *d, &shdict_class);
 	d->zone = shdict_region(L, name, size);
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_pushvalue(L, 1);
@@ -404,7 +404,7 @@ int luaopen_smtp_shdict(lua_State *L)
 		{"__tostring", shdict_tostring},
 		{NULL, NULL},
 	};
-	if (!shdict_class)
+	if (shdict_class.ref == LUA_NOREF)
 		shdict_class = lua_api_class(L, methods, meta);
 	lua_newtable(L);
 	lua_newtable(L); /* shared: name -> dictionary, for this load of the script */

@@ -31,7 +31,7 @@
 #define SOCK_CLASS "smtp.tcp socket"
 #define SOCK_DEFAULT_TIMEOUT 60.0
 
-static int sock_class = LUA_NOREF;
+static struct lua_api_class sock_class = LUA_API_CLASS_NONE;
 
 struct ev_loop *sock_loop(void)
 {
@@ -40,7 +40,7 @@ struct ev_loop *sock_loop(void)
 
 struct lua_socket *sock_check(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, sock_class, SOCK_CLASS);
+	return lua_api_checkudata(L, 1, &sock_class, SOCK_CLASS);
 }
 
 struct lua_socket *sock_check_idle(lua_State *L)
@@ -541,13 +541,13 @@ static void sock_register_class(lua_State *L)
 		{"__gc", sock_gc},
 		{NULL, NULL},
 	};
-	if (sock_class == LUA_NOREF)
+	if (sock_class.ref == LUA_NOREF)
 		sock_class = lua_api_class(L, methods, meta);
 }
 
 static int sock_new(lua_State *L, bool ngx)
 {
-	struct lua_socket *t = lua_api_newudata(L, sizeof *t, sock_class);
+	struct lua_socket *t = lua_api_newudata(L, sizeof *t, &sock_class);
 	t->pending.cleanup = sock_cleanup;
 	t->fd = -1;
 	t->ngx = ngx;

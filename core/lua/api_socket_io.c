@@ -372,7 +372,7 @@ int sock_send(lua_State *L)
 
 #define SSL_SESSION_CLASS "ssl session"
 
-static int sock_session_class = LUA_NOREF;
+static struct lua_api_class sock_session_class = LUA_API_CLASS_NONE;
 
 static int sock_session_gc(lua_State *L)
 {
@@ -388,7 +388,7 @@ static void sock_session_register(lua_State *L)
 		{"__gc", sock_session_gc},
 		{NULL, NULL},
 	};
-	if (sock_session_class == LUA_NOREF)
+	if (sock_session_class.ref == LUA_NOREF)
 		sock_session_class = lua_api_class(L, NULL, meta);
 }
 
@@ -405,7 +405,7 @@ static int sock_handshake_done(lua_State *L, struct lua_socket *t)
 	if (!sess)
 		return sock_connected(L, t);
 	sock_session_register(L);
-	SSL_SESSION **ud = lua_api_newudata(L, sizeof *ud, sock_session_class);
+	SSL_SESSION **ud = lua_api_newudata(L, sizeof *ud, &sock_session_class);
 	*ud = sess;
 	return 1;
 }
@@ -469,7 +469,7 @@ int sock_sslhandshake(lua_State *L)
 	SSL_SESSION *reuse = NULL;
 	if (first == LUA_TUSERDATA) {
 		sock_session_register(L);
-		reuse = *(SSL_SESSION **)lua_api_checkudata(L, 2, sock_session_class, SSL_SESSION_CLASS);
+		reuse = *(SSL_SESSION **)lua_api_checkudata(L, 2, &sock_session_class, SSL_SESSION_CLASS);
 	}
 	t->hs_result = !openresty ? HS_CONNECTED : first == LUA_TBOOLEAN && !lua_toboolean(L, 2) ? HS_TRUE
 	                                                                                      : HS_SESSION;

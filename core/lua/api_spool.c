@@ -25,11 +25,11 @@ struct lua_spool {
 	bool closed;
 };
 
-static int spool_class = LUA_NOREF;
+static struct lua_api_class spool_class = LUA_API_CLASS_NONE;
 
 static struct lua_spool *check(lua_State *L, int idx)
 {
-	return lua_api_checkudata(L, idx, spool_class, "spool");
+	return lua_api_checkudata(L, idx, &spool_class, "spool");
 }
 
 struct spool *lua_spool_check(lua_State *L, int idx)
@@ -42,7 +42,7 @@ struct spool *lua_spool_check(lua_State *L, int idx)
 /* new() -> spool */
 static int spool_new(lua_State *L)
 {
-	struct lua_spool *s = lua_api_newudata(L, sizeof *s, spool_class);
+	struct lua_spool *s = lua_api_newudata(L, sizeof *s, &spool_class);
 	spool_init(&s->sp, SPOOL_MEMORY_MAX, NULL);
 	return 1;
 }
@@ -138,7 +138,7 @@ int luaopen_smtp_spool(lua_State *L)
 		{"__gc", spool_gc},
 		{NULL, NULL},
 	};
-	if (spool_class == LUA_NOREF)
+	if (spool_class.ref == LUA_NOREF)
 		spool_class = lua_api_class(L, methods, meta);
 	return lua_api_module(L, fns);
 }

@@ -21,7 +21,7 @@
 
 #define TLS_CONN_CLASS "TLS conn"
 
-static int tls_conn_class = LUA_NOREF;
+static struct lua_api_class tls_conn_class = LUA_API_CLASS_NONE;
 
 struct lua_tls_conn {
 	struct conn *c; /* NULL once the connection is gone */
@@ -136,7 +136,7 @@ static const char *tls_verify_code(long result)
 
 static struct lua_tls_conn *tls_conn_check(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, tls_conn_class, TLS_CONN_CLASS);
+	return lua_api_checkudata(L, 1, &tls_conn_class, TLS_CONN_CLASS);
 }
 
 static int tls_conn_peer_certificate(lua_State *L)
@@ -209,7 +209,7 @@ static int tls_conn_gc(lua_State *L)
 
 /* The class, made on first use: the methods sit beside the properties
  * that __index answers. */
-static int tls_conn_class_ref(lua_State *L)
+static const struct lua_api_class *tls_conn_class_of(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{"getPeerCertificate", tls_conn_peer_certificate},
@@ -222,15 +222,15 @@ static int tls_conn_class_ref(lua_State *L)
 		{"__gc", tls_conn_gc},
 		{NULL, NULL},
 	};
-	if (tls_conn_class != LUA_NOREF)
-		return tls_conn_class;
+	if (tls_conn_class.ref != LUA_NOREF)
+		return &tls_conn_class;
 	tls_conn_class = lua_api_class(L, NULL, meta);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, tls_conn_class);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, tls_conn_class.ref);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
 	lua_setfield(L, -2, "methods");
 	lua_pop(L, 1);
-	return tls_conn_class;
+	return &tls_conn_class;
 }
 
 static void tls_conn_fill(struct lua_tls_conn *t, struct conn *c)
@@ -261,7 +261,7 @@ void lua_tls_push_conn(lua_State *L, struct conn *c)
 		lua_rawgeti(L, LUA_REGISTRYINDEX, s->tls_obj_ref);
 		return;
 	}
-	struct lua_tls_conn *t = lua_api_newudata(L, sizeof *t, tls_conn_class_ref(L));
+	struct lua_tls_conn *t = lua_api_newudata(L, sizeof *t, tls_conn_class_of(L));
 	t->c = c;
 	t->cert_ref = LUA_NOREF;
 	tls_conn_fill(t, c);

@@ -35,11 +35,11 @@ struct lua_udp {
 	size_t max;     /* the receive in flight's size */
 };
 
-static int udp_class = LUA_NOREF;
+static struct lua_api_class udp_class = LUA_API_CLASS_NONE;
 
 static struct lua_udp *udp_check(lua_State *L)
 {
-	return lua_api_checkudata(L, 1, udp_class, UDP_CLASS);
+	return lua_api_checkudata(L, 1, &udp_class, UDP_CLASS);
 }
 
 static struct lua_udp *udp_check_idle(lua_State *L)
@@ -244,9 +244,9 @@ int lua_udp_new(lua_State *L)
 		{"__gc", udp_gc},
 		{NULL, NULL},
 	};
-	if (udp_class == LUA_NOREF)
+	if (udp_class.ref == LUA_NOREF)
 		udp_class = lua_api_class(L, methods, meta);
-	struct lua_udp *u = lua_api_newudata(L, sizeof *u, udp_class);
+	struct lua_udp *u = lua_api_newudata(L, sizeof *u, &udp_class);
 	u->pending.cleanup = udp_cleanup;
 	u->fd = -1;
 	u->timeout = UDP_DEFAULT_TIMEOUT;

@@ -28,7 +28,13 @@ const char *lua_api_errno(int e)
 	}
 }
 
-int lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta)
+struct lua_api_class lua_api_class_of(lua_State *L)
+{
+	const void *mt = lua_topointer(L, -1);
+	return (struct lua_api_class){.ref = luaL_ref(L, LUA_REGISTRYINDEX), .mt = mt};
+}
+
+struct lua_api_class lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta)
 {
 	lua_newtable(L);
 	if (methods) {
@@ -38,22 +44,22 @@ int lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta)
 	}
 	if (meta)
 		luaL_register(L, NULL, meta);
-	return luaL_ref(L, LUA_REGISTRYINDEX);
+	return lua_api_class_of(L);
 }
 
-void *lua_api_newudata(lua_State *L, size_t size, int class_ref)
+void *lua_api_newudata(lua_State *L, size_t size, const struct lua_api_class *cls)
 {
 	void *p = lua_newuserdata(L, size);
 	memset(p, 0, size);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, class_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, cls->ref);
 	lua_setmetatable(L, -2);
 	return p;
 }
 
-void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name)
+void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls, const char *name)
 {
 	void *p = lua_touserdata(L, idx);
-	if (!p || !lua_has_metatable(L, idx, class_ref))
+	if (!p || !lua_has_metatable(L, idx, cls->mt))
 		luaL_typerror(L, idx, name);
 	return p;
 }

@@ -19,14 +19,24 @@ int lua_api_module(lua_State *L, const luaL_Reg *fns);
 int lua_api_fail(lua_State *L, const char *err);
 /* The errors.h string for errno e, else strerror(e). */
 const char *lua_api_errno(int e);
+/* A class of userdata: its metatable, which the registry keeps (ref), and
+ * that table's address, which tells the class of a value without a fetch
+ * from the registry (lua_has_metatable). */
+struct lua_api_class {
+	int ref;
+	const void *mt;
+};
+#define LUA_API_CLASS_NONE {LUA_NOREF, NULL}
 /* A new class: a metatable whose __index is a table of methods, with the
- * metamethods of meta (either may be NULL). Returns its registry ref. */
-int lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta);
-/* Pushes a zeroed userdata of size bytes and class class_ref. */
-void *lua_api_newudata(lua_State *L, size_t size, int class_ref);
-/* The userdata at idx if its class is class_ref, else raises a bad
- * argument error naming the class expected (name). */
-void *lua_api_checkudata(lua_State *L, int idx, int class_ref, const char *name);
+ * metamethods of meta (either may be NULL). */
+struct lua_api_class lua_api_class(lua_State *L, const luaL_Reg *methods, const luaL_Reg *meta);
+/* The class of the table on top of L (popped), kept in the registry. */
+struct lua_api_class lua_api_class_of(lua_State *L);
+/* Pushes a zeroed userdata of size bytes and class cls. */
+void *lua_api_newudata(lua_State *L, size_t size, const struct lua_api_class *cls);
+/* The userdata at idx if its class is cls, else raises a bad argument
+ * error naming the class expected (name). */
+void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls, const char *name);
 
 /* One field of a table written from C by lua_api_set_fields: a string
  * (NULL sets nil), an integer or a boolean. */

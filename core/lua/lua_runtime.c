@@ -29,7 +29,7 @@
 lua_State *lua_main;
 
 static void lua_remember_base_modules(lua_State *L, const char *list);
-static int reject_mt_ref = LUA_NOREF;
+static struct lua_api_class reject_class = LUA_API_CLASS_NONE;
 
 #define THREAD_POOL_MAX 1024
 static struct {
@@ -62,19 +62,18 @@ void lua_thread_release(lua_State *co, int ref, bool reusable)
 	luaL_unref(lua_main, LUA_REGISTRYINDEX, ref);
 }
 
-bool lua_has_metatable(lua_State *L, int idx, int mt_ref)
+bool lua_has_metatable(lua_State *L, int idx, const void *mt)
 {
-	if (mt_ref == LUA_NOREF || !lua_getmetatable(L, idx))
+	if (!mt || !lua_getmetatable(L, idx))
 		return false;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
-	bool is = lua_rawequal(L, -1, -2);
-	lua_pop(L, 2);
+	bool is = lua_topointer(L, -1) == mt;
+	lua_pop(L, 1);
 	return is;
 }
 
 bool lua_is_reject(lua_State *L, int idx)
 {
-	return lua_type(L, idx) == LUA_TTABLE && lua_has_metatable(L, idx, reject_mt_ref);
+	return lua_type(L, idx) == LUA_TTABLE && lua_has_metatable(L, idx, reject_class.mt);
 }
 
 static int lua_core_pid(lua_State *L)
@@ -86,9 +85,9 @@ static int lua_core_pid(lua_State *L)
 static int lua_core_set_reject_metatable(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	luaL_unref(L, LUA_REGISTRYINDEX, reject_mt_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, reject_class.ref);
 	lua_pushvalue(L, 1);
-	reject_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	reject_class = lua_api_class_of(L);
 	return 0;
 }
 
@@ -379,5 +378,5 @@ void lua_runtime_close(void)
 		lua_close(lua_main);
 	lua_main = NULL;
 	thread_pool_len = 0;
-	reject_mt_ref = LUA_NOREF;
+	reject_class = (struct lua_api_class)LUA_API_CLASS_NONE;
 }

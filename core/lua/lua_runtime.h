@@ -17,9 +17,10 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen);
 struct config *lua_runtime_load(const char *path, char **listen_override, size_t noverride,
                                 char *err, size_t errlen);
 void lua_runtime_close(void);
-/* Has the value at idx the metatable held at registry ref mt_ref? Compared
- * by reference: no name lookup (which interns the name) on hot paths. */
-bool lua_has_metatable(lua_State *L, int idx, int mt_ref);
+/* Has the value at idx the metatable mt (its address, lua_topointer's;
+ * NULL: none can)? Compared by address: no lookup by name (which interns
+ * the name) nor fetch from the registry on hot paths (a stream's read). */
+bool lua_has_metatable(lua_State *L, int idx, const void *mt);
 /* Is the value at idx an smtp.reject object? */
 bool lua_is_reject(lua_State *L, int idx);
 /* A coroutine from the pool, and its return. Only a coroutine that ended

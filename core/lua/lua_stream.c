@@ -6,6 +6,7 @@
 #include "net/conn.h"
 #include "lua/api_fsync.h"
 #include "lua/errors.h"
+#include "lua/lua_api.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 
@@ -25,24 +26,12 @@ struct lua_stream {
 	int size_exceeded;
 };
 
-static int stream_mt_ref = LUA_NOREF;
-/* The metatable itself: the registry keeps it, so its address stays. */
-static const void *stream_mt;
+static struct lua_api_class stream_class = LUA_API_CLASS_NONE;
 
-/* luaL_checkudata without its lookup by name, and the metatable compared
- * by address instead of fetched from the registry: it runs on every read
- * (the two fetches cost a message ~300 instructions). */
+/* Runs on every read: the class is told by its metatable's address. */
 static struct lua_stream *stream_check(lua_State *L)
 {
-	struct lua_stream *st = lua_touserdata(L, 1);
-	bool is = st && lua_getmetatable(L, 1);
-	if (is) {
-		is = lua_topointer(L, -1) == stream_mt;
-		lua_pop(L, 1);
-	}
-	if (!is)
-		luaL_typerror(L, 1, "stream");
-	return st;
+	return lua_api_checkudata(L, 1, &stream_class, "stream");
 }
 
 static int stream_fail(lua_State *L, const char *err)
@@ -354,9 +343,8 @@ void lua_stream_register(lua_State *L)
 	lua_setfield(L, -2, "chunks");
 	lua_pushcclosure(L, stream_index, 1);
 	lua_setfield(L, -2, "__index");
-	stream_mt = lua_topointer(L, -1);
 	lua_pushvalue(L, -1);
-	stream_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	stream_class = lua_api_class_of(L);
 	lua_pop(L, 1);
 }
 
@@ -365,7 +353,7 @@ void lua_stream_push(lua_State *L, struct conn *c)
 	struct lua_stream *st = lua_newuserdata(L, sizeof *st);
 	memset(st, 0, sizeof *st);
 	st->c = c;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, stream_mt_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, stream_class.ref);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
 	struct lua_session_state *ls = lua_state_of(c);
