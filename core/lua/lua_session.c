@@ -132,12 +132,6 @@ void lua_session_new(struct conn *c)
 	lua_pushinteger(L, c->local_port);
 	lua_call(L, 5, 1);
 	lua_state_of(c)->session_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_state_of(c)->pristine = true;
-}
-
-bool lua_session_pristine(const struct conn *c)
-{
-	return lua_state_of(c)->pristine;
 }
 
 void lua_session_free(struct conn *c)
@@ -149,9 +143,7 @@ void lua_session_free(struct conn *c)
 
 void lua_session_push(lua_State *L, struct conn *c)
 {
-	struct lua_session_state *ls = lua_state_of(c);
-	ls->pristine = false; /* whoever gets the table may change it */
-	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->session_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lua_state_of(c)->session_ref);
 }
 
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)

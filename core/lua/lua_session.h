@@ -17,10 +17,6 @@ bool lua_session_register(lua_State *L);
 void lua_session_new(struct conn *c);
 void lua_session_free(struct conn *c);
 void lua_session_push(lua_State *L, struct conn *c);
-/* Whether the session table is as lua_session_new made it: nothing, not
- * even the core, has pushed it since (every access goes through
- * lua_session_push). */
-bool lua_session_pristine(const struct conn *c);
 /* session.proxy = what the PROXY header said. */
 void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi);
 /* session[field] = value (nil when value is NULL). */

@@ -12,7 +12,6 @@
 struct lua_session_state {
 	struct hook_run hook; /* the hook in flight, if any */
 	int session_ref;      /* the Lua session table */
-	bool pristine;        /* ... untouched since made (lua_session_pristine) */
 	int tls_obj_ref;      /* the conn object onSecure gets */
 	/* The registry slot of the message's stream object: made at the
 	 * session's first DATA with a hook, kept to its end (false between

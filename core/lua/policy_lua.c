@@ -192,11 +192,6 @@ static void policy_lua_changed_one(struct smtp_session *s, enum session_fact f)
 		lua_pop(L, 1);
 		break;
 	case FACT_CLIENT_HOSTNAME: {
-		/* As the session begins, the table holds "[address]" already
-		 * (lua_session_new): a second write of it costs a lookup and
-		 * an interned key on every connection. */
-		if (!s->client_hostname && lua_session_pristine(c))
-			break;
 		char name[SMTP_SESSION_HOSTNAME_BUF];
 		policy_lua_set_string(c, "clientHostname", smtp_session_client_hostname(s, name));
 		break;

@@ -67,10 +67,13 @@ static void session_lookup_then_connect(struct conn *c)
 {
 	struct smtp_session *s = conn_session(c);
 	/* The address is final here (after a PROXY header); a reverse lookup
-	 * may name it next. */
-	free(s->client_hostname);
-	s->client_hostname = NULL; /* "[address]" */
-	s->policy->changed(s, FACT_CLIENT_HOSTNAME);
+	 * may name it next. The session table says "[address]" from its start:
+	 * it is told only if a name was kept. */
+	if (s->client_hostname) {
+		free(s->client_hostname);
+		s->client_hostname = NULL; /* "[address]" */
+		s->policy->changed(s, FACT_CLIENT_HOSTNAME);
+	}
 	if (smtp_opt(c)->resolve_client_hostname)
 		smtp_rdns_start(c, session_run_on_connect);
 	else

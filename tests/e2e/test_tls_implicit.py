@@ -52,9 +52,8 @@ class Implicit(SharedServerTest):
         # onConnect runs after the handshake on a secure listener
         [cn] = mine(self.srv.events("connect"), c.local_port)
         self.assertIs(cn["secure"], True)
-        # Written again at connect: the handshake wrote the session table
-        # first (a plain connection's keeps what lua_session_new wrote,
-        # test_hooks' session fields).
+        # What lua_session_new wrote, as on a plain connection (test_hooks'
+        # session fields): the handshake's fields leave it as it is.
         self.assertEqual(cn["clientHostname"], "[127.0.0.1]")
         [sec] = mine(self.srv.events("secure"), c.local_port)
         self.assertEqual(sec["conn"]["protocol"], "TLSv1.3")
