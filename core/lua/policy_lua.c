@@ -230,14 +230,18 @@ static void policy_lua_changed_one(struct smtp_session *s, enum session_fact f)
 	}
 }
 
+/* What every HELO, EHLO and LHLO tells together (a new envelope, the
+ * name, the transmission type): one call into Lua sets it all. */
+#define FACTS_OF_HELO (FACT_ENVELOPE | FACT_HELO | FACT_TRANSMISSION)
+
 /* Mirrors the facts (enum session_fact bits) told together: HELO's in one
- * call into Lua, any other set one by one. */
+ * call into Lua, the others one by one. */
 static void policy_lua_changed(struct smtp_session *s, unsigned facts)
 {
-	if (facts == (FACT_ENVELOPE | FACT_HELO | FACT_TRANSMISSION)) {
+	if ((facts & FACTS_OF_HELO) == FACTS_OF_HELO) {
 		const char *name = s->helo_name && s->helo_name[0] ? s->helo_name : NULL;
 		lua_session_helo(s->conn, name, smtp_session_opening_command(s), smtp_session_transmission(s));
-		return;
+		facts &= ~FACTS_OF_HELO;
 	}
 	for (unsigned f = 1; facts; f <<= 1)
 		if (facts & f) {
