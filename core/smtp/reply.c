@@ -16,10 +16,7 @@ static void conn_reply_prefix(struct buf *out, int code, char sep, const char *e
 		return;
 	}
 	char *p = buf_reserve(out, 5 + elen + 1);
-	p[0] = (char)('0' + code / 100);
-	p[1] = (char)('0' + code / 10 % 10);
-	p[2] = (char)('0' + code % 10);
-	p[3] = sep;
+	reply_code_put(p, code, sep);
 	out->len += 4;
 	if (elen) {
 		memcpy(p + 4, enhanced, elen);

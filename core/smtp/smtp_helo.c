@@ -145,17 +145,7 @@ bool smtp_session_chunking_offered(struct conn *c)
 	return !smtp_opt(c)->hide_chunking && !smtp_session_verb_disabled(c, SMTP_VERB_BDAT);
 }
 
-/* "250-KEYWORD": the fixed keywords appended as they are, without the
- * formatting of a reply (eight lines on every EHLO). */
-static void session_ehlo_keyword(struct conn *c, const char *kw, size_t len)
-{
-	char *p = buf_reserve(&c->out, 4 + len + 2);
-	memcpy(p, "250-", 4);
-	memcpy(p + 4, kw, len);
-	memcpy(p + 4 + len, "\r\n", 2);
-	c->out.len += 4 + len + 2;
-}
-#define EHLO_KEYWORD(c, kw) session_ehlo_keyword((c), kw, sizeof kw - 1)
+#define EHLO_KEYWORD(c, kw) conn_reply_more_text((c), 250, kw, sizeof kw - 1)
 
 static void session_ehlo_keywords(struct conn *c)
 {
