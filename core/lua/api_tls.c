@@ -297,7 +297,7 @@ void lua_tls_session_fields(struct conn *c)
 	lua_session_push(L, c);
 	lua_api_set_fields(L, -1, secured, sizeof secured / sizeof secured[0]);
 	tls_push_cipher(L, &t);
-	lua_setfield(L, -2, "tlsOptions");
+	lua_api_rawsetfield(L, -2, "tlsOptions");
 	lua_pop(L, 1);
 }
 

@@ -64,6 +64,14 @@ void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls,
 	return p;
 }
 
+void lua_api_rawsetfield(lua_State *L, int idx, const char *key)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	lua_pushstring(L, key);
+	lua_insert(L, -2);
+	lua_rawset(L, idx);
+}
+
 void lua_api_set_fields(lua_State *L, int idx, const struct lua_api_field *f, size_t n)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
@@ -82,6 +90,6 @@ void lua_api_set_fields(lua_State *L, int idx, const struct lua_api_field *f, si
 			lua_pushboolean(L, (int)f[i].i);
 			break;
 		}
-		lua_setfield(L, idx, f[i].key);
+		lua_api_rawsetfield(L, idx, f[i].key);
 	}
 }

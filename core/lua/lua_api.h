@@ -38,6 +38,11 @@ void *lua_api_newudata(lua_State *L, size_t size, const struct lua_api_class *cl
  * error naming the class expected (name). */
 void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls, const char *name);
 
+/* t[key] = the value on top (popped), t at idx, without metamethods: the
+ * core's writes to the script's tables (the session's) go through no
+ * __newindex of the script's. */
+void lua_api_rawsetfield(lua_State *L, int idx, const char *key);
+
 /* One field of a table written from C by lua_api_set_fields: a string
  * (NULL sets nil), an integer or a boolean. */
 struct lua_api_field {
@@ -49,7 +54,8 @@ struct lua_api_field {
 #define LUA_API_FIELD_STRING(k, v) {(k), LUA_API_STRING, (v), 0}
 #define LUA_API_FIELD_INTEGER(k, v) {(k), LUA_API_INTEGER, NULL, (v)}
 #define LUA_API_FIELD_BOOLEAN(k, v) {(k), LUA_API_BOOLEAN, NULL, (v) ? 1 : 0}
-/* Sets the n fields f, in order, in the table at idx. */
+/* Sets the n fields f, in order, in the table at idx (raw, as
+ * lua_api_rawsetfield). */
 void lua_api_set_fields(lua_State *L, int idx, const struct lua_api_field *f, size_t n);
 
 #endif

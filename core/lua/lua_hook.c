@@ -80,7 +80,7 @@ void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hoo
 		hook_set_text(o, smtp_rejected_text, strlen(smtp_rejected_text));
 }
 
-static void hook_internal_error(struct hook_outcome *o)
+void hook_internal_error(struct hook_outcome *o)
 {
 	const struct smtp_reply *r = &smtp_replies[REPLY_INTERNAL_ERROR];
 	o->kind = HOOK_FAILED;

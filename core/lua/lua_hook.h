@@ -117,5 +117,7 @@ int hook_resume_uthread(struct conn *c, struct hook_uthread *t, lua_State *co, i
 
 /* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
 void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
+/* The outcome of a hook that raised: 451 4.3.0, internal error. */
+void hook_internal_error(struct hook_outcome *o);
 
 #endif

@@ -33,19 +33,24 @@ static const char envelope_lua[] =
 	/* A connection that has carried a message likely carries more: its
 	 * envelopes get room for every field at once (growing one twice cost
 	 * more than filling it); an idle one keeps the smallest. */
+	/* The session table is the script's: it may have a metatable (a
+	 * "strict" one that refuses new fields), so it is read and written
+	 * raw here, as the core's own writes from C are. */
 	"local function reset(session, transaction)\n"
-	"  if session.transaction == transaction and untouched(session.envelope) then return end\n"
+	"  if rawget(session, 'transaction') == transaction and untouched(rawget(session, 'envelope')) then return end\n"
 	"  local env = transaction > 1 and new_tab(0, 8) or {}\n"
 	"  env.rcptTo = new_tab(1, 0)\n"
-	"  session.envelope = env\n"
-	"  session.transaction = transaction\n"
+	"  rawset(session, 'envelope', env)\n"
+	"  rawset(session, 'transaction', transaction)\n"
 	"end\n"
 	"M.reset = reset\n"
 	/* HELO/EHLO/LHLO: what four calls from C wrote (the envelope and three
 	 * fields, each key interned again by lua_setfield), in one. */
 	"function M.helo(session, transaction, name, opening, transmission)\n"
 	"  reset(session, transaction)\n"
-	"  session.hostNameAppearsAs, session.openingCommand, session.transmissionType = name, opening, transmission\n"
+	"  rawset(session, 'hostNameAppearsAs', name)\n"
+	"  rawset(session, 'openingCommand', opening)\n"
+	"  rawset(session, 'transmissionType', transmission)\n"
 	"end\n"
 	/* No reverse lookup yet: clientHostname is smtp-server's fallback form. */
 	"function M.new(id, remote, remote_port, loc, local_port)\n"
@@ -74,25 +79,36 @@ static const char envelope_lua[] =
 	"end\n"
 	/* mail and rcpt return session.disabledCommands, read (raw) before
 	 * they write as C read it after the verdict: one lookup from C less
-	 * per address. */
+	 * per address. A hook may have broken what they read (replaced
+	 * session.envelope or address.args with something else): they raise
+	 * before writing anything, and the command fails as the hook would
+	 * have (lua_session_set_mail_from). */
+	"local function envelope_of(session)\n"
+	"  local env = rawget(session, 'envelope')\n"
+	"  if type(env) ~= 'table' then error('session.envelope is not a table', 0) end\n"
+	"  return env\n"
+	"end\n"
 	"function M.mail(session, address, smtputf8, dsn)\n"
 	"  local disabled = rawget(session, 'disabledCommands')\n"
-	"  local env, args = session.envelope, address.args\n"
-	"  env.mailFrom = address\n"
-	"  local body, body_type = args.BODY, '7bit'\n"
+	"  local env, args = envelope_of(session), rawget(address, 'args')\n"
+	"  if type(args) ~= 'table' then error('address.args is not a table', 0) end\n"
+	"  local body, body_type = rawget(args, 'BODY'), '7bit'\n"
 	"  if type(body) == 'string' or type(body) == 'number' then\n"
 	"    body = upper(body)\n"
 	"    body_type = body == '8BITMIME' and '8bitmime' or body == 'BINARYMIME' and 'binarymime' or '7bit'\n"
 	"  end\n"
-	"  env.bodyType = body_type\n"
-	"  env.smtpUtf8 = smtputf8\n"
-	"  if args.REQUIRETLS ~= nil then env.requireTLS = args.REQUIRETLS end\n"
-	"  if dsn then env.dsn = {ret = args.RET, envid = args.ENVID} end\n"
+	"  local requiretls = rawget(args, 'REQUIRETLS')\n"
+	"  rawset(env, 'mailFrom', address)\n"
+	"  rawset(env, 'bodyType', body_type)\n"
+	"  rawset(env, 'smtpUtf8', smtputf8)\n"
+	"  if requiretls ~= nil then rawset(env, 'requireTLS', requiretls) end\n"
+	"  if dsn then rawset(env, 'dsn', {ret = rawget(args, 'RET'), envid = rawget(args, 'ENVID')}) end\n"
 	"  return disabled\n"
 	"end\n"
 	"function M.rcpt(session, address, at)\n"
 	"  local disabled = rawget(session, 'disabledCommands')\n"
-	"  local list = session.envelope.rcptTo\n"
+	"  local list = rawget(envelope_of(session), 'rcptTo')\n"
+	"  if type(list) ~= 'table' then error('session.envelope.rcptTo is not a table', 0) end\n"
 	"  rawset(list, at > 0 and at or #list + 1, address)\n"
 	"  return disabled\n"
 	"end\n"
@@ -119,6 +135,23 @@ bool lua_session_register(lua_State *L)
 static void envelope_fn_push(lua_State *L, int fn)
 {
 	lua_rawgeti(L, LUA_REGISTRYINDEX, envelope_fn_ref[fn]);
+}
+
+/* Calls an envelope function (pushed, with its nargs arguments) for c,
+ * protected: it works on the script's tables, which a hook may have
+ * changed under it, and an error there must fail this session's command,
+ * not the process (an unprotected call panics). On an error, logged, its
+ * nres results are nils and it returns false. */
+static bool envelope_call(struct conn *c, lua_State *L, int nargs, int nres, const char *what)
+{
+	if (lua_pcall(L, nargs, nres, 0) == 0)
+		return true;
+	conn_log(c, LOG_ERROR, "the session table could not be updated", "update", what, "error",
+	         lua_isstring(L, -1) ? lua_tostring(L, -1) : "(not a string)", NULL);
+	lua_pop(L, 1);
+	for (int i = 0; i < nres; i++)
+		lua_pushnil(L);
+	return false;
 }
 
 void lua_session_new(struct conn *c)
@@ -160,7 +193,7 @@ void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi)
 	};
 	lua_createtable(L, 0, 5);
 	lua_api_set_fields(L, -1, proxy, pi->local ? 1 : sizeof proxy / sizeof proxy[0]);
-	lua_setfield(L, -2, "proxy");
+	lua_api_rawsetfield(L, -2, "proxy");
 	lua_pop(L, 1);
 }
 
@@ -172,7 +205,7 @@ void lua_session_set(struct conn *c, const char *field, const char *value)
 		lua_pushstring(L, value);
 	else
 		lua_pushnil(L);
-	lua_setfield(L, -2, field);
+	lua_api_rawsetfield(L, -2, field);
 	lua_pop(L, 1);
 }
 
@@ -181,7 +214,7 @@ void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int 
 	lua_pushvalue(L, idx);
 	lua_session_push(L, c);
 	lua_insert(L, -2);
-	lua_setfield(L, -2, field);
+	lua_api_rawsetfield(L, -2, field);
 	lua_pop(L, 1);
 }
 
@@ -191,7 +224,7 @@ void lua_session_reset_envelope(struct conn *c)
 	envelope_fn_push(L, ENVELOPE_RESET);
 	lua_session_push(L, c);
 	lua_pushinteger(L, conn_session(c)->transactions + 1);
-	lua_call(L, 2, 0);
+	envelope_call(c, L, 2, 0, "envelope");
 }
 
 void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission)
@@ -203,10 +236,10 @@ void lua_session_helo(struct conn *c, const char *name, const char *opening, con
 	lua_pushstring(L, name);
 	lua_pushstring(L, opening);
 	lua_pushstring(L, transmission);
-	lua_call(L, 5, 0);
+	envelope_call(c, L, 5, 0, "helo");
 }
 
-void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
+bool lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
 	envelope_fn_push(L, ENVELOPE_MAIL);
@@ -214,10 +247,10 @@ void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn)
 	lua_pushvalue(L, idx);
 	lua_pushboolean(L, conn_session(c)->tx.smtputf8);
 	lua_pushboolean(L, dsn);
-	lua_call(L, 4, 1);
+	return envelope_call(c, L, 4, 1, "mailFrom");
 }
 
-void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
+bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 {
 	struct smtp_session *s = conn_session(c);
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
@@ -225,7 +258,7 @@ void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx)
 	lua_session_push(L, c);
 	lua_pushvalue(L, idx);
 	lua_pushinteger(L, (lua_Integer)rcpt_set_find(s->rcpts, s->judged, strlen(s->judged)));
-	lua_call(L, 3, 1);
+	return envelope_call(c, L, 3, 1, "rcptTo");
 }
 
 /* args = {KEY = value|true} from the path's parameters, xtext decoded. */

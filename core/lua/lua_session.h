@@ -23,20 +23,24 @@ void lua_session_set_proxy(struct conn *c, const struct proxy_info *pi);
 void lua_session_set(struct conn *c, const char *field, const char *value);
 /* session[field] = the value at idx of L. */
 void lua_session_set_value(struct conn *c, const char *field, lua_State *L, int idx);
-/* A new, empty envelope, and session.transaction = c->transactions + 1. */
+/* A new, empty envelope, and session.transaction = c->transactions + 1.
+ * This and lua_session_helo log an error, and leave the table as it is,
+ * if a hook has made it refuse the writes. */
 void lua_session_reset_envelope(struct conn *c);
 /* HELO/EHLO/LHLO: lua_session_reset_envelope and hostNameAppearsAs,
  * openingCommand, transmissionType (NULL: nil) in one call. */
 void lua_session_helo(struct conn *c, const char *name, const char *opening, const char *transmission);
 /* envelope.mailFrom = the address table at idx, and what its args say:
  * bodyType, smtpUtf8, requireTLS and (dsn) dsn = {ret, envid}. Pushes
- * session.disabledCommands (raw), read before these writes. */
-void lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn);
+ * session.disabledCommands (raw), read before these writes. False, with
+ * nothing written (nil pushed) and the error logged, when a hook has
+ * broken the tables it writes to (session.envelope not a table...). */
+bool lua_session_set_mail_from(struct conn *c, lua_State *L, int idx, bool dsn);
 /* Appends the recipient accepted (the address table at idx); one equal
  * (case-insensitively) to an earlier one replaces it, at the index the
  * session's set (smtp_session.rcpts) holds for it: found without a scan.
  * Pushes session.disabledCommands (raw), read before this write. */
-void lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
+bool lua_session_add_rcpt(struct conn *c, lua_State *L, int idx);
 /* Pushes {address = "...", args = {KEY = value|true}}, and with dsn also
  * dsn = {notify = {"SUCCESS", ...}, orcpt = args.ORCPT}. */
 void lua_push_address(lua_State *L, const struct smtp_path *p, bool dsn);

@@ -1,5 +1,6 @@
 #include "lua/policy_lua.h"
 
+#include "lua/lua_api.h"
 #include "lua/lua_hook.h"
 #include "lua/lua_runtime.h"
 #include "lua/lua_session.h"
@@ -271,26 +272,29 @@ static void policy_lua_forwarded(struct smtp_session *s, bool xforward, const st
 {
 	const char *table_name = xforward ? "xForward" : "xClient";
 	lua_State *L = lua_main;
+	/* Raw: the tables are the script's, which may have set metatables. */
 	lua_session_push(L, s->conn);
-	lua_getfield(L, -1, table_name);
+	lua_pushstring(L, table_name);
+	lua_rawget(L, -2);
 	if (lua_type(L, -1) != LUA_TTABLE) {
 		lua_pop(L, 1);
 		lua_newtable(L);
 		lua_pushvalue(L, -1);
-		lua_setfield(L, -3, table_name);
+		lua_api_rawsetfield(L, -3, table_name);
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *field = policy_lua_forwarded_field(attrs[i].name);
 		if (field) {
 			lua_pushfstring(L, "%s:DEFAULT", attrs[i].name);
-			lua_getfield(L, -3, field);
+			lua_pushstring(L, field);
+			lua_rawget(L, -4);
 			lua_rawset(L, -3);
 		}
 		if (attrs[i].value)
 			lua_pushstring(L, attrs[i].value);
 		else
 			lua_pushboolean(L, 0);
-		lua_setfield(L, -2, attrs[i].name);
+		lua_api_rawsetfield(L, -2, attrs[i].name);
 	}
 	lua_pop(L, 2);
 }
@@ -503,16 +507,16 @@ static void policy_lua_judge_address(struct smtp_session *s, enum hook_id id, co
 
 /* session.envelope gets the accepted sender (the address table at idx of
  * L) and what its parameters say; session.disabledCommands is pushed. */
-static void policy_lua_envelope_mail(struct conn *c, lua_State *L, int idx)
+static bool policy_lua_envelope_mail(struct conn *c, lua_State *L, int idx)
 {
-	lua_session_set_mail_from(c, L, idx, policy_lua_dsn_on(c));
+	return lua_session_set_mail_from(c, L, idx, policy_lua_dsn_on(c));
 }
 
 /* The verdict on an address; accepted, record puts it in the envelope.
  * The address is the first value the hook's wrapper returned (a hook
  * that raised or timed out has none), or, with no hook, on top of L. */
 static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o, lua_State *co,
-                                    void (*record)(struct conn *c, lua_State *L, int idx))
+                                    bool (*record)(struct conn *c, lua_State *L, int idx))
 {
 	lua_State *L = lua_main;
 	struct policy_verdict v;
@@ -527,12 +531,20 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 	 * writes, where a read of its own from C cost a lookup more. It runs
 	 * on the hook's coroutine, which has returned (as a pooled coroutine
 	 * is reused), where the address is: not moved to L first. */
-	if (co) {
+	lua_State *R = co ? co : L;
+	if (co)
 		lua_checkstack(co, 8);
-		record(c, co, 1);
+	if (!record(c, R, co ? 1 : lua_gettop(L))) {
+		/* A hook broke what the envelope is written to: the command
+		 * fails as a hook that raised does (logged by record). */
+		lua_pop(R, co ? 1 : 2);
+		struct hook_outcome failed;
+		hook_internal_error(&failed);
+		policy_lua_verdict_of(&v, &failed);
+		policy_lua_read_disabled(c, &v, true);
+	} else if (co) {
 		policy_lua_take_disabled(co, &v);
 	} else {
-		record(c, L, lua_gettop(L));
 		lua_pop(L, 2);
 		policy_lua_keep_disabled(c, &v);
 	}

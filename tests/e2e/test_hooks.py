@@ -611,3 +611,68 @@ class HookTextsAndTheirLog(SharedServerTest):
             c.cmd("QUIT")
             [line] = wait_for(lambda: self.session_lines(c, '"recipient refused"') or None, 5)
         self.assertIn(' client=127.0.0.1 from=a@example.com to=r3@example.com reply="452 4.5.3 ', line)
+
+
+# A script's own tables may be changed under the core: a "strict" metatable
+# on the session (refusing new fields and reads of missing ones), or an
+# envelope or address a hook replaced with something else. The core writes
+# the session raw and updates the envelope in a protected call: the worst a
+# hook can do is fail its own command (451, logged), never the process
+# (an unprotected error there was a panic: the server exited).
+TAMPERING_HOOKS = {
+    "onConnect": Lua(r'''function(session)
+    setmetatable(session, {
+      __newindex = function(t, k) error("strict session: new field " .. tostring(k)) end,
+      __index = function(t, k) error("strict session: no field " .. tostring(k)) end,
+    })
+  end'''),
+    "onAuth": Lua(r'''function(auth, session) return {user = auth.username} end'''),
+    "onMailFrom": Lua(r'''function(address, session)
+    local a = address.address
+    if a:match("^args@") then address.args = 5 end
+    if a:match("^noenv@") then rawset(session, "envelope", nil) end
+  end'''),
+    "onRcptTo": Lua(r'''function(address, session)
+    if address.address:match("^norcpt@") then rawget(session, "envelope").rcptTo = false end
+  end'''),
+    "onData": Lua(r'''function(stream, session)
+    for _ in stream:chunks() do end
+    local env = rawget(session, "envelope")
+    record("data", {from = env.mailFrom.address, to = env.rcptTo[1].address, n = #env.rcptTo,
+                    user = rawget(session, "user"), helo = rawget(session, "hostNameAppearsAs")})
+  end'''),
+}
+
+
+class ScriptAlteredTables(E2ETest):
+    def test_strict_session_and_broken_envelopes_fail_one_command_not_the_server(self):
+        with Server(script(TAMPERING_HOOKS, allowInsecureAuth=True, disableReverseLookup=True)) as srv:
+            c = srv.client()
+            c.ehlo()
+            self.assertReply(c.cmd("AUTH PLAIN AGNhcm9sAHB3"), 235)
+            # the address's args replaced: MAIL fails, as a hook that raised
+            self.assertReply(c.cmd("MAIL FROM:<args@example.com>"), 451, "4.3.0")
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250)
+            # the recipient list replaced: RCPT fails until the next transaction
+            self.assertReply(c.cmd("RCPT TO:<norcpt@example.org>"), 451, "4.3.0")
+            self.assertReply(c.cmd("RCPT TO:<r1@example.org>"), 451, "4.3.0")
+            self.assertReply(c.cmd("RSET"), 250)
+            # the envelope removed: MAIL fails; RSET makes a new one
+            self.assertReply(c.cmd("MAIL FROM:<noenv@example.com>"), 451, "4.3.0")
+            self.assertReply(c.cmd("RSET"), 250)
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250)
+            self.assertReply(c.cmd("RCPT TO:<r1@example.org>"), 250)
+            self.assertReply(c.cmd("DATA"), 354)
+            self.assertReply(c.cmd("Subject: x\r\n\r\nhello\r\n."), 250)
+            c.ehlo()  # a second EHLO writes the session again
+            self.assertReply(c.cmd("QUIT"), 221)
+            self.assertTrue(srv.alive())
+            [d] = srv.events("data")
+            self.assertEqual(d, {"from": "ok@example.com", "to": "r1@example.org", "n": 1, "user": "carol",
+                                 "helo": "client.example"})
+            srv.stop()
+            log = srv.log()
+            self.assertEqual(log.count('msg="the session table could not be updated"'), 4, log)
+            self.assertIn('update=mailFrom error="address.args is not a table"', log)
+            self.assertIn('update=rcptTo error="session.envelope.rcptTo is not a table"', log)
+            self.assertIn('update=mailFrom error="session.envelope is not a table"', log)
