@@ -64,6 +64,32 @@ void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls,
 	return p;
 }
 
+static int lua_api_index(lua_State *L)
+{
+	lua_gettable(L, 1);
+	return 1;
+}
+
+bool lua_api_getfield(lua_State *L, int idx, const char *key)
+{
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	if (!lua_getmetatable(L, idx)) { /* a plain table: its own fields, nothing can raise */
+		lua_pushstring(L, key);
+		lua_rawget(L, idx);
+		return true;
+	}
+	lua_pop(L, 1);
+	static int index_ref = LUA_NOREF;
+	if (index_ref == LUA_NOREF) {
+		lua_pushcfunction(L, lua_api_index);
+		index_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, index_ref);
+	lua_pushvalue(L, idx);
+	lua_pushstring(L, key);
+	return lua_pcall(L, 2, 1, 0) == 0;
+}
+
 void lua_api_rawsetfield(lua_State *L, int idx, const char *key)
 {
 	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;

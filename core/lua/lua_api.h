@@ -2,8 +2,8 @@
  * one luaL_Reg table returned by one luaopen_smtp_<module>, listed once in
  * modules.c; arguments are checked with luaL_check*, and misuse raises;
  * an expected failure returns nil, err with err from errors.h; a userdata's
- * class is its metatable, held by registry reference and compared by
- * reference. */
+ * class is its metatable, held by registry reference and told by its
+ * address. */
 #ifndef LUASMTPD_LUA_API_H
 #define LUASMTPD_LUA_API_H
 
@@ -11,6 +11,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* A luaopen_smtp_<module>'s body: pushes a new table of fns, returns 1. */
@@ -38,6 +39,11 @@ void *lua_api_newudata(lua_State *L, size_t size, const struct lua_api_class *cl
  * error naming the class expected (name). */
 void *lua_api_checkudata(lua_State *L, int idx, const struct lua_api_class *cls, const char *name);
 
+/* Pushes t.key, t the table at idx, with its metamethods as Lua would
+ * run them, but protected: a table a hook gives back to the core may be
+ * an object whose __index raises (a "strict" one). False, with the error
+ * pushed instead of the value, when the lookup raised. */
+bool lua_api_getfield(lua_State *L, int idx, const char *key);
 /* t[key] = the value on top (popped), t at idx, without metamethods: the
  * core's writes to the script's tables (the session's) go through no
  * __newindex of the script's. */

@@ -1,4 +1,5 @@
 #include "lua/lua_hook.h"
+#include "lua/lua_api.h"
 #include "proto/replies.h"
 #include "lua/lua_session_state.h"
 #include "lua/lua_timer.h"
@@ -54,19 +55,25 @@ static void hook_set_text(struct hook_outcome *o, const char *s, size_t len)
 		snprintf(o->enhanced, sizeof o->enhanced, "%s", smtp_enhanced_for(o->code));
 }
 
-void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o)
+bool hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o)
 {
 	o->kind = HOOK_REJECT;
 	o->code = default_code;
 	size_t len = 0;
 	const char *msg = NULL;
 	if (lua_type(L, idx) == LUA_TTABLE) {
-		lua_getfield(L, idx, "code");
+		if (!lua_api_getfield(L, idx, "code")) {
+			hook_internal_error(o);
+			return false;
+		}
 		lua_Integer code = lua_tointeger(L, -1);
 		if (code >= 400 && code <= 599)
 			o->code = (int)code;
 		lua_pop(L, 1);
-		lua_getfield(L, idx, "message");
+		if (!lua_api_getfield(L, idx, "message")) {
+			hook_internal_error(o);
+			return false;
+		}
 		msg = lua_tolstring(L, -1, &len);
 		if (msg)
 			hook_set_text(o, msg, len);
@@ -78,6 +85,7 @@ void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hoo
 	}
 	if (!msg)
 		hook_set_text(o, smtp_rejected_text, strlen(smtp_rejected_text));
+	return true;
 }
 
 void hook_internal_error(struct hook_outcome *o)
@@ -172,17 +180,21 @@ static void hook_finish(struct conn *c, int status, double now)
 	if (status == 0) {
 		nres = lua_gettop(co);
 		int r = h->first_result, n = nres - r + 1; /* the hook's own */
+		bool read = true;
 		if (n >= 2 && !lua_toboolean(co, r) && !lua_isnil(co, r + 1))
-			hook_outcome_from_value(co, r + 1, smtp_reject_code(hook_name(h->id)), &o);
+			read = hook_outcome_from_value(co, r + 1, smtp_reject_code(hook_name(h->id)), &o);
 		else if (n >= 1 && lua_is_reject(co, r))
-			hook_outcome_from_value(co, r, smtp_reject_code(hook_name(h->id)), &o);
+			read = hook_outcome_from_value(co, r, smtp_reject_code(hook_name(h->id)), &o);
+		if (!read) /* its rejection could not be read: a failure, as a raise */
+			hook_log_error(c, co, "runtime error");
 	} else if (status == LUA_YIELD) {
 		/* A bare coroutine.yield() nobody will resume: a script bug. */
 		lua_pushstring(co, "hook yielded outside the smtp API (coroutine.yield in a hook?)");
 		hook_log_error(c, co, "yield");
 		hook_internal_error(&o);
 	} else if (lua_is_reject(co, -1)) {
-		hook_outcome_from_value(co, lua_gettop(co), smtp_reject_code(hook_name(h->id)), &o);
+		if (!hook_outcome_from_value(co, lua_gettop(co), smtp_reject_code(hook_name(h->id)), &o))
+			hook_log_error(c, co, "runtime error");
 	} else {
 		hook_log_error(c, co, status == LUA_ERRMEM ? "out of memory" : "runtime error");
 		hook_internal_error(&o);

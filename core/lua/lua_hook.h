@@ -115,8 +115,10 @@ void hook_thread_ended(struct conn *c);
  * watchdog and clock; returns lua_resume's status. */
 int hook_resume_uthread(struct conn *c, struct hook_uthread *t, lua_State *co, int nargs);
 
-/* Turns a rejection value (a string or an smtp.reject table) at idx into o. */
-void hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
+/* Turns a rejection value (a string or an smtp.reject table) at idx into
+ * o. False when reading the table raised (an __index of the script's):
+ * o is then the internal error, and the error is pushed on L. */
+bool hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hook_outcome *o);
 /* The outcome of a hook that raised: 451 4.3.0, internal error. */
 void hook_internal_error(struct hook_outcome *o);
 

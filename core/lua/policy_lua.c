@@ -439,14 +439,26 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 	struct hook_outcome *reply = &v.reply;
 	policy_lua_read_disabled(c, &v, policy_lua_hook_ran(o, co));
 	bool table = o->kind == HOOK_ACCEPT && co && nres >= 1 && lua_type(co, 1) == LUA_TTABLE;
+	int top = table ? lua_gettop(co) : 0;
+	if (table && (!lua_api_getfield(co, 1, "user") || !lua_api_getfield(co, 1, "message"))) {
+		/* The table raised when read (an object's __index): the login
+		 * fails as a hook that raised does. */
+		conn_log(c, LOG_ERROR, "hook failed", "hook", "onAuth", "error",
+		         lua_isstring(co, -1) ? lua_tostring(co, -1) : "reading its result raised", NULL);
+		lua_settop(co, top);
+		struct hook_outcome failed;
+		hook_internal_error(&failed);
+		policy_lua_verdict_of(&v, &failed);
+		policy_lua_read_disabled(c, &v, true);
+		policy_lua_answer(c, &v);
+		return;
+	}
 	if (table) {
-		lua_getfield(co, 1, "user");
-		v.user_set = !lua_isnil(co, -1);
+		/* The user stays on the coroutine's stack until the done below returns. */
+		v.user_set = !lua_isnil(co, -2);
 		if (v.user_set)
-			lua_session_set_value(c, "user", co, -1);
-		/* Stays on the coroutine's stack until the done below returns. */
-		v.user = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
-		lua_getfield(co, 1, "message");
+			lua_session_set_value(c, "user", co, -2);
+		v.user = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : NULL;
 		size_t len = 0;
 		const char *msg = v.user_set ? lua_tolstring(co, -1, &len) : NULL;
 		if (msg) {
@@ -583,7 +595,8 @@ static void policy_lua_rcpt_reply(lua_State *L, struct hook_outcome *o)
 		hook_outcome_from_value(L, -1, 250, o);
 		o->kind = HOOK_ACCEPT;
 	} else if (lua_is_reject(L, -1)) {
-		hook_outcome_from_value(L, lua_gettop(L), 450, o);
+		if (!hook_outcome_from_value(L, lua_gettop(L), 450, o))
+			lua_pop(L, 1); /* what reading it raised: the recipient gets the internal error */
 	} else if (t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
 		o->kind = HOOK_ACCEPT;
 		o->text[0] = '\0';

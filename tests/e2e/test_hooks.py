@@ -676,3 +676,37 @@ class ScriptAlteredTables(E2ETest):
             self.assertIn('update=mailFrom error="address.args is not a table"', log)
             self.assertIn('update=rcptTo error="session.envelope.rcptTo is not a table"', log)
             self.assertIn('update=mailFrom error="session.envelope is not a table"', log)
+
+    def test_a_returned_object_whose_index_raises_fails_its_hook(self):
+        """The core reads what a hook returns (onAuth's {user, message}, a
+        rejection table's code and message) as Lua would, __index and all,
+        but protected: an object whose __index raises makes the hook fail
+        (451 4.3.0, "hook failed" logged); it was a panic."""
+        strict = r'''setmetatable(%s, {__index = function(t, k) error("strict: no field " .. tostring(k)) end})'''
+        hooks = {
+            "onAuth": Lua(r'''function(auth, session) return %s end''' % (strict % "{user = auth.username}")),
+            "onMailFrom": Lua(r'''function(address, session)
+    if address.address:match("^strict@") then return nil, %s end
+    if address.address:match("^object@") then
+      return nil, setmetatable({}, {__index = {code = 553, message = "5.7.1 from the class"}})
+    end
+  end''' % (strict % "{}")),
+        }
+        with Server(script(hooks, allowInsecureAuth=True, disableReverseLookup=True)) as srv:
+            c = srv.client()
+            c.ehlo()
+            self.assertReply(c.cmd("AUTH PLAIN AGNhcm9sAHB3"), 451, "4.3.0")
+            self.assertReply(c.cmd("MAIL FROM:<strict@example.com>"), 451, "4.3.0")
+            # an object's fields from its class are read as Lua reads them
+            r = c.cmd("MAIL FROM:<object@example.com>")
+            self.assertReply(r, 553, "5.7.1")
+            self.assertIn(b"from the class", r.raw)
+            self.assertReply(c.cmd("MAIL FROM:<ok@example.com>"), 250)
+            self.assertReply(c.cmd("QUIT"), 221)
+            self.assertTrue(srv.alive())
+            srv.stop()
+            log = srv.log()
+            self.assertIn('hook=onAuth error="', log)
+            self.assertIn("strict: no field message", log)
+            self.assertIn("hook=onMailFrom", log)
+            self.assertIn("strict: no field code", log)
