@@ -180,6 +180,39 @@ static void lua_session_id_context(int argc, char **argv)
 		snprintf(session_id_context + 2 * i, 3, "%02x", digest[i]);
 }
 
+/* A finalizer (__gc) runs when the collector reaches its object, which
+ * may be during the core's own Lua calls between hooks: there an error has
+ * no protected call to unwind to, and LuaJIT passes a finalizer's error
+ * on, so the process panicked. The finalizers a script can set, ffi.gc's
+ * and a newproxy's, are wrapped: their errors are logged instead. */
+static const char finalizers_lua[] =
+	"local pcall, type, rawset, setmetatable, getmetatable, tostring = pcall, type, rawset, setmetatable, getmetatable, tostring\n"
+	"local log = require('smtp').log.error\n"
+	"local function guarded(f)\n"
+	"  return function(...)\n"
+	"    local ok, err = pcall(f, ...)\n"
+	"    if not ok then log('a __gc finalizer raised', {error = tostring(err)}) end\n"
+	"  end\n"
+	"end\n"
+	"local ffi = require('ffi')\n"
+	"local gc = ffi.gc\n"
+	"ffi.gc = function(cdata, f)\n"
+	"  if type(f) == 'function' then f = guarded(f) end\n"
+	"  return gc(cdata, f)\n"
+	"end\n"
+	/* newproxy(true)'s metatable is new: the first __gc put in it goes
+	 * through this __newindex. */
+	"local wrap_gc = {__newindex = function(mt, k, v)\n"
+	"  if k == '__gc' and type(v) == 'function' then v = guarded(v) end\n"
+	"  rawset(mt, k, v)\n"
+	"end}\n"
+	"local newproxy = newproxy\n"
+	"_G.newproxy = function(arg)\n"
+	"  local p = newproxy(arg)\n"
+	"  if arg == true then setmetatable(getmetatable(p), wrap_gc) end\n"
+	"  return p\n"
+	"end\n";
+
 bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 {
 	lua_session_id_context(argc, argv);
@@ -214,6 +247,11 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 	if (lua_pcall(lua_main, 1, 0, 0) != 0) {
 		snprintf(err, errlen, "cannot load the smtp module from %s: %s", dir,
 		         lua_tostring(lua_main, -1));
+		return false;
+	}
+	if (luaL_loadbuffer(lua_main, finalizers_lua, sizeof finalizers_lua - 1, "=finalizers") ||
+	    lua_pcall(lua_main, 0, 0, 0)) {
+		snprintf(err, errlen, "cannot guard the finalizers: %s", lua_tostring(lua_main, -1));
 		return false;
 	}
 	lua_remember_base_modules(lua_main, "loaded");

@@ -710,3 +710,30 @@ class ScriptAlteredTables(E2ETest):
             self.assertIn("strict: no field message", log)
             self.assertIn("hook=onMailFrom", log)
             self.assertIn("strict: no field code", log)
+
+    def test_a_finalizer_that_raises_is_logged_not_a_crash(self):
+        """A __gc finalizer runs when the collector reaches its object,
+        often during the core's own work between hooks, where LuaJIT's
+        passing its error on was a panic (the server exited after some
+        sessions). The ones a script sets (a newproxy's, ffi.gc's) are
+        run protected; their errors are logged."""
+        hooks = {"onConnect": Lua(r'''function(session)
+    local ffi = require "ffi"
+    for i = 1, 40 do
+      local p = newproxy(true)
+      getmetatable(p).__gc = function() error("proxy finalizer boom") end
+      ffi.gc(ffi.new("int[1]"), function() error("ffi finalizer boom") end)
+    end
+  end''')}
+        with Server(script(hooks)) as srv:
+            for i in range(150):
+                s = smtplib.SMTP("127.0.0.1", srv.port, timeout=10)
+                s.ehlo("client.example")
+                s.sendmail("a@example.com", ["b@example.org"], b"Subject: x\r\n\r\n" + b"x" * 2000 + b"\r\n")
+                s.quit()
+            self.assertTrue(srv.alive())
+            srv.stop()
+            log = srv.log()
+            self.assertIn('msg="a __gc finalizer raised"', log)
+            self.assertIn("proxy finalizer boom", log)
+            self.assertIn("ffi finalizer boom", log)
