@@ -4,6 +4,7 @@
 #include "lua/lua_api.h"
 #include "lua/lua_guard.h"
 #include "lua/modules.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "lua/lua_session.h"
 #include "lua/lua_stream.h"
@@ -183,8 +184,9 @@ static void lua_session_id_context(int argc, char **argv)
 /* A finalizer (__gc) runs when the collector reaches its object, which
  * may be during the core's own Lua calls between hooks: there an error has
  * no protected call to unwind to, and LuaJIT passes a finalizer's error
- * on, so the process panicked. The finalizers a script can set, ffi.gc's
- * and a newproxy's, are wrapped: their errors are logged instead. */
+ * on, so the process panicked. The finalizers a script can set (ffi.gc,
+ * ffi.metatype, a newproxy's metatable, debug.setmetatable) are wrapped:
+ * their errors are logged instead. */
 static const char finalizers_lua[] =
 	"local pcall, type, rawset, setmetatable, getmetatable, tostring = pcall, type, rawset, setmetatable, getmetatable, tostring\n"
 	"local log = require('smtp').log.error\n"
@@ -200,6 +202,19 @@ static const char finalizers_lua[] =
 	"  if type(f) == 'function' then f = guarded(f) end\n"
 	"  return gc(cdata, f)\n"
 	"end\n"
+	/* A metatable given a __gc by ffi.metatype or debug.setmetatable gets
+	 * the guarded one in its place. */
+	"local function guard_mt(mt)\n"
+	"  if type(mt) == 'table' then\n"
+	"    local f = rawget(mt, '__gc')\n"
+	"    if type(f) == 'function' then rawset(mt, '__gc', guarded(f)) end\n"
+	"  end\n"
+	"  return mt\n"
+	"end\n"
+	"local metatype = ffi.metatype\n"
+	"ffi.metatype = function(ct, mt) return metatype(ct, guard_mt(mt)) end\n"
+	"local dsetmt = debug.setmetatable\n"
+	"debug.setmetatable = function(o, mt) return dsetmt(o, guard_mt(mt)) end\n"
 	/* newproxy(true)'s metatable is new: the first __gc put in it goes
 	 * through this __newindex. */
 	"local wrap_gc = {__newindex = function(mt, k, v)\n"
@@ -213,6 +228,20 @@ static const char finalizers_lua[] =
 	"  return p\n"
 	"end\n";
 
+/* The last resort: a Lua error with no protected call to unwind to (the
+ * core's own calls are written not to raise; a script's debug library can
+ * still get one there). The process ends, as LuaJIT would end it, with a
+ * line that says why, where the exit alone said nothing; under --workers
+ * the master starts a new worker. _exit: nothing is left to flush (the
+ * line is written at once), and the exit handlers would only report the
+ * state the error left as leaks. */
+static int lua_panic(lua_State *L)
+{
+	const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(error object is not a string)";
+	log_fatal("a Lua error outside any hook: this process ends", "error", msg, NULL);
+	_exit(EXIT_FAILURE);
+}
+
 bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 {
 	lua_session_id_context(argc, argv);
@@ -221,6 +250,7 @@ bool lua_runtime_init(int argc, char **argv, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create the Lua state");
 		return false;
 	}
+	lua_atpanic(lua_main, lua_panic);
 	luaL_openlibs(lua_main);
 	/* LuaJIT's own libraries that load on first require (ffi, jit.util,
 	 * string.buffer...) belong to the state, not to a script: see
