@@ -65,6 +65,10 @@ static int server_bind(const char *spec, char *err, size_t errlen)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 		if (res->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+		/* Replies go out as written, not held for an ACK (Nagle). The
+		 * connections accepted from it inherit this (Linux): one call
+		 * here instead of one a connection. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	}
 	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
 		snprintf(err, errlen, "listen \"%s\": %s", spec, strerror(errno));
@@ -127,8 +131,6 @@ static void server_accept(struct ev_loop *loop, ev_io *w, int revents)
 				       strerror(errno), NULL);
 			return;
 		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 		struct conn *c = conn_new(srv, l->opt, fd, (struct sockaddr *)&peer,
 		                          l->local.ss_family == AF_UNSPEC ? NULL : (struct sockaddr *)&l->local);
 		srv->accept_conn(c);

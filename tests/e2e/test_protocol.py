@@ -1,6 +1,8 @@
 """Protocol basics and command sequencing (smtp-server protocol-test.js,
 "Sequencing", "Basic" and "Enhanced codes"), checked against docs/replies.md."""
 
+import ctypes
+import os
 import re
 import socket
 import struct
@@ -214,6 +216,39 @@ class Basic(SharedServerTest):
             self.assertTrue(flags & 0x01, "the 221 went without the FIN (flags %#x)" % flags)
         finally:
             sniff.close()
+
+    def test_accepted_connection_has_tcp_nodelay(self):
+        """Replies go out as written (TCP_NODELAY), set once on the
+        listener, whose accepted connections inherit it. Read off the
+        server's own socket for this connection, duplicated into the test
+        with pidfd_getfd (root)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        SYS_pidfd_getfd = 438
+        with self.client() as c:
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            pidfd = os.pidfd_open(self.srv.proc.pid)
+            try:
+                found = None
+                for name in os.listdir("/proc/%d/fd" % self.srv.proc.pid):
+                    fd = libc.syscall(SYS_pidfd_getfd, pidfd, int(name), 0)
+                    if fd < 0:
+                        continue
+                    try:
+                        s = socket.socket(fileno=fd)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    try:
+                        if s.type == socket.SOCK_STREAM and s.getpeername() == c.sock.getsockname():
+                            found = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                    except OSError:
+                        pass
+                    finally:
+                        s.close()
+            finally:
+                os.close(pidfd)
+            self.assertIsNotNone(found, "the server's socket for this connection was not found")
+            self.assertEqual(found, 1, "TCP_NODELAY is off on the accepted connection")
 
     def test_quit_then_pipelined_noop_not_answered(self):
         with self.client() as c:
