@@ -62,18 +62,14 @@ bool hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hoo
 	size_t len = 0;
 	const char *msg = NULL;
 	if (lua_type(L, idx) == LUA_TTABLE) {
-		if (!lua_api_getfield(L, idx, "code")) {
-			hook_internal_error(o);
-			return false;
-		}
+		if (!lua_api_getfield(L, idx, "code"))
+			goto raised;
 		lua_Integer code = lua_tointeger(L, -1);
 		if (code >= 400 && code <= 599)
 			o->code = (int)code;
 		lua_pop(L, 1);
-		if (!lua_api_getfield(L, idx, "message")) {
-			hook_internal_error(o);
-			return false;
-		}
+		if (!lua_api_getfield(L, idx, "message"))
+			goto raised;
 		msg = lua_tolstring(L, -1, &len);
 		if (msg)
 			hook_set_text(o, msg, len);
@@ -86,6 +82,9 @@ bool hook_outcome_from_value(lua_State *L, int idx, int default_code, struct hoo
 	if (!msg)
 		hook_set_text(o, smtp_rejected_text, strlen(smtp_rejected_text));
 	return true;
+raised:
+	hook_internal_error(o);
+	return false;
 }
 
 void hook_internal_error(struct hook_outcome *o)

@@ -446,10 +446,7 @@ static void policy_lua_auth_done(struct conn *c, const struct hook_outcome *o, l
 		conn_log(c, LOG_ERROR, "hook failed", "hook", "onAuth", "error",
 		         lua_isstring(co, -1) ? lua_tostring(co, -1) : "reading its result raised", NULL);
 		lua_settop(co, top);
-		struct hook_outcome failed;
-		hook_internal_error(&failed);
-		policy_lua_verdict_of(&v, &failed);
-		policy_lua_read_disabled(c, &v, true);
+		hook_internal_error(&v.reply); /* the disabled set read above stands */
 		policy_lua_answer(c, &v);
 		return;
 	}
@@ -550,9 +547,7 @@ static void policy_lua_address_done(struct conn *c, const struct hook_outcome *o
 		/* A hook broke what the envelope is written to: the command
 		 * fails as a hook that raised does (logged by record). */
 		lua_pop(R, co ? 1 : 2);
-		struct hook_outcome failed;
-		hook_internal_error(&failed);
-		policy_lua_verdict_of(&v, &failed);
+		hook_internal_error(&v.reply);
 		policy_lua_read_disabled(c, &v, true);
 	} else if (co) {
 		policy_lua_take_disabled(co, &v);
