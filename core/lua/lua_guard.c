@@ -5,8 +5,8 @@
 
 #include <lauxlib.h>
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,34 +19,39 @@
  * code, which no debug hook reaches. */
 #define GUARD_GRACE 5.0
 #define GUARD_TICK_NS 100000000L
+#define GUARD_SIGNAL SIGALRM
 
 static size_t guard_used;
 static size_t guard_limit;
 static bool guard_armed; /* the ceiling applies only inside hooks */
 
-/* Shared by the loop's thread and the watchdog without a lock on the way
- * in and out of every hook (two lock pairs per resume were a tenth of the
- * server's own time per message): the loop publishes each run with a
- * generation, odd while it runs; only lua_sethook is serialised (lock),
- * and a debug hook that fires for a run that has ended just removes
- * itself (guard_timeout_hook). */
+/* The watchdog is a timer whose signal is delivered to the loop's own
+ * thread, not a thread of its own: a second thread in the process makes
+ * the kernel take and drop a reference on the file at every read and write
+ * of a socket (fdget on a shared file table), which was 3% of a pipelined
+ * message's CPU. The handler interrupts the loop's thread between two of
+ * its instructions, so what it shares with it needs only to be read and
+ * written in program order (volatile), not locked; lua_sethook may be
+ * called from a signal handler (LuaJIT's own luajit.c does). The timer
+ * ticks while hooks run and stops itself after a tick with none, so an
+ * idle server is not woken. */
 static struct {
-	pthread_mutex_t lock; /* around lua_sethook, from either thread */
 	lua_State *L;
+	timer_t timer;
 	bool started;
-	_Atomic uint64_t run;        /* odd: the generation of the hook running; 0: none */
-	_Atomic double deadline;     /* of that run */
-	_Atomic double timeout;      /* of that run, for the messages */
-	_Atomic bool hook_set;       /* the debug hook is on */
-	_Atomic uint64_t hooked_run; /* the run it was set for */
-} guard = {.lock = PTHREAD_MUTEX_INITIALIZER};
-static uint64_t guard_runs; /* the loop's thread only */
+	volatile sig_atomic_t ticking;  /* the timer is set */
+	volatile sig_atomic_t running;  /* a watched run is on */
+	volatile sig_atomic_t hook_set; /* the debug hook is on */
+	volatile unsigned long runs;    /* counts the runs (lua_guard_enter) */
+	unsigned long runs_at_tick;     /* the handler's: runs at its last tick */
+	volatile double deadline;       /* of the run that is on */
+	volatile double timeout;        /* of that run, for the messages */
+} guard;
 
-/* Under guard.lock. */
 static void guard_clear_hook(void)
 {
 	lua_sethook(guard.L, NULL, 0, 0);
-	atomic_store(&guard.hook_set, false);
+	guard.hook_set = 0;
 }
 
 static void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -92,72 +97,80 @@ double lua_guard_now(void)
 static void guard_timeout_hook(lua_State *L, lua_Debug *ar)
 {
 	(void)ar;
-	if (atomic_load(&guard.run) != atomic_load(&guard.hooked_run)) {
-		/* Set for a run that ended meanwhile: not this code's business. */
-		pthread_mutex_lock(&guard.lock);
-		if (atomic_load(&guard.run) != atomic_load(&guard.hooked_run))
-			guard_clear_hook();
-		pthread_mutex_unlock(&guard.lock);
+	if (!guard.running) {
+		/* Not this code's business: the run it was set for has ended. */
+		guard_clear_hook();
 		return;
 	}
-	luaL_error(L, "hook ran longer than hookTimeout (%f s): interrupted", atomic_load(&guard.timeout));
+	luaL_error(L, "hook ran longer than hookTimeout (%f s): interrupted", guard.timeout);
 }
 
-static void guard_log_stuck(void)
+/* Seconds as "%g" writes them for a timeout (whole milliseconds), without
+ * printf, which a signal handler may not call. */
+static void guard_format_seconds(char *out, double seconds)
 {
-	char timeout[32];
-	snprintf(timeout, sizeof timeout, "%g", atomic_load(&guard.timeout));
-	/* This thread is not the one that logs: log_fatal writes at once. */
-	log_fatal("a hook is stuck in compiled Lua code past hookTimeout: ending this process so that a "
-	          "fresh one serves (the master restarts a worker)",
-	          "hookTimeout", timeout, NULL);
-}
-
-static void *guard_watch(void *arg)
-{
-	(void)arg;
-	for (;;) {
-		struct timespec tick = {0, GUARD_TICK_NS};
-		nanosleep(&tick, NULL);
-		uint64_t run = atomic_load(&guard.run);
-		double deadline = atomic_load(&guard.deadline);
-		double now = lua_guard_now();
-		bool late = run && now > deadline;
-		if (late && !atomic_load(&guard.hook_set)) {
-			pthread_mutex_lock(&guard.lock);
-			/* Asynchronous, as lua_sethook allows: the interpreter checks it
-			 * at its next instruction. */
-			atomic_store(&guard.hooked_run, run);
-			lua_sethook(guard.L, guard_timeout_hook, LUA_MASKCOUNT, 1);
-			atomic_store(&guard.hook_set, true);
-			/* The run may have ended before the hook was on, without seeing
-			 * it on (lua_guard_leave): then it is taken off here. */
-			if (atomic_load(&guard.run) != run)
-				guard_clear_hook();
-			pthread_mutex_unlock(&guard.lock);
-		}
-		if (late && now > deadline + GUARD_GRACE && atomic_load(&guard.run) == run) {
-			guard_log_stuck();
-			_exit(70);
+	unsigned long ms = (unsigned long)(seconds * 1000 + 0.5);
+	char digits[24];
+	int n = 0;
+	for (unsigned long s = ms / 1000; n == 0 || s; s /= 10)
+		digits[n++] = (char)('0' + s % 10);
+	while (n)
+		*out++ = digits[--n];
+	if (ms % 1000) {
+		*out++ = '.';
+		for (unsigned long frac = ms % 1000, div = 100; frac; div /= 10) {
+			*out++ = (char)('0' + frac / div);
+			frac %= div;
 		}
 	}
-	return NULL;
+	*out = 0;
+}
+
+static void guard_on_tick(int sig)
+{
+	(void)sig;
+	int saved_errno = errno;
+	if (guard.running) {
+		double now = lua_guard_now();
+		double deadline = guard.deadline;
+		if (now > deadline && !guard.hook_set) {
+			/* The interpreter checks it at its next instruction. */
+			lua_sethook(guard.L, guard_timeout_hook, LUA_MASKCOUNT, 1);
+			guard.hook_set = 1;
+		}
+		if (now > deadline + GUARD_GRACE) {
+			char timeout[32];
+			guard_format_seconds(timeout, guard.timeout);
+			log_fatal("a hook is stuck in compiled Lua code past hookTimeout: ending this process so that a "
+			          "fresh one serves (the master restarts a worker)",
+			          "hookTimeout", timeout, NULL);
+			_exit(70);
+		}
+	} else if (guard.runs == guard.runs_at_tick) {
+		struct itimerspec off = {0};
+		timer_settime(guard.timer, 0, &off, NULL);
+		guard.ticking = 0;
+	}
+	guard.runs_at_tick = guard.runs;
+	errno = saved_errno;
 }
 
 void lua_guard_start(lua_State *L)
 {
-	/* Threads do not survive fork: each serving process starts its own. */
+	/* Timers do not survive fork: each serving process starts its own. */
 	if (guard.started)
 		return;
 	guard.L = L;
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	if (pthread_create(&t, &attr, guard_watch, NULL) == 0)
-		guard.started = true;
-	pthread_attr_destroy(&attr);
+	struct sigaction sa = {.sa_handler = guard_on_tick, .sa_flags = SA_RESTART};
+	sigemptyset(&sa.sa_mask);
+	struct sigevent ev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = GUARD_SIGNAL};
+	ev._sigev_un._tid = gettid(); /* sigev_notify_thread_id, which glibc 2.36 does not name */
+	if (sigaction(GUARD_SIGNAL, &sa, NULL) != 0 || timer_create(CLOCK_MONOTONIC, &ev, &guard.timer) != 0) {
+		log_kv(LOG_WARN, NULL, "no hook watchdog: hookTimeout does not interrupt a hook that runs", "error",
+		       strerror(errno), NULL);
+		return;
+	}
+	guard.started = true;
 }
 
 void lua_guard_enter(double timeout, double now)
@@ -165,10 +178,16 @@ void lua_guard_enter(double timeout, double now)
 	guard_armed = true;
 	if (!guard.started || timeout <= 0)
 		return;
-	atomic_store_explicit(&guard.timeout, timeout, memory_order_relaxed);
-	atomic_store_explicit(&guard.deadline, now + timeout, memory_order_relaxed);
-	guard_runs++;
-	atomic_store_explicit(&guard.run, guard_runs << 1 | 1, memory_order_release);
+	guard.timeout = timeout;
+	guard.deadline = now + timeout;
+	guard.runs++;
+	guard.running = 1;
+	/* After running is set: a tick between the two cannot stop the timer. */
+	if (!guard.ticking) {
+		guard.ticking = 1;
+		struct itimerspec tick = {{0, GUARD_TICK_NS}, {0, GUARD_TICK_NS}};
+		timer_settime(guard.timer, 0, &tick, NULL);
+	}
 }
 
 void lua_guard_leave(void)
@@ -176,13 +195,7 @@ void lua_guard_leave(void)
 	guard_armed = false;
 	if (!guard.started)
 		return;
-	/* Sequentially consistent with the watchdog's store of hook_set and
-	 * load of run: one of the two sees the other, and takes the hook off. */
-	atomic_store(&guard.run, 0);
-	if (atomic_load(&guard.hook_set)) {
-		pthread_mutex_lock(&guard.lock);
-		if (atomic_load(&guard.hook_set))
-			guard_clear_hook();
-		pthread_mutex_unlock(&guard.lock);
-	}
+	guard.running = 0;
+	if (guard.hook_set)
+		guard_clear_hook();
 }

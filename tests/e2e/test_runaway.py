@@ -239,6 +239,44 @@ class HookTimeout(RunawayBase):
         self.assertIn("hookTimeout", lines[-1])
 
 
+def context_switches(pid):
+    """Voluntary context switches of all of pid's threads."""
+    n = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            n += sum(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches:"))
+    return n
+
+
+class WatchdogTimer(RunawayBase):
+    """The watchdog is a timer signal on the loop's thread: a second thread
+    would cost every socket read and write a reference on the file (the
+    kernel's fdget on a shared file table). It ticks while hooks run and
+    stops after a tick with none."""
+
+    def test_the_serving_process_has_one_thread(self):
+        with Server(runaway_script()) as srv:
+            self.assertServes(srv)
+            with open("/proc/%d/status" % srv.proc.pid) as f:
+                threads = [int(l.split()[1]) for l in f if l.startswith("Threads:")][0]
+            self.assertEqual(threads, 1, "threads in the serving process")
+
+    def test_an_idle_server_is_not_woken_and_the_next_hook_is_still_watched(self):
+        with Server(runaway_script()) as srv:
+            self.assertServes(srv)  # the hooks ran: the timer ticked
+            time.sleep(0.5)         # a tick with no hook stops it
+            before = context_switches(srv.proc.pid)
+            time.sleep(1.5)
+            woken = context_switches(srv.proc.pid) - before
+            self.assertLessEqual(woken, 2, "an idle server woke %d times in 1.5 s" % woken)
+            with self.session(srv) as c:
+                t0 = time.monotonic()
+                r = c.cmd("RCPT TO:<cowrap@example.com>", timeout=HOOK_TIMEOUT + GRACE + SLACK)
+                dt = time.monotonic() - t0
+                self.assertEqual((r.code, r.enh), (451, "4.3.0"), r)
+                self.assertLess(dt, HOOK_TIMEOUT + 2.0, "interrupted after %.2f s" % dt)
+
+
 # ---------------------------------------------------------- luaMemoryLimit
 
 LIMIT = 256 * 1024 * 1024
