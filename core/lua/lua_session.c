@@ -61,12 +61,19 @@ static const char envelope_lua[] =
 	"  reset(s, 1)\n"
 	"  return s\n"
 	"end\n"
+	/* A constructor of constant fields is a copy of a template with its
+	 * keys in place: the fields are then stored to, where a new table
+	 * had each key inserted (lj_tab_newkey, twice an address). */
 	"local function address(addr, args, dsn, notify)\n"
-	"  local t = new_tab(0, dsn and 3 or 2)\n"
-	"  t.address = addr\n"
 	"  args = args or {}\n"
-	"  t.args = args\n"
-	"  if dsn then t.dsn = {notify = notify or {}, orcpt = args.ORCPT} end\n"
+	"  local t\n"
+	"  if dsn then\n"
+	"    t = {address = false, args = false, dsn = false}\n"
+	"    t.dsn = {notify = notify or {}, orcpt = args.ORCPT}\n"
+	"  else\n"
+	"    t = {address = false, args = false}\n"
+	"  end\n"
+	"  t.address, t.args = addr, args\n"
 	"  return t\n"
 	"end\n"
 	"M.address = address\n"
