@@ -67,16 +67,22 @@ $(DEPS_STAMP): Makefile
 	@mkdir -p build && touch $@
 deps: $(DEPS_STAMP)
 
+# The server is linked with link-time optimization: calls between the
+# layers' files are inlined like calls within one (3.7% fewer instructions
+# a pipelined message, callgrind). The objects carry machine code as well
+# (fat), so the unit tests link them as usual, without it.
+LTO := -flto=auto
+
 build/obj/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LTO) -ffat-lto-objects -c -o $@ $<
 
 build/asan/%.o: core/%.c $(CORE_HDR) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
 build/luasmtpd: build/obj/main.o $(CORE_OBJ) | lua/smtp/replies.lua
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LTO) -o $@ $^ $(LDLIBS)
 
 # The reply catalogue is core/proto/replies.c; the testing kit outside the
 # server reads it as lua/smtp/replies.lua, written from the C table (and

@@ -317,7 +317,7 @@ static bool tls_protocol(const struct tls_options *o, SSL_CTX *ctx, struct tls_e
 {
 	const char *minv = o->min_version, *maxv = o->max_version, *ciphers = o->ciphers;
 	const char *suites = o->ciphersuites, *curves = o->ecdh_curve;
-	int v;
+	int v = 0; /* set by tls_version when it succeeds; LTO cannot tell */
 	if (minv && (!tls_version("minVersion", minv, &v, e) || !SSL_CTX_set_min_proto_version(ctx, v)))
 		return false;
 	if (maxv && (!tls_version("maxVersion", maxv, &v, e) || !SSL_CTX_set_max_proto_version(ctx, v)))
