@@ -365,9 +365,69 @@ void conn_close_pending(struct conn *c)
 	c->phase = PHASE_CLOSING;
 }
 
+/* The connections read in this loop turn whose input waits to be acted
+ * on, in the order they were read. Reading every ready socket first and
+ * then acting on what each sent runs the same code (the parser, the
+ * hooks' machinery, LuaJIT, the log) for one connection after another,
+ * where reading and acting by turns had the kernel's receive path evict
+ * it from the processor's caches at every connection: 2-3% of a
+ * pipelined message's CPU in a paired run. A plain connection's only:
+ * TLS reads go on as they were. conn_batch_run runs at the lowest
+ * priority, so after every other callback of the turn. */
+static struct conn *batch_head, **batch_tail = &batch_head;
+static ev_prepare batch_w; /* never started: only fed (ev_feed_event) */
+
+static void conn_batch_unlink(struct conn *c)
+{
+	struct conn **p = &batch_head;
+	while (*p != c)
+		p = &(*p)->batch_next;
+	*p = c->batch_next;
+	if (!*p)
+		batch_tail = p;
+	c->batched = false;
+}
+
+static void conn_batch_run(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	while (batch_head) {
+		struct conn *c = batch_head;
+		conn_batch_unlink(c);
+		/* Closed since it was read (a timer): its release is on the way. */
+		if (c->phase == PHASE_CLOSED)
+			continue;
+		c->dispatching = true;
+		c->ops->on_input(c);
+		if (c->phase != PHASE_CLOSED)
+			conn_flush(c);
+		c->dispatching = false;
+		if (c->phase == PHASE_CLOSED)
+			c->ops->on_release(c);
+	}
+}
+
+static void conn_batch_add(struct conn *c)
+{
+	if (c->batched)
+		return;
+	if (!batch_head) {
+		if (!ev_cb(&batch_w)) {
+			ev_init(&batch_w, conn_batch_run);
+			ev_set_priority(&batch_w, EV_MINPRI);
+		}
+		ev_feed_event(c->srv->loop, &batch_w, EV_CUSTOM);
+	}
+	c->batched = true;
+	c->batch_next = NULL;
+	*batch_tail = c;
+	batch_tail = &c->batch_next;
+}
+
 void conn_free(struct conn *c)
 {
 	struct server *srv = c->srv;
+	if (c->batched)
+		conn_batch_unlink(c);
 	ev_timer_stop(srv->loop, &c->timer);
 	conn_tls_free(c);
 	buf_free(&c->in);
@@ -531,7 +591,10 @@ static void conn_read(struct conn *c)
 	 * up minDataRate: a client dripping bytes (slowloris) times out. */
 	if (stream)
 		conn_data_progress(c, (size_t)r);
-	c->ops->on_input(c);
+	if (c->ssl)
+		c->ops->on_input(c);
+	else
+		conn_batch_add(c);
 }
 
 static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)

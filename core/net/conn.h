@@ -96,6 +96,7 @@ struct conn {
 	struct buf out; /* replies not yet written */
 	bool drain_on_close; /* read pending input before close (see conn_close) */
 	bool dispatching;    /* in conn_on_io's read and flush, which release c if it closes */
+	bool batched;        /* read, its input waits for conn_batch_run (below it, batch_next) */
 
 	/* TLS */
 	SSL *ssl;
@@ -113,6 +114,7 @@ struct conn {
 	void *owner;
 
 	struct conn *prev, *next; /* the server's list of connections */
+	struct conn *batch_next;
 };
 
 /* local: the listener's own address, or NULL to ask the socket. The

@@ -326,6 +326,42 @@ class Pipelining(SharedServerTest):
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             c.no_reply(0.2)
 
+    def test_many_clients_pipelining_at_once_each_get_their_own(self):
+        """Clients whose transactions arrive in the same loop turn: the
+        server reads every ready socket first, then acts on each one's
+        input in turn (conn_batch_run). Each gets its own replies and its
+        own envelope and body, nothing of another's."""
+        n = 40
+        clients = [self.ehlo_client() for _ in range(n)]
+        try:
+            for i, c in enumerate(clients):
+                c.send(("MAIL FROM:<s%d@example.com>\r\nRCPT TO:<r%d@example.com>\r\nDATA\r\n" % (i, i)).encode())
+            for c in clients:
+                self.assertCodes(c.read_replies(3), [250, 250, 354])
+            for i, c in enumerate(clients):
+                c.send(("Subject: %d\r\n\r\nbody of client %d\r\n.\r\n" % (i, i)).encode())
+            sizes = {}
+            for i, c in enumerate(clients):
+                r = c.read_reply()
+                self.assertEqual(r.code, 250, r)
+                sizes[c.local_port] = r.text
+        finally:
+            for c in clients:
+                c.close()
+        ports = {c.local_port: i for i, c in enumerate(clients)}
+        events = self.srv.wait_events("data", n)
+        mine = [e for e in events if e["session"]["remotePort"] in ports]
+        self.assertEqual(len(mine), n)
+        for e in mine:
+            i = ports[e["session"]["remotePort"]]
+            self.assertEqual(e["session"]["mailFrom"]["address"], "s%d@example.com" % i)
+            self.assertEqual([a["address"] for a in e["session"]["rcptTo"]], ["r%d@example.com" % i])
+            body = "Subject: %d\r\n\r\nbody of client %d\r\n" % (i, i)
+            self.assertEqual(e["byteLength"], len(body))
+            self.assertIn("stored %d" % len(body), sizes[e["session"]["remotePort"]])
+            with open(os.path.join(self.srv.out, "body-%s-1" % e["session"]["id"]), "rb") as f:
+                self.assertEqual(f.read().decode(), body)
+
     def test_pipelined_two_messages(self):
         with self.ehlo_client() as c:
             msg = (b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
