@@ -371,9 +371,13 @@ void conn_close_pending(struct conn *c)
  * hooks' machinery, LuaJIT, the log) for one connection after another,
  * where reading and acting by turns had the kernel's receive path evict
  * it from the processor's caches at every connection: 2-3% of a
- * pipelined message's CPU in a paired run. A plain connection's only:
- * TLS reads go on as they were. conn_batch_run runs at the lowest
- * priority, so after every other callback of the turn. */
+ * pipelined message's CPU in a paired run; and acting on all of them
+ * before writing any reply (the kernel's send path the same way, once
+ * for all) another 4%. A plain connection's only: TLS reads go on as
+ * they were. conn_batch_run runs at the lowest priority, so after every
+ * other callback of the turn. Until the replies are written the
+ * connections stay dispatching, so one closed meanwhile is released
+ * here, after its replies. */
 static struct conn *batch_head, **batch_tail = &batch_head;
 static ev_prepare batch_w; /* never started: only fed (ev_feed_event) */
 
@@ -390,6 +394,7 @@ static void conn_batch_unlink(struct conn *c)
 
 static void conn_batch_run(struct ev_loop *loop, ev_prepare *w, int revents)
 {
+	struct conn *done = NULL;
 	while (batch_head) {
 		struct conn *c = batch_head;
 		conn_batch_unlink(c);
@@ -398,6 +403,12 @@ static void conn_batch_run(struct ev_loop *loop, ev_prepare *w, int revents)
 			continue;
 		c->dispatching = true;
 		c->ops->on_input(c);
+		c->batch_next = done;
+		done = c;
+	}
+	while (done) {
+		struct conn *c = done;
+		done = c->batch_next;
 		if (c->phase != PHASE_CLOSED)
 			conn_flush(c);
 		c->dispatching = false;
