@@ -46,6 +46,10 @@ static struct {
 	unsigned long runs_at_tick;     /* the handler's: runs at its last tick */
 	volatile double deadline;       /* of the run that is on */
 	volatile double timeout;        /* of that run, for the messages */
+	/* timeout as "%g" writes it, for the handler, which may not call
+	 * printf: written when a run's timeout differs from the last one's,
+	 * before the run is on. */
+	char timeout_text[32];
 } guard;
 
 static void guard_clear_hook(void)
@@ -105,27 +109,6 @@ static void guard_timeout_hook(lua_State *L, lua_Debug *ar)
 	luaL_error(L, "hook ran longer than hookTimeout (%f s): interrupted", guard.timeout);
 }
 
-/* Seconds as "%g" writes them for a timeout (whole milliseconds), without
- * printf, which a signal handler may not call. */
-static void guard_format_seconds(char *out, double seconds)
-{
-	unsigned long ms = (unsigned long)(seconds * 1000 + 0.5);
-	char digits[24];
-	int n = 0;
-	for (unsigned long s = ms / 1000; n == 0 || s; s /= 10)
-		digits[n++] = (char)('0' + s % 10);
-	while (n)
-		*out++ = digits[--n];
-	if (ms % 1000) {
-		*out++ = '.';
-		for (unsigned long frac = ms % 1000, div = 100; frac; div /= 10) {
-			*out++ = (char)('0' + frac / div);
-			frac %= div;
-		}
-	}
-	*out = 0;
-}
-
 static void guard_on_tick(int sig)
 {
 	(void)sig;
@@ -139,11 +122,9 @@ static void guard_on_tick(int sig)
 			guard.hook_set = 1;
 		}
 		if (now > deadline + GUARD_GRACE) {
-			char timeout[32];
-			guard_format_seconds(timeout, guard.timeout);
 			log_fatal("a hook is stuck in compiled Lua code past hookTimeout: ending this process so that a "
 			          "fresh one serves (the master restarts a worker)",
-			          "hookTimeout", timeout, NULL);
+			          "hookTimeout", guard.timeout_text, NULL);
 			_exit(70);
 		}
 	} else if (guard.runs == guard.runs_at_tick) {
@@ -178,6 +159,8 @@ void lua_guard_enter(double timeout, double now)
 	guard_armed = true;
 	if (!guard.started || timeout <= 0)
 		return;
+	if (timeout != guard.timeout)
+		snprintf(guard.timeout_text, sizeof guard.timeout_text, "%g", timeout);
 	guard.timeout = timeout;
 	guard.deadline = now + timeout;
 	guard.runs++;

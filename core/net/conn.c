@@ -379,7 +379,7 @@ void conn_close_pending(struct conn *c)
  * connections stay dispatching, so one closed meanwhile is released
  * here, after its replies. */
 static struct conn *batch_head, **batch_tail = &batch_head;
-static ev_prepare batch_w; /* never started: only fed (ev_feed_event) */
+static ev_watcher batch_w; /* never started: only fed (ev_feed_event) */
 
 static void conn_batch_unlink(struct conn *c)
 {
@@ -392,7 +392,7 @@ static void conn_batch_unlink(struct conn *c)
 	c->batched = false;
 }
 
-static void conn_batch_run(struct ev_loop *loop, ev_prepare *w, int revents)
+static void conn_batch_run(struct ev_loop *loop, ev_watcher *w, int revents)
 {
 	struct conn *done = NULL;
 	while (batch_head) {
